@@ -1,0 +1,43 @@
+"""Shared fixtures. Everything here is offline: tiny models have RANDOM weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No hub, ever, at test time; and two cores shared by everything: one thread each.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = Path(os.environ.get("LUGPI_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The real datasets beside the checkout (../shared/datasets); never copied into the tree."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"shared datasets not found at {SHARED_DATASETS}")
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight 2-layer BERT (hidden 32) with the real MiniLM tokenizer."""
+    from training.tiny import make_tiny_text_model
+
+    return make_tiny_text_model(tmp_path_factory.mktemp("tiny-text-random"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass

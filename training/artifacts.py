@@ -1,0 +1,106 @@
+"""Stage artifact directories: written whole or not at all.
+
+A stage writes into ``<final>.tmp-<random>`` and renames it to ``<final>`` only
+after it has written ``stage.json`` last. So a directory without ``stage.json``
+(or a ``.tmp-`` one) is never taken for a finished stage, a crashed run leaves
+nothing that looks complete, and a rerun skips stages whose directory is
+complete. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.errors import ArtifactError
+
+STAGE_FILE = "stage.json"
+STUDENT_META = "lugpi.json"
+
+
+class StageRecord(BaseModel):
+    """Written last into every finished stage directory."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stage: str
+    finished_at: datetime
+    seconds: float = 0.0
+    summary: dict[str, object] = Field(default_factory=dict)
+
+
+class TextModelMeta(BaseModel):
+    """``lugpi.json`` beside a text classifier saved in the transformers format
+    (the student or the baseline): what export and evaluation need to know."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    kind: Literal["student", "baseline"]
+    labels: list[str]
+    max_length: int
+    text_pair: bool
+    base_model: str
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+def is_complete(stage_dir: Path) -> bool:
+    return (stage_dir / STAGE_FILE).is_file()
+
+
+def read_stage(stage_dir: Path) -> StageRecord:
+    if not is_complete(stage_dir):
+        raise ArtifactError(f"{stage_dir}: stage not finished (no {STAGE_FILE}); rerun the stage")
+    return StageRecord.model_validate_json((stage_dir / STAGE_FILE).read_text())
+
+
+@contextmanager
+def atomic_dir(final: Path, stage: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``final``; on success write ``stage.json``
+    and rename it into place. On any error the temporary directory is removed."""
+    final = Path(final)
+    if final.exists() and not overwrite and is_complete(final):
+        raise ArtifactError(f"{final} already exists and is complete; refusing to overwrite")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    started = datetime.now(UTC)
+    try:
+        yield tmp
+        record = StageRecord(
+            stage=stage,
+            finished_at=datetime.now(UTC),
+            seconds=(datetime.now(UTC) - started).total_seconds(),
+        )
+        existing = tmp / STAGE_FILE
+        if existing.exists():  # the stage wrote its own summary; keep it
+            record = StageRecord.model_validate_json(existing.read_text())
+        write_json_atomic(tmp / STAGE_FILE, record.model_dump(mode="json"))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        with tmp.open("w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ArtifactError(f"cannot write {path}: {e.strerror or e}; is the disk full?") from e

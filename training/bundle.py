@@ -1,0 +1,126 @@
+"""The student bundle contract: what export writes and the API reads.
+
+    <model-repository>/<name>/<version>/
+        model.onnx  model.int8.onnx  tokenizer.json  bundle.json
+
+``bundle.json`` is a ``BundleManifest``. This is the only definition of it.
+Torch-free and transformers-free: the API imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from training.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+MANIFEST = "bundle.json"
+MODEL_FP32 = "model.onnx"
+MODEL_INT8 = "model.int8.onnx"
+TOKENIZER = "tokenizer.json"
+# Names of the ONNX graph's inputs and output, declared once (optimum-style).
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+ONNX_OUTPUT = "probabilities"
+VERSION_PATTERN = r"^v[0-9]+$"
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    job_id: str | None = None
+    dataset: str | None = None
+    config: dict[str, object] = Field(default_factory=dict)
+    generator: str | None = None
+    teachers: list[str] = Field(default_factory=list)
+    student_base_model: str | None = None
+
+
+class SplitMetrics(BaseModel):
+    """Metrics of one model on one split."""
+
+    model_config = ConfigDict(extra="allow")
+
+    accuracy: float
+    macro_f1: float
+    n: int
+
+
+class ExportChecks(BaseModel):
+    """onnxruntime vs PyTorch on real dev texts, recorded at export time."""
+
+    n_texts: int
+    fp32_max_abs_prob_diff: float
+    fp32_argmax_agreement: float
+    int8_max_abs_prob_diff: float | None = None
+    int8_argmax_agreement: float | None = None
+    dev_accuracy_torch: float | None = None
+    dev_accuracy_fp32: float | None = None
+    dev_accuracy_int8: float | None = None
+
+
+class BundleManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    version: str = Field(pattern=VERSION_PATTERN)
+    labels: list[str] = Field(min_length=2)
+    max_length: int = Field(ge=1)
+    text_pair: bool = False
+    # Inputs the ONNX graph takes, in order; a subset of ONNX_INPUTS.
+    inputs: list[str] = Field(default_factory=lambda: list(ONNX_INPUTS[:2]))
+    output: str = ONNX_OUTPUT
+    provenance: Provenance = Field(default_factory=Provenance)
+    # metrics[model][split], e.g. metrics["student"]["test"]; models: baseline, teacher-<name>,
+    # student, student-int8.
+    metrics: dict[str, dict[str, SplitMetrics]] = Field(default_factory=dict)
+    export_checks: ExportChecks | None = None
+    files: dict[str, str] = Field(description="file name -> sha256 hex digest")
+    created_at: datetime
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(bundle_dir: Path) -> BundleManifest:
+    """Parse ``bundle.json`` of a bundle directory; raise ``ArtifactError`` naming the problem."""
+    path = bundle_dir / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{bundle_dir}: no {MANIFEST}; not a complete bundle")
+    try:
+        return BundleManifest.model_validate(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValidationError) as e:
+        raise ArtifactError(f"{path}: invalid bundle manifest: {e}") from e
+
+
+def verify_bundle(bundle_dir: Path) -> BundleManifest:
+    """Read the manifest and check every listed file exists with its sha256.
+
+    A bundle that fails here is never served or taken for a model.
+    """
+    manifest = read_manifest(bundle_dir)
+    for required in (MODEL_FP32, TOKENIZER):
+        if required not in manifest.files:
+            raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists no {required}")
+    for name, digest in manifest.files.items():
+        f = bundle_dir / name
+        if not f.is_file():
+            raise ArtifactError(f"{bundle_dir}: {name} is listed in {MANIFEST} but missing")
+        actual = sha256_file(f)
+        if actual != digest:
+            raise ArtifactError(
+                f"{bundle_dir}: {name} sha256 {actual[:12]}... does not match "
+                f"{MANIFEST} ({digest[:12]}...); the bundle is corrupt"
+            )
+    return manifest

@@ -1,0 +1,200 @@
+"""The training config schema: the one definition used by the CLI (YAML presets
+under ``configs/``) and as the body of ``POST /jobs/train``.
+
+Defaults are the paper's (Menadil et al., ICPR 2024): DistilBERT student,
+CLIP/ViT image encoders, Stable Diffusion v2 generator, alpha=3, beta=1, tau=8,
+AdamW lr 5e-5 with linear decay, batch 14. Torch-free: the API imports it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from training.errors import ConfigError
+
+DataFormat = Literal["auto", "csv", "tsv", "jsonl", "cwi2018"]
+# How the generator prompt is derived from a text (DESIGN.md §1, step 1).
+PromptStyle = Literal["plain", "html", "newsgroups", "cwi"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos in a YAML file or a job body: reject them by name.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(_Strict):
+    """Where the labelled texts come from and how to read them."""
+
+    train: str = Field(description="Training file (CSV, TSV, JSONL or CWI 2018 TSV).")
+    dev: str | None = Field(None, description="Dev file; if absent a seeded share of train is held out.")
+    test: str | None = Field(None, description="Test file; metrics are reported on it.")
+    format: DataFormat = Field("auto", description="File format; 'auto' decides by extension.")
+    text_column: str = Field("text", description="Column (or JSON key) holding the text.")
+    text_pair_column: str | None = Field(
+        None, description="Optional second text column; makes the input a text pair."
+    )
+    label_column: str = Field("label", description="Column holding the label name.")
+    dev_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
+        0.1, description="Share of train held out as dev when no dev file is given."
+    )
+    max_train_samples: Annotated[int, Field(ge=2)] | None = Field(
+        None, description="Use a seeded subset of train of this size (compute budget)."
+    )
+    max_eval_samples: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Use a seeded subset of dev and test of this size."
+    )
+    prompt_style: PromptStyle = Field(
+        "plain",
+        description="Prompt cleaning: 'html' strips tags (reviews), 'newsgroups' drops e-mail "
+        "addresses and header lines, 'cwi' prompts with the target phrase alone.",
+    )
+    unlabelled: str | None = Field(
+        None,
+        description="Optional unlabelled texts (same format, label column ignored) that the "
+        "teacher labels for the student (Teacher Guided Training).",
+    )
+
+
+class GeneratorConfig(_Strict):
+    """The text-to-image model that imagines one picture per text."""
+
+    model: str = Field(
+        "stabilityai/stable-diffusion-2",
+        description="Diffusers pipeline: hub id, local directory, or 'tiny-random' (random "
+        "weights, noise images; for tests and the offline preset).",
+    )
+    revision: str | None = Field(None, description="Hub revision; part of the image cache key.")
+    steps: Annotated[int, Field(ge=1, le=200)] = 25
+    guidance_scale: Annotated[float, Field(ge=0.0, le=30.0)] = 7.5
+    image_size: Annotated[int, Field(ge=32, le=1024, multiple_of=8)] = 512
+    batch_size: Annotated[int, Field(ge=1, le=256)] = 4
+    num_shards: Annotated[int, Field(ge=1, le=4096)] = Field(
+        1, description="Split generation into this many index ranges for parallel workers."
+    )
+    cache_dir: str | None = Field(
+        None, description="Image cache shared across runs; default <artifacts>/image-cache."
+    )
+
+
+class TeacherConfig(_Strict):
+    """One multimodal teacher: text encoder + image encoder + fusion block + MLP head."""
+
+    name: str = Field("teacher", pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    text_model: str = Field("distilbert-base-uncased", description="Hub id or local path.")
+    image_model: str = Field(
+        "openai/clip-vit-base-patch32",
+        description="CLIP vision or ViT hub id/path, or 'efficientnet-lite0' (offline weights).",
+    )
+    freeze_image_encoder: bool = Field(
+        True, description="Freeze the image encoder and compute its tokens once per image."
+    )
+    fusion_heads: Annotated[int, Field(ge=1)] = 8
+    hidden_size: Annotated[int, Field(ge=1)] = Field(768, description="MLP hidden layer width.")
+    epochs: Annotated[float, Field(gt=0.0, le=100.0)] = 3.0
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-5
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 14
+
+
+class StudentConfig(_Strict):
+    """The text-only student (and the CE-only baseline: same architecture and budget)."""
+
+    text_model: str = Field("distilbert-base-uncased", description="Hub id or local path.")
+    max_length: Annotated[int, Field(ge=8, le=4096)] = 128
+    epochs: Annotated[float, Field(gt=0.0, le=100.0)] = 3.0
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-5
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 14
+    warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+
+
+class DistillConfig(_Strict):
+    """L = CE(y, s) + alpha * CE(softmax(t/tau), softmax(s/tau)) + beta * ||e_T - e_S||^2."""
+
+    alpha: Annotated[float, Field(ge=0.0, le=100.0)] = 3.0
+    beta: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    tau: Annotated[float, Field(gt=0.0, le=100.0)] = 8.0
+    combine: Literal["confidence", "mean"] = Field(
+        "confidence",
+        description="How several teachers are combined per sample: weighted by each teacher's "
+        "confidence (StrataNet-style) or averaged.",
+    )
+    use_unlabelled: bool = Field(
+        False, description="Also distill on data.unlabelled texts labelled by the teacher(s)."
+    )
+
+
+class ExportConfig(_Strict):
+    """Where the student bundle goes."""
+
+    name: str = Field("student", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    quantize: bool = Field(True, description="Also write the dynamically quantized int8 model.")
+    opset: Annotated[int, Field(ge=14, le=21)] = 17
+    publish: bool = Field(True, description="Publish the bundle into the model repository.")
+
+
+class PipelineConfig(_Strict):
+    """A whole LUGPI run: generate -> teacher(s) -> distill -> baseline -> evaluate -> export."""
+
+    name: str = Field("lugpi", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    seed: Annotated[int, Field(ge=0)] = 0
+    device: Device = "auto"
+    mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on CPU.")
+    data: DataConfig
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    teachers: list[TeacherConfig] = Field(default_factory=lambda: [TeacherConfig()], min_length=1)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    baseline: bool = Field(True, description="Also train the CE-only baseline for comparison.")
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        names = [t.name for t in self.teachers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"teachers[].name must be unique, got {names}")
+        if self.distill.use_unlabelled and self.data.unlabelled is None:
+            raise ValueError("distill.use_unlabelled is true but data.unlabelled is not set")
+        return self
+
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_config(path: str | Path, overrides: dict[str, object] | None = None) -> PipelineConfig:
+    """Read a YAML config (or a preset name under ``configs/``) and validate it.
+
+    ``overrides`` maps dotted keys (``"data.train"``) to values, for the CLI.
+    """
+    p = Path(path)
+    if not p.exists() and (CONFIGS_DIR / f"{path}.yaml").exists():
+        p = CONFIGS_DIR / f"{path}.yaml"
+    if not p.exists():
+        presets = sorted(x.stem for x in CONFIGS_DIR.glob("*.yaml"))
+        raise ConfigError(f"config {path!s} not found; give a YAML file or a preset: {presets}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(raw, source=str(p))
+
+
+def parse_config(raw: object, source: str = "config") -> PipelineConfig:
+    """Validate a config dict; errors name every bad field."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        fields = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{source}: invalid config: {fields}") from e

