@@ -62,12 +62,14 @@ class ExportChecks(BaseModel):
     dev_accuracy_torch: float | None = None
     dev_accuracy_fp32: float | None = None
     dev_accuracy_int8: float | None = None
+    # quantize_dynamic arguments the int8 model was made with (per_channel, reduce_range).
+    int8_settings: dict[str, bool] | None = None
 
 
 class BundleManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     version: str = Field(pattern=VERSION_PATTERN)
     labels: list[str] = Field(min_length=2)

@@ -31,7 +31,9 @@ class DataConfig(_Strict):
     """Where the labelled texts come from and how to read them."""
 
     train: str = Field(description="Training file (CSV, TSV, JSONL or CWI 2018 TSV).")
-    dev: str | None = Field(None, description="Dev file; if absent a seeded share of train is held out.")
+    dev: str | None = Field(
+        None, description="Dev file; if absent a seeded share of train is held out."
+    )
     test: str | None = Field(None, description="Test file; metrics are reported on it.")
     format: DataFormat = Field("auto", description="File format; 'auto' decides by extension.")
     text_column: str = Field("text", description="Column (or JSON key) holding the text.")
@@ -181,12 +183,31 @@ def load_config(path: str | Path, overrides: dict[str, object] | None = None) ->
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
     for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        _set_dotted(raw, key, value)
     return parse_config(raw, source=str(p))
+
+
+def _set_dotted(raw: dict[str, object], key: str, value: object) -> None:
+    """Set ``raw[a][b]... = value`` for ``key = "a.b..."``; a number indexes a list
+    (``teachers.0.epochs``)."""
+    node: object = raw
+    *parents, leaf = key.split(".")
+    try:
+        for part in parents:
+            if isinstance(node, list):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise TypeError(part)
+        if isinstance(node, list):
+            node[int(leaf)] = value
+        elif isinstance(node, dict):
+            node[leaf] = value
+        else:
+            raise TypeError(leaf)
+    except (ValueError, IndexError, TypeError) as e:
+        raise ConfigError(f"cannot set {key!r}: no such field or list index in the config") from e
 
 
 def parse_config(raw: object, source: str = "config") -> PipelineConfig:
@@ -195,6 +216,7 @@ def parse_config(raw: object, source: str = "config") -> PipelineConfig:
         return PipelineConfig.model_validate(raw)
     except ValidationError as e:
         fields = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()
+            f"{'.'.join(str(x) for x in err['loc']) or '<root>'}: {err['msg']}"
+            for err in e.errors()
         )
         raise ConfigError(f"{source}: invalid config: {fields}") from e

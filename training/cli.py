@@ -1,0 +1,320 @@
+"""``lugpi``: the command line. One command per stage, ``run`` for all of them.
+
+Every command takes a CONFIG (a YAML file or a preset name from configs/) and a run
+directory. Stages write complete directories or nothing, so any command can be
+rerun after a crash or Ctrl-C and continues where it stopped. Errors the user can
+fix print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from tqdm import tqdm
+
+from training.config import PipelineConfig, load_config
+from training.errors import ConfigError, LugpiError
+from training.jobs import Stage
+from training.pipeline import Run, resolve_paths, run_pipeline
+from training.progress import RunContext
+
+app = typer.Typer(
+    name="lugpi",
+    help="LUGPI: train a text classifier that learned from generated images, then serve it "
+    "without them. Stages: prepare -> generate -> teacher -> distill -> baseline -> "
+    "evaluate -> export. Start with:  lugpi run offline",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+ConfigArg = Annotated[
+    str,
+    typer.Argument(
+        help="A YAML config file, or a preset name from configs/: 'offline' (runs here, no "
+        "network), 'paper' (the paper's models; needs the model hub and a GPU), 'smoke'."
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override one config field, KEY=VALUE with a dotted key, e.g. "
+        "--set data.max_train_samples=500 --set student.epochs=1. VALUE is read as YAML. "
+        "Repeatable.",
+    ),
+]
+RunDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Run directory for all stage outputs. Default: runs/<config name>."),
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Redo this stage even if its output is complete (later stages are not redone).",
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+RepositoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="LUGPI_MODEL_REPOSITORY",
+        help="Model repository to publish the student into (the API serves from it). "
+        "Without it nothing is published; the bundle stays in <run-dir>/export.",
+    ),
+]
+
+
+class ProgressBars:
+    """A ``RunContext`` report function drawing one tqdm bar (count, rate, ETA) per stage."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+        self.key: tuple[Stage, int] | None = None
+
+    def __call__(self, stage: Stage, done: int, total: int, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None or self.key != (stage, total) or done < self.bar.n:
+            self.close()
+            self.bar = tqdm(total=total, desc=stage.value, unit="it", mininterval=0.5, leave=True)
+            self.key = (stage, total)
+        if message:
+            self.bar.set_postfix_str(message, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _parse_overrides(items: list[str] | None) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set student.epochs=1")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: VALUE is not valid YAML ({e})") from e
+    return overrides
+
+
+def _config(config: str, overrides: list[str] | None) -> PipelineConfig:
+    return resolve_paths(load_config(config, _parse_overrides(overrides)), Path.cwd())
+
+
+def _run_dir(cfg: PipelineConfig, run_dir: Path | None) -> Path:
+    return run_dir if run_dir is not None else Path("runs") / cfg.name
+
+
+@contextmanager
+def _session(quiet: bool) -> Iterator[RunContext]:
+    """A RunContext with progress bars; user errors become one line and exit status 2."""
+    bars = ProgressBars(enabled=not quiet)
+    try:
+        yield RunContext(report=bars)
+    except LugpiError as e:
+        bars.close()
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        bars.close()
+        typer.echo("interrupted; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        bars.close()
+
+
+@contextmanager
+def _stage_run(
+    config: str, overrides: list[str] | None, run_dir: Path | None, quiet: bool
+) -> Iterator[Run]:
+    with _session(quiet) as ctx:
+        cfg = _config(config, overrides)
+        run = Run(cfg, _run_dir(cfg, run_dir), ctx)
+        run.pin_config()
+        yield run
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    repository: RepositoryOpt = None,
+    job_id: Annotated[str | None, typer.Option(help="Job id recorded in the bundle.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the whole pipeline (resuming a run dir) and publish the student if --repository."""
+    with _session(quiet) as ctx:
+        cfg = _config(config, set_)
+        result = run_pipeline(
+            cfg, _run_dir(cfg, run_dir), ctx, repository=repository, job_id=job_id
+        )
+    typer.echo(f"\nrun dir: {result.run_dir}")
+    typer.echo(f"results: {result.run_dir / 'evaluate' / 'results.md'}")
+    typer.echo(f"bundle:  {result.bundle_dir}")
+    for model, per_split in result.metrics.items():
+        for split, m in per_split.items():
+            acc, f1 = m["accuracy"], m["macro_f1"]
+            typer.echo(f"  {model:<24} {split:<5} accuracy {acc:.4f}  macro-F1 {f1:.4f}")
+    if result.published:
+        typer.echo(f"published: {result.published[0]} {result.published[1]} in {repository}")
+    else:
+        typer.echo("not published (pass --repository or set LUGPI_MODEL_REPOSITORY)")
+
+
+@app.command()
+def prepare(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Read the dataset files, hold out dev, subsample, clean prompts -> <run-dir>/data."""
+    with _stage_run(config, set_, run_dir, quiet) as r:
+        typer.echo(str(r.prepare(force=force)))
+
+
+@app.command()
+def generate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    shard: Annotated[
+        int | None,
+        typer.Option(
+            help="Draw only this shard (0-based, of generator.num_shards) into the image "
+            "cache, e.g. one per machine; then run once without --shard to write the index."
+        ),
+    ] = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draw one image per distinct prompt with the text-to-image model -> <run-dir>/images."""
+    with _stage_run(config, set_, run_dir, quiet) as r:
+        typer.echo(str(r.generate(shard=shard, force=force)))
+
+
+@app.command()
+def teacher(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option(help="Train only the teacher(s) with this name (repeatable). Default: all."),
+    ] = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the multimodal teacher(s) on texts + images -> <run-dir>/teacher-<name>."""
+    with _stage_run(config, set_, run_dir, quiet) as r:
+        for d in r.teachers(names=name, force=force):
+            typer.echo(str(d))
+
+
+@app.command()
+def distill(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the text-only student from labels + teacher(s) -> <run-dir>/student."""
+    with _stage_run(config, set_, run_dir, quiet) as r:
+        typer.echo(str(r.distill(force=force)))
+
+
+@app.command()
+def baseline(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the same text model with labels only, for comparison -> <run-dir>/baseline."""
+    with _stage_run(config, set_, run_dir, quiet) as r:
+        typer.echo(str(r.baseline(force=force) or "baseline: false in the config; skipped"))
+
+
+@app.command()
+def evaluate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score teacher(s), student and baseline on dev/test -> <run-dir>/evaluate/results.md."""
+    with _stage_run(config, set_, run_dir, quiet) as r:
+        out = r.evaluate(force=force)
+        typer.echo((out / "results.md").read_text())
+
+
+@app.command()
+def export(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    repository: RepositoryOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export the student to ONNX (fp32 + int8, checked) -> <run-dir>/export; publish too."""
+    with _stage_run(config, set_, run_dir, quiet) as r:
+        typer.echo(str(r.export(force=force)))
+        if repository is not None and r.cfg.export.publish:
+            name, version = r.publish(repository)
+            typer.echo(f"published: {name} {version} in {repository}")
+
+
+@app.command()
+def models(
+    repository: Annotated[
+        Path,
+        typer.Option(envvar="LUGPI_MODEL_REPOSITORY", help="The model repository to list."),
+    ] = Path("model-repository"),
+) -> None:
+    """List the published models: versions, labels, test accuracy, problems."""
+    from training.repository import models_command
+
+    with _session(quiet=True):
+        typer.echo(models_command(repository))
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated queues. Default: lugpi.jobs,lugpi.shards,lugpi.teacher."
+        ),
+    ] = None,
+    pool: Annotated[
+        str | None, typer.Option(help="solo (default; one task per process) or threads.")
+    ] = None,
+    hostname: Annotated[str | None, typer.Option(help="Worker name, e.g. gpu0@%h.")] = None,
+) -> None:
+    """Start a Celery worker (needs LUGPI_REDIS_URL); see worker/__main__.py."""
+    from worker.__main__ import start_worker
+
+    with _session(quiet=True):
+        start_worker(queues=queues.split(",") if queues else None, pool=pool, hostname=hostname)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,287 @@
+"""The whole LUGPI recipe, one stage after another, resumable.
+
+    prepare -> generate -> teacher(s) -> distill -> baseline -> evaluate -> export -> publish
+
+Run directory (every stage dir is atomic: complete with ``stage.json`` or absent)::
+
+    run_dir/  config.yaml  data/  images/  image-cache/  teacher-<name>/  student/
+              baseline/  evaluate/  export/  published.json
+
+A stage whose directory is complete is skipped, so rerunning after a crash or a
+cancellation resumes where it stopped. ``config.yaml`` pins the config of the run: a
+rerun with a config that would change the results is refused. Publishing comes last
+and only after every stage succeeded, so a failed or cancelled run publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.artifacts import is_complete, write_json_atomic
+from training.bundle import read_manifest
+from training.config import PipelineConfig, TeacherConfig
+from training.data import PreparedData, load_prepared, prepare_data
+from training.errors import ConfigError
+from training.generate import ImageIndex, generate_images, load_image_index
+from training.jobs import Stage
+from training.progress import RunContext
+
+CONFIG_FILE = "config.yaml"
+PUBLISHED_FILE = "published.json"
+# Settings that change how fast a stage runs or where it publishes, never what it makes.
+_NOT_RESULT_AFFECTING = {
+    "device",
+    "generator.batch_size",
+    "generator.num_shards",
+    "generator.cache_dir",
+    "export.publish",
+}
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    metrics: dict[str, Any]  # model -> split -> {"accuracy", "macro_f1", "n"}
+    bundle_dir: Path | None
+    published: tuple[str, str] | None  # (name, version)
+
+
+def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
+    """Make data and cache paths absolute (against ``base``), so a run resumes from anywhere."""
+
+    def absolute(p: str | None) -> str | None:
+        return None if p is None else str((base / Path(p).expanduser()).resolve())
+
+    d = cfg.data
+    data = d.model_copy(
+        update={k: absolute(getattr(d, k)) for k in ("train", "dev", "test", "unlabelled")}
+    )
+    gen = cfg.generator.model_copy(update={"cache_dir": absolute(cfg.generator.cache_dir)})
+    return cfg.model_copy(update={"data": data, "generator": gen})
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat |= _flatten(v, f"{prefix}{k}.")
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+class Run:
+    """One run directory: each method runs one stage unless its directory is complete."""
+
+    def __init__(self, cfg: PipelineConfig, run_dir: Path, ctx: RunContext) -> None:
+        self.cfg, self.dir, self.ctx = cfg, Path(run_dir), ctx
+        self._data: PreparedData | None = None
+        self._images: ImageIndex | None = None
+
+    # -- layout -----------------------------------------------------------------------------
+    def teacher_dir(self, t: TeacherConfig) -> Path:
+        return self.dir / f"teacher-{t.name}"
+
+    def stage_dir(self, name: str) -> Path:
+        return self.dir / name
+
+    def pin_config(self) -> None:
+        """Write config.yaml, or check the one there; refuse a result-changing difference."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / CONFIG_FILE
+        new = self.cfg.model_dump(mode="json")
+        if path.is_file():
+            old = yaml.safe_load(path.read_text()) or {}
+            a, b = _flatten(old), _flatten(new)
+            changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            blocking = [k for k in changed if k not in _NOT_RESULT_AFFECTING]
+            if blocking:
+                raise ConfigError(
+                    f"{path}: this run dir was made with a different config ({', '.join(blocking)}"
+                    "); use a new --run-dir, or delete the run dir to start over"
+                )
+            if not changed:
+                return
+        tmp = path.with_name(f".{CONFIG_FILE}.tmp")
+        tmp.write_text(yaml.safe_dump(new, sort_keys=False))
+        tmp.replace(path)
+
+    def _skip(self, stage: Stage, out: Path, force: bool) -> bool:
+        if is_complete(out) and not force:
+            self.ctx.step(stage, 1, 1, f"{out.name}: already complete, skipped")
+            return True
+        if force and out.exists():
+            shutil.rmtree(out)
+        return False
+
+    # -- inputs of later stages ---------------------------------------------------------------
+    @property
+    def data(self) -> PreparedData:
+        if self._data is None:
+            self._data = load_prepared(self.stage_dir("data"))
+        return self._data
+
+    @property
+    def images(self) -> ImageIndex:
+        if self._images is None:
+            self._images = load_image_index(self.stage_dir("images"))
+        return self._images
+
+    # -- stages -------------------------------------------------------------------------------
+    def prepare(self, force: bool = False) -> Path:
+        out = self.stage_dir("data")
+        if not self._skip(Stage.PREPARE, out, force):
+            prepare_data(self.cfg, out, self.ctx)
+        return out
+
+    def generate(self, shard: int | None = None, force: bool = False) -> Path:
+        out = self.stage_dir("images")
+        if shard is not None:  # one worker's share: fills the cache, writes no index
+            return generate_images(self.cfg, self.data, out, self.ctx, shard=shard)
+        if not self._skip(Stage.GENERATE, out, force):
+            generate_images(self.cfg, self.data, out, self.ctx)
+        return out
+
+    def teachers(self, names: list[str] | None = None, force: bool = False) -> list[Path]:
+        from training.train_teacher import train_teacher
+
+        wanted = [t for t in self.cfg.teachers if names is None or t.name in names]
+        if names is not None and len(wanted) != len(names):
+            known = [t.name for t in self.cfg.teachers]
+            raise ConfigError(f"unknown teacher name(s) {names}; the config has {known}")
+        for t in wanted:
+            out = self.teacher_dir(t)
+            if not self._skip(Stage.TEACHER, out, force):
+                train_teacher(self.cfg, t, self.data, self.images, out, self.ctx)
+        return [self.teacher_dir(t) for t in self.cfg.teachers]
+
+    def distill(self, force: bool = False) -> Path:
+        from training.distill import distill_student
+
+        out = self.stage_dir("student")
+        if not self._skip(Stage.DISTILL, out, force):
+            teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
+            distill_student(self.cfg, self.data, self.images, teachers, out, self.ctx)
+        return out
+
+    def baseline(self, force: bool = False) -> Path | None:
+        from training.distill import train_baseline
+
+        if not self.cfg.baseline:
+            return None
+        out = self.stage_dir("baseline")
+        if not self._skip(Stage.BASELINE, out, force):
+            train_baseline(self.cfg, self.data, out, self.ctx)
+        return out
+
+    def evaluate(self, force: bool = False) -> Path:
+        from training.evaluate import evaluate
+
+        out = self.stage_dir("evaluate")
+        if not self._skip(Stage.EVALUATE, out, force):
+            teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
+            baseline = self.stage_dir("baseline") if self.cfg.baseline else None
+            student = self.stage_dir("student")
+            evaluate(self.cfg, self.data, self.images, teachers, student, baseline, out, self.ctx)
+        return out
+
+    def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
+        """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n."""
+        results = json.loads((self.stage_dir("evaluate") / "results.json").read_text())
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for model, entry in results["models"].items():
+            name = model.replace("teacher:", "teacher-").replace("ablation:", "ablation-")
+            for split in ("dev", "test"):
+                if isinstance(entry.get(split), dict):
+                    m = entry[split]
+                    out.setdefault(name, {})[split] = {
+                        k: m[k] for k in ("accuracy", "macro_f1", "n")
+                    }
+        return out
+
+    def export(self, job_id: str | None = None, force: bool = False) -> Path:
+        from training.export import export_student
+
+        out = self.stage_dir("export")
+        if self._skip(Stage.EXPORT, out, force):
+            return out
+        self.ctx.step(Stage.EXPORT, 0, 1, "exporting to ONNX")
+        cfg, data = self.cfg, self.data
+        provenance = {
+            "job_id": job_id,
+            "dataset": cfg.data.train,
+            "config": cfg.model_dump(mode="json"),
+            "generator": cfg.generator.model,
+            "teachers": [f"{t.name}: {t.text_model} + {t.image_model}" for t in cfg.teachers],
+            "student_base_model": cfg.student.text_model,
+        }
+        has_test = bool(data.splits.get("test"))
+        export_student(
+            self.stage_dir("student"),
+            out,
+            data.texts("dev"),
+            data.pairs("dev"),
+            data.label_ids("dev"),
+            name=cfg.export.name,
+            quantize=cfg.export.quantize,
+            opset=cfg.export.opset,
+            provenance=provenance,
+            metrics=self.metrics(),
+            test_texts=data.texts("test") if has_test else None,
+            test_pairs=data.pairs("test") if has_test else None,
+            test_labels=data.label_ids("test") if has_test else None,
+        )
+        self.ctx.step(Stage.EXPORT, 1, 1, "exported")
+        return out
+
+    def publish(self, repository: Path) -> tuple[str, str]:
+        """Publish the exported bundle once per run dir; return (name, version)."""
+        from training.repository import publish
+
+        record = self.dir / PUBLISHED_FILE
+        if record.is_file():
+            done = json.loads(record.read_text())
+            self.ctx.step(Stage.PUBLISH, 1, 1, f"already published as {done['version']}")
+            return done["name"], done["version"]
+        self.ctx.step(Stage.PUBLISH, 0, 1, f"publishing into {repository}")  # last cancel point
+        name = self.cfg.export.name
+        version, path = publish(self.stage_dir("export"), repository, name)
+        write_json_atomic(record, {"name": name, "version": version, "path": str(path)})
+        self.ctx.step(Stage.PUBLISH, 1, 1, f"published {name} {version}")
+        return name, version
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    run_dir: Path,
+    ctx: RunContext,
+    *,
+    repository: Path | None,
+    job_id: str | None = None,
+) -> PipelineResult:
+    """Run (or resume) every stage in ``run_dir``; publish into ``repository`` if given and
+    ``export.publish`` is set. Relative data paths are taken from the current directory."""
+    cfg = resolve_paths(cfg, Path.cwd())
+    run = Run(cfg, run_dir, ctx)
+    run.pin_config()
+    run.prepare()
+    run.generate()
+    run.teachers()
+    run.distill()
+    run.baseline()
+    run.evaluate()
+    bundle = run.export(job_id=job_id)
+    metrics = {
+        model: {split: m.model_dump() for split, m in per_split.items()}
+        for model, per_split in read_manifest(bundle).metrics.items()
+    }
+    published = None
+    if repository is not None and cfg.export.publish:
+        published = run.publish(Path(repository))
+    return PipelineResult(run_dir=run.dir, metrics=metrics, bundle_dir=bundle, published=published)
