@@ -120,6 +120,11 @@ class DistillConfig(_Strict):
     alpha: Annotated[float, Field(ge=0.0, le=100.0)] = 3.0
     beta: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     tau: Annotated[float, Field(gt=0.0, le=100.0)] = 8.0
+    embedding_loss: Literal["mse", "squared_l2"] = Field(
+        "mse",
+        description="The beta term: 'mse' averages (e_T - e_S)^2 over the embedding dimensions "
+        "(scale independent of the width); 'squared_l2' sums them, the formula read literally.",
+    )
     combine: Literal["confidence", "mean"] = Field(
         "confidence",
         description="How several teachers are combined per sample: weighted by each teacher's "

@@ -1,0 +1,174 @@
+"""Text encoders (the teacher's) and the text-only student classifier.
+
+The student is any ``AutoModelForSequenceClassification``. Its embedding e_S is the input
+of its ``classifier`` layer, read with a forward pre-hook, so the same code serves BERT
+(pooled output) and DistilBERT (pre_classifier + ReLU output) without per-architecture code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from models.hub import load_or_raise
+from training.artifacts import STUDENT_META, TextModelMeta
+from training.errors import ArtifactError, ModelLoadError
+
+BatchFn = Callable[[int, int], None]
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    return load_or_raise(lambda p: AutoTokenizer.from_pretrained(p), name, "tokenizer")
+
+
+def load_text_encoder(name: str) -> PreTrainedModel:
+    """A pretrained encoder (``AutoModel``) whose ``last_hidden_state`` gives text tokens."""
+    return load_or_raise(lambda p: AutoModel.from_pretrained(p), name, "text encoder")
+
+
+def text_encoder_from_config(config_dir: Path) -> PreTrainedModel:
+    """The same architecture with uninitialised weights (a saved teacher loads its own)."""
+    return AutoModel.from_config(AutoConfig.from_pretrained(config_dir))
+
+
+def _to(model: PreTrainedModel, device: torch.device | str) -> PreTrainedModel:
+    # PreTrainedModel.to is a functools.wraps wrapper that mypy cannot bind as a method.
+    nn.Module.to(model, device)
+    return model
+
+
+def load_student(
+    name: str, labels: list[str], device: torch.device | str = "cpu"
+) -> PreTrainedModel:
+    """A sequence classifier over ``labels`` on top of the encoder ``name``, on ``device``."""
+    model = load_or_raise(
+        lambda p: AutoModelForSequenceClassification.from_pretrained(
+            p,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        ),
+        name,
+        "student text model",
+    )
+    return _to(model, device)
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    max_length: int,
+) -> dict[str, Tensor]:
+    """Tokenize a batch, padded to its longest text (not to max_length: DESIGN.md §4)."""
+    enc = tokenizer(
+        list(texts),
+        list(pairs) if pairs is not None else None,
+        padding="longest",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+    return dict(enc)
+
+
+class ClassifierInput:
+    """Records e_S, the input of ``model.classifier``, at every forward pass.
+
+    Heads that take the token sequence (RoBERTa's) get its first token as e_S.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        head = getattr(model, "classifier", None)
+        if not isinstance(head, nn.Module):
+            raise ModelLoadError(
+                f"{type(model).__name__} has no `classifier` layer; the student must be an "
+                "AutoModelForSequenceClassification with one (BERT, DistilBERT, MiniLM...)"
+            )
+        self.value: Tensor | None = None
+        self._handle = head.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        x = args[0]
+        self.value = x[:, 0] if x.dim() == 3 else x
+
+    def pop(self) -> Tensor:
+        if self.value is None:
+            raise RuntimeError("no forward pass since the last pop()")
+        value, self.value = self.value, None
+        return value
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def embedding_width(model: PreTrainedModel) -> int:
+    """Width of e_S: the classifier layer's input features."""
+    head = getattr(model, "classifier", None)
+    if isinstance(head, nn.Linear):
+        return head.in_features
+    out_proj = getattr(head, "out_proj", None)  # RoBERTa-style head: e_S is the CLS token
+    if isinstance(out_proj, nn.Linear):
+        return int(model.config.hidden_size)
+    raise ModelLoadError(f"{type(model).__name__}: cannot tell the width of its classifier input")
+
+
+@torch.no_grad()
+def predict_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    *,
+    max_length: int,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    on_batch: BatchFn | None = None,
+) -> np.ndarray:
+    """Logits (N, K) as float32 numpy, in the order of ``texts``."""
+    model.eval()
+    out: list[np.ndarray] = []
+    n_batches = (len(texts) + batch_size - 1) // batch_size
+    for b, start in enumerate(range(0, len(texts), batch_size)):
+        sl = slice(start, start + batch_size)
+        enc = encode(tokenizer, texts[sl], pairs[sl] if pairs is not None else None, max_length)
+        amp = (
+            torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+        )
+        with amp:
+            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
+        out.append(logits.float().cpu().numpy())
+        if on_batch is not None:
+            on_batch(b + 1, n_batches)
+    k = int(model.config.num_labels)
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.float32)
+
+
+def load_text_classifier(
+    model_dir: Path, device: torch.device | str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TextModelMeta]:
+    """Load a student or baseline directory written by training/distill.py onto ``device``."""
+    meta_path = model_dir / STUDENT_META
+    if not meta_path.is_file():
+        raise ArtifactError(f"{model_dir}: no {STUDENT_META}; rerun the distill/baseline stage")
+    meta = TextModelMeta.model_validate_json(meta_path.read_text())
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{model_dir}: cannot load the saved classifier: {e}") from e
+    return _to(model, device), tokenizer, meta

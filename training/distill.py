@@ -1,0 +1,262 @@
+"""The distill and baseline stages: the text-only student, with and without its teachers.
+
+Both train ``cfg.student`` with the same architecture, epochs, batch size, learning rate
+and seed (same initial weights, same batch order), so the only difference is the loss:
+the student uses the LUGPI loss (training/losses.py), the baseline plain CE.
+
+Teachers are frozen, so their logits and embeddings are computed once per training example
+before the student's first step (DESIGN.md §1), then the teachers are freed. With
+``distill.use_unlabelled`` the "unlabelled" split joins the training set with label id -1:
+those examples carry the teachers' soft labels and embedding targets only (Teacher Guided
+Training).
+
+Output (an atomic stage directory; transformers ``save_pretrained`` format)::
+
+    student/  config.json  model.safetensors  tokenizer files  lugpi.json  history.json
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.teacher import load_teacher, pixel_inputs, predict_teacher
+from models.text import (
+    ClassifierInput,
+    embedding_width,
+    encode,
+    load_student,
+    load_tokenizer,
+    predict_logits,
+)
+from training.artifacts import STUDENT_META, TextModelMeta, atomic_dir, write_json_atomic
+from training.config import PipelineConfig
+from training.data import PreparedData
+from training.errors import ArtifactError
+from training.evaluate import accuracy_f1
+from training.jobs import Stage
+from training.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
+from training.progress import RunContext
+from training.train_loop import Budget, Runtime, fit, seed_everything, select_runtime
+from training.train_teacher import check_images, write_stage_record
+
+ImageIndex = dict[str, list[Path]]
+
+
+@dataclass
+class TeacherTargets:
+    """Frozen teachers' outputs on the student's training examples."""
+
+    logits: Tensor  # (M, N, k)
+    embeddings: list[Tensor]  # M tensors (N, D_i)
+    names: list[str]
+
+
+def training_splits(cfg: PipelineConfig, data: PreparedData) -> list[str]:
+    """ "train", and "unlabelled" too when Teacher Guided Training is on and has data."""
+    if cfg.distill.use_unlabelled and data.splits.get("unlabelled"):
+        return ["train", "unlabelled"]
+    return ["train"]
+
+
+def compute_teacher_targets(
+    cfg: PipelineConfig,
+    data: PreparedData,
+    images: ImageIndex,
+    teacher_dirs: list[Path],
+    splits: list[str],
+    runtime: Runtime,
+    ctx: RunContext,
+) -> TeacherTargets:
+    """Run each saved teacher once over ``splits`` (concatenated in that order)."""
+    if not teacher_dirs:
+        raise ArtifactError("distill needs at least one teacher directory; run the teacher stage")
+    check_images(data, images, splits)
+    logits, embeddings, names = [], [], []
+    for tdir in teacher_dirs:
+        teacher, meta = load_teacher(tdir)
+        if meta.labels != data.labels or meta.text_pair != data.text_pair:
+            raise ArtifactError(
+                f"{tdir}: teacher was trained on labels {meta.labels} (text pair: "
+                f"{meta.text_pair}) but the data has {data.labels} (text pair: "
+                f"{data.text_pair}); retrain the teacher on this data"
+            )
+        teacher.to(runtime.device)
+        message = f"teacher {meta.name} outputs"
+
+        def tick(done: int, total: int, message: str = message) -> None:
+            ctx.step(Stage.DISTILL, done, total, message)
+
+        parts = [
+            predict_teacher(
+                teacher,
+                data.texts(s),
+                data.pairs(s),
+                pixel_inputs(teacher, images[s]),
+                max_length=meta.max_length,
+                batch_size=cfg.student.batch_size,
+                device=runtime.device,
+                amp_dtype=runtime.amp_dtype,
+                on_batch=tick,
+            )
+            for s in splits
+        ]
+        logits.append(torch.from_numpy(np.concatenate([p[0] for p in parts])))
+        embeddings.append(torch.from_numpy(np.concatenate([p[1] for p in parts])))
+        names.append(meta.name)
+        del teacher  # only its outputs are needed from here on
+    return TeacherTargets(torch.stack(logits), embeddings, names)
+
+
+def _label_ids(data: PreparedData, splits: list[str]) -> Tensor:
+    """Label ids of ``splits`` concatenated; unlabelled examples get ``UNLABELLED``."""
+    ids: list[int] = []
+    for s in splits:
+        ids += [UNLABELLED] * len(data.splits[s]) if s == "unlabelled" else data.label_ids(s)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _train_text_classifier(
+    cfg: PipelineConfig,
+    data: PreparedData,
+    kind: Literal["student", "baseline"],
+    targets: TeacherTargets | None,
+    splits: list[str],
+    runtime: Runtime,
+    out_dir: Path,
+    ctx: RunContext,
+    started: float,
+) -> Path:
+    scfg, dcfg = cfg.student, cfg.distill
+    stage = Stage.DISTILL if kind == "student" else Stage.BASELINE
+    # Seed, then build the student first: student and baseline start from the same weights.
+    seed_everything(cfg.seed)
+    model = load_student(scfg.text_model, data.labels, runtime.device)
+    tokenizer = load_tokenizer(scfg.text_model)
+    texts = [t for s in splits for t in data.texts(s)]
+    pairs = [p for s in splits for p in (data.pairs(s) or [])] if data.text_pair else None
+    y = _label_ids(data, splits)
+    capture = ClassifierInput(model)
+    projections = nn.ModuleList()
+    if targets is not None and dcfg.beta > 0:
+        # e_S -> each teacher's e_T width; part of the loss, never of the exported student.
+        d_s = embedding_width(model)
+        for e_t in targets.embeddings:
+            d_t = e_t.shape[1]
+            projections.append(nn.Linear(d_s, d_t) if d_t != d_s else nn.Identity())
+        projections.to(runtime.device)
+    torch.manual_seed(cfg.seed + 1)  # same dropout stream with or without projections
+
+    def step_fn(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        enc = encode(
+            tokenizer,
+            [texts[i] for i in idx],
+            [pairs[i] for i in idx] if pairs else None,
+            scfg.max_length,
+        )
+        logits = model(**{k: v.to(runtime.device) for k, v in enc.items()}).logits
+        e_s = capture.pop()
+        labels = y[idx].to(runtime.device)
+        if targets is None:
+            ce = hard_cross_entropy(logits.float(), labels)
+            return ce, {"ce": ce.item()}
+        terms = lugpi_loss(
+            logits,
+            labels,
+            [p(e_s.float()) for p in projections],
+            targets.logits[:, idx].to(runtime.device),
+            [e[idx].to(runtime.device) for e in targets.embeddings],
+            alpha=dcfg.alpha,
+            beta=dcfg.beta,
+            tau=dcfg.tau,
+            combine=dcfg.combine,
+            embedding_loss=dcfg.embedding_loss,
+        )
+        parts = {"ce": terms.ce.item(), "kd": terms.kd.item(), "emb": terms.emb.item()}
+        return terms.total, parts
+
+    y_dev = np.asarray(data.label_ids("dev"))
+
+    def eval_fn() -> dict[str, float]:
+        logits = predict_logits(
+            model,
+            tokenizer,
+            data.texts("dev"),
+            data.pairs("dev"),
+            max_length=scfg.max_length,
+            batch_size=scfg.batch_size,
+            device=runtime.device,
+            amp_dtype=runtime.amp_dtype,
+        )
+        return accuracy_f1(y_dev, logits.argmax(-1), len(data.labels))
+
+    budget = Budget(
+        n_examples=len(texts),
+        batch_size=scfg.batch_size,
+        epochs=scfg.epochs,
+        learning_rate=scfg.learning_rate,
+        weight_decay=scfg.weight_decay,
+        warmup_ratio=scfg.warmup_ratio,
+        seed=cfg.seed,
+    )
+    history, best = fit(model, [model, projections], step_fn, eval_fn, budget, runtime, ctx, stage)
+    capture.remove()
+    meta = TextModelMeta.model_validate(
+        {
+            "kind": kind,
+            "labels": data.labels,
+            "max_length": scfg.max_length,
+            "text_pair": data.text_pair,
+            "base_model": scfg.text_model,
+            "metrics": {"dev": best},
+            # Extra fields (TextModelMeta allows them): provenance for the bundle.
+            "teachers": targets.names if targets is not None else [],
+            "loss": dcfg.model_dump() if kind == "student" else {"alpha": 0.0, "beta": 0.0},
+            "train_examples": {s: len(data.splits[s]) for s in splits},
+        }
+    )
+    summary = {
+        "dev": best,
+        "best_epoch": history.best_epoch,
+        "train_seconds": history.train_seconds,
+    }
+    with atomic_dir(out_dir, stage.value) as tmp:
+        model.cpu().save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / STUDENT_META, meta.model_dump(mode="json"))
+        history.save(tmp / "history.json")
+        write_stage_record(tmp, stage, time.perf_counter() - started, summary)
+    return out_dir
+
+
+def distill_student(
+    cfg: PipelineConfig,
+    data: PreparedData,
+    images: ImageIndex,
+    teacher_dirs: list[Path],
+    out_dir: Path,
+    ctx: RunContext,
+) -> Path:
+    """Train the text-only student with the LUGPI loss against the saved teachers."""
+    started = time.perf_counter()
+    runtime = select_runtime(cfg.device, cfg.mixed_precision)
+    splits = training_splits(cfg, data)
+    targets = compute_teacher_targets(cfg, data, images, teacher_dirs, splits, runtime, ctx)
+    return _train_text_classifier(
+        cfg, data, "student", targets, splits, runtime, out_dir, ctx, started
+    )
+
+
+def train_baseline(cfg: PipelineConfig, data: PreparedData, out_dir: Path, ctx: RunContext) -> Path:
+    """Train the same student architecture on the labelled train split with CE only."""
+    started = time.perf_counter()
+    runtime = select_runtime(cfg.device, cfg.mixed_precision)
+    return _train_text_classifier(
+        cfg, data, "baseline", None, ["train"], runtime, out_dir, ctx, started
+    )

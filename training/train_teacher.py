@@ -1,0 +1,205 @@
+"""The teacher stage: train one multimodal teacher (text + generated image) with CE.
+
+Output (an atomic stage directory)::
+
+    teacher-<name>/  model.safetensors  teacher.json  text_encoder/  image_encoder/
+                     metrics.json  history.json  stage.json
+
+With ``freeze_image_encoder`` the encoder's tokens are computed once per distinct image
+file and held in memory for the run (float16, to halve the footprint: ViT-B tokens are
+197x768 per image), so each step only runs the text encoder and the fusion head.
+
+TeacherConfig has no max_length, weight decay or warmup of its own: the teacher reads the
+same texts as the student, so it takes those from ``cfg.student``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.image import load_image, load_image_encoder
+from models.teacher import (
+    ImageInputs,
+    Teacher,
+    TeacherMeta,
+    pixel_inputs,
+    predict_teacher,
+    save_teacher,
+)
+from models.text import encode, load_text_encoder, load_tokenizer
+from training.artifacts import STAGE_FILE, StageRecord, atomic_dir, write_json_atomic
+from training.config import PipelineConfig, TeacherConfig
+from training.data import PreparedData
+from training.errors import ArtifactError
+from training.evaluate import accuracy_f1
+from training.jobs import Stage
+from training.progress import RunContext
+from training.train_loop import Budget, Runtime, fit, seed_everything, select_runtime
+
+ImageIndex = dict[str, list[Path]]
+
+
+def check_images(data: PreparedData, images: ImageIndex, splits: Sequence[str]) -> None:
+    """Each split needs one image path per example, in the same order."""
+    for split in splits:
+        n_img, n_ex = len(images.get(split, [])), len(data.splits.get(split, []))
+        if n_img != n_ex:
+            raise ArtifactError(
+                f"image index has {n_img} images for split {split!r} but the data has {n_ex} "
+                "examples; rerun the generate stage on this data"
+            )
+
+
+def build_teacher(tcfg: TeacherConfig, num_labels: int) -> Teacher:
+    return Teacher(
+        load_text_encoder(tcfg.text_model),
+        load_image_encoder(tcfg.image_model),
+        load_tokenizer(tcfg.text_model),
+        num_labels=num_labels,
+        fusion_heads=tcfg.fusion_heads,
+        hidden_size=tcfg.hidden_size,
+        freeze_image_encoder=tcfg.freeze_image_encoder,
+    )
+
+
+class TokenCache:
+    """Frozen image-encoder tokens, one row per distinct image file, in CPU memory."""
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        paths: Sequence[Path],
+        runtime: Runtime,
+        batch_size: int,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        unique = sorted(set(paths))
+        self.row = {p: i for i, p in enumerate(unique)}
+        chunks: list[Tensor] = []
+        n_batches = (len(unique) + batch_size - 1) // batch_size
+        started = time.perf_counter()
+        with torch.no_grad(), runtime.autocast():
+            for b, start in enumerate(range(0, len(unique), batch_size)):
+                pils = [load_image(p) for p in unique[start : start + batch_size]]
+                pixels = teacher.image_encoder.preprocess(pils).to(runtime.device)
+                chunks.append(teacher.encode_images(pixels).to("cpu", torch.float16))
+                if on_batch is not None:
+                    on_batch(b + 1, n_batches)
+        self.tokens = torch.cat(chunks) if chunks else torch.zeros(0)
+        self.seconds = time.perf_counter() - started
+
+    def inputs(self, paths: Sequence[Path]) -> ImageInputs:
+        rows = torch.tensor([self.row[p] for p in paths], dtype=torch.long)
+        return lambda idx: {"image_tokens": self.tokens[rows[list(idx)]]}
+
+
+def write_stage_record(tmp: Path, stage: Stage, seconds: float, summary: dict[str, object]) -> None:
+    """stage.json with a summary (atomic_dir keeps a stage.json the stage wrote itself)."""
+    record = StageRecord(
+        stage=stage.value, finished_at=datetime.now(UTC), seconds=seconds, summary=summary
+    )
+    write_json_atomic(tmp / STAGE_FILE, record.model_dump(mode="json"))
+
+
+def train_teacher(
+    cfg: PipelineConfig,
+    teacher: TeacherConfig,
+    data: PreparedData,
+    images: ImageIndex,
+    out_dir: Path,
+    ctx: RunContext,
+) -> Path:
+    """Train one teacher on data.splits["train"] + their images; keep the best dev epoch."""
+    started = time.perf_counter()
+    check_images(data, images, ("train", "dev"))
+    runtime = select_runtime(cfg.device, cfg.mixed_precision)
+    seed_everything(cfg.seed)
+    model = build_teacher(teacher, len(data.labels)).to(runtime.device)
+    max_length = cfg.student.max_length
+    texts, pairs = data.texts("train"), data.pairs("train")
+    y = torch.tensor(data.label_ids("train"), dtype=torch.long)
+    y_dev = np.asarray(data.label_ids("dev"))
+    cache_seconds = 0.0
+    if teacher.freeze_image_encoder:
+        cache = TokenCache(
+            model,
+            images["train"] + images["dev"],
+            runtime,
+            teacher.batch_size,
+            on_batch=lambda d, t: ctx.step(Stage.TEACHER, d, t, "image tokens"),
+        )
+        train_images, dev_images = cache.inputs(images["train"]), cache.inputs(images["dev"])
+        cache_seconds = cache.seconds
+    else:
+        train_images = pixel_inputs(model, images["train"])
+        dev_images = pixel_inputs(model, images["dev"])
+
+    def step_fn(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        text = encode(
+            model.tokenizer,
+            [texts[i] for i in idx],
+            [pairs[i] for i in idx] if pairs is not None else None,
+            max_length,
+        )
+        image = {k: v.to(runtime.device) for k, v in train_images(idx.tolist()).items()}
+        out = model({k: v.to(runtime.device) for k, v in text.items()}, **image)
+        loss = F.cross_entropy(out.logits.float(), y[idx].to(runtime.device))
+        return loss, {}
+
+    def eval_fn() -> dict[str, float]:
+        logits, _ = predict_teacher(
+            model,
+            data.texts("dev"),
+            data.pairs("dev"),
+            dev_images,
+            max_length=max_length,
+            batch_size=teacher.batch_size,
+            device=runtime.device,
+            amp_dtype=runtime.amp_dtype,
+        )
+        return accuracy_f1(y_dev, logits.argmax(-1), len(data.labels))
+
+    budget = Budget(
+        n_examples=len(texts),
+        batch_size=teacher.batch_size,
+        epochs=teacher.epochs,
+        learning_rate=teacher.learning_rate,
+        weight_decay=cfg.student.weight_decay,
+        warmup_ratio=cfg.student.warmup_ratio,
+        seed=cfg.seed,
+    )
+    history, best = fit(model, [model], step_fn, eval_fn, budget, runtime, ctx, Stage.TEACHER)
+    meta = TeacherMeta(
+        name=teacher.name,
+        text_model=teacher.text_model,
+        image_model=teacher.image_model,
+        labels=data.labels,
+        text_pair=data.text_pair,
+        max_length=max_length,
+        text_width=int(model.text_encoder.config.hidden_size),
+        image_width=model.image_encoder.width,
+        fusion_width=model.text_proj.out_features,
+        fusion_heads=teacher.fusion_heads,
+        hidden_size=teacher.hidden_size,
+        freeze_image_encoder=teacher.freeze_image_encoder,
+    )
+    metrics = {
+        "dev": best,
+        "best_epoch": history.best_epoch,
+        "train_seconds": history.train_seconds,
+        "image_token_cache_seconds": cache_seconds,
+    }
+    with atomic_dir(out_dir, Stage.TEACHER.value) as tmp:
+        save_teacher(model.cpu(), meta, tmp)
+        write_json_atomic(tmp / "metrics.json", metrics)
+        history.save(tmp / "history.json")
+        write_stage_record(tmp, Stage.TEACHER, time.perf_counter() - started, metrics)
+    return out_dir
