@@ -1,0 +1,345 @@
+"""Export a trained student to an ONNX bundle, checked against PyTorch before it is written.
+
+    <out_dir>/  model.onnx  model.int8.onnx  tokenizer.json  bundle.json
+                transformers/   (the student in save_pretrained format, for other tools)
+
+The graph outputs probabilities (softmax inside), so the API only tokenizes and argmaxes.
+
+Why the legacy TorchScript exporter (``dynamo=False``): torch 2.13's dynamo exporter needs
+onnxscript, which we do not ship, and the legacy one is what optimum-onnx itself calls for
+these encoders. We call it directly rather than through optimum because we wrap the model
+(softmax in the graph) and check it our own way; optimum is not needed at run time.
+
+Every check runs the saved files through ``training.onnx_checks`` (``tokenizers`` +
+onnxruntime, the API's path), so the tokenizer.json is verified along with the graph.
+The bundle's version is ``v0`` until ``training.repository.publish`` assigns one.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from tokenizers import Tokenizer
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from training import onnx_checks
+from training.artifacts import STUDENT_META, atomic_dir
+from training.bundle import (
+    MANIFEST,
+    MODEL_FP32,
+    MODEL_INT8,
+    ONNX_OUTPUT,
+    TOKENIZER,
+    BundleManifest,
+    ExportChecks,
+    Provenance,
+    SplitMetrics,
+    sha256_file,
+    verify_bundle,
+)
+from training.errors import ArtifactError, ExportCheckError
+from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
+from training.student_checkpoint import (
+    TextSplit,
+    check_tokenization,
+    checked_split,
+    graph_inputs,
+    load_student_for_export,
+    serving_tokenizer,
+    torch_probabilities,
+)
+
+log = logging.getLogger("lugpi.export")
+
+UNPUBLISHED_VERSION = "v0"
+TRANSFORMERS_DIR = "transformers"
+FP32_TOLERANCE = 1e-4
+
+
+class _ProbabilityModel(torch.nn.Module):
+    """The classifier with softmax on top; its forward takes exactly the graph's inputs."""
+
+    def __init__(self, model: PreTrainedModel, inputs: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs = list(inputs)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        logits = self.model(**dict(zip(self.inputs, tensors, strict=True))).logits
+        return torch.softmax(logits, dim=-1)
+
+
+def export_onnx(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    inputs: Sequence[str],
+    sample: TextSplit,
+    path: Path,
+    opset: int,
+) -> None:
+    """Trace ``model`` + softmax to ``path`` with dynamic batch and sequence axes."""
+    texts, pairs = sample.batch(0, 2)
+    # Two texts of different lengths, so the traced graph sees real padding in the mask.
+    enc = tokenizer(
+        list(texts), list(pairs) if pairs else None, padding="longest", return_tensors="pt"
+    )
+    args = tuple(enc[name] for name in inputs)
+    axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
+    axes[ONNX_OUTPUT] = {0: "batch"}
+    with warnings.catch_warnings():
+        # The tracer warns about every Python bool/int it bakes in; the checks that follow
+        # (batches of other sizes and lengths) are what tell whether that mattered.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # eval() on the wrapper: the exporter restores the wrapper's mode afterwards, and
+        # a fresh Module is in training mode, which would leave dropout on in `model`.
+        torch.onnx.export(
+            _ProbabilityModel(model, inputs).eval(),
+            args,
+            str(path),
+            input_names=list(inputs),
+            output_names=[ONNX_OUTPUT],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+
+
+def _run(
+    path: Path, tokenizer: Tokenizer, split: TextSplit, inputs: Sequence[str], batch_size: int
+) -> np.ndarray:
+    session = onnx_checks.make_session(path)
+    return onnx_checks.predict_proba(
+        session, tokenizer, split.texts, split.pairs, inputs, ONNX_OUTPUT, batch_size
+    )
+
+
+def _accuracy(probs: np.ndarray, labels: Sequence[int] | None) -> float | None:
+    if labels is None:
+        return None
+    return float(np.mean(probs.argmax(-1) == np.asarray(labels)))
+
+
+def check_fp32(reference: np.ndarray, fp32: np.ndarray, dev: TextSplit) -> ExportChecks:
+    """onnxruntime fp32 must reproduce PyTorch: probabilities within FP32_TOLERANCE, same argmax."""
+    diff, agreement = onnx_checks.compare(reference, fp32)
+    if diff > FP32_TOLERANCE:
+        raise ExportCheckError(
+            f"fp32_max_abs_prob_diff {diff:.2e} > {FP32_TOLERANCE} "
+            "(onnxruntime vs PyTorch on dev); the export is wrong"
+        )
+    if agreement < 1.0:
+        raise ExportCheckError(
+            f"fp32_argmax_agreement {agreement:.4f} < 1.0 "
+            "(onnxruntime vs PyTorch on dev); the export is wrong"
+        )
+    return ExportChecks(
+        n_texts=len(dev.texts),
+        fp32_max_abs_prob_diff=diff,
+        fp32_argmax_agreement=agreement,
+        dev_accuracy_torch=_accuracy(reference, dev.labels),
+        dev_accuracy_fp32=_accuracy(fp32, dev.labels),
+    )
+
+
+def export_student(
+    student_dir: Path,
+    out_dir: Path,
+    dev_texts: Sequence[str],
+    dev_pairs: Sequence[str] | None,
+    dev_labels: Sequence[int] | None,
+    *,
+    name: str,
+    quantize: bool = True,
+    require_int8: bool = True,
+    min_int8_agreement: float = MIN_INT8_AGREEMENT,
+    opset: int = 17,
+    provenance: Mapping[str, object] | None = None,
+    metrics: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+    test_texts: Sequence[str] | None = None,
+    test_pairs: Sequence[str] | None = None,
+    test_labels: Sequence[int] | None = None,
+    with_transformers: bool = True,
+    batch_size: int = 32,
+    overwrite: bool = False,
+) -> Path:
+    """Export, check and write a bundle to ``out_dir`` (atomically); return ``out_dir``.
+
+    ``metrics`` (``metrics[model][split]``, e.g. from evaluate) are recorded as given,
+    except that ``student``/``student-int8`` on dev and test are measured here with
+    onnxruntime: the numbers a plain session on the bundle reproduces. A failing check
+    raises ``ExportCheckError`` naming the metric, and nothing is written; except that with
+    ``require_int8=False`` a failing int8 check only drops model.int8.onnx (noted in
+    ``provenance.export``), so that a weak demo student still ships, in fp32.
+    ``min_int8_agreement`` lowers the int8 bar for benchmarks of untrained heads only: the
+    agreement reached is recorded in ``export_checks`` either way.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (overwrite and (out_dir / MANIFEST).is_file()):
+        # atomic_dir would replace it: never delete a directory that is not a bundle.
+        raise ArtifactError(
+            f"{out_dir} already exists; choose a new output directory"
+            + ("" if overwrite else " or pass overwrite=True (--overwrite) to replace a bundle")
+        )
+    model, hf_tok, meta = load_student_for_export(Path(student_dir))
+    n = len(meta.labels)
+    dev = checked_split(dev_texts, dev_pairs, dev_labels, n, meta.text_pair, "dev")
+    test = None
+    if test_texts:
+        test = checked_split(test_texts, test_pairs, test_labels, n, meta.text_pair, "test")
+    inputs = graph_inputs(model, hf_tok, meta.text_pair)
+    export_info: dict[str, object] = {
+        "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
+        "opset": opset,
+    }
+
+    with atomic_dir(out_dir, "export", overwrite=True) as tmp:
+        serving_tokenizer(hf_tok, meta.max_length).save(str(tmp / TOKENIZER))
+        tok = onnx_checks.load_tokenizer(tmp / TOKENIZER)  # check the file as the API reads it
+        for split in (dev, test):
+            if split is not None:
+                check_tokenization(hf_tok, tok, split, meta.max_length, inputs, batch_size)
+
+        export_onnx(model, hf_tok, inputs, dev, tmp / MODEL_FP32, opset)
+        reference = torch_probabilities(model, hf_tok, dev, meta.max_length, batch_size)
+        fp32 = _run(tmp / MODEL_FP32, tok, dev, inputs, batch_size)
+        checks = check_fp32(reference, fp32, dev)
+        # probs[(variant, split)]: the dev ones are the check runs, reused for metrics.
+        probs = {("student", "dev"): fp32}
+        if quantize:
+            try:
+                settings, int8 = quantize_checked(
+                    tmp / MODEL_FP32,
+                    tmp / MODEL_INT8,
+                    reference,
+                    lambda path: _run(path, tok, dev, inputs, batch_size),
+                    min_int8_agreement,
+                )
+            except ExportCheckError as e:
+                if require_int8:
+                    raise
+                log.warning("%s; shipping fp32 only", e)
+                export_info["int8_dropped"] = str(e)
+            else:
+                diff, agreement = onnx_checks.compare(reference, int8)
+                checks.int8_max_abs_prob_diff, checks.int8_argmax_agreement = diff, agreement
+                checks.dev_accuracy_int8 = _accuracy(int8, dev.labels)
+                checks.int8_settings = settings.as_dict()
+                probs[("student-int8", "dev")] = int8
+        if test is not None and test.labels is not None:
+            for variant, path in (("student", MODEL_FP32), ("student-int8", MODEL_INT8)):
+                if (tmp / path).is_file():
+                    probs[(variant, "test")] = _run(tmp / path, tok, test, inputs, batch_size)
+
+        if with_transformers:
+            _save_transformers_copy(model, hf_tok, Path(student_dir), tmp / TRANSFORMERS_DIR, tok)
+        prov = Provenance.model_validate({**(provenance or {}), "export": export_info})
+        prov.student_base_model = prov.student_base_model or meta.base_model
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = BundleManifest(
+            name=name,
+            version=UNPUBLISHED_VERSION,
+            labels=meta.labels,
+            max_length=meta.max_length,
+            text_pair=meta.text_pair,
+            inputs=inputs,
+            provenance=prov,
+            metrics=_recorded_metrics(metrics, probs, {"dev": dev, "test": test}, n),
+            export_checks=checks,
+            files={p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
+            created_at=datetime.now(UTC),
+        )
+        (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        verify_bundle(tmp)
+    return out_dir
+
+
+def _recorded_metrics(
+    given: Mapping[str, Mapping[str, Mapping[str, float]]] | None,
+    probs: Mapping[tuple[str, str], np.ndarray],
+    splits: Mapping[str, TextSplit | None],
+    n_labels: int,
+) -> dict[str, dict[str, SplitMetrics]]:
+    """The given metrics (complete ones), then the ONNX variants' measured ones over them.
+
+    A given ``student`` entry (evaluate's, from PyTorch) is kept as ``student-pytorch``.
+    """
+    out: dict[str, dict[str, SplitMetrics]] = {}
+    for model_name, per_split in (given or {}).items():
+        for split_name, m in per_split.items():
+            if {"accuracy", "macro_f1", "n"} <= set(m):
+                key = "student-pytorch" if model_name == "student" else model_name
+                out.setdefault(key, {})[split_name] = SplitMetrics.model_validate(m)
+    for (variant, split_name), p in probs.items():
+        split = splits[split_name]
+        if split is None or split.labels is None:
+            continue
+        m = onnx_checks.split_metrics(p.argmax(-1), split.labels, n_labels)
+        source = "onnxruntime " + (MODEL_INT8 if variant.endswith("int8") else MODEL_FP32)
+        out.setdefault(variant, {})[split_name] = SplitMetrics.model_validate(
+            {**m, "source": source}
+        )
+    return out
+
+
+def _save_transformers_copy(
+    model: PreTrainedModel,
+    hf_tok: PreTrainedTokenizerFast,
+    student_dir: Path,
+    dest: Path,
+    tok: Tokenizer,
+) -> None:
+    """The student as save_pretrained (safetensors) for transformers pipelines and
+    text-embeddings-inference; the API never reads it."""
+    model.save_pretrained(dest, safe_serialization=True)
+    hf_tok.save_pretrained(dest)
+    tok.save(str(dest / "tokenizer.json"))  # the same padding/truncation as the bundle's
+    shutil.copy2(student_dir / STUDENT_META, dest / STUDENT_META)
+
+
+def export_command(
+    student_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    name: str,
+    repository: Path | None = None,
+    keep_last: int = 5,
+    quantize: bool = True,
+    opset: int = 17,
+    overwrite: bool = False,
+) -> tuple[Path, tuple[str, Path] | None]:
+    """``lugpi export`` for any student dir: dev/test texts from a prepared data dir
+    (``lugpi prepare``), bundle to ``out_dir``, then publish if ``repository`` is given.
+    Returns (bundle dir, (version, path) or None)."""
+    from training.data import load_prepared
+    from training.repository import publish
+
+    data = load_prepared(Path(data_dir))
+    has_test = bool(data.splits.get("test"))
+    bundle = export_student(
+        student_dir,
+        out_dir,
+        data.texts("dev"),
+        data.pairs("dev"),
+        data.label_ids("dev"),
+        name=name,
+        quantize=quantize,
+        opset=opset,
+        provenance={"dataset": str(data_dir)},
+        test_texts=data.texts("test") if has_test else None,
+        test_pairs=data.pairs("test") if has_test else None,
+        test_labels=data.label_ids("test") if has_test else None,
+        overwrite=overwrite,
+    )
+    published = publish(bundle, repository, name, keep_last) if repository is not None else None
+    return bundle, published
