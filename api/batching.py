@@ -1,0 +1,195 @@
+"""Dynamic batching: concurrent requests to one model version share onnxruntime calls.
+
+One daemon thread per loaded version runs the loop, so inference never blocks the
+event loop (a server that infers on the loop shows multi-second maxima at
+concurrency >= 32, DESIGN.md §4). The loop takes the first queued request, then
+everything else already queued (and, if ``max_wait_s`` > 0, what arrives within it)
+up to ``max_batch_size`` texts; tokenizes all of them at once; sorts them by token
+length and cuts them into groups so that a short text is not padded to a long one;
+runs each group; and hands every request its rows.
+
+With ``max_wait_s`` = 0 a lone request runs at once, and requests that arrive while
+a batch runs queue up and form the next batch: batches grow with load by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from api.errors import InferenceError
+from api.inference import OnnxClassifier
+
+log = logging.getLogger("lugpi.api")
+
+# Called after each onnxruntime call with (texts in it, seconds it took).
+BatchObserver = Callable[[int, float], None]
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    probs: np.ndarray  # (n_texts, n_labels), rows in request order
+    truncated: list[int]  # indices (into the request's texts) cut to max_length
+
+
+@dataclass
+class _Pending:
+    texts: Sequence[str]
+    pairs: Sequence[str] | None
+    future: Future[BatchOutput] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+def length_groups(lengths: Sequence[int], max_size: int) -> list[list[int]]:
+    """Indices sorted by length, cut into groups of at most ``max_size``.
+
+    A group also ends where adding the next (longer) text would make more than a third
+    of the group's padded tokens padding, and the padding would exceed 256 tokens:
+    below that, one more onnxruntime call costs more than computing on the padding.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        padded = (len(current) + 1) * n  # sorted ascending: the new text is the longest
+        waste = padded - (real + n)
+        if current and (len(current) >= max_size or (waste > padded / 3 and waste > 256)):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += n
+    if current:
+        groups.append(current)
+    return groups
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        classifier: OnnxClassifier,
+        max_batch_size: int,
+        max_wait_s: float,
+        name: str,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self.classifier = classifier
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def classify(self, texts: Sequence[str], pairs: Sequence[str] | None) -> BatchOutput:
+        pending = _Pending(texts, pairs)
+        with self._lock:  # never held across an await
+            queued = not self._closed
+            if queued:
+                self._queue.put(pending)
+        if queued:
+            return await asyncio.wrap_future(pending.future)
+        # This version was unloaded after the request chose it: finish it on this version
+        # anyway (a request never switches versions midway), outside the batch loop.
+        return await asyncio.to_thread(self._run_alone, pending)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking requests; the thread finishes every queued one, then exits."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        if self._thread.is_alive() and timeout is not None:
+            self._thread.join(timeout)
+
+    def _run_alone(self, pending: _Pending) -> BatchOutput:
+        self._run([pending])
+        return pending.future.result()
+
+    def _loop(self) -> None:
+        while True:
+            batch, stop = self._collect()
+            # A request whose caller gave up (client gone) is dropped unrun.
+            live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+            if live:
+                self._run(live)
+            if stop:
+                return
+
+    def _collect(self) -> tuple[list[_Pending], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        assert isinstance(first, _Pending)
+        batch = [first]
+        n_texts = len(first.texts)
+        deadline = time.monotonic() + self.max_wait_s
+        while n_texts < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, _Pending)
+            batch.append(item)
+            n_texts += len(item.texts)
+        return batch, False
+
+    def _run(self, batch: list[_Pending]) -> None:
+        try:
+            outputs = self._infer(batch)
+        except Exception as e:  # keep the thread alive; each caller gets the error
+            if len(batch) > 1:
+                # One bad request must not fail the others it was batched with.
+                for p in batch:
+                    self._run([p])
+                return
+            log.exception("inference failed on a request of %d texts", len(batch[0].texts))
+            batch[0].future.set_exception(InferenceError(f"inference failed: {type(e).__name__}"))
+            return
+        for p, out in zip(batch, outputs, strict=True):
+            p.future.set_result(out)
+
+    def _infer(self, batch: list[_Pending]) -> list[BatchOutput]:
+        clf = self.classifier
+        inputs: list[str | tuple[str, str]] = []
+        for p in batch:
+            inputs.extend(clf.inputs(p.texts, p.pairs))
+        encodings = clf.encode(inputs)  # one tokenizer call for the whole batch
+        probs = np.empty((len(encodings), len(clf.labels)), dtype=np.float32)
+        for group in length_groups([len(e.ids) for e in encodings], self.max_batch_size):
+            started = time.perf_counter()
+            probs[group] = clf.run([encodings[i] for i in group])
+            if self.on_batch is not None:
+                self.on_batch(len(group), time.perf_counter() - started)
+        outputs: list[BatchOutput] = []
+        start = 0
+        for p in batch:
+            end = start + len(p.texts)
+            truncated = [i for i in range(end - start) if clf.was_truncated(encodings[start + i])]
+            outputs.append(BatchOutput(probs[start:end], truncated))
+            start = end
+        return outputs

@@ -1,0 +1,270 @@
+"""The served models: which bundle versions are loaded, and which failed.
+
+State lives in an immutable ``Snapshot`` that ``refresh`` replaces in one assignment.
+A request resolves its ``LoadedModel`` from the snapshot once and keeps that
+reference, so a reload never switches a request midway; an unloaded version's
+batcher finishes what it has queued before its thread exits. A bundle that fails
+to verify or load is recorded (``/models``, the log) and never replaces a loaded one;
+it is retried only when its files change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from api.batching import DynamicBatcher
+from api.errors import ModelNotFound, NoModelLoaded
+from api.inference import OnnxClassifier, RuntimeOptions
+from api.metrics import ApiMetrics
+from api.settings import ApiSettings
+from training.bundle import VERSION_PATTERN, BundleManifest, read_manifest
+from training.errors import LugpiError, ModelLoadError, RepositoryError
+from training.repository import ModelEntry, list_models
+
+log = logging.getLogger("lugpi.api")
+
+_VERSION = re.compile(VERSION_PATTERN)
+# (file name, size, mtime_ns) of each file: changes whenever a bundle directory does.
+Signature = tuple[tuple[str, int, int], ...]
+
+
+def version_number(version: str) -> int:
+    return int(version[1:])
+
+
+def scan_repository(root: Path) -> dict[str, dict[str, ModelEntry]]:
+    """name -> version -> entry (verified, or with ``problems``), per training.repository.
+
+    Directories that are not versions (a publish's ``.tmp-*``, a prune's ``.trash-*``)
+    come and go during normal operation: they are skipped, not reported as failures.
+    """
+    try:
+        entries = list_models(root)
+    except RepositoryError as e:
+        log.error("cannot scan the model repository: %s", e)
+        return {}
+    found: dict[str, dict[str, ModelEntry]] = {}
+    for entry in entries:
+        if _VERSION.match(entry.version):
+            found.setdefault(entry.name, {})[entry.version] = entry
+    return found
+
+
+def signature(bundle_dir: Path) -> Signature:
+    try:
+        entries = sorted(os.scandir(bundle_dir), key=lambda e: e.name)
+        return tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries)
+    except OSError:
+        return ()
+
+
+@dataclass
+class LoadedModel:
+    """One servable bundle version. Requests hold a reference for their whole life."""
+
+    name: str
+    version: str
+    path: Path
+    manifest: BundleManifest
+    classifier: OnnxClassifier
+    batcher: DynamicBatcher
+    signature: Signature
+
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    name: str
+    version: str
+    error: str
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    # name -> version -> model, for loaded versions only
+    models: dict[str, dict[str, LoadedModel]] = field(default_factory=dict)
+    # name -> every version directory present, newest first
+    present: dict[str, list[str]] = field(default_factory=dict)
+    failures: dict[tuple[str, str], LoadFailure] = field(default_factory=dict)
+    default_model: str | None = None
+
+    def latest(self, name: str) -> LoadedModel | None:
+        versions = self.models.get(name)
+        if not versions:
+            return None
+        return versions[max(versions, key=version_number)]
+
+
+class ModelRegistry:
+    def __init__(self, settings: ApiSettings, metrics: ApiMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.options = RuntimeOptions(
+            variant=settings.model_variant,
+            device=settings.device,
+            intra_op_threads=settings.ort_intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+            spinning=settings.ort_spinning,
+        )
+        self.snapshot = Snapshot()
+        self.started = False  # set once the start-up load (and warm-up) has finished
+        self._refresh_lock = threading.Lock()
+
+    # --- reading (event loop; never blocks) -----------------------------------------------
+    @property
+    def ready(self) -> bool:
+        snap = self.snapshot
+        return self.started and snap.default_model is not None and bool(snap.models)
+
+    def resolve(self, model: str | None, version: str | None) -> LoadedModel:
+        """The loaded version a request runs on; errors say what exists."""
+        snap = self.snapshot
+        served = sorted(snap.models)
+        if not served:
+            raise NoModelLoaded(
+                "no model is loaded; publish a bundle into the model repository "
+                "(GET /models lists bundles that failed to load)"
+            )
+        name = model or snap.default_model
+        if name is None:
+            raise NoModelLoaded(
+                f"the default model {self.settings.default_model!r} (LUGPI_DEFAULT_MODEL) is "
+                f"not loaded; name one in 'model': {served}"
+            )
+        versions = snap.models.get(name)
+        if not versions:
+            why = "every version failed to load" if name in snap.present else "unknown model"
+            raise ModelNotFound(f"{why} {name!r}; served models: {served}")
+        if version is None:
+            latest = snap.latest(name)
+            assert latest is not None
+            return latest
+        if version not in versions:
+            loaded = sorted(versions, key=version_number, reverse=True)
+            hint = ""
+            if version in snap.present.get(name, []):
+                hint = (
+                    f" ({version} exists but is not loaded: only the newest "
+                    f"{self.settings.max_loaded_versions} valid versions are served)"
+                )
+            raise ModelNotFound(
+                f"unknown version {version!r} of model {name!r}{hint}; served versions: {loaded}"
+            )
+        return versions[version]
+
+    # --- loading (worker threads) ---------------------------------------------------------
+    def refresh(self, only: str | None = None) -> Snapshot:
+        """Rescan the repository; load new versions, drop removed ones. Blocking: call it
+        in a thread. ``only`` limits loading to one model (a reload) and raises
+        ``ModelNotFound`` when the repository has no such model."""
+        with self._refresh_lock:
+            old = self.snapshot
+            found = scan_repository(self.settings.model_repository)
+            if only is not None and only not in found:
+                raise ModelNotFound(
+                    f"no model {only!r} in the repository; models there: {sorted(found)}"
+                )
+            models: dict[str, dict[str, LoadedModel]] = {}
+            failures: dict[tuple[str, str], LoadFailure] = {}
+            for name, dirs in found.items():
+                if only is not None and name != only:  # keep the others exactly as they were
+                    models[name] = dict(old.models.get(name, {}))
+                    failures.update({k: f for k, f in old.failures.items() if k[0] == name})
+                    continue
+                models[name] = self._refresh_model(name, dirs, old, failures)
+            models = {name: versions for name, versions in models.items() if versions}
+            present = {
+                name: sorted(dirs, key=version_number, reverse=True) for name, dirs in found.items()
+            }
+            self.snapshot = Snapshot(models, present, failures, self._default(models))
+            self.metrics.models_loaded.set(sum(len(v) for v in models.values()))
+            self._close_dropped(old, self.snapshot)
+            return self.snapshot
+
+    def _refresh_model(
+        self,
+        name: str,
+        dirs: dict[str, ModelEntry],
+        old: Snapshot,
+        failures: dict[tuple[str, str], LoadFailure],
+    ) -> dict[str, LoadedModel]:
+        """The newest ``max_loaded_versions`` versions that load, reusing loaded ones."""
+        kept: dict[str, LoadedModel] = {}
+        for version in sorted(dirs, key=version_number, reverse=True):
+            if len(kept) >= self.settings.max_loaded_versions:
+                break
+            entry = dirs[version]
+            sig = signature(entry.path)
+            current = old.models.get(name, {}).get(version)
+            if current is not None and current.signature == sig:
+                kept[version] = current
+                continue
+            failed = old.failures.get((name, version))
+            if failed is not None and failed.signature == sig:
+                failures[(name, version)] = failed
+                continue
+            try:
+                if entry.problems:  # did not verify (sha256, manifest, misplaced)
+                    raise ModelLoadError("; ".join(entry.problems))
+                kept[version] = self._load(name, version, entry.path, sig)
+            except LugpiError as e:
+                log.error("model %s/%s not loaded: %s", name, version, e)
+                self.metrics.load_failures.labels(model=name).inc()
+                failures[(name, version)] = LoadFailure(name, version, str(e), sig)
+        return kept
+
+    def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
+        manifest = read_manifest(path)  # list_models has verified every file's sha256
+        try:
+            classifier = OnnxClassifier(path, manifest, self.options)
+            classifier.warm_up()
+        except LugpiError:
+            raise
+        except Exception as e:  # onnxruntime errors on a graph that does not fit the bundle
+            raise ModelLoadError(f"{path}: warm-up failed: {e}") from e
+        batcher = DynamicBatcher(
+            classifier,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
+            name=f"{name}-{version}",
+            on_batch=self.metrics.batch_observer(name),
+        )
+        batcher.start()
+        log.info(
+            "loaded %s/%s (%s, %s, %d labels)",
+            name,
+            version,
+            classifier.variant,
+            classifier.provider,
+            len(manifest.labels),
+        )
+        return LoadedModel(name, version, path, manifest, classifier, batcher, sig)
+
+    def _default(self, models: dict[str, dict[str, LoadedModel]]) -> str | None:
+        if self.settings.default_model is not None:
+            return self.settings.default_model if self.settings.default_model in models else None
+        return min(models) if models else None
+
+    @staticmethod
+    def _close_dropped(old: Snapshot, new: Snapshot) -> None:
+        for name, versions in old.models.items():
+            for version, loaded in versions.items():
+                if new.models.get(name, {}).get(version) is not loaded:
+                    log.info("unloading %s/%s", name, version)
+                    loaded.batcher.close()
+
+    def close(self) -> None:
+        with self._refresh_lock:
+            for versions in self.snapshot.models.values():
+                for loaded in versions.values():
+                    loaded.batcher.close(timeout=5.0)
+            self.snapshot = Snapshot()

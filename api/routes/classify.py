@@ -1,0 +1,119 @@
+"""POST /classify: texts in, one prediction per text out, through the dynamic batcher."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.exceptions import RequestValidationError
+
+from api.auth import AUTH_RESPONSES, ClassifyAccess
+from api.deps import MetricsDep, RegistryDep, SettingsDep
+from api.registry import LoadedModel
+from api.schemas import ClassifyRequest, ClassifyResponse, Prediction, error_responses
+
+router = APIRouter(tags=["classify"], dependencies=[ClassifyAccess], responses=AUTH_RESPONSES)
+
+
+def _error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any]:
+    # Same shape as FastAPI's own 422 items; the offending input is not echoed back.
+    return {"type": kind, "loc": ("body", *loc), "msg": msg}
+
+
+def within_limits(body: ClassifyRequest, settings: SettingsDep) -> ClassifyRequest:
+    """The deployment's limits (settings), checked after the schema's structural rules."""
+    errors = []
+    if len(body.texts) > settings.max_texts_per_request:
+        errors.append(
+            _error(
+                ("texts",),
+                f"{len(body.texts)} texts; at most {settings.max_texts_per_request} per request "
+                "(LUGPI_MAX_TEXTS_PER_REQUEST): split them over several requests",
+                "too_long",
+            )
+        )
+    for field, items in (("texts", body.texts), ("text_pairs", body.text_pairs or [])):
+        for i, text in enumerate(items):
+            if len(text) > settings.max_text_chars:
+                errors.append(
+                    _error(
+                        (field, i),
+                        f"{len(text)} characters; at most {settings.max_text_chars} "
+                        "(LUGPI_MAX_TEXT_CHARS): shorten the text",
+                        "string_too_long",
+                    )
+                )
+    if errors:
+        raise RequestValidationError(errors)
+    return body
+
+
+async def checked_request(body: ClassifyRequest, settings: SettingsDep) -> ClassifyRequest:
+    # async: FastAPI would run a plain def dependency in a worker thread (a costly hop).
+    return within_limits(body, settings)
+
+
+CheckedRequest = Annotated[ClassifyRequest, Depends(checked_request)]
+
+
+def _check_pairs(model: LoadedModel, body: ClassifyRequest) -> None:
+    which = f"model {model.name!r} {model.version}"
+    if model.manifest.text_pair and body.text_pairs is None:
+        raise RequestValidationError(
+            [
+                _error(
+                    ("text_pairs",),
+                    f"{which} classifies text pairs: give text_pairs, one per text",
+                    "missing",
+                )
+            ]
+        )
+    if not model.manifest.text_pair and body.text_pairs is not None:
+        raise RequestValidationError(
+            [
+                _error(
+                    ("text_pairs",),
+                    f"{which} classifies single texts: leave text_pairs out",
+                    "extra_forbidden",
+                )
+            ]
+        )
+
+
+@router.post(
+    "/classify",
+    responses=error_responses(
+        s400="The body is not UTF-8 JSON.",
+        s404="Unknown model or version; the detail lists what is served.",
+        s413="Request body larger than LUGPI_MAX_BODY_BYTES.",
+        s503="No model is loaded.",
+    ),
+)
+async def classify(
+    body: CheckedRequest, registry: RegistryDep, metrics: MetricsDep
+) -> ClassifyResponse:
+    """Classify texts (or text pairs) with a served model; returns one prediction per text.
+
+    Concurrent requests are batched together; each request runs entirely on the model
+    version it resolved when it arrived, even if a newer version is loaded meanwhile.
+    """
+    model = registry.resolve(body.model, body.version)  # held for the whole request
+    _check_pairs(model, body)
+    out = await model.batcher.classify(body.texts, body.text_pairs)
+
+    labels = model.labels
+    predictions = []
+    for row in out.probs.tolist():
+        best = max(range(len(row)), key=row.__getitem__)
+        predictions.append(
+            Prediction(
+                label=labels[best], score=row[best], scores=dict(zip(labels, row, strict=True))
+            )
+        )
+    metrics.classify_requests.labels(model.name, model.version).inc()
+    metrics.classified_texts.labels(model.name, model.version).inc(len(predictions))
+    if out.truncated:
+        metrics.truncated_texts.labels(model.name).inc(len(out.truncated))
+    return ClassifyResponse(
+        model=model.name, version=model.version, predictions=predictions, truncated=out.truncated
+    )

@@ -1,0 +1,46 @@
+"""GET /healthz (alive), GET /readyz (models loaded and warmed), GET /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import MetricsDep, RegistryDep
+from api.registry import version_number
+from api.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """The process is up and answering; says nothing about models."""
+    return Health()
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready; detail says why."}},
+)
+async def readyz(registry: RegistryDep) -> Response:
+    """200 once start-up has loaded and warmed the models and the default one is loaded."""
+    snap = registry.snapshot
+    models = {name: sorted(v, key=version_number, reverse=True) for name, v in snap.models.items()}
+    if registry.ready:
+        return JSONResponse(Readiness(status="ready", models=models).model_dump())
+    if not registry.started:
+        detail = "loading and warming up models"
+    elif not snap.models:
+        detail = "no model is loaded; GET /models shows bundles that failed to load"
+    else:
+        detail = f"the default model {registry.settings.default_model!r} is not loaded"
+    body = Readiness(status="not ready", models=models, detail=detail)
+    return JSONResponse(body.model_dump(), status_code=503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(app_metrics: MetricsDep) -> Response:
+    """Prometheus text format: latency, batch sizes, per-model counts, errors."""
+    return Response(generate_latest(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)

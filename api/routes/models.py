@@ -1,0 +1,100 @@
+"""GET /models, GET /models/{name}, POST /models/{name}/reload (admin)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from api.auth import AUTH_RESPONSES, AdminAccess
+from api.deps import RegistryDep
+from api.errors import ModelNotFound
+from api.registry import LoadedModel, Snapshot, version_number
+from api.schemas import ModelInfo, ModelList, ReloadResponse, VersionInfo, error_responses
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+def _loaded_info(model: LoadedModel, is_default: bool) -> VersionInfo:
+    m = model.manifest
+    return VersionInfo(
+        version=model.version,
+        status="loaded",
+        is_default=is_default,
+        labels=m.labels,
+        max_length=m.max_length,
+        text_pair=m.text_pair,
+        variant=model.classifier.variant,
+        provider=model.classifier.provider,
+        created_at=m.created_at,
+        metrics={
+            k: {s: v.model_dump() for s, v in splits.items()} for k, splits in m.metrics.items()
+        },
+        provenance=m.provenance.model_dump(),
+    )
+
+
+def describe(snap: Snapshot, name: str) -> ModelInfo:
+    """Every version of a model on disk, newest first, with its status."""
+    loaded = snap.models.get(name, {})
+    latest = snap.latest(name)
+    versions: list[VersionInfo] = []
+    for version in snap.present.get(name, []):
+        is_default = latest is not None and latest.version == version
+        failure = snap.failures.get((name, version))
+        if version in loaded:
+            versions.append(_loaded_info(loaded[version], is_default))
+        elif failure is not None:
+            versions.append(
+                VersionInfo(version=version, status="failed", is_default=False, error=failure.error)
+            )
+        else:
+            versions.append(VersionInfo(version=version, status="available", is_default=False))
+    versions.sort(key=lambda v: version_number(v.version), reverse=True)
+    return ModelInfo(
+        name=name,
+        is_default=snap.default_model == name,
+        default_version=latest.version if latest else None,
+        versions=versions,
+    )
+
+
+def _known(registry: RegistryDep, name: str) -> Snapshot:
+    snap = registry.snapshot
+    if name not in snap.present:
+        raise ModelNotFound(f"unknown model {name!r}; models: {sorted(snap.present)}")
+    return snap
+
+
+@router.get("")
+async def list_models(registry: RegistryDep) -> ModelList:
+    """Every model in the repository: versions, labels, metrics, status, the defaults."""
+    snap = registry.snapshot
+    return ModelList(
+        default_model=snap.default_model, models=[describe(snap, n) for n in sorted(snap.present)]
+    )
+
+
+@router.get("/{name}", responses=error_responses(s404="Unknown model; lists the known ones."))
+async def get_model(name: str, registry: RegistryDep) -> ModelInfo:
+    """One model: its versions (newest first), which is the default, and load errors."""
+    return describe(_known(registry, name), name)
+
+
+@router.post(
+    "/{name}/reload",
+    dependencies=[AdminAccess],
+    responses={**AUTH_RESPONSES, **error_responses(s404="No such model in the repository.")},
+)
+async def reload_model(name: str, registry: RegistryDep) -> ReloadResponse:
+    """Rescan this model's directory now (admins): load new versions, drop removed ones.
+
+    A version that fails to load is reported here and never replaces a loaded one.
+    """
+    snap = await asyncio.to_thread(registry.refresh, name)
+    info = describe(snap, name)
+    return ReloadResponse(
+        model=info,
+        loaded=[v.version for v in info.versions if v.status == "loaded"],
+        failed=[v for v in info.versions if v.status == "failed"],
+    )

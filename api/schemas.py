@@ -1,0 +1,159 @@
+"""Request and response bodies of the inference routes (DESIGN.md §3).
+
+Structural rules (types, non-empty, equal lengths, unknown keys) are declared here.
+The per-deployment limits (texts per request, characters per text) are settings, so
+``routes/classify.py`` checks them and ``main.py`` writes them into the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from training.bundle import VERSION_PATTERN
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+# pydantic also refuses unpaired surrogates ("\ud800" is valid JSON, not valid Unicode),
+# which the tokenizer could not take.
+Text = Annotated[str, StringConstraints(min_length=1)]
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"texts": ["A gripping, beautifully shot film.", "Dull and far too long."]},
+                {
+                    "texts": ["The teenage girl shot dead in Bellaghy was 18."],
+                    "text_pairs": ["Bellaghy"],
+                    "model": "cwi-news",
+                    "version": "v2",
+                },
+            ]
+        },
+    )
+
+    texts: list[Text] = Field(
+        min_length=1,
+        description="Texts to classify, non-empty strings. At most LUGPI_MAX_TEXTS_PER_REQUEST "
+        "(default 64) texts of at most LUGPI_MAX_TEXT_CHARS (default 10000) characters.",
+    )
+    text_pairs: list[Text] | None = Field(
+        default=None,
+        description="Second text of each pair, aligned with texts: required by pair models "
+        "(e.g. CWI: the target phrase), refused by single-text models.",
+    )
+    model: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Model name; default: the server's default model.",
+    )
+    version: str | None = Field(
+        default=None,
+        pattern=VERSION_PATTERN,
+        description="Version (v1, v2, ...); default: the newest.",
+    )
+
+    @model_validator(mode="after")
+    def _pairs_align(self) -> ClassifyRequest:
+        if self.text_pairs is not None and len(self.text_pairs) != len(self.texts):
+            raise ValueError(
+                f"text_pairs has {len(self.text_pairs)} items but texts has {len(self.texts)}; "
+                "give one text_pair per text"
+            )
+        return self
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What went wrong and what to change.")
+
+
+def error_responses(**described: str) -> dict[int | str, dict[str, object]]:
+    """OpenAPI ``responses`` for error statuses: ``error_responses(s404="...")``."""
+    return {
+        int(key[1:]): {"model": ErrorResponse, "description": text}
+        for key, text in described.items()
+    }
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="The most probable label.")
+    score: float = Field(description="Its probability.")
+    scores: dict[str, float] = Field(description="Probability of every label.")
+
+
+class ClassifyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "imdb",
+                    "version": "v2",
+                    "predictions": [
+                        {"label": "pos", "score": 0.97, "scores": {"neg": 0.03, "pos": 0.97}}
+                    ],
+                    "truncated": [],
+                }
+            ]
+        }
+    )
+
+    model: str
+    version: str
+    predictions: list[Prediction] = Field(description="One per text, in request order.")
+    truncated: list[int] = Field(
+        description="Indices of texts longer than the model's max_length tokens: they were "
+        "classified on their first max_length tokens."
+    )
+
+
+class VersionInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    version: str
+    status: Literal["loaded", "failed", "available"] = Field(
+        description="loaded: servable; failed: did not verify or load (see error); available: "
+        "valid on disk but older than the loaded versions."
+    )
+    is_default: bool = Field(description="Served when a request names no version.")
+    error: str | None = None
+    labels: list[str] | None = None
+    max_length: int | None = None
+    text_pair: bool | None = None
+    variant: str | None = Field(default=None, description="int8 or fp32: the ONNX file served.")
+    provider: str | None = Field(default=None, description="onnxruntime execution provider.")
+    created_at: datetime | None = None
+    metrics: dict[str, dict[str, dict[str, float | int]]] | None = None
+    provenance: dict[str, object] | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    is_default: bool = Field(description="Served when a request names no model.")
+    default_version: str | None = Field(description="The newest loaded version.")
+    versions: list[VersionInfo] = Field(description="Newest first.")
+
+
+class ModelList(BaseModel):
+    default_model: str | None
+    models: list[ModelInfo]
+
+
+class ReloadResponse(BaseModel):
+    model: ModelInfo
+    loaded: list[str] = Field(description="Versions loaded now, newest first.")
+    failed: list[VersionInfo] = Field(description="Versions that failed to load, with errors.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    models: dict[str, list[str]] = Field(description="Loaded versions per model.")
+    detail: str | None = Field(default=None, description="Why the server is not ready.")

@@ -1,0 +1,183 @@
+"""The one settings class of the serving process (and of the job routes it hosts).
+
+Every field is read from an environment variable ``LUGPI_<FIELD>`` (upper case), e.g.
+``LUGPI_MODEL_REPOSITORY=/srv/models``. List fields take a comma-separated string
+(``LUGPI_API_KEYS=key1,key2``) or a JSON array.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Ids the job routes accept by default: the paper's models (for users who have the hub)
+# and the offline ones that ship on PyPI or are built from config (DESIGN.md §4).
+DEFAULT_ALLOWED_MODELS = [
+    "distilbert-base-uncased",
+    "openai/clip-vit-base-patch32",
+    "google/vit-base-patch16-224",
+    "stabilityai/stable-diffusion-2",
+    "all-minilm-l6-v2",
+    "efficientnet-lite0",
+    "tiny-random",
+]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _split_list(value: object) -> object:
+    # Environment values arrive as one string: accept "a,b" as well as '["a", "b"]'.
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LUGPI_", extra="ignore", frozen=True)
+
+    # --- models ---------------------------------------------------------------------------
+    model_repository: Path = Field(
+        default=Path("model-repository"),
+        description="Directory of published bundles: <name>/<version>/{model.onnx, "
+        "model.int8.onnx, tokenizer.json, bundle.json}.",
+    )
+    default_model: str | None = Field(
+        default=None,
+        description="Model used when a request names none; default: the first by name.",
+    )
+    model_variant: Literal["auto", "int8", "fp32"] = Field(
+        default="auto",
+        description="Which ONNX file to serve. 'auto': int8 on CPU (about 3x faster than fp32 "
+        "there), fp32 on CUDA (dynamic int8 ops fall back to the CPU). A bundle without an "
+        "int8 file is served in fp32.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="'auto': CUDAExecutionProvider when onnxruntime-gpu offers it, else CPU.",
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime threads inside one operator; 0 = usable cores."
+    )
+    inter_op_threads: int = Field(
+        default=1, ge=1, description="onnxruntime threads across operators."
+    )
+    ort_spinning: bool = Field(
+        default=False,
+        description="Let onnxruntime's idle threads spin. Off: spinning threads steal the "
+        "cores the event loop needs to parse requests, which costs more than it saves.",
+    )
+    max_loaded_versions: int = Field(
+        default=2,
+        ge=1,
+        description="Per model, the newest N valid versions are loaded and servable.",
+    )
+    poll_interval_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="Rescan the repository every N seconds for new versions; 0 = off.",
+    )
+
+    # --- dynamic batching -----------------------------------------------------------------
+    max_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Most texts in one onnxruntime call."
+    )
+    max_batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="How long a batch may wait for more requests once it has one. 0: run what "
+        "is queued at once; requests that arrive while a batch runs form the next one, so "
+        "batches grow with load without delaying a lone request.",
+    )
+
+    # --- request limits -------------------------------------------------------------------
+    max_texts_per_request: int = Field(
+        default=64, ge=1, description="Most texts in one /classify call."
+    )
+    max_text_chars: int = Field(
+        default=10_000, ge=1, description="Most characters in one text (or text pair item)."
+    )
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
+    )
+
+    # --- access ---------------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys that may classify (header X-API-Key). None configured and no admin "
+        "keys: the API is open.",
+    )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys that may also reload models and run jobs. When api_keys are set but "
+        "no admin keys, admin routes are closed to everyone.",
+    )
+
+    # --- jobs (used by api/routes/jobs.py) ------------------------------------------------
+    redis_url: str | None = Field(
+        default=None, description="Celery broker/result backend; None = embedded mode (no Redis)."
+    )
+    artifacts_dir: Path = Field(default=Path("artifacts"), description="Run directories of jobs.")
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("data")],
+        description="A job's data paths must resolve under one of these (no '..', no symlinks "
+        "out).",
+    )
+    allowed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_MODELS),
+        description="Model ids or aliases a job may name (generator, encoders).",
+    )
+    keep_last_versions: int = Field(
+        default=5, ge=1, description="Versions kept per model when a job publishes a new one."
+    )
+    job_timeout_s: float = Field(
+        default=24 * 3600.0, gt=0.0, description="A job running longer than this is marked failed."
+    )
+    stale_after_s: float = Field(
+        default=60.0,
+        gt=0.0,
+        description="A running job with no heartbeat for this long lost its worker: the reaper "
+        "re-queues it (resuming from finished stages) or fails it. Same as the workers' value.",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts of a job (first run + resumes) before it fails."
+    )
+    teacher_timeout_s: float = Field(
+        default=60.0, gt=0.0, description="POST /classify/teacher answers 503 after this long."
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_keys", "admin_keys", "data_roots", "allowed_models", mode="before")
+    @classmethod
+    def _lists_from_env(cls, value: object) -> object:
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> ApiSettings:
+        for field in ("api_keys", "admin_keys"):
+            if any(not k.get_secret_value() for k in getattr(self, field)):
+                raise ValueError(f"LUGPI_{field.upper()} contains an empty key; remove it")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.admin_keys)
+
+    @property
+    def ort_intra_op_threads(self) -> int:
+        return self.intra_op_threads or usable_cores()
