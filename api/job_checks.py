@@ -1,0 +1,121 @@
+"""Trust boundary of ``POST /jobs/train``: what a job may read, load and write.
+
+A job body names files and models that a worker will open, so before a job is queued:
+
+- every data path must resolve (symlinks followed) to a file under one of
+  ``settings.data_roots``; a path with ``..`` is refused outright. A relative path is
+  taken relative to the data roots (the first under which it exists). The stored config
+  gets the resolved absolute path, so the worker opens exactly what was checked.
+- every model (generator, encoders) must be in ``settings.allowed_models``, or be one of
+  the built-in names that load nothing a user controls: the offline aliases that ship on
+  PyPI and ``tiny-random`` (built from code). Decision: these are always allowed; an
+  allow-list entry that is a directory allows that directory (compared resolved).
+- ``generator.cache_dir`` (where the worker *writes*) must lie under ``artifacts_dir``.
+
+Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+
+from api.settings import ApiSettings
+from training.config import PipelineConfig
+
+# Names that load only what ships with the code (models/hub.py, training/tiny_diffusion.py).
+BUILTIN_MODELS = frozenset({"all-minilm-l6-v2", "efficientnet-lite0", "tiny-random"})
+DATA_FIELDS = ("train", "dev", "test", "unlabelled")
+
+
+def _error(loc: tuple[str | int, ...], msg: str) -> dict[str, Any]:
+    return {"type": "value_error", "loc": ("body", *loc), "msg": msg}
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
+def resolve_data_path(value: str, roots: list[Path]) -> Path:
+    """The real file ``value`` names under ``roots``; ``ValueError`` saying why not."""
+    given = Path(value).expanduser()
+    if ".." in given.parts:
+        raise ValueError("must not contain '..'; give a path under the data roots")
+    real_roots = [r.resolve() for r in roots]
+    candidates = [given] if given.is_absolute() else [r / given for r in real_roots]
+    for candidate in candidates:
+        real = candidate.resolve()  # follows every symlink
+        if not _under(real, real_roots):
+            if _under(candidate.absolute(), real_roots):
+                raise ValueError("is a symlink that leads outside the data roots")
+            continue
+        if real.is_file():
+            return real
+    if given.is_absolute() and not _under(given.resolve(), real_roots):
+        raise ValueError(f"is outside the data roots {[str(r) for r in roots]} (LUGPI_DATA_ROOTS)")
+    raise ValueError(f"no such file under the data roots {[str(r) for r in roots]}")
+
+
+def _model_allowed(value: str, settings: ApiSettings) -> bool:
+    if value in BUILTIN_MODELS or value in settings.allowed_models:
+        return True
+    path = Path(value).expanduser()
+    if not path.exists():
+        return False
+    real = path.resolve()
+    return any(
+        Path(entry).expanduser().exists() and Path(entry).expanduser().resolve() == real
+        for entry in settings.allowed_models
+    )
+
+
+def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConfig:
+    """Return the config with data paths resolved; ``RequestValidationError`` (422) naming
+    every field that breaks the rules above."""
+    errors: list[dict[str, Any]] = []
+    data_updates: dict[str, str] = {}
+    for field in DATA_FIELDS:
+        value = getattr(cfg.data, field)
+        if value is None:
+            continue
+        try:
+            data_updates[field] = str(resolve_data_path(value, list(settings.data_roots)))
+        except ValueError as e:
+            errors.append(_error(("data", field), f"data.{field} {value!r} {e}"))
+
+    models: list[tuple[tuple[str | int, ...], str]] = [
+        (("generator", "model"), cfg.generator.model),
+        (("student", "text_model"), cfg.student.text_model),
+    ]
+    for i, t in enumerate(cfg.teachers):
+        models += [(("teachers", i, "text_model"), t.text_model)]
+        models += [(("teachers", i, "image_model"), t.image_model)]
+    for loc, value in models:
+        if not _model_allowed(value, settings):
+            name = ".".join(str(x) for x in loc)
+            errors.append(
+                _error(
+                    loc,
+                    f"{name} {value!r} is not an allowed model; allowed: "
+                    f"{sorted(BUILTIN_MODELS | set(settings.allowed_models))} "
+                    "(LUGPI_ALLOWED_MODELS)",
+                )
+            )
+
+    if cfg.generator.cache_dir is not None:
+        cache = Path(cfg.generator.cache_dir).expanduser()
+        artifacts = Path(settings.artifacts_dir).resolve()
+        if ".." in cache.parts or not cache.resolve().is_relative_to(artifacts):
+            errors.append(
+                _error(
+                    ("generator", "cache_dir"),
+                    f"generator.cache_dir must lie under the artifacts dir {artifacts}; "
+                    "or leave it out (default: inside the job's run dir)",
+                )
+            )
+    if errors:
+        raise RequestValidationError(errors)
+    data = cfg.data.model_copy(update=data_updates)
+    return cfg.model_copy(update={"data": data})

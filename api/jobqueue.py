@@ -1,0 +1,280 @@
+"""How the API hands jobs to workers, without importing torch or any worker code.
+
+One interface, two implementations, picked by ``LUGPI_REDIS_URL``:
+
+- ``CeleryJobQueue`` (Redis configured): job records in Redis; ``send_task`` *by name*
+  to the Celery workers, which may run on other machines with GPUs.
+- ``LocalProcessJobQueue`` (the embedded default: no Redis, no Docker, no GPU): records
+  in a SQLite file under ``artifacts_dir``, and the *store is the queue*: a thread in the
+  API runs the oldest queued job as a child process (``python -m worker.local <job_id>``),
+  one at a time. A child process, not a thread, because the API must not import torch
+  (a separate interpreter keeps the serving process small and its event loop free of
+  training's GIL pressure), a crashed or killed job cannot take the API down, and
+  cancellation or shutdown can always end it. One at a time, because a job already uses
+  every core. Queued jobs survive an API restart: they are rows, not in-memory items.
+
+Both run the reaper periodically: a running job whose worker died is re-queued (and
+resumed from its finished stages) or failed, never left "running".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from api.settings import ApiSettings
+from training.errors import LugpiError
+from training.jobs import JobRecord, JobState
+from training.jobstore import (
+    JobStore,
+    JobStoreUnavailable,
+    RedisJobStore,
+    SqliteJobStore,
+    redact_url,
+)
+from training.lifecycle import (
+    QUEUE_JOBS,
+    QUEUE_TEACHER,
+    TASK_CLASSIFY_TEACHER,
+    TASK_RUN_JOB,
+    abandon_attempt,
+    fail_queued,
+    reap_stale_jobs,
+)
+
+log = logging.getLogger("lugpi.api.jobs")
+
+
+class JobQueueUnavailable(LugpiError):
+    """The broker cannot be reached, so the job cannot be handed to a worker."""
+
+
+class TeacherUnavailable(LugpiError):
+    """No worker answered a teacher request in time (or none can in this mode)."""
+
+
+class JobQueue(ABC):
+    def __init__(self, store: JobStore, settings: ApiSettings) -> None:
+        self.store = store
+        self.settings = settings
+        # Jobs whose published model the API already tried to load (routes/jobs.py).
+        self.reloaded: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @abstractmethod
+    def submit(self, job_id: str) -> None:
+        """Hand a queued job to the workers."""
+
+    @abstractmethod
+    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Run the teacher on a worker; ``TeacherUnavailable`` if none answers in time."""
+
+    def reap(self) -> list[JobRecord]:
+        return reap_stale_jobs(
+            self.store,
+            stale_after=self.settings.stale_after_s,
+            max_attempts=self.settings.max_attempts,
+            requeue=self._requeue,
+        )
+
+    def _requeue(self, job_id: str) -> None:
+        self.submit(job_id)
+
+    def start(self) -> None:
+        """Start the background thread (reaper; the embedded queue's runner)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="lugpi-jobqueue", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.stale_after_s / 2):
+            self._reap_quietly()
+
+    def _reap_quietly(self) -> None:
+        try:
+            self.reap()
+        except JobStoreUnavailable as e:  # Redis down: /jobs says so; nothing to do here
+            log.debug("reaper: %s", e)
+        except Exception:
+            log.exception("reaper failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.store.close()
+
+
+class CeleryJobQueue(JobQueue):
+    def __init__(self, settings: ApiSettings) -> None:
+        assert settings.redis_url
+        from celery import Celery  # only to send by name: no task is imported
+
+        super().__init__(RedisJobStore(settings.redis_url), settings)
+        url = settings.redis_url
+        self.celery = Celery("lugpi-api", broker=url, backend=url, set_as_current=False)
+        self.celery.conf.update(
+            task_serializer="json",
+            result_serializer="json",
+            accept_content=["json"],
+            # With Redis down, fail in about a second (503) instead of retrying for long.
+            broker_connection_timeout=2,
+            broker_connection_retry=False,
+            broker_transport_options={"socket_connect_timeout": 2, "max_retries": 1},
+            redis_socket_connect_timeout=2,
+            redis_socket_timeout=5,
+            task_publish_retry_policy={"max_retries": 1, "interval_start": 0.2},
+        )
+
+    def submit(self, job_id: str) -> None:
+        try:
+            self.celery.send_task(TASK_RUN_JOB, args=[job_id], queue=QUEUE_JOBS)
+        except Exception as e:  # kombu/redis errors of every kind mean "broker unreachable"
+            raise JobQueueUnavailable(
+                f"broker (Redis at {redact_url(self.settings.redis_url or '')}) unreachable: {e}"
+            ) from e
+
+    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        try:
+            # expires: a worker that comes up later drops the stale request unanswered.
+            result = self.celery.send_task(
+                TASK_CLASSIFY_TEACHER, args=[payload], queue=QUEUE_TEACHER, expires=timeout
+            )
+        except Exception as e:
+            raise TeacherUnavailable(f"broker unreachable: {e}") from e
+        try:
+            answer: dict[str, Any] = result.get(timeout=timeout, propagate=True)
+        except CeleryTimeout as e:
+            raise TeacherUnavailable(
+                f"no worker answered within {timeout:.0f} s on queue {QUEUE_TEACHER!r}; "
+                f"start one: `lugpi worker --queues {QUEUE_TEACHER}`"
+            ) from e
+        finally:
+            result.forget()
+        return answer
+
+
+class LocalProcessJobQueue(JobQueue):
+    """Embedded mode: runs queued jobs one at a time as ``python -m worker.local <id>``."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        store = SqliteJobStore(Path(settings.artifacts_dir) / SqliteJobStore.FILE_NAME)
+        super().__init__(store, settings)
+        self._wake = threading.Event()
+        self._child: subprocess.Popen[bytes] | None = None
+
+    def submit(self, job_id: str) -> None:
+        self._wake.set()  # the row is already queued; the runner picks it up
+
+    def _requeue(self, job_id: str) -> None:
+        self._wake.set()
+
+    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        raise TeacherUnavailable(
+            "the teacher runs on a worker: set LUGPI_REDIS_URL and start `lugpi worker` "
+            "(embedded mode runs training jobs only)"
+        )
+
+    def _loop(self) -> None:
+        # Jobs left "running" by a previous API process are reaped here first.
+        while not self._stop.is_set():
+            self._reap_quietly()
+            queued = self.store.ids_in_state(JobState.QUEUED)
+            if not queued:
+                self._wake.wait(self.settings.stale_after_s / 2)
+                self._wake.clear()
+                continue
+            self._run_child(queued[0])
+
+    def child_env(self) -> dict[str, str]:
+        """The job process's environment: the paths it needs, and no API keys."""
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LUGPI_")}
+        env.update(
+            LUGPI_ARTIFACTS_DIR=str(Path(s.artifacts_dir).resolve()),
+            LUGPI_MODEL_REPOSITORY=str(Path(s.model_repository).resolve()),
+            LUGPI_KEEP_LAST_VERSIONS=str(s.keep_last_versions),
+            LUGPI_JOB_TIMEOUT_S=str(s.job_timeout_s),
+            LUGPI_STALE_AFTER_S=str(s.stale_after_s),
+            LUGPI_HEARTBEAT_S=str(min(5.0, s.stale_after_s / 4)),
+        )
+        # The checkout's root, so `-m worker.local` imports even when not installed.
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        return env
+
+    def _run_child(self, job_id: str) -> None:
+        cmd = [sys.executable, "-m", "worker.local", job_id]
+        # The job's own log, beside its stage directories.
+        log_file = Path(self.settings.artifacts_dir) / "runs" / job_id / "job.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log.info("running job %s: %s (log: %s)", job_id, " ".join(cmd), log_file)
+        with log_file.open("ab") as out:
+            child = subprocess.Popen(
+                cmd, env=self.child_env(), stdout=out, stderr=subprocess.STDOUT
+            )
+        self._child = child
+        while child.poll() is None:
+            if self._stop.wait(0.5):
+                self._end_child(child)
+                break
+        self._child = None
+        if self._stop.is_set():
+            return  # the job stays running; the next API start reaps and resumes it
+        try:
+            state = self.store.get(job_id).state
+            if state is JobState.QUEUED and child.returncode != 0:
+                # It crashed before starting the job (broken install?): retrying will not help.
+                fail_queued(
+                    self.store,
+                    job_id,
+                    f"job process exited with code {child.returncode} before the job "
+                    f"started; see {log_file}",
+                )
+            elif state is JobState.QUEUED:
+                # The child ran nothing (another process holds the job's lock): do not spin.
+                self._stop.wait(self.settings.stale_after_s / 4)
+            elif state is JobState.RUNNING:
+                # The child died without finishing (killed, out of memory): no need to wait
+                # for its heartbeat to go stale; free its lock and hand the job on now.
+                holder = self.store.lock_holder(job_id)
+                if holder is not None:
+                    self.store.release_lock(job_id, holder)
+                abandon_attempt(
+                    self.store,
+                    job_id,
+                    f"job process exited with code {child.returncode}",
+                    max_attempts=self.settings.max_attempts,
+                )
+        except Exception:
+            log.exception("job %s: could not record the end of its process", job_id)
+
+    @staticmethod
+    def _end_child(child: subprocess.Popen[bytes]) -> None:
+        child.send_signal(signal.SIGTERM)  # the job process releases its lock and exits
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        super().stop()
+
+
+def open_jobqueue(settings: ApiSettings) -> JobQueue:
+    if settings.redis_url:
+        return CeleryJobQueue(settings)
+    return LocalProcessJobQueue(settings)

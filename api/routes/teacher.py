@@ -1,0 +1,144 @@
+"""POST /classify/teacher: the student and its teacher side by side.
+
+The student answers here, from the API's own registry. The teacher needs a generated
+image per text and torch, so a worker answers for it (``send_task`` by name to the
+``lugpi.teacher`` queue, where the worker keeps generator and teacher loaded). Which
+teacher: the one the bundle's provenance names, i.e. ``teacher-<name>/`` in the run
+directory of the job that trained the bundle. No worker answering in time: 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+
+from api.auth import ClassifyAccess
+from api.deps import RegistryDep, SettingsDep
+from api.jobqueue import TeacherUnavailable
+from api.routes.classify import within_limits
+from api.routes.jobs import QueueDep
+from api.schemas import ClassifyRequest, Prediction
+
+router = APIRouter(tags=["classify"], dependencies=[ClassifyAccess])
+
+
+class TeacherRequest(ClassifyRequest):
+    return_images: bool = Field(
+        default=False, description="Also return each generated image (PNG, base64)."
+    )
+    teacher: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
+        description="Which of the run's teachers; default: the first.",
+    )
+
+
+class TeacherSide(BaseModel):
+    name: str
+    predictions: list[Prediction]
+    prompts: list[str] = Field(description="The generator prompt of each text.")
+    images: list[str] | None = Field(default=None, description="PNG, base64, if asked for.")
+    images_drawn: int = Field(description="Images generated now (others came from the cache).")
+
+
+class TeacherResponse(BaseModel):
+    model: str
+    version: str
+    job_id: str
+    student: list[Prediction]
+    teacher: TeacherSide
+    timings_ms: dict[str, float] = Field(
+        description="student; the worker's load, generate and teacher steps; round_trip "
+        "(API -> worker -> API, all included)."
+    )
+
+
+def _checked(body: TeacherRequest, settings: SettingsDep) -> TeacherRequest:
+    within_limits(body, settings)
+    return body
+
+
+CheckedTeacherRequest = Annotated[TeacherRequest, Depends(_checked)]
+
+
+def _predictions(probs: list[list[float]], labels: list[str]) -> list[Prediction]:
+    out = []
+    for row in probs:
+        best = max(range(len(row)), key=row.__getitem__)
+        out.append(
+            Prediction(
+                label=labels[best], score=row[best], scores=dict(zip(labels, row, strict=True))
+            )
+        )
+    return out
+
+
+@router.post(
+    "/classify/teacher",
+    responses={
+        409: {"description": "The model was not trained by a job here; its teacher is unknown."},
+        503: {"description": "No worker answered in time (or none can: embedded mode)."},
+    },
+)
+async def classify_with_teacher(
+    body: CheckedTeacherRequest, registry: RegistryDep, settings: SettingsDep, queue: QueueDep
+) -> TeacherResponse:
+    """Classify with the student (here) and with its multimodal teacher (on a worker, which
+    draws one image per text first). For demos and debugging: slower than /classify."""
+    model = registry.resolve(body.model, body.version)
+    if model.manifest.text_pair != (body.text_pairs is not None):
+        need = "give text_pairs" if model.manifest.text_pair else "leave text_pairs out"
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "text_pairs"), "msg": f"{model.name}: {need}"}]
+        )
+    job_id = model.manifest.provenance.job_id
+    if job_id is None:
+        raise HTTPException(
+            409, f"{model.name} {model.version} was not trained by a job here: no teacher to ask"
+        )
+    payload: dict[str, Any] = {
+        "job_id": job_id,
+        "teacher": body.teacher,
+        "texts": body.texts,
+        "text_pairs": body.text_pairs,
+        "return_images": body.return_images,
+    }
+    started = time.perf_counter()
+    # Start the worker's part first; the student runs here meanwhile.
+    teacher_call = asyncio.create_task(
+        asyncio.to_thread(queue.classify_teacher, payload, settings.teacher_timeout_s)
+    )
+    student_out = await model.batcher.classify(body.texts, body.text_pairs)
+    student_ms = (time.perf_counter() - started) * 1000
+    try:
+        answer = await teacher_call
+    except TeacherUnavailable as e:
+        raise HTTPException(503, f"teacher unavailable: {e}") from e
+    round_trip = (time.perf_counter() - started) * 1000
+    if "error" in answer:
+        raise HTTPException(409, f"teacher: {answer['error']}")
+    teacher = TeacherSide(
+        name=answer["teacher"],
+        predictions=[Prediction(**p) for p in answer["predictions"]],
+        prompts=answer["prompts"],
+        images=answer["images"],
+        images_drawn=answer["images_drawn"],
+    )
+    timings = {
+        "student": round(student_ms, 1),
+        **answer["timings_ms"],
+        "round_trip": round(round_trip, 1),
+    }
+    return TeacherResponse(
+        model=model.name,
+        version=model.version,
+        job_id=job_id,
+        student=_predictions(student_out.probs.tolist(), model.labels),
+        teacher=teacher,
+        timings_ms=timings,
+    )

@@ -1,0 +1,297 @@
+"""Job lifecycle transitions, each one atomic on a ``JobStore``.
+
+    queued -> running(stage, progress) -> succeeded | failed(error) | cancelled
+
+Who calls what: the API creates jobs and requests cancellation; the process running a
+job starts an *attempt*, beats, reports progress and finishes it; a reaper (in every
+worker and in the API) turns "running" jobs whose worker died into queued (re-queued,
+resumed from the finished stages) or failed ("worker lost"). Terminal states are final:
+no transition leaves them, so a late or duplicate task can never resurrect a job.
+
+A running attempt is identified by ``attempts``: a worker only writes to the record while
+the record is still running *its* attempt, so a worker that was presumed dead (and whose
+job was handed to another) learns so at its next heartbeat and stops. Torch-free.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from training.jobs import STAGE_ORDER, JobRecord, JobState, Progress, Stage
+from training.jobstore import JobStore, now_utc
+
+log = logging.getLogger(__name__)
+
+# Celery task and queue names: the API sends tasks by these names (never importing the
+# worker), the worker registers its tasks under them.
+TASK_RUN_JOB = "lugpi.run_job"
+TASK_GENERATE_SHARD = "lugpi.generate_shard"
+TASK_CLASSIFY_TEACHER = "lugpi.classify_teacher"
+QUEUE_JOBS = "lugpi.jobs"
+QUEUE_SHARDS = "lugpi.shards"
+QUEUE_TEACHER = "lugpi.teacher"
+
+
+class AttemptLost(Exception):
+    """This process no longer owns the job (it was reaped and handed to another worker)."""
+
+
+def overall_fraction(stage: Stage, done: int, total: int) -> float:
+    """Progress over all stages, each stage weighing the same."""
+    within = min(1.0, done / total) if total > 0 else 0.0
+    return min(1.0, (STAGE_ORDER.index(stage) + within) / len(STAGE_ORDER))
+
+
+def request_cancel(store: JobStore, job_id: str) -> JobRecord:
+    """A queued job becomes cancelled at once (it never starts); a running one is asked
+    to stop at its next batch. A terminal job is returned unchanged."""
+
+    def mutate(rec: JobRecord) -> JobRecord | None:
+        if rec.state is JobState.QUEUED:
+            rec.state = JobState.CANCELLED
+            rec.cancel_requested = True
+            rec.finished_at = now_utc()
+            return rec
+        if rec.state is JobState.RUNNING and not rec.cancel_requested:
+            rec.cancel_requested = True
+            return rec
+        return None
+
+    return store.update(job_id, mutate)[0]
+
+
+def start_attempt(store: JobStore, job_id: str, worker: str) -> JobRecord | None:
+    """Mark the job running for a new attempt; None if it must not run (terminal, or a
+    queued job that was cancelled meanwhile). The caller holds the job's lock, so a
+    record that is already "running" belongs to a dead worker: resume it."""
+
+    def mutate(rec: JobRecord) -> JobRecord | None:
+        if rec.state.terminal:
+            return None
+        if rec.cancel_requested:
+            rec.state = JobState.CANCELLED
+            rec.finished_at = now_utc()
+            return rec
+        rec.state = JobState.RUNNING
+        rec.attempts += 1
+        rec.started_at = rec.started_at or now_utc()
+        rec.heartbeat_at = now_utc()
+        rec.worker = worker
+        rec.error = None
+        return rec
+
+    rec, _ = store.update(job_id, mutate)
+    return rec if rec.state is JobState.RUNNING else None
+
+
+def fail_queued(store: JobStore, job_id: str, error: str) -> JobRecord:
+    """Fail a job that is still queued and cannot start (it could not be handed to the
+    workers; its process crashed before it began)."""
+
+    def mutate(rec: JobRecord) -> JobRecord | None:
+        if rec.state is not JobState.QUEUED:
+            return None
+        rec.state, rec.finished_at, rec.error = JobState.FAILED, now_utc(), error
+        return rec
+
+    return store.update(job_id, mutate)[0]
+
+
+def _owned(rec: JobRecord, attempt: int) -> bool:
+    return rec.state is JobState.RUNNING and rec.attempts == attempt
+
+
+def beat(store: JobStore, job_id: str, attempt: int) -> JobRecord:
+    """Refresh the heartbeat; ``AttemptLost`` if the job is no longer this attempt's."""
+
+    def mutate(rec: JobRecord) -> JobRecord | None:
+        if not _owned(rec, attempt):
+            return None
+        rec.heartbeat_at = now_utc()
+        return rec
+
+    rec, changed = store.update(job_id, mutate)
+    if not changed:
+        raise AttemptLost(f"job {job_id} is {rec.state.value} (attempt {rec.attempts})")
+    return rec
+
+
+def report_progress(
+    store: JobStore,
+    job_id: str,
+    attempt: int,
+    progress: Progress,
+    finished_stage: tuple[str, float] | None = None,
+) -> JobRecord:
+    """Write the progress (and the seconds of a stage that just ended); returns the record,
+    whose ``cancel_requested`` the caller reads for free."""
+
+    def mutate(rec: JobRecord) -> JobRecord | None:
+        if not _owned(rec, attempt):
+            return None
+        rec.progress = progress
+        rec.heartbeat_at = now_utc()
+        if finished_stage is not None:
+            name, seconds = finished_stage
+            rec.stage_seconds[name] = round(rec.stage_seconds.get(name, 0.0) + seconds, 3)
+        return rec
+
+    rec, changed = store.update(job_id, mutate)
+    if not changed:
+        raise AttemptLost(f"job {job_id} is {rec.state.value} (attempt {rec.attempts})")
+    return rec
+
+
+def finish_attempt(
+    store: JobStore,
+    job_id: str,
+    attempt: int,
+    state: JobState,
+    *,
+    error: str | None = None,
+    metrics: dict[str, object] | None = None,
+    published: tuple[str, str] | None = None,
+    finished_stage: tuple[str, float] | None = None,
+    message: str | None = None,
+) -> JobRecord:
+    """Move this attempt's running job to a terminal state (``message``: the progress
+    message to leave, e.g. where a cancelled job stopped)."""
+    assert state.terminal, state
+
+    def mutate(rec: JobRecord) -> JobRecord | None:
+        if not _owned(rec, attempt):
+            return None
+        rec.state = state
+        rec.finished_at = now_utc()
+        rec.heartbeat_at = None
+        rec.error = error
+        if metrics is not None:
+            rec.metrics = metrics
+        if published is not None:
+            rec.published_model, rec.published_version = published
+        if finished_stage is not None:
+            name, seconds = finished_stage
+            rec.stage_seconds[name] = round(rec.stage_seconds.get(name, 0.0) + seconds, 3)
+        if state is JobState.SUCCEEDED and rec.progress is not None:
+            rec.progress = rec.progress.model_copy(update={"fraction": 1.0, "message": "done"})
+        elif message is not None and rec.progress is not None:
+            rec.progress = rec.progress.model_copy(update={"message": message})
+        return rec
+
+    rec, changed = store.update(job_id, mutate)
+    if not changed:
+        raise AttemptLost(f"job {job_id} is {rec.state.value} (attempt {rec.attempts})")
+    return rec
+
+
+def _lose(rec: JobRecord, why: str, max_attempts: int) -> JobRecord:
+    """The worker of this running record is gone: re-queue, cancel or fail it."""
+    now = now_utc()
+    rec.heartbeat_at = None
+    if rec.cancel_requested:
+        rec.state, rec.finished_at = JobState.CANCELLED, now
+    elif rec.attempts < max_attempts:
+        rec.state = JobState.QUEUED
+        if rec.progress is not None:
+            rec.progress.message = f"{why}; re-queued, resumes from the finished stages"
+    else:
+        rec.state, rec.finished_at = JobState.FAILED, now
+        rec.error = f"{why} (gave up after {rec.attempts} attempts)"
+    return rec
+
+
+def release_attempt(
+    store: JobStore,
+    job_id: str,
+    attempt: int,
+    why: str,
+    finished_stage: tuple[str, float] | None = None,
+) -> JobRecord:
+    """Give a running job back to the queue on purpose (its worker is shutting down); the
+    next attempt resumes from the finished stage directories."""
+
+    def mutate(rec: JobRecord) -> JobRecord | None:
+        if not _owned(rec, attempt):
+            return None
+        if rec.cancel_requested:
+            rec.state, rec.finished_at = JobState.CANCELLED, now_utc()
+        else:
+            rec.state = JobState.QUEUED
+        rec.heartbeat_at = None
+        if rec.progress is not None:
+            rec.progress.message = f"{why}; re-queued, resumes from the finished stages"
+        if finished_stage is not None:
+            name, seconds = finished_stage
+            rec.stage_seconds[name] = round(rec.stage_seconds.get(name, 0.0) + seconds, 3)
+        return rec
+
+    rec, changed = store.update(job_id, mutate)
+    if not changed:
+        raise AttemptLost(f"job {job_id} is {rec.state.value} (attempt {rec.attempts})")
+    return rec
+
+
+def reap_stale_jobs(
+    store: JobStore,
+    *,
+    stale_after: float,
+    max_attempts: int,
+    requeue: Callable[[str], None] | None,
+) -> list[JobRecord]:
+    """Find running jobs whose worker is gone (no lock holder, heartbeat older than
+    ``stale_after`` s) and re-queue them (up to ``max_attempts`` attempts; the new attempt
+    resumes from the finished stage directories) or fail them with "worker lost".
+
+    ``requeue(job_id)`` hands a re-queued job to the workers (send the task again); None
+    means the caller's queue finds queued jobs by itself. Safe to run from several
+    processes at once: each transition is atomic and only one reaper wins it.
+    """
+    reaped: list[JobRecord] = []
+    for job_id in store.ids_in_state(JobState.RUNNING):
+        if store.lock_holder(job_id) is not None:
+            continue  # a live worker refreshes this lock with its heartbeat
+
+        def mutate(rec: JobRecord) -> JobRecord | None:
+            last = rec.heartbeat_at or rec.started_at or rec.created_at
+            silent = (now_utc() - last).total_seconds()
+            if rec.state is not JobState.RUNNING or silent < stale_after:
+                return None
+            why = f"worker lost: no heartbeat for {silent:.0f} s during attempt {rec.attempts}"
+            return _lose(rec, why, max_attempts)
+
+        rec, changed = store.update(job_id, mutate)
+        if changed:
+            reaped.append(_handed_on(store, rec, requeue))
+    return reaped
+
+
+def abandon_attempt(
+    store: JobStore,
+    job_id: str,
+    why: str,
+    *,
+    max_attempts: int,
+    requeue: Callable[[str], None] | None = None,
+) -> JobRecord:
+    """The caller *knows* the job's process died (the embedded queue saw its child exit):
+    no need to wait for the heartbeat to go stale."""
+
+    def mutate(rec: JobRecord) -> JobRecord | None:
+        if rec.state is not JobState.RUNNING:
+            return None
+        return _lose(rec, f"{why} during attempt {rec.attempts}", max_attempts)
+
+    rec, changed = store.update(job_id, mutate)
+    return _handed_on(store, rec, requeue) if changed else rec
+
+
+def _handed_on(store: JobStore, rec: JobRecord, requeue: Callable[[str], None] | None) -> JobRecord:
+    log.warning("job %s lost its worker -> %s", rec.job_id, rec.state.value)
+    if rec.state is not JobState.QUEUED or requeue is None:
+        return rec
+    try:
+        requeue(rec.job_id)
+        return rec
+    except Exception as exc:  # the broker is down: fail rather than leave it queued forever
+        return fail_queued(store, rec.job_id, f"worker lost and could not be re-queued: {exc}")

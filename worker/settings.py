@@ -1,0 +1,109 @@
+"""The one settings class of a worker process (Celery worker or embedded job process).
+
+Read from ``LUGPI_<FIELD>`` environment variables, the same names the API's settings
+use for the fields they share (``LUGPI_REDIS_URL``, ``LUGPI_ARTIFACTS_DIR``,
+``LUGPI_MODEL_REPOSITORY``), so one environment file configures both processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from training.lifecycle import QUEUE_JOBS, QUEUE_SHARDS, QUEUE_TEACHER
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LUGPI_", extra="ignore", frozen=True)
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Celery broker, result backend and job store. None: embedded mode, where "
+        "the API runs each job in a child process and jobs live in a SQLite file.",
+    )
+    artifacts_dir: Path = Field(
+        default=Path("artifacts"),
+        description="Run directories (runs/<job_id>/) and the embedded store.",
+    )
+    model_repository: Path = Field(
+        default=Path("model-repository"), description="Where a successful job publishes its bundle."
+    )
+    keep_last_versions: int = Field(
+        default=5, ge=1, description="Versions kept per model on publish."
+    )
+
+    heartbeat_s: float = Field(
+        default=5.0, gt=0.0, description="How often a running job refreshes its heartbeat and lock."
+    )
+    stale_after_s: float = Field(
+        default=60.0,
+        gt=0.0,
+        description="The job lock's TTL: a running job with no lock holder and no heartbeat for "
+        "this long lost its worker, and the reaper re-queues or fails it.",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Attempts (first run + resumes after a lost worker) before failing.",
+    )
+    job_timeout_s: float = Field(
+        default=24 * 3600.0, gt=0.0, description="A job running longer than this fails (timeout)."
+    )
+    progress_interval_s: float = Field(
+        default=1.0, ge=0.0, description="Least time between two progress writes of a running job."
+    )
+
+    queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [QUEUE_JOBS, QUEUE_SHARDS, QUEUE_TEACHER],
+        description="Queues `lugpi worker` consumes: jobs (whole pipelines), shards (image "
+        "generation pieces any worker takes), teacher (interactive /classify/teacher calls). "
+        "Give a GPU its own teacher worker if training keeps the main one busy.",
+    )
+    pool: Literal["solo", "threads"] = Field(
+        default="solo",
+        description="Celery pool. CUDA is not fork-safe and one task should own the GPU: 'solo' "
+        "runs one task at a time in the worker's own process.",
+    )
+    preload: bool = Field(
+        default=True,
+        description="Import torch, transformers and diffusers as soon as the worker starts, "
+        "not when its first task arrives.",
+    )
+    teacher_timeout_s: float = Field(
+        default=60.0, gt=0.0, description="A teacher request older than this is dropped unanswered."
+    )
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [q.strip() for q in value.split(",") if q.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkerSettings:
+        if self.heartbeat_s * 2 > self.stale_after_s:
+            raise ValueError(
+                f"LUGPI_HEARTBEAT_S ({self.heartbeat_s}) must be at most half of "
+                f"LUGPI_STALE_AFTER_S ({self.stale_after_s}), or live jobs look lost"
+            )
+        return self
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.artifacts_dir / "runs"
+
+    def run_dir(self, job_id: str) -> Path:
+        return self.runs_dir / job_id
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """Redis redelivers an unacknowledged message after this long. A job task acks only
+        when it ends (acks_late), so this must exceed the longest job, else a second worker
+        gets the same job while the first still runs it (the job lock would turn it away,
+        but the message would bounce around for nothing). A crashed worker's job does not
+        wait for this: the reaper re-queues it after ``stale_after_s``."""
+        return int(self.job_timeout_s + 3600)

@@ -1,0 +1,202 @@
+"""Image generation spread over workers: shard tasks plus work claiming.
+
+The job's own task sends one ``generate_shard`` task per unfinished shard (any worker
+takes them), then works alongside: it claims every shard that nobody holds, runs it,
+and waits for the shards other workers hold. A shard is claimed by a lock with a TTL
+(refreshed while it runs) and is done when all its images are in the content-addressed
+cache (training/generate.py). Why not a Celery chord: a chord's callback never fires
+if one shard's worker dies (its message returns only after the visibility timeout,
+hours), and a task that waits for a group inside a worker deadlocks when it is the
+only worker. Here one worker does all shards itself; N workers split them; a dead
+worker's shard lock expires and the job's task takes the shard over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from training.config import PipelineConfig
+from training.errors import Cancelled
+from training.generate import (
+    GenerationPlan,
+    LazyPipeline,
+    Shard,
+    plan_generation,
+    resolve_cache_dir,
+    run_shard,
+)
+from training.jobs import JobState, Stage
+from training.jobstore import JobNotFound, JobStore, JobStoreUnavailable
+from training.progress import RunContext
+from worker.runner import FanOut, lock_owner
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+DATA_DIR, IMAGES_DIR = "data", "images"
+
+
+def shard_lock(job_id: str, shard: int) -> str:
+    return f"{job_id}:shard:{shard}"
+
+
+def shard_done(plan: GenerationPlan, shard: Shard) -> bool:
+    return all(plan.path(j).is_file() for j in plan.jobs[shard.start : shard.stop])
+
+
+def images_done(plan: GenerationPlan) -> int:
+    return sum(plan.path(j).is_file() for j in plan.jobs)
+
+
+class LockKeeper:
+    """Refresh a lock every ``interval`` s in a daemon thread while a block runs."""
+
+    def __init__(self, store: JobStore, name: str, owner: str, settings: WorkerSettings) -> None:
+        self.store, self.name, self.owner = store, name, owner
+        self.interval, self.ttl = settings.heartbeat_s, settings.stale_after_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lock-{name}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.store.refresh_lock(self.name, self.owner, self.ttl):
+                    log.error("lock %s lost", self.name)
+                    return
+            except JobStoreUnavailable as e:
+                log.warning("lock %s not refreshed: %s", self.name, e)
+
+    def __enter__(self) -> LockKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+        with contextlib.suppress(JobStoreUnavailable):  # else it expires by itself
+            self.store.release_lock(self.name, self.owner)
+
+
+_pipe: tuple[str, LazyPipeline] | None = None
+
+
+def cached_pipeline(cfg: PipelineConfig, cache_dir: Path) -> LazyPipeline:
+    """The generator of this worker process, kept between shard tasks: loading it is often
+    slower than drawing one shard. Only the last one is kept (GPU memory)."""
+    global _pipe
+    key = cfg.generator.model_dump_json(exclude={"batch_size", "num_shards"}) + str(cache_dir)
+    if _pipe is None or _pipe[0] != key:
+        _pipe = (key, LazyPipeline(cfg, cache_dir))
+    return _pipe[1]
+
+
+def _plan(cfg: PipelineConfig, run_dir: Path) -> GenerationPlan:
+    from training.data import load_prepared
+
+    data = load_prepared(run_dir / DATA_DIR)
+    return plan_generation(cfg, data, resolve_cache_dir(cfg, run_dir / IMAGES_DIR))
+
+
+def generate_with_workers(
+    cfg: PipelineConfig,
+    run_dir: Path,
+    ctx: RunContext,
+    *,
+    store: JobStore,
+    job_id: str,
+    settings: WorkerSettings,
+    worker: str,
+    fan_out: FanOut,
+) -> None:
+    """Fill the image cache for all shards, with the help of any idle worker. The
+    pipeline's generate stage then finds every image cached and writes ``images.json``."""
+    plan = _plan(cfg, run_dir)
+    total = len(plan.jobs)
+    for s in plan.shards:
+        if s.stop > s.start and not shard_done(plan, s):
+            fan_out(job_id, s.index)
+    pipe = cached_pipeline(cfg, plan.cache_dir)
+    owner = lock_owner(worker)
+    shown = 0
+    while True:
+        done = images_done(plan)
+        shown = max(shown, done)
+        left = [s for s in plan.shards if s.stop > s.start and not shard_done(plan, s)]
+        ctx.step(Stage.GENERATE, shown, total, f"{len(plan.shards) - len(left)} shards done")
+        if not left:
+            return
+        ttl = settings.stale_after_s
+        mine = next(
+            (s for s in left if store.acquire_lock(shard_lock(job_id, s.index), owner, ttl)), None
+        )
+        if mine is None:
+            time.sleep(0.5)  # the other workers hold the rest: wait for them
+            continue
+        # Report images of the other shards (as counted now) plus this shard's own.
+        base = done - _cached(plan, mine)
+
+        def report(
+            stage: Stage, d: int, t: int, msg: str, base: int = base, floor: int = shown
+        ) -> None:
+            ctx.report(stage, max(floor, base + d), total, msg)
+
+        with LockKeeper(store, shard_lock(job_id, mine.index), owner, settings):
+            run_shard(cfg, plan, mine.index, RunContext(report, ctx.cancel_requested), pipe)
+
+
+def _cached(plan: GenerationPlan, shard: Shard) -> int:
+    return sum(plan.path(j).is_file() for j in plan.jobs[shard.start : shard.stop])
+
+
+class _StopCheck:
+    """Cancellation for a shard task on another worker: read the job record at most
+    once a second; stop when the job ended or was cancelled."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store, self.job_id, self._next, self._stop = store, job_id, 0.0, False
+
+    def __call__(self) -> bool:
+        if not self._stop and time.monotonic() >= self._next:
+            self._next = time.monotonic() + 1.0
+            try:
+                rec = self.store.get(self.job_id)
+                self._stop = rec.cancel_requested or rec.state.terminal
+            except JobStoreUnavailable:
+                pass
+        return self._stop
+
+
+def run_shard_for_job(
+    store: JobStore, job_id: str, shard: int, settings: WorkerSettings, *, worker: str
+) -> bool:
+    """The ``generate_shard`` task: draw one shard unless it is done, held, or the job is
+    over. Returns whether this call drew it."""
+    try:
+        rec = store.get(job_id)
+    except JobNotFound:
+        return False
+    if rec.state is not JobState.RUNNING and rec.state is not JobState.QUEUED:
+        return False
+    run_dir = settings.run_dir(job_id)
+    cfg = PipelineConfig.model_validate(rec.config)
+    plan = _plan(cfg, run_dir)
+    if shard >= len(plan.shards) or shard_done(plan, plan.shards[shard]):
+        return False
+    owner = lock_owner(worker)
+    if not store.acquire_lock(shard_lock(job_id, shard), owner, settings.stale_after_s):
+        return False  # the job's own task (or another worker) is on it
+    with LockKeeper(store, shard_lock(job_id, shard), owner, settings):
+        try:
+            ctx = RunContext(cancel_requested=_StopCheck(store, job_id))
+            run_shard(cfg, plan, shard, ctx, cached_pipeline(cfg, plan.cache_dir))
+        except Cancelled:
+            log.info("job %s: shard %d stopped (job cancelled or over)", job_id, shard)
+            return False
+    return True

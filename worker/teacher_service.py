@@ -1,0 +1,181 @@
+"""The worker side of ``POST /classify/teacher``: imagine, then ask the teacher.
+
+The API sends ``{job_id, teacher, texts, text_pairs, return_images}``; everything else
+comes from the job's own run directory (``<artifacts>/runs/<job_id>/``): the pinned
+config (generator, seed, prompt style) and ``teacher-<name>/``. So a request cannot point
+the worker at an arbitrary path, and the teacher sees images drawn exactly as in
+training (same prompt cleaning, same per-prompt seed; a training text's image is taken
+from the run's image cache).
+
+Generator and teachers stay loaded in this worker process between calls (module-level
+caches), so only the first call pays for loading them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from training.config import PipelineConfig
+from training.errors import ArtifactError, LugpiError
+from training.jobstore import check_job_id
+from worker.app import settings
+
+_lock = threading.Lock()  # one request at a time uses the cached models (threads pool)
+_teachers: dict[Path, Any] = {}
+_generators: dict[str, Any] = {}
+
+
+def _device(cfg: PipelineConfig) -> Any:
+    import torch
+
+    cuda = cfg.device != "cpu" and torch.cuda.is_available()
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def _teacher(teacher_dir: Path, device: Any) -> tuple[Any, Any]:
+    from models.teacher import load_teacher
+
+    if teacher_dir not in _teachers:
+        teacher, meta = load_teacher(teacher_dir)
+        _teachers[teacher_dir] = (teacher.to(device), meta)
+    return _teachers[teacher_dir]
+
+
+def _generator(cfg: PipelineConfig, cache_dir: Path) -> Any:
+    from training.generate import load_text2image
+
+    key = cfg.generator.model_dump_json(exclude={"batch_size", "num_shards", "cache_dir"})
+    if key not in _generators:
+        _generators[key] = load_text2image(cfg, cache_dir)
+    return _generators[key]
+
+
+def _images(
+    cfg: PipelineConfig, run_dir: Path, prompts: list[str]
+) -> tuple[list[Image.Image], int]:
+    """One image per prompt, from the run's cache when training drew it; (images, drawn)."""
+    import torch
+
+    from training.generate import cache_key, prompt_seed, resolve_cache_dir
+    from training.prompts import fit_to_tokenizer
+
+    cache_dir = resolve_cache_dir(cfg, run_dir / "images")
+    seeds = [prompt_seed(cfg.seed, p) for p in prompts]
+    paths = [
+        cache_dir / k[:2] / f"{k}.png"
+        for k in (cache_key(cfg, p, s) for p, s in zip(prompts, seeds, strict=True))
+    ]
+    out: list[Image.Image | None] = [
+        Image.open(p).convert("RGB") if p.is_file() else None for p in paths
+    ]
+    todo = [i for i, im in enumerate(out) if im is None]
+    if todo:
+        g = cfg.generator
+        pipe = _generator(cfg, cache_dir)
+        tok = getattr(pipe, "tokenizer", None)
+        with torch.inference_mode():
+            drawn = pipe(
+                prompt=[fit_to_tokenizer(prompts[i], tok) if tok else prompts[i] for i in todo],
+                num_inference_steps=g.steps,
+                guidance_scale=g.guidance_scale,
+                height=g.image_size,
+                width=g.image_size,
+                generator=[torch.Generator(pipe.device).manual_seed(seeds[i]) for i in todo],
+                output_type="pil",
+            ).images
+        for i, im in zip(todo, drawn, strict=True):
+            out[i] = im
+    return [im for im in out if im is not None], len(todo)
+
+
+def _png_b64(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _predictions(logits: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    out = []
+    for row in probs.tolist():
+        best = int(np.argmax(row))
+        out.append(
+            {
+                "label": labels[best],
+                "score": row[best],
+                "scores": dict(zip(labels, row, strict=True)),
+            }
+        )
+    return out
+
+
+def classify_with_teacher(payload: dict[str, Any]) -> dict[str, Any]:
+    """Answer one request; a problem the user can fix comes back as ``{"error": ...}``."""
+    try:
+        with _lock:
+            return _classify(payload)
+    except LugpiError as e:
+        return {"error": str(e)}
+
+
+def _classify(payload: dict[str, Any]) -> dict[str, Any]:
+
+    from models.teacher import pixel_inputs, predict_teacher
+    from training.prompts import make_prompt
+
+    t0 = time.perf_counter()
+    run_dir = settings.run_dir(check_job_id(str(payload["job_id"])))
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ArtifactError(f"the run of job {payload['job_id']} is not on this worker ({run_dir})")
+    cfg = PipelineConfig.model_validate(yaml.safe_load(config_file.read_text()))
+    name = payload.get("teacher") or cfg.teachers[0].name
+    if name not in [t.name for t in cfg.teachers]:
+        raise ArtifactError(f"job {payload['job_id']} has no teacher {name!r}")
+    texts: list[str] = list(payload["texts"])
+    pairs: list[str] | None = payload.get("text_pairs")
+
+    loaded = set(_teachers)
+    device = _device(cfg)
+    teacher, meta = _teacher(run_dir / f"teacher-{name}", device)
+    t_load = time.perf_counter()
+    seconds: list[str | None] = list(pairs) if pairs else [None] * len(texts)
+    prompts = [
+        make_prompt(t, p, cfg.data.prompt_style) for t, p in zip(texts, seconds, strict=True)
+    ]
+    images, drawn = _images(cfg, run_dir, prompts)
+    t_gen = time.perf_counter()
+    logits, _ = predict_teacher(
+        teacher,
+        texts,
+        pairs if meta.text_pair else None,
+        pixel_inputs(teacher, images),
+        max_length=meta.max_length,
+        batch_size=max(1, len(texts)),
+        device=device,
+    )
+    t_teacher = time.perf_counter()
+    return {
+        "teacher": name,
+        "labels": meta.labels,
+        "predictions": _predictions(logits, meta.labels),
+        "prompts": prompts,
+        "images": [_png_b64(im) for im in images] if payload.get("return_images") else None,
+        "images_drawn": drawn,
+        "timings_ms": {
+            "load": round((t_load - t0) * 1000, 1),
+            "generate": round((t_gen - t_load) * 1000, 1),
+            "teacher": round((t_teacher - t_gen) * 1000, 1),
+        },
+        "warm": (run_dir / f"teacher-{name}") in loaded,
+    }
