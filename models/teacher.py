@@ -9,6 +9,12 @@ D is the text encoder's width. Text padding is masked in the fusion attention, s
 positions never change the output. A saved teacher directory carries its own configs:
 ``teacher.json`` (TeacherMeta), ``model.safetensors``, ``text_encoder/`` (config +
 tokenizer) and ``image_encoder/`` (config + image processor).
+
+Single-modality controls drop one branch and keep the rest: a text-only teacher (no image
+encoder; the fusion block runs over the text tokens, the MLP reads the text CLS) and an
+image-only model (no text encoder; D is still the configured text model's width, so the
+fusion block and MLP are the multimodal teacher's). Inputs of the missing modality are
+ignored, so callers can hand every teacher the same arguments.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.image import ImageEncoder, image_encoder_from_config, load_image
 from models.text import encode, text_encoder_from_config
+from training.config import TeacherModality
 from training.errors import ArtifactError, ConfigError
 
 META_FILE = "teacher.json"
@@ -43,13 +50,14 @@ class TeacherMeta(BaseModel):
     """``teacher.json``: what a saved teacher is and what it was trained on."""
 
     name: str
+    modality: TeacherModality = "text+image"  # absent in teachers saved before it existed
     text_model: str
     image_model: str
     labels: list[str]
     text_pair: bool
     max_length: int
-    text_width: int
-    image_width: int
+    text_width: int | None  # None: no text encoder (image-only)
+    image_width: int | None  # None: no image encoder (text-only)
     fusion_width: int
     fusion_heads: int
     hidden_size: int
@@ -63,81 +71,121 @@ class TeacherOutput:
 
 
 class Teacher(nn.Module):
+    """The LUGPI teacher, or a single-modality control when one encoder is ``None``."""
+
     def __init__(
         self,
-        text_encoder: PreTrainedModel,
-        image_encoder: ImageEncoder,
-        tokenizer: PreTrainedTokenizerBase,
+        text_encoder: PreTrainedModel | None,
+        image_encoder: ImageEncoder | None,
+        tokenizer: PreTrainedTokenizerBase | None,
         *,
         num_labels: int,
         fusion_heads: int,
         hidden_size: int,
         freeze_image_encoder: bool,
+        width: int | None = None,
     ) -> None:
+        """``width``: the fusion width D; needed only without a text encoder (else its width)."""
         super().__init__()
-        width = int(text_encoder.config.hidden_size)
+        if text_encoder is None and image_encoder is None:
+            raise ValueError("a teacher needs a text encoder, an image encoder or both")
+        if (text_encoder is None) != (tokenizer is None):
+            raise ValueError("give a tokenizer exactly when there is a text encoder")
+        if text_encoder is not None:
+            width = int(text_encoder.config.hidden_size)
+        if width is None:
+            raise ValueError("an image-only teacher needs width (the fusion width D)")
         if width % fusion_heads:
             raise ConfigError(
-                f"teachers[].fusion_heads={fusion_heads} must divide the text encoder width "
-                f"{width}; pick a divisor of {width}"
+                f"teachers[].fusion_heads={fusion_heads} must divide the fusion width "
+                f"{width} (the text encoder's); pick a divisor of {width}"
             )
+        self.width = width
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.tokenizer = tokenizer
         self.freeze_image_encoder = freeze_image_encoder
-        if freeze_image_encoder:
-            image_encoder.requires_grad_(False)
-        self.text_proj = nn.Linear(width, width)
-        self.image_proj = nn.Linear(image_encoder.width, width)
+        self.text_proj: nn.Linear | None = None
+        self.image_proj: nn.Linear | None = None
         self.image_cls: nn.Parameter | None = None
-        if not image_encoder.has_cls:
-            self.image_cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        if text_encoder is not None:
+            self.text_proj = nn.Linear(width, width)
+        if image_encoder is not None:
+            if freeze_image_encoder:
+                image_encoder.requires_grad_(False)
+            self.image_proj = nn.Linear(image_encoder.width, width)
+            if not image_encoder.has_cls:
+                self.image_cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.fusion = nn.TransformerEncoderLayer(
             width, fusion_heads, dim_feedforward=4 * width, activation="gelu", batch_first=True
         )
-        self.mlp_hidden = nn.Linear(2 * width, hidden_size)
+        n_cls = (text_encoder is not None) + (image_encoder is not None)
+        self.mlp_hidden = nn.Linear(n_cls * width, hidden_size)
         self.mlp_dropout = nn.Dropout(0.1)
         self.classifier = nn.Linear(hidden_size, num_labels)
 
+    @property
+    def modality(self) -> TeacherModality:
+        if self.text_encoder is None:
+            return "image"
+        return "text" if self.image_encoder is None else "text+image"
+
     def train(self, mode: bool = True) -> Teacher:
         super().train(mode)
-        if self.freeze_image_encoder:  # frozen BatchNorm/dropout must not drift
-            self.image_encoder.eval()
+        if self.freeze_image_encoder and self.image_encoder is not None:
+            self.image_encoder.eval()  # frozen BatchNorm/dropout must not drift
         return self
 
     def encode_images(self, pixel_values: Tensor) -> Tensor:
         """(B, 3, H, W) -> raw image tokens (B, Li, Di): what a frozen encoder's cache holds."""
+        if self.image_encoder is None:
+            raise ValueError("this teacher reads no images (modality 'text')")
         grad = torch.enable_grad() if not self.freeze_image_encoder else torch.no_grad()
         with grad:
             return self.image_encoder(pixel_values)
 
-    def forward(
-        self,
-        text_inputs: dict[str, Tensor],
-        *,
-        pixel_values: Tensor | None = None,
-        image_tokens: Tensor | None = None,
-    ) -> TeacherOutput:
-        """``text_inputs``: tokenizer output (input_ids, attention_mask (B, Lt), ...);
-        exactly one of ``pixel_values`` (B, 3, H, W) or ``image_tokens`` (B, Li, Di)."""
+    def _image_sequence(self, pixel_values: Tensor | None, image_tokens: Tensor | None) -> Tensor:
+        """Projected image tokens (B, [1 +] Li, D); a learned CLS first if the encoder has none."""
+        assert self.image_proj is not None
         if (pixel_values is None) == (image_tokens is None):
             raise ValueError("give exactly one of pixel_values and image_tokens")
         if image_tokens is None:
             assert pixel_values is not None
             image_tokens = self.encode_images(pixel_values)
-        text = self.text_encoder(**text_inputs).last_hidden_state
-        text = self.text_proj(text)
-        image = self.image_proj(image_tokens.to(text.dtype))
+        # Cached tokens are float16; cast to the layer's dtype (autocast recasts under AMP).
+        image = self.image_proj(image_tokens.to(self.image_proj.weight.dtype))
         if self.image_cls is not None:
-            image = torch.cat([self.image_cls.expand(image.shape[0], -1, -1), image], dim=1)
+            cls = self.image_cls.expand(image.shape[0], -1, -1).to(image.dtype)
+            image = torch.cat([cls, image], dim=1)
+        return image
+
+    def forward(
+        self,
+        text_inputs: dict[str, Tensor] | None = None,
+        *,
+        pixel_values: Tensor | None = None,
+        image_tokens: Tensor | None = None,
+    ) -> TeacherOutput:
+        """``text_inputs``: tokenizer output (input_ids, attention_mask (B, Lt), ...);
+        exactly one of ``pixel_values`` (B, 3, H, W) or ``image_tokens`` (B, Li, Di).
+        Inputs of a modality this teacher lacks are ignored."""
+        sequences: list[Tensor] = []
         # key_padding_mask: True = ignore. Text padding is ignored; image tokens never are.
-        text_pad = text_inputs["attention_mask"] == 0
-        image_pad = torch.zeros(image.shape[:2], dtype=torch.bool, device=image.device)
-        fused = self.fusion(
-            torch.cat([text, image], dim=1),
-            src_key_padding_mask=torch.cat([text_pad, image_pad], dim=1),
-        )
-        cls = torch.cat([fused[:, 0], fused[:, text.shape[1]]], dim=-1)
+        padding: list[Tensor] = []
+        if self.text_encoder is not None:
+            assert self.text_proj is not None
+            if text_inputs is None:
+                raise ValueError("this teacher reads text: give text_inputs")
+            sequences.append(self.text_proj(self.text_encoder(**text_inputs).last_hidden_state))
+            padding.append(text_inputs["attention_mask"] == 0)
+        if self.image_encoder is not None:
+            image = self._image_sequence(pixel_values, image_tokens)
+            sequences.append(image)
+            padding.append(torch.zeros(image.shape[:2], dtype=torch.bool, device=image.device))
+        fused = self.fusion(torch.cat(sequences, dim=1), src_key_padding_mask=torch.cat(padding, 1))
+        # Each sequence's first position is its CLS: text CLS, then image CLS.
+        starts = [0, sequences[0].shape[1]][: len(sequences)]
+        cls = torch.cat([fused[:, s] for s in starts], dim=-1)
         embedding = nn.functional.gelu(self.mlp_hidden(cls))
         logits = self.classifier(self.mlp_dropout(embedding))
         return TeacherOutput(logits=logits, embedding=embedding)
@@ -147,9 +195,11 @@ def save_teacher(teacher: Teacher, meta: TeacherMeta, out_dir: Path) -> None:
     """Write weights, ``teacher.json`` and the encoders' configs into ``out_dir``."""
     save_model(teacher, str(out_dir / WEIGHTS_FILE))
     (out_dir / META_FILE).write_text(meta.model_dump_json(indent=2))
-    teacher.text_encoder.config.save_pretrained(out_dir / TEXT_DIR)
-    teacher.tokenizer.save_pretrained(out_dir / TEXT_DIR)
-    teacher.image_encoder.save_config(out_dir / IMAGE_DIR)
+    if teacher.text_encoder is not None and teacher.tokenizer is not None:
+        teacher.text_encoder.config.save_pretrained(out_dir / TEXT_DIR)
+        teacher.tokenizer.save_pretrained(out_dir / TEXT_DIR)
+    if teacher.image_encoder is not None:
+        teacher.image_encoder.save_config(out_dir / IMAGE_DIR)
 
 
 def load_teacher(teacher_dir: Path) -> tuple[Teacher, TeacherMeta]:
@@ -158,15 +208,17 @@ def load_teacher(teacher_dir: Path) -> tuple[Teacher, TeacherMeta]:
     if not meta_path.is_file():
         raise ArtifactError(f"{teacher_dir}: no {META_FILE}; rerun the teacher stage")
     meta = TeacherMeta.model_validate_json(meta_path.read_text())
+    reads_text, reads_images = meta.modality != "image", meta.modality != "text"
     try:
         teacher = Teacher(
-            text_encoder_from_config(teacher_dir / TEXT_DIR),
-            image_encoder_from_config(teacher_dir / IMAGE_DIR),
-            AutoTokenizer.from_pretrained(teacher_dir / TEXT_DIR),
+            text_encoder_from_config(teacher_dir / TEXT_DIR) if reads_text else None,
+            image_encoder_from_config(teacher_dir / IMAGE_DIR) if reads_images else None,
+            AutoTokenizer.from_pretrained(teacher_dir / TEXT_DIR) if reads_text else None,
             num_labels=len(meta.labels),
             fusion_heads=meta.fusion_heads,
             hidden_size=meta.hidden_size,
             freeze_image_encoder=meta.freeze_image_encoder,
+            width=None if reads_text else meta.fusion_width,
         )
         load_model(teacher, str(teacher_dir / WEIGHTS_FILE))
     except (OSError, RuntimeError, ValueError) as e:
@@ -175,12 +227,16 @@ def load_teacher(teacher_dir: Path) -> tuple[Teacher, TeacherMeta]:
 
 
 def pixel_inputs(teacher: Teacher, images: Sequence[Path | Image.Image]) -> ImageInputs:
-    """Image inputs read (and preprocessed) per batch from paths or PIL images."""
+    """Image inputs read (and preprocessed) per batch from paths or PIL images; none at all
+    for a text-only teacher (``images`` may then be empty)."""
+    encoder = teacher.image_encoder
 
     def inputs(idx: Sequence[int]) -> dict[str, Tensor]:
+        if encoder is None:
+            return {}
         batch = [images[i] for i in idx]
         pils = [im if isinstance(im, Image.Image) else load_image(im) for im in batch]
-        return {"pixel_values": teacher.image_encoder.preprocess(pils)}
+        return {"pixel_values": encoder.preprocess(pils)}
 
     return inputs
 
@@ -198,24 +254,25 @@ def predict_teacher(
     amp_dtype: torch.dtype | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher logits (N, k) and embeddings e_T (N, hidden) as float32 numpy."""
+    """Teacher logits (N, k) and embeddings e_T (N, hidden) as float32 numpy. ``texts``
+    sets N and the order even for an image-only model, which does not read them."""
     teacher.eval()
     logits, embeddings = [], []
     n_batches = (len(texts) + batch_size - 1) // batch_size
     for b, start in enumerate(range(0, len(texts), batch_size)):
         idx = list(range(start, min(start + batch_size, len(texts))))
-        text = encode(
-            teacher.tokenizer,
-            [texts[i] for i in idx],
-            [pairs[i] for i in idx] if pairs else None,
-            max_length,
-        )
+        text = None
+        if teacher.tokenizer is not None:  # an image-only model reads no text
+            enc = encode(
+                teacher.tokenizer,
+                [texts[i] for i in idx],
+                [pairs[i] for i in idx] if pairs else None,
+                max_length,
+            )
+            text = {k: v.to(device) for k, v in enc.items()}
         amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
         with amp:
-            out = teacher(
-                {k: v.to(device) for k, v in text.items()},
-                **{k: v.to(device) for k, v in image_inputs(idx).items()},
-            )
+            out = teacher(text, **{k: v.to(device) for k, v in image_inputs(idx).items()})
         logits.append(out.logits.float().cpu().numpy())
         embeddings.append(out.embedding.float().cpu().numpy())
         if on_batch is not None:

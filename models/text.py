@@ -39,6 +39,12 @@ def load_text_encoder(name: str) -> PreTrainedModel:
     return load_or_raise(lambda p: AutoModel.from_pretrained(p), name, "text encoder")
 
 
+def text_encoder_width(name: str) -> int:
+    """Hidden width of the text encoder ``name``, read from its config (no weights loaded)."""
+    config = load_or_raise(lambda p: AutoConfig.from_pretrained(p), name, "text encoder config")
+    return int(config.hidden_size)
+
+
 def text_encoder_from_config(config_dir: Path) -> PreTrainedModel:
     """The same architecture with uninitialised weights (a saved teacher loads its own)."""
     return AutoModel.from_config(AutoConfig.from_pretrained(config_dir))

@@ -20,6 +20,7 @@ DataFormat = Literal["auto", "csv", "tsv", "jsonl", "cwi2018"]
 # How the generator prompt is derived from a text (DESIGN.md §1, step 1).
 PromptStyle = Literal["plain", "html", "newsgroups", "cwi"]
 Device = Literal["auto", "cpu", "cuda"]
+TeacherModality = Literal["text+image", "image", "text"]
 
 
 class _Strict(BaseModel):
@@ -84,9 +85,17 @@ class GeneratorConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
-    """One multimodal teacher: text encoder + image encoder + fusion block + MLP head."""
+    """One teacher: text encoder + image encoder + fusion block + MLP head (the multimodal
+    LUGPI teacher), or one of its single-modality controls."""
 
     name: str = Field("teacher", pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    modality: TeacherModality = Field(
+        "text+image",
+        description="What the teacher reads. 'text+image': the LUGPI teacher. 'image': an "
+        "image-only model (the image encoder, fusion block and MLP; no text encoder), Table "
+        "1's image-only row. 'text': a text-only teacher with the same fusion block and MLP "
+        "and no images at all, the image-free control (self-distillation).",
+    )
     text_model: str = Field("distilbert-base-uncased", description="Hub id or local path.")
     image_model: str = Field(
         "openai/clip-vit-base-patch32",

@@ -74,10 +74,10 @@ def compute_teacher_targets(
     runtime: Runtime,
     ctx: RunContext,
 ) -> TeacherTargets:
-    """Run each saved teacher once over ``splits`` (concatenated in that order)."""
+    """Run each saved teacher once over ``splits`` (concatenated in that order). ``images``
+    may lack entries when every teacher is text-only."""
     if not teacher_dirs:
         raise ArtifactError("distill needs at least one teacher directory; run the teacher stage")
-    check_images(data, images, splits)
     logits, embeddings, names = [], [], []
     for tdir in teacher_dirs:
         teacher, meta = load_teacher(tdir)
@@ -87,6 +87,8 @@ def compute_teacher_targets(
                 f"{meta.text_pair}) but the data has {data.labels} (text pair: "
                 f"{data.text_pair}); retrain the teacher on this data"
             )
+        if meta.modality != "text":  # a text-only teacher needs no images
+            check_images(data, images, splits)
         teacher.to(runtime.device)
         message = f"teacher {meta.name} outputs"
 
@@ -98,7 +100,7 @@ def compute_teacher_targets(
                 teacher,
                 data.texts(s),
                 data.pairs(s),
-                pixel_inputs(teacher, images[s]),
+                pixel_inputs(teacher, images.get(s, [])),
                 max_length=meta.max_length,
                 batch_size=cfg.student.batch_size,
                 device=runtime.device,

@@ -29,6 +29,7 @@ from training.train_loop import History, select_runtime
 
 ImageIndex = dict[str, list[Path]]
 TABLE1_COLUMNS = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"))
+MODALITY_NAMES = {"text+image": "text + image", "image": "image only", "text": "text only"}
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
@@ -188,9 +189,14 @@ def evaluate(
                 "retrain the teacher on this data"
             )
         teacher.to(runtime.device)
-        entry: dict[str, object] = {"kind": "teacher", "dir": str(tdir)}
+        entry: dict[str, object] = {
+            "kind": "teacher",
+            "modality": meta.modality,
+            "dir": str(tdir),
+        }
         for split in splits:
-            if len(images.get(split, [])) != len(data.splits[split]):
+            no_images = len(images.get(split, [])) != len(data.splits[split])
+            if meta.modality != "text" and no_images:
                 raise ArtifactError(
                     f"image index has no aligned images for split {split!r}; rerun generate"
                 )
@@ -198,7 +204,7 @@ def evaluate(
                 teacher,
                 data.texts(split),
                 data.pairs(split),
-                pixel_inputs(teacher, images[split]),
+                pixel_inputs(teacher, images.get(split, [])),
                 max_length=meta.max_length,
                 batch_size=bs,
                 device=runtime.device,
@@ -246,7 +252,7 @@ def evaluate(
 
     table1 = [row("Baseline (text only, CE)", "baseline")] if "baseline" in results else []
     table1 += [
-        row(f"Teacher {k.split(':', 1)[1]} (text + image)", k)
+        row(f"Teacher {k.split(':', 1)[1]} ({MODALITY_NAMES[str(results[k]['modality'])]})", k)
         for k in results
         if k.startswith("teacher:")
     ]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from training.artifacts import is_complete, write_json_atomic
 from training.bundle import read_manifest
@@ -76,6 +77,15 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _current_schema(pinned: dict[str, Any]) -> dict[str, Any]:
+    """A pinned config read through today's schema, so that a field added since then (at
+    its default, e.g. teachers[].modality) does not count as a change."""
+    try:
+        return PipelineConfig.model_validate(pinned).model_dump(mode="json")
+    except ValidationError:  # a field removed or renamed since: compare as written
+        return pinned
+
+
 class Run:
     """One run directory: each method runs one stage unless its directory is complete."""
 
@@ -97,7 +107,7 @@ class Run:
         path = self.dir / CONFIG_FILE
         new = self.cfg.model_dump(mode="json")
         if path.is_file():
-            old = yaml.safe_load(path.read_text()) or {}
+            old = _current_schema(yaml.safe_load(path.read_text()) or {})
             a, b = _flatten(old), _flatten(new)
             changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
             blocking = [k for k in changed if k not in _NOT_RESULT_AFFECTING]
@@ -128,9 +138,15 @@ class Run:
         return self._data
 
     @property
+    def reads_images(self) -> bool:
+        """False when every teacher is text-only: then no image is drawn or read."""
+        return any(t.modality != "text" for t in self.cfg.teachers)
+
+    @property
     def images(self) -> ImageIndex:
         if self._images is None:
-            self._images = load_image_index(self.stage_dir("images"))
+            reads = self.reads_images
+            self._images = load_image_index(self.stage_dir("images")) if reads else {}
         return self._images
 
     # -- stages -------------------------------------------------------------------------------
@@ -142,6 +158,9 @@ class Run:
 
     def generate(self, shard: int | None = None, force: bool = False) -> Path:
         out = self.stage_dir("images")
+        if not self.reads_images:
+            self.ctx.step(Stage.GENERATE, 1, 1, "no teacher reads images; skipped")
+            return out
         if shard is not None:  # one worker's share: fills the cache, writes no index
             return generate_images(self.cfg, self.data, out, self.ctx, shard=shard)
         if not self._skip(Stage.GENERATE, out, force):

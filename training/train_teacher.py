@@ -1,9 +1,12 @@
-"""The teacher stage: train one multimodal teacher (text + generated image) with CE.
+"""The teacher stage: train one multimodal teacher (text + generated image) with CE, or
+one of its controls (``modality`` 'image': image only; 'text': text only, no images).
 
 Output (an atomic stage directory)::
 
     teacher-<name>/  model.safetensors  teacher.json  text_encoder/  image_encoder/
                      metrics.json  history.json  stage.json
+
+(``text_encoder/`` or ``image_encoder/`` is absent when the teacher lacks that modality.)
 
 With ``freeze_image_encoder`` the encoder's tokens are computed once per distinct image
 file and held in memory for the run (float16, to halve the footprint: ViT-B tokens are
@@ -34,7 +37,7 @@ from models.teacher import (
     predict_teacher,
     save_teacher,
 )
-from models.text import encode, load_text_encoder, load_tokenizer
+from models.text import encode, load_text_encoder, load_tokenizer, text_encoder_width
 from training.artifacts import STAGE_FILE, StageRecord, atomic_dir, write_json_atomic
 from training.config import PipelineConfig, TeacherConfig
 from training.data import PreparedData
@@ -59,14 +62,18 @@ def check_images(data: PreparedData, images: ImageIndex, splits: Sequence[str]) 
 
 
 def build_teacher(tcfg: TeacherConfig, num_labels: int) -> Teacher:
+    """Pretrained encoders for the modalities the teacher reads; fresh fusion block and MLP."""
+    reads_text, reads_images = tcfg.modality != "image", tcfg.modality != "text"
     return Teacher(
-        load_text_encoder(tcfg.text_model),
-        load_image_encoder(tcfg.image_model),
-        load_tokenizer(tcfg.text_model),
+        load_text_encoder(tcfg.text_model) if reads_text else None,
+        load_image_encoder(tcfg.image_model) if reads_images else None,
+        load_tokenizer(tcfg.text_model) if reads_text else None,
         num_labels=num_labels,
         fusion_heads=tcfg.fusion_heads,
         hidden_size=tcfg.hidden_size,
         freeze_image_encoder=tcfg.freeze_image_encoder,
+        # Image-only: keep the multimodal teacher's fusion width (the text model's).
+        width=None if reads_text else text_encoder_width(tcfg.text_model),
     )
 
 
@@ -81,6 +88,9 @@ class TokenCache:
         batch_size: int,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
+        encoder = teacher.image_encoder
+        if encoder is None:
+            raise ValueError("a text-only teacher has no image tokens to cache")
         unique = sorted(set(paths))
         self.row = {p: i for i, p in enumerate(unique)}
         chunks: list[Tensor] = []
@@ -89,7 +99,7 @@ class TokenCache:
         with torch.no_grad(), runtime.autocast():
             for b, start in enumerate(range(0, len(unique), batch_size)):
                 pils = [load_image(p) for p in unique[start : start + batch_size]]
-                pixels = teacher.image_encoder.preprocess(pils).to(runtime.device)
+                pixels = encoder.preprocess(pils).to(runtime.device)
                 chunks.append(teacher.encode_images(pixels).to("cpu", torch.float16))
                 if on_batch is not None:
                     on_batch(b + 1, n_batches)
@@ -117,9 +127,12 @@ def train_teacher(
     out_dir: Path,
     ctx: RunContext,
 ) -> Path:
-    """Train one teacher on data.splits["train"] + their images; keep the best dev epoch."""
+    """Train one teacher on data.splits["train"] (+ their images unless it reads text only);
+    keep the best dev epoch. A text-only teacher needs no image index entries at all."""
     started = time.perf_counter()
-    check_images(data, images, ("train", "dev"))
+    reads_images = teacher.modality != "text"
+    if reads_images:
+        check_images(data, images, ("train", "dev"))
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
     seed_everything(cfg.seed)
     model = build_teacher(teacher, len(data.labels)).to(runtime.device)
@@ -128,7 +141,7 @@ def train_teacher(
     y = torch.tensor(data.label_ids("train"), dtype=torch.long)
     y_dev = np.asarray(data.label_ids("dev"))
     cache_seconds = 0.0
-    if teacher.freeze_image_encoder:
+    if reads_images and teacher.freeze_image_encoder:
         cache = TokenCache(
             model,
             images["train"] + images["dev"],
@@ -138,19 +151,22 @@ def train_teacher(
         )
         train_images, dev_images = cache.inputs(images["train"]), cache.inputs(images["dev"])
         cache_seconds = cache.seconds
-    else:
-        train_images = pixel_inputs(model, images["train"])
-        dev_images = pixel_inputs(model, images["dev"])
+    else:  # pixels per batch; for a text-only teacher these inputs are empty
+        train_images = pixel_inputs(model, images.get("train", []))
+        dev_images = pixel_inputs(model, images.get("dev", []))
 
     def step_fn(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
-        text = encode(
-            model.tokenizer,
-            [texts[i] for i in idx],
-            [pairs[i] for i in idx] if pairs is not None else None,
-            max_length,
-        )
+        text = None
+        if model.tokenizer is not None:  # an image-only model reads no text
+            enc = encode(
+                model.tokenizer,
+                [texts[i] for i in idx],
+                [pairs[i] for i in idx] if pairs is not None else None,
+                max_length,
+            )
+            text = {k: v.to(runtime.device) for k, v in enc.items()}
         image = {k: v.to(runtime.device) for k, v in train_images(idx.tolist()).items()}
-        out = model({k: v.to(runtime.device) for k, v in text.items()}, **image)
+        out = model(text, **image)
         loss = F.cross_entropy(out.logits.float(), y[idx].to(runtime.device))
         return loss, {}
 
@@ -179,14 +195,15 @@ def train_teacher(
     history, best = fit(model, [model], step_fn, eval_fn, budget, runtime, ctx, Stage.TEACHER)
     meta = TeacherMeta(
         name=teacher.name,
+        modality=teacher.modality,
         text_model=teacher.text_model,
         image_model=teacher.image_model,
         labels=data.labels,
         text_pair=data.text_pair,
         max_length=max_length,
-        text_width=int(model.text_encoder.config.hidden_size),
-        image_width=model.image_encoder.width,
-        fusion_width=model.text_proj.out_features,
+        text_width=int(model.text_encoder.config.hidden_size) if model.text_encoder else None,
+        image_width=model.image_encoder.width if model.image_encoder else None,
+        fusion_width=model.width,
         fusion_heads=teacher.fusion_heads,
         hidden_size=teacher.hidden_size,
         freeze_image_encoder=teacher.freeze_image_encoder,

@@ -167,3 +167,76 @@ def test_save_and_load_round_trip(
     for a, b in zip(before, after, strict=True):
         assert a.shape[0] == 2
         assert (abs(a - b) < 1e-5).all()
+
+
+def _single_modality(text_dir: Path, image_dir: Path, modality: str) -> Teacher:
+    """A text-only teacher or an image-only model (fusion width 32, the tiny text width)."""
+    torch.manual_seed(0)
+    reads_text = modality == "text"
+    return Teacher(
+        load_text_encoder(str(text_dir)) if reads_text else None,
+        None if reads_text else load_image_encoder(str(image_dir)),
+        load_tokenizer(str(text_dir)) if reads_text else None,
+        num_labels=3, fusion_heads=8, hidden_size=24, freeze_image_encoder=True,
+        width=None if reads_text else 32,
+    ).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_single_modality_shapes_and_missing_inputs_are_ignored(
+    modality: str, tiny_text_model: Path, tiny_image_model: Path
+) -> None:
+    teacher = _single_modality(tiny_text_model, tiny_image_model, modality)
+    assert teacher.modality == modality
+    assert teacher.mlp_hidden.in_features == 32  # one CLS, not two
+    pixels = _pixels(_teacher(tiny_text_model, str(tiny_image_model)), 2)
+    enc = encode(load_tokenizer(str(tiny_text_model)), TEXTS, None, 16)
+    with torch.no_grad():
+        out = teacher(enc, pixel_values=pixels)
+        alone = teacher(enc) if modality == "text" else teacher(pixel_values=pixels)
+    assert out.logits.shape == (2, 3) and out.embedding.shape == (2, 24)
+    # The other modality's input changes nothing: the teacher does not read it.
+    torch.testing.assert_close(alone.logits, out.logits)
+    if modality == "text":
+        assert pixel_inputs(teacher, [])([0, 1]) == {}
+        with pytest.raises(ValueError, match="no images"):
+            teacher.encode_images(pixels)
+    else:
+        assert teacher.tokenizer is None and teacher.image_cls is None  # the ViT has a CLS
+        with pytest.raises(ValueError, match="exactly one"):
+            teacher(enc)
+
+
+def test_a_teacher_needs_at_least_one_encoder() -> None:
+    with pytest.raises(ValueError, match="text encoder, an image encoder or both"):
+        Teacher(None, None, None, num_labels=2, fusion_heads=1, hidden_size=4,
+                freeze_image_encoder=True, width=8)  # fmt: skip
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_single_modality_save_and_load_round_trip(
+    modality: str, tmp_path: Path, tiny_text_model: Path, tiny_image_model: Path
+) -> None:
+    teacher = _single_modality(tiny_text_model, tiny_image_model, modality)
+    with torch.no_grad():
+        teacher.classifier.bias.add_(0.5)
+    meta = TeacherMeta(
+        name="t", modality=modality, text_model=str(tiny_text_model),  # type: ignore[arg-type]
+        image_model=str(tiny_image_model), labels=["a", "b", "c"], text_pair=False,
+        max_length=16, text_width=32 if modality == "text" else None,
+        image_width=None if modality == "text" else 32, fusion_width=32, fusion_heads=8,
+        hidden_size=24, freeze_image_encoder=True,
+    )  # fmt: skip
+    save_teacher(teacher, meta, tmp_path)
+    # Only the encoder the teacher has is saved.
+    assert (tmp_path / "text_encoder").exists() == (modality == "text")
+    assert (tmp_path / "image_encoder").exists() == (modality == "image")
+    loaded, loaded_meta = load_teacher(tmp_path)
+    assert loaded_meta == meta and loaded.modality == modality
+    images = [Image.new("RGB", (40, 40), (i * 90, 50, 200 - i * 90)) for i in range(2)]
+    kw = {"max_length": 16, "batch_size": 1, "device": torch.device("cpu")}
+    before = predict_teacher(teacher, TEXTS, None, pixel_inputs(teacher, images), **kw)  # type: ignore[arg-type]
+    after = predict_teacher(loaded, TEXTS, None, pixel_inputs(loaded, images), **kw)  # type: ignore[arg-type]
+    for a, b in zip(before, after, strict=True):
+        assert a.shape[0] == 2
+        assert (abs(a - b) < 1e-5).all()

@@ -1,0 +1,313 @@
+"""Reproduce the paper's Table 1 and Table 2, and the image-free control, on our data.
+
+    .venv/bin/python benchmarks/reproduce_paper.py --budget cpu --estimate-only
+    .venv/bin/python benchmarks/reproduce_paper.py --budget cpu      # hours on 2 CPU cores
+    .venv/bin/python benchmarks/reproduce_paper.py --budget smoke    # tiny RANDOM models, ~1 min
+
+For each dataset and seed it trains, from one prepared data set and one set of images:
+the CE baseline, the multimodal teacher(s), the LUGPI student, the students without the
+alpha or the beta term (Table 2), an image-only model (Table 1), and a text-only teacher
+with its distilled student (self-distillation, the image-free control); then scores them
+all on dev and test and writes ``<out-dir>/paper_tables.md`` and ``paper_tables.json``.
+
+Run layout (resumable: a rerun skips every finished stage, see training/pipeline.py)::
+
+    <runs-dir>/image-cache/                     one generator cache for every run
+    <runs-dir>/<dataset>/seed<k>/lugpi/         the main run: data images teacher-* student baseline
+                                 alpha0/ beta0/ its student; data, images, teachers: symlinks
+                                 image-only/    its teacher(s); data, images: symlinks
+                                 self-distill/  text-only teacher + student; data: a symlink
+                                 evaluate/      every model above on dev and test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.paper_estimate import estimate_seconds, format_seconds, padded_tokens  # noqa: E402
+from benchmarks.paper_report import collect_run, render, summarize  # noqa: E402
+from benchmarks.paper_setup import (  # noqa: E402
+    DATASETS,
+    VARIANTS,
+    Budget,
+    DatasetSpec,
+    build_config,
+    image_only_name,
+    make_tiny_models,
+    variant_config,
+)
+from training.artifacts import is_complete, write_json_atomic  # noqa: E402
+from training.config import PipelineConfig  # noqa: E402
+from training.errors import ArtifactError, LugpiError  # noqa: E402
+from training.pipeline import Run  # noqa: E402
+from training.progress import RunContext  # noqa: E402
+
+SHARED = Path(os.environ.get("LUGPI_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+NOISE_NOTE = (
+    "the generator is a tiny Stable-Diffusion-shaped pipeline with RANDOM weights (no "
+    "text-to-image weights can be downloaded here), so every generated image is noise that "
+    "says nothing about its text. The image-only row shows what such images alone are worth "
+    "(chance level, or the majority class); any gain of the student over the baseline comes "
+    "from distillation itself, not from the images: compare it with the self-distillation "
+    "control. Real images need `--preset paper` (Stable Diffusion v2) on a GPU."
+)
+Job = tuple[DatasetSpec, int, PipelineConfig, Path]  # dataset, seed, main config, run root
+
+
+def log(message: str) -> None:
+    print(f"{datetime.now():%H:%M:%S} {message}", flush=True)
+
+
+def link_stage(src: Run, dst: Run, name: str) -> None:
+    """Share a finished stage dir of ``src`` with ``dst`` (a relative symlink)."""
+    source, target = src.stage_dir(name), dst.stage_dir(name)
+    if not is_complete(source):
+        raise ArtifactError(f"{source}: not finished, cannot be shared with {dst.dir}")
+    if target.is_symlink() or is_complete(target):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(os.path.relpath(source, target.parent), target_is_directory=True)
+
+
+def open_run(cfg: PipelineConfig, run_dir: Path, ctx: RunContext) -> Run:
+    run = Run(cfg, run_dir, ctx)
+    run.pin_config()  # a rerun with a config that changes results is refused
+    return run
+
+
+def run_models(cfg: PipelineConfig, root: Path, ctx: RunContext) -> None:
+    """Every model of one dataset and seed, then one evaluation of all of them."""
+    main = open_run(cfg, root / "lugpi", ctx)
+    log(f"{cfg.name}: data, images, teacher(s), LUGPI student, baseline")
+    main.prepare()
+    main.generate()
+    main.teachers()
+    main.distill()
+    main.baseline()
+    runs = {v: open_run(variant_config(cfg, v), root / v, ctx) for v in VARIANTS}
+    teacher_stages = [main.teacher_dir(t).name for t in cfg.teachers]
+    for variant, run in runs.items():
+        log(f"{cfg.name}: {variant}")
+        link_stage(main, run, "data")
+        if variant != "self-distill":  # the control never sees an image
+            link_stage(main, run, "images")
+        if variant in ("alpha0", "beta0"):  # same teachers, another loss
+            for stage in teacher_stages:
+                link_stage(main, run, stage)
+        else:
+            run.teachers()
+        if variant != "image-only":
+            run.distill()
+    out = root / "evaluate"
+    if not is_complete(out):
+        from training.evaluate import evaluate
+
+        log(f"{cfg.name}: evaluate every model on dev and test")
+        teachers = [main.teacher_dir(t) for t in cfg.teachers]
+        for variant in ("image-only", "self-distill"):
+            teachers += [runs[variant].teacher_dir(t) for t in runs[variant].cfg.teachers]
+        ablations = {
+            "alpha=0": runs["alpha0"].stage_dir("student"),
+            "beta=0": runs["beta0"].stage_dir("student"),
+            "self-distill": runs["self-distill"].stage_dir("student"),
+        }
+        student, baseline = main.stage_dir("student"), main.stage_dir("baseline")
+        evaluate(
+            cfg,
+            main.data,
+            main.images,
+            teachers,
+            student,
+            baseline,
+            out,
+            ctx,
+            ablation_dirs=ablations,
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 on CWI News (default 3)")
+    p.add_argument("--other-seeds", type=int, default=1, help="seeds on the other datasets")
+    p.add_argument(
+        "--budget",
+        choices=["smoke", "cpu", "full"],
+        default="cpu",
+        help="smoke: tiny RANDOM models, 40 examples; cpu: subsets for 2 CPU "
+        "cores; full: every example",
+    )
+    p.add_argument("--preset", default="offline", help="config preset (e.g. paper on a GPU)")
+    p.add_argument("--datasets-dir", type=Path, default=SHARED)
+    p.add_argument("--runs-dir", type=Path, help="default: runs/paper-<budget>")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        help="default: benchmarks/results (smoke: <runs-dir>/results, so that "
+        "its meaningless numbers never replace real ones)",
+    )
+    p.add_argument("--estimate-only", action="store_true", help="print the estimate, stop")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if min(args.seeds, args.other_seeds) < 1:
+        p.error("--seeds and --other-seeds must be at least 1")
+    args.runs_dir = (args.runs_dir or REPO / "runs" / f"paper-{args.budget}").resolve()
+    if args.out_dir is None:
+        smoke = args.budget == "smoke"
+        args.out_dir = args.runs_dir / "results" if smoke else REPO / "benchmarks" / "results"
+    return args
+
+
+def plan_jobs(args: argparse.Namespace) -> list[Job]:
+    budget: Budget = args.budget
+    tiny = make_tiny_models(args.runs_dir / "tiny-models") if budget == "smoke" else None
+    jobs = []
+    for key in args.datasets:
+        spec = DATASETS[key]
+        for seed in range(args.seeds if key == "cwi-news" else args.other_seeds):
+            cfg = build_config(
+                args.preset,
+                spec,
+                budget,
+                seed,
+                args.datasets_dir.resolve(),
+                args.runs_dir / "image-cache",
+                tiny,
+            )
+            jobs.append((spec, seed, cfg, args.runs_dir / key / f"seed{seed}"))
+    return jobs
+
+
+def prepare_and_estimate(jobs: list[Job], ctx: RunContext, smoke: bool) -> dict[str, float]:
+    """Prepare every data set (seconds), then estimate each run from its real sizes."""
+    from models.text import load_tokenizer
+
+    estimates: dict[str, float] = defaultdict(float)
+    for spec, _, cfg, root in jobs:
+        run = open_run(cfg, root / "lugpi", ctx)
+        run.prepare()
+        if smoke:  # the speeds are the offline preset's; tiny models take seconds
+            continue
+        tokenizer = load_tokenizer(cfg.student.text_model)
+        s = cfg.student
+        tokens = padded_tokens(tokenizer, run.data, s.max_length, s.batch_size, cfg.seed)
+        parts = estimate_seconds(cfg, run.data, tokens)
+        estimates[spec.key] += sum(parts.values())
+        sizes = "/".join(str(len(run.data.splits.get(k, []))) for k in ("train", "dev", "test"))
+        detail = ", ".join(f"{k} {format_seconds(v)}" for k, v in parts.items())
+        log(
+            f"estimate {cfg.name}: {format_seconds(sum(parts.values()))} "
+            f"(train/dev/test {sizes}, {tokens:.0f} padded tokens per text; {detail})"
+        )
+    if estimates:
+        log(
+            f"estimated total: {format_seconds(sum(estimates.values()))} on 2 free CPU cores "
+            "(offline preset speeds; a shared machine is slower)"
+        )
+    return estimates
+
+
+def build_report(
+    args: argparse.Namespace,
+    argv: list[str],
+    jobs: list[Job],
+    estimates: dict[str, float],
+    wall: dict[str, float],
+) -> dict[str, Any]:
+    import torch
+
+    datasets: dict[str, Any] = {}
+    for spec, seed, cfg, root in jobs:
+        image_only = {image_only_name(t.name): t.name for t in cfg.teachers}
+        ds = datasets.setdefault(spec.key, {"title": spec.title, "runs": {}})
+        ds["runs"][str(seed)] = collect_run(root, image_only)
+        data = Run(cfg, root / "lugpi", RunContext()).data
+        ds["paper"] = {
+            "dataset": spec.paper_name,
+            "baseline": spec.paper_baseline,
+            "student": spec.paper_student,
+            "note": spec.note,
+        }
+        ds["budget"] = {
+            **{k: len(data.splits.get(k, [])) for k in ("train", "dev", "test")},
+            "teacher_epochs": cfg.teachers[0].epochs,
+            "student_epochs": cfg.student.epochs,
+            "max_length": cfg.student.max_length,
+            "batch_size": cfg.student.batch_size,
+            "text_model": cfg.student.text_model,
+            "image_models": [t.image_model for t in cfg.teachers],
+            "distill": cfg.distill.model_dump(include={"alpha", "beta", "tau"}),
+        }
+        ds["wall_seconds"] = wall[spec.key]
+    for key, ds in datasets.items():
+        total = estimates.get(key)  # none for smoke
+        ds["estimate_seconds"] = total / len(ds["runs"]) if total is not None else None
+        ds["summary"] = summarize(ds["runs"])
+    cfg = jobs[0][2]
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return {
+        "created_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "command": shlex.join(["python", "benchmarks/reproduce_paper.py", *argv]),
+        "budget": args.budget,
+        "preset": args.preset,
+        "machine": f"{device}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads",
+        "generator": cfg.generator.model,
+        "images_note": NOISE_NOTE
+        if cfg.generator.model == "tiny-random"
+        else f"images drawn by {cfg.generator.model}.",
+        "datasets": datasets,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    from training.cli import ProgressBars
+
+    # "Some weights ... newly initialized": every new classifier head says so; expected.
+    transformers_logging.set_verbosity_error()
+
+    bars = ProgressBars(enabled=not args.quiet)
+    ctx = RunContext(report=bars)
+    try:
+        jobs = plan_jobs(args)
+        estimates = prepare_and_estimate(jobs, ctx, smoke=args.budget == "smoke")
+        if args.estimate_only:
+            return 0
+        wall: dict[str, float] = defaultdict(float)
+        for spec, _, cfg, root in jobs:
+            started = time.perf_counter()
+            run_models(cfg, root, ctx)
+            wall[spec.key] += time.perf_counter() - started
+        report = build_report(args, argv, jobs, estimates, wall)
+    except LugpiError as e:
+        bars.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        bars.close()
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    bars.close()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out_dir / "paper_tables.json", report)
+    (args.out_dir / "paper_tables.md").write_text(render(report))
+    log(f"wrote {args.out_dir / 'paper_tables.md'} and paper_tables.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
