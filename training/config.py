@@ -149,6 +149,11 @@ class ExportConfig(_Strict):
 
     name: str = Field("student", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     quantize: bool = Field(True, description="Also write the dynamically quantized int8 model.")
+    require_int8: bool = Field(
+        True,
+        description="Fail the export when the int8 model agrees with PyTorch on fewer than 99% "
+        "of dev texts; false ships the bundle in fp32 only and records why.",
+    )
     opset: Annotated[int, Field(ge=14, le=21)] = 17
     publish: bool = Field(True, description="Publish the bundle into the model repository.")
 

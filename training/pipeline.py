@@ -249,6 +249,7 @@ class Run:
             data.label_ids("dev"),
             name=cfg.export.name,
             quantize=cfg.export.quantize,
+            require_int8=cfg.export.require_int8,
             opset=cfg.export.opset,
             provenance=provenance,
             metrics=self.metrics(),
