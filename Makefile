@@ -24,5 +24,10 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest -q
 
+# Train, export, serve and query a small classifier on BBC News, offline (scripts/demo.py).
+# `make demo ARGS=--serve` keeps the API and its web page running; ARGS=--fresh starts over.
+demo: install
+	$(BIN)/python scripts/demo.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
