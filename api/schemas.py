@@ -127,7 +127,8 @@ class VersionInfo(BaseModel):
     variant: str | None = Field(default=None, description="int8 or fp32: the ONNX file served.")
     provider: str | None = Field(default=None, description="onnxruntime execution provider.")
     created_at: datetime | None = None
-    metrics: dict[str, dict[str, dict[str, float | int]]] | None = None
+    # model -> split -> figures; export adds a text "source" (which engine measured them).
+    metrics: dict[str, dict[str, dict[str, float | int | str]]] | None = None
     provenance: dict[str, object] | None = None
 
 

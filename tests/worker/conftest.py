@@ -143,7 +143,10 @@ class Stack:
             "data_roots": [self.data_root],
             "allowed_models": [str(self.text_model), str(self.image_model)],
             "poll_interval_s": 0,  # no polling: the job route's reload hook must do it
-            "stale_after_s": 3,
+            # Short enough that a lost job is noticed in seconds, long enough that a job
+            # process busy importing torch on a loaded CI machine is not taken for dead
+            # (the embedded queue sees a killed child exit at once, without waiting).
+            "stale_after_s": 10,
             "intra_op_threads": 1,
         }
         fields.update(overrides)
@@ -160,7 +163,7 @@ class Stack:
             LUGPI_MODEL_REPOSITORY=str(self.repository),
             # Short clocks, so that a lost worker is noticed in seconds, not a minute.
             LUGPI_HEARTBEAT_S="0.5",
-            LUGPI_STALE_AFTER_S="3",
+            LUGPI_STALE_AFTER_S="6",
             LUGPI_PROGRESS_INTERVAL_S="0.5",
             OMP_NUM_THREADS="1",
             HF_HUB_OFFLINE="1",
