@@ -42,6 +42,9 @@ _NOT_RESULT_AFFECTING = {
     "generator.num_shards",
     "generator.cache_dir",
     "export.publish",
+    # Whether a weak int8 model fails the export or ships fp32 only: a policy, not a result of
+    # any stage before export, so a run stopped by the int8 check can be finished with it.
+    "export.require_int8",
 }
 
 
