@@ -75,27 +75,29 @@ def estimate_seconds(
     fusion_text = tokens * (1 + 1 / TEXT_LAYERS)  # text encoder + fusion over the text
     multimodal = fusion_text + IMAGE_TOKENS / TEXT_LAYERS  # ... + fusion over image tokens
     image_only = IMAGE_TOKENS / TEXT_LAYERS
-    images_tr_dev = _distinct_prompts(data, ("train", "dev"))  # token cache: once per image
 
     def fit(per_example: float, epochs: float) -> float:
         """Training steps plus the dev evaluation after every epoch."""
         train = n_tr * epochs * per_example * speeds.train_token
         return train + math.ceil(epochs) * n_dev * per_example * speeds.infer_token
 
-    effnet = speeds.effnet_image
+    # The token store (training/image_tokens.py) encodes each distinct image once for every
+    # teacher, student target and evaluation of the run; a shared store makes it less.
+    encode = _distinct_prompts(data, ("train", "dev", "test")) * speeds.effnet_image
     student = fit(tokens, s_epochs)
-    # distill recomputes the frozen teachers' outputs on train (pixels, not cached tokens).
-    mm_targets = n_teachers * n_tr * (effnet + multimodal * speeds.infer_token)
+    # distill recomputes the frozen teachers' outputs on train from the stored tokens.
+    mm_targets = n_teachers * n_tr * multimodal * speeds.infer_token
     text_targets = n_tr * fusion_text * speeds.infer_token
     per_eval_example = (
         5 * tokens * speeds.infer_token  # baseline, student, alpha=0, beta=0, self-distilled
-        + n_teachers * (2 * effnet + (multimodal + image_only) * speeds.infer_token)
+        + n_teachers * (multimodal + image_only) * speeds.infer_token
         + fusion_text * speeds.infer_token  # the text-only teacher
     )
     return {
         "generate": _distinct_prompts(data, ("train", "dev", "test")) * speeds.generate_image,
-        "teachers": n_teachers * (images_tr_dev * effnet + fit(multimodal, t_epochs)),
-        "image-only": n_teachers * (images_tr_dev * effnet + fit(image_only, t_epochs)),
+        "image tokens": encode,
+        "teachers": n_teachers * fit(multimodal, t_epochs),
+        "image-only": n_teachers * fit(image_only, t_epochs),
         "text teacher": fit(fusion_text, t_epochs),
         "baseline": student,
         "students": 3 * (mm_targets + student),  # LUGPI, alpha=0, beta=0

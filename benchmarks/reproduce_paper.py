@@ -133,6 +133,7 @@ def run_models(cfg: PipelineConfig, root: Path, ctx: RunContext) -> None:
             out,
             ctx,
             ablation_dirs=ablations,
+            token_store=main.token_store,
         )
 
 
@@ -143,10 +144,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--other-seeds", type=int, default=1, help="seeds on the other datasets")
     p.add_argument(
         "--budget",
-        choices=["smoke", "cpu", "full"],
+        choices=["smoke", "quick", "cpu", "full"],
         default="cpu",
-        help="smoke: tiny RANDOM models, 40 examples; cpu: subsets for 2 CPU "
-        "cores; full: every example",
+        help="smoke: tiny RANDOM models, 40 examples; quick: 1,000 train and at most "
+        "1,000 dev/test examples (about 2 h on 2 CPU cores); cpu: larger subsets (about 8 h); "
+        "full: every example",
     )
     p.add_argument("--preset", default="offline", help="config preset (e.g. paper on a GPU)")
     p.add_argument("--datasets-dir", type=Path, default=SHARED)

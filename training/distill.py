@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.teacher import load_teacher, pixel_inputs, predict_teacher
+from models.teacher import load_teacher, predict_teacher
 from models.text import (
     ClassifierInput,
     embedding_width,
@@ -40,6 +40,7 @@ from training.config import PipelineConfig
 from training.data import PreparedData
 from training.errors import ArtifactError
 from training.evaluate import accuracy_f1
+from training.image_tokens import teacher_image_inputs
 from training.jobs import Stage
 from training.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
 from training.progress import RunContext
@@ -73,9 +74,11 @@ def compute_teacher_targets(
     splits: list[str],
     runtime: Runtime,
     ctx: RunContext,
+    token_store: Path | None = None,
 ) -> TeacherTargets:
     """Run each saved teacher once over ``splits`` (concatenated in that order). ``images``
-    may lack entries when every teacher is text-only."""
+    may lack entries when every teacher is text-only. ``token_store``: frozen image-encoder
+    tokens shared with the teacher stage (training/image_tokens.py)."""
     if not teacher_dirs:
         raise ArtifactError("distill needs at least one teacher directory; run the teacher stage")
     logits, embeddings, names = [], [], []
@@ -100,7 +103,9 @@ def compute_teacher_targets(
                 teacher,
                 data.texts(s),
                 data.pairs(s),
-                pixel_inputs(teacher, images.get(s, [])),
+                teacher_image_inputs(
+                    teacher, images.get(s, []), runtime, cfg.student.batch_size, token_store
+                ),
                 max_length=meta.max_length,
                 batch_size=cfg.student.batch_size,
                 device=runtime.device,
@@ -244,12 +249,16 @@ def distill_student(
     teacher_dirs: list[Path],
     out_dir: Path,
     ctx: RunContext,
+    *,
+    token_store: Path | None = None,
 ) -> Path:
     """Train the text-only student with the LUGPI loss against the saved teachers."""
     started = time.perf_counter()
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
     splits = training_splits(cfg, data)
-    targets = compute_teacher_targets(cfg, data, images, teacher_dirs, splits, runtime, ctx)
+    targets = compute_teacher_targets(
+        cfg, data, images, teacher_dirs, splits, runtime, ctx, token_store
+    )
     return _train_text_classifier(
         cfg, data, "student", targets, splits, runtime, out_dir, ctx, started
     )

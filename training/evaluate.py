@@ -153,15 +153,18 @@ def evaluate(
     ctx: RunContext,
     *,
     ablation_dirs: dict[str, Path] | None = None,
+    token_store: Path | None = None,
 ) -> Path:
     """Score every model on dev and test; write results.json, results.md and curves.png.
 
     ``ablation_dirs`` (name -> student dir, e.g. {"alpha=0": ...}) adds Table 2 rows.
+    ``token_store``: frozen image-encoder tokens shared with the other stages.
     """
     import torch
 
-    from models.teacher import load_teacher, pixel_inputs, predict_teacher
+    from models.teacher import load_teacher, predict_teacher
     from models.text import load_text_classifier, predict_logits
+    from training.image_tokens import teacher_image_inputs
 
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
     splits = [s for s in ("dev", "test") if data.splits.get(s)]
@@ -204,7 +207,7 @@ def evaluate(
                 teacher,
                 data.texts(split),
                 data.pairs(split),
-                pixel_inputs(teacher, images.get(split, [])),
+                teacher_image_inputs(teacher, images.get(split, []), runtime, bs, token_store),
                 max_length=meta.max_length,
                 batch_size=bs,
                 device=runtime.device,

@@ -29,7 +29,12 @@ from training.bundle import read_manifest
 from training.config import PipelineConfig, TeacherConfig
 from training.data import PreparedData, load_prepared, prepare_data
 from training.errors import ConfigError
-from training.generate import ImageIndex, generate_images, load_image_index
+from training.generate import (
+    ImageIndex,
+    generate_images,
+    load_image_index,
+    resolve_cache_dir,
+)
 from training.jobs import Stage
 from training.progress import RunContext
 
@@ -103,6 +108,13 @@ class Run:
 
     def stage_dir(self, name: str) -> Path:
         return self.dir / name
+
+    @property
+    def token_store(self) -> Path:
+        """Frozen image-encoder tokens, beside the images they encode (shared with them)."""
+        from training.image_tokens import TOKEN_STORE_DIR
+
+        return resolve_cache_dir(self.cfg, self.stage_dir("images")) / TOKEN_STORE_DIR
 
     def pin_config(self) -> None:
         """Write config.yaml, or check the one there; refuse a result-changing difference."""
@@ -180,7 +192,9 @@ class Run:
         for t in wanted:
             out = self.teacher_dir(t)
             if not self._skip(Stage.TEACHER, out, force):
-                train_teacher(self.cfg, t, self.data, self.images, out, self.ctx)
+                train_teacher(
+                    self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
+                )
         return [self.teacher_dir(t) for t in self.cfg.teachers]
 
     def distill(self, force: bool = False) -> Path:
@@ -189,7 +203,15 @@ class Run:
         out = self.stage_dir("student")
         if not self._skip(Stage.DISTILL, out, force):
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
-            distill_student(self.cfg, self.data, self.images, teachers, out, self.ctx)
+            distill_student(
+                self.cfg,
+                self.data,
+                self.images,
+                teachers,
+                out,
+                self.ctx,
+                token_store=self.token_store,
+            )
         return out
 
     def baseline(self, force: bool = False) -> Path | None:
@@ -210,7 +232,17 @@ class Run:
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
             baseline = self.stage_dir("baseline") if self.cfg.baseline else None
             student = self.stage_dir("student")
-            evaluate(self.cfg, self.data, self.images, teachers, student, baseline, out, self.ctx)
+            evaluate(
+                self.cfg,
+                self.data,
+                self.images,
+                teachers,
+                student,
+                baseline,
+                out,
+                self.ctx,
+                token_store=self.token_store,
+            )
         return out
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:

@@ -9,8 +9,8 @@ Output (an atomic stage directory)::
 (``text_encoder/`` or ``image_encoder/`` is absent when the teacher lacks that modality.)
 
 With ``freeze_image_encoder`` the encoder's tokens are computed once per distinct image
-file and held in memory for the run (float16, to halve the footprint: ViT-B tokens are
-197x768 per image), so each step only runs the text encoder and the fusion head.
+file (or read from the token store, training/image_tokens.py) and held in memory for the
+run, so each step only runs the text encoder and the fusion head.
 
 TeacherConfig has no max_length, weight decay or warmup of its own: the teacher reads the
 same texts as the student, so it takes those from ``cfg.student``.
@@ -19,7 +19,7 @@ same texts as the student, so it takes those from ``cfg.student``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,9 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.image import load_image, load_image_encoder
+from models.image import load_image_encoder
 from models.teacher import (
-    ImageInputs,
     Teacher,
     TeacherMeta,
     pixel_inputs,
@@ -43,9 +42,10 @@ from training.config import PipelineConfig, TeacherConfig
 from training.data import PreparedData
 from training.errors import ArtifactError
 from training.evaluate import accuracy_f1
+from training.image_tokens import TokenCache
 from training.jobs import Stage
 from training.progress import RunContext
-from training.train_loop import Budget, Runtime, fit, seed_everything, select_runtime
+from training.train_loop import Budget, fit, seed_everything, select_runtime
 
 ImageIndex = dict[str, list[Path]]
 
@@ -77,40 +77,6 @@ def build_teacher(tcfg: TeacherConfig, num_labels: int) -> Teacher:
     )
 
 
-class TokenCache:
-    """Frozen image-encoder tokens, one row per distinct image file, in CPU memory."""
-
-    def __init__(
-        self,
-        teacher: Teacher,
-        paths: Sequence[Path],
-        runtime: Runtime,
-        batch_size: int,
-        on_batch: Callable[[int, int], None] | None = None,
-    ) -> None:
-        encoder = teacher.image_encoder
-        if encoder is None:
-            raise ValueError("a text-only teacher has no image tokens to cache")
-        unique = sorted(set(paths))
-        self.row = {p: i for i, p in enumerate(unique)}
-        chunks: list[Tensor] = []
-        n_batches = (len(unique) + batch_size - 1) // batch_size
-        started = time.perf_counter()
-        with torch.no_grad(), runtime.autocast():
-            for b, start in enumerate(range(0, len(unique), batch_size)):
-                pils = [load_image(p) for p in unique[start : start + batch_size]]
-                pixels = encoder.preprocess(pils).to(runtime.device)
-                chunks.append(teacher.encode_images(pixels).to("cpu", torch.float16))
-                if on_batch is not None:
-                    on_batch(b + 1, n_batches)
-        self.tokens = torch.cat(chunks) if chunks else torch.zeros(0)
-        self.seconds = time.perf_counter() - started
-
-    def inputs(self, paths: Sequence[Path]) -> ImageInputs:
-        rows = torch.tensor([self.row[p] for p in paths], dtype=torch.long)
-        return lambda idx: {"image_tokens": self.tokens[rows[list(idx)]]}
-
-
 def write_stage_record(tmp: Path, stage: Stage, seconds: float, summary: dict[str, object]) -> None:
     """stage.json with a summary (atomic_dir keeps a stage.json the stage wrote itself)."""
     record = StageRecord(
@@ -126,9 +92,12 @@ def train_teacher(
     images: ImageIndex,
     out_dir: Path,
     ctx: RunContext,
+    *,
+    token_store: Path | None = None,
 ) -> Path:
     """Train one teacher on data.splits["train"] (+ their images unless it reads text only);
-    keep the best dev epoch. A text-only teacher needs no image index entries at all."""
+    keep the best dev epoch. A text-only teacher needs no image index entries at all.
+    ``token_store``: where frozen image-encoder tokens are kept across stages and runs."""
     started = time.perf_counter()
     reads_images = teacher.modality != "text"
     if reads_images:
@@ -148,6 +117,7 @@ def train_teacher(
             runtime,
             teacher.batch_size,
             on_batch=lambda d, t: ctx.step(Stage.TEACHER, d, t, "image tokens"),
+            store=token_store,
         )
         train_images, dev_images = cache.inputs(images["train"]), cache.inputs(images["dev"])
         cache_seconds = cache.seconds
