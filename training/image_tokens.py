@@ -38,7 +38,9 @@ def encoder_fingerprint(encoder: ImageEncoder, amp_dtype: torch.dtype | None) ->
     h.update(f"{encoder.kind}|{encoder.processor!r}|{amp_dtype}".encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        # reshape: BatchNorm counters are 0-dim, which cannot be viewed as bytes
+        raw = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        h.update(raw.numpy().tobytes())
     return h.hexdigest()[:24]
 
 

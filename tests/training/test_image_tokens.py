@@ -89,6 +89,13 @@ def test_another_encoder_never_reads_these_tokens(
     assert cache.loaded == 0 and cache.computed == len(set(images["dev"]))
 
 
+def test_fingerprint_of_the_offline_efficientnet_is_stable() -> None:
+    """EfficientNet-Lite0 (pretrained, shipped on PyPI) has BatchNorm's 0-dim counters."""
+    a = encoder_fingerprint(load_image_encoder("efficientnet-lite0"), None)
+    assert a == encoder_fingerprint(load_image_encoder("efficientnet-lite0"), None)
+    assert a != encoder_fingerprint(load_image_encoder("efficientnet-lite0"), torch.bfloat16)
+
+
 def test_teacher_outputs_from_stored_tokens_match_pixels(
     tmp_path: Path, tiny_text_model: Path, setup: tuple[Path, PreparedData, dict[str, list[Path]]]
 ) -> None:
