@@ -17,6 +17,7 @@ import typer
 import yaml
 from tqdm import tqdm
 
+from training import distributed
 from training.config import PipelineConfig, load_config
 from training.errors import ConfigError, LugpiError
 from training.jobs import Stage
@@ -120,7 +121,8 @@ def _run_dir(cfg: PipelineConfig, run_dir: Path | None) -> Path:
 @contextmanager
 def _session(quiet: bool) -> Iterator[RunContext]:
     """A RunContext with progress bars; user errors become one line and exit status 2."""
-    bars = ProgressBars(enabled=not quiet)
+    # Under torchrun every rank runs the command; one set of bars is enough.
+    bars = ProgressBars(enabled=not quiet and distributed.world().is_main)
     try:
         yield RunContext(report=bars)
     except LugpiError as e:
@@ -161,6 +163,8 @@ def run(
         result = run_pipeline(
             cfg, _run_dir(cfg, run_dir), ctx, repository=repository, job_id=job_id
         )
+    if not distributed.world().is_main:
+        return
     typer.echo(f"\nrun dir: {result.run_dir}")
     typer.echo(f"results: {result.run_dir / 'evaluate' / 'results.md'}")
     typer.echo(f"bundle:  {result.bundle_dir}")

@@ -35,6 +35,7 @@ from models.text import (
     load_tokenizer,
     predict_logits,
 )
+from training import distributed
 from training.artifacts import STUDENT_META, TextModelMeta, atomic_dir, write_json_atomic
 from training.config import PipelineConfig
 from training.data import PreparedData
@@ -232,13 +233,18 @@ def _train_text_classifier(
         "dev": best,
         "best_epoch": history.best_epoch,
         "train_seconds": history.train_seconds,
+        "processes": runtime.world.size,
     }
-    with atomic_dir(out_dir, stage.value) as tmp:
-        model.cpu().save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / STUDENT_META, meta.model_dump(mode="json"))
-        history.save(tmp / "history.json")
-        write_stage_record(tmp, stage, time.perf_counter() - started, summary)
+
+    def save() -> None:  # once, by rank 0 under torchrun (every rank holds the same weights)
+        with atomic_dir(out_dir, stage.value) as tmp:
+            model.cpu().save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json_atomic(tmp / STUDENT_META, meta.model_dump(mode="json"))
+            history.save(tmp / "history.json")
+            write_stage_record(tmp, stage, time.perf_counter() - started, summary)
+
+    distributed.on_main(save)
     return out_dir
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from training import distributed
 from training.artifacts import is_complete, write_json_atomic
 from training.bundle import read_manifest
 from training.config import PipelineConfig, TeacherConfig
@@ -118,6 +119,9 @@ class Run:
 
     def pin_config(self) -> None:
         """Write config.yaml, or check the one there; refuse a result-changing difference."""
+        distributed.on_main(self._pin_config)
+
+    def _pin_config(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / CONFIG_FILE
         new = self.cfg.model_dump(mode="json")
@@ -167,8 +171,12 @@ class Run:
     # -- stages -------------------------------------------------------------------------------
     def prepare(self, force: bool = False) -> Path:
         out = self.stage_dir("data")
-        if not self._skip(Stage.PREPARE, out, force):
-            prepare_data(self.cfg, out, self.ctx)
+
+        def stage() -> None:
+            if not self._skip(Stage.PREPARE, out, force):
+                prepare_data(self.cfg, out, self.ctx)
+
+        distributed.on_main(stage)
         return out
 
     def generate(self, shard: int | None = None, force: bool = False) -> Path:
@@ -176,10 +184,14 @@ class Run:
         if not self.reads_images:
             self.ctx.step(Stage.GENERATE, 1, 1, "no teacher reads images; skipped")
             return out
-        if shard is not None:  # one worker's share: fills the cache, writes no index
-            return generate_images(self.cfg, self.data, out, self.ctx, shard=shard)
-        if not self._skip(Stage.GENERATE, out, force):
-            generate_images(self.cfg, self.data, out, self.ctx)
+
+        def stage() -> None:
+            if shard is not None:  # one worker's share: fills the cache, writes no index
+                generate_images(self.cfg, self.data, out, self.ctx, shard=shard)
+            elif not self._skip(Stage.GENERATE, out, force):
+                generate_images(self.cfg, self.data, out, self.ctx)
+
+        distributed.on_main(stage)
         return out
 
     def teachers(self, names: list[str] | None = None, force: bool = False) -> list[Path]:
@@ -225,9 +237,13 @@ class Run:
         return out
 
     def evaluate(self, force: bool = False) -> Path:
+        out = self.stage_dir("evaluate")
+        distributed.on_main(lambda: self._evaluate(out, force))
+        return out
+
+    def _evaluate(self, out: Path, force: bool) -> None:
         from training.evaluate import evaluate
 
-        out = self.stage_dir("evaluate")
         if not self._skip(Stage.EVALUATE, out, force):
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
             baseline = self.stage_dir("baseline") if self.cfg.baseline else None
@@ -243,7 +259,6 @@ class Run:
                 self.ctx,
                 token_store=self.token_store,
             )
-        return out
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n."""
@@ -260,11 +275,15 @@ class Run:
         return out
 
     def export(self, job_id: str | None = None, force: bool = False) -> Path:
+        out = self.stage_dir("export")
+        distributed.on_main(lambda: self._export(out, job_id, force))
+        return out
+
+    def _export(self, out: Path, job_id: str | None, force: bool) -> None:
         from training.export import export_student
 
-        out = self.stage_dir("export")
         if self._skip(Stage.EXPORT, out, force):
-            return out
+            return
         self.ctx.step(Stage.EXPORT, 0, 1, "exporting to ONNX")
         cfg, data = self.cfg, self.data
         provenance = {
@@ -293,10 +312,14 @@ class Run:
             test_labels=data.label_ids("test") if has_test else None,
         )
         self.ctx.step(Stage.EXPORT, 1, 1, "exported")
-        return out
 
     def publish(self, repository: Path) -> tuple[str, str]:
         """Publish the exported bundle once per run dir; return (name, version)."""
+        distributed.on_main(lambda: self._publish(repository))
+        done = json.loads((self.dir / PUBLISHED_FILE).read_text())
+        return done["name"], done["version"]
+
+    def _publish(self, repository: Path) -> tuple[str, str]:
         from training.repository import publish
 
         record = self.dir / PUBLISHED_FILE

@@ -1,10 +1,11 @@
 """The training loop shared by the teacher, the student and the baseline.
 
-Plain PyTorch rather than ``accelerate.Accelerator``: a worker runs one task per process on
-one device (DESIGN.md §2), so all we need from accelerate is device placement and autocast,
-which are three lines here; its ``prepare()`` wrapping and process-group state would make
-the loop harder to read and the best-checkpoint snapshot harder to reason about. Multi-GPU
-would be the reason to switch.
+Plain PyTorch: device placement and autocast are three lines, and several GPUs are
+PyTorch's own ``DistributedDataParallel`` under ``torchrun`` (training/distributed.py).
+Under torchrun the loop wraps the trainable modules (the model and, for the student, the
+loss's projection layers) together with the step function in one DDP module, so every
+parameter a step touches is all-reduced; each rank computes its slice of the same global
+batch. Every rank also scores the whole dev split, so all of them keep the same best epoch.
 
 ``fit`` runs AdamW with linear decay (optional warmup), clips gradients at 1.0, calls
 ``ctx.step`` once per batch (progress and cancellation), evaluates on dev after every epoch,
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
+from training import distributed
 from training.artifacts import write_json_atomic
 from training.errors import ConfigError
 from training.jobs import Stage
@@ -42,6 +44,7 @@ EvalFn = Callable[[], dict[str, float]]
 class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None  # None: full precision
+    world: distributed.World = distributed.SINGLE  # torchrun's processes
 
     def autocast(self) -> AbstractContextManager[object]:
         if self.amp_dtype is None:
@@ -55,11 +58,12 @@ def select_runtime(device: str, mixed_precision: bool) -> Runtime:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    dev = torch.device("cuda" if use_cuda else "cpu")
+    world = distributed.init()
+    dev = torch.device("cuda", world.local_rank) if use_cuda else torch.device("cpu")
     amp: torch.dtype | None = None
     if use_cuda and mixed_precision:
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return Runtime(dev, amp)
+    return Runtime(dev, amp, world)
 
 
 def seed_everything(seed: int) -> None:
@@ -140,6 +144,45 @@ def make_optimizer(
     return opt, get_linear_schedule_with_warmup(opt, warmup, budget.total_steps)
 
 
+class _Step(nn.Module):
+    """What DDP wraps: every trainable module, and a forward that is one training step."""
+
+    def __init__(self, trainable: Sequence[nn.Module], step_fn: StepFn) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(trainable)
+        self.step_fn = step_fn
+
+    def forward(self, idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        return self.step_fn(idx)
+
+
+def _data_parallel(
+    trainable: Sequence[nn.Module], step_fn: StepFn, runtime: Runtime
+) -> Callable[[np.ndarray], tuple[Tensor, dict[str, float]]]:
+    """``step_fn`` itself on one process; under torchrun, a DDP module that runs this rank's
+    share of each global batch and all-reduces the gradients of every trainable module."""
+    world = runtime.world
+    if not world.distributed:
+        return step_fn
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    # find_unused_parameters: some weights get no gradient by design (a text encoder's
+    # pooler, which the teacher never reads); DDP must not wait for them.
+    net = DistributedDataParallel(
+        _Step(trainable, step_fn), device_ids=ids, find_unused_parameters=True
+    )
+
+    def step(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        mine = np.array_split(idx, world.size)[world.rank]
+        # A last batch smaller than the world: a rank repeats one example rather than idle
+        # (an idle rank would leave the others waiting in the all-reduce).
+        loss, parts = net(mine if len(mine) else idx[-1:])
+        return loss, parts
+
+    return step
+
+
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -164,6 +207,7 @@ def fit(
     ``step_fn``; return the history and the best dev metrics. ``model`` ends holding the
     weights of its best dev epoch."""
     opt, sched = make_optimizer(trainable, budget)
+    train_step = _data_parallel(trainable, step_fn, runtime)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
     params = [p for m in trainable for p in m.parameters() if p.requires_grad]
     history = History()
@@ -176,7 +220,7 @@ def fit(
             m.train()
         for idx in batch_order(budget.n_examples, budget.batch_size, budget.seed, epoch):
             with runtime.autocast():
-                loss, parts = step_fn(idx)
+                loss, parts = train_step(idx)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)

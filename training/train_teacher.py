@@ -37,6 +37,7 @@ from models.teacher import (
     save_teacher,
 )
 from models.text import encode, load_text_encoder, load_tokenizer, text_encoder_width
+from training import distributed
 from training.artifacts import STAGE_FILE, StageRecord, atomic_dir, write_json_atomic
 from training.config import PipelineConfig, TeacherConfig
 from training.data import PreparedData
@@ -183,10 +184,15 @@ def train_teacher(
         "best_epoch": history.best_epoch,
         "train_seconds": history.train_seconds,
         "image_token_cache_seconds": cache_seconds,
+        "processes": runtime.world.size,
     }
-    with atomic_dir(out_dir, Stage.TEACHER.value) as tmp:
-        save_teacher(model.cpu(), meta, tmp)
-        write_json_atomic(tmp / "metrics.json", metrics)
-        history.save(tmp / "history.json")
-        write_stage_record(tmp, Stage.TEACHER, time.perf_counter() - started, metrics)
+
+    def save() -> None:  # once, by rank 0 under torchrun (every rank holds the same weights)
+        with atomic_dir(out_dir, Stage.TEACHER.value) as tmp:
+            save_teacher(model.cpu(), meta, tmp)
+            write_json_atomic(tmp / "metrics.json", metrics)
+            history.save(tmp / "history.json")
+            write_stage_record(tmp, Stage.TEACHER, time.perf_counter() - started, metrics)
+
+    distributed.on_main(save)
     return out_dir
