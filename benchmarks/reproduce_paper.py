@@ -146,8 +146,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--budget",
         choices=["smoke", "quick", "cpu", "full"],
         default="cpu",
-        help="smoke: tiny RANDOM models, 40 examples; quick: 1,000 train and at most "
-        "1,000 dev/test examples (about 2 h on 2 CPU cores); cpu: larger subsets (about 8 h); "
+        help="smoke: tiny RANDOM models, 40 examples; quick: 800 train and at most "
+        "600 dev/test examples, 3 epochs (about 2 h on 2 CPU cores); cpu: larger subsets "
+        "(about 8 h); "
         "full: every example",
     )
     p.add_argument("--preset", default="offline", help="config preset (e.g. paper on a GPU)")
