@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["smoke", "quick", "cpu", "full"],
         default="cpu",
         help="smoke: tiny RANDOM models, 40 examples; quick: 800 train and at most "
-        "600 dev/test examples, 3 epochs (about 2 h on 2 CPU cores); cpu: larger subsets "
+        "500 dev/test examples, 3 epochs (about 2 h on 2 CPU cores); cpu: larger subsets "
         "(about 8 h); "
         "full: every example",
     )
