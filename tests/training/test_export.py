@@ -113,6 +113,10 @@ def bundle(student: Path, cwi: dict[str, Split], tmp_path_factory: pytest.TempPa
         tmp_path_factory.mktemp("export") / "bundle",
         *dev,
         name="cwi-tiny",
+        # A 32-wide RANDOM-init model has many near-tie dev texts: its int8 copy agrees on
+        # 98.1-99.4 % of them depending on onnxruntime's version and the training steps, so
+        # the 99 % bar of real students (tested below) would make this test a coin flip.
+        min_int8_agreement=0.95,
         test_texts=test[0],
         test_pairs=test[1],
         test_labels=test[2],
@@ -136,7 +140,7 @@ def test_export_random_tiny_student_writes_a_checked_bundle(bundle: Path) -> Non
     checks = manifest.export_checks
     assert checks is not None and checks.n_texts == 160
     assert checks.fp32_max_abs_prob_diff <= 1e-4 and checks.fp32_argmax_agreement == 1.0
-    assert checks.int8_argmax_agreement is not None and checks.int8_argmax_agreement >= 0.99
+    assert checks.int8_argmax_agreement is not None and checks.int8_argmax_agreement >= 0.95
     assert checks.int8_settings in [c.as_dict() for c in QUANT_CANDIDATES]
     assert checks.dev_accuracy_torch == checks.dev_accuracy_fp32
     test_acc = manifest.metrics["student"]["test"]
