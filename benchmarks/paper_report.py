@@ -67,28 +67,39 @@ def stats(values: Sequence[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": sd, "n": len(values)}
 
 
+def roles_of(runs: dict[str, Any]) -> list[str]:
+    """Every role any seed has (a seed run with fewer --variants lacks some)."""
+    return list(dict.fromkeys(r for run in runs.values() for r in run["models"]))
+
+
 def summarize(runs: dict[str, Any], split: str = "test") -> dict[str, dict[str, Any]]:
-    """role -> metric -> stats over the seeds."""
-    roles = next(iter(runs.values()))["models"]
+    """role -> metric -> stats over the seeds that have the role."""
     return {
-        r: {m: stats([run["models"][r][split][m] for run in runs.values()]) for m in METRICS}
-        for r in roles
+        r: {
+            m: stats([run["models"][r][split][m] for run in runs.values() if r in run["models"]])
+            for m in METRICS
+        }
+        for r in roles_of(runs)
     }
 
 
 def _cell(values: Sequence[float], signed: bool = False) -> str:
+    if not values:
+        return "–"  # not trained for this dataset (see --variants)
     s = stats(values)
     text = f"{s['mean']:+.3f}" if signed else f"{s['mean']:.3f}"
     return f"{text} ± {s['std']:.3f}" if s["n"] > 1 else text
 
 
 def _values(ds: dict[str, Any], r: str, metric: str = "accuracy") -> list[float]:
-    return [run["models"][r]["test"][metric] for run in ds["runs"].values()]
+    return [run["models"][r]["test"][metric] for run in ds["runs"].values() if r in run["models"]]
 
 
 def _diff(ds: dict[str, Any], a: str, b: str, metric: str = "accuracy") -> str:
-    pairs = zip(_values(ds, a, metric), _values(ds, b, metric), strict=True)
-    return _cell([x - y for x, y in pairs], signed=True)
+    """Per seed first (seeds with both roles), then mean ± std of the differences."""
+    runs = [run["models"] for run in ds["runs"].values()]
+    both = [m for m in runs if a in m and b in m]
+    return _cell([m[a]["test"][metric] - m[b]["test"][metric] for m in both], signed=True)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -97,8 +108,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _teachers(ds: dict[str, Any]) -> list[str]:
-    roles = next(iter(ds["runs"].values()))["models"]
-    return [r.split(":", 1)[1] for r in roles if r.startswith("teacher:")]
+    return [r.split(":", 1)[1] for r in roles_of(ds["runs"]) if r.startswith("teacher:")]
 
 
 def table1(report: Report, metric: str) -> str:
@@ -154,9 +164,13 @@ def _order(role: str) -> int:
 
 
 def seeds_table(ds: dict[str, Any]) -> str:
-    roles = sorted(next(iter(ds["runs"].values()))["models"], key=_order)
+    roles = sorted(roles_of(ds["runs"]), key=_order)
     rows = [
-        [f"seed {seed}"] + [f"{run['models'][r]['test']['accuracy']:.3f}" for r in roles]
+        [f"seed {seed}"]
+        + [
+            f"{run['models'][r]['test']['accuracy']:.3f}" if r in run["models"] else "–"
+            for r in roles
+        ]
         for seed, run in ds["runs"].items()
     ]
     for name in ("mean", "std"):

@@ -86,8 +86,11 @@ def open_run(cfg: PipelineConfig, run_dir: Path, ctx: RunContext) -> Run:
     return run
 
 
-def run_models(cfg: PipelineConfig, root: Path, ctx: RunContext) -> None:
-    """Every model of one dataset and seed, then one evaluation of all of them."""
+def run_models(
+    cfg: PipelineConfig, root: Path, ctx: RunContext, variants: tuple[str, ...] = VARIANTS
+) -> None:
+    """Every model of one dataset and seed (the main run and ``variants``), then one
+    evaluation of all of them."""
     main = open_run(cfg, root / "lugpi", ctx)
     log(f"{cfg.name}: data, images, teacher(s), LUGPI student, baseline")
     main.prepare()
@@ -95,7 +98,7 @@ def run_models(cfg: PipelineConfig, root: Path, ctx: RunContext) -> None:
     main.teachers()
     main.distill()
     main.baseline()
-    runs = {v: open_run(variant_config(cfg, v), root / v, ctx) for v in VARIANTS}
+    runs = {v: open_run(variant_config(cfg, v), root / v, ctx) for v in variants}
     teacher_stages = [main.teacher_dir(t).name for t in cfg.teachers]
     for variant, run in runs.items():
         log(f"{cfg.name}: {variant}")
@@ -116,12 +119,10 @@ def run_models(cfg: PipelineConfig, root: Path, ctx: RunContext) -> None:
         log(f"{cfg.name}: evaluate every model on dev and test")
         teachers = [main.teacher_dir(t) for t in cfg.teachers]
         for variant in ("image-only", "self-distill"):
-            teachers += [runs[variant].teacher_dir(t) for t in runs[variant].cfg.teachers]
-        ablations = {
-            "alpha=0": runs["alpha0"].stage_dir("student"),
-            "beta=0": runs["beta0"].stage_dir("student"),
-            "self-distill": runs["self-distill"].stage_dir("student"),
-        }
+            if variant in runs:
+                teachers += [runs[variant].teacher_dir(t) for t in runs[variant].cfg.teachers]
+        names = {"alpha0": "alpha=0", "beta0": "beta=0", "self-distill": "self-distill"}
+        ablations = {names[v]: run.stage_dir("student") for v, run in runs.items() if v in names}
         student, baseline = main.stage_dir("student"), main.stage_dir("baseline")
         evaluate(
             cfg,
@@ -150,6 +151,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "500 dev/test examples, 3 epochs (about 2 h on 2 CPU cores); cpu: larger subsets "
         "(about 8 h); "
         "full: every example",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="the controls to train besides baseline, teacher and student (default: all). "
+        "A run scored without some keeps that evaluation: delete <run>/evaluate to rescore",
     )
     p.add_argument("--preset", default="offline", help="config preset (e.g. paper on a GPU)")
     p.add_argument("--datasets-dir", type=Path, default=SHARED)
@@ -293,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         wall: dict[str, float] = defaultdict(float)
         for spec, _, cfg, root in jobs:
             started = time.perf_counter()
-            run_models(cfg, root, ctx)
+            run_models(cfg, root, ctx, tuple(args.variants))
             wall[spec.key] += time.perf_counter() - started
         report = build_report(args, argv, jobs, estimates, wall)
     except LugpiError as e:
