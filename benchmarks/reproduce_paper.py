@@ -144,6 +144,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 on CWI News (default 3)")
     p.add_argument("--other-seeds", type=int, default=1, help="seeds on the other datasets")
     p.add_argument(
+        "--seed-list",
+        type=int,
+        nargs="+",
+        help="run exactly these CWI News seeds (e.g. 2 in one process, 1 in another); the "
+        "report call then names them all with --seeds",
+    )
+    p.add_argument(
         "--budget",
         choices=["smoke", "quick", "cpu", "full"],
         default="cpu",
@@ -187,7 +194,8 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
     jobs = []
     for key in args.datasets:
         spec = DATASETS[key]
-        for seed in range(args.seeds if key == "cwi-news" else args.other_seeds):
+        seeds = args.seed_list or range(args.seeds)
+        for seed in seeds if key == "cwi-news" else range(args.other_seeds):
             cfg = build_config(
                 args.preset,
                 spec,
