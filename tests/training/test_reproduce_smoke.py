@@ -102,3 +102,30 @@ def test_estimate_only_prepares_the_cpu_budget_and_trains_nothing(
     assert "train/dev/test 3000/1129/1500" in printed  # 20 Newsgroups: dev held out of train
     assert not list((tmp_path / "runs").glob("*/seed*/lugpi/student"))
     assert not (tmp_path / "out").exists()
+
+
+def test_seeds_run_apart_with_fewer_controls_still_make_one_report(
+    shared_datasets: Path, tmp_path: Path
+) -> None:
+    """Seed 0 with every control, seed 1 (another process) without the ablations: the
+    report over both marks the missing cells '–' and takes the spread over seeds that have
+    each model."""
+    script = _script()
+    common = ["--budget", "smoke", "--datasets", "cwi-news", "--datasets-dir", str(shared_datasets)]
+    common += ["--runs-dir", str(tmp_path / "runs"), "-q"]
+    assert script.main([*common, "--seed-list", "0", "--out-dir", str(tmp_path / "a")]) == 0
+    sparse = ["--seed-list", "1", "--variants", "image-only", "self-distill"]
+    assert script.main([*common, *sparse, "--out-dir", str(tmp_path / "b")]) == 0
+    assert not (tmp_path / "runs" / "cwi-news" / "seed1" / "alpha0").exists()
+
+    out = tmp_path / "both"
+    assert script.main([*common, "--seeds", "2", "--out-dir", str(out)]) == 0
+    runs = json.loads((out / "paper_tables.json").read_text())["datasets"]["cwi-news"]["runs"]
+    assert set(runs["0"]["models"]) == ROLES
+    assert set(runs["1"]["models"]) == ROLES - {"alpha=0", "beta=0"}
+    md = (out / "paper_tables.md").read_text()
+    table2 = _rows(md, "Table 2")[0]
+    assert NUMBER.match(table2[1]) and " ± " in table2[1]  # baseline: both seeds
+    assert NUMBER.match(table2[2]) and " ± " not in table2[2]  # alpha=0: seed 0 only
+    seeds = _rows(md, "CWI 2018 English News: every seed")
+    assert seeds[1].count("–") == 2  # seed 1 has no alpha=0 / beta=0 cell
