@@ -180,7 +180,8 @@ def seeds_table(ds: dict[str, Any]) -> str:
 
 def budget_table(report: Report) -> str:
     header = ["Dataset", "Seeds", "Train / dev / test", "Epochs (teacher / student)"]
-    header += ["Max length", "Compute per seed", "Estimated per seed", "Wall time, this call"]
+    # "This call": 0 when the call only found finished runs and wrote the tables.
+    header += ["Max length", "Compute per seed", "Estimated per seed", "Wall, this call"]
     rows = []
     for ds in report["datasets"].values():
         b = ds["budget"]
@@ -213,9 +214,10 @@ def render(report: Report) -> str:
         f"> **About the images:** {report['images_note']}",
         "",
         *(SMOKE_NOTE if report["budget"] == "smoke" else []),
-        "Test split; hyper-parameters are the preset's, never tuned on test: the only choice "
-        "made on data is each model's epoch, the one with the best dev accuracy. Cells over "
-        "several seeds are mean ± sample std.",
+        "Test split. Nothing is tuned on test: hyper-parameters are the preset's (the quick "
+        "budget's learning rate and batch size were chosen on CWI News dev, see the README), "
+        "and each model keeps its epoch with the best dev accuracy. Cells over several seeds "
+        "are mean ± sample std; '–': not trained for that seed or dataset (--variants).",
         "",
         "## Table 1: accuracy (test)",
         "",
