@@ -145,7 +145,8 @@ class Run:
         if is_complete(out) and not force:
             self.ctx.step(stage, 1, 1, f"{out.name}: already complete, skipped")
             return True
-        if force and out.exists():
+        # Under torchrun every rank of a training stage gets here; one deletes.
+        if force and out.exists() and distributed.world().is_main:
             shutil.rmtree(out)
         return False
 
