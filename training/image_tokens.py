@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,8 +33,20 @@ from training.train_loop import Runtime
 TOKEN_STORE_DIR = "image-tokens"
 
 
+# Hashing a ViT-L's weights reads ~1 GB; evaluate asks once per teacher and split. A frozen
+# encoder's weights never change, so one hash per encoder object is enough.
+_FINGERPRINTS: weakref.WeakKeyDictionary[ImageEncoder, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
 def encoder_fingerprint(encoder: ImageEncoder, amp_dtype: torch.dtype | None) -> str:
     """Key of what the tokens depend on: weights, preprocessing and the autocast dtype."""
+    known = _FINGERPRINTS.setdefault(encoder, {})
+    if str(amp_dtype) not in known:
+        known[str(amp_dtype)] = _fingerprint(encoder, amp_dtype)
+    return known[str(amp_dtype)]
+
+
+def _fingerprint(encoder: ImageEncoder, amp_dtype: torch.dtype | None) -> str:
     h = hashlib.sha256()
     h.update(f"{encoder.kind}|{encoder.processor!r}|{amp_dtype}".encode())
     for name, tensor in sorted(encoder.state_dict().items()):
