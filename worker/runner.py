@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 from training.config import PipelineConfig
 from training.errors import Cancelled, LugpiError
@@ -132,8 +134,61 @@ class JobReporter:
         return self._cancel
 
 
-class Heartbeat:
-    """A daemon thread: every ``interval`` s refresh the job lock and ``heartbeat_at``.
+class LockKeeper:
+    """Refresh a lock every ``interval`` s in a daemon thread while a block runs; release it
+    at the end unless ``release`` is False (the caller releases it, e.g. after handing on)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        name: str,
+        owner: str,
+        settings: WorkerSettings,
+        *,
+        release: bool = True,
+    ) -> None:
+        self.store, self.name, self.owner = store, name, owner
+        self.interval, self.ttl = settings.heartbeat_s, settings.stale_after_s
+        self.release = release
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lock-{name}", daemon=True)
+
+    def after_refresh(self) -> None:
+        """Called after each successful refresh; may raise AttemptLost."""
+
+    def on_lost(self, why: str) -> None:
+        log.error("lock %s lost: %s", self.name, why)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.store.refresh_lock(self.name, self.owner, self.ttl):
+                    self.on_lost("held by another owner or expired")
+                    return
+                self.after_refresh()
+            except AttemptLost as e:
+                self.on_lost(str(e))
+                return
+            except JobStoreUnavailable as e:
+                # Keep trying: if the outage outlasts the TTL, the refresh fails and we stop.
+                log.warning("lock %s not refreshed: %s", self.name, e)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+        if self.release:
+            with contextlib.suppress(JobStoreUnavailable):  # else it expires by itself
+                self.store.release_lock(self.name, self.owner)
+
+
+class Heartbeat(LockKeeper):
+    """Keeps the job lock and the record's ``heartbeat_at`` fresh while an attempt runs.
 
     Sets ``lost`` when the lock or the record is no longer this attempt's (the job was
     reaped and handed to another worker): the attempt then stops at its next step.
@@ -148,38 +203,16 @@ class Heartbeat:
         settings: WorkerSettings,
         reporter: JobReporter,
     ) -> None:
-        self.store, self.job_id, self.attempt, self.owner = store, job_id, attempt, owner
-        self.interval, self.ttl = settings.heartbeat_s, settings.stale_after_s
-        self.reporter = reporter
+        super().__init__(store, job_id, owner, settings, release=False)  # run_job releases
+        self.job_id, self.attempt, self.reporter = job_id, attempt, reporter
         self.lost = reporter._lost
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if not self.store.refresh_lock(self.job_id, self.owner, self.ttl):
-                    log.error("job %s: lock lost; stopping this attempt", self.job_id)
-                    self.lost.set()
-                    return
-                self.reporter.seen(beat(self.store, self.job_id, self.attempt))
-            except AttemptLost as e:
-                log.error("job %s: %s; stopping this attempt", self.job_id, e)
-                self.lost.set()
-                return
-            except JobStoreUnavailable as e:
-                # Keep trying: if the outage outlasts the TTL, the refresh fails and we stop.
-                log.warning("job %s: heartbeat failed: %s", self.job_id, e)
+    def after_refresh(self) -> None:
+        self.reporter.seen(beat(self.store, self.job_id, self.attempt))
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
+    def on_lost(self, why: str) -> None:
+        log.error("job %s: %s; stopping this attempt", self.job_id, why)
+        self.lost.set()
 
 
 def lock_owner(worker: str) -> str:

@@ -13,12 +13,9 @@ worker's shard lock expires and the job's task takes the shard over.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 from pathlib import Path
-from types import TracebackType
 
 from training.config import PipelineConfig
 from training.errors import Cancelled
@@ -33,7 +30,7 @@ from training.generate import (
 from training.jobs import JobState, Stage
 from training.jobstore import JobNotFound, JobStore, JobStoreUnavailable
 from training.progress import RunContext
-from worker.runner import FanOut, lock_owner
+from worker.runner import FanOut, LockKeeper, lock_owner
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -51,37 +48,6 @@ def shard_done(plan: GenerationPlan, shard: Shard) -> bool:
 
 def images_done(plan: GenerationPlan) -> int:
     return sum(plan.path(j).is_file() for j in plan.jobs)
-
-
-class LockKeeper:
-    """Refresh a lock every ``interval`` s in a daemon thread while a block runs."""
-
-    def __init__(self, store: JobStore, name: str, owner: str, settings: WorkerSettings) -> None:
-        self.store, self.name, self.owner = store, name, owner
-        self.interval, self.ttl = settings.heartbeat_s, settings.stale_after_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lock-{name}", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if not self.store.refresh_lock(self.name, self.owner, self.ttl):
-                    log.error("lock %s lost", self.name)
-                    return
-            except JobStoreUnavailable as e:
-                log.warning("lock %s not refreshed: %s", self.name, e)
-
-    def __enter__(self) -> LockKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
-        with contextlib.suppress(JobStoreUnavailable):  # else it expires by itself
-            self.store.release_lock(self.name, self.owner)
 
 
 _pipe: tuple[str, LazyPipeline] | None = None
