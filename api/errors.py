@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from training.errors import LugpiError
+from contracts.errors import LugpiError
 
 log = logging.getLogger("lugpi.api")
 

@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from training.bundle import MODEL_FP32, MODEL_INT8, TOKENIZER, BundleManifest
-from training.errors import ModelLoadError
+from contracts.bundle import MODEL_FP32, MODEL_INT8, TOKENIZER, BundleManifest
+from contracts.errors import ModelLoadError
 
 log = logging.getLogger("lugpi.api")
 

@@ -23,7 +23,7 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
-from training.config import PipelineConfig
+from contracts.config import PipelineConfig
 
 # Names that load only what ships with the code (models/hub.py, training/tiny_diffusion.py).
 BUILTIN_MODELS = frozenset({"all-minilm-l6-v2", "efficientnet-lite0", "tiny-random"})

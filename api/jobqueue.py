@@ -30,16 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from api.settings import ApiSettings
-from training.errors import LugpiError
-from training.jobs import JobRecord, JobState
-from training.jobstore import (
-    JobStore,
-    JobStoreUnavailable,
-    RedisJobStore,
-    SqliteJobStore,
-    redact_url,
-)
-from training.lifecycle import (
+from contracts.errors import LugpiError
+from contracts.jobs import JobRecord, JobState
+from jobs.lifecycle import (
     QUEUE_JOBS,
     QUEUE_TEACHER,
     TASK_CLASSIFY_TEACHER,
@@ -47,6 +40,13 @@ from training.lifecycle import (
     abandon_attempt,
     fail_queued,
     reap_stale_jobs,
+)
+from jobs.store import (
+    JobStore,
+    JobStoreUnavailable,
+    RedisJobStore,
+    SqliteJobStore,
+    redact_url,
 )
 
 log = logging.getLogger("lugpi.api.jobs")

@@ -22,9 +22,9 @@ from api.errors import ModelNotFound, NoModelLoaded
 from api.inference import OnnxClassifier, RuntimeOptions
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
-from training.bundle import VERSION_PATTERN, BundleManifest, read_manifest
-from training.errors import LugpiError, ModelLoadError, RepositoryError
-from training.repository import ModelEntry, list_models
+from contracts.bundle import VERSION_PATTERN, BundleManifest, read_manifest
+from contracts.errors import LugpiError, ModelLoadError, RepositoryError
+from contracts.repository import ModelEntry, list_models
 
 log = logging.getLogger("lugpi.api")
 
@@ -38,7 +38,7 @@ def version_number(version: str) -> int:
 
 
 def scan_repository(root: Path) -> dict[str, dict[str, ModelEntry]]:
-    """name -> version -> entry (verified, or with ``problems``), per training.repository.
+    """name -> version -> entry (verified, or with ``problems``), per contracts.repository.
 
     Directories that are not versions (a publish's ``.tmp-*``, a prune's ``.trash-*``)
     come and go during normal operation: they are skipped, not reported as failures.

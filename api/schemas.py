@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from training.bundle import VERSION_PATTERN
+from contracts.bundle import VERSION_PATTERN
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 

@@ -57,7 +57,7 @@ def export_random_minilm(out_dir: Path, dev_texts: list[str]) -> Path:
     """all-MiniLM-L6-v2 (pretrained encoder) + a RANDOM 2-label head, as a bundle."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from training.artifacts import STUDENT_META, TextModelMeta
+    from contracts.artifacts import STUDENT_META, TextModelMeta
     from training.export import export_student
     from training.tiny import minilm_path
 
@@ -93,8 +93,8 @@ def export_random_minilm(out_dir: Path, dev_texts: list[str]) -> Path:
 
 
 def ensure_bundle(given: Path | None, work: Path, texts: list[str]) -> Path:
-    from training.bundle import verify_bundle
-    from training.errors import ArtifactError
+    from contracts.bundle import verify_bundle
+    from contracts.errors import ArtifactError
 
     if given is not None:
         return given
@@ -116,7 +116,7 @@ def load_classifier(bundle: Path) -> Any:
     """onnxruntime + tokenizers exactly as the server builds them (default settings)."""
     from api.inference import OnnxClassifier, RuntimeOptions
     from api.settings import ApiSettings
-    from training.bundle import read_manifest
+    from contracts.bundle import read_manifest
 
     s = ApiSettings()
     options = RuntimeOptions(
@@ -318,7 +318,7 @@ def main() -> None:
     before = raw_figures(clf, texts, raw_seconds)
     print(f"raw onnxruntime {clf.variant} before: {describe_raw(before)}", flush=True)
 
-    from training.repository import publish
+    from contracts.repository import publish
 
     repo = args.work / "repo"
     shutil.rmtree(repo, ignore_errors=True)

@@ -30,8 +30,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training.jobstore import RedisJobStore  # noqa: E402
-from training.lifecycle import QUEUE_JOBS, TASK_RUN_JOB, request_cancel  # noqa: E402
+from jobs.lifecycle import QUEUE_JOBS, TASK_RUN_JOB, request_cancel  # noqa: E402
+from jobs.store import RedisJobStore  # noqa: E402
 
 CWI = Path(os.environ.get("LUGPI_SHARED_DATASETS", REPO.parent / "shared" / "datasets")) / "cwi2018"
 

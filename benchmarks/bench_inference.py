@@ -51,7 +51,7 @@ def random_head_student(out: Path) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from training.artifacts import STUDENT_META, TextModelMeta
+    from contracts.artifacts import STUDENT_META, TextModelMeta
     from training.tiny import minilm_path
 
     torch.manual_seed(0)
@@ -76,8 +76,8 @@ def random_head_student(out: Path) -> Path:
 
 
 def bundle_for(target: Path | None, work: Path) -> Path:
-    from training.artifacts import STUDENT_META, TextModelMeta
-    from training.bundle import MANIFEST
+    from contracts.artifacts import STUDENT_META, TextModelMeta
+    from contracts.bundle import MANIFEST
     from training.export import MIN_INT8_AGREEMENT, export_student
 
     if target is not None and (target / MANIFEST).is_file():
@@ -110,8 +110,8 @@ def engines(bundle: Path, threads: int, pair: bool) -> dict[str, Predict]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+    from contracts.bundle import MODEL_FP32, MODEL_INT8, TOKENIZER, read_manifest
     from training import onnx_checks
-    from training.bundle import MODEL_FP32, MODEL_INT8, TOKENIZER, read_manifest
     from training.export import TRANSFORMERS_DIR
 
     torch.set_num_threads(threads)
@@ -263,7 +263,7 @@ def main() -> None:
     if not CWI.is_dir():
         sys.exit(f"CWI 2018 not found at {CWI}: the benchmark reads its News sentences")
 
-    from training.bundle import read_manifest
+    from contracts.bundle import read_manifest
 
     with tempfile.TemporaryDirectory(prefix="lugpi-bench-") as tmp:
         bundle = bundle_for(args.target, Path(tmp))

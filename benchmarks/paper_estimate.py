@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.config import PipelineConfig
+from contracts.config import PipelineConfig
 from training.data import PreparedData
 
 IMAGE_TOKENS = 50  # EfficientNet-Lite0: 7x7 grid + the teacher's learned CLS

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.artifacts import is_complete, read_stage
+from contracts.artifacts import is_complete, read_stage
 
 Report = dict[str, Any]  # what paper_tables.json holds
 METRICS = ("accuracy", "macro_f1")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from training.config import DataFormat, PipelineConfig, PromptStyle, load_config, parse_config
+from contracts.config import DataFormat, PipelineConfig, PromptStyle, load_config, parse_config
 from training.pipeline import resolve_paths
 
 Budget = Literal["smoke", "quick", "cpu", "full"]

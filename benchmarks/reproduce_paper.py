@@ -47,9 +47,9 @@ from benchmarks.paper_setup import (  # noqa: E402
     make_tiny_models,
     variant_config,
 )
-from training.artifacts import is_complete, write_json_atomic  # noqa: E402
-from training.config import PipelineConfig  # noqa: E402
-from training.errors import ArtifactError, LugpiError  # noqa: E402
+from contracts.artifacts import is_complete, write_json_atomic  # noqa: E402
+from contracts.config import PipelineConfig  # noqa: E402
+from contracts.errors import ArtifactError, LugpiError  # noqa: E402
 from training.pipeline import Run  # noqa: E402
 from training.progress import RunContext  # noqa: E402
 

@@ -62,6 +62,6 @@ USER lugpi
 # broker reachable from here.
 HEALTHCHECK --interval=60s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, redis; redis.Redis.from_url(os.environ['LUGPI_REDIS_URL'], socket_timeout=5).ping()"]
-# `lugpi worker`: celery -A worker.app worker --pool=solo --concurrency=1 on every LUGPI
+# `lugpi-worker`: celery -A worker.app worker --pool=solo --concurrency=1 on every LUGPI
 # queue (worker/__main__.py). One task per process: CUDA is not fork-safe.
-CMD ["lugpi", "worker", "--hostname=worker@%h"]
+CMD ["lugpi-worker", "--hostname=worker@%h"]

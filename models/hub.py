@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from training.errors import ModelLoadError
+from contracts.errors import ModelLoadError
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 MINILM_ALIAS = "all-minilm-l6-v2"

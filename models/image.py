@@ -25,8 +25,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from contracts.errors import ArtifactError, ModelLoadError
 from models.hub import EFFICIENTNET_LITE0, load_or_raise
-from training.errors import ArtifactError, ModelLoadError
 
 # Vision transformers whose first output token is a CLS token.
 _CLS_MODEL_TYPES = frozenset(

@@ -32,10 +32,10 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from contracts.config import TeacherModality
+from contracts.errors import ArtifactError, ConfigError
 from models.image import ImageEncoder, image_encoder_from_config, load_image
 from models.text import encode, text_encoder_from_config
-from training.config import TeacherModality
-from training.errors import ArtifactError, ConfigError
 
 META_FILE = "teacher.json"
 WEIGHTS_FILE = "model.safetensors"

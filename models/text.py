@@ -23,9 +23,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from contracts.artifacts import STUDENT_META, TextModelMeta
+from contracts.errors import ArtifactError, ModelLoadError
 from models.hub import load_or_raise
-from training.artifacts import STUDENT_META, TextModelMeta
-from training.errors import ArtifactError, ModelLoadError
 
 BatchFn = Callable[[int, int], None]
 

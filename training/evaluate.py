@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from training.artifacts import atomic_dir, write_json_atomic
-from training.config import PipelineConfig
+from contracts.artifacts import atomic_dir, write_json_atomic
+from contracts.config import PipelineConfig
+from contracts.errors import ArtifactError
+from contracts.jobs import Stage
 from training.data import PreparedData
-from training.errors import ArtifactError
-from training.jobs import Stage
 from training.progress import RunContext
 from training.train_loop import History, select_runtime
 

@@ -12,7 +12,7 @@ these encoders. We call it directly rather than through optimum because we wrap 
 
 Every check runs the saved files through ``training.onnx_checks`` (``tokenizers`` +
 onnxruntime, the API's path), so the tokenizer.json is verified along with the graph.
-The bundle's version is ``v0`` until ``training.repository.publish`` assigns one.
+The bundle's version is ``v0`` until ``contracts.repository.publish`` assigns one.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ import torch
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from training import onnx_checks
-from training.artifacts import STUDENT_META, atomic_dir
-from training.bundle import (
+from contracts.artifacts import STUDENT_META, atomic_dir
+from contracts.bundle import (
     MANIFEST,
     MODEL_FP32,
     MODEL_INT8,
@@ -45,7 +44,8 @@ from training.bundle import (
     sha256_file,
     verify_bundle,
 )
-from training.errors import ArtifactError, ExportCheckError
+from contracts.errors import ArtifactError, ExportCheckError
+from training import onnx_checks
 from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
 from training.student_checkpoint import (
     TextSplit,
@@ -321,8 +321,8 @@ def export_command(
     """``lugpi export`` for any student dir: dev/test texts from a prepared data dir
     (``lugpi prepare``), bundle to ``out_dir``, then publish if ``repository`` is given.
     Returns (bundle dir, (version, path) or None)."""
+    from contracts.repository import publish
     from training.data import load_prepared
-    from training.repository import publish
 
     data = load_prepared(Path(data_dir))
     has_test = bool(data.splits.get("test"))

@@ -31,11 +31,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from training.artifacts import STAGE_FILE, StageRecord, atomic_dir, is_complete, write_json_atomic
-from training.config import PipelineConfig
+from contracts.artifacts import STAGE_FILE, StageRecord, atomic_dir, is_complete, write_json_atomic
+from contracts.config import PipelineConfig
+from contracts.errors import ArtifactError, ModelLoadError
+from contracts.jobs import Stage
 from training.data import PreparedData
-from training.errors import ArtifactError, ModelLoadError
-from training.jobs import Stage
 from training.progress import RunContext
 from training.prompts import fit_to_tokenizer
 from training.tiny_diffusion import TINY_RANDOM_VERSION, build_tiny_pipeline

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from training.errors import ArtifactError
+from contracts.errors import ArtifactError
 
 
 def make_session(model_path: Path, threads: int | None = None) -> ort.InferenceSession:

@@ -24,19 +24,19 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from contracts.artifacts import is_complete, write_json_atomic
+from contracts.bundle import read_manifest
+from contracts.config import PipelineConfig, TeacherConfig
+from contracts.errors import ConfigError
+from contracts.jobs import Stage
 from training import distributed
-from training.artifacts import is_complete, write_json_atomic
-from training.bundle import read_manifest
-from training.config import PipelineConfig, TeacherConfig
 from training.data import PreparedData, load_prepared, prepare_data
-from training.errors import ConfigError
 from training.generate import (
     ImageIndex,
     generate_images,
     load_image_index,
     resolve_cache_dir,
 )
-from training.jobs import Stage
 from training.progress import RunContext
 
 CONFIG_FILE = "config.yaml"
@@ -321,7 +321,7 @@ class Run:
         return done["name"], done["version"]
 
     def _publish(self, repository: Path) -> tuple[str, str]:
-        from training.repository import publish
+        from contracts.repository import publish
 
         record = self.dir / PUBLISHED_FILE
         if record.is_file():

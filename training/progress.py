@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from training.errors import Cancelled
-from training.jobs import Stage
+from contracts.errors import Cancelled
+from contracts.jobs import Stage
 
 ReportFn = Callable[[Stage, int, int, str], None]
 

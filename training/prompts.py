@@ -19,7 +19,7 @@ import html
 import re
 from typing import Protocol
 
-from training.config import PromptStyle
+from contracts.config import PromptStyle
 
 # English averages ~1.3 CLIP tokens per word; 50 words stay near the 75 usable tokens.
 MAX_PROMPT_WORDS = 50

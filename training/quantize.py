@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from contracts.errors import ExportCheckError
 from training import onnx_checks
-from training.errors import ExportCheckError
 
 MIN_INT8_AGREEMENT = 0.99
 

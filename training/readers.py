@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.config import DataConfig, DataFormat
-from training.errors import DataError
+from contracts.config import DataConfig, DataFormat
+from contracts.errors import DataError
 
 # CWI 2018 TSV, no header: id, sentence, start, end, target, native annotators,
 # non-native annotators, native complex, non-native complex, binary label, probability.

@@ -25,10 +25,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from contracts.artifacts import STUDENT_META, TextModelMeta
+from contracts.bundle import ONNX_INPUTS
+from contracts.errors import ArtifactError, DataError, ExportCheckError, ModelLoadError
 from training import onnx_checks
-from training.artifacts import STUDENT_META, TextModelMeta
-from training.bundle import ONNX_INPUTS
-from training.errors import ArtifactError, DataError, ExportCheckError, ModelLoadError
 
 
 def _missing_files(student_dir: Path) -> list[str]:

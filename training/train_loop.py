@@ -28,10 +28,10 @@ import torch
 from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
+from contracts.artifacts import write_json_atomic
+from contracts.errors import ConfigError
+from contracts.jobs import Stage
 from training import distributed
-from training.artifacts import write_json_atomic
-from training.errors import ConfigError
-from training.jobs import Stage
 from training.progress import RunContext
 
 # Batch indices -> (loss to backpropagate, named float parts for the history).

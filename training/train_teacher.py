@@ -28,6 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contracts.artifacts import STAGE_FILE, StageRecord, atomic_dir, write_json_atomic
+from contracts.config import PipelineConfig, TeacherConfig
+from contracts.errors import ArtifactError
+from contracts.jobs import Stage
 from models.image import load_image_encoder
 from models.teacher import (
     Teacher,
@@ -38,13 +42,9 @@ from models.teacher import (
 )
 from models.text import encode, load_text_encoder, load_tokenizer, text_encoder_width
 from training import distributed
-from training.artifacts import STAGE_FILE, StageRecord, atomic_dir, write_json_atomic
-from training.config import PipelineConfig, TeacherConfig
 from training.data import PreparedData
-from training.errors import ArtifactError
 from training.evaluate import accuracy_f1
 from training.image_tokens import TokenCache
-from training.jobs import Stage
 from training.progress import RunContext
 from training.train_loop import Budget, fit, seed_everything, select_runtime
 

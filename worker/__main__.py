@@ -1,4 +1,4 @@
-"""Start a Celery worker: ``lugpi worker`` or ``python -m worker``.
+"""Start a Celery worker: ``lugpi-worker`` or ``python -m worker``.
 
 The same as ``celery -A worker.app worker --pool=solo --concurrency=1 -Q <queues>``
 with the settings' defaults filled in: one task per process (CUDA is not fork-safe,
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.errors import ConfigError
+from contracts.errors import ConfigError
 from worker.settings import WorkerSettings
 
 

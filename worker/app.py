@@ -1,4 +1,4 @@
-"""The Celery app of the GPU workers: ``celery -A worker.app worker`` or ``lugpi worker``.
+"""The Celery app of the GPU workers: ``celery -A worker.app worker`` or ``lugpi-worker``.
 
 Redis is broker and result backend (``LUGPI_REDIS_URL``). Long tasks shape the config:
 
@@ -7,7 +7,7 @@ Redis is broker and result backend (``LUGPI_REDIS_URL``). Long tasks shape the c
 - Redis redelivers an unacknowledged message after ``visibility_timeout``; it is set
   beyond the job time limit so a healthy long job is not handed to a second worker.
   A dead worker's job does not wait that long: the reaper (heartbeat + lock, see
-  training/lifecycle.py) re-queues it within ``stale_after_s``, and a late redelivery is
+  jobs/lifecycle.py) re-queues it within ``stale_after_s``, and a late redelivery is
   harmless (the job is finished, or locked by the worker that resumed it).
 - ``worker_prefetch_multiplier=1``: a worker holds only the message it runs, so the
   other workers take the queued jobs and generation shards.
@@ -23,7 +23,7 @@ import time
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from training.lifecycle import (
+from jobs.lifecycle import (
     QUEUE_JOBS,
     QUEUE_SHARDS,
     QUEUE_TEACHER,
@@ -36,7 +36,7 @@ from worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 # Without LUGPI_REDIS_URL a worker has nothing to connect to; this default only lets the
-# module import (tests, `--help`); `lugpi worker` refuses to start without a URL.
+# module import (tests, `--help`); `lugpi-worker` refuses to start without a URL.
 _FALLBACK_URL = "redis://127.0.0.1:6379/0"
 
 

@@ -6,8 +6,8 @@ runner imports it lazily so that the runner itself stays light.
 
 from __future__ import annotations
 
-from training.artifacts import is_complete
-from training.config import PipelineConfig
+from contracts.artifacts import is_complete
+from contracts.config import PipelineConfig
 from training.data import prepare_data
 from training.pipeline import PipelineResult, run_pipeline
 from worker.runner import FanOut, JobReporter

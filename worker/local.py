@@ -15,7 +15,7 @@ import sys
 import threading
 from types import FrameType
 
-from training.jobstore import SqliteJobStore, check_job_id
+from jobs.store import SqliteJobStore, check_job_id
 from worker.runner import STOPPING, run_job
 from worker.settings import WorkerSettings
 

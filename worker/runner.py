@@ -24,11 +24,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from training.config import PipelineConfig
-from training.errors import Cancelled, LugpiError
-from training.jobs import STAGE_ORDER, JobRecord, JobState, Progress, Stage
-from training.jobstore import JobStore, JobStoreUnavailable
-from training.lifecycle import (
+from contracts.config import PipelineConfig
+from contracts.errors import Cancelled, LugpiError
+from contracts.jobs import STAGE_ORDER, JobRecord, JobState, Progress, Stage
+from jobs.lifecycle import (
     AttemptLost,
     beat,
     finish_attempt,
@@ -37,6 +36,7 @@ from training.lifecycle import (
     report_progress,
     start_attempt,
 )
+from jobs.store import JobStore, JobStoreUnavailable
 from training.progress import RunContext
 from worker.settings import WorkerSettings
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from training.lifecycle import QUEUE_JOBS, QUEUE_SHARDS, QUEUE_TEACHER
+from jobs.lifecycle import QUEUE_JOBS, QUEUE_SHARDS, QUEUE_TEACHER
 
 
 class WorkerSettings(BaseSettings):
@@ -58,7 +58,7 @@ class WorkerSettings(BaseSettings):
 
     queues: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [QUEUE_JOBS, QUEUE_SHARDS, QUEUE_TEACHER],
-        description="Queues `lugpi worker` consumes: jobs (whole pipelines), shards (image "
+        description="Queues `lugpi-worker` consumes: jobs (whole pipelines), shards (image "
         "generation pieces any worker takes), teacher (interactive /classify/teacher calls). "
         "Give a GPU its own teacher worker if training keeps the main one busy.",
     )

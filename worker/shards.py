@@ -17,8 +17,10 @@ import logging
 import time
 from pathlib import Path
 
-from training.config import PipelineConfig
-from training.errors import Cancelled
+from contracts.config import PipelineConfig
+from contracts.errors import Cancelled
+from contracts.jobs import JobState, Stage
+from jobs.store import JobNotFound, JobStore, JobStoreUnavailable
 from training.generate import (
     GenerationPlan,
     LazyPipeline,
@@ -27,8 +29,6 @@ from training.generate import (
     resolve_cache_dir,
     run_shard,
 )
-from training.jobs import JobState, Stage
-from training.jobstore import JobNotFound, JobStore, JobStoreUnavailable
 from training.progress import RunContext
 from worker.runner import FanOut, LockKeeper, lock_owner
 from worker.settings import WorkerSettings

@@ -1,6 +1,6 @@
 """Celery tasks: thin shells over worker/runner.py and training/.
 
-The API sends these by name (training.lifecycle.TASK_*), never importing this module.
+The API sends these by name (jobs.lifecycle.TASK_*), never importing this module.
 Each task is safe to deliver twice: the job lock and the terminal states turn a
 duplicate into a no-op.
 """
@@ -13,13 +13,13 @@ from typing import Any
 
 from celery import Task
 
-from training.jobstore import JobStore, JobStoreUnavailable, RedisJobStore
-from training.lifecycle import (
+from jobs.lifecycle import (
     TASK_CLASSIFY_TEACHER,
     TASK_GENERATE_SHARD,
     TASK_RUN_JOB,
     reap_stale_jobs,
 )
+from jobs.store import JobStore, JobStoreUnavailable, RedisJobStore
 from worker.app import app, settings, wait_for_preload
 from worker.runner import run_job
 

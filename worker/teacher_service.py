@@ -24,9 +24,9 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from training.config import PipelineConfig
-from training.errors import ArtifactError, LugpiError
-from training.jobstore import check_job_id
+from contracts.config import PipelineConfig
+from contracts.errors import ArtifactError, LugpiError
+from jobs.store import check_job_id
 from worker.app import settings
 
 _lock = threading.Lock()  # one request at a time uses the cached models (threads pool)

@@ -1,7 +1,7 @@
 """Training jobs over HTTP: submit, watch, list, cancel. Admin key required when keys
 are configured.
 
-    POST /jobs/train        body: training.config.PipelineConfig -> 202 {job_id, status_url}
+    POST /jobs/train        body: contracts.config.PipelineConfig -> 202 {job_id, status_url}
     GET  /jobs/{job_id}     state, stage, progress with counts, timings, metrics, error
     GET  /jobs              newest first, paged
     POST /jobs/{job_id}/cancel
@@ -31,15 +31,15 @@ from api.job_checks import check_job_config
 from api.jobqueue import JobQueue, JobQueueUnavailable, open_jobqueue
 from api.registry import ModelRegistry
 from api.settings import ApiSettings
-from training.config import PipelineConfig
-from training.jobs import JobRecord, JobState
-from training.jobstore import (
+from contracts.config import PipelineConfig
+from contracts.jobs import JobRecord, JobState
+from jobs.lifecycle import fail_queued, request_cancel
+from jobs.store import (
     JOB_ID_PATTERN,
     JobNotFound,
     JobStoreUnavailable,
     SqliteJobStore,
 )
-from training.lifecycle import fail_queued, request_cancel
 
 log = logging.getLogger("lugpi.api.jobs")
 _open_lock = threading.Lock()

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.settings import ApiSettings
-from training.artifacts import STUDENT_META, TextModelMeta
-from training.repository import publish
+from contracts.artifacts import STUDENT_META, TextModelMeta
+from contracts.repository import publish
 
 SINGLE_LABELS = ["negative", "neutral", "positive"]
 PAIR_LABELS = ["complex", "simple"]

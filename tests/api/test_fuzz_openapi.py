@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from api.main import create_app
 from api.settings import ApiSettings
-from training.repository import publish
+from contracts.repository import publish
 
 ADMIN_KEY = "fuzz-admin"
 # Schema-valid bodies may still be refused: JSON Schema cannot say "text_pairs as long as

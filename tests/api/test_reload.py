@@ -12,8 +12,8 @@ import httpx
 from fastapi.testclient import TestClient
 
 from api.registry import ModelRegistry
+from contracts.repository import publish
 from tests.api.conftest import MakeClient
-from training.repository import publish
 
 SENTIMENT = {"texts": ["a fine film"], "model": "sentiment"}
 

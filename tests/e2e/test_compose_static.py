@@ -222,11 +222,10 @@ def test_worker_has_a_gpu_and_runs_one_task_at_a_time(compose: dict) -> None:
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
     command = worker["command"]
     settings = _worker_settings()()
-    if command[:2] == ["lugpi", "worker"]:
-        # `lugpi worker` applies the settings: pool and every queue tasks are routed to.
-        cli = ast.parse((ROOT / "training" / "cli.py").read_text())
-        commands = {n.name for n in cli.body if isinstance(n, ast.FunctionDef)}
-        assert "worker" in commands, "training/cli.py has no `worker` command"
+    if command[:1] == ["lugpi-worker"]:
+        # `lugpi-worker` applies the settings: pool and every queue tasks are routed to.
+        scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+        assert scripts.get("lugpi-worker") == "worker.__main__:main", scripts
         assert settings.pool == "solo"
     else:
         assert command[:3] == ["celery", "-A", "worker.app"], command

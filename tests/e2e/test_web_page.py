@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from training.artifacts import STUDENT_META, TextModelMeta
-from training.jobs import JobRecord, JobState, Progress, Stage
-from training.jobstore import SqliteJobStore, now_utc
+from contracts.artifacts import STUDENT_META, TextModelMeta
+from contracts.jobs import JobRecord, JobState, Progress, Stage
+from jobs.store import SqliteJobStore, now_utc
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -146,8 +146,8 @@ def make_random_student(tiny_text_model: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def repository(tiny_text_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository holding news/v1, exported and published the production way."""
+    from contracts.repository import publish
     from training.export import export_student
-    from training.repository import publish
 
     root = tmp_path_factory.mktemp("web-repo")
     student = make_random_student(tiny_text_model, root / "student")

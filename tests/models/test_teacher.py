@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from contracts.errors import ConfigError, ModelLoadError
 from models.hub import EFFICIENTNET_LITE0, resolve_model
 from models.image import load_image_encoder
 from models.teacher import (
@@ -20,7 +21,6 @@ from models.teacher import (
     save_teacher,
 )
 from models.text import encode, load_text_encoder, load_tokenizer
-from training.errors import ConfigError, ModelLoadError
 from training.tiny import make_tiny_image_model, minilm_path
 
 TEXTS = ["the river was cold", "a stone bridge over the water in winter"]

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from contracts.jobs import Stage
 from training.distributed import world
-from training.jobs import Stage
 from training.progress import RunContext
 from training.train_loop import Budget, fit, select_runtime
 

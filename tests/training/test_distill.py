@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertModel
 
+from contracts.artifacts import TextModelMeta, is_complete
+from contracts.config import PipelineConfig, parse_config
+from contracts.errors import ArtifactError, Cancelled
 from models.text import ClassifierInput, embedding_width, encode, load_student, load_tokenizer
-from training.artifacts import TextModelMeta, is_complete
-from training.config import PipelineConfig, parse_config
 from training.data import Example, PreparedData
 from training.distill import distill_student, train_baseline
-from training.errors import ArtifactError, Cancelled
 from training.progress import RunContext
 from training.tiny import make_keyword_colour_data, make_tiny_image_model, minilm_path
 from training.train_teacher import train_teacher

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.artifacts import is_complete, read_stage
+from contracts.artifacts import is_complete, read_stage
 from training.distributed import World, world
 
 REPO = Path(__file__).resolve().parents[2]

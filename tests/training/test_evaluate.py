@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score
 
+from contracts.artifacts import is_complete
+from contracts.config import PipelineConfig, parse_config
+from contracts.errors import ArtifactError
 from models.text import load_text_classifier, predict_logits
-from training.artifacts import is_complete
-from training.config import PipelineConfig, parse_config
 from training.data import PreparedData
 from training.distill import distill_student, train_baseline
-from training.errors import ArtifactError
 from training.evaluate import (
     ResultRow,
     accuracy_f1,

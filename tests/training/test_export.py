@@ -22,11 +22,11 @@ from transformers import (
     PreTrainedModel,
 )
 
+from contracts.artifacts import STUDENT_META, TextModelMeta
+from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_INPUTS, TOKENIZER, verify_bundle
+from contracts.errors import ExportCheckError
 from training import export as export_mod
 from training import onnx_checks
-from training.artifacts import STUDENT_META, TextModelMeta
-from training.bundle import MODEL_FP32, MODEL_INT8, ONNX_INPUTS, TOKENIZER, verify_bundle
-from training.errors import ExportCheckError
 from training.export import TRANSFORMERS_DIR, export_command, export_student
 from training.quantize import QUANT_CANDIDATES
 
@@ -275,10 +275,10 @@ def test_int8_check_failure_can_ship_fp32_only_when_int8_is_optional_random(
 def test_export_command_exports_from_prepared_data_and_publishes_random(
     student: Path, shared_datasets: Path, tmp_path: Path
 ) -> None:
-    from training.config import DataConfig, PipelineConfig
+    from contracts.config import DataConfig, PipelineConfig
+    from contracts.repository import list_models
     from training.data import prepare_data
     from training.progress import RunContext
-    from training.repository import list_models
 
     d = shared_datasets / "cwi2018"
     data = DataConfig(

@@ -20,9 +20,9 @@ from transformers import (
 )
 from transformers import BertForSequenceClassification as Bert
 
-from training.artifacts import STUDENT_META, TextModelMeta
-from training.bundle import MODEL_INT8, ONNX_INPUTS, verify_bundle
-from training.errors import ArtifactError, DataError, ExportCheckError
+from contracts.artifacts import STUDENT_META, TextModelMeta
+from contracts.bundle import MODEL_INT8, ONNX_INPUTS, verify_bundle
+from contracts.errors import ArtifactError, DataError, ExportCheckError
 from training.export import export_onnx, export_student
 from training.student_checkpoint import TextSplit, check_tokenization, serving_tokenizer
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contracts.config import PipelineConfig, parse_config
+from contracts.errors import ModelLoadError
+from contracts.jobs import Stage
 from training import generate as gen
-from training.config import PipelineConfig, parse_config
 from training.data import Example, PreparedData
-from training.errors import ModelLoadError
-from training.jobs import Stage
 from training.progress import RunContext
 from training.tiny_diffusion import build_tiny_pipeline
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from contracts.config import PipelineConfig, parse_config
 from models.image import load_image_encoder
 from models.teacher import Teacher, pixel_inputs, predict_teacher
 from models.text import load_text_encoder, load_tokenizer
-from training.config import PipelineConfig, parse_config
 from training.data import PreparedData
 from training.distill import distill_student
 from training.evaluate import evaluate

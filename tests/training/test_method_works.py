@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import PipelineConfig, parse_config
+from contracts.config import PipelineConfig, parse_config
 from training.data import PreparedData
 from training.distill import distill_student, train_baseline
 from training.evaluate import evaluate

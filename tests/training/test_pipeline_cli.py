@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from training.artifacts import is_complete
+from contracts.artifacts import is_complete
 from training.cli import app
 
 runner = CliRunner()
@@ -144,9 +144,9 @@ def test_whole_pipeline_through_the_cli_with_random_tiny_models(
 def test_cancelled_run_stops_at_a_stage_boundary_and_publishes_nothing(
     shared_datasets: Path, tmp_path: Path
 ) -> None:
-    from training.config import load_config
-    from training.errors import Cancelled
-    from training.jobs import Stage
+    from contracts.config import load_config
+    from contracts.errors import Cancelled
+    from contracts.jobs import Stage
     from training.pipeline import run_pipeline
     from training.progress import RunContext
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from training import repository as repo_mod
-from training.bundle import (
+from contracts import repository as repo_mod
+from contracts.bundle import (
     MANIFEST,
     MODEL_FP32,
     MODEL_INT8,
@@ -28,8 +28,8 @@ from training.bundle import (
     sha256_file,
     verify_bundle,
 )
-from training.errors import ArtifactError, RepositoryError
-from training.repository import (
+from contracts.errors import ArtifactError, RepositoryError
+from contracts.repository import (
     COUNTER_FILE,
     list_models,
     models_command,
@@ -255,7 +255,7 @@ def test_models_command_lists_labels_metrics_and_sizes(bundle: Path, tmp_path: P
 
 def test_repository_and_onnx_checks_import_without_torch() -> None:
     code = (
-        "import sys, training.repository, training.onnx_checks\n"
+        "import sys, contracts.repository, training.onnx_checks\n"
         "bad = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
+from contracts.artifacts import is_complete
+from contracts.config import PipelineConfig, parse_config
+from contracts.errors import ConfigError
 from models.teacher import load_teacher, pixel_inputs, predict_teacher
-from training.artifacts import is_complete
-from training.config import PipelineConfig, parse_config
 from training.data import PreparedData
 from training.distill import distill_student, train_baseline
-from training.errors import ConfigError
 from training.evaluate import evaluate
 from training.pipeline import Run
 from training.progress import RunContext

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.settings import ApiSettings
-from training.jobstore import JobStore, RedisJobStore, SqliteJobStore
+from jobs.store import JobStore, RedisJobStore, SqliteJobStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("LUGPI_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -69,7 +69,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
 
 
 class WorkerProcess:
-    """A real worker in a subprocess: ``python -m worker`` (what ``lugpi worker`` runs) or
+    """A real worker in a subprocess: ``python -m worker`` (what ``lugpi-worker`` runs) or
     the plain ``celery -A worker.app worker`` command line."""
 
     def __init__(self, env: dict[str, str], log: Path, name: str, plain_celery: bool) -> None:

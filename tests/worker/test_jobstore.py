@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from training.jobs import JobRecord, JobState, Progress, Stage
-from training.jobstore import JobNotFound, JobStore, JobStoreUnavailable, RedisJobStore, now_utc
-from training.lifecycle import (
+from contracts.jobs import JobRecord, JobState, Progress, Stage
+from jobs.lifecycle import (
     AttemptLost,
     abandon_attempt,
     beat,
@@ -22,6 +21,7 @@ from training.lifecycle import (
     request_cancel,
     start_attempt,
 )
+from jobs.store import JobNotFound, JobStore, JobStoreUnavailable, RedisJobStore, now_utc
 
 
 def test_create_get_and_page_newest_first(store: JobStore) -> None:
@@ -156,7 +156,7 @@ def test_abandon_after_known_crash(store: JobStore) -> None:
 
 
 def test_sqlite_state_survives_reopen(tmp_path: Path) -> None:
-    from training.jobstore import SqliteJobStore
+    from jobs.store import SqliteJobStore
 
     a = SqliteJobStore(tmp_path / "j.sqlite3")
     job = a.create({"x": 1}).job_id

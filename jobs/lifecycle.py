@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from training.jobs import STAGE_ORDER, JobRecord, JobState, Progress, Stage
-from training.jobstore import JobStore, now_utc
+from contracts.jobs import STAGE_ORDER, JobRecord, JobState, Progress, Stage
+from jobs.store import JobStore, now_utc
 
 log = logging.getLogger(__name__)
 

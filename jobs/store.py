@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from training.errors import LugpiError
-from training.jobs import JobRecord, JobState
+from contracts.errors import LugpiError
+from contracts.jobs import JobRecord, JobState
 
 # Job ids are generated here (uuid4 hex); anything else never reaches a key or a path.
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"

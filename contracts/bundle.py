@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from training.errors import ArtifactError
+from contracts.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MANIFEST = "bundle.json"

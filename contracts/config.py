@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from training.errors import ConfigError
+from contracts.errors import ConfigError
 
 DataFormat = Literal["auto", "csv", "tsv", "jsonl", "cwi2018"]
 # How the generator prompt is derived from a text (DESIGN.md §1, step 1).

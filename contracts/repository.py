@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, Field
 
-from training.bundle import MANIFEST, VERSION_PATTERN, BundleManifest, SplitMetrics, verify_bundle
-from training.errors import ArtifactError, RepositoryError
+from contracts.bundle import MANIFEST, VERSION_PATTERN, BundleManifest, SplitMetrics, verify_bundle
+from contracts.errors import ArtifactError, RepositoryError
 
 log = logging.getLogger("lugpi.repository")
 

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.errors import ArtifactError
+from contracts.errors import ArtifactError
 
 STAGE_FILE = "stage.json"
 STUDENT_META = "lugpi.json"

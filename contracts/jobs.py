@@ -68,7 +68,7 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     worker: str | None = None
     # Written every few seconds by the process running the job; a running job whose
-    # heartbeat is older than the stale limit lost its worker (see training/jobstore.py).
+    # heartbeat is older than the stale limit lost its worker (see jobs/store.py).
     heartbeat_at: datetime | None = None
     # How many times a worker started (or resumed) the job; bounded by the reaper.
     attempts: int = 0
