@@ -160,7 +160,8 @@ def predict_logits(
         out.append(logits.float().cpu().numpy())
         if on_batch is not None:
             on_batch(b + 1, n_batches)
-    k = int(model.config.num_labels)
+    # transformers 5 types num_labels as optional; a classifier always has it.
+    k = int(model.config.num_labels or 0)
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.float32)
 
 
