@@ -28,7 +28,7 @@ app = typer.Typer(
     name="lugpi",
     help="LUGPI: train a text classifier that learned from generated images, then serve it "
     "without them. Stages: prepare -> generate -> teacher -> distill -> baseline -> "
-    "evaluate -> export. Start with:  lugpi run offline",
+    "evaluate -> export (tgt and tgt-distill with tgt.enabled). Start with:  lugpi run offline",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -240,6 +240,43 @@ def distill(
     """Train the text-only student from labels + teacher(s) -> <run-dir>/student."""
     with _stage_run(config, set_, run_dir, quiet) as r:
         typer.echo(str(r.distill(force=force)))
+
+
+@app.command()
+def tgt(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    shard: Annotated[
+        int | None,
+        typer.Option(
+            help="Generate only this shard (0-based, of text_generator.num_shards) into the "
+            "text cache, e.g. one per machine; then run once without --shard."
+        ),
+    ] = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Teacher Guided Training: generate neighbours of every training text, drop copies and
+    near-copies of dev/test, draw their images -> <run-dir>/tgt (needs tgt.enabled)."""
+    with _stage_run(config, set_, run_dir, quiet) as r:
+        out = r.tgt(shard=shard, force=force)
+        typer.echo(str(out) if out is not None else "tgt.enabled is false; nothing to do")
+
+
+@app.command("tgt-distill")
+def tgt_distill(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train one TGT student per tgt.search mode on the labelled and the generated texts
+    -> <run-dir>/tgt-student-<mode>."""
+    with _stage_run(config, set_, run_dir, quiet) as r:
+        for d in r.tgt_students(force=force).values():
+            typer.echo(str(d))
 
 
 @app.command()

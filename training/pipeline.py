@@ -1,11 +1,13 @@
 """The whole LUGPI recipe, one stage after another, resumable.
 
-    prepare -> generate -> teacher(s) -> distill -> baseline -> evaluate -> export -> publish
+    prepare -> generate -> teacher(s) -> [tgt] -> distill [+ TGT students] -> baseline
+    -> evaluate -> export -> publish
 
 Run directory (every stage dir is atomic: complete with ``stage.json`` or absent)::
 
     run_dir/  config.yaml  data/  images/  image-cache/  teacher-<name>/  student/
               baseline/  evaluate/  export/  published.json
+              [tgt/  text-cache/  tgt-student-<mode>/]   (tgt.enabled)
 
 A stage whose directory is complete is skipped, so rerunning after a crash or a
 cancellation resumes where it stopped. ``config.yaml`` pins the config of the run: a
@@ -47,6 +49,9 @@ _NOT_RESULT_AFFECTING = {
     "generator.batch_size",
     "generator.num_shards",
     "generator.cache_dir",
+    "text_generator.batch_size",
+    "text_generator.num_shards",
+    "text_generator.cache_dir",
     "export.publish",
     # Whether a weak int8 model fails the export or ships fp32 only: a policy, not a result of
     # any stage before export, so a run stopped by the int8 check can be finished with it.
@@ -73,7 +78,9 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
         update={k: absolute(getattr(d, k)) for k in ("train", "dev", "test", "unlabelled")}
     )
     gen = cfg.generator.model_copy(update={"cache_dir": absolute(cfg.generator.cache_dir)})
-    return cfg.model_copy(update={"data": data, "generator": gen})
+    tg = cfg.text_generator
+    text_gen = tg.model_copy(update={"cache_dir": absolute(tg.cache_dir)})
+    return cfg.model_copy(update={"data": data, "generator": gen, "text_generator": text_gen})
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -227,6 +234,63 @@ class Run:
             )
         return out
 
+    def tgt_student_dir(self, mode: str) -> Path:
+        return self.dir / f"tgt-student-{mode}"
+
+    def tgt(self, shard: int | None = None, force: bool = False) -> Path | None:
+        """The tgt stage: generated texts, filtered, with their images. ``shard``: only
+        that shard of the text generation, into the text cache (one worker's share)."""
+        from training.text_generation import plan_texts, resolve_text_cache, run_text_shard
+        from training.tgt import neighbour_requests, run_tgt
+
+        if not self.cfg.tgt.enabled:
+            self.ctx.step(Stage.TGT, 1, 1, "tgt.enabled is false; skipped")
+            return None
+        out = self.stage_dir("tgt")
+        text_cache = resolve_text_cache(self.cfg, self.dir)
+
+        def stage() -> None:
+            if shard is not None:
+                plan = plan_texts(self.cfg, neighbour_requests(self.cfg, self.data), text_cache)
+                run_text_shard(self.cfg, plan, shard, self.ctx)
+            elif not self._skip(Stage.TGT, out, force):
+                cache = resolve_cache_dir(self.cfg, self.stage_dir("images"))
+                images = cache if self.reads_images else None
+                run_tgt(
+                    self.cfg, self.data, out, self.ctx, text_cache=text_cache, image_cache=images
+                )
+
+        distributed.on_main(stage)
+        return out
+
+    def tgt_students(self, force: bool = False) -> dict[str, Path]:
+        from training.tgt import load_generated
+        from training.tgt_distill import train_tgt_student
+
+        if not self.cfg.tgt.enabled:
+            return {}
+        out: dict[str, Path] = {}
+        rows: list[Any] | None = None
+        for mode in self.cfg.tgt.search:
+            d = out[mode] = self.tgt_student_dir(mode)
+            if self._skip(Stage.DISTILL, d, force):
+                continue
+            if rows is None:
+                rows, _ = load_generated(self.stage_dir("tgt"))
+            teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
+            train_tgt_student(
+                self.cfg,
+                self.data,
+                self.images,
+                teachers,
+                rows,
+                mode,
+                d,
+                self.ctx,
+                token_store=self.token_store,
+            )
+        return out
+
     def baseline(self, force: bool = False) -> Path | None:
         from training.distill import train_baseline
 
@@ -249,6 +313,12 @@ class Run:
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
             baseline = self.stage_dir("baseline") if self.cfg.baseline else None
             student = self.stage_dir("student")
+            tgt_dirs, tgt_summary = None, None
+            if self.cfg.tgt.enabled:
+                from training.tgt import load_generated
+
+                tgt_dirs = {str(m): self.tgt_student_dir(m) for m in self.cfg.tgt.search}
+                tgt_summary = load_generated(self.stage_dir("tgt"))[1]
             evaluate(
                 self.cfg,
                 self.data,
@@ -259,6 +329,8 @@ class Run:
                 out,
                 self.ctx,
                 token_store=self.token_store,
+                tgt_dirs=tgt_dirs,
+                tgt_summary=tgt_summary,
             )
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -267,6 +339,7 @@ class Run:
         out: dict[str, dict[str, dict[str, float]]] = {}
         for model, entry in results["models"].items():
             name = model.replace("teacher:", "teacher-").replace("ablation:", "ablation-")
+            name = name.replace("tgt:", "tgt-")
             for split in ("dev", "test"):
                 if isinstance(entry.get(split), dict):
                     m = entry[split]
@@ -274,6 +347,22 @@ class Run:
                         k: m[k] for k in ("accuracy", "macro_f1", "n")
                     }
         return out
+
+    def exported_student(self) -> Path:
+        """The plain student, or with ``tgt.export_best`` the student (plain or TGT) of the
+        best dev accuracy (ties: the plain one)."""
+        plain = self.stage_dir("student")
+        if not (self.cfg.tgt.enabled and self.cfg.tgt.export_best):
+            return plain
+        results = json.loads((self.stage_dir("evaluate") / "results.json").read_text())
+        candidates = [("student", plain)] + [
+            (f"tgt:{m}", self.tgt_student_dir(m)) for m in self.cfg.tgt.search
+        ]
+
+        def dev_accuracy(item: tuple[str, Path]) -> float:
+            return float(results["models"][item[0]]["dev"]["accuracy"])
+
+        return max(candidates, key=dev_accuracy)[1]  # max keeps the first of equals
 
     def export(self, job_id: str | None = None, force: bool = False) -> Path:
         out = self.stage_dir("export")
@@ -295,9 +384,13 @@ class Run:
             "teachers": [f"{t.name}: {t.text_model} + {t.image_model}" for t in cfg.teachers],
             "student_base_model": cfg.student.text_model,
         }
+        student = self.exported_student()
+        if cfg.tgt.enabled:
+            provenance["text_generator"] = cfg.text_generator.model
+            provenance["exported_student"] = student.name
         has_test = bool(data.splits.get("test"))
         export_student(
-            self.stage_dir("student"),
+            student,
             out,
             data.texts("dev"),
             data.pairs("dev"),
@@ -352,7 +445,9 @@ def run_pipeline(
     run.prepare()
     run.generate()
     run.teachers()
+    run.tgt()
     run.distill()
+    run.tgt_students()
     run.baseline()
     run.evaluate()
     bundle = run.export(job_id=job_id)
