@@ -137,7 +137,9 @@ def test_no_kept_text_is_a_near_copy_of_dev_or_test_trained_generator(
     leaks = [r.text for r in first[:8]] + [r.text[:-1] + "q" for r in first[8:16]]
     test = data.splits["test"] + [Example(t, None, "class0", t) for t in leaks]
     leaky = PreparedData(data.labels, False, {**data.splits, "test": test})
-    out = run_tgt(cfg, leaky, tmp_path / "b", RunContext(), image_pipe=KeywordColourPipeline(), **kw)
+    out = run_tgt(
+        cfg, leaky, tmp_path / "b", RunContext(), image_pipe=KeywordColourPipeline(), **kw
+    )
     rows, summary = load_generated(out)
     evaluation = [e.text for s in ("dev", "test") for e in leaky.splits[s]]
     assert rows and not near_any([r.text for r in rows], evaluation, 0.9).any()
