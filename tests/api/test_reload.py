@@ -73,7 +73,7 @@ def test_random_polling_serves_new_version_and_skips_corrupt_one(
 def test_random_admin_reload_loads_now_and_reports_failures(
     make_client: MakeClient, repository: Path, random_bundles: dict[str, Path]
 ) -> None:
-    client = make_client(max_loaded_versions=2)
+    client = make_client(max_loaded_versions=2, allow_unauthenticated_admin=True)
     publish(random_bundles["single"], repository, "sentiment")
     publish(random_bundles["single"], repository, "sentiment")
     assert served_version(client) == "v1"  # no polling: nothing changes by itself
