@@ -116,3 +116,13 @@ AUTH_RESPONSES = error_responses(
     s401="No key sent, and the route needs one.",
     s403="The key is not valid (for this route).",
 )
+
+
+async def caller_is_admin(settings: SettingsDep, key: GivenKey) -> bool:
+    """On public routes: whether to show details (full errors, provenance) to this caller."""
+    if not settings.admin_keys:
+        return settings.allow_unauthenticated_admin
+    return key is not None and _matches(key, settings.admin_keys)
+
+
+IsAdmin = Annotated[bool, Depends(caller_is_admin)]

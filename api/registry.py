@@ -80,12 +80,25 @@ class LoadedModel:
         return self.classifier.labels
 
 
+# Why a version is not served, as callers without an admin key see it: a code and a
+# sentence, never the underlying message (it names paths and onnxruntime internals).
+PUBLIC_REASONS = {
+    "bundle_invalid": "the bundle did not verify (manifest, file list or checksums)",
+    "load_failed": "the model or tokenizer file could not be loaded",
+}
+
+
 @dataclass(frozen=True)
 class LoadFailure:
     name: str
     version: str
-    error: str
+    error: str  # the full message: logs and admin callers only
     signature: Signature
+    code: str = "load_failed"
+
+    @property
+    def reason(self) -> str:
+        return PUBLIC_REASONS[self.code]
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,7 @@ class ModelRegistry:
             if failed is not None and failed.signature == sig:
                 failures[(name, version)] = failed
                 continue
+            code = "bundle_invalid" if entry.problems else "load_failed"
             try:
                 if entry.problems:  # did not verify (sha256, manifest, misplaced)
                     raise ModelLoadError("; ".join(entry.problems))
@@ -219,7 +233,7 @@ class ModelRegistry:
             except LugpiError as e:
                 log.error("model %s/%s not loaded: %s", name, version, e)
                 self.metrics.load_failures.labels(model=name).inc()
-                failures[(name, version)] = LoadFailure(name, version, str(e), sig)
+                failures[(name, version)] = LoadFailure(name, version, str(e), sig, code)
         return kept
 
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
