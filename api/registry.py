@@ -138,6 +138,16 @@ class ModelRegistry:
         snap = self.snapshot
         return self.started and snap.default_model is not None and bool(snap.models)
 
+    @property
+    def overloaded(self) -> list[str]:
+        """Loaded versions whose queue is nearly full ("name/version")."""
+        return [
+            f"{m.name}/{m.version}"
+            for versions in self.snapshot.models.values()
+            for m in versions.values()
+            if m.batcher.saturated
+        ]
+
     def resolve(self, model: str | None, version: str | None) -> LoadedModel:
         """The loaded version a request runs on; errors say what exists."""
         snap = self.snapshot
@@ -251,6 +261,9 @@ class ModelRegistry:
             max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
             name=f"{name}-{version}",
             on_batch=self.metrics.batch_observer(name),
+            max_queued_texts=self.settings.max_queued_texts,
+            timeout_s=self.settings.request_timeout_s,
+            on_drop=self.metrics.drop_observer(name),
         )
         batcher.start()
         log.info(

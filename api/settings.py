@@ -104,6 +104,28 @@ class ApiSettings(BaseSettings):
         "batches grow with load without delaying a lone request.",
     )
 
+    # --- overload ---------------------------------------------------------------------------
+    max_queued_texts: int = Field(
+        default=1024,
+        ge=1,
+        description="Per loaded model version, most texts waiting for inference; a request "
+        "that would queue more gets 429 with Retry-After (counted in /metrics), and /readyz "
+        "reports 503 'overloaded' while the queue is 90 % full.",
+    )
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="A /classify request still queued after this long is dropped unrun (503 "
+        "with Retry-After): its client has likely given up.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="With `--http api.http_protocol:HeaderTimeoutProtocol`: a connection that "
+        "has not sent a request's headers this long after opening (or after starting the "
+        "request) is closed, so slow clients cannot hold file descriptors.",
+    )
+
     # --- request limits -------------------------------------------------------------------
     max_texts_per_request: int = Field(
         default=64, ge=1, description="Most texts in one /classify call."

@@ -28,8 +28,13 @@ async def readyz(registry: RegistryDep) -> Response:
     """200 once start-up has loaded and warmed the models and the default one is loaded."""
     snap = registry.snapshot
     models = {name: sorted(v, key=version_number, reverse=True) for name, v in snap.models.items()}
-    if registry.ready:
+    overloaded = registry.overloaded
+    if registry.ready and not overloaded:
         return JSONResponse(Readiness(status="ready", models=models).model_dump())
+    if registry.ready:
+        detail = f"overloaded: the queue of {', '.join(overloaded)} is nearly full"
+        body = Readiness(status="not ready", models=models, detail=detail)
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
     if not registry.started:
         detail = "loading and warming up models"
     elif not snap.models:
@@ -41,6 +46,11 @@ async def readyz(registry: RegistryDep) -> Response:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(app_metrics: MetricsDep) -> Response:
-    """Prometheus text format: latency, batch sizes, per-model counts, errors."""
+async def metrics(app_metrics: MetricsDep, registry: RegistryDep) -> Response:
+    """Prometheus text format: latency, batch sizes, per-model counts, queues, errors."""
+    queued: dict[str, int] = {}
+    for name, versions in registry.snapshot.models.items():
+        queued[name] = sum(m.batcher.queued_texts for m in versions.values())
+    for name, n in queued.items():
+        app_metrics.queued_texts.labels(model=name).set(n)
     return Response(generate_latest(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)

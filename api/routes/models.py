@@ -67,7 +67,7 @@ def describe(snap: Snapshot, name: str, admin: bool = False) -> ModelInfo:
                     version=version,
                     status="failed",
                     is_default=False,
-                    error_code=failure.code,  # type: ignore[arg-type]
+                    error_code=failure.code,
                     error=failure.reason,
                     error_detail=failure.error if admin else None,
                 )

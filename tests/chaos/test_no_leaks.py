@@ -48,7 +48,9 @@ def broken_repository(repository: Path, random_bundles: dict[str, Path], tmp_pat
     _, garbage = publish(random_bundles["single"], repository, "garbage")
     for name in ("model.onnx", "model.int8.onnx"):
         (garbage / name).write_bytes(b"\x08\x07garbage")
-    files = {n: sha256_file(garbage / n) for n in json.loads((garbage / MANIFEST).read_text())["files"]}
+    files = {
+        n: sha256_file(garbage / n) for n in json.loads((garbage / MANIFEST).read_text())["files"]
+    }
     _rewrite_manifest(garbage, files=files)
 
     _, escape = publish(random_bundles["single"], repository, "escape")
