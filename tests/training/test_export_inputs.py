@@ -101,7 +101,8 @@ def test_incomplete_student_checkpoint_is_refused_random(
     broken = tmp_path / "student"
     shutil.copytree(untrained_student, broken)
     for f in remove:
-        (broken / f).unlink()
+        # transformers 5 saves tokenizer.json alone (no vocab.txt): remove what is there.
+        (broken / f).unlink(missing_ok=True)
     with pytest.raises(ArtifactError, match=f"incomplete student checkpoint, missing.*{named}"):
         export_student(broken, tmp_path / "b", ["text"], ["t"], None, name="x")
     assert not (tmp_path / "b").exists()
