@@ -124,11 +124,18 @@ class StudentConfig(_Strict):
 
 
 class DistillConfig(_Strict):
-    """L = CE(y, s) + alpha * CE(softmax(t/tau), softmax(s/tau)) + beta * ||e_T - e_S||^2."""
+    """L = CE(y, softmax(s)) + alpha * CE(softmax(t/tau), softmax(s)) + beta * MSE(e_T, e_S):
+    the paper's Eq. 2, where only the teacher is softened (training/losses.py)."""
 
     alpha: Annotated[float, Field(ge=0.0, le=100.0)] = 3.0
     beta: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     tau: Annotated[float, Field(gt=0.0, le=100.0)] = 8.0
+    kd_form: Literal["paper", "hinton"] = Field(
+        "paper",
+        description="The alpha term: 'paper' softens the teacher only, CE(softmax(t/tau), "
+        "softmax(s)) (Eq. 2 as written); 'hinton' softens both and scales by tau^2, "
+        "tau^2 * CE(softmax(t/tau), softmax(s/tau)).",
+    )
     embedding_loss: Literal["mse", "squared_l2"] = Field(
         "mse",
         description="The beta term: 'mse' averages (e_T - e_S)^2 over the embedding dimensions "
