@@ -2,10 +2,11 @@
 
     contracts  <-  models  <-  training  <-  worker
     contracts  <-  jobs    <-  api, worker
+    contracts  <-  runtime <-  api, training, worker
 
 Read statically from every module's source (function-local imports included), so an
 upward import fails here even when it sits on a path no other test runs. The serving
-side (contracts, jobs, api) must also stay free of torch and the model libraries; the
+side (contracts, jobs, runtime, api) must also stay free of torch and the model libraries; the
 process-level check of that is ``tests/api/test_no_torch.py``.
 """
 
@@ -21,12 +22,13 @@ from tests.conftest import REPO_ROOT
 ALLOWED: dict[str, set[str]] = {
     "contracts": set(),
     "jobs": {"contracts"},
+    "runtime": {"contracts"},
     "models": {"contracts"},
-    "training": {"contracts", "models"},
-    "api": {"contracts", "jobs"},
-    "worker": {"contracts", "jobs", "models", "training"},
+    "training": {"contracts", "models", "runtime"},
+    "api": {"contracts", "jobs", "runtime"},
+    "worker": {"contracts", "jobs", "models", "runtime", "training"},
 }
-TORCH_FREE = ("contracts", "jobs", "api")
+TORCH_FREE = ("contracts", "jobs", "runtime", "api")
 HEAVY = {"torch", "transformers", "diffusers", "accelerate", "celery.worker"}
 
 

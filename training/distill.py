@@ -39,9 +39,9 @@ from models.text import (
     load_tokenizer,
     predict_logits,
 )
+from runtime.metrics import accuracy_f1
 from training import distributed
 from training.data import PreparedData
-from training.evaluate import accuracy_f1
 from training.image_tokens import teacher_image_inputs
 from training.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
 from training.progress import RunContext

@@ -7,7 +7,8 @@ Output (an atomic stage directory)::
 ``results.json``: per model and split, accuracy, macro-F1, per-class F1 and the confusion
 matrix (rows = true label, columns = prediction). ``results.md`` is shaped like the paper's
 Table 1 (and Table 2 when ablation students are given); ``markdown_table`` takes plain rows
-so the benchmark can reuse it. Metrics are plain numpy.
+so the benchmark can reuse it. Metrics: ``runtime.metrics`` (plain numpy), shared with
+export and the API.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from contracts.artifacts import atomic_dir, write_json_atomic
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
+from runtime.metrics import accuracy_f1, confusion_matrix, f1_per_class
 from training.data import PreparedData
 from training.progress import RunContext
 from training.train_loop import History, select_runtime
@@ -30,32 +32,6 @@ from training.train_loop import History, select_runtime
 ImageIndex = dict[str, list[Path]]
 TABLE1_COLUMNS = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"))
 MODALITY_NAMES = {"text+image": "text + image", "image": "image only", "text": "text only"}
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
-    """(k, k) counts; row = true class, column = predicted class."""
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
-    return cm
-
-
-def f1_per_class(cm: np.ndarray) -> np.ndarray:
-    """F1 of each class from a confusion matrix; 0 where a class is neither true nor predicted."""
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(axis=0) + cm.sum(axis=1)  # 2tp + fp + fn
-    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-
-
-def accuracy_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, float]:
-    """Accuracy and macro-F1. Like scikit-learn's default, the macro average runs over the
-    classes that occur in ``y_true`` or ``y_pred`` (an absent class is not a zero)."""
-    cm = confusion_matrix(y_true, y_pred, k)
-    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
-    f1 = f1_per_class(cm)
-    return {
-        "accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-    }
 
 
 def classification_report(
@@ -67,7 +43,6 @@ def classification_report(
         **accuracy_f1(y_true, y_pred, len(labels)),
         "per_class_f1": {name: float(v) for name, v in zip(labels, f1, strict=True)},
         "confusion": cm.tolist(),
-        "n": int(cm.sum()),
     }
 
 
