@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from api.errors import DeadlineExceeded, InferenceError, Overloaded
-from api.inference import OnnxClassifier
+from runtime.classifier import OnnxClassifier
 
 log = logging.getLogger("lugpi.api")
 
@@ -252,7 +252,7 @@ class DynamicBatcher:
         clf = self.classifier
         inputs: list[str | tuple[str, str]] = []
         for p in batch:
-            inputs.extend(clf.inputs(p.texts, p.pairs))
+            inputs.extend(clf.pair_up(p.texts, p.pairs))
         encodings = clf.encode(inputs)  # one tokenizer call for the whole batch
         probs = np.empty((len(encodings), len(clf.labels)), dtype=np.float32)
         for group in length_groups([len(e.ids) for e in encodings], self.max_batch_size):

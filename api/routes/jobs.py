@@ -70,7 +70,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Open at start-up when there may be work: the embedded queue then resumes the jobs a
     # previous API left queued or running, and the reaper watches Redis jobs.
     if _has_jobs(app.state.settings):
-        await asyncio.to_thread(_queue_for, app)
+        try:
+            await asyncio.to_thread(_queue_for, app)
+        except JobStoreUnavailable as e:  # /classify serves regardless; /jobs says 503
+            log.error("jobs unavailable at start-up: %s", e)
     try:
         yield
     finally:
@@ -81,7 +84,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def get_jobqueue(request: Request) -> JobQueue:
-    return _queue_for(request.app)
+    with _store_errors():
+        return _queue_for(request.app)
 
 
 QueueDep = Annotated[JobQueue, Depends(get_jobqueue)]
