@@ -26,7 +26,7 @@ import psutil
 import uvicorn
 from fastapi import FastAPI
 
-from api.inference import OnnxClassifier
+from runtime.classifier import OnnxClassifier
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

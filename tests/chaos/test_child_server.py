@@ -122,7 +122,9 @@ def test_burst_far_past_capacity_is_shed_and_memory_stays_bounded(child: object)
     assert server.proc.poll() is None
     shed = outcome[429] + outcome[503]
     assert shed > 0, outcome
-    assert set(outcome) <= {200, 429, 503}, outcome
+    # Past --limit-concurrency uvicorn answers 503 and closes the connection at once; a
+    # client still sending its body may then see the reset instead of the 503.
+    assert set(outcome) <= {200, 429, 503, "ReadError", "RemoteProtocolError"}, outcome
     assert outcome[200] > 0, outcome
     assert httpx.post(server.url + "/classify", json=TEXT).status_code == 200
     assert httpx.get(server.url + "/readyz").status_code == 200
