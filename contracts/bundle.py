@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,6 +51,16 @@ class SplitMetrics(BaseModel):
     n: int
 
 
+class CheckedSample(BaseModel):
+    """A dev text and the probabilities export measured for it with each shipped graph,
+    the text alone in its batch: a server given the same text alone returns these numbers
+    (dynamic int8 quantizes activations per batch, so batch-mates move int8 results)."""
+
+    text: str
+    text_pair: str | None = None
+    probabilities: dict[str, list[float]] = Field(description="graph file -> one per label")
+
+
 class ExportChecks(BaseModel):
     """onnxruntime vs PyTorch on real dev texts, recorded at export time."""
 
@@ -64,6 +74,7 @@ class ExportChecks(BaseModel):
     dev_accuracy_int8: float | None = None
     # quantize_dynamic arguments the int8 model was made with (per_channel, reduce_range).
     int8_settings: dict[str, bool] | None = None
+    samples: list[CheckedSample] = Field(default_factory=list)
 
 
 class BundleManifest(BaseModel):
@@ -106,6 +117,26 @@ def read_manifest(bundle_dir: Path) -> BundleManifest:
         raise ArtifactError(f"{path}: invalid bundle manifest: {e}") from e
 
 
+def bundle_file(bundle_dir: Path, name: str) -> Path:
+    """The file ``name`` (as bundle.json lists it) inside ``bundle_dir``; ``ArtifactError``
+    when it would lie outside: an absolute name, ``..``, or a symlink that leads out. A
+    manifest is input like any other (a bundle may be copied in by hand), so nothing it
+    names is opened before this check."""
+    rel = PurePosixPath(name)
+    if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name:
+        raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists a file outside the bundle: {name!r}")
+    path = bundle_dir / rel
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        return path  # the caller reports it missing
+    if not real.is_relative_to(bundle_dir.resolve()):
+        raise ArtifactError(
+            f"{bundle_dir}: {name} is a symlink that leads outside the bundle; copy the file in"
+        )
+    return path
+
+
 def verify_bundle(bundle_dir: Path) -> BundleManifest:
     """Read the manifest and check every listed file exists with its sha256.
 
@@ -116,7 +147,7 @@ def verify_bundle(bundle_dir: Path) -> BundleManifest:
         if required not in manifest.files:
             raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists no {required}")
     for name, digest in manifest.files.items():
-        f = bundle_dir / name
+        f = bundle_file(bundle_dir, name)
         if not f.is_file():
             raise ArtifactError(f"{bundle_dir}: {name} is listed in {MANIFEST} but missing")
         actual = sha256_file(f)

@@ -447,6 +447,37 @@ def test_images_run_as_non_root_with_a_health_check(image: str) -> None:
         )
 
 
+PROJECT_PACKAGES = ("contracts", "jobs", "runtime", "api", "worker", "training", "models")
+
+
+def imported_project_packages(packages: tuple[str, ...]) -> set[str]:
+    """Project packages imported anywhere in ``packages`` (what an image must also contain)."""
+    found = set(packages)
+    todo = list(packages)
+    while todo:
+        for path in (ROOT / todo.pop()).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in PROJECT_PACKAGES and top not in found:
+                        found.add(top)
+                        todo.append(top)
+    return found
+
+
+@pytest.mark.parametrize(("image", "entry"), [("api", ("api",)), ("worker", ("worker",))])
+def test_each_image_gets_every_package_its_code_imports(image: str, entry: tuple[str, ...]) -> None:
+    ignore = (DOCKER / f"{image}.Dockerfile.dockerignore").read_text().splitlines()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    missing = imported_project_packages(entry) - allowed
+    assert not missing, f"{image}.Dockerfile.dockerignore leaves out {missing}, which it imports"
+
+
 def test_api_image_is_slim_cpu_and_installs_no_torch() -> None:
     path = DOCKER / "api.Dockerfile"
     assert re.fullmatch(r"python:3\.1[1-9]-slim.*", base_image(path)), base_image(path)
