@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from contracts.bundle import MODEL_FP32, MODEL_INT8, TOKENIZER, BundleManifest
+from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_LOGITS, TOKENIZER, BundleManifest
 from contracts.errors import ModelLoadError
 
 log = logging.getLogger("lugpi.api")
@@ -25,6 +25,12 @@ log = logging.getLogger("lugpi.api")
 Variant = Literal["int8", "fp32"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Scores:
+    probs: np.ndarray  # (n, n_labels) float32
+    logits: np.ndarray | None  # same shape; None when the graph has no logits output
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,10 @@ class OnnxClassifier:
                 f"inputs {manifest.inputs}"
             )
         self._inputs = list(manifest.inputs)
+        graph_outputs = {o.name for o in self.session.get_outputs()}
+        # Graphs exported before logits were added have probabilities only.
+        self.has_logits = ONNX_LOGITS in graph_outputs
+        self._outputs = [manifest.output, *([ONNX_LOGITS] if self.has_logits else [])]
         # A saved tokenizer may pad every text to a fixed length (4x slower at batch 1,
         # DESIGN.md §4): pad ourselves, per group, to the longest text instead.
         padding = self.tokenizer.padding
@@ -109,9 +119,18 @@ class OnnxClassifier:
             return list(texts)
         return list(zip(texts, pairs, strict=True))
 
-    def encode(self, inputs: Sequence[str | tuple[str, str]]) -> list[Encoding]:
-        """Token ids per input, truncated to max_length, unpadded; one tokenizer call."""
-        return self.tokenizer.encode_batch(list(inputs))
+    def encode(
+        self, inputs: Sequence[str | tuple[str, str]], truncation: str = "right"
+    ) -> list[Encoding]:
+        """Token ids per input, truncated to max_length at the ``truncation`` end
+        ("right" or "left"), unpadded; one tokenizer call."""
+        if truncation == "right":
+            return self.tokenizer.encode_batch(list(inputs))
+        self.tokenizer.enable_truncation(self.manifest.max_length, direction="left")
+        try:
+            return self.tokenizer.encode_batch(list(inputs))
+        finally:
+            self.tokenizer.enable_truncation(self.manifest.max_length)
 
     @staticmethod
     def was_truncated(encoding: Encoding) -> bool:
@@ -119,6 +138,10 @@ class OnnxClassifier:
 
     def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
         """Probabilities, shape (len(encodings), n_labels); pads to the longest given."""
+        return self.run_scores(encodings).probs
+
+    def run_scores(self, encodings: Sequence[Encoding]) -> Scores:
+        """Probabilities and, if the graph has them, logits; pads to the longest given."""
         n = len(encodings)
         width = max(len(e.ids) for e in encodings)
         ids = np.full((n, width), self.pad_id, dtype=np.int64)
@@ -130,8 +153,10 @@ class OnnxClassifier:
             mask[row, :m] = 1
             types[row, :m] = enc.type_ids
         arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        (probs,) = self.session.run([self.manifest.output], {k: arrays[k] for k in self._inputs})
-        return np.asarray(probs, dtype=np.float32)
+        outs = self.session.run(self._outputs, {k: arrays[k] for k in self._inputs})
+        probs = np.asarray(outs[0], dtype=np.float32)
+        logits = np.asarray(outs[1], dtype=np.float32) if self.has_logits else None
+        return Scores(probs, logits)
 
     def predict(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None

@@ -27,6 +27,8 @@ TOKENIZER = "tokenizer.json"
 # Names of the ONNX graph's inputs and output, declared once (optimum-style).
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OUTPUT = "probabilities"
+# Raw scores (pre-softmax), a second output of graphs exported since bundle schema 2.
+ONNX_LOGITS = "logits"
 VERSION_PATTERN = r"^v[0-9]+$"
 
 
