@@ -28,7 +28,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from api.errors import InferenceError
-from api.inference import OnnxClassifier
+from runtime.classifier import OnnxClassifier
 
 log = logging.getLogger("lugpi.api")
 
@@ -257,7 +257,7 @@ class DynamicBatcher:
             for p in batch:
                 if p.truncation == side:
                     rows.extend(range(start, start + len(p.texts)))
-                    inputs.extend(clf.inputs(p.texts, p.pairs))
+                    inputs.extend(clf.pair_up(p.texts, p.pairs))
                 start += len(p.texts)
             if inputs:
                 for row, enc in zip(rows, clf.encode(inputs, truncation=side), strict=True):

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from api.batching import DynamicBatcher
 from api.errors import ModelNotFound, NoModelLoaded
-from api.inference import OnnxClassifier, RuntimeOptions
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from contracts.bundle import VERSION_PATTERN, BundleManifest, read_manifest
 from contracts.errors import LugpiError, ModelLoadError, RepositoryError
 from contracts.repository import ModelEntry, list_models
+from runtime.classifier import OnnxClassifier, open_bundle
+from runtime.session import RuntimeOptions
 
 log = logging.getLogger("lugpi.api")
 
@@ -225,8 +226,7 @@ class ModelRegistry:
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
         manifest = read_manifest(path)  # list_models has verified every file's sha256
         try:
-            classifier = OnnxClassifier(path, manifest, self.options)
-            classifier.warm_up()
+            classifier = open_bundle(path, manifest, self.options)
         except LugpiError:
             raise
         except Exception as e:  # onnxruntime errors on a graph that does not fit the bundle

@@ -53,6 +53,16 @@ class SplitMetrics(BaseModel):
     n: int
 
 
+class CheckedSample(BaseModel):
+    """A dev text and the probabilities export measured for it with each shipped graph,
+    the text alone in its batch: a server given the same text alone returns these numbers
+    (dynamic int8 quantizes activations per batch, so batch-mates move int8 results)."""
+
+    text: str
+    text_pair: str | None = None
+    probabilities: dict[str, list[float]] = Field(description="graph file -> one per label")
+
+
 class ExportChecks(BaseModel):
     """onnxruntime vs PyTorch on real dev texts, recorded at export time."""
 
@@ -66,6 +76,7 @@ class ExportChecks(BaseModel):
     dev_accuracy_int8: float | None = None
     # quantize_dynamic arguments the int8 model was made with (per_channel, reduce_range).
     int8_settings: dict[str, bool] | None = None
+    samples: list[CheckedSample] = Field(default_factory=list)
 
 
 class BundleManifest(BaseModel):

@@ -11,14 +11,16 @@ onnxscript, which we do not ship, and the legacy one is what optimum-onnx itself
 these encoders. We call it directly rather than through optimum because we wrap the model
 (softmax in the graph) and check it our own way; optimum is not needed at run time.
 
-Every check runs the saved files through ``training.onnx_checks`` (``tokenizers`` +
-onnxruntime, the API's path), so the tokenizer.json is verified along with the graph.
+Every check runs the saved files through ``runtime.classifier.OnnxClassifier``, the class
+the API serves with (``tokenizers`` + onnxruntime, padding to the longest text), so the
+tokenizer.json and the graph's inputs are verified as they will be served.
 The bundle's version is ``v0`` until ``contracts.repository.publish`` assigns one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from contracts.artifacts import STUDENT_META, atomic_dir
@@ -40,6 +41,7 @@ from contracts.bundle import (
     ONNX_OUTPUT,
     TOKENIZER,
     BundleManifest,
+    CheckedSample,
     ExportChecks,
     Provenance,
     SplitMetrics,
@@ -47,7 +49,10 @@ from contracts.bundle import (
     verify_bundle,
 )
 from contracts.errors import ArtifactError, ExportCheckError
-from training import onnx_checks
+from runtime.classifier import OnnxClassifier
+from runtime.encoding import TextEncoder
+from runtime.metrics import accuracy_f1, compare
+from runtime.session import RuntimeOptions
 from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
 from training.student_checkpoint import (
     TextSplit,
@@ -64,6 +69,7 @@ log = logging.getLogger("lugpi.export")
 UNPUBLISHED_VERSION = "v0"
 TRANSFORMERS_DIR = "transformers"
 FP32_TOLERANCE = 1e-4
+N_SAMPLES = 8  # dev texts whose served probabilities bundle.json records
 
 
 class _ProbabilityModel(torch.nn.Module):
@@ -118,24 +124,22 @@ def export_onnx(
     onnx.checker.check_model(str(path))
 
 
-def _run(
-    path: Path, tokenizer: Tokenizer, split: TextSplit, inputs: Sequence[str], batch_size: int
-) -> np.ndarray:
-    session = onnx_checks.make_session(path)
-    return onnx_checks.predict_proba(
-        session, tokenizer, split.texts, split.pairs, inputs, ONNX_OUTPUT, batch_size
+def _check_options() -> RuntimeOptions:
+    # OMP_NUM_THREADS or 1: the machines we share have few cores.
+    return RuntimeOptions(
+        device="cpu", intra_op_threads=int(os.environ.get("OMP_NUM_THREADS", "1"))
     )
 
 
 def _accuracy(probs: np.ndarray, labels: Sequence[int] | None) -> float | None:
     if labels is None:
         return None
-    return float(np.mean(probs.argmax(-1) == np.asarray(labels)))
+    return accuracy_f1(labels, probs.argmax(-1), probs.shape[1])["accuracy"]
 
 
 def check_fp32(reference: np.ndarray, fp32: np.ndarray, dev: TextSplit) -> ExportChecks:
     """onnxruntime fp32 must reproduce PyTorch: probabilities within FP32_TOLERANCE, same argmax."""
-    diff, agreement = onnx_checks.compare(reference, fp32)
+    diff, agreement = compare(reference, fp32)
     if diff > FP32_TOLERANCE:
         raise ExportCheckError(
             f"fp32_max_abs_prob_diff {diff:.2e} > {FP32_TOLERANCE} "
@@ -208,14 +212,29 @@ def export_student(
 
     with atomic_dir(out_dir, "export", overwrite=True) as tmp:
         serving_tokenizer(hf_tok, meta.max_length).save(str(tmp / TOKENIZER))
-        tok = onnx_checks.load_tokenizer(tmp / TOKENIZER)  # check the file as the API reads it
+        # Check the file as the API reads it.
+        encoder = TextEncoder.from_file(tmp / TOKENIZER, meta.max_length, inputs)
         for split in (dev, test):
             if split is not None:
-                check_tokenization(hf_tok, tok, split, meta.max_length, inputs, batch_size)
+                check_tokenization(hf_tok, encoder, split, meta.max_length, batch_size)
+
+        def classifier(path: Path) -> OnnxClassifier:
+            return OnnxClassifier.from_files(
+                path,
+                tmp / TOKENIZER,
+                inputs=inputs,
+                output=ONNX_OUTPUT,
+                max_length=meta.max_length,
+                labels=meta.labels,
+                options=_check_options(),
+            )
+
+        def run(path: Path, split: TextSplit) -> np.ndarray:
+            return classifier(path).predict_proba(split.texts, split.pairs, batch_size)
 
         export_onnx(model, hf_tok, inputs, dev, tmp / MODEL_FP32, opset)
         reference = torch_probabilities(model, hf_tok, dev, meta.max_length, batch_size)
-        fp32 = _run(tmp / MODEL_FP32, tok, dev, inputs, batch_size)
+        fp32 = run(tmp / MODEL_FP32, dev)
         checks = check_fp32(reference, fp32, dev)
         # probs[(variant, split)]: the dev ones are the check runs, reused for metrics.
         probs = {("student", "dev"): fp32}
@@ -225,7 +244,7 @@ def export_student(
                     tmp / MODEL_FP32,
                     tmp / MODEL_INT8,
                     reference,
-                    lambda path: _run(path, tok, dev, inputs, batch_size),
+                    lambda path: run(path, dev),
                     min_int8_agreement,
                 )
             except ExportCheckError as e:
@@ -234,18 +253,23 @@ def export_student(
                 log.warning("%s; shipping fp32 only", e)
                 export_info["int8_dropped"] = str(e)
             else:
-                diff, agreement = onnx_checks.compare(reference, int8)
+                diff, agreement = compare(reference, int8)
                 checks.int8_max_abs_prob_diff, checks.int8_argmax_agreement = diff, agreement
                 checks.dev_accuracy_int8 = _accuracy(int8, dev.labels)
                 checks.int8_settings = settings.as_dict()
                 probs[("student-int8", "dev")] = int8
+        checks.samples = _samples(
+            [classifier(tmp / f) for f in (MODEL_FP32, MODEL_INT8) if (tmp / f).is_file()], dev
+        )
         if test is not None and test.labels is not None:
             for variant, path in (("student", MODEL_FP32), ("student-int8", MODEL_INT8)):
                 if (tmp / path).is_file():
-                    probs[(variant, "test")] = _run(tmp / path, tok, test, inputs, batch_size)
+                    probs[(variant, "test")] = run(tmp / path, test)
 
         if with_transformers:
-            _save_transformers_copy(model, hf_tok, Path(student_dir), tmp / TRANSFORMERS_DIR, tok)
+            _save_transformers_copy(
+                model, hf_tok, Path(student_dir), tmp / TRANSFORMERS_DIR, tmp / TOKENIZER
+            )
         prov = Provenance.model_validate({**(provenance or {}), "export": export_info})
         prov.student_base_model = prov.student_base_model or meta.base_model
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
@@ -265,6 +289,25 @@ def export_student(
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
         verify_bundle(tmp)
     return out_dir
+
+
+def _samples(classifiers: Sequence[OnnxClassifier], dev: TextSplit) -> list[CheckedSample]:
+    """The first N_SAMPLES dev texts, each run alone, through every shipped graph."""
+    out = []
+    for i in range(min(N_SAMPLES, len(dev.texts))):
+        pair = None if dev.pairs is None else [dev.pairs[i]]
+        probs = {
+            (MODEL_INT8 if c.variant == "int8" else MODEL_FP32): c.predict([dev.texts[i]], pair)[0][
+                0
+            ].tolist()
+            for c in classifiers
+        }
+        out.append(
+            CheckedSample(
+                text=dev.texts[i], text_pair=pair[0] if pair else None, probabilities=probs
+            )
+        )
+    return out
 
 
 def _recorded_metrics(
@@ -287,7 +330,7 @@ def _recorded_metrics(
         split = splits[split_name]
         if split is None or split.labels is None:
             continue
-        m = onnx_checks.split_metrics(p.argmax(-1), split.labels, n_labels)
+        m = accuracy_f1(split.labels, p.argmax(-1), n_labels)
         source = "onnxruntime " + (MODEL_INT8 if variant.endswith("int8") else MODEL_FP32)
         out.setdefault(variant, {})[split_name] = SplitMetrics.model_validate(
             {**m, "source": source}
@@ -300,13 +343,14 @@ def _save_transformers_copy(
     hf_tok: PreTrainedTokenizerFast,
     student_dir: Path,
     dest: Path,
-    tok: Tokenizer,
+    serving_tokenizer_file: Path,
 ) -> None:
     """The student as save_pretrained (safetensors) for transformers pipelines and
     text-embeddings-inference; the API never reads it."""
     model.save_pretrained(dest, safe_serialization=True)
     hf_tok.save_pretrained(dest)
-    tok.save(str(dest / "tokenizer.json"))  # the same padding/truncation as the bundle's
+    # The same padding/truncation as the bundle's.
+    shutil.copy2(serving_tokenizer_file, dest / "tokenizer.json")
     shutil.copy2(student_dir / STUDENT_META, dest / STUDENT_META)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from contracts.errors import ExportCheckError
-from training import onnx_checks
+from runtime.metrics import compare
 
 MIN_INT8_AGREEMENT = 0.99
 
@@ -95,7 +95,7 @@ def quantize_checked(
                 op_types_to_quantize=["MatMul"] if settings.fp32_embeddings else None,
             )
         probs = run(int8)
-        _, agreement = onnx_checks.compare(reference, probs)
+        _, agreement = compare(reference, probs)
         if agreement >= min_agreement:
             return settings, probs
         tried.append(f"{settings.as_dict()}: {agreement:.4f}")

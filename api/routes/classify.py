@@ -11,6 +11,7 @@ from api.auth import AUTH_RESPONSES, ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
 from api.registry import LoadedModel
 from api.schemas import ClassifyRequest, ClassifyResponse, Prediction, error_responses
+from runtime.metrics import predictions as label_scores
 
 router = APIRouter(tags=["classify"], dependencies=[ClassifyAccess], responses=AUTH_RESPONSES)
 
@@ -101,15 +102,7 @@ async def classify(
     _check_pairs(model, body)
     out = await model.batcher.classify(body.texts, body.text_pairs)
 
-    labels = model.labels
-    predictions = []
-    for row in out.probs.tolist():
-        best = max(range(len(row)), key=row.__getitem__)
-        predictions.append(
-            Prediction(
-                label=labels[best], score=row[best], scores=dict(zip(labels, row, strict=True))
-            )
-        )
+    predictions = [Prediction(**p) for p in label_scores(out.probs, model.labels)]
     metrics.classify_requests.labels(model.name, model.version).inc()
     metrics.classified_texts.labels(model.name, model.version).inc(len(predictions))
     if out.truncated:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -24,18 +24,26 @@ async def healthz() -> Health:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready; detail says why."}},
 )
-async def readyz(registry: RegistryDep) -> Response:
-    """200 once start-up has loaded and warmed the models and the default one is loaded."""
+async def readyz(registry: RegistryDep, request: Request) -> Response:
+    """200 once start-up has loaded and warmed the models and the default one is loaded,
+    and the job runner (when jobs were opened) is running."""
     snap = registry.snapshot
     models = {name: sorted(v, key=version_number, reverse=True) for name, v in snap.models.items()}
-    if registry.ready:
+    queue = getattr(request.app.state, "jobqueue", None)
+    runner = queue.status() if queue is not None else None
+    jobs_down = runner.detail if runner is not None and not runner.alive else None
+    if registry.ready and jobs_down is None:
         return JSONResponse(Readiness(status="ready", models=models).model_dump())
-    if not registry.started:
+    if registry.ready:
+        detail = str(jobs_down)
+    elif not registry.started:
         detail = "loading and warming up models"
     elif not snap.models:
         detail = "no model is loaded; GET /models shows bundles that failed to load"
     else:
         detail = f"the default model {registry.settings.default_model!r} is not loaded"
+    if jobs_down is not None and detail != jobs_down:
+        detail = f"{detail}; {jobs_down}"
     body = Readiness(status="not ready", models=models, detail=detail)
     return JSONResponse(body.model_dump(), status_code=503)
 
