@@ -31,6 +31,7 @@ ErrorKind = Literal[
     "unavailable",  # 503: nothing loaded, or a dependency (queue, worker) is down
     "backend",  # 500: the model failed on a request that passed validation
     "internal",  # 500: a bug; the log has the traceback
+    "client_gone",  # 499: the client left before its answer; only logs and metrics see it
 ]
 
 Surface = Literal["native", "tei", "oip", "openai"]
@@ -47,6 +48,7 @@ _NATIVE_STATUS: dict[ErrorKind, int] = {
     "unavailable": 503,
     "backend": 500,
     "internal": 500,
+    "client_gone": 499,
 }
 _KIND_OF_STATUS: dict[int, ErrorKind] = {s: k for k, s in reversed(_NATIVE_STATUS.items())}
 
@@ -64,6 +66,7 @@ _TEI: dict[ErrorKind, tuple[int, str]] = {
     "unavailable": (503, "Unhealthy"),
     "backend": (424, "Backend"),
     "internal": (424, "Backend"),
+    "client_gone": (499, "Backend"),
 }
 _OPENAI_TYPE: dict[ErrorKind, str] = {
     "unauthorized": "authentication_error",

@@ -46,6 +46,18 @@ class InferenceError(LugpiError):
     """onnxruntime failed on a batch that passed validation."""
 
 
+class Overloaded(LugpiError):
+    """More texts are queued for this model than LUGPI_MAX_QUEUED_TEXTS: try again later."""
+
+
+class DeadlineExceeded(LugpiError):
+    """A request waited in the queue past LUGPI_REQUEST_TIMEOUT_S; it was dropped unrun."""
+
+
+class ClientGone(LugpiError):
+    """The client disconnected before its answer was ready; its work was dropped."""
+
+
 class InvalidInput(LugpiError):
     """A request that parsed but cannot be served as asked; names the field to change."""
 
@@ -60,11 +72,17 @@ class LimitExceeded(InvalidInput):
 
 _KIND: dict[type[LugpiError], ErrorKind] = {
     ModelNotFound: "not_found",
+    Overloaded: "overloaded",
     NoModelLoaded: "unavailable",
+    DeadlineExceeded: "unavailable",
     InferenceError: "backend",
+    ClientGone: "client_gone",
     LimitExceeded: "too_large",
     InvalidInput: "invalid",
 }
+# Statuses that tell the client to come back: they carry Retry-After (seconds).
+_RETRY_LATER = (Overloaded, DeadlineExceeded)
+RETRY_AFTER_S = 1
 
 
 def error_response(
@@ -88,9 +106,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_lugpi_error(request: Request, exc: Exception) -> Response:
         kind: ErrorKind = next((k for t, k in _KIND.items() if isinstance(exc, t)), "bad_request")
-        if kind in ("backend", "internal"):
+        headers = None
+        if isinstance(exc, _RETRY_LATER):
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+        elif kind in ("backend", "internal"):
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return error_response(request, kind, str(exc), param=getattr(exc, "field", None))
+        return error_response(
+            request, kind, str(exc), param=getattr(exc, "field", None), headers=headers
+        )
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from fastapi import Request
 
 from api.batching import BatchOutput, TruncationSide
+from api.disconnect import unless_disconnected
 from api.errors import InvalidInput, LimitExceeded
 from api.metrics import ApiMetrics
 from api.registry import LoadedModel, ModelRegistry
@@ -93,6 +95,7 @@ def check_pairs(model: LoadedModel, pairs: Sequence[str] | None, field: str) -> 
 
 
 async def score(
+    request: Request,
     registry: ModelRegistry,
     settings: ApiSettings,
     metrics: ApiMetrics,
@@ -104,13 +107,14 @@ async def score(
     truncation: TruncationSide = "right",
     field: str = "inputs",
 ) -> Scored:
-    """Run one request on the model version it resolves to (held for the whole request)."""
+    """Run one request on the model version it resolves to (held for the whole request);
+    dropped unrun if the client disconnects first."""
     if not texts:
         raise InvalidInput(field, "no texts given; send at least one")
     loaded = registry.resolve(model, version)
     check_pairs(loaded, pairs, field)
     check_limits(settings, texts, pairs, field)
-    out = await loaded.batcher.classify(texts, pairs, truncation)
+    out = await unless_disconnected(request, loaded.batcher.classify(texts, pairs, truncation))
     metrics.classify_requests.labels(loaded.name, loaded.version).inc()
     metrics.classified_texts.labels(loaded.name, loaded.version).inc(len(texts))
     if out.truncated:

@@ -261,6 +261,7 @@ async def _infer(
     model = _model(registry, name, version)
     texts, pairs = _texts(parsed.tensors, model)
     scored = await score(
+        request,
         registry,
         settings,
         metrics,

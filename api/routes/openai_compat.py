@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import ClassifyAccess
@@ -107,11 +107,17 @@ class ModelCardList(BaseModel):
 
 @router.post("/classify", responses=ERRORS)
 async def classify(
-    body: ClassifyInput, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep
+    body: ClassifyInput,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
 ) -> ClassifyResult:
     """infinity's /classify: every label with its score per text, highest first."""
     name = None if body.model == UNNAMED else body.model
-    scored = await score(registry, settings, metrics, body.input, None, model=name, field="input")
+    scored = await score(
+        request, registry, settings, metrics, body.input, None, model=name, field="input"
+    )
     rows = scored.scores("none" if body.raw_scores else "softmax", field="raw_scores")
     data = [
         [LabelScore(label=label, score=s) for label, s in ranked(row, scored.labels)]

@@ -212,6 +212,7 @@ def _refuse_truncated(scored: Scored) -> None:
 @router.post("/predict", responses=TEI_ERRORS)
 async def predict(
     body: PredictRequest,
+    request: Request,
     response: Response,
     registry: RegistryDep,
     settings: SettingsDep,
@@ -228,6 +229,7 @@ async def predict(
     texts, pairs = _split(sequences)
     direction: TruncationSide = "left" if body.truncation_direction.lower() == "left" else "right"
     scored = await score(
+        request,
         registry,
         settings,
         metrics,
@@ -255,6 +257,7 @@ async def predict(
 )
 async def hf_text_classification(
     body: HfTextClassificationRequest,
+    request: Request,
     response: Response,
     registry: RegistryDep,
     settings: SettingsDep,
@@ -276,7 +279,9 @@ async def hf_text_classification(
         raise InvalidInput("inputs", "mixes texts and {text, text_pair} objects; send one kind")
     pairs = pair_items or None
     params = body.parameters or HfParameters()
-    scored = await score(registry, settings, metrics, texts, pairs, model=model, version=version)
+    scored = await score(
+        request, registry, settings, metrics, texts, pairs, model=model, version=version
+    )
     rows = scored.scores(
         params.function_to_apply or "softmax", field="parameters.function_to_apply"
     )
