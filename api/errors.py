@@ -36,11 +36,29 @@ class InferenceError(LugpiError):
     """onnxruntime failed on a batch that passed validation."""
 
 
+class Overloaded(LugpiError):
+    """More texts are queued for this model than LUGPI_MAX_QUEUED_TEXTS: try again later."""
+
+
+class DeadlineExceeded(LugpiError):
+    """A request waited in the queue past LUGPI_REQUEST_TIMEOUT_S; it was dropped unrun."""
+
+
+class ClientGone(LugpiError):
+    """The client disconnected before its answer was ready; its work was dropped."""
+
+
 _STATUS: dict[type[LugpiError], int] = {
     ModelNotFound: 404,
+    Overloaded: 429,
     NoModelLoaded: 503,
+    DeadlineExceeded: 503,
     InferenceError: 500,
+    ClientGone: 499,  # nginx's code; nobody reads it, the access log and metrics do
 }
+# Statuses that tell the client to come back: they carry Retry-After (seconds).
+_RETRY_LATER = (Overloaded, DeadlineExceeded)
+RETRY_AFTER_S = 1
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -48,9 +66,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_lugpi_error(request: Request, exc: Exception) -> Response:
         status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 400)
-        if status >= 500:
+        headers = None
+        if isinstance(exc, _RETRY_LATER):
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+        elif status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

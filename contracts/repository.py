@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -33,6 +33,7 @@ from contracts.bundle import (
     VERSION_PATTERN,
     BundleManifest,
     SplitMetrics,
+    bundle_file,
     read_manifest,
     sha256_file,
     verify_bundle,
@@ -237,9 +238,7 @@ def _next_version(model_dir: Path) -> int:
 def _safe_files(manifest: BundleManifest, bundle_dir: Path) -> list[str]:
     files = list(manifest.files)
     for f in files:
-        p = PurePosixPath(f)
-        if p.is_absolute() or ".." in p.parts:
-            raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists a file outside the bundle: {f}")
+        bundle_file(bundle_dir, f)  # raises for a file outside the bundle
     return files
 
 

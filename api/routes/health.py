@@ -32,8 +32,13 @@ async def readyz(registry: RegistryDep, request: Request) -> Response:
     queue = getattr(request.app.state, "jobqueue", None)
     runner = queue.status() if queue is not None else None
     jobs_down = runner.detail if runner is not None and not runner.alive else None
-    if registry.ready and jobs_down is None:
+    overloaded = registry.overloaded
+    if registry.ready and jobs_down is None and not overloaded:
         return JSONResponse(Readiness(status="ready", models=models).model_dump())
+    if registry.ready and overloaded:
+        detail = f"overloaded: the queue of {', '.join(overloaded)} is nearly full"
+        body = Readiness(status="not ready", models=models, detail=detail)
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
     if registry.ready:
         detail = str(jobs_down)
     elif not registry.started:
@@ -49,6 +54,11 @@ async def readyz(registry: RegistryDep, request: Request) -> Response:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(app_metrics: MetricsDep) -> Response:
-    """Prometheus text format: latency, batch sizes, per-model counts, errors."""
+async def metrics(app_metrics: MetricsDep, registry: RegistryDep) -> Response:
+    """Prometheus text format: latency, batch sizes, per-model counts, queues, errors."""
+    queued: dict[str, int] = {}
+    for name, versions in registry.snapshot.models.items():
+        queued[name] = sum(m.batcher.queued_texts for m in versions.values())
+    for name, n in queued.items():
+        app_metrics.queued_texts.labels(model=name).set(n)
     return Response(generate_latest(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)

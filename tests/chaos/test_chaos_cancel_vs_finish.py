@@ -83,7 +83,10 @@ def test_a_worker_lost_while_publishing_is_resumed_not_cancelled(
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = ApiSettings(
-        artifacts_dir=tmp_path / "artifacts", model_repository=tmp_path / "repo", poll_interval_s=0
+        allow_unauthenticated_admin=True,  # loopback test client, no keys
+        artifacts_dir=tmp_path / "artifacts",
+        model_repository=tmp_path / "repo",
+        poll_interval_s=0,
     )
     SqliteJobStore(tmp_path / "artifacts" / SqliteJobStore.FILE_NAME).close()
     with TestClient(create_app(settings)) as c:
