@@ -41,6 +41,9 @@ class Provenance(BaseModel):
     generator: str | None = None
     teachers: list[str] = Field(default_factory=list)
     student_base_model: str | None = None
+    # Set by publishing: the export this version was made from (see repository.publish), so
+    # that a publish resumed after a crash finds its version instead of adding another.
+    export_id: str | None = None
 
 
 class SplitMetrics(BaseModel):
