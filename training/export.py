@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from contracts.bundle import (
 )
 from contracts.errors import ArtifactError, ExportCheckError
 from training import onnx_checks
+from training.graph_fusion import fuse_transformer
 from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
 from training.student_checkpoint import (
     TextSplit,
@@ -121,6 +122,35 @@ def _run(
     return onnx_checks.predict_proba(
         session, tokenizer, split.texts, split.pairs, inputs, ONNX_OUTPUT, batch_size
     )
+
+
+def _fused_fp32(model: PreTrainedModel, traced: Path, dst: Path) -> Path | None:
+    """The optimizer's fused graph of ``traced`` at ``dst``, or None for encoders it has no
+    patterns for (training/graph_fusion.py)."""
+    config = model.config
+    fused = fuse_transformer(
+        traced,
+        dst,
+        str(config.model_type),
+        int(config.num_attention_heads),
+        int(config.hidden_size),
+    )
+    return dst if fused is not None else None
+
+
+# Static quantization's activation ranges come from this many dev texts: enough to see the
+# spread of lengths and values, few enough that calibration takes seconds.
+CALIBRATION_TEXTS = 256
+
+
+def calibration_feeds(
+    tok: Tokenizer, split: TextSplit, inputs: Sequence[str], batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    n = min(len(split.texts), CALIBRATION_TEXTS)
+    for start in range(0, n, batch_size):
+        end = min(start + batch_size, n)
+        pairs = None if split.pairs is None else split.pairs[start:end]
+        yield onnx_checks.encode(tok, split.texts[start:end], pairs, inputs)
 
 
 def _accuracy(probs: np.ndarray, labels: Sequence[int] | None) -> float | None:
@@ -213,6 +243,21 @@ def export_student(
         reference = torch_probabilities(model, hf_tok, dev, meta.max_length, batch_size)
         fp32 = _run(tmp / MODEL_FP32, tok, dev, inputs, batch_size)
         checks = check_fp32(reference, fp32, dev)
+        # Outside the bundle directory: a fused graph that fails its check is not shipped.
+        fused = _fused_fp32(model, tmp / MODEL_FP32, tmp.parent / f"{tmp.name}.fused.onnx")
+        if fused is not None:
+            fused_probs = _run(fused, tok, dev, inputs, batch_size)
+            try:
+                checks = check_fp32(reference, fused_probs, dev)
+            except ExportCheckError as e:
+                log.warning("fused fp32 graph not shipped: %s", e)
+                export_info["fp32_graph"] = f"traced (fused graph failed its check: {e})"
+                fused.unlink()
+                fused = None
+            else:
+                shutil.copyfile(fused, tmp / MODEL_FP32)
+                fp32 = fused_probs
+                export_info["fp32_graph"] = "fused (onnxruntime transformer optimizer)"
         # probs[(variant, split)]: the dev ones are the check runs, reused for metrics.
         probs = {("student", "dev"): fp32}
         if quantize:
@@ -223,6 +268,8 @@ def export_student(
                     reference,
                     lambda path: _run(path, tok, dev, inputs, batch_size),
                     min_int8_agreement,
+                    fused=fused,
+                    calibration=lambda: calibration_feeds(tok, dev, inputs, batch_size),
                 )
             except ExportCheckError as e:
                 if require_int8:
@@ -235,6 +282,8 @@ def export_student(
                 checks.dev_accuracy_int8 = _accuracy(int8, dev.labels)
                 checks.int8_settings = settings.as_dict()
                 probs[("student-int8", "dev")] = int8
+        if fused is not None:
+            fused.unlink()
         if test is not None and test.labels is not None:
             for variant, path in (("student", MODEL_FP32), ("student-int8", MODEL_INT8)):
                 if (tmp / path).is_file():
