@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -232,7 +233,11 @@ def export_student(
         "opset": opset,
     }
 
-    with atomic_dir(out_dir, "export", overwrite=True) as tmp:
+    # scratch: graphs that are not (or not yet) part of the bundle, gone whatever happens.
+    with (
+        atomic_dir(out_dir, "export", overwrite=True) as tmp,
+        tempfile.TemporaryDirectory(prefix="lugpi-export-") as scratch,
+    ):
         serving_tokenizer(hf_tok, meta.max_length).save(str(tmp / TOKENIZER))
         tok = onnx_checks.load_tokenizer(tmp / TOKENIZER)  # check the file as the API reads it
         for split in (dev, test):
@@ -243,8 +248,7 @@ def export_student(
         reference = torch_probabilities(model, hf_tok, dev, meta.max_length, batch_size)
         fp32 = _run(tmp / MODEL_FP32, tok, dev, inputs, batch_size)
         checks = check_fp32(reference, fp32, dev)
-        # Outside the bundle directory: a fused graph that fails its check is not shipped.
-        fused = _fused_fp32(model, tmp / MODEL_FP32, tmp.parent / f"{tmp.name}.fused.onnx")
+        fused = _fused_fp32(model, tmp / MODEL_FP32, Path(scratch) / "fused.onnx")
         if fused is not None:
             fused_probs = _run(fused, tok, dev, inputs, batch_size)
             try:
@@ -252,7 +256,6 @@ def export_student(
             except ExportCheckError as e:
                 log.warning("fused fp32 graph not shipped: %s", e)
                 export_info["fp32_graph"] = f"traced (fused graph failed its check: {e})"
-                fused.unlink()
                 fused = None
             else:
                 shutil.copyfile(fused, tmp / MODEL_FP32)
@@ -282,8 +285,6 @@ def export_student(
                 checks.dev_accuracy_int8 = _accuracy(int8, dev.labels)
                 checks.int8_settings = settings.as_dict()
                 probs[("student-int8", "dev")] = int8
-        if fused is not None:
-            fused.unlink()
         if test is not None and test.labels is not None:
             for variant, path in (("student", MODEL_FP32), ("student-int8", MODEL_INT8)):
                 if (tmp / path).is_file():
