@@ -6,7 +6,7 @@
 For each student: agreement of each variant's argmax with PyTorch on dev and test, the
 accuracy change, latency of one text (batch 1, one thread, median) and throughput at batch
 32 (test texts in file order, mixed lengths), all through the API's path (tokenizer.json +
-onnxruntime, training/onnx_checks.py). Then what export would ship: the first variant of
+onnxruntime, runtime/classifier.py). Then what export would ship: the first variant of
 training/quantize.py's order that meets the 99 % bar, or the accuracy-controlled search.
 One process, one thread: the rows are comparable to each other; absolute times depend on
 how loaded the machine is, so read the ratios to traced fp32.
@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from contracts.bundle import ONNX_OUTPUT
-from training import onnx_checks
+from runtime.classifier import OnnxClassifier
+from runtime.encoding import TextEncoder
+from runtime.session import RuntimeOptions
 from training.data import load_prepared
 from training.export import calibration_feeds, export_onnx
 from training.graph_fusion import fuse_transformer
@@ -64,17 +66,16 @@ class Row:
     size_mb: float
 
 
-def _speed(path: Path, tok: object, split: TextSplit, inputs: list[str]) -> tuple[float, float]:
-    session = onnx_checks.make_session(path, threads=1)
+def _speed(classifier: OnnxClassifier, split: TextSplit) -> tuple[float, float]:
+    """(median ms for one text at batch 1, texts/s at batch 32), tokenizing included."""
     times = []
     for i in range(min(LATENCY_TEXTS, len(split.texts))):
-        pairs = None if split.pairs is None else [split.pairs[i]]
+        texts, pairs = split.batch(i, 1)
         start = time.perf_counter()
-        feed = onnx_checks.encode(tok, [split.texts[i]], pairs, inputs)  # type: ignore[arg-type]
-        session.run([ONNX_OUTPUT], feed)
+        classifier.predict_proba(texts, pairs, 1)
         times.append(time.perf_counter() - start)
     start = time.perf_counter()
-    onnx_checks.predict_proba(session, tok, split.texts, split.pairs, inputs, ONNX_OUTPUT, 32)  # type: ignore[arg-type]
+    classifier.predict_proba(split.texts, split.pairs, 32)
     elapsed = time.perf_counter() - start
     return 1000 * float(np.median(times)), len(split.texts) / elapsed
 
@@ -87,7 +88,8 @@ def bench_student(model_dir: Path, data_dir: Path, work: Path) -> dict[str, obje
         for name in ("dev", "test")
     }
     inputs = graph_inputs(model, hf_tok, meta.text_pair)
-    tok = serving_tokenizer(hf_tok, meta.max_length)
+    tokenizer_file = work / "tokenizer.json"
+    serving_tokenizer(hf_tok, meta.max_length).save(str(tokenizer_file))
     ref = {n: torch_probabilities(model, hf_tok, s, meta.max_length, 32) for n, s in splits.items()}
     gold = {n: np.asarray(s.labels) for n, s in splits.items()}
     acc = {n: float(np.mean(ref[n].argmax(-1) == gold[n])) for n in splits}
@@ -100,16 +102,26 @@ def bench_student(model_dir: Path, data_dir: Path, work: Path) -> dict[str, obje
         is not None
     )
 
+    def classifier(path: Path) -> OnnxClassifier:
+        return OnnxClassifier.from_files(
+            path,
+            tokenizer_file,
+            inputs=inputs,
+            output=ONNX_OUTPUT,
+            max_length=meta.max_length,
+            labels=meta.labels,
+            options=RuntimeOptions(device="cpu", intra_op_threads=1),
+        )
+
     def run(path: Path, split: str) -> np.ndarray:
         s = splits[split]
-        session = onnx_checks.make_session(path, threads=1)
-        return onnx_checks.predict_proba(session, tok, s.texts, s.pairs, inputs, ONNX_OUTPUT, 32)
+        return classifier(path).predict_proba(s.texts, s.pairs, 32)
 
     def row(name: str, path: Path) -> Row:
         probs = {n: run(path, n) for n in splits}
         agree = {n: float(np.mean(probs[n].argmax(-1) == ref[n].argmax(-1))) for n in splits}
         delta = {n: float(np.mean(probs[n].argmax(-1) == gold[n])) - acc[n] for n in splits}
-        b1, b32 = _speed(path, tok, splits["test"], inputs)
+        b1, b32 = _speed(classifier(path), splits["test"])
         r = Row(
             name,
             agree["dev"],
@@ -130,7 +142,8 @@ def bench_student(model_dir: Path, data_dir: Path, work: Path) -> dict[str, obje
     rows = [row("fp32 traced", traced)]
     if has_fused:
         rows.append(row("fp32 fused", fused))
-    calib = lambda: calibration_feeds(tok, splits["dev"], inputs, 32)  # noqa: E731
+    encoder = TextEncoder.from_file(tokenizer_file, meta.max_length, inputs)
+    calib = lambda: calibration_feeds(encoder, splits["dev"], 32)  # noqa: E731
     for settings in VARIANTS:
         if settings.fused and not has_fused:
             continue

@@ -39,7 +39,7 @@ from onnxruntime.quantization import (
 )
 
 from contracts.errors import ExportCheckError
-from training import onnx_checks
+from runtime.metrics import compare
 
 MIN_INT8_AGREEMENT = 0.99
 # The search keeps at most this many encoder layers in fp32 before it gives up: past
@@ -222,7 +222,7 @@ def quantize_checked(
             return None
         quantize(source, int8, settings, calibration)
         probs = run(int8)
-        _, agreement = onnx_checks.compare(reference, probs)
+        _, agreement = compare(reference, probs)
         tried.append(f"{settings.label}: {agreement:.4f}")
         if best is None or agreement > best[0]:
             best = (agreement, settings)

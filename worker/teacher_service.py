@@ -20,14 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from PIL import Image
 
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, LugpiError
 from jobs.store import check_job_id
-from worker.app import settings
+from runtime.metrics import predictions, softmax
+from worker.settings import WorkerSettings
 
 _lock = threading.Lock()  # one request at a time uses the cached models (threads pool)
 _teachers: dict[Path, Any] = {}
@@ -103,32 +103,16 @@ def _png_b64(image: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _predictions(logits: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
-    z = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    out = []
-    for row in probs.tolist():
-        best = int(np.argmax(row))
-        out.append(
-            {
-                "label": labels[best],
-                "score": row[best],
-                "scores": dict(zip(labels, row, strict=True)),
-            }
-        )
-    return out
-
-
-def classify_with_teacher(payload: dict[str, Any]) -> dict[str, Any]:
+def classify_with_teacher(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, Any]:
     """Answer one request; a problem the user can fix comes back as ``{"error": ...}``."""
     try:
         with _lock:
-            return _classify(payload)
+            return _classify(payload, settings)
     except LugpiError as e:
         return {"error": str(e)}
 
 
-def _classify(payload: dict[str, Any]) -> dict[str, Any]:
+def _classify(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, Any]:
 
     from models.teacher import pixel_inputs, predict_teacher
     from training.prompts import make_prompt
@@ -168,7 +152,7 @@ def _classify(payload: dict[str, Any]) -> dict[str, Any]:
     return {
         "teacher": name,
         "labels": meta.labels,
-        "predictions": _predictions(logits, meta.labels),
+        "predictions": predictions(softmax(logits), meta.labels),
         "prompts": prompts,
         "images": [_png_b64(im) for im in images] if payload.get("return_images") else None,
         "images_drawn": drawn,

@@ -17,14 +17,15 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from api.auth import ClassifyAccess
+from api.auth import AUTH_RESPONSES, TeacherAccess
 from api.deps import RegistryDep, SettingsDep
 from api.jobqueue import TeacherUnavailable
 from api.routes.classify import within_limits
 from api.routes.jobs import QueueDep
 from api.schemas import ClassifyRequest, Prediction
+from runtime.metrics import predictions
 
-router = APIRouter(tags=["classify"], dependencies=[ClassifyAccess])
+router = APIRouter(tags=["classify"], dependencies=[TeacherAccess], responses=AUTH_RESPONSES)
 
 
 class TeacherRequest(ClassifyRequest):
@@ -64,18 +65,6 @@ def _checked(body: TeacherRequest, settings: SettingsDep) -> TeacherRequest:
 
 
 CheckedTeacherRequest = Annotated[TeacherRequest, Depends(_checked)]
-
-
-def _predictions(probs: list[list[float]], labels: list[str]) -> list[Prediction]:
-    out = []
-    for row in probs:
-        best = max(range(len(row)), key=row.__getitem__)
-        out.append(
-            Prediction(
-                label=labels[best], score=row[best], scores=dict(zip(labels, row, strict=True))
-            )
-        )
-    return out
 
 
 @router.post(
@@ -138,7 +127,7 @@ async def classify_with_teacher(
         model=model.name,
         version=model.version,
         job_id=job_id,
-        student=_predictions(student_out.probs.tolist(), model.labels),
+        student=[Prediction(**p) for p in predictions(student_out.probs, model.labels)],
         teacher=teacher,
         timings_ms=timings,
     )

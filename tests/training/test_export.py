@@ -25,8 +25,8 @@ from transformers import (
 from contracts.artifacts import STUDENT_META, TextModelMeta
 from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_INPUTS, TOKENIZER, verify_bundle
 from contracts.errors import ExportCheckError
+from runtime.classifier import OnnxClassifier
 from training import export as export_mod
-from training import onnx_checks
 from training.export import TRANSFORMERS_DIR, export_command, export_student
 from training.quantize import QUANT_CANDIDATES
 
@@ -218,11 +218,15 @@ def test_transformers_copy_loads_in_a_pipeline_and_matches_onnx_random(
     pipe_probs = np.array(
         [[{d["label"]: d["score"] for d in row}[k] for k in ("0", "1")] for row in got]
     )
-    session = onnx_checks.make_session(bundle / MODEL_FP32)
-    tok = onnx_checks.load_tokenizer(bundle / TOKENIZER)
-    onnx_probs = onnx_checks.predict_proba(
-        session, tok, texts[:8], pairs[:8], ONNX_INPUTS, "probabilities"
+    clf = OnnxClassifier.from_files(
+        bundle / MODEL_FP32,
+        bundle / TOKENIZER,
+        inputs=ONNX_INPUTS,
+        output="probabilities",
+        max_length=MAX_LENGTH,
+        labels=["0", "1"],
     )
+    onnx_probs = clf.predict_proba(texts[:8], pairs[:8])
     assert np.abs(pipe_probs - onnx_probs).max() < 1e-4
 
 

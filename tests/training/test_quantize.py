@@ -18,7 +18,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from contracts.errors import ExportCheckError
-from training import onnx_checks
+from runtime.classifier import OnnxClassifier
+from runtime.encoding import TextEncoder
+from runtime.metrics import compare
+from runtime.session import RuntimeOptions
 from training.export import export_onnx
 from training.graph_fusion import fuse_transformer
 from training.quantize import QuantSettings, layer_nodes, quantize, quantize_checked
@@ -61,16 +64,22 @@ def traced(tiny_text_model: Path, shared_datasets: Path, tmp_path_factory: pytes
     out = tmp_path_factory.mktemp("quantize")
     inputs = ["input_ids", "attention_mask", "token_type_ids"]
     export_onnx(model, hf_tok, inputs, split, out / "model.onnx", opset=17)
-    tok = serving_tokenizer(hf_tok, 64)
-    return out, split, tok, inputs, model.config
+    serving_tokenizer(hf_tok, 64).save(str(out / "tokenizer.json"))
+    return out, split, out / "tokenizer.json", inputs, model.config
 
 
 def _probs(path: Path, traced_fixture) -> np.ndarray:
-    _, split, tok, inputs, _ = traced_fixture
-    session = onnx_checks.make_session(path)
-    return onnx_checks.predict_proba(
-        session, tok, split.texts, split.pairs, inputs, "probabilities"
+    _, split, tokenizer_file, inputs, _ = traced_fixture
+    classifier = OnnxClassifier.from_files(
+        path,
+        tokenizer_file,
+        inputs=inputs,
+        output="probabilities",
+        max_length=64,
+        labels=["0", "1"],
+        options=RuntimeOptions(device="cpu", intra_op_threads=1),
     )
+    return classifier.predict_proba(split.texts, split.pairs, 32)
 
 
 def _ops(path: Path) -> Counter[str]:
@@ -89,7 +98,7 @@ def fused(traced) -> Path:
 
 def test_fused_fp32_graph_matches_the_traced_one_random(traced, fused: Path) -> None:
     out = traced[0]
-    diff, agreement = onnx_checks.compare(_probs(out / "model.onnx", traced), _probs(fused, traced))
+    diff, agreement = compare(_probs(out / "model.onnx", traced), _probs(fused, traced))
     assert diff < 1e-4 and agreement == 1.0
     assert _ops(fused)["SkipLayerNormalization"] == 4
 
@@ -117,20 +126,18 @@ def test_fp32_layers_stay_float_and_the_others_are_int8_random(traced, fused: Pa
 
 
 def test_static_variant_is_calibrated_qdq_random(traced) -> None:
-    out, split, tok, inputs, _ = traced
+    out, split, tokenizer_file, inputs, _ = traced
+    encoder = TextEncoder.from_file(tokenizer_file, 64, inputs)
 
     def feeds():
         for start in range(0, 64, 32):
-            yield onnx_checks.encode(
-                tok, split.texts[start : start + 32], split.pairs[start : start + 32], inputs
-            )
+            texts, pairs = split.batch(start, 32)
+            yield encoder.feed(encoder.encode(TextEncoder.pair_up(texts, pairs)))
 
     quantize(out / "model.onnx", out / "s.onnx", QuantSettings(method="static"), feeds)
     ops = _ops(out / "s.onnx")
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
-    _, agreement = onnx_checks.compare(
-        _probs(out / "model.onnx", traced), _probs(out / "s.onnx", traced)
-    )
+    _, agreement = compare(_probs(out / "model.onnx", traced), _probs(out / "s.onnx", traced))
     assert agreement > 0.5  # calibrated ranges: not garbage
 
 
@@ -141,7 +148,7 @@ def test_search_keeps_layers_in_fp32_until_the_bar_holds_random(traced) -> None:
     reference = _probs(out / "model.onnx", traced)
     coarse = QuantSettings(per_channel=False, reduce_range=True, fp32_embeddings=True)
     quantize(out / "model.onnx", out / "c.onnx", coarse)
-    assert onnx_checks.compare(reference, _probs(out / "c.onnx", traced))[1] < 1.0
+    assert compare(reference, _probs(out / "c.onnx", traced))[1] < 1.0
     settings, probs = quantize_checked(
         out / "model.onnx",
         out / "int8.onnx",
@@ -150,7 +157,7 @@ def test_search_keeps_layers_in_fp32_until_the_bar_holds_random(traced) -> None:
         min_agreement=1.0,
         candidates=(coarse,),
     )
-    assert settings.fp32_layers != () and onnx_checks.compare(reference, probs)[1] == 1.0
+    assert settings.fp32_layers != () and compare(reference, probs)[1] == 1.0
 
 
 def test_no_variant_meeting_the_bar_names_each_and_leaves_no_file_random(
