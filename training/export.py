@@ -40,6 +40,7 @@ from contracts.bundle import (
     MODEL_INT8,
     ONNX_LOGITS,
     ONNX_OUTPUT,
+    SCHEMA_VERSION,
     TOKENIZER,
     BundleManifest,
     CheckedSample,
@@ -320,16 +321,21 @@ def export_student(
             _save_transformers_copy(
                 model, hf_tok, Path(student_dir), tmp / TRANSFORMERS_DIR, tmp / TOKENIZER
             )
+            # Where TEI's ort backend and optimum look for the graph; they read "logits".
+            (tmp / TRANSFORMERS_DIR / "onnx").mkdir()
+            shutil.copyfile(tmp / MODEL_FP32, tmp / TRANSFORMERS_DIR / "onnx" / MODEL_FP32)
         prov = Provenance.model_validate({**(provenance or {}), "export": export_info})
         prov.student_base_model = prov.student_base_model or meta.base_model
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = BundleManifest(
+            schema_version=SCHEMA_VERSION,
             name=name,
             version=UNPUBLISHED_VERSION,
             labels=meta.labels,
             max_length=meta.max_length,
             text_pair=meta.text_pair,
             inputs=inputs,
+            logits_output=ONNX_LOGITS,
             provenance=prov,
             metrics=_recorded_metrics(metrics, probs, {"dev": dev, "test": test}, n),
             export_checks=checks,
@@ -396,7 +402,7 @@ def _save_transformers_copy(
     serving_tokenizer_file: Path,
 ) -> None:
     """The student as save_pretrained (safetensors) for transformers pipelines and
-    text-embeddings-inference; the API never reads it."""
+    text-embeddings-inference (export adds onnx/model.onnx); the API never reads it."""
     model.save_pretrained(dest, safe_serialization=True)
     hf_tok.save_pretrained(dest)
     # The same padding/truncation as the bundle's.
