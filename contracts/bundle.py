@@ -85,8 +85,9 @@ class ExportChecks(BaseModel):
     dev_accuracy_torch: float | None = None
     dev_accuracy_fp32: float | None = None
     dev_accuracy_int8: float | None = None
-    # quantize_dynamic arguments the int8 model was made with (per_channel, reduce_range).
-    int8_settings: dict[str, bool] | None = None
+    # How the int8 model was made (training/quantize.py QuantSettings.as_dict): method,
+    # fused graph or not, per_channel, weights, fp32 embeddings and fp32 layers.
+    int8_settings: dict[str, bool | str | list[int]] | None = None
     samples: list[CheckedSample] = Field(default_factory=list)
 
 
