@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from api.errors import InferenceError
+from contracts.errors import InferenceError
 from runtime.classifier import OnnxClassifier
 
 log = logging.getLogger("lugpi.api")

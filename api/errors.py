@@ -1,8 +1,9 @@
-"""Errors of the serving layer, and the one place they become HTTP responses.
+"""The one place errors become HTTP responses.
 
-Code below the routes raises ``LugpiError`` subclasses that say what to fix; the
-handlers here turn them into ``{"detail": ...}`` with the right status. Unexpected
-errors become a 500 whose detail names no internals (the log has the traceback).
+Code below the routes raises the errors of ``contracts.errors``; ``STATUS`` gives each
+branch of that tree its status, and the handlers shape every response as
+``{"detail": ...}``. Unexpected errors become a 500 whose detail names no internals (the
+log has the traceback).
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contracts.errors import LugpiError
+from contracts.errors import (
+    Conflict,
+    InternalError,
+    LugpiError,
+    NotFound,
+    Unavailable,
+    UserError,
+)
+
+# Defined in contracts.errors; importable from here as before.
+from contracts.errors import InferenceError as InferenceError
+from contracts.errors import ModelNotFound as ModelNotFound
+from contracts.errors import NoModelLoaded as NoModelLoaded
 
 log = logging.getLogger("lugpi.api")
 
@@ -24,30 +37,26 @@ log = logging.getLogger("lugpi.api")
 _FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 
-class ModelNotFound(LugpiError):
-    """A request names a model or version that is not served."""
-
-
-class NoModelLoaded(LugpiError):
-    """No bundle is loaded (empty repository, or every bundle failed to load)."""
-
-
-class InferenceError(LugpiError):
-    """onnxruntime failed on a batch that passed validation."""
-
-
-_STATUS: dict[type[LugpiError], int] = {
-    ModelNotFound: 404,
-    NoModelLoaded: 503,
-    InferenceError: 500,
+# The most specific class of an error's MRO that is listed here gives its status.
+STATUS: dict[type[LugpiError], int] = {
+    UserError: 400,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+    InternalError: 500,
 }
+
+
+def status_of(exc: LugpiError) -> int:
+    return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that shape every error as ``{"detail": ...}``."""
 
     async def on_lugpi_error(request: Request, exc: Exception) -> Response:
-        status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 400)
+        assert isinstance(exc, LugpiError)
+        status = status_of(exc)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": str(exc)}, status_code=status)

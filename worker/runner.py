@@ -25,10 +25,15 @@ from types import TracebackType
 from typing import Self
 
 from contracts.config import PipelineConfig
-from contracts.errors import Cancelled, LugpiError
+from contracts.errors import (
+    AttemptLost,
+    Cancelled,
+    JobTimeout,
+    LugpiError,
+    WorkerStopping,
+)
 from contracts.jobs import STAGE_ORDER, JobRecord, JobState, Progress, Stage
 from jobs.lifecycle import (
-    AttemptLost,
     beat,
     finish_attempt,
     overall_fraction,
@@ -50,14 +55,6 @@ Requeue = Callable[[str], None]
 # Set when this process is asked to stop (worker warm shutdown, SIGTERM of a job process):
 # the running job stops at its next step and goes back to the queue.
 STOPPING = threading.Event()
-
-
-class WorkerStopping(Exception):
-    """This worker is shutting down; the job is handed back, not failed."""
-
-
-class JobTimeout(LugpiError):
-    """The job ran longer than the configured limit."""
 
 
 class JobReporter:
@@ -309,7 +306,7 @@ def _run_attempt(
         except Cancelled as e:
             log.info("job %s: %s", job_id, e)
             return finish(JobState.CANCELLED, message=str(e))
-        except LugpiError as e:
+        except (JobTimeout, LugpiError) as e:
             log.warning("job %s failed: %s", job_id, e)
             return finish(JobState.FAILED, error=str(e), message="failed")
         except Exception as e:

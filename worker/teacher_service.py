@@ -24,7 +24,7 @@ import yaml
 from PIL import Image
 
 from contracts.config import PipelineConfig
-from contracts.errors import ArtifactError, LugpiError
+from contracts.errors import ArtifactError, UserError
 from jobs.store import check_job_id
 from runtime.metrics import predictions, softmax
 from worker.app import settings
@@ -104,11 +104,12 @@ def _png_b64(image: Image.Image) -> str:
 
 
 def classify_with_teacher(payload: dict[str, Any]) -> dict[str, Any]:
-    """Answer one request; a problem the user can fix comes back as ``{"error": ...}``."""
+    """Answer one request; a problem the user can fix comes back as ``{"error": ...}``
+    (the API raises it as ``TeacherRefused``)."""
     try:
         with _lock:
             return _classify(payload)
-    except LugpiError as e:
+    except UserError as e:
         return {"error": str(e)}
 
 

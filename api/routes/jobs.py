@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
@@ -32,12 +32,11 @@ from api.jobqueue import JobQueue, JobQueueUnavailable, open_jobqueue
 from api.registry import ModelRegistry
 from api.settings import ApiSettings
 from contracts.config import PipelineConfig
+from contracts.errors import NothingToCancel
 from contracts.jobs import JobRecord, JobState
 from jobs.lifecycle import fail_queued, request_cancel
 from jobs.store import (
     JOB_ID_PATTERN,
-    JobNotFound,
-    JobStoreUnavailable,
     SqliteJobStore,
 )
 
@@ -102,17 +101,6 @@ class JobPage(BaseModel):
     limit: int
 
 
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Store/broker failures -> HTTP errors that say what is wrong."""
-    try:
-        yield
-    except JobNotFound as e:
-        raise HTTPException(404, str(e)) from e
-    except (JobStoreUnavailable, JobQueueUnavailable) as e:
-        raise HTTPException(503, f"jobs are unavailable: {e}") from e
-
-
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"description": "The job store or broker (Redis) is unreachable."}
 }
@@ -130,13 +118,12 @@ def submit_train_job(
     YAML presets); data paths must lie under the server's data roots and models must be
     allowed. Poll ``status_url`` for progress."""
     checked = check_job_config(cfg, settings)
-    with _store_errors():
-        record = queue.store.create(checked.model_dump(mode="json"))
-        try:
-            queue.submit(record.job_id)
-        except JobQueueUnavailable as e:
-            _fail_unsent(queue, record.job_id, str(e))
-            raise
+    record = queue.store.create(checked.model_dump(mode="json"))
+    try:
+        queue.submit(record.job_id)
+    except JobQueueUnavailable as e:
+        _fail_unsent(queue, record.job_id, str(e))
+        raise
     log.info("job %s queued (%s)", record.job_id, checked.name)
     url = str(request.url_for("get_job", job_id=record.job_id))
     return JobAccepted(job_id=record.job_id, status_url=url)
@@ -153,8 +140,7 @@ def _fail_unsent(queue: JobQueue, job_id: str, why: str) -> None:
 def get_job(job_id: JobId, queue: QueueDep, registry: RegistryDep) -> JobRecord:
     """State, stage, progress (done/total of the stage, fraction overall), stage timings,
     metrics and the published model version once succeeded, the error once failed."""
-    with _store_errors():
-        record = queue.store.get(job_id)
+    record = queue.store.get(job_id)
     _serve_published(record, registry, queue)
     return record
 
@@ -182,8 +168,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobPage:
     """All jobs, newest first."""
-    with _store_errors():
-        jobs, total = queue.store.list_jobs(offset=offset, limit=limit)
+    jobs, total = queue.store.list_jobs(offset=offset, limit=limit)
     return JobPage(jobs=jobs, total=total, offset=offset, limit=limit)
 
 
@@ -194,8 +179,7 @@ def list_jobs(
 def cancel_job(job_id: JobId, queue: QueueDep) -> JobRecord:
     """A queued job is cancelled at once and never starts; a running one stops at its
     next batch (its finished stages stay on disk) and publishes nothing."""
-    with _store_errors():
-        record = request_cancel(queue.store, job_id)
+    record = request_cancel(queue.store, job_id)
     if record.state in (JobState.SUCCEEDED, JobState.FAILED):
-        raise HTTPException(409, f"job {job_id} already {record.state.value}; nothing to cancel")
+        raise NothingToCancel(f"job {job_id} already {record.state.value}; nothing to cancel")
     return record
