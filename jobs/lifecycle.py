@@ -270,12 +270,14 @@ def abandon_attempt(
     *,
     max_attempts: int,
     requeue: Callable[[str], None] | None = None,
+    attempt: int | None = None,
 ) -> JobRecord:
     """The caller *knows* the job's process died (the embedded queue saw its child exit):
-    no need to wait for the heartbeat to go stale."""
+    no need to wait for the heartbeat to go stale. With ``attempt``, only that attempt
+    (not a newer one that another worker runs meanwhile) is abandoned."""
 
     def mutate(rec: JobRecord) -> JobRecord | None:
-        if rec.state is not JobState.RUNNING:
+        if rec.state is not JobState.RUNNING or attempt not in (None, rec.attempts):
             return None
         return _lose(rec, f"{why} during attempt {rec.attempts}", max_attempts)
 

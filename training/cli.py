@@ -237,9 +237,11 @@ def distill(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the text-only student from labels + teacher(s) -> <run-dir>/student."""
+    """Train the text-only student(s) from labels + teacher(s): one per teacher and/or one
+    from all of them (distill.students) -> <run-dir>/student-<teacher name | amalgamated>."""
     with _stage_run(config, set_, run_dir, quiet) as r:
-        typer.echo(str(r.distill(force=force)))
+        for d in r.distill(force=force):
+            typer.echo(str(d))
 
 
 @app.command()
@@ -278,7 +280,8 @@ def export(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Export the student to ONNX (fp32 + int8, checked) -> <run-dir>/export; publish too."""
+    """Export every student to ONNX (fp32 + int8, checked) -> <run-dir>/export/<key>; print
+    the bundle of the best one on dev, which is what is published."""
     with _stage_run(config, set_, run_dir, quiet) as r:
         typer.echo(str(r.export(force=force)))
         if repository is not None and r.cfg.export.publish:

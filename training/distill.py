@@ -122,6 +122,20 @@ def compute_teacher_targets(
     return TeacherTargets(torch.stack(logits), embeddings, names)
 
 
+def loss_record(cfg: PipelineConfig) -> dict[str, object]:
+    """The loss a student was trained with, as its stage record and bundle provenance say it."""
+    d = cfg.distill
+    return {
+        "alpha": d.alpha,
+        "beta": d.beta,
+        "tau": d.tau,
+        "kd_form": d.kd_form,
+        "embedding_loss": d.embedding_loss,
+        "combine": d.combine,
+        "use_unlabelled": d.use_unlabelled,
+    }
+
+
 def _label_ids(data: PreparedData, splits: list[str]) -> Tensor:
     """Label ids of ``splits`` concatenated; unlabelled examples get ``UNLABELLED``."""
     ids: list[int] = []
@@ -184,6 +198,7 @@ def _train_text_classifier(
             beta=dcfg.beta,
             tau=dcfg.tau,
             combine=dcfg.combine,
+            kd_form=dcfg.kd_form,
             embedding_loss=dcfg.embedding_loss,
         )
         parts = {"ce": terms.ce.item(), "kd": terms.kd.item(), "emb": terms.emb.item()}
@@ -225,16 +240,19 @@ def _train_text_classifier(
             "metrics": {"dev": best},
             # Extra fields (TextModelMeta allows them): provenance for the bundle.
             "teachers": targets.names if targets is not None else [],
-            "loss": dcfg.model_dump() if kind == "student" else {"alpha": 0.0, "beta": 0.0},
+            "loss": loss_record(cfg) if kind == "student" else {"alpha": 0.0, "beta": 0.0},
             "train_examples": {s: len(data.splits[s]) for s in splits},
         }
     )
-    summary = {
+    summary: dict[str, object] = {
         "dev": best,
         "best_epoch": history.best_epoch,
         "train_seconds": history.train_seconds,
         "processes": runtime.world.size,
     }
+    if kind == "student":
+        summary["teachers"] = targets.names if targets is not None else []
+        summary["loss"] = loss_record(cfg)
 
     def save() -> None:  # once, by rank 0 under torchrun (every rank holds the same weights)
         with atomic_dir(out_dir, stage.value) as tmp:

@@ -14,7 +14,7 @@ export and the API.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +112,15 @@ def plot_curves(histories: dict[str, History], path: Path) -> None:
     plt.close(fig)
 
 
+def _student_label(key: str, entry: dict[str, object]) -> str:
+    teachers = entry.get("teachers")
+    if key == "student" or not isinstance(teachers, list):
+        return "Student (LUGPI)"
+    if len(teachers) == 1:
+        return f"Student from teacher {teachers[0]} (LUGPI)"
+    return f"Student from teachers {', '.join(map(str, teachers))} (LUGPI, amalgamated)"
+
+
 def _history(model_dir: Path) -> History | None:
     path = model_dir / "history.json"
     return History.load(path) if path.is_file() else None
@@ -122,7 +131,7 @@ def evaluate(
     data: PreparedData,
     images: ImageIndex,
     teacher_dirs: list[Path],
-    student_dir: Path,
+    student_dir: Path | Mapping[str, Path],
     baseline_dir: Path | None,
     out_dir: Path,
     ctx: RunContext,
@@ -132,6 +141,8 @@ def evaluate(
 ) -> Path:
     """Score every model on dev and test; write results.json, results.md and curves.png.
 
+    ``student_dir``: one student (results key "student"), or key -> dir of several (keys
+    "student:<key>"; a key names the teacher it learned from, or "amalgamated").
     ``ablation_dirs`` (name -> student dir, e.g. {"alpha=0": ...}) adds Table 2 rows.
     ``token_store``: frozen image-encoder tokens shared with the other stages.
     """
@@ -143,7 +154,10 @@ def evaluate(
 
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
     splits = [s for s in ("dev", "test") if data.splits.get(s)]
-    text_models: dict[str, Path] = {"student": student_dir}
+    if isinstance(student_dir, Mapping):
+        text_models = {f"student:{k}": Path(v) for k, v in student_dir.items()}
+    else:
+        text_models = {"student": Path(student_dir)}
     if baseline_dir is not None:
         text_models["baseline"] = baseline_dir
     text_models.update({f"ablation:{k}": v for k, v in (ablation_dirs or {}).items()})
@@ -200,6 +214,8 @@ def evaluate(
         if tmeta.labels != data.labels:
             raise ArtifactError(f"{mdir}: labels {tmeta.labels} differ from the data's")
         entry = {"kind": tmeta.kind, "dir": str(mdir)}
+        if tmeta.kind == "student":
+            entry["teachers"] = (tmeta.model_extra or {}).get("teachers", [])
         for split in splits:
             logits = predict_logits(
                 model,
@@ -234,10 +250,11 @@ def evaluate(
         for k in results
         if k.startswith("teacher:")
     ]
-    table1.append(row("Student (LUGPI)", "student"))
+    students = [k for k in results if k == "student" or k.startswith("student:")]
+    table1 += [row(_student_label(k, results[k]), k) for k in students]
     table2 = [row(f"Student, {k.split(':', 1)[1]}", k) for k in results if k.startswith("abl")]
     if table2:
-        table2.append(row("Student (full loss)", "student"))
+        table2.append(row("Student (full loss)", students[0]))
     with atomic_dir(out_dir, Stage.EVALUATE.value) as tmp:
         write_json_atomic(
             tmp / "results.json",

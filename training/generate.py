@@ -2,17 +2,22 @@
 
 Any diffusers text-to-image pipeline works, by hub id or local directory: the paper's
 ``stabilityai/stable-diffusion-2`` by default, or ``stabilityai/sd-turbo`` with
-``steps: 1, guidance_scale: 0`` (one UNet pass instead of 25 guided ones), plus
+``steps: 1, guidance_scale: 0`` (one UNet pass instead of 50 guided ones), plus
 ``tiny-random``: a tiny Stable-Diffusion-shaped pipeline with RANDOM weights that draws
 noise (training/tiny_diffusion.py), for tests and the offline preset.
 
-Work is the list of distinct prompts (first occurrence over train, dev, test, and
-unlabelled when distill.use_unlabelled). Each prompt's seed is derived from the run
-seed and the prompt, so duplicate prompts share one image and a rerun draws the same
-picture. Images live in a content-addressed cache, ``<cache>/<key[:2]>/<key>.png`` with
-key = sha256 of (generator, revision, prompt, seed, steps, size, guidance), each PNG
-written atomically, so a crashed or repeated run redoes nothing it already has. The key
-uses the prepared prompt; the model gets it cut to its own tokenizer's context.
+Work is one image per sample, as the paper draws them (train, dev, test, and unlabelled
+when distill.use_unlabelled), each seeded by the run seed, its split, its position and
+its prompt: two samples with the same prompt get different pictures, and no train image
+is ever a test image. With ``generator.share_identical_prompts`` samples with the same
+prompt share the image of the first one instead (cheaper where prompts repeat); the
+stage record then says how many samples share an image, across train and test too.
+A rerun draws the same pictures. Images live in a content-addressed cache,
+``<cache>/<key[:2]>/<key>.png`` with key = sha256 of (generator, revision, prompt, seed,
+steps, size, guidance), each PNG written atomically, so a crashed or repeated run redoes
+nothing it already has. The key uses the prepared prompt; the model gets it cut to its
+own tokenizer's context. Size, steps and guidance default per known generator
+(contracts/config.py: stable-diffusion-2 at 768 px, sd-turbo in one unguided step).
 
 The work list splits into ``generator.num_shards`` contiguous ranges; independent
 processes (Celery workers) each run ``generate_images(..., shard=i)`` and a final
@@ -62,13 +67,28 @@ class Shard:
 
 @dataclass
 class GenerationPlan:
-    jobs: list[ImageJob]  # distinct prompts, in first-occurrence order
+    jobs: list[ImageJob]  # one per sample, or per distinct prompt when shared
     shards: list[Shard]
     cache_dir: Path
     example_jobs: dict[str, list[int]]  # split -> index into jobs, per example
 
     def path(self, job: ImageJob) -> Path:
         return self.cache_dir / job.key[:2] / f"{job.key}.png"
+
+    def sharing(self) -> dict[str, int]:
+        """How many samples share their image with another sample; and how many test
+        samples have an image that a training sample has too."""
+        uses: dict[int, int] = {}
+        for ids in self.example_jobs.values():
+            for j in ids:
+                uses[j] = uses.get(j, 0) + 1
+        train = set(self.example_jobs.get("train", []))
+        return {
+            "samples_sharing_an_image": sum(n for n in uses.values() if n > 1),
+            "test_samples_with_a_train_image": sum(
+                j in train for j in self.example_jobs.get("test", [])
+            ),
+        }
 
 
 def plan_shards(n_jobs: int, num_shards: int) -> list[Shard]:
@@ -90,7 +110,14 @@ def generator_id(model: str) -> str:
 
 
 def prompt_seed(run_seed: int, prompt: str) -> int:
+    """The seed of an image drawn for a prompt alone (a text classified at serving time)."""
     digest = hashlib.sha256(f"{run_seed}\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def sample_seed(run_seed: int, split: str, index: int, prompt: str) -> int:
+    """The seed of one sample's image: its own, so that equal prompts differ in picture."""
+    digest = hashlib.sha256(f"{run_seed}\0{split}\0{index}\0{prompt}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
@@ -124,11 +151,12 @@ def plan_generation(cfg: PipelineConfig, data: PreparedData, cache_dir: Path) ->
     splits = [s for s in SPLIT_ORDER if s in data.splits]
     if not cfg.distill.use_unlabelled:
         splits = [s for s in splits if s != "unlabelled"]
+    share = cfg.generator.share_identical_prompts
     for split in splits:
         ids = []
-        for ex in data.splits[split]:
-            if ex.prompt not in by_prompt:
-                seed = prompt_seed(cfg.seed, ex.prompt)
+        for i, ex in enumerate(data.splits[split]):
+            if not share or ex.prompt not in by_prompt:
+                seed = sample_seed(cfg.seed, split, i, ex.prompt)
                 by_prompt[ex.prompt] = len(jobs)
                 jobs.append(ImageJob(ex.prompt, seed, cache_key(cfg, ex.prompt, seed)))
             ids.append(by_prompt[ex.prompt])
@@ -302,11 +330,17 @@ def generate_images(
         }
         summary: dict[str, object] = {
             "generator": cfg.generator.model,
-            "distinct_prompts": len(plan.jobs),
+            "image_size": cfg.generator.image_size or "native",
+            "steps": cfg.generator.steps,
+            "guidance_scale": cfg.generator.guidance_scale,
+            "share_identical_prompts": cfg.generator.share_identical_prompts,
+            "images": len(plan.jobs),
             "drawn": drawn,
             "cached": len(plan.jobs) - drawn,
             "images_per_s": round(drawn / seconds, 3) if drawn else None,
         }
+        if cfg.generator.share_identical_prompts:
+            summary |= plan.sharing()
         write_json_atomic(tmp / INDEX_FILE, {"summary": summary, "splits": splits})
         record = StageRecord(
             stage=Stage.GENERATE.value,

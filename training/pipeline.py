@@ -4,8 +4,14 @@
 
 Run directory (every stage dir is atomic: complete with ``stage.json`` or absent)::
 
-    run_dir/  config.yaml  data/  images/  image-cache/  teacher-<name>/  student/
-              baseline/  evaluate/  export/  published.json
+    run_dir/  config.yaml  data/  images/  image-cache/  teacher-<name>/
+              student-<key>/ ...  baseline/  evaluate/  export/<key>/ ...  published.json
+
+One student per teacher (``student-<teacher name>``, the paper's Table 1), and/or the
+amalgamated one (``student-amalgamated``), as ``distill.students`` says
+(``PipelineConfig.student_plan``). Every student is evaluated and exported
+(``export/<key>/`` is its bundle); ``export/stage.json`` names the one with the best dev
+accuracy, which is what the run publishes under ``export.name``.
 
 A stage whose directory is complete is skipped, so rerunning after a crash or a
 cancellation resumes where it stopped. ``config.yaml`` pins the config of the run: a
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from contracts.artifacts import is_complete, write_json_atomic
+from contracts.artifacts import atomic_dir, is_complete, read_stage, write_json_atomic
 from contracts.bundle import read_manifest
 from contracts.config import PipelineConfig, TeacherConfig
 from contracts.errors import ConfigError
@@ -109,6 +116,13 @@ class Run:
 
     def stage_dir(self, name: str) -> Path:
         return self.dir / name
+
+    def student_dir(self, key: str) -> Path:
+        return self.dir / f"student-{key}"
+
+    def student_dirs(self) -> dict[str, Path]:
+        """Student key -> its directory, for every student of ``cfg.student_plan()``."""
+        return {key: self.student_dir(key) for key in self.cfg.student_plan()}
 
     @property
     def token_store(self) -> Path:
@@ -210,22 +224,24 @@ class Run:
                 )
         return [self.teacher_dir(t) for t in self.cfg.teachers]
 
-    def distill(self, force: bool = False) -> Path:
+    def distill(self, force: bool = False) -> list[Path]:
         from training.distill import distill_student
 
-        out = self.stage_dir("student")
-        if not self._skip(Stage.DISTILL, out, force):
-            teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
-            distill_student(
-                self.cfg,
-                self.data,
-                self.images,
-                teachers,
-                out,
-                self.ctx,
-                token_store=self.token_store,
-            )
-        return out
+        by_name = {t.name: t for t in self.cfg.teachers}
+        for key, names in self.cfg.student_plan().items():
+            out = self.student_dir(key)
+            if not self._skip(Stage.DISTILL, out, force):
+                teachers = [self.teacher_dir(by_name[n]) for n in names]
+                distill_student(
+                    self.cfg,
+                    self.data,
+                    self.images,
+                    teachers,
+                    out,
+                    self.ctx,
+                    token_store=self.token_store,
+                )
+        return list(self.student_dirs().values())
 
     def baseline(self, force: bool = False) -> Path | None:
         from training.distill import train_baseline
@@ -248,13 +264,12 @@ class Run:
         if not self._skip(Stage.EVALUATE, out, force):
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
             baseline = self.stage_dir("baseline") if self.cfg.baseline else None
-            student = self.stage_dir("student")
             evaluate(
                 self.cfg,
                 self.data,
                 self.images,
                 teachers,
-                student,
+                self.student_dirs(),
                 baseline,
                 out,
                 self.ctx,
@@ -262,11 +277,12 @@ class Run:
             )
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
-        """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n."""
+        """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n.
+        Students are ``student-<key>``."""
         results = json.loads((self.stage_dir("evaluate") / "results.json").read_text())
         out: dict[str, dict[str, dict[str, float]]] = {}
         for model, entry in results["models"].items():
-            name = model.replace("teacher:", "teacher-").replace("ablation:", "ablation-")
+            name = model.replace(":", "-", 1)
             for split in ("dev", "test"):
                 if isinstance(entry.get(split), dict):
                     m = entry[split]
@@ -275,44 +291,82 @@ class Run:
                     }
         return out
 
+    def best_student(self) -> str:
+        """The key of the student with the best dev accuracy (then macro-F1; then plan order)."""
+        metrics = self.metrics()
+        keys = list(self.cfg.student_plan())
+
+        def score(key: str) -> tuple[float, float, int]:
+            dev = metrics[f"student-{key}"]["dev"]
+            return dev["accuracy"], dev["macro_f1"], -keys.index(key)
+
+        return max(keys, key=score)
+
     def export(self, job_id: str | None = None, force: bool = False) -> Path:
+        """Export every student; return the bundle of the one to publish."""
         out = self.stage_dir("export")
         distributed.on_main(lambda: self._export(out, job_id, force))
-        return out
+        return self.selected_bundle()
+
+    def selected_bundle(self) -> Path:
+        """``export/<key>`` of the student the export stage selected."""
+        out = self.stage_dir("export")
+        return out / str(read_stage(out).summary["selected"])
 
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
+        from training.distill import loss_record
         from training.export import export_student
+        from training.train_teacher import write_stage_record
 
         if self._skip(Stage.EXPORT, out, force):
             return
-        self.ctx.step(Stage.EXPORT, 0, 1, "exporting to ONNX")
         cfg, data = self.cfg, self.data
-        provenance = {
-            "job_id": job_id,
-            "dataset": cfg.data.train,
-            "config": cfg.model_dump(mode="json"),
-            "generator": cfg.generator.model,
-            "teachers": [f"{t.name}: {t.text_model} + {t.image_model}" for t in cfg.teachers],
-            "student_base_model": cfg.student.text_model,
+        plan, metrics, selected = cfg.student_plan(), self.metrics(), self.best_student()
+        by_name = {t.name: t for t in cfg.teachers}
+        students = {
+            key: {"teachers": names, "dev": metrics[f"student-{key}"]["dev"]}
+            for key, names in plan.items()
         }
         has_test = bool(data.splits.get("test"))
-        export_student(
-            self.stage_dir("student"),
-            out,
-            data.texts("dev"),
-            data.pairs("dev"),
-            data.label_ids("dev"),
-            name=cfg.export.name,
-            quantize=cfg.export.quantize,
-            require_int8=cfg.export.require_int8,
-            opset=cfg.export.opset,
-            provenance=provenance,
-            metrics=self.metrics(),
-            test_texts=data.texts("test") if has_test else None,
-            test_pairs=data.pairs("test") if has_test else None,
-            test_labels=data.label_ids("test") if has_test else None,
-        )
-        self.ctx.step(Stage.EXPORT, 1, 1, "exported")
+        started = time.perf_counter()
+        with atomic_dir(out, Stage.EXPORT.value) as tmp:
+            for i, (key, names) in enumerate(plan.items()):
+                self.ctx.step(Stage.EXPORT, i, len(plan), f"exporting student {key} to ONNX")
+                provenance = {
+                    "job_id": job_id,
+                    "dataset": cfg.data.train,
+                    "config": cfg.model_dump(mode="json"),
+                    "generator": cfg.generator.model,
+                    "teachers": [
+                        f"{n}: {by_name[n].text_model} + {by_name[n].image_model}" for n in names
+                    ],
+                    "student_base_model": cfg.student.text_model,
+                    "student": key,
+                    "loss": loss_record(cfg),
+                    "students": students,
+                    "selected_student": selected,
+                }
+                # This bundle's own student is "student"; the others keep their keys.
+                own = {**metrics, "student": metrics[f"student-{key}"]}
+                export_student(
+                    self.student_dir(key),
+                    tmp / key,
+                    data.texts("dev"),
+                    data.pairs("dev"),
+                    data.label_ids("dev"),
+                    name=cfg.export.name,
+                    quantize=cfg.export.quantize,
+                    require_int8=cfg.export.require_int8,
+                    opset=cfg.export.opset,
+                    provenance=provenance,
+                    metrics=own,
+                    test_texts=data.texts("test") if has_test else None,
+                    test_pairs=data.pairs("test") if has_test else None,
+                    test_labels=data.label_ids("test") if has_test else None,
+                )
+            summary: dict[str, object] = {"selected": selected, "students": students}
+            write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
+        self.ctx.step(Stage.EXPORT, len(plan), len(plan), f"exported; publishing {selected}")
 
     def publish(self, repository: Path) -> tuple[str, str]:
         """Publish the exported bundle once per run dir; return (name, version)."""
@@ -330,7 +384,7 @@ class Run:
             return done["name"], done["version"]
         self.ctx.step(Stage.PUBLISH, 0, 1, f"publishing into {repository}")  # last cancel point
         name = self.cfg.export.name
-        version, path = publish(self.stage_dir("export"), repository, name)
+        version, path = publish(self.selected_bundle(), repository, name)
         write_json_atomic(record, {"name": name, "version": version, "path": str(path)})
         self.ctx.step(Stage.PUBLISH, 1, 1, f"published {name} {version}")
         return name, version

@@ -10,7 +10,7 @@ from contracts.artifacts import is_complete
 from contracts.config import PipelineConfig
 from training.data import prepare_data
 from training.pipeline import PipelineResult, run_pipeline
-from worker.runner import FanOut, JobReporter
+from worker.job_context import FanOut, JobReporter
 from worker.settings import WorkerSettings
 from worker.shards import DATA_DIR, IMAGES_DIR, generate_with_workers
 

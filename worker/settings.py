@@ -52,6 +52,13 @@ class WorkerSettings(BaseSettings):
     job_timeout_s: float = Field(
         default=24 * 3600.0, gt=0.0, description="A job running longer than this fails (timeout)."
     )
+    stop_grace_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="How long a stage may take to reach its next step when its job must stop "
+        "(worker shutdown, cancel) before its process is killed; the job resumes from its "
+        "finished stages either way.",
+    )
     progress_interval_s: float = Field(
         default=1.0, ge=0.0, description="Least time between two progress writes of a running job."
     )

@@ -32,7 +32,7 @@ from api.jobqueue import JobQueue, JobQueueUnavailable, open_jobqueue
 from api.registry import ModelRegistry
 from api.settings import ApiSettings
 from contracts.config import PipelineConfig
-from contracts.errors import NothingToCancel
+from contracts.errors import JobStoreUnavailable, NothingToCancel
 from contracts.jobs import JobRecord, JobState
 from jobs.lifecycle import fail_queued, request_cancel
 from jobs.store import (
@@ -69,7 +69,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Open at start-up when there may be work: the embedded queue then resumes the jobs a
     # previous API left queued or running, and the reaper watches Redis jobs.
     if _has_jobs(app.state.settings):
-        await asyncio.to_thread(_queue_for, app)
+        try:
+            await asyncio.to_thread(_queue_for, app)
+        except JobStoreUnavailable as e:  # /classify serves regardless; /jobs says 503
+            log.error("jobs unavailable at start-up: %s", e)
     try:
         yield
     finally:
