@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from contracts.artifacts import write_text_atomic
 from contracts.config import PipelineConfig
 from contracts.errors import Cancelled, JobTimeout, LugpiError
 from jobs.lifecycle import TASK_GENERATE_SHARD, AttemptLost
@@ -130,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         out = _outcome(store, spec, settings)
     finally:
         store.close()
-    tmp = spec_file.with_name(OUTCOME_FILE + ".tmp")
-    tmp.write_text(json.dumps(out, default=str))
-    os.replace(tmp, spec_file.with_name(OUTCOME_FILE))
+    write_text_atomic(spec_file.with_name(OUTCOME_FILE), json.dumps(out, default=str))
     return 0
 
 
