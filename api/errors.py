@@ -18,10 +18,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.errors import (
+    ClientGone,
     Conflict,
+    DeadlineExceeded,
     InternalError,
     LugpiError,
     NotFound,
+    Overloaded,
     Unavailable,
     UserError,
 )
@@ -42,9 +45,14 @@ STATUS: dict[type[LugpiError], int] = {
     UserError: 400,
     NotFound: 404,
     Conflict: 409,
+    ClientGone: 499,  # nginx's code; nobody reads it, the access log and metrics do
     Unavailable: 503,
+    Overloaded: 429,
     InternalError: 500,
 }
+# Statuses that tell the client to come back: they carry Retry-After (seconds).
+_RETRY_LATER = (Overloaded, DeadlineExceeded)
+RETRY_AFTER_S = 1
 
 
 def status_of(exc: LugpiError) -> int:
@@ -57,9 +65,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_lugpi_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LugpiError)
         status = status_of(exc)
-        if status >= 500:
+        headers = None
+        if isinstance(exc, _RETRY_LATER):
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+        elif status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -36,7 +36,8 @@ Text classifiers distilled by LUGPI (Learning Using Generated Privileged Informa
 a multimodal teacher saw a generated image per training text; the text-only student
 served here needs no image at inference.
 
-Send an `X-API-Key` header when the server has keys configured. Errors are JSON
+Send a key as `X-API-Key: <key>` or `Authorization: Bearer <key>` when the server has
+keys configured; admin routes (jobs, reload) and the teacher always need one. Errors are JSON
 `{"detail": ...}` saying what to fix.
 """
 
@@ -91,6 +92,11 @@ def _configure_logging(level: str) -> None:
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     _configure_logging(settings.log_level)
+    if settings.allow_unauthenticated_admin and not settings.admin_keys:
+        log.warning(
+            "LUGPI_ALLOW_UNAUTHENTICATED_ADMIN is set and no admin key exists: anyone who can "
+            "reach this server may run jobs, reload models and call the teacher"
+        )
     metrics = ApiMetrics()
     registry = ModelRegistry(settings, metrics)
 

@@ -104,6 +104,28 @@ class ApiSettings(BaseSettings):
         "batches grow with load without delaying a lone request.",
     )
 
+    # --- overload ---------------------------------------------------------------------------
+    max_queued_texts: int = Field(
+        default=1024,
+        ge=1,
+        description="Per loaded model version, most texts waiting for inference; a request "
+        "that would queue more gets 429 with Retry-After (counted in /metrics), and /readyz "
+        "reports 503 'overloaded' while the queue is 90 % full.",
+    )
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="A /classify request still queued after this long is dropped unrun (503 "
+        "with Retry-After): its client has likely given up.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="With `--http api.http_protocol:HeaderTimeoutProtocol`: a connection that "
+        "has not sent a request's headers this long after opening (or after starting the "
+        "request) is closed, so slow clients cannot hold file descriptors.",
+    )
+
     # --- request limits -------------------------------------------------------------------
     max_texts_per_request: int = Field(
         default=64, ge=1, description="Most texts in one /classify call."
@@ -118,13 +140,24 @@ class ApiSettings(BaseSettings):
     # --- access ---------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="Keys that may classify (header X-API-Key). None configured and no admin "
-        "keys: the API is open.",
+        description="Keys that may classify (header X-API-Key or 'Authorization: Bearer'). "
+        "No key of any kind configured: /classify is open to anyone.",
+    )
+    teacher_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys that may also call /classify/teacher (it occupies a GPU worker); "
+        "admin keys may too.",
     )
     admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="Keys that may also reload models and run jobs. When api_keys are set but "
-        "no admin keys, admin routes are closed to everyone.",
+        description="Keys that may also reload models and run jobs. None configured: admin "
+        "routes are closed to everyone (unless LUGPI_ALLOW_UNAUTHENTICATED_ADMIN).",
+    )
+    allow_unauthenticated_admin: bool = Field(
+        default=False,
+        description="Only for a loopback, single-user setup: with no admin keys, open the admin "
+        "and teacher routes to every client. Logged as a warning at start-up; ignored once "
+        "admin keys are configured.",
     )
 
     # --- jobs (used by api/routes/jobs.py) ------------------------------------------------
@@ -162,21 +195,23 @@ class ApiSettings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("api_keys", "admin_keys", "data_roots", "allowed_models", mode="before")
+    @field_validator(
+        "api_keys", "teacher_keys", "admin_keys", "data_roots", "allowed_models", mode="before"
+    )
     @classmethod
     def _lists_from_env(cls, value: object) -> object:
         return _split_list(value)
 
     @model_validator(mode="after")
     def _check_keys(self) -> ApiSettings:
-        for field in ("api_keys", "admin_keys"):
+        for field in ("api_keys", "teacher_keys", "admin_keys"):
             if any(not k.get_secret_value() for k in getattr(self, field)):
                 raise ValueError(f"LUGPI_{field.upper()} contains an empty key; remove it")
         return self
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.api_keys or self.admin_keys)
+        return bool(self.api_keys or self.teacher_keys or self.admin_keys)
 
     @property
     def ort_intra_op_threads(self) -> int:

@@ -6,10 +6,12 @@
      │    │    ├── ConfigError, DataError, ModelLoadError,
      │    │    │   ArtifactError, ExportCheckError, RepositoryError      400
      │    │    ├── NotFound: ModelNotFound, JobNotFound                  404
-     │    │    └── Conflict: NothingToCancel, NoTeacher, TeacherRefused  409
+     │    │    ├── Conflict: NothingToCancel, NoTeacher, TeacherRefused  409
+     │    │    └── ClientGone    the client left before its answer      499
      │    ├── Unavailable         a service we depend on is down or slow; retry (HTTP 503)
-     │    │    └── NoModelLoaded, JobStoreUnavailable, JobQueueUnavailable,
-     │    │        TeacherUnavailable
+     │    │    ├── NoModelLoaded, JobStoreUnavailable, JobQueueUnavailable,
+     │    │    │   TeacherUnavailable, DeadlineExceeded
+     │    │    └── Overloaded    too much queued: come back later       429
      │    └── InternalError       our fault or a broken dependency (HTTP 500)
      │         └── InferenceError
      └── Interrupt                not an error: a running job is told to stop
@@ -88,6 +90,10 @@ class TeacherRefused(Conflict):
     """The worker could not answer for this job's teacher (its run or teacher is missing)."""
 
 
+class ClientGone(UserError):
+    """The client disconnected before its answer was ready; its work was dropped."""
+
+
 # --- a dependency is down -----------------------------------------------------------------
 class Unavailable(LugpiError):
     """Something this process depends on is unreachable or too slow; retrying may work."""
@@ -107,6 +113,14 @@ class JobQueueUnavailable(Unavailable):
 
 class TeacherUnavailable(Unavailable):
     """No worker answered a teacher request in time (or none can in this mode)."""
+
+
+class Overloaded(Unavailable):
+    """More texts are queued for this model than LUGPI_MAX_QUEUED_TEXTS: try again later."""
+
+
+class DeadlineExceeded(Unavailable):
+    """A request waited in the queue past LUGPI_REQUEST_TIMEOUT_S; it was dropped unrun."""
 
 
 # --- not the caller's doing ---------------------------------------------------------------

@@ -24,12 +24,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from contracts.artifacts import write_text_atomic
-from contracts.bundle import MANIFEST, VERSION_PATTERN, BundleManifest, SplitMetrics, verify_bundle
+from contracts.bundle import (
+    MANIFEST,
+    VERSION_PATTERN,
+    BundleManifest,
+    SplitMetrics,
+    bundle_file,
+    verify_bundle,
+)
 from contracts.errors import ArtifactError, RepositoryError
 
 log = logging.getLogger("lugpi.repository")
@@ -230,9 +237,7 @@ def _next_version(model_dir: Path) -> int:
 def _safe_files(manifest: BundleManifest, bundle_dir: Path) -> list[str]:
     files = list(manifest.files)
     for f in files:
-        p = PurePosixPath(f)
-        if p.is_absolute() or ".." in p.parts:
-            raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists a file outside the bundle: {f}")
+        bundle_file(bundle_dir, f)  # raises for a file outside the bundle
     return files
 
 

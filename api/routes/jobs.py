@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from api.auth import AdminAccess
 from api.deps import RegistryDep, SettingsDep
 from api.job_checks import check_job_config
-from api.jobqueue import JobQueue, JobQueueUnavailable, open_jobqueue
+from api.jobqueue import JobQueue, JobQueueUnavailable, RunnerStatus, open_jobqueue
 from api.registry import ModelRegistry
 from api.settings import ApiSettings
 from contracts.config import PipelineConfig
@@ -102,6 +102,7 @@ class JobPage(BaseModel):
     total: int
     offset: int
     limit: int
+    runner: RunnerStatus = Field(description="Whether this API's job runner/reaper is running.")
 
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
@@ -121,6 +122,9 @@ def submit_train_job(
     YAML presets); data paths must lie under the server's data roots and models must be
     allowed. Poll ``status_url`` for progress."""
     checked = check_job_config(cfg, settings)
+    runner = queue.status()
+    if not runner.alive:  # a job accepted now would wait forever
+        raise JobQueueUnavailable(f"jobs are unavailable: {runner.detail}")
     record = queue.store.create(checked.model_dump(mode="json"))
     try:
         queue.submit(record.job_id)
@@ -172,7 +176,7 @@ def list_jobs(
 ) -> JobPage:
     """All jobs, newest first."""
     jobs, total = queue.store.list_jobs(offset=offset, limit=limit)
-    return JobPage(jobs=jobs, total=total, offset=offset, limit=limit)
+    return JobPage(jobs=jobs, total=total, offset=offset, limit=limit, runner=queue.status())
 
 
 @router.post(

@@ -1,5 +1,7 @@
 """Fixtures of the chaos suite: real SQLite files and the test Redis DB, job records with
-a scripted stage (tests/chaos/stages.py), stores that fail on purpose."""
+a scripted stage (tests/chaos/stages.py), stores that fail on purpose; for the service,
+RANDOM-weight bundles (tests/api/conftest.py), broken or crafted ones beside them, and
+real uvicorn servers (tests/chaos/servers.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ import pytest
 
 from contracts.jobs import JobState
 from jobs.store import JobStore, SqliteJobStore
+from tests.api.conftest import (  # noqa: F401  (fixtures of the service tests)
+    make_client,
+    random_bundles,
+    repository,
+)
 from tests.chaos.stages import write_plan
 from tests.worker.conftest import redis_available, redis_url  # noqa: F401  (fixture)
 from worker.settings import WorkerSettings
