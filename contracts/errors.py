@@ -5,8 +5,10 @@
      │    ├── UserError           the caller can fix it (HTTP 4xx); names the field or file
      │    │    ├── ConfigError, DataError, ModelLoadError,
      │    │    │   ArtifactError, ExportCheckError, RepositoryError      400
+     │    │    ├── InvalidInput  a request field cannot be served as given  422
+     │    │    │    └── LimitExceeded  over a deployment limit           413
      │    │    ├── NotFound: ModelNotFound, JobNotFound                  404
-     │    │    ├── Conflict: NothingToCancel, NoTeacher, TeacherRefused  409
+     │    │    ├── Conflict: CannotCancel, NoTeacher, TeacherRefused     409
      │    │    └── ClientGone    the client left before its answer      499
      │    ├── Unavailable         a service we depend on is down or slow; retry (HTTP 503)
      │    │    ├── NoModelLoaded, JobStoreUnavailable, JobQueueUnavailable,
@@ -23,7 +25,8 @@
 Third-party errors are re-raised at the boundary as one of these, ``from`` the original,
 so callers catch one branch: ``except UserError`` to report, ``except Unavailable`` to
 retry, and ``except LugpiError`` never swallows an ``Interrupt``. The HTTP status of each
-branch is written once, in ``api/errors.py``. Torch-free: the API imports it.
+branch is written once, in ``api/errors.py`` (and per protocol surface in
+``api/error_shapes.py``). Torch-free: the API imports it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,18 @@ class RepositoryError(UserError):
     """The model repository cannot be read or written consistently."""
 
 
+class InvalidInput(UserError):
+    """A request that parsed but cannot be served as asked; names the field to change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class LimitExceeded(InvalidInput):
+    """Over a deployment limit (texts per request, characters, tokens without truncation)."""
+
+
 class NotFound(UserError):
     """The request names something that does not exist; the message lists what does."""
 
@@ -78,8 +93,8 @@ class Conflict(UserError):
     """The request is well formed, but the state of what it names forbids it."""
 
 
-class NothingToCancel(Conflict):
-    """The job already finished."""
+class CannotCancel(Conflict):
+    """The job already finished, or is publishing (past its last cancel point)."""
 
 
 class NoTeacher(Conflict):

@@ -7,7 +7,8 @@ import inspect
 import pytest
 
 import contracts.errors as errors
-from api.errors import STATUS, status_of
+from api.error_shapes import native_status
+from api.errors import KIND, kind_of
 
 CLASSES = [
     c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__
@@ -29,6 +30,12 @@ def test_interrupts_are_not_errors_of_anyone() -> None:
         assert not issubclass(cls, errors.LugpiError), cls
 
 
+def error(cls: type[errors.LugpiError]) -> errors.LugpiError:
+    if issubclass(cls, errors.InvalidInput):
+        return cls("texts", "x")
+    return cls("x")
+
+
 @pytest.mark.parametrize(
     ("cls", "status"),
     [
@@ -37,7 +44,7 @@ def test_interrupts_are_not_errors_of_anyone() -> None:
         (errors.ArtifactError, 400),
         (errors.ModelNotFound, 404),
         (errors.JobNotFound, 404),
-        (errors.NothingToCancel, 409),
+        (errors.CannotCancel, 409),
         (errors.NoTeacher, 409),
         (errors.TeacherRefused, 409),
         (errors.NoModelLoaded, 503),
@@ -45,16 +52,22 @@ def test_interrupts_are_not_errors_of_anyone() -> None:
         (errors.JobQueueUnavailable, 503),
         (errors.TeacherUnavailable, 503),
         (errors.InferenceError, 500),
+        (errors.InternalError, 500),
+        (errors.InvalidInput, 422),
+        (errors.LimitExceeded, 413),
+        (errors.Overloaded, 429),
+        (errors.DeadlineExceeded, 503),
+        (errors.ClientGone, 499),
     ],
 )
 def test_one_status_per_branch(cls: type[errors.LugpiError], status: int) -> None:
-    assert status_of(cls("x")) == status
+    assert native_status(kind_of(error(cls))) == status
 
 
 def test_every_project_error_has_a_status() -> None:
     for cls in CLASSES:
         if issubclass(cls, errors.LugpiError) and cls is not errors.LugpiError:
-            assert any(c in STATUS for c in cls.__mro__), cls
+            assert any(c in KIND for c in cls.__mro__), cls
 
 
 def test_old_import_places_still_name_the_same_classes() -> None:
