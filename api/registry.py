@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.batching import DynamicBatcher
-from api.errors import ModelNotFound, NoModelLoaded
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from contracts.bundle import VERSION_PATTERN, BundleManifest, read_manifest
-from contracts.errors import LugpiError, ModelLoadError, RepositoryError
+from contracts.errors import (
+    LugpiError,
+    ModelLoadError,
+    ModelNotFound,
+    NoModelLoaded,
+    RepositoryError,
+)
 from contracts.repository import ModelEntry, list_models
 from runtime.classifier import OnnxClassifier, open_bundle
 from runtime.session import RuntimeOptions

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from contracts.artifacts import write_text_atomic
 from contracts.bundle import (
     MANIFEST,
     VERSION_PATTERN,
@@ -294,11 +295,9 @@ def _after_publish(model_dir: Path, number: int, keep_last: int) -> None:
     """Record the number and prune. The version is published already, so a failure here
     is only logged: the version directories alone still keep numbers from being reused."""
     try:
-        counter = model_dir / f"{COUNTER_FILE}.tmp"
-        counter.write_text(f"{number}\n")
-        os.replace(counter, model_dir / COUNTER_FILE)
+        write_text_atomic(model_dir / COUNTER_FILE, f"{number}\n", RepositoryError)
         _prune(model_dir, keep_last)
-    except OSError as e:
+    except (OSError, RepositoryError) as e:
         log.warning("%s: published v%d, but pruning/recording failed: %s", model_dir, number, e)
 
 
