@@ -18,13 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.batching import DynamicBatcher
-from api.errors import ModelNotFound, NoModelLoaded
-from api.inference import OnnxClassifier, RuntimeOptions
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from contracts.bundle import VERSION_PATTERN, BundleManifest, read_manifest
-from contracts.errors import LugpiError, ModelLoadError, RepositoryError
+from contracts.errors import (
+    LugpiError,
+    ModelLoadError,
+    ModelNotFound,
+    NoModelLoaded,
+    RepositoryError,
+)
 from contracts.repository import ModelEntry, list_models
+from runtime.classifier import OnnxClassifier, open_bundle
+from runtime.session import RuntimeOptions
 
 log = logging.getLogger("lugpi.api")
 
@@ -80,12 +86,25 @@ class LoadedModel:
         return self.classifier.labels
 
 
+# Why a version is not served, as callers without an admin key see it: a code and a
+# sentence, never the underlying message (it names paths and onnxruntime internals).
+PUBLIC_REASONS = {
+    "bundle_invalid": "the bundle did not verify (manifest, file list or checksums)",
+    "load_failed": "the model or tokenizer file could not be loaded",
+}
+
+
 @dataclass(frozen=True)
 class LoadFailure:
     name: str
     version: str
-    error: str
+    error: str  # the full message: logs and admin callers only
     signature: Signature
+    code: str = "load_failed"
+
+    @property
+    def reason(self) -> str:
+        return PUBLIC_REASONS[self.code]
 
 
 @dataclass(frozen=True)
@@ -96,11 +115,17 @@ class Snapshot:
     present: dict[str, list[str]] = field(default_factory=dict)
     failures: dict[tuple[str, str], LoadFailure] = field(default_factory=dict)
     default_model: str | None = None
+    # name -> the version an admin pinned as default (contracts.model_versions)
+    pinned: dict[str, str] = field(default_factory=dict)
 
     def latest(self, name: str) -> LoadedModel | None:
+        """The default version of ``name``: the pinned one if it is loaded, else the newest."""
         versions = self.models.get(name)
         if not versions:
             return None
+        pin = self.pinned.get(name)
+        if pin is not None and pin in versions:
+            return versions[pin]
         return versions[max(versions, key=version_number)]
 
 
@@ -124,6 +149,16 @@ class ModelRegistry:
     def ready(self) -> bool:
         snap = self.snapshot
         return self.started and snap.default_model is not None and bool(snap.models)
+
+    @property
+    def overloaded(self) -> list[str]:
+        """Loaded versions whose queue is nearly full ("name/version")."""
+        return [
+            f"{m.name}/{m.version}"
+            for versions in self.snapshot.models.values()
+            for m in versions.values()
+            if m.batcher.saturated
+        ]
 
     def resolve(self, model: str | None, version: str | None) -> LoadedModel:
         """The loaded version a request runs on; errors say what exists."""
@@ -185,7 +220,10 @@ class ModelRegistry:
             present = {
                 name: sorted(dirs, key=version_number, reverse=True) for name, dirs in found.items()
             }
-            self.snapshot = Snapshot(models, present, failures, self._default(models))
+            pinned = {
+                name: e.version for name, dirs in found.items() for e in dirs.values() if e.pinned
+            }
+            self.snapshot = Snapshot(models, present, failures, self._default(models), pinned)
             self.metrics.models_loaded.set(sum(len(v) for v in models.values()))
             self._close_dropped(old, self.snapshot)
             return self.snapshot
@@ -197,9 +235,12 @@ class ModelRegistry:
         old: Snapshot,
         failures: dict[tuple[str, str], LoadFailure],
     ) -> dict[str, LoadedModel]:
-        """The newest ``max_loaded_versions`` versions that load, reusing loaded ones."""
+        """The pinned version and the newest others, ``max_loaded_versions`` in all, that
+        load; loaded ones are reused."""
         kept: dict[str, LoadedModel] = {}
-        for version in sorted(dirs, key=version_number, reverse=True):
+        pinned = [v for v, e in dirs.items() if e.pinned]
+        newest = sorted(dirs, key=version_number, reverse=True)
+        for version in pinned + [v for v in newest if v not in pinned]:
             if len(kept) >= self.settings.max_loaded_versions:
                 break
             entry = dirs[version]
@@ -212,6 +253,7 @@ class ModelRegistry:
             if failed is not None and failed.signature == sig:
                 failures[(name, version)] = failed
                 continue
+            code = "bundle_invalid" if entry.problems else "load_failed"
             try:
                 if entry.problems:  # did not verify (sha256, manifest, misplaced)
                     raise ModelLoadError("; ".join(entry.problems))
@@ -219,14 +261,13 @@ class ModelRegistry:
             except LugpiError as e:
                 log.error("model %s/%s not loaded: %s", name, version, e)
                 self.metrics.load_failures.labels(model=name).inc()
-                failures[(name, version)] = LoadFailure(name, version, str(e), sig)
+                failures[(name, version)] = LoadFailure(name, version, str(e), sig, code)
         return kept
 
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
         manifest = read_manifest(path)  # list_models has verified every file's sha256
         try:
-            classifier = OnnxClassifier(path, manifest, self.options)
-            classifier.warm_up()
+            classifier = open_bundle(path, manifest, self.options)
         except LugpiError:
             raise
         except Exception as e:  # onnxruntime errors on a graph that does not fit the bundle
@@ -237,6 +278,9 @@ class ModelRegistry:
             max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
             name=f"{name}-{version}",
             on_batch=self.metrics.batch_observer(name),
+            max_queued_texts=self.settings.max_queued_texts,
+            timeout_s=self.settings.request_timeout_s,
+            on_drop=self.metrics.drop_observer(name),
         )
         batcher.start()
         log.info(

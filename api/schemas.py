@@ -120,7 +120,13 @@ class VersionInfo(BaseModel):
         "valid on disk but older than the loaded versions."
     )
     is_default: bool = Field(description="Served when a request names no version.")
-    error: str | None = None
+    error_code: Literal["bundle_invalid", "load_failed"] | None = Field(
+        default=None, description="Why a failed version is not served."
+    )
+    error: str | None = Field(default=None, description="The reason, in a sentence.")
+    error_detail: str | None = Field(
+        default=None, description="The full error (paths included): admin callers only."
+    )
     labels: list[str] | None = None
     max_length: int | None = None
     text_pair: bool | None = None
@@ -135,7 +141,13 @@ class VersionInfo(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     is_default: bool = Field(description="Served when a request names no model.")
-    default_version: str | None = Field(description="The newest loaded version.")
+    default_version: str | None = Field(
+        description="Served when a request names no version: the pinned version if it is "
+        "loaded, else the newest loaded one."
+    )
+    pinned_version: str | None = Field(
+        default=None, description="The version an admin pinned as default, if any."
+    )
     versions: list[VersionInfo] = Field(description="Newest first.")
 
 
@@ -158,3 +170,9 @@ class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     models: dict[str, list[str]] = Field(description="Loaded versions per model.")
     detail: str | None = Field(default=None, description="Why the server is not ready.")
+
+
+class PinRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=VERSION_PATTERN, description="The version to serve by default.")

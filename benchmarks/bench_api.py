@@ -114,17 +114,16 @@ def percentile(values: list[float], q: float) -> float:
 
 def load_classifier(bundle: Path) -> Any:
     """onnxruntime + tokenizers exactly as the server builds them (default settings)."""
-    from api.inference import OnnxClassifier, RuntimeOptions
     from api.settings import ApiSettings
     from contracts.bundle import read_manifest
+    from runtime.classifier import open_bundle
+    from runtime.session import RuntimeOptions
 
     s = ApiSettings()
     options = RuntimeOptions(
         s.model_variant, "cpu", s.ort_intra_op_threads, s.inter_op_threads, s.ort_spinning
     )
-    clf = OnnxClassifier(bundle, read_manifest(bundle), options)
-    clf.warm_up()
-    return clf
+    return open_bundle(bundle, read_manifest(bundle), options)
 
 
 def raw_figures(clf: Any, texts: list[str], seconds: float) -> dict[str, float]:

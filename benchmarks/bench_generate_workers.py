@@ -114,9 +114,9 @@ def measure(n_workers: int, args: argparse.Namespace, root: Path, cache: Path) -
         seconds = rec.stage_seconds["generate"]
         return {
             "workers": n_workers,
-            "images": summary["distinct_prompts"],
+            "images": summary["images"],
             "generate_s": round(seconds, 2),
-            "images_per_s": round(summary["distinct_prompts"] / seconds, 3),
+            "images_per_s": round(summary["images"] / seconds, 3),
             "load_1min_at_start": round(load, 2),
             "final_state": store.get(job).state.value,
         }

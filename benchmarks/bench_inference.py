@@ -106,12 +106,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def engines(bundle: Path, threads: int, pair: bool) -> dict[str, Predict]:
-    import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     from contracts.bundle import MODEL_FP32, MODEL_INT8, TOKENIZER, read_manifest
-    from training import onnx_checks
+    from runtime.classifier import OnnxClassifier
+    from runtime.session import RuntimeOptions
     from training.export import TRANSFORMERS_DIR
 
     torch.set_num_threads(threads)
@@ -141,14 +141,19 @@ def engines(bundle: Path, threads: int, pair: bool) -> dict[str, Predict]:
         )
         return pipe(inputs, batch_size=len(texts), truncation=True, max_length=manifest.max_length)
 
-    tok = onnx_checks.load_tokenizer(bundle / TOKENIZER)
-
     def ort(file: str) -> Predict:
-        session = onnx_checks.make_session(bundle / file, threads)
+        clf = OnnxClassifier.from_files(
+            bundle / file,
+            bundle / TOKENIZER,
+            inputs=manifest.inputs,
+            output=manifest.output,
+            max_length=manifest.max_length,
+            labels=manifest.labels,
+            options=RuntimeOptions(device="cpu", intra_op_threads=threads),
+        )
 
         def run(texts: Sequence[str], pairs: Sequence[str] | None) -> object:
-            feed = onnx_checks.encode(tok, texts, pairs, manifest.inputs)
-            return np.asarray(session.run([manifest.output], feed)[0])
+            return clf.predict(texts, pairs)[0]
 
         return run
 
@@ -205,7 +210,7 @@ def speed_rows(
 def accuracy_rows(engines_: dict[str, Predict], pair: bool) -> list[list[str]]:
     import numpy as np
 
-    from training import onnx_checks
+    from runtime.metrics import accuracy_f1
 
     sents, pairs, labels = read_cwi("Test")
     probs = {}
@@ -218,7 +223,7 @@ def accuracy_rows(engines_: dict[str, Predict], pair: bool) -> list[list[str]]:
             probs[name] = np.concatenate(out)
     rows = []
     for name, p in probs.items():
-        m = onnx_checks.split_metrics(p.argmax(-1), labels, p.shape[1])
+        m = accuracy_f1(labels, p.argmax(-1), p.shape[1])
         agree = float(np.mean(p.argmax(-1) == probs["onnxruntime fp32"].argmax(-1)))
         diff = float(np.abs(p - probs["onnxruntime fp32"]).max())
         rows.append(

@@ -86,6 +86,11 @@ def open_run(cfg: PipelineConfig, run_dir: Path, ctx: RunContext) -> Run:
     return run
 
 
+def _first_student(run: Run) -> Path:
+    """The student of the run's first teacher (the benchmark trains one per teacher)."""
+    return next(iter(run.student_dirs().values()))
+
+
 def run_models(
     cfg: PipelineConfig, root: Path, ctx: RunContext, variants: tuple[str, ...] = VARIANTS
 ) -> None:
@@ -122,8 +127,8 @@ def run_models(
             if variant in runs:
                 teachers += [runs[variant].teacher_dir(t) for t in runs[variant].cfg.teachers]
         names = {"alpha0": "alpha=0", "beta0": "beta=0", "self-distill": "self-distill"}
-        ablations = {names[v]: run.stage_dir("student") for v, run in runs.items() if v in names}
-        student, baseline = main.stage_dir("student"), main.stage_dir("baseline")
+        ablations = {names[v]: _first_student(run) for v, run in runs.items() if v in names}
+        student, baseline = _first_student(main), main.stage_dir("baseline")
         evaluate(
             cfg,
             main.data,

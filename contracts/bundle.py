@@ -2,8 +2,16 @@
 
     <model-repository>/<name>/<version>/
         model.onnx  model.int8.onnx  tokenizer.json  bundle.json
+        transformers/  config.json  tokenizer.json  model.safetensors  onnx/model.onnx
 
 ``bundle.json`` is a ``BundleManifest``. This is the only definition of it.
+``transformers/`` (optional) is the student as other tools load a model directory:
+transformers' ``from_pretrained``, and ONNX loaders (text-embeddings-inference's ort
+backend, optimum) that look for ``onnx/model.onnx`` beside ``config.json`` and the
+tokenizer and read the ``logits`` output.
+
+Schema versions: 1 (graphs with ``probabilities`` only) and 2 (``logits`` beside them,
+named in ``logits_output``). Both are read; export writes 2.
 Torch-free and transformers-free: the API imports it.
 """
 
@@ -12,14 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contracts.errors import ArtifactError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "bundle.json"
 MODEL_FP32 = "model.onnx"
 MODEL_INT8 = "model.int8.onnx"
@@ -27,6 +35,8 @@ TOKENIZER = "tokenizer.json"
 # Names of the ONNX graph's inputs and output, declared once (optimum-style).
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OUTPUT = "probabilities"
+# Raw scores (pre-softmax), a second output of graphs exported since bundle schema 2.
+ONNX_LOGITS = "logits"
 VERSION_PATTERN = r"^v[0-9]+$"
 
 
@@ -39,6 +49,9 @@ class Provenance(BaseModel):
     generator: str | None = None
     teachers: list[str] = Field(default_factory=list)
     student_base_model: str | None = None
+    # Set by publishing: the export this version was made from (see repository.publish), so
+    # that a publish resumed after a crash finds its version instead of adding another.
+    export_id: str | None = None
 
 
 class SplitMetrics(BaseModel):
@@ -49,6 +62,16 @@ class SplitMetrics(BaseModel):
     accuracy: float
     macro_f1: float
     n: int
+
+
+class CheckedSample(BaseModel):
+    """A dev text and the probabilities export measured for it with each shipped graph,
+    the text alone in its batch: a server given the same text alone returns these numbers
+    (dynamic int8 quantizes activations per batch, so batch-mates move int8 results)."""
+
+    text: str
+    text_pair: str | None = None
+    probabilities: dict[str, list[float]] = Field(description="graph file -> one per label")
 
 
 class ExportChecks(BaseModel):
@@ -62,14 +85,17 @@ class ExportChecks(BaseModel):
     dev_accuracy_torch: float | None = None
     dev_accuracy_fp32: float | None = None
     dev_accuracy_int8: float | None = None
-    # quantize_dynamic arguments the int8 model was made with (per_channel, reduce_range).
-    int8_settings: dict[str, bool] | None = None
+    # How the int8 model was made (training/quantize.py QuantSettings.as_dict): method,
+    # fused graph or not, per_channel, weights, fp32 embeddings and fp32 layers.
+    int8_settings: dict[str, bool | str | list[int]] | None = None
+    samples: list[CheckedSample] = Field(default_factory=list)
 
 
 class BundleManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    schema_version: Literal[1] = 1
+    # Absent in the oldest bundles, which are schema 1.
+    schema_version: Literal[1, 2] = 1
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     version: str = Field(pattern=VERSION_PATTERN)
     labels: list[str] = Field(min_length=2)
@@ -78,6 +104,8 @@ class BundleManifest(BaseModel):
     # Inputs the ONNX graph takes, in order; a subset of ONNX_INPUTS.
     inputs: list[str] = Field(default_factory=lambda: list(ONNX_INPUTS[:2]))
     output: str = ONNX_OUTPUT
+    # Schema 2: the graph output of raw scores (pre-softmax); None in schema 1 bundles.
+    logits_output: str | None = None
     provenance: Provenance = Field(default_factory=Provenance)
     # metrics[model][split], e.g. metrics["student"]["test"]; models: baseline, teacher-<name>,
     # student, student-int8.
@@ -85,6 +113,12 @@ class BundleManifest(BaseModel):
     export_checks: ExportChecks | None = None
     files: dict[str, str] = Field(description="file name -> sha256 hex digest")
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _logits_need_schema_2(self) -> BundleManifest:
+        if self.schema_version == 1 and self.logits_output is not None:
+            raise ValueError("logits_output is a schema 2 field; set schema_version to 2")
+        return self
 
 
 def sha256_file(path: Path) -> str:
@@ -106,6 +140,26 @@ def read_manifest(bundle_dir: Path) -> BundleManifest:
         raise ArtifactError(f"{path}: invalid bundle manifest: {e}") from e
 
 
+def bundle_file(bundle_dir: Path, name: str) -> Path:
+    """The file ``name`` (as bundle.json lists it) inside ``bundle_dir``; ``ArtifactError``
+    when it would lie outside: an absolute name, ``..``, or a symlink that leads out. A
+    manifest is input like any other (a bundle may be copied in by hand), so nothing it
+    names is opened before this check."""
+    rel = PurePosixPath(name)
+    if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name:
+        raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists a file outside the bundle: {name!r}")
+    path = bundle_dir / rel
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        return path  # the caller reports it missing
+    if not real.is_relative_to(bundle_dir.resolve()):
+        raise ArtifactError(
+            f"{bundle_dir}: {name} is a symlink that leads outside the bundle; copy the file in"
+        )
+    return path
+
+
 def verify_bundle(bundle_dir: Path) -> BundleManifest:
     """Read the manifest and check every listed file exists with its sha256.
 
@@ -116,7 +170,7 @@ def verify_bundle(bundle_dir: Path) -> BundleManifest:
         if required not in manifest.files:
             raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists no {required}")
     for name, digest in manifest.files.items():
-        f = bundle_dir / name
+        f = bundle_file(bundle_dir, name)
         if not f.is_file():
             raise ArtifactError(f"{bundle_dir}: {name} is listed in {MANIFEST} but missing")
         actual = sha256_file(f)

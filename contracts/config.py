@@ -63,8 +63,48 @@ class DataConfig(_Strict):
     )
 
 
+class GeneratorDefaults(BaseModel):
+    """How a known generator draws by default: its native resolution and sampler budget."""
+
+    image_size: int
+    steps: int
+    guidance_scale: float
+
+
+# Native resolutions: stable-diffusion-2(-1) is a 768-px model, the -base variants and
+# sd-turbo are 512-px; sd-turbo is distilled for one step without guidance. 50 steps at
+# guidance 7.5 is what the Stable Diffusion pipeline does when called without arguments
+# (the paper gives no step count).
+KNOWN_GENERATORS: dict[str, GeneratorDefaults] = {
+    name: GeneratorDefaults(image_size=size, steps=steps, guidance_scale=guidance)
+    for name, size, steps, guidance in (
+        ("stabilityai/stable-diffusion-2", 768, 50, 7.5),
+        ("stabilityai/stable-diffusion-2-1", 768, 50, 7.5),
+        ("stabilityai/stable-diffusion-2-base", 512, 50, 7.5),
+        ("stabilityai/stable-diffusion-2-1-base", 512, 50, 7.5),
+        ("stabilityai/sd-turbo", 512, 1, 0.0),
+        ("tiny-random", 64, 2, 1.0),  # training/tiny_diffusion.py's native size
+    )
+}
+# An unknown generator: the sampler budget of the Stable Diffusion pipeline's defaults,
+# and no image_size, so that the pipeline draws at its own native size.
+UNKNOWN_GENERATOR_STEPS, UNKNOWN_GENERATOR_GUIDANCE = 50, 7.5
+
+
+def known_generator(model: str) -> GeneratorDefaults | None:
+    """The defaults of ``model``: a known hub id, or a local copy named like one
+    (``/models/stable-diffusion-2`` is stable-diffusion-2)."""
+    if model in KNOWN_GENERATORS:
+        return KNOWN_GENERATORS[model]
+    tail = model.rstrip("/").rsplit("/", 1)[-1]
+    for name, defaults in KNOWN_GENERATORS.items():
+        if name.rsplit("/", 1)[-1] == tail:
+            return defaults
+    return None
+
+
 class GeneratorConfig(_Strict):
-    """The text-to-image model that imagines one picture per text."""
+    """The text-to-image model that imagines one picture per training sample."""
 
     model: str = Field(
         "stabilityai/stable-diffusion-2",
@@ -72,9 +112,26 @@ class GeneratorConfig(_Strict):
         "weights, noise images; for tests and the offline preset).",
     )
     revision: str | None = Field(None, description="Hub revision; part of the image cache key.")
-    steps: Annotated[int, Field(ge=1, le=200)] = 25
-    guidance_scale: Annotated[float, Field(ge=0.0, le=30.0)] = 7.5
-    image_size: Annotated[int, Field(ge=32, le=1024, multiple_of=8)] = 512
+    steps: Annotated[int, Field(ge=1, le=200)] | None = Field(
+        None, description="Denoising steps; default: the known generator's (sd-turbo: 1), else 50."
+    )
+    guidance_scale: Annotated[float, Field(ge=0.0, le=30.0)] | None = Field(
+        None,
+        description="Classifier-free guidance; default: the known generator's (sd-turbo: "
+        "0), else 7.5.",
+    )
+    image_size: Annotated[int, Field(ge=32, le=1024, multiple_of=8)] | None = Field(
+        None,
+        description="Side in pixels; default: the known generator's native resolution "
+        "(stable-diffusion-2: 768; -base and sd-turbo: 512); for an unknown generator, "
+        "whatever its pipeline draws natively.",
+    )
+    share_identical_prompts: bool = Field(
+        False,
+        description="Draw one image per distinct prompt instead of one per sample (each seeded "
+        "by its sample). Cheaper where prompts repeat (CWI target words), but then samples, "
+        "train and test ones too, can share an image; the generate stage reports how many do.",
+    )
     batch_size: Annotated[int, Field(ge=1, le=256)] = 4
     num_shards: Annotated[int, Field(ge=1, le=4096)] = Field(
         1, description="Split generation into this many index ranges for parallel workers."
@@ -82,6 +139,17 @@ class GeneratorConfig(_Strict):
     cache_dir: str | None = Field(
         None, description="Image cache shared across runs; default <artifacts>/image-cache."
     )
+
+    @model_validator(mode="after")
+    def _known_defaults(self) -> GeneratorConfig:
+        known = known_generator(self.model)
+        if self.steps is None:
+            self.steps = known.steps if known else UNKNOWN_GENERATOR_STEPS
+        if self.guidance_scale is None:
+            self.guidance_scale = known.guidance_scale if known else UNKNOWN_GENERATOR_GUIDANCE
+        if self.image_size is None and known is not None:
+            self.image_size = known.image_size
+        return self
 
 
 TextGeneratorKind = Literal["auto", "masked", "causal"]
@@ -221,20 +289,41 @@ class StudentConfig(_Strict):
 
 
 class DistillConfig(_Strict):
-    """L = CE(y, s) + alpha * CE(softmax(t/tau), softmax(s/tau)) + beta * ||e_T - e_S||^2."""
+    """L = CE(y, softmax(s)) + alpha * CE(softmax(t/tau), softmax(s)) + beta * MSE(e_T, e_S):
+    the paper's Eq. 2, where only the teacher is softened (training/losses.py)."""
 
     alpha: Annotated[float, Field(ge=0.0, le=100.0)] = 3.0
     beta: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     tau: Annotated[float, Field(gt=0.0, le=100.0)] = 8.0
+    kd_form: Literal["paper", "hinton"] = Field(
+        "paper",
+        description="The alpha term: 'paper' softens the teacher only, CE(softmax(t/tau), "
+        "softmax(s)) (Eq. 2 as written); 'hinton' softens both and scales by tau^2, "
+        "tau^2 * CE(softmax(t/tau), softmax(s/tau)).",
+    )
     embedding_loss: Literal["mse", "squared_l2"] = Field(
         "mse",
         description="The beta term: 'mse' averages (e_T - e_S)^2 over the embedding dimensions "
         "(scale independent of the width); 'squared_l2' sums them, the formula read literally.",
     )
+    students: Literal["per-teacher", "amalgamated", "both"] = Field(
+        "per-teacher",
+        description="Which students to train: one per teacher (the paper's Table 1: a student "
+        "from each teacher), one amalgamated student that learns from every teacher at once "
+        "(weighted by `combine`), or both. Each is evaluated and exported; the one with the best "
+        "dev accuracy is published. With one teacher there is one student either way.",
+    )
     combine: Literal["confidence", "mean"] = Field(
         "confidence",
-        description="How several teachers are combined per sample: weighted by each teacher's "
-        "confidence (StrataNet-style) or averaged.",
+        description="How the amalgamated student combines several teachers per sample: weighted "
+        "by each teacher's confidence (StrataNet-style) or averaged.",
+    )
+    cross_fit_folds: Annotated[int, Field(ge=0, le=20)] = Field(
+        0,
+        description="0: the teachers label the training texts they were trained on. k >= 2: "
+        "cross-fitted targets: k extra teachers per teacher, each trained without one k-th of "
+        "the training set, label that k-th (soft labels of data a teacher did not fit are not "
+        "near one-hot). Costs k more teacher trainings.",
     )
     use_unlabelled: bool = Field(
         False, description="Also distill on data.unlabelled texts labelled by the teacher(s)."
@@ -279,6 +368,10 @@ class PipelineConfig(_Strict):
             raise ValueError(f"teachers[].name must be unique, got {names}")
         if self.distill.use_unlabelled and self.data.unlabelled is None:
             raise ValueError("distill.use_unlabelled is true but data.unlabelled is not set")
+        if self.distill.cross_fit_folds == 1:
+            raise ValueError("distill.cross_fit_folds must be 0 (off) or at least 2")
+        if AMALGAMATED in names and self.distill.students != "per-teacher":
+            raise ValueError(f"teachers[].name {AMALGAMATED!r} is the amalgamated student's")
         if self.tgt.enabled and self.distill.alpha == 0 and self.distill.beta == 0:
             raise ValueError(
                 "tgt.enabled: generated texts train only through distill.alpha and "
@@ -288,7 +381,17 @@ class PipelineConfig(_Strict):
             raise ValueError(f"tgt.search lists a mode twice: {self.tgt.search}")
         return self
 
+    def student_plan(self) -> dict[str, list[str]]:
+        """Student key -> names of the teachers it learns from, in training order."""
+        names = [t.name for t in self.teachers]
+        mode = self.distill.students
+        plan = {n: [n] for n in names} if mode != "amalgamated" or len(names) == 1 else {}
+        if mode != "per-teacher" and len(names) > 1:
+            plan[AMALGAMATED] = names
+        return plan
 
+
+AMALGAMATED = "amalgamated"  # the key of the student that learns from every teacher
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 

@@ -24,17 +24,29 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from contracts.bundle import MANIFEST, VERSION_PATTERN, BundleManifest, SplitMetrics, verify_bundle
+from contracts.artifacts import write_text_atomic
+from contracts.bundle import (
+    MANIFEST,
+    VERSION_PATTERN,
+    BundleManifest,
+    SplitMetrics,
+    bundle_file,
+    read_manifest,
+    sha256_file,
+    verify_bundle,
+)
 from contracts.errors import ArtifactError, RepositoryError
 
 log = logging.getLogger("lugpi.repository")
 
 LOCK_FILE = ".lock"
 COUNTER_FILE = ".last-version"
+# A version an admin chose as the default (contracts.model_versions); absent: the newest.
+PIN_FILE = ".default-version"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 # A .tmp- dir this old belongs to a publisher that died (copying takes seconds).
@@ -54,7 +66,12 @@ class ModelEntry(BaseModel):
     metrics: dict[str, dict[str, SplitMetrics]] = Field(default_factory=dict)
     sizes: dict[str, int] = Field(default_factory=dict, description="file -> bytes")
     created_at: datetime | None = None
-    default: bool = Field(default=False, description="the highest valid version of this name")
+    default: bool = Field(
+        default=False,
+        description="served when a request names no version: the pinned version if it is "
+        "valid, else the highest valid one",
+    )
+    pinned: bool = Field(default=False, description="chosen as the default by an admin")
     problems: list[str] = Field(default_factory=list)
 
     @property
@@ -136,9 +153,22 @@ def _scan_name(name: str, model_dir: Path) -> list[ModelEntry]:
     entries = [_entry(name, p) for p in children]
     entries.sort(key=lambda e: (_version_number(e.version) or 0, e.version))
     valid = [e for e in entries if e.ok]
+    pin = read_pin(model_dir)
+    pinned = [e for e in valid if e.version == pin]
+    for e in pinned:
+        e.pinned = True
     if valid:
-        valid[-1].default = True
+        (pinned or valid)[-1].default = True
     return entries
+
+
+def read_pin(model_dir: Path) -> str | None:
+    """The version pinned as default in ``model_dir``, if any (it may no longer be valid)."""
+    try:
+        text = (model_dir / PIN_FILE).read_text().strip()
+    except OSError:
+        return None
+    return text if _version_number(text) is not None else None
 
 
 def list_models(repository: Path, name: str | None = None) -> list[ModelEntry]:
@@ -229,9 +259,7 @@ def _next_version(model_dir: Path) -> int:
 def _safe_files(manifest: BundleManifest, bundle_dir: Path) -> list[str]:
     files = list(manifest.files)
     for f in files:
-        p = PurePosixPath(f)
-        if p.is_absolute() or ".." in p.parts:
-            raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists a file outside the bundle: {f}")
+        bundle_file(bundle_dir, f)  # raises for a file outside the bundle
     return files
 
 
@@ -250,6 +278,8 @@ def _prune(model_dir: Path, keep_last: int) -> list[str]:
     oldest_kept = _version_number(kept[0].version) if kept else 0
     removed = []
     for e in numbered:
+        if e.pinned:  # an admin's choice of default outlives any number of newer versions
+            continue
         if (_version_number(e.version) or 0) < (oldest_kept or 0):
             _discard(e.path)
             removed.append(e.version)
@@ -265,20 +295,50 @@ def _after_publish(model_dir: Path, number: int, keep_last: int) -> None:
     """Record the number and prune. The version is published already, so a failure here
     is only logged: the version directories alone still keep numbers from being reused."""
     try:
-        counter = model_dir / f"{COUNTER_FILE}.tmp"
-        counter.write_text(f"{number}\n")
-        os.replace(counter, model_dir / COUNTER_FILE)
+        write_text_atomic(model_dir / COUNTER_FILE, f"{number}\n", RepositoryError)
         _prune(model_dir, keep_last)
-    except OSError as e:
+    except (OSError, RepositoryError) as e:
         log.warning("%s: published v%d, but pruning/recording failed: %s", model_dir, number, e)
 
 
-def publish(bundle_dir: Path, repository: Path, name: str, keep_last: int = 5) -> tuple[str, Path]:
+def export_id(bundle_dir: Path) -> str:
+    """The identity of one export: the sha256 of its ``bundle.json``, which holds the hash
+    of every file, the export time and the job. The same export published twice (a resumed
+    run) has the same id; a new export (another run, or a redone export) has another."""
+    return sha256_file(Path(bundle_dir) / MANIFEST)
+
+
+def _published_as(model_dir: Path, export: str) -> tuple[str, Path] | None:
+    """The valid version of ``model_dir`` that was published from ``export``, if any."""
+    if not model_dir.is_dir():
+        return None
+    for entry in _scan_name(model_dir.name, model_dir):
+        if not entry.ok:
+            continue
+        try:
+            if read_manifest(entry.path).provenance.export_id == export:
+                return entry.version, entry.path
+        except ArtifactError:  # pruned or rewritten meanwhile
+            continue
+    return None
+
+
+def publish(
+    bundle_dir: Path,
+    repository: Path,
+    name: str,
+    keep_last: int = 5,
+    *,
+    once_per_export: bool = False,
+) -> tuple[str, Path]:
     """Copy a verified bundle into ``repository/name/v<N>`` (N = highest ever + 1) and
     delete versions beyond the newest ``keep_last``; return (version, path).
 
     Atomic: the version appears complete or not at all. Safe against concurrent
     publishers of the same name (on one host, or a filesystem with working flock).
+    With ``once_per_export`` (what a run's publish step uses), idempotent per export: a
+    bundle already published (a run that crashed after the version was renamed into place,
+    then resumed) returns the version it got then instead of adding one.
     """
     _check_name(name)
     if keep_last < 1:
@@ -287,6 +347,10 @@ def publish(bundle_dir: Path, repository: Path, name: str, keep_last: int = 5) -
     manifest = verify_bundle(bundle_dir)
     files = _safe_files(manifest, bundle_dir)
     model_dir = repository / name
+    export = export_id(bundle_dir) if once_per_export else None
+    if export is not None and (done := _published_as(model_dir, export)) is not None:
+        log.info("%s was published already as %s/%s", bundle_dir, name, done[0])
+        return done
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = model_dir / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
@@ -300,10 +364,14 @@ def publish(bundle_dir: Path, repository: Path, name: str, keep_last: int = 5) -
         for f in files:
             (tmp / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bundle_dir / f, tmp / f)
-        renamed = manifest.model_copy(update={"name": name})
+        provenance = manifest.provenance.model_copy(update={"export_id": export})
+        renamed = manifest.model_copy(update={"name": name, "provenance": provenance})
         (tmp / MANIFEST).write_text(renamed.model_dump_json(indent=2))
         verify_bundle(tmp)
         with _locked(model_dir):
+            if export is not None and (done := _published_as(model_dir, export)) is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return done
             number = _next_version(model_dir)
             version = f"v{number}"
             final = model_dir / version
@@ -337,8 +405,9 @@ def format_models_table(entries: list[ModelEntry]) -> str:
         labels = ", ".join(e.labels[:5]) + (f" (+{len(e.labels) - 5})" if len(e.labels) > 5 else "")
         created = e.created_at.strftime("%Y-%m-%d %H:%M") if e.created_at else "-"
         problems = "; ".join(e.problems)[:120] or "-"
+        default = ("yes, pinned" if e.pinned else "yes") if e.default else ""
         lines.append(
-            f"| {e.name} | {e.version} | {'yes' if e.default else ''} | {labels} | {acc} | "
+            f"| {e.name} | {e.version} | {default} | {labels} | {acc} | "
             f"{e.total_bytes / 1e6:.1f} | {created} | {problems} |"
         )
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Text encoders (the teacher's) and the text-only student classifier.
 
-The student is any ``AutoModelForSequenceClassification``. Its embedding e_S is the input
-of its ``classifier`` layer, read with a forward pre-hook, so the same code serves BERT
-(pooled output) and DistilBERT (pre_classifier + ReLU output) without per-architecture code.
+The student is any ``AutoModelForSequenceClassification``. Its embedding e_S is what its
+``classifier`` layer consumes, before the head's dropout (``ClassifierInput``), read with
+hooks, so the same code serves BERT (pooled output) and DistilBERT (pre_classifier + ReLU
+output) without per-architecture code.
 """
 
 from __future__ import annotations
@@ -92,9 +93,15 @@ def encode(
 
 
 class ClassifierInput:
-    """Records e_S, the input of ``model.classifier``, at every forward pass.
+    """Records e_S, the representation ``model.classifier`` consumes, at every forward pass,
+    without the dropout that the head applies to it in training.
 
-    Heads that take the token sequence (RoBERTa's) get its first token as e_S.
+    A sequence classifier's head is ``classifier(dropout(h))`` (BERT: h = pooled output;
+    DistilBERT: h = ReLU(pre_classifier(CLS))). Read after dropout, e_S would be a noisy,
+    rescaled copy of h in training, and the embedding term would pull the student toward
+    a shrunken h. So every ``nn.Dropout`` outside the head remembers its last input and
+    output; when the head's input is that output, e_S is that input. Heads that take the
+    token sequence (RoBERTa's, which drops out inside itself) get its first token as e_S.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -105,10 +112,22 @@ class ClassifierInput:
                 "AutoModelForSequenceClassification with one (BERT, DistilBERT, MiniLM...)"
             )
         self.value: Tensor | None = None
-        self._handle = head.register_forward_pre_hook(self._hook)
+        self._dropped: tuple[Tensor, Tensor] | None = None  # (output, input) of last dropout
+        inside_head = {id(m) for m in head.modules()}
+        self._handles = [head.register_forward_pre_hook(self._hook)] + [
+            m.register_forward_hook(self._dropout_hook)
+            for m in model.modules()
+            if isinstance(m, nn.Dropout) and id(m) not in inside_head
+        ]
+
+    def _dropout_hook(self, module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+        self._dropped = (out, args[0])
 
     def _hook(self, module: nn.Module, args: tuple[Tensor, ...]) -> None:
         x = args[0]
+        if self._dropped is not None and self._dropped[0] is x:
+            x = self._dropped[1]
+        self._dropped = None
         self.value = x[:, 0] if x.dim() == 3 else x
 
     def pop(self) -> Tensor:
@@ -118,7 +137,8 @@ class ClassifierInput:
         return value
 
     def remove(self) -> None:
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
 
 
 def embedding_width(model: PreTrainedModel) -> int:

@@ -21,6 +21,7 @@ from contracts.config import PipelineConfig, load_config
 from contracts.errors import ConfigError, LugpiError
 from contracts.jobs import Stage
 from training import distributed
+from training.cli_models import models_app, predict
 from training.pipeline import Run, resolve_paths, run_pipeline
 from training.progress import RunContext
 
@@ -148,6 +149,13 @@ def _stage_run(
         yield run
 
 
+def _keep_last() -> int:
+    """Versions kept per model on publish: LUGPI_KEEP_LAST_VERSIONS, as for the workers."""
+    from contracts.settings import SharedSettings
+
+    return SharedSettings().keep_last_versions
+
+
 @app.command()
 def run(
     config: ConfigArg,
@@ -161,7 +169,12 @@ def run(
     with _session(quiet) as ctx:
         cfg = _config(config, set_)
         result = run_pipeline(
-            cfg, _run_dir(cfg, run_dir), ctx, repository=repository, job_id=job_id
+            cfg,
+            _run_dir(cfg, run_dir),
+            ctx,
+            repository=repository,
+            job_id=job_id,
+            keep_last=_keep_last(),
         )
     if not distributed.world().is_main:
         return
@@ -237,9 +250,11 @@ def distill(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the text-only student from labels + teacher(s) -> <run-dir>/student."""
+    """Train the text-only student(s) from labels + teacher(s): one per teacher and/or one
+    from all of them (distill.students) -> <run-dir>/student-<teacher name | amalgamated>."""
     with _stage_run(config, set_, run_dir, quiet) as r:
-        typer.echo(str(r.distill(force=force)))
+        for d in r.distill(force=force):
+            typer.echo(str(d))
 
 
 @app.command()
@@ -315,26 +330,18 @@ def export(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Export the student to ONNX (fp32 + int8, checked) -> <run-dir>/export; publish too."""
+    """Export every student to ONNX (fp32 + int8, checked) -> <run-dir>/export/<key>; print
+    the bundle of the best one on dev, which is what is published."""
     with _stage_run(config, set_, run_dir, quiet) as r:
         typer.echo(str(r.export(force=force)))
         if repository is not None and r.cfg.export.publish:
-            name, version = r.publish(repository)
+            name, version = r.publish(repository, _keep_last())
             typer.echo(f"published: {name} {version} in {repository}")
 
 
-@app.command()
-def models(
-    repository: Annotated[
-        Path,
-        typer.Option(envvar="LUGPI_MODEL_REPOSITORY", help="The model repository to list."),
-    ] = Path("model-repository"),
-) -> None:
-    """List the published models: versions, labels, test accuracy, problems."""
-    from contracts.repository import models_command
-
-    with _session(quiet=True):
-        typer.echo(models_command(repository))
+# lugpi models [list|pin|unpin|rollback|delete] and lugpi predict (training/cli_models.py).
+app.add_typer(models_app, name="models")
+app.command("predict")(predict)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ from models.text import (
     load_tokenizer,
     predict_logits,
 )
+from runtime.metrics import accuracy_f1
 from training import distributed
 from training.data import PreparedData
-from training.evaluate import accuracy_f1
 from training.image_tokens import teacher_image_inputs
 from training.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
 from training.progress import RunContext
@@ -122,6 +122,20 @@ def compute_teacher_targets(
         names.append(meta.name)
         del teacher  # only its outputs are needed from here on
     return TeacherTargets(torch.stack(logits), embeddings, names)
+
+
+def loss_record(cfg: PipelineConfig) -> dict[str, object]:
+    """The loss a student was trained with, as its stage record and bundle provenance say it."""
+    d = cfg.distill
+    return {
+        "alpha": d.alpha,
+        "beta": d.beta,
+        "tau": d.tau,
+        "kd_form": d.kd_form,
+        "embedding_loss": d.embedding_loss,
+        "combine": d.combine,
+        "use_unlabelled": d.use_unlabelled,
+    }
 
 
 # Splits whose examples carry no label: the teachers' targets only (KD terms).
@@ -207,6 +221,7 @@ def _train_text_classifier(
             beta=dcfg.beta,
             tau=dcfg.tau,
             combine=dcfg.combine,
+            kd_form=dcfg.kd_form,
             embedding_loss=dcfg.embedding_loss,
             sample_weight=None if sample_weight is None else sample_weight[idx].to(runtime.device),
         )
@@ -251,18 +266,21 @@ def _train_text_classifier(
             "metrics": {"dev": best},
             # Extra fields (TextModelMeta allows them): provenance for the bundle.
             "teachers": targets.names if targets is not None else [],
-            "loss": dcfg.model_dump() if kind == "student" else {"alpha": 0.0, "beta": 0.0},
+            "loss": loss_record(cfg) if kind == "student" else {"alpha": 0.0, "beta": 0.0},
             "train_examples": {s: len(data.splits[s]) for s in splits},
             **(extra_meta or {}),
         }
     )
-    summary = {
+    summary: dict[str, object] = {
         "dev": best,
         "best_epoch": history.best_epoch,
         "train_seconds": history.train_seconds,
         "processes": runtime.world.size,
         **(extra_meta or {}),
     }
+    if kind == "student":
+        summary["teachers"] = targets.names if targets is not None else []
+        summary["loss"] = loss_record(cfg)
 
     def save() -> None:  # once, by rank 0 under torchrun (every rank holds the same weights)
         with atomic_dir(out_dir, stage.value) as tmp:

@@ -7,13 +7,14 @@ Output (an atomic stage directory)::
 ``results.json``: per model and split, accuracy, macro-F1, per-class F1 and the confusion
 matrix (rows = true label, columns = prediction). ``results.md`` is shaped like the paper's
 Table 1 (and Table 2 when ablation students are given); ``markdown_table`` takes plain rows
-so the benchmark can reuse it. Metrics are plain numpy.
+so the benchmark can reuse it. Metrics: ``runtime.metrics`` (plain numpy), shared with
+export and the API.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from contracts.artifacts import atomic_dir, write_json_atomic
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
+from runtime.metrics import accuracy_f1, confusion_matrix, f1_per_class
 from training.data import PreparedData
 from training.progress import RunContext
 from training.train_loop import History, select_runtime
@@ -30,32 +32,6 @@ from training.train_loop import History, select_runtime
 ImageIndex = dict[str, list[Path]]
 TABLE1_COLUMNS = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"))
 MODALITY_NAMES = {"text+image": "text + image", "image": "image only", "text": "text only"}
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
-    """(k, k) counts; row = true class, column = predicted class."""
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
-    return cm
-
-
-def f1_per_class(cm: np.ndarray) -> np.ndarray:
-    """F1 of each class from a confusion matrix; 0 where a class is neither true nor predicted."""
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(axis=0) + cm.sum(axis=1)  # 2tp + fp + fn
-    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-
-
-def accuracy_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, float]:
-    """Accuracy and macro-F1. Like scikit-learn's default, the macro average runs over the
-    classes that occur in ``y_true`` or ``y_pred`` (an absent class is not a zero)."""
-    cm = confusion_matrix(y_true, y_pred, k)
-    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
-    f1 = f1_per_class(cm)
-    return {
-        "accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-    }
 
 
 def classification_report(
@@ -67,7 +43,6 @@ def classification_report(
         **accuracy_f1(y_true, y_pred, len(labels)),
         "per_class_f1": {name: float(v) for name, v in zip(labels, f1, strict=True)},
         "confusion": cm.tolist(),
-        "n": int(cm.sum()),
     }
 
 
@@ -148,6 +123,15 @@ def plot_curves(histories: dict[str, History], path: Path) -> None:
     plt.close(fig)
 
 
+def _student_label(key: str, entry: dict[str, object]) -> str:
+    teachers = entry.get("teachers")
+    if key == "student" or not isinstance(teachers, list):
+        return "Student (LUGPI)"
+    if len(teachers) == 1:
+        return f"Student from teacher {teachers[0]} (LUGPI)"
+    return f"Student from teachers {', '.join(map(str, teachers))} (LUGPI, amalgamated)"
+
+
 def _history(model_dir: Path) -> History | None:
     path = model_dir / "history.json"
     return History.load(path) if path.is_file() else None
@@ -158,7 +142,7 @@ def evaluate(
     data: PreparedData,
     images: ImageIndex,
     teacher_dirs: list[Path],
-    student_dir: Path,
+    student_dir: Path | Mapping[str, Path],
     baseline_dir: Path | None,
     out_dir: Path,
     ctx: RunContext,
@@ -170,6 +154,8 @@ def evaluate(
 ) -> Path:
     """Score every model on dev and test; write results.json, results.md and curves.png.
 
+    ``student_dir``: one student (results key "student"), or key -> dir of several (keys
+    "student:<key>"; a key names the teacher it learned from, or "amalgamated").
     ``ablation_dirs`` (name -> student dir, e.g. {"alpha=0": ...}) adds Table 2 rows.
     ``token_store``: frozen image-encoder tokens shared with the other stages.
     ``tgt_dirs`` (search mode -> TGT student dir) adds Table 1 rows; ``tgt_summary`` (the
@@ -183,7 +169,10 @@ def evaluate(
 
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
     splits = [s for s in ("dev", "test") if data.splits.get(s)]
-    text_models: dict[str, Path] = {"student": student_dir}
+    if isinstance(student_dir, Mapping):
+        text_models = {f"student:{k}": Path(v) for k, v in student_dir.items()}
+    else:
+        text_models = {"student": Path(student_dir)}
     if baseline_dir is not None:
         text_models["baseline"] = baseline_dir
     text_models.update({f"tgt:{k}": v for k, v in (tgt_dirs or {}).items()})
@@ -241,6 +230,8 @@ def evaluate(
         if tmeta.labels != data.labels:
             raise ArtifactError(f"{mdir}: labels {tmeta.labels} differ from the data's")
         entry = {"kind": tmeta.kind, "dir": str(mdir)}
+        if tmeta.kind == "student":
+            entry["teachers"] = (tmeta.model_extra or {}).get("teachers", [])
         if (tgt := getattr(tmeta, "tgt", None)) is not None:
             entry["tgt"] = tgt
         for split in splits:
@@ -277,7 +268,8 @@ def evaluate(
         for k in results
         if k.startswith("teacher:")
     ]
-    table1.append(row("Student (LUGPI)", "student"))
+    students = [k for k in results if k == "student" or k.startswith("student:")]
+    table1 += [row(_student_label(k, results[k]), k) for k in students]
     for k in results:
         if k.startswith("tgt:"):
             info = results[k].get("tgt") or {}
@@ -286,7 +278,7 @@ def evaluate(
             table1.append(row(f"Student (TGT, {k.split(':', 1)[1]}{extra})", k))
     table2 = [row(f"Student, {k.split(':', 1)[1]}", k) for k in results if k.startswith("abl")]
     if table2:
-        table2.append(row("Student (full loss)", "student"))
+        table2.append(row("Student (full loss)", students[0]))
     with atomic_dir(out_dir, Stage.EVALUATE.value) as tmp:
         write_json_atomic(
             tmp / "results.json",

@@ -3,31 +3,34 @@
     <out_dir>/  model.onnx  model.int8.onnx  tokenizer.json  bundle.json
                 transformers/   (the student in save_pretrained format, for other tools)
 
-The graph outputs probabilities (softmax inside), so the API only tokenizes and argmaxes.
+The graph outputs probabilities (softmax inside), so the API only tokenizes and argmaxes,
+and the logits beside them (raw scores: TEI's ``raw_scores``, OIP's ``logits`` tensor).
 
 Why the legacy TorchScript exporter (``dynamo=False``): torch 2.13's dynamo exporter needs
 onnxscript, which we do not ship, and the legacy one is what optimum-onnx itself calls for
 these encoders. We call it directly rather than through optimum because we wrap the model
 (softmax in the graph) and check it our own way; optimum is not needed at run time.
 
-Every check runs the saved files through ``training.onnx_checks`` (``tokenizers`` +
-onnxruntime, the API's path), so the tokenizer.json is verified along with the graph.
+Every check runs the saved files through ``runtime.classifier.OnnxClassifier``, the class
+the API serves with (``tokenizers`` + onnxruntime, padding to the longest text), so the
+tokenizer.json and the graph's inputs are verified as they will be served.
 The bundle's version is ``v0`` until ``contracts.repository.publish`` assigns one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
-from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from contracts.artifacts import STUDENT_META, atomic_dir
@@ -35,9 +38,12 @@ from contracts.bundle import (
     MANIFEST,
     MODEL_FP32,
     MODEL_INT8,
+    ONNX_LOGITS,
     ONNX_OUTPUT,
+    SCHEMA_VERSION,
     TOKENIZER,
     BundleManifest,
+    CheckedSample,
     ExportChecks,
     Provenance,
     SplitMetrics,
@@ -45,7 +51,11 @@ from contracts.bundle import (
     verify_bundle,
 )
 from contracts.errors import ArtifactError, ExportCheckError
-from training import onnx_checks
+from runtime.classifier import OnnxClassifier
+from runtime.encoding import TextEncoder
+from runtime.metrics import accuracy_f1, compare
+from runtime.session import RuntimeOptions
+from training.graph_fusion import fuse_transformer
 from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
 from training.student_checkpoint import (
     TextSplit,
@@ -62,19 +72,21 @@ log = logging.getLogger("lugpi.export")
 UNPUBLISHED_VERSION = "v0"
 TRANSFORMERS_DIR = "transformers"
 FP32_TOLERANCE = 1e-4
+N_SAMPLES = 8  # dev texts whose served probabilities bundle.json records
 
 
 class _ProbabilityModel(torch.nn.Module):
-    """The classifier with softmax on top; its forward takes exactly the graph's inputs."""
+    """The classifier with softmax on top; its forward takes exactly the graph's inputs
+    and returns (probabilities, logits)."""
 
     def __init__(self, model: PreTrainedModel, inputs: Sequence[str]) -> None:
         super().__init__()
         self.model = model
         self.inputs = list(inputs)
 
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(**dict(zip(self.inputs, tensors, strict=True))).logits
-        return torch.softmax(logits, dim=-1)
+        return torch.softmax(logits, dim=-1), logits
 
 
 def export_onnx(
@@ -94,6 +106,7 @@ def export_onnx(
     args = tuple(enc[name] for name in inputs)
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
     axes[ONNX_OUTPUT] = {0: "batch"}
+    axes[ONNX_LOGITS] = {0: "batch"}
     with warnings.catch_warnings():
         # The tracer warns about every Python bool/int it bakes in; the checks that follow
         # (batches of other sizes and lengths) are what tell whether that mattered.
@@ -105,7 +118,7 @@ def export_onnx(
             args,
             str(path),
             input_names=list(inputs),
-            output_names=[ONNX_OUTPUT],
+            output_names=[ONNX_OUTPUT, ONNX_LOGITS],
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,
@@ -114,24 +127,51 @@ def export_onnx(
     onnx.checker.check_model(str(path))
 
 
-def _run(
-    path: Path, tokenizer: Tokenizer, split: TextSplit, inputs: Sequence[str], batch_size: int
-) -> np.ndarray:
-    session = onnx_checks.make_session(path)
-    return onnx_checks.predict_proba(
-        session, tokenizer, split.texts, split.pairs, inputs, ONNX_OUTPUT, batch_size
+def _check_options() -> RuntimeOptions:
+    # OMP_NUM_THREADS or 1: the machines we share have few cores.
+    return RuntimeOptions(
+        device="cpu", intra_op_threads=int(os.environ.get("OMP_NUM_THREADS", "1"))
     )
+
+
+def _fused_fp32(model: PreTrainedModel, traced: Path, dst: Path) -> Path | None:
+    """The optimizer's fused graph of ``traced`` at ``dst``, or None for encoders it has no
+    patterns for (training/graph_fusion.py)."""
+    config = model.config
+    fused = fuse_transformer(
+        traced,
+        dst,
+        str(config.model_type),
+        int(config.num_attention_heads),
+        int(config.hidden_size),
+    )
+    return dst if fused is not None else None
+
+
+# Static quantization's activation ranges come from this many dev texts: enough to see the
+# spread of lengths and values, few enough that calibration takes seconds.
+CALIBRATION_TEXTS = 256
+
+
+def calibration_feeds(
+    encoder: TextEncoder, split: TextSplit, batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Graph inputs of the first CALIBRATION_TEXTS texts of ``split``, batch by batch."""
+    n = min(len(split.texts), CALIBRATION_TEXTS)
+    for start in range(0, n, batch_size):
+        texts, pairs = split.batch(start, min(batch_size, n - start))
+        yield encoder.feed(encoder.encode(TextEncoder.pair_up(texts, pairs)))
 
 
 def _accuracy(probs: np.ndarray, labels: Sequence[int] | None) -> float | None:
     if labels is None:
         return None
-    return float(np.mean(probs.argmax(-1) == np.asarray(labels)))
+    return accuracy_f1(labels, probs.argmax(-1), probs.shape[1])["accuracy"]
 
 
 def check_fp32(reference: np.ndarray, fp32: np.ndarray, dev: TextSplit) -> ExportChecks:
     """onnxruntime fp32 must reproduce PyTorch: probabilities within FP32_TOLERANCE, same argmax."""
-    diff, agreement = onnx_checks.compare(reference, fp32)
+    diff, agreement = compare(reference, fp32)
     if diff > FP32_TOLERANCE:
         raise ExportCheckError(
             f"fp32_max_abs_prob_diff {diff:.2e} > {FP32_TOLERANCE} "
@@ -202,17 +242,49 @@ def export_student(
         "opset": opset,
     }
 
-    with atomic_dir(out_dir, "export", overwrite=True) as tmp:
+    # scratch: graphs that are not (or not yet) part of the bundle, gone whatever happens.
+    with (
+        atomic_dir(out_dir, "export", overwrite=True) as tmp,
+        tempfile.TemporaryDirectory(prefix="lugpi-export-") as scratch,
+    ):
         serving_tokenizer(hf_tok, meta.max_length).save(str(tmp / TOKENIZER))
-        tok = onnx_checks.load_tokenizer(tmp / TOKENIZER)  # check the file as the API reads it
+        # Check the file as the API reads it.
+        encoder = TextEncoder.from_file(tmp / TOKENIZER, meta.max_length, inputs)
         for split in (dev, test):
             if split is not None:
-                check_tokenization(hf_tok, tok, split, meta.max_length, inputs, batch_size)
+                check_tokenization(hf_tok, encoder, split, meta.max_length, batch_size)
+
+        def classifier(path: Path) -> OnnxClassifier:
+            return OnnxClassifier.from_files(
+                path,
+                tmp / TOKENIZER,
+                inputs=inputs,
+                output=ONNX_OUTPUT,
+                max_length=meta.max_length,
+                labels=meta.labels,
+                options=_check_options(),
+            )
+
+        def run(path: Path, split: TextSplit) -> np.ndarray:
+            return classifier(path).predict_proba(split.texts, split.pairs, batch_size)
 
         export_onnx(model, hf_tok, inputs, dev, tmp / MODEL_FP32, opset)
         reference = torch_probabilities(model, hf_tok, dev, meta.max_length, batch_size)
-        fp32 = _run(tmp / MODEL_FP32, tok, dev, inputs, batch_size)
+        fp32 = run(tmp / MODEL_FP32, dev)
         checks = check_fp32(reference, fp32, dev)
+        fused = _fused_fp32(model, tmp / MODEL_FP32, Path(scratch) / "fused.onnx")
+        if fused is not None:
+            fused_probs = run(fused, dev)
+            try:
+                checks = check_fp32(reference, fused_probs, dev)
+            except ExportCheckError as e:
+                log.warning("fused fp32 graph not shipped: %s", e)
+                export_info["fp32_graph"] = f"traced (fused graph failed its check: {e})"
+                fused = None
+            else:
+                shutil.copyfile(fused, tmp / MODEL_FP32)
+                fp32 = fused_probs
+                export_info["fp32_graph"] = "fused (onnxruntime transformer optimizer)"
         # probs[(variant, split)]: the dev ones are the check runs, reused for metrics.
         probs = {("student", "dev"): fp32}
         if quantize:
@@ -221,8 +293,10 @@ def export_student(
                     tmp / MODEL_FP32,
                     tmp / MODEL_INT8,
                     reference,
-                    lambda path: _run(path, tok, dev, inputs, batch_size),
+                    lambda path: run(path, dev),
                     min_int8_agreement,
+                    fused=fused,
+                    calibration=lambda: calibration_feeds(encoder, dev, batch_size),
                 )
             except ExportCheckError as e:
                 if require_int8:
@@ -230,28 +304,38 @@ def export_student(
                 log.warning("%s; shipping fp32 only", e)
                 export_info["int8_dropped"] = str(e)
             else:
-                diff, agreement = onnx_checks.compare(reference, int8)
+                diff, agreement = compare(reference, int8)
                 checks.int8_max_abs_prob_diff, checks.int8_argmax_agreement = diff, agreement
                 checks.dev_accuracy_int8 = _accuracy(int8, dev.labels)
                 checks.int8_settings = settings.as_dict()
                 probs[("student-int8", "dev")] = int8
+        checks.samples = _samples(
+            [classifier(tmp / f) for f in (MODEL_FP32, MODEL_INT8) if (tmp / f).is_file()], dev
+        )
         if test is not None and test.labels is not None:
             for variant, path in (("student", MODEL_FP32), ("student-int8", MODEL_INT8)):
                 if (tmp / path).is_file():
-                    probs[(variant, "test")] = _run(tmp / path, tok, test, inputs, batch_size)
+                    probs[(variant, "test")] = run(tmp / path, test)
 
         if with_transformers:
-            _save_transformers_copy(model, hf_tok, Path(student_dir), tmp / TRANSFORMERS_DIR, tok)
+            _save_transformers_copy(
+                model, hf_tok, Path(student_dir), tmp / TRANSFORMERS_DIR, tmp / TOKENIZER
+            )
+            # Where TEI's ort backend and optimum look for the graph; they read "logits".
+            (tmp / TRANSFORMERS_DIR / "onnx").mkdir()
+            shutil.copyfile(tmp / MODEL_FP32, tmp / TRANSFORMERS_DIR / "onnx" / MODEL_FP32)
         prov = Provenance.model_validate({**(provenance or {}), "export": export_info})
         prov.student_base_model = prov.student_base_model or meta.base_model
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = BundleManifest(
+            schema_version=SCHEMA_VERSION,
             name=name,
             version=UNPUBLISHED_VERSION,
             labels=meta.labels,
             max_length=meta.max_length,
             text_pair=meta.text_pair,
             inputs=inputs,
+            logits_output=ONNX_LOGITS,
             provenance=prov,
             metrics=_recorded_metrics(metrics, probs, {"dev": dev, "test": test}, n),
             export_checks=checks,
@@ -261,6 +345,25 @@ def export_student(
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
         verify_bundle(tmp)
     return out_dir
+
+
+def _samples(classifiers: Sequence[OnnxClassifier], dev: TextSplit) -> list[CheckedSample]:
+    """The first N_SAMPLES dev texts, each run alone, through every shipped graph."""
+    out = []
+    for i in range(min(N_SAMPLES, len(dev.texts))):
+        pair = None if dev.pairs is None else [dev.pairs[i]]
+        probs = {
+            (MODEL_INT8 if c.variant == "int8" else MODEL_FP32): c.predict([dev.texts[i]], pair)[0][
+                0
+            ].tolist()
+            for c in classifiers
+        }
+        out.append(
+            CheckedSample(
+                text=dev.texts[i], text_pair=pair[0] if pair else None, probabilities=probs
+            )
+        )
+    return out
 
 
 def _recorded_metrics(
@@ -283,7 +386,7 @@ def _recorded_metrics(
         split = splits[split_name]
         if split is None or split.labels is None:
             continue
-        m = onnx_checks.split_metrics(p.argmax(-1), split.labels, n_labels)
+        m = accuracy_f1(split.labels, p.argmax(-1), n_labels)
         source = "onnxruntime " + (MODEL_INT8 if variant.endswith("int8") else MODEL_FP32)
         out.setdefault(variant, {})[split_name] = SplitMetrics.model_validate(
             {**m, "source": source}
@@ -296,13 +399,14 @@ def _save_transformers_copy(
     hf_tok: PreTrainedTokenizerFast,
     student_dir: Path,
     dest: Path,
-    tok: Tokenizer,
+    serving_tokenizer_file: Path,
 ) -> None:
     """The student as save_pretrained (safetensors) for transformers pipelines and
-    text-embeddings-inference; the API never reads it."""
+    text-embeddings-inference (export adds onnx/model.onnx); the API never reads it."""
     model.save_pretrained(dest, safe_serialization=True)
     hf_tok.save_pretrained(dest)
-    tok.save(str(dest / "tokenizer.json"))  # the same padding/truncation as the bundle's
+    # The same padding/truncation as the bundle's.
+    shutil.copy2(serving_tokenizer_file, dest / "tokenizer.json")
     shutil.copy2(student_dir / STUDENT_META, dest / STUDENT_META)
 
 

@@ -1,11 +1,25 @@
 """The LUGPI distillation loss, as small pure functions.
 
-    L = CE(y, s) + alpha * CE(softmax(t / tau), softmax(s / tau)) + beta * ||e_T - e_S||^2
+The paper's Eq. 2 (``kd_form="paper"``, the default):
 
-s, t: student and teacher logits; e_S, e_T: the embeddings just before each model's
-classification layer (e_S already projected to e_T's width by the caller when the widths
-differ). Every term is a mean over the batch. As in the paper, the soft term is not
-multiplied by tau^2 (Hinton et al. do; the paper's formula does not).
+    L = CE(y, softmax(s)) + alpha * CE(softmax(t / tau), softmax(s)) + beta * D(e_T, e_S)
+
+s, t: student and teacher logits; e_S, e_T: the embeddings the classification layer of
+each model consumes (e_S already projected to e_T's width by the caller when the widths
+differ). Only the teacher is softened by tau; the student's output is not. The gradient
+of the soft term with respect to s is softmax(s) - softmax(t / tau), whatever tau.
+
+``kd_form="hinton"`` is Hinton et al.'s distillation instead: both softened and the term
+scaled by tau^2, tau^2 * CE(softmax(t / tau), softmax(s / tau)), whose gradient is
+tau * (softmax(s / tau) - softmax(t / tau)). (Both softened *without* tau^2 would shrink
+the gradient by 1/tau^2 against Hinton's, 1/64 at tau = 8: the soft term would barely act.
+That form is deliberately not offered.)
+
+D is the embedding term: by default (``"mse"``) the mean over the D dimensions of
+(e_T - e_S)^2, the "mean squared error" of the paper's prose; ``"squared_l2"`` is the
+literal ||e_T - e_S||^2 of the formula, summed over dimensions, which grows with the width
+(about 90 for a 768-wide e_T at initialisation, against a CE near 0.7). Every term is a
+mean over the batch.
 
 Several teachers are combined per sample. ``combine="confidence"`` (StrataNet-style) weights
 teacher i on sample b by its confidence, the max of its softmax at temperature 1, normalised
@@ -56,18 +70,27 @@ def soft_cross_entropy(target_probs: Tensor, student_logits: Tensor, tau: float)
     return -(target_probs.float() * log_q).sum(dim=-1)
 
 
+KdForm = Literal["paper", "hinton"]
 EmbeddingLoss = Literal["mse", "squared_l2"]
 
 
-def embedding_distance(
-    teacher_emb: Tensor, student_emb: Tensor, reduction: EmbeddingLoss = "squared_l2"
-) -> Tensor:
-    """Per-sample ||e_T - e_S||^2 ("squared_l2", summed over the D dimensions) or its mean
-    over dimensions ("mse"). Both (B, D). Returns (B,).
+def kd_term(target_probs: Tensor, student_logits: Tensor, tau: float, form: KdForm) -> Tensor:
+    """Per-sample soft term against ``target_probs`` = the softened teacher, softmax(t / tau).
 
-    The sum grows with D (about 90 for a 768-wide e_T at initialisation, against a CE near
-    0.7), so beta = 1 would let it swamp the other terms; "mse" keeps beta's scale
-    independent of the width, the way torch's MSELoss reduces.
+    "paper": CE(target, softmax(s)); "hinton": tau^2 * CE(target, softmax(s / tau)) (see the
+    module docstring). target_probs, student_logits: (B, K). Returns (B,).
+    """
+    if form == "paper":
+        return soft_cross_entropy(target_probs, student_logits, 1.0)
+    return tau**2 * soft_cross_entropy(target_probs, student_logits, tau)
+
+
+def embedding_distance(
+    teacher_emb: Tensor, student_emb: Tensor, reduction: EmbeddingLoss = "mse"
+) -> Tensor:
+    """Per-sample mean over the D dimensions of (e_T - e_S)^2 ("mse", the default: beta's
+    scale does not depend on the width, the way torch's MSELoss reduces) or the literal
+    ||e_T - e_S||^2 summed over them ("squared_l2"). Both (B, D). Returns (B,).
     """
     sq = (teacher_emb.float() - student_emb.float()).pow(2)
     return sq.mean(dim=-1) if reduction == "mse" else sq.sum(dim=-1)
@@ -102,7 +125,8 @@ def lugpi_loss(
     beta: float,
     tau: float,
     combine: Combine,
-    embedding_loss: EmbeddingLoss = "squared_l2",
+    kd_form: KdForm = "paper",
+    embedding_loss: EmbeddingLoss = "mse",
     sample_weight: Tensor | None = None,
 ) -> LossTerms:
     """The LUGPI loss over M teachers.
@@ -110,9 +134,11 @@ def lugpi_loss(
     student_logits: (B, K); labels: (B,) with -1 for unlabelled samples (KD terms only);
     teacher_logits: (M, B, K); teacher_embs[i]: (B, D_i); student_embs[i]: (B, D_i), e_S
     projected for teacher i. Teacher i's soft and embedding terms on sample b are weighted
-    by ``teacher_weights(...)[i, b]``. ``sample_weight`` (B,): each sample's weight in the
-    soft and embedding terms (Teacher Guided Training gives generated texts lambda), which
-    stay means over the whole batch; the hard CE is always averaged over labelled rows only.
+    by ``teacher_weights(...)[i, b]``. ``kd_form`` and ``embedding_loss``: see the module
+    docstring (the defaults are the paper's Eq. 2 with the mean over dimensions).
+    ``sample_weight`` (B,): each sample's weight in the soft and embedding terms (Teacher
+    Guided Training gives generated texts lambda), which stay means over the whole batch;
+    the hard CE is always averaged over labelled rows only.
     """
     ce = hard_cross_entropy(student_logits, labels)
     zero = ce * 0.0
@@ -123,7 +149,7 @@ def lugpi_loss(
         # against the weighted mixture of their softened distributions.
         probs = F.softmax(teacher_logits.float() / tau, dim=-1)  # (M, B, K)
         mixed = (w.unsqueeze(-1) * probs).sum(dim=0)
-        kd = _batch_mean(soft_cross_entropy(mixed, student_logits, tau), sample_weight)
+        kd = _batch_mean(kd_term(mixed, student_logits, tau, kd_form), sample_weight)
     emb = zero
     if beta > 0:
         dists = torch.stack(

@@ -5,9 +5,15 @@
 
 Run directory (every stage dir is atomic: complete with ``stage.json`` or absent)::
 
-    run_dir/  config.yaml  data/  images/  image-cache/  teacher-<name>/  student/
-              baseline/  evaluate/  export/  published.json
+    run_dir/  config.yaml  data/  images/  image-cache/  teacher-<name>/
+              student-<key>/ ...  baseline/  evaluate/  export/<key>/ ...  published.json
               [tgt/  text-cache/  tgt-student-<mode>/]   (tgt.enabled)
+
+One student per teacher (``student-<teacher name>``, the paper's Table 1), and/or the
+amalgamated one (``student-amalgamated``), as ``distill.students`` says
+(``PipelineConfig.student_plan``). Every student is evaluated and exported
+(``export/<key>/`` is its bundle); ``export/stage.json`` names the one with the best dev
+accuracy, which is what the run publishes under ``export.name``.
 
 A stage whose directory is complete is skipped, so rerunning after a crash or a
 cancellation resumes where it stopped. ``config.yaml`` pins the config of the run: a
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +33,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from contracts.artifacts import is_complete, write_json_atomic
+from contracts.artifacts import (
+    atomic_dir,
+    is_complete,
+    read_stage,
+    write_json_atomic,
+    write_text_atomic,
+)
 from contracts.bundle import read_manifest
 from contracts.config import PipelineConfig, TeacherConfig
 from contracts.errors import ConfigError
@@ -117,6 +130,13 @@ class Run:
     def stage_dir(self, name: str) -> Path:
         return self.dir / name
 
+    def student_dir(self, key: str) -> Path:
+        return self.dir / f"student-{key}"
+
+    def student_dirs(self) -> dict[str, Path]:
+        """Student key -> its directory, for every student of ``cfg.student_plan()``."""
+        return {key: self.student_dir(key) for key in self.cfg.student_plan()}
+
     @property
     def token_store(self) -> Path:
         """Frozen image-encoder tokens, beside the images they encode (shared with them)."""
@@ -144,9 +164,7 @@ class Run:
                 )
             if not changed:
                 return
-        tmp = path.with_name(f".{CONFIG_FILE}.tmp")
-        tmp.write_text(yaml.safe_dump(new, sort_keys=False))
-        tmp.replace(path)
+        write_text_atomic(path, yaml.safe_dump(new, sort_keys=False))
 
     def _skip(self, stage: Stage, out: Path, force: bool) -> bool:
         if is_complete(out) and not force:
@@ -217,22 +235,24 @@ class Run:
                 )
         return [self.teacher_dir(t) for t in self.cfg.teachers]
 
-    def distill(self, force: bool = False) -> Path:
+    def distill(self, force: bool = False) -> list[Path]:
         from training.distill import distill_student
 
-        out = self.stage_dir("student")
-        if not self._skip(Stage.DISTILL, out, force):
-            teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
-            distill_student(
-                self.cfg,
-                self.data,
-                self.images,
-                teachers,
-                out,
-                self.ctx,
-                token_store=self.token_store,
-            )
-        return out
+        by_name = {t.name: t for t in self.cfg.teachers}
+        for key, names in self.cfg.student_plan().items():
+            out = self.student_dir(key)
+            if not self._skip(Stage.DISTILL, out, force):
+                teachers = [self.teacher_dir(by_name[n]) for n in names]
+                distill_student(
+                    self.cfg,
+                    self.data,
+                    self.images,
+                    teachers,
+                    out,
+                    self.ctx,
+                    token_store=self.token_store,
+                )
+        return list(self.student_dirs().values())
 
     def tgt_student_dir(self, mode: str) -> Path:
         return self.dir / f"tgt-student-{mode}"
@@ -312,7 +332,6 @@ class Run:
         if not self._skip(Stage.EVALUATE, out, force):
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
             baseline = self.stage_dir("baseline") if self.cfg.baseline else None
-            student = self.stage_dir("student")
             tgt_dirs, tgt_summary = None, None
             if self.cfg.tgt.enabled:
                 from training.tgt import load_generated
@@ -324,7 +343,7 @@ class Run:
                 self.data,
                 self.images,
                 teachers,
-                student,
+                self.student_dirs(),
                 baseline,
                 out,
                 self.ctx,
@@ -334,12 +353,12 @@ class Run:
             )
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
-        """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n."""
+        """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n.
+        Students are ``student-<key>``."""
         results = json.loads((self.stage_dir("evaluate") / "results.json").read_text())
         out: dict[str, dict[str, dict[str, float]]] = {}
         for model, entry in results["models"].items():
-            name = model.replace("teacher:", "teacher-").replace("ablation:", "ablation-")
-            name = name.replace("tgt:", "tgt-")
+            name = model.replace(":", "-", 1)
             for split in ("dev", "test"):
                 if isinstance(entry.get(split), dict):
                     m = entry[split]
@@ -348,72 +367,110 @@ class Run:
                     }
         return out
 
-    def exported_student(self) -> Path:
-        """The plain student, or with ``tgt.export_best`` the student (plain or TGT) of the
-        best dev accuracy (ties: the plain one)."""
-        plain = self.stage_dir("student")
-        if not (self.cfg.tgt.enabled and self.cfg.tgt.export_best):
-            return plain
-        results = json.loads((self.stage_dir("evaluate") / "results.json").read_text())
-        candidates = [("student", plain)] + [
-            (f"tgt:{m}", self.tgt_student_dir(m)) for m in self.cfg.tgt.search
-        ]
-
-        def dev_accuracy(item: tuple[str, Path]) -> float:
-            return float(results["models"][item[0]]["dev"]["accuracy"])
-
-        return max(candidates, key=dev_accuracy)[1]  # max keeps the first of equals
-
-    def export(self, job_id: str | None = None, force: bool = False) -> Path:
-        out = self.stage_dir("export")
-        distributed.on_main(lambda: self._export(out, job_id, force))
+    def export_candidates(self) -> dict[str, tuple[Path, list[str], str]]:
+        """Student key -> (its directory, the teachers it learned from, its metrics key): the
+        students of ``cfg.student_plan()``, and with ``tgt.export_best`` the TGT students
+        (keys ``tgt-<mode>``, learning from every teacher)."""
+        out = {
+            key: (self.student_dir(key), names, f"student-{key}")
+            for key, names in self.cfg.student_plan().items()
+        }
+        if self.cfg.tgt.enabled and self.cfg.tgt.export_best:
+            names = [t.name for t in self.cfg.teachers]
+            for mode in self.cfg.tgt.search:
+                out[f"tgt-{mode}"] = (self.tgt_student_dir(mode), names, f"tgt-{mode}")
         return out
 
+    def best_student(self) -> str:
+        """The key of the student with the best dev accuracy (then macro-F1; then plan order,
+        the TGT students last)."""
+        metrics = self.metrics()
+        candidates = self.export_candidates()
+        keys = list(candidates)
+
+        def score(key: str) -> tuple[float, float, int]:
+            dev = metrics[candidates[key][2]]["dev"]
+            return dev["accuracy"], dev["macro_f1"], -keys.index(key)
+
+        return max(keys, key=score)
+
+    def export(self, job_id: str | None = None, force: bool = False) -> Path:
+        """Export every student; return the bundle of the one to publish."""
+        out = self.stage_dir("export")
+        distributed.on_main(lambda: self._export(out, job_id, force))
+        return self.selected_bundle()
+
+    def selected_bundle(self) -> Path:
+        """``export/<key>`` of the student the export stage selected."""
+        out = self.stage_dir("export")
+        return out / str(read_stage(out).summary["selected"])
+
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
+        from training.distill import loss_record
         from training.export import export_student
+        from training.train_teacher import write_stage_record
 
         if self._skip(Stage.EXPORT, out, force):
             return
-        self.ctx.step(Stage.EXPORT, 0, 1, "exporting to ONNX")
         cfg, data = self.cfg, self.data
-        provenance = {
-            "job_id": job_id,
-            "dataset": cfg.data.train,
-            "config": cfg.model_dump(mode="json"),
-            "generator": cfg.generator.model,
-            "teachers": [f"{t.name}: {t.text_model} + {t.image_model}" for t in cfg.teachers],
-            "student_base_model": cfg.student.text_model,
+        plan, metrics, selected = self.export_candidates(), self.metrics(), self.best_student()
+        by_name = {t.name: t for t in cfg.teachers}
+        students = {
+            key: {"teachers": names, "dev": metrics[mkey]["dev"]}
+            for key, (_, names, mkey) in plan.items()
         }
-        student = self.exported_student()
-        if cfg.tgt.enabled:
-            provenance["text_generator"] = cfg.text_generator.model
-            provenance["exported_student"] = student.name
         has_test = bool(data.splits.get("test"))
-        export_student(
-            student,
-            out,
-            data.texts("dev"),
-            data.pairs("dev"),
-            data.label_ids("dev"),
-            name=cfg.export.name,
-            quantize=cfg.export.quantize,
-            require_int8=cfg.export.require_int8,
-            opset=cfg.export.opset,
-            provenance=provenance,
-            metrics=self.metrics(),
-            test_texts=data.texts("test") if has_test else None,
-            test_pairs=data.pairs("test") if has_test else None,
-            test_labels=data.label_ids("test") if has_test else None,
-        )
-        self.ctx.step(Stage.EXPORT, 1, 1, "exported")
+        started = time.perf_counter()
+        with atomic_dir(out, Stage.EXPORT.value) as tmp:
+            for i, (key, (student_dir, names, mkey)) in enumerate(plan.items()):
+                self.ctx.step(Stage.EXPORT, i, len(plan), f"exporting student {key} to ONNX")
+                provenance = {
+                    "job_id": job_id,
+                    "dataset": cfg.data.train,
+                    "config": cfg.model_dump(mode="json"),
+                    "generator": cfg.generator.model,
+                    "teachers": [
+                        f"{n}: {by_name[n].text_model} + {by_name[n].image_model}" for n in names
+                    ],
+                    "student_base_model": cfg.student.text_model,
+                    "student": key,
+                    "loss": loss_record(cfg),
+                    "students": students,
+                    "selected_student": selected,
+                }
+                if cfg.tgt.enabled:
+                    provenance["text_generator"] = cfg.text_generator.model
+                    provenance["tgt"] = cfg.tgt.model_dump(mode="json")
+                # This bundle's own student is "student"; the others keep their keys.
+                own = {**metrics, "student": metrics[mkey]}
+                export_student(
+                    student_dir,
+                    tmp / key,
+                    data.texts("dev"),
+                    data.pairs("dev"),
+                    data.label_ids("dev"),
+                    name=cfg.export.name,
+                    quantize=cfg.export.quantize,
+                    require_int8=cfg.export.require_int8,
+                    opset=cfg.export.opset,
+                    provenance=provenance,
+                    metrics=own,
+                    test_texts=data.texts("test") if has_test else None,
+                    test_pairs=data.pairs("test") if has_test else None,
+                    test_labels=data.label_ids("test") if has_test else None,
+                )
+            summary: dict[str, object] = {"selected": selected, "students": students}
+            write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
+        self.ctx.step(Stage.EXPORT, len(plan), len(plan), f"exported; publishing {selected}")
 
-    def publish(self, repository: Path) -> tuple[str, str]:
-        """Publish the exported bundle once per run dir; return (name, version)."""
-        distributed.on_main(lambda: self._publish(repository))
+    def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str]:
+        """Publish the exported bundle once per run dir, keeping the newest ``keep_last``
+        versions of its name; return (name, version)."""
+        distributed.on_main(lambda: self._publish(repository, keep_last))
         done = json.loads((self.dir / PUBLISHED_FILE).read_text())
         return done["name"], done["version"]
 
-    def _publish(self, repository: Path) -> tuple[str, str]:
+    def _publish(self, repository: Path, keep_last: int) -> tuple[str, str]:
         from contracts.repository import publish
 
         record = self.dir / PUBLISHED_FILE
@@ -423,7 +480,11 @@ class Run:
             return done["name"], done["version"]
         self.ctx.step(Stage.PUBLISH, 0, 1, f"publishing into {repository}")  # last cancel point
         name = self.cfg.export.name
-        version, path = publish(self.stage_dir("export"), repository, name)
+        # Once per export: a worker killed after the rename but before the record above
+        # was written finds its version on resume instead of publishing it again.
+        version, path = publish(
+            self.selected_bundle(), repository, name, keep_last, once_per_export=True
+        )
         write_json_atomic(record, {"name": name, "version": version, "path": str(path)})
         self.ctx.step(Stage.PUBLISH, 1, 1, f"published {name} {version}")
         return name, version
@@ -436,9 +497,11 @@ def run_pipeline(
     *,
     repository: Path | None,
     job_id: str | None = None,
+    keep_last: int = 5,
 ) -> PipelineResult:
     """Run (or resume) every stage in ``run_dir``; publish into ``repository`` if given and
-    ``export.publish`` is set. Relative data paths are taken from the current directory."""
+    ``export.publish`` is set, keeping its newest ``keep_last`` versions. Relative data
+    paths are taken from the current directory."""
     cfg = resolve_paths(cfg, Path.cwd())
     run = Run(cfg, run_dir, ctx)
     run.pin_config()
@@ -457,5 +520,5 @@ def run_pipeline(
     }
     published = None
     if repository is not None and cfg.export.publish:
-        published = run.publish(Path(repository))
+        published = run.publish(Path(repository), keep_last)
     return PipelineResult(run_dir=run.dir, metrics=metrics, bundle_dir=bundle, published=published)

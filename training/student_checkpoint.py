@@ -28,7 +28,7 @@ from transformers import (
 from contracts.artifacts import STUDENT_META, TextModelMeta
 from contracts.bundle import ONNX_INPUTS
 from contracts.errors import ArtifactError, DataError, ExportCheckError, ModelLoadError
-from training import onnx_checks
+from runtime.encoding import TextEncoder
 
 
 def _missing_files(student_dir: Path) -> list[str]:
@@ -183,16 +183,16 @@ def serving_tokenizer(tokenizer: PreTrainedTokenizerFast, max_length: int) -> To
 
 def check_tokenization(
     hf_tokenizer: PreTrainedTokenizerFast,
-    tokenizer: Tokenizer,
+    encoder: TextEncoder,
     split: TextSplit,
     max_length: int,
-    inputs: Sequence[str],
     batch_size: int,
 ) -> None:
-    """The saved tokenizer.json must give the token ids transformers gave in training."""
+    """The saved tokenizer.json, encoded and padded as the server does it, must give the
+    token ids transformers gave in training (at the student's ``max_length``)."""
     for start in range(0, len(split.texts), batch_size):
         texts, pairs = split.batch(start, batch_size)
-        ours = onnx_checks.encode(tokenizer, texts, pairs, inputs)
+        ours = encoder.feed(encoder.encode(encoder.pair_up(texts, pairs)))
         ref = hf_tokenizer(
             list(texts),
             list(pairs) if pairs is not None else None,
@@ -201,7 +201,7 @@ def check_tokenization(
             max_length=max_length,
             return_tensors="np",
         )
-        for name in inputs:
+        for name in encoder.inputs:
             a, b = ours[name], np.asarray(ref[name])
             if a.shape != b.shape or not np.array_equal(a, b):
                 rows = [i for i in range(min(len(a), len(b))) if not np.array_equal(a[i], b[i])]

@@ -12,8 +12,8 @@
    ("lost_pair", e.g. a CWI target no longer in the sentence). Then ``tgt.budget`` keeps a
    seeded subset. An empty result is an error naming the settings to change.
 3. **Images.** The teacher is multimodal, so every kept text gets its image from the image
-   generator: same prompt cleaning, same cache and key as the training images
-   (training/generate.py), drawn shard by shard with the same ``run_shard``.
+   generator: same prompt cleaning, same cache, key and per-sample seeding as the training
+   images (training/images.py), drawn shard by shard with the same ``run_shard``.
 
 Output (an atomic stage directory)::
 
@@ -41,15 +41,8 @@ from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, DataError
 from contracts.jobs import Stage
 from training.data import Example, PreparedData
-from training.generate import (
-    GenerationPlan,
-    ImageJob,
-    LazyPipeline,
-    cache_key,
-    plan_shards,
-    prompt_seed,
-    run_shard,
-)
+from training.generate import GenerationPlan, plan_shards, run_shard
+from training.images import ImageJob, LazyPipeline, image_job, sample_seed
 from training.near_copies import near_any, normalise
 from training.progress import RunContext
 from training.prompts import make_prompt
@@ -125,18 +118,21 @@ def filter_generated(
     return kept, dropped
 
 
-def image_plan(cfg: PipelineConfig, prompts: list[str], cache_dir: Path) -> GenerationPlan:
-    """The images of ``prompts`` as a work list of the image generator (same keys and
-    seeds as the training images, so a prompt shared with a training text is not redrawn)."""
+def image_plan(cfg: PipelineConfig, rows: list[Generated], cache_dir: Path) -> GenerationPlan:
+    """The images of generated texts as a work list of the image generator: one per text,
+    seeded like a training sample's (split "generated", index source * draws + draw, so a
+    text keeps its image when filtering changes around it), or one per distinct prompt with
+    ``generator.share_identical_prompts``."""
     jobs: list[ImageJob] = []
     index: dict[str, int] = {}
     ids = []
-    for p in prompts:
-        if p not in index:
-            seed = prompt_seed(cfg.seed, p)
-            index[p] = len(jobs)
-            jobs.append(ImageJob(p, seed, cache_key(cfg, p, seed)))
-        ids.append(index[p])
+    n = draws_per_text(cfg)
+    for r in rows:
+        if not cfg.generator.share_identical_prompts or r.prompt not in index:
+            seed = sample_seed(cfg.seed, "generated", r.source * n + r.draw, r.prompt)
+            index[r.prompt] = len(jobs)
+            jobs.append(image_job(cfg, r.prompt, seed))
+        ids.append(index[r.prompt])
     shards = plan_shards(len(jobs), cfg.generator.num_shards)
     return GenerationPlan(jobs, shards, cache_dir, {"generated": ids})
 
@@ -174,13 +170,13 @@ def run_tgt(
         rows.append(Generated(text, src.text_pair, s, j, prompt, None))
     drawn = 0
     if image_cache is not None:
-        iplan = image_plan(cfg, [r.prompt for r in rows], image_cache)
+        iplan = image_plan(cfg, rows, image_cache)
         pipe = image_pipe or LazyPipeline(cfg, image_cache)
         for sh in iplan.shards:
             offset = sh.start
 
             def report(stage: Stage, done: int, total: int, msg: str, offset: int = offset) -> None:
-                ctx.report(stage, offset + done, len(iplan.jobs), f"images, {msg}")
+                ctx.report(Stage.TGT, offset + done, len(iplan.jobs), f"images, {msg}")
 
             sub = RunContext(report, ctx.cancel_requested)
             drawn += run_shard(cfg, iplan, sh.index, sub, pipe)

@@ -41,9 +41,9 @@ from models.teacher import (
     save_teacher,
 )
 from models.text import encode, load_text_encoder, load_tokenizer, text_encoder_width
+from runtime.metrics import accuracy_f1
 from training import distributed
 from training.data import PreparedData
-from training.evaluate import accuracy_f1
 from training.image_tokens import TokenCache
 from training.progress import RunContext
 from training.train_loop import Budget, fit, seed_everything, select_runtime

@@ -16,28 +16,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from api.auth import AdminAccess
 from api.deps import RegistryDep, SettingsDep
 from api.job_checks import check_job_config
-from api.jobqueue import JobQueue, JobQueueUnavailable, open_jobqueue
+from api.jobqueue import JobQueue, JobQueueUnavailable, RunnerStatus, open_jobqueue
 from api.registry import ModelRegistry
 from api.settings import ApiSettings
 from contracts.config import PipelineConfig
+from contracts.errors import CannotCancel, JobStoreUnavailable
 from contracts.jobs import JobRecord, JobState
 from jobs.lifecycle import fail_queued, request_cancel
 from jobs.store import (
     JOB_ID_PATTERN,
-    JobNotFound,
-    JobStoreUnavailable,
     SqliteJobStore,
 )
 
@@ -70,7 +69,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Open at start-up when there may be work: the embedded queue then resumes the jobs a
     # previous API left queued or running, and the reaper watches Redis jobs.
     if _has_jobs(app.state.settings):
-        await asyncio.to_thread(_queue_for, app)
+        try:
+            await asyncio.to_thread(_queue_for, app)
+        except JobStoreUnavailable as e:  # /classify serves regardless; /jobs says 503
+            log.error("jobs unavailable at start-up: %s", e)
     try:
         yield
     finally:
@@ -100,17 +102,7 @@ class JobPage(BaseModel):
     total: int
     offset: int
     limit: int
-
-
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Store/broker failures -> HTTP errors that say what is wrong."""
-    try:
-        yield
-    except JobNotFound as e:
-        raise HTTPException(404, str(e)) from e
-    except (JobStoreUnavailable, JobQueueUnavailable) as e:
-        raise HTTPException(503, f"jobs are unavailable: {e}") from e
+    runner: RunnerStatus = Field(description="Whether this API's job runner/reaper is running.")
 
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
@@ -130,13 +122,15 @@ def submit_train_job(
     YAML presets); data paths must lie under the server's data roots and models must be
     allowed. Poll ``status_url`` for progress."""
     checked = check_job_config(cfg, settings)
-    with _store_errors():
-        record = queue.store.create(checked.model_dump(mode="json"))
-        try:
-            queue.submit(record.job_id)
-        except JobQueueUnavailable as e:
-            _fail_unsent(queue, record.job_id, str(e))
-            raise
+    runner = queue.status()
+    if not runner.alive:  # a job accepted now would wait forever
+        raise JobQueueUnavailable(f"jobs are unavailable: {runner.detail}")
+    record = queue.store.create(checked.model_dump(mode="json"))
+    try:
+        queue.submit(record.job_id)
+    except JobQueueUnavailable as e:
+        _fail_unsent(queue, record.job_id, str(e))
+        raise
     log.info("job %s queued (%s)", record.job_id, checked.name)
     url = str(request.url_for("get_job", job_id=record.job_id))
     return JobAccepted(job_id=record.job_id, status_url=url)
@@ -153,8 +147,7 @@ def _fail_unsent(queue: JobQueue, job_id: str, why: str) -> None:
 def get_job(job_id: JobId, queue: QueueDep, registry: RegistryDep) -> JobRecord:
     """State, stage, progress (done/total of the stage, fraction overall), stage timings,
     metrics and the published model version once succeeded, the error once failed."""
-    with _store_errors():
-        record = queue.store.get(job_id)
+    record = queue.store.get(job_id)
     _serve_published(record, registry, queue)
     return record
 
@@ -182,20 +175,29 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobPage:
     """All jobs, newest first."""
-    with _store_errors():
-        jobs, total = queue.store.list_jobs(offset=offset, limit=limit)
-    return JobPage(jobs=jobs, total=total, offset=offset, limit=limit)
+    jobs, total = queue.store.list_jobs(offset=offset, limit=limit)
+    return JobPage(jobs=jobs, total=total, offset=offset, limit=limit, runner=queue.status())
 
 
 @router.post(
     "/jobs/{job_id}/cancel",
-    responses={404: {}, 409: {"description": "The job already finished."}, **_UNAVAILABLE},
+    responses={
+        404: {},
+        409: {"description": "The job already finished, or is publishing its model."},
+        **_UNAVAILABLE,
+    },
 )
 def cancel_job(job_id: JobId, queue: QueueDep) -> JobRecord:
     """A queued job is cancelled at once and never starts; a running one stops at its
-    next batch (its finished stages stay on disk) and publishes nothing."""
-    with _store_errors():
-        record = request_cancel(queue.store, job_id)
+    next batch (its finished stages stay on disk) and publishes nothing. Once a job has
+    begun publishing its model, cancelling is refused (409): it ends succeeded with the
+    version it published."""
+    record = request_cancel(queue.store, job_id)
     if record.state in (JobState.SUCCEEDED, JobState.FAILED):
-        raise HTTPException(409, f"job {job_id} already {record.state.value}; nothing to cancel")
+        raise CannotCancel(f"job {job_id} already {record.state.value}; nothing to cancel")
+    if record.publishing:
+        raise CannotCancel(
+            f"job {job_id} is publishing its model (past its last cancel point); it can no "
+            "longer be cancelled and ends with the version it publishes"
+        )
     return record

@@ -76,6 +76,44 @@ def test_classifier_input_is_e_s_for_distilbert_random(tmp_path: Path) -> None:
     torch.testing.assert_close(capture.pop(), expected)
 
 
+def test_e_s_in_train_mode_is_the_classifier_input_before_dropout_random(
+    tiny_text_model: Path,
+) -> None:
+    """In training, BERT's head is classifier(dropout(pooled)): e_S must be ``pooled``.
+    Same seed before both forwards => the encoder's own dropout draws the same masks."""
+    model = load_student(str(tiny_text_model), ["a", "b"]).train()
+    capture = ClassifierInput(model)
+    seen: list[torch.Tensor] = []
+    model.classifier.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    enc = encode(load_tokenizer(str(tiny_text_model)), TEXTS, None, 16)
+    torch.manual_seed(0)
+    model(**enc)
+    e_s = capture.pop()
+    torch.manual_seed(0)
+    pooled = model.bert(**enc).pooler_output
+    torch.testing.assert_close(e_s, pooled)
+    # The classifier did consume a dropped-out copy (p = 0.1 zeroes some of 64 values).
+    assert not torch.equal(seen[0], pooled) and bool((seen[0] == 0).any())
+    assert e_s.requires_grad  # the beta term trains the encoder through it
+
+
+def test_e_s_in_train_mode_for_distilbert_is_before_dropout_random(tmp_path: Path) -> None:
+    config = DistilBertConfig(
+        vocab_size=30522, dim=32, n_layers=1, n_heads=2, hidden_dim=64, seq_classif_dropout=0.5
+    )
+    DistilBertModel(config).save_pretrained(tmp_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2).train()
+    capture = ClassifierInput(model)
+    enc = encode(load_tokenizer(str(minilm_path())), TEXTS, None, 16)
+    enc.pop("token_type_ids")
+    torch.manual_seed(0)
+    model(**enc)
+    e_s = capture.pop()
+    torch.manual_seed(0)
+    cls = model.distilbert(**enc).last_hidden_state[:, 0]
+    torch.testing.assert_close(e_s, torch.relu(model.pre_classifier(cls)))
+
+
 def _meta(model_dir: Path) -> TextModelMeta:
     return TextModelMeta.model_validate_json((model_dir / "lugpi.json").read_text())
 

@@ -89,7 +89,7 @@ def test_pipeline_under_torchrun_trains_on_both_and_writes_each_artifact_once(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("published: smoke v1") == 1  # rank 0 reports, once
-    for stage in ("teacher-effnet", "student", "baseline"):
+    for stage in ("teacher-effnet", "student-effnet", "baseline"):
         assert read_stage(run_dir / stage).summary["processes"] == 2, stage
     for stage in ("data", "images", "evaluate", "export"):
         assert is_complete(run_dir / stage), stage

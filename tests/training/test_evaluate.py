@@ -15,13 +15,12 @@ from contracts.artifacts import is_complete
 from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ArtifactError
 from models.text import load_text_classifier, predict_logits
+from runtime.metrics import accuracy_f1, confusion_matrix
 from training.data import PreparedData
 from training.distill import distill_student, train_baseline
 from training.evaluate import (
     ResultRow,
-    accuracy_f1,
     classification_report,
-    confusion_matrix,
     evaluate,
     markdown_table,
 )

@@ -11,8 +11,11 @@ import torch
 from training.losses import (
     UNLABELLED,
     Combine,
+    EmbeddingLoss,
+    KdForm,
     embedding_distance,
     hard_cross_entropy,
+    kd_term,
     lugpi_loss,
     soft_cross_entropy,
     teacher_weights,
@@ -37,10 +40,68 @@ def test_soft_cross_entropy_by_hand() -> None:
     assert expected == pytest.approx(0.839606, abs=1e-6)
 
 
-def test_embedding_distance_is_squared_l2_per_sample() -> None:
+def test_embedding_distance_squared_l2_sums_per_sample() -> None:
     e_t = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
     e_s = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    assert embedding_distance(e_t, e_s).tolist() == [0 + 4 + 9, 1 + 1 + 1]
+    assert embedding_distance(e_t, e_s, "squared_l2").tolist() == [0 + 4 + 9, 1 + 1 + 1]
+
+
+# Eq. 2 as written: t~ = softmax(z_T / tau), s = softmax(z_S) (the student is NOT softened).
+# z_T = [2, 0], tau = 2: t~ = softmax([1, 0]) = [e/(e+1), 1/(e+1)]; z_S = [0, 1]:
+# log s = [-log(1 + e), 1 - log(1 + e)], so CE = log(1 + e) - t~_1.
+_T_LOGITS = [[2.0, 0.0]]
+_S_LOGITS = [[0.0, 1.0]]
+_PAPER_BY_HAND = math.log(1 + math.e) - 1 / (math.e + 1)
+# Hinton: tau^2 * CE(softmax(z_T / tau), softmax(z_S / tau)) = 4 * 0.839606 (see above).
+_HINTON_BY_HAND = 4 * 0.839606
+
+
+def _softened_teacher() -> torch.Tensor:
+    return torch.softmax(torch.tensor(_T_LOGITS) / 2, -1)
+
+
+def test_kd_term_paper_form_is_eq2_as_written() -> None:
+    assert pytest.approx(1.044320, abs=1e-6) == _PAPER_BY_HAND
+    got = kd_term(_softened_teacher(), torch.tensor(_S_LOGITS), 2.0, "paper")
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(_PAPER_BY_HAND, rel=1e-6)
+
+
+def test_kd_term_hinton_form_softens_both_and_scales_by_tau_squared() -> None:
+    got = kd_term(_softened_teacher(), torch.tensor(_S_LOGITS), 2.0, "hinton")
+    assert got.item() == pytest.approx(_HINTON_BY_HAND, rel=1e-6)
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0, 8.0])
+def test_kd_gradient_scale_in_tau(tau: float) -> None:
+    """d/dz_S of the paper's term is softmax(z_S) - t~ whatever tau (tau only softens the
+    target); Hinton's is tau * (softmax(z_S / tau) - t~). The unscaled both-softened form
+    (gradient (softmax(z_S / tau) - t~) / tau, ~1/60 of Hinton's at tau = 8) is gone."""
+    z_t = torch.tensor([[3.0, -1.0, 0.5]])
+    z_s = torch.tensor([[0.2, 1.5, -0.4]])
+    target = torch.softmax(z_t / tau, -1)
+    grads = {}
+    for form in ("paper", "hinton"):
+        s = z_s.clone().requires_grad_(True)
+        kd_term(target, s, tau, form).sum().backward()
+        assert s.grad is not None
+        grads[form] = s.grad
+    assert torch.allclose(grads["paper"], torch.softmax(z_s, -1) - target, atol=1e-6)
+    hinton = tau * (torch.softmax(z_s / tau, -1) - target)
+    assert torch.allclose(grads["hinton"], hinton, atol=1e-6)
+
+
+def test_lugpi_loss_defaults_to_the_paper_form_and_mean_embedding_distance() -> None:
+    t = torch.tensor([_T_LOGITS])  # (M=1, B=1, K=2)
+    e_t, e_s = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 0.0, 0.0]])
+    terms = lugpi_loss(
+        torch.tensor(_S_LOGITS), torch.tensor([1]), [e_s], t, [e_t],
+        alpha=3.0, beta=1.0, tau=2.0, combine="mean",
+    )  # fmt: skip
+    assert terms.kd.item() == pytest.approx(_PAPER_BY_HAND, rel=1e-6)
+    assert terms.emb.item() == pytest.approx(13 / 3, rel=1e-6)
+    ce = math.log(1 + math.e) - 1
+    assert terms.total.item() == pytest.approx(ce + 3 * _PAPER_BY_HAND + 13 / 3, rel=1e-6)
 
 
 def test_hard_cross_entropy_skips_unlabelled() -> None:
@@ -78,6 +139,8 @@ def _numpy_loss(
     beta: float,
     tau: float,
     combine: str,
+    kd_form: str,
+    embedding_loss: str,
 ) -> tuple[float, float, float, float]:
     labelled = y != UNLABELLED
     log_p = np.log(_softmax(s))
@@ -88,15 +151,24 @@ def _numpy_loss(
     else:
         w = np.full(t.shape[:2], 1 / t.shape[0])
     mixed = (w[..., None] * _softmax(t / tau)).sum(axis=0)
-    kd = float(-(mixed * np.log(_softmax(s / tau))).sum(axis=-1).mean())
-    dists = np.stack([((a - b) ** 2).sum(axis=-1) for a, b in zip(e_t, e_s, strict=True)])
+    if kd_form == "paper":
+        kd = float(-(mixed * np.log(_softmax(s))).sum(axis=-1).mean())
+    else:
+        kd = tau**2 * float(-(mixed * np.log(_softmax(s / tau))).sum(axis=-1).mean())
+    reduce = np.mean if embedding_loss == "mse" else np.sum
+    dists = np.stack([reduce((a - b) ** 2, axis=-1) for a, b in zip(e_t, e_s, strict=True)])
     emb = float((w * dists).sum(axis=0).mean())
     return ce + alpha * kd + beta * emb, ce, kd, emb
 
 
+@pytest.mark.parametrize(
+    ("kd_form", "embedding_loss"), [("paper", "mse"), ("hinton", "squared_l2")]
+)
 @pytest.mark.parametrize("combine", ["confidence", "mean"])
 @pytest.mark.parametrize(("alpha", "beta"), [(3.0, 1.0), (0.0, 1.0), (3.0, 0.0), (0.0, 0.0)])
-def test_lugpi_loss_matches_numpy(alpha: float, beta: float, combine: Combine) -> None:
+def test_lugpi_loss_matches_numpy(
+    alpha: float, beta: float, combine: Combine, kd_form: KdForm, embedding_loss: EmbeddingLoss
+) -> None:
     rng = np.random.default_rng(0)
     b, k, widths = 5, 3, (4, 6)  # two teachers of different embedding widths
     s = rng.normal(size=(b, k))
@@ -107,8 +179,11 @@ def test_lugpi_loss_matches_numpy(alpha: float, beta: float, combine: Combine) -
     terms = lugpi_loss(
         torch.tensor(s), torch.tensor(y), [torch.tensor(x) for x in e_s], torch.tensor(t),
         [torch.tensor(x) for x in e_t], alpha=alpha, beta=beta, tau=8.0, combine=combine,
+        kd_form=kd_form, embedding_loss=embedding_loss,
     )  # fmt: skip
-    total, ce, kd, emb = _numpy_loss(s, y, e_s, t, e_t, alpha, beta, 8.0, combine)
+    total, ce, kd, emb = _numpy_loss(
+        s, y, e_s, t, e_t, alpha, beta, 8.0, combine, kd_form, embedding_loss
+    )
     assert terms.total.item() == pytest.approx(total, rel=1e-5)
     assert terms.ce.item() == pytest.approx(ce, rel=1e-5)
     # Switched-off terms are reported as 0 and contribute nothing.

@@ -123,21 +123,24 @@ def test_whole_pipeline_through_the_cli_with_random_tiny_models(
     opts += ["--set", f"teachers.0.image_model={tiny_vit}"]
     code, out = _invoke("run", "smoke", *opts, "--repository", repo)
     assert code == 0, out
-    for stage in ("data", "images", "teacher-effnet", "student", "baseline", "evaluate", "export"):
+    stages = ("data", "images", "teacher-effnet", "student-effnet", "baseline", "evaluate")
+    for stage in (*stages, "export", "export/effnet"):
         assert is_complete(run_dir / stage), stage
     assert "published: smoke v1" in out
     assert (repo / "smoke" / "v1" / "bundle.json").is_file()
     manifest = json.loads((repo / "smoke" / "v1" / "bundle.json").read_text())
     assert manifest["labels"] == ["complex", "simple"] and manifest["text_pair"] is True
-    assert {"baseline", "teacher-effnet", "student"} <= set(manifest["metrics"])
+    assert {"baseline", "teacher-effnet", "student", "student-effnet"} <= set(manifest["metrics"])
+    assert manifest["provenance"]["student"] == "effnet"
+    assert manifest["provenance"]["loss"]["kd_form"] == "paper"
     assert manifest["metrics"]["student"]["test"]["n"] == 20
     code, out = _invoke("models", "--repository", repo)
     assert code == 0 and "smoke" in out and "v1" in out
     # A rerun finds every stage complete and the bundle published: it redoes nothing.
-    stamp = (run_dir / "student" / "stage.json").read_text()
+    stamp = (run_dir / "student-effnet" / "stage.json").read_text()
     code, out = _invoke("run", "smoke", *opts, "--repository", repo)
     assert code == 0, out
-    assert (run_dir / "student" / "stage.json").read_text() == stamp
+    assert (run_dir / "student-effnet" / "stage.json").read_text() == stamp
     assert not (repo / "smoke" / "v2").exists()
 
 
@@ -163,3 +166,52 @@ def test_cancelled_run_stops_at_a_stage_boundary_and_publishes_nothing(
     assert is_complete(tmp_path / "run" / "data")
     assert not (tmp_path / "run" / "images").exists()
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.slow
+def test_one_student_per_teacher_and_the_best_on_dev_is_published_random_tiny_models(
+    shared_datasets: Path, tmp_path: Path, tiny_text_model: Path, tiny_vit: Path
+) -> None:
+    """Two teachers (a ViT one and a text-only one) and distill.students=both: three
+    students, each evaluated and exported; the one with the best dev accuracy is published
+    and its bundle says which teacher(s) it learned from."""
+    run_dir, repo = tmp_path / "run", tmp_path / "repo"
+    opts = [*_cwi_slice(shared_datasets, tmp_path), "--run-dir", str(run_dir), "-q"]
+    opts += ["--set", "data.max_train_samples=40", "--set", "data.max_eval_samples=20"]
+    opts += ["--set", f"student.text_model={tiny_text_model}", "--set", "distill.students=both"]
+    common = {"text_model": str(tiny_text_model), "epochs": 1, "batch_size": 16}
+    teachers = [
+        {"name": "vit", "image_model": str(tiny_vit), **common},
+        {"name": "text", "modality": "text", **common},
+    ]
+    opts += ["--set", f"teachers={json.dumps(teachers)}"]
+    code, out = _invoke("run", "smoke", *opts, "--repository", repo)
+    assert code == 0, out
+    keys = ("vit", "text", "amalgamated")
+    for key in keys:
+        assert is_complete(run_dir / f"student-{key}") and is_complete(run_dir / "export" / key)
+    results = json.loads((run_dir / "evaluate" / "results.json").read_text())["models"]
+    assert results["student:vit"]["teachers"] == ["vit"]
+    assert results["student:amalgamated"]["teachers"] == ["vit", "text"]
+    table = (run_dir / "evaluate" / "results.md").read_text()
+    assert "| Student from teacher vit (LUGPI) |" in table
+    assert "| Student from teacher text (LUGPI) |" in table
+    assert "| Student from teachers vit, text (LUGPI, amalgamated) |" in table
+
+    def dev(key: str) -> tuple[float, float, int]:
+        m = results[f"student:{key}"]["dev"]
+        return m["accuracy"], m["macro_f1"], -keys.index(key)
+
+    best = max(keys, key=dev)
+    export_record = json.loads((run_dir / "export" / "stage.json").read_text())
+    assert export_record["summary"]["selected"] == best
+    published = json.loads((repo / "smoke" / "v1" / "bundle.json").read_text())
+    assert published["provenance"]["student"] == best
+    assert published["provenance"]["students"][best]["teachers"] == list(
+        {"vit": ["vit"], "text": ["text"], "amalgamated": ["vit", "text"]}[best]
+    )
+    assert len(published["provenance"]["teachers"]) == (2 if best == "amalgamated" else 1)
+    m = published["metrics"]
+    assert m["student-pytorch"]["dev"] == m[f"student-{best}"]["dev"]
+    assert {f"student-{k}" for k in keys} <= set(m)
+    assert not (repo / "smoke" / "v2").exists()

@@ -253,9 +253,9 @@ def test_models_command_lists_labels_metrics_and_sizes(bundle: Path, tmp_path: P
     assert table[3].startswith("| cwi | v2 | yes | no, yes | 0.8750 / - |")
 
 
-def test_repository_and_onnx_checks_import_without_torch() -> None:
+def test_repository_and_the_bundle_runner_import_without_torch() -> None:
     code = (
-        "import sys, contracts.repository, training.onnx_checks\n"
+        "import sys, contracts.repository, runtime.classifier, runtime.metrics\n"
         "bad = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -114,8 +114,9 @@ def test_pipeline_with_only_a_text_teacher_draws_no_images(
         stage()
     run.evaluate()
     assert not (tmp_path / "run" / "images").exists()
-    assert all(is_complete(tmp_path / "run" / d) for d in ("teacher-text-only", "student"))
-    assert set(run.metrics()) == {"teacher-text-only", "student", "baseline"}
+    done = ("teacher-text-only", "student-text-only")
+    assert all(is_complete(tmp_path / "run" / d) for d in done)
+    assert set(run.metrics()) == {"teacher-text-only", "student-text-only", "baseline"}
 
 
 def test_run_dir_pinned_before_modality_existed_still_resumes(

@@ -1,0 +1,171 @@
+"""One ONNX student as a callable classifier: probabilities for texts or text pairs.
+
+The API serves bundles through ``open_bundle``; export checks the files it is about to
+ship through the same class (``OnnxClassifier.from_files``), so the tokenizer.json, the
+graph's declared inputs and the padding are checked exactly as they are served.
+Not thread-safe: one thread (the API's batcher) owns each instance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding
+
+from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_LOGITS, TOKENIZER, BundleManifest
+from contracts.errors import ModelLoadError
+from runtime.encoding import TextEncoder, TokenizerInput
+from runtime.session import CUDA, RuntimeOptions, choose_providers, make_session
+
+log = logging.getLogger("lugpi.runtime")
+
+Variant = Literal["int8", "fp32"]
+
+
+@dataclass(frozen=True)
+class Scores:
+    probs: np.ndarray  # (n, n_labels) float32
+    logits: np.ndarray | None  # the same shape; None when the graph has no logits output
+
+
+class OnnxClassifier:
+    """An encoder and a session; ``output`` names the graph output that holds probabilities."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        encoder: TextEncoder,
+        output: str,
+        labels: Sequence[str],
+        variant: Variant = "fp32",
+    ) -> None:
+        graph_inputs = {i.name for i in session.get_inputs()}
+        if graph_inputs != set(encoder.inputs):
+            raise ModelLoadError(
+                f"graph inputs {sorted(graph_inputs)} differ from the declared inputs "
+                f"{encoder.inputs}"
+            )
+        self.session = session
+        self.encoder = encoder
+        self.output = output
+        self.labels: list[str] = list(labels)
+        self.variant: Variant = variant
+        self.provider: str = session.get_providers()[0]
+        # Graphs exported before bundle schema 2 have probabilities only.
+        self.has_logits = ONNX_LOGITS in {o.name for o in session.get_outputs()}
+        self._outputs = [output, *([ONNX_LOGITS] if self.has_logits else [])]
+
+    @classmethod
+    def from_files(
+        cls,
+        model_file: Path,
+        tokenizer_file: Path,
+        *,
+        inputs: Sequence[str],
+        output: str,
+        max_length: int,
+        labels: Sequence[str],
+        options: RuntimeOptions | None = None,
+    ) -> OnnxClassifier:
+        encoder = TextEncoder.from_file(tokenizer_file, max_length, inputs)
+        session = make_session(model_file, options or RuntimeOptions())
+        variant: Variant = "int8" if model_file.name == MODEL_INT8 else "fp32"
+        return cls(session, encoder, output, labels, variant)
+
+    # --- the steps, for callers that batch across requests --------------------------------
+    def pair_up(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[TokenizerInput]:
+        return self.encoder.pair_up(texts, pairs)
+
+    def encode(self, inputs: Sequence[TokenizerInput], truncation: str = "right") -> list[Encoding]:
+        return self.encoder.encode(inputs, truncation)
+
+    @staticmethod
+    def was_truncated(encoding: Encoding) -> bool:
+        return TextEncoder.was_truncated(encoding)
+
+    def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        """Probabilities, shape (len(encodings), n_labels); pads to the longest given."""
+        return self.run_scores(encodings).probs
+
+    def run_scores(self, encodings: Sequence[Encoding]) -> Scores:
+        """Probabilities and, where the graph has them, logits; pads to the longest given."""
+        outs = self.session.run(self._outputs, self.encoder.feed(encodings))
+        probs = np.asarray(outs[0], dtype=np.float32)
+        logits = np.asarray(outs[1], dtype=np.float32) if self.has_logits else None
+        return Scores(probs, logits)
+
+    # --- whole calls ----------------------------------------------------------------------
+    def predict(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, list[int]]:
+        """Probabilities and the indices of truncated texts, in one onnxruntime call."""
+        encodings = self.encode(self.pair_up(texts, pairs))
+        truncated = [i for i, e in enumerate(encodings) if self.was_truncated(e)]
+        return self.run(encodings), truncated
+
+    def predict_proba(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 32
+    ) -> np.ndarray:
+        """Probabilities of many texts, ``batch_size`` per onnxruntime call."""
+        if not texts:
+            raise ValueError("no texts to classify")
+        out = []
+        for start in range(0, len(texts), batch_size):
+            chunk = None if pairs is None else pairs[start : start + batch_size]
+            out.append(self.predict(texts[start : start + batch_size], chunk)[0])
+        return np.concatenate(out, axis=0)
+
+    def warm_up(self, text_pair: bool) -> None:
+        """Run a batch of 1 and of 8 so that the first request does not pay for allocation;
+        also checks that the output has one column per label."""
+        for n in (1, 8):
+            texts = ["warm up the model"] * n
+            probs, _ = self.predict(texts, ["warm"] * n if text_pair else None)
+            if probs.shape != (n, len(self.labels)):
+                raise ModelLoadError(
+                    f"output shape {probs.shape} does not match {n} texts x "
+                    f"{len(self.labels)} labels"
+                )
+
+
+def choose_variant(manifest: BundleManifest, options: RuntimeOptions, on_cuda: bool) -> Variant:
+    wanted: Variant = (
+        options.variant if options.variant != "auto" else ("fp32" if on_cuda else "int8")
+    )
+    if wanted == "int8" and MODEL_INT8 not in manifest.files:
+        log.warning("%s/%s has no %s; serving fp32", manifest.name, manifest.version, MODEL_INT8)
+        return "fp32"
+    return wanted
+
+
+def open_bundle(
+    bundle_dir: Path, manifest: BundleManifest, options: RuntimeOptions
+) -> OnnxClassifier:
+    """The classifier of one verified bundle directory, warmed up."""
+    on_cuda = choose_providers(options.device)[0] == CUDA
+    variant = choose_variant(manifest, options, on_cuda)
+    model_file = bundle_dir / (MODEL_INT8 if variant == "int8" else MODEL_FP32)
+    try:
+        clf = OnnxClassifier.from_files(
+            model_file,
+            bundle_dir / TOKENIZER,
+            inputs=manifest.inputs,
+            output=manifest.output,
+            max_length=manifest.max_length,
+            labels=manifest.labels,
+            options=options,
+        )
+        if manifest.logits_output is not None and not clf.has_logits:
+            raise ModelLoadError(
+                f"bundle.json names a {manifest.logits_output!r} output the graph lacks"
+            )
+        clf.warm_up(manifest.text_pair)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{bundle_dir} ({manifest.name}/{manifest.version}): {e}") from e
+    return clf

@@ -1,0 +1,84 @@
+"""Texts to graph inputs with the bundle's tokenizer.json and the ``tokenizers`` library.
+
+Tokenizing and padding are two steps so that a caller can tokenize many requests at once,
+group the encodings by length, and pad each group only to its own longest text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from contracts.errors import ModelLoadError
+
+TokenizerInput = str | tuple[str, str]
+
+
+class TextEncoder:
+    """tokenizer.json, truncating to ``max_length`` and padding to the longest of a batch.
+
+    A saved tokenizer may pad every text to a fixed length (4x slower at batch 1, see
+    docs/environment.md), so its own padding is switched off and ``feed`` pads instead,
+    on the right, with the tokenizer's pad id and type id 0.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, inputs: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        padding = self.tokenizer.padding
+        self.pad_id = (
+            int(padding["pad_id"]) if padding else (self.tokenizer.token_to_id("[PAD]") or 0)
+        )
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length)
+        self.max_length = max_length
+        self.inputs = list(inputs)
+
+    @classmethod
+    def from_file(cls, tokenizer_file: Path, max_length: int, inputs: Sequence[str]) -> TextEncoder:
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as e:  # tokenizers raises a bare Exception on a bad file
+            raise ModelLoadError(f"{tokenizer_file}: not a valid tokenizers file: {e}") from e
+        return cls(tokenizer, max_length, inputs)
+
+    @staticmethod
+    def pair_up(texts: Sequence[str], pairs: Sequence[str] | None) -> list[TokenizerInput]:
+        """Tokenizer inputs: the texts, or (text, text_pair) tuples."""
+        if pairs is None:
+            return list(texts)
+        if len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
+        return list(zip(texts, pairs, strict=True))
+
+    def encode(self, inputs: Sequence[TokenizerInput], truncation: str = "right") -> list[Encoding]:
+        """Token ids per input, truncated to max_length at the ``truncation`` end ("right"
+        or "left"), unpadded; one tokenizer call."""
+        if truncation == "right":
+            return self.tokenizer.encode_batch(list(inputs))
+        self.tokenizer.enable_truncation(self.max_length, direction="left")
+        try:
+            return self.tokenizer.encode_batch(list(inputs))
+        finally:
+            self.tokenizer.enable_truncation(self.max_length)
+
+    @staticmethod
+    def was_truncated(encoding: Encoding) -> bool:
+        return len(encoding.overflowing) > 0
+
+    def feed(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+        """The graph's inputs (int64), padded on the right to the longest encoding given."""
+        n = len(encodings)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            m = len(enc.ids)
+            ids[row, :m] = enc.ids
+            mask[row, :m] = 1
+            types[row, :m] = enc.type_ids
+        arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {name: arrays[name] for name in self.inputs}

@@ -1,0 +1,58 @@
+"""onnxruntime sessions as the server runs them: one place for options and providers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import onnxruntime as ort
+
+from contracts.errors import ModelLoadError
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How sessions are built (the API takes them from ``ApiSettings``).
+
+    The defaults (one thread, no spinning, CPU) suit the small shared machines that export
+    runs its checks on: onnxruntime's own default (every core, spinning) starves the rest.
+    """
+
+    variant: Literal["auto", "int8", "fp32"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    spinning: bool = False
+
+
+def choose_providers(device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cuda" and CUDA not in available:
+        raise ModelLoadError(
+            "LUGPI_DEVICE=cuda but onnxruntime offers no CUDAExecutionProvider; "
+            "install onnxruntime-gpu or set LUGPI_DEVICE=auto"
+        )
+    if device != "cpu" and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def make_session(model_file: Path, options: RuntimeOptions) -> ort.InferenceSession:
+    """A session with full graph optimisation; a file that does not load is a ModelLoadError."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # onnxruntime's warnings are for exporters, not operators
+    spin = "1" if options.spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    try:
+        return ort.InferenceSession(str(model_file), so, providers=choose_providers(options.device))
+    except Exception as e:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
+        raise ModelLoadError(f"{model_file}: onnxruntime cannot load it: {e}") from e
