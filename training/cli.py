@@ -20,6 +20,7 @@ from tqdm import tqdm
 from contracts.config import PipelineConfig, load_config
 from contracts.errors import ConfigError, LugpiError
 from contracts.jobs import Stage
+from contracts.layout import RunLayout
 from training import distributed
 from training.pipeline import Run, resolve_paths, run_pipeline
 from training.progress import RunContext
@@ -115,7 +116,7 @@ def _config(config: str, overrides: list[str] | None) -> PipelineConfig:
 
 
 def _run_dir(cfg: PipelineConfig, run_dir: Path | None) -> Path:
-    return run_dir if run_dir is not None else Path("runs") / cfg.name
+    return run_dir if run_dir is not None else RunLayout.named(cfg.name).root
 
 
 @contextmanager
