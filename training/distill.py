@@ -26,7 +26,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from contracts.artifacts import STUDENT_META, TextModelMeta, atomic_dir, write_json_atomic
+from contracts.artifacts import (
+    STUDENT_META,
+    ImageIndex,
+    TextModelMeta,
+    atomic_dir,
+    write_json_atomic,
+    write_stage_record,
+)
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
@@ -46,9 +53,7 @@ from training.image_tokens import teacher_image_inputs
 from training.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
 from training.progress import RunContext
 from training.train_loop import Budget, Runtime, fit, seed_everything, select_runtime
-from training.train_teacher import check_images, write_stage_record
-
-ImageIndex = dict[str, list[Path]]
+from training.train_teacher import check_images
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contracts.artifacts import atomic_dir, write_json_atomic
+from contracts.artifacts import ImageIndex, atomic_dir, write_json_atomic
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
@@ -29,7 +29,6 @@ from training.data import PreparedData
 from training.progress import RunContext
 from training.train_loop import History, select_runtime
 
-ImageIndex = dict[str, list[Path]]
 RESULTS_FILE = "results.json"
 TABLE1_COLUMNS = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"))
 MODALITY_NAMES = {"text+image": "text + image", "image": "image only", "text": "text only"}

@@ -22,10 +22,15 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from contracts.artifacts import STAGE_FILE, StageRecord, atomic_dir, is_complete, write_json_atomic
+from contracts.artifacts import (
+    ImageIndex,
+    atomic_dir,
+    is_complete,
+    write_json_atomic,
+    write_stage_record,
+)
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
@@ -42,7 +47,6 @@ from training.images import (
 from training.progress import RunContext
 from training.sharding import InProcess, Shard, ShardedWork, ShardStrategy, plan_shards
 
-ImageIndex = dict[str, list[Path]]  # split -> one PNG per example, aligned with data.splits
 INDEX_FILE = "images.json"
 SPLIT_ORDER = ("train", "dev", "test", "unlabelled")
 
@@ -187,13 +191,7 @@ def generate_images(
         if cfg.generator.share_identical_prompts:
             summary |= plan.sharing()
         write_json_atomic(tmp / INDEX_FILE, {"summary": summary, "splits": splits})
-        record = StageRecord(
-            stage=Stage.GENERATE.value,
-            finished_at=datetime.now(UTC),
-            seconds=round(seconds, 3),
-            summary=summary,
-        )
-        write_json_atomic(tmp / STAGE_FILE, record.model_dump(mode="json"))
+        write_stage_record(tmp, Stage.GENERATE, seconds, summary)
     return out_dir
 
 

@@ -34,6 +34,7 @@ from contracts.artifacts import (
     is_complete,
     read_stage,
     write_json_atomic,
+    write_stage_record,
     write_text_atomic,
 )
 from contracts.bundle import read_manifest
@@ -325,7 +326,6 @@ class Run:
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
         from training.distill import loss_record
         from training.export import export_student
-        from training.train_teacher import write_stage_record
 
         if self._skip(Stage.EXPORT, out, force):
             return

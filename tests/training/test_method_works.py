@@ -1,6 +1,6 @@
 """The method works, not just runs: tiny RANDOM-weight models on a synthetic task.
 
-Task (training.tiny.make_keyword_colour_data): the clean label is a keyword in the text and
+Task (tests/support/keyword_colour.py): the clean label is a keyword in the text and
 the colour of the image; 40% of the training labels are flipped; dev and test are clean.
 - A text-only CE baseline learns from the noisy labels: 40% noise leaves little signal.
 - The teacher sees the image, where the clean label is one easy feature for all examples,
@@ -24,11 +24,12 @@ from pathlib import Path
 import pytest
 
 from contracts.config import PipelineConfig, parse_config
+from tests.support.keyword_colour import make_keyword_colour_data
 from training.data import PreparedData
 from training.distill import distill_student, train_baseline
 from training.evaluate import evaluate
 from training.progress import RunContext
-from training.tiny import make_keyword_colour_data, make_tiny_image_model
+from training.tiny import make_tiny_image_model
 from training.train_teacher import train_teacher
 
 pytestmark = pytest.mark.slow
