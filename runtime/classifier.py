@@ -15,10 +15,10 @@ from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Encoding
 
 from contracts.bundle import MODEL_FP32, MODEL_INT8, TOKENIZER, BundleManifest
 from contracts.errors import ModelLoadError
+from contracts.truncation import Cut
 from runtime.encoding import TextEncoder, TokenizerInput
 from runtime.session import CUDA, RuntimeOptions, choose_providers, make_session
 
@@ -72,14 +72,14 @@ class OnnxClassifier:
     def pair_up(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[TokenizerInput]:
         return self.encoder.pair_up(texts, pairs)
 
-    def encode(self, inputs: Sequence[TokenizerInput]) -> list[Encoding]:
+    def encode(self, inputs: Sequence[TokenizerInput]) -> list[Cut]:
         return self.encoder.encode(inputs)
 
     @staticmethod
-    def was_truncated(encoding: Encoding) -> bool:
+    def was_truncated(encoding: Cut) -> bool:
         return TextEncoder.was_truncated(encoding)
 
-    def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
+    def run(self, encodings: Sequence[Cut]) -> np.ndarray:
         """Probabilities, shape (len(encodings), n_labels); pads to the longest given."""
         (probs,) = self.session.run([self.output], self.encoder.feed(encodings))
         return np.asarray(probs, dtype=np.float32)
