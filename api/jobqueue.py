@@ -254,13 +254,11 @@ class LocalProcessJobQueue(JobQueue):
         """The job process's environment: the paths it needs, and no API keys."""
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("LUGPI_")}
+        env.update(s.shared_env())
         env.update(
-            LUGPI_ARTIFACTS_DIR=str(Path(s.artifacts_dir).resolve()),
-            LUGPI_MODEL_REPOSITORY=str(Path(s.model_repository).resolve()),
-            LUGPI_KEEP_LAST_VERSIONS=str(s.keep_last_versions),
-            LUGPI_JOB_TIMEOUT_S=str(s.job_timeout_s),
-            LUGPI_STALE_AFTER_S=str(s.stale_after_s),
             LUGPI_HEARTBEAT_S=str(min(5.0, s.stale_after_s / 4)),
+            # The API ends a job process within 20 s of asking it to stop (_end_child).
+            LUGPI_STOP_GRACE_S="15",
         )
         # The checkout's root, so `-m worker.local` imports even when not installed.
         root = str(Path(__file__).resolve().parent.parent)

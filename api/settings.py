@@ -1,4 +1,4 @@
-"""The one settings class of the serving process (and of the job routes it hosts).
+"""The settings of the serving process (and of the job routes it hosts).
 
 Every field is read from an environment variable ``LUGPI_<FIELD>`` (upper case), e.g.
 ``LUGPI_MODEL_REPOSITORY=/srv/models``. List fields take a comma-separated string
@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
+
+from contracts.settings import SharedSettings
 
 # Ids the job routes accept by default: the paper's models (for users who have the hub)
 # and the offline ones that ship on PyPI or are built from config (DESIGN.md §4).
@@ -46,15 +48,11 @@ def _split_list(value: object) -> object:
     return value
 
 
-class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LUGPI_", extra="ignore", frozen=True)
+class ApiSettings(SharedSettings):
+    """The serving process's settings; the ones it shares with the workers (repository,
+    artifacts, Redis, job clocks) come from ``SharedSettings``."""
 
     # --- models ---------------------------------------------------------------------------
-    model_repository: Path = Field(
-        default=Path("model-repository"),
-        description="Directory of published bundles: <name>/<version>/{model.onnx, "
-        "model.int8.onnx, tokenizer.json, bundle.json}.",
-    )
     default_model: str | None = Field(
         default=None,
         description="Model used when a request names none; default: the first by name.",
@@ -161,10 +159,6 @@ class ApiSettings(BaseSettings):
     )
 
     # --- jobs (used by api/routes/jobs.py) ------------------------------------------------
-    redis_url: str | None = Field(
-        default=None, description="Celery broker/result backend; None = embedded mode (no Redis)."
-    )
-    artifacts_dir: Path = Field(default=Path("artifacts"), description="Run directories of jobs.")
     data_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [Path("data")],
         description="A job's data paths must resolve under one of these (no '..', no symlinks "
@@ -173,24 +167,6 @@ class ApiSettings(BaseSettings):
     allowed_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED_MODELS),
         description="Model ids or aliases a job may name (generator, encoders).",
-    )
-    keep_last_versions: int = Field(
-        default=5, ge=1, description="Versions kept per model when a job publishes a new one."
-    )
-    job_timeout_s: float = Field(
-        default=24 * 3600.0, gt=0.0, description="A job running longer than this is marked failed."
-    )
-    stale_after_s: float = Field(
-        default=60.0,
-        gt=0.0,
-        description="A running job with no heartbeat for this long lost its worker: the reaper "
-        "re-queues it (resuming from finished stages) or fails it. Same as the workers' value.",
-    )
-    max_attempts: int = Field(
-        default=3, ge=1, description="Attempts of a job (first run + resumes) before it fails."
-    )
-    teacher_timeout_s: float = Field(
-        default=60.0, gt=0.0, description="POST /classify/teacher answers 503 after this long."
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"

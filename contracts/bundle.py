@@ -27,6 +27,8 @@ TOKENIZER = "tokenizer.json"
 # Names of the ONNX graph's inputs and output, declared once (optimum-style).
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OUTPUT = "probabilities"
+# Raw scores (pre-softmax), a second output of graphs exported since bundle schema 2.
+ONNX_LOGITS = "logits"
 VERSION_PATTERN = r"^v[0-9]+$"
 
 
@@ -39,6 +41,9 @@ class Provenance(BaseModel):
     generator: str | None = None
     teachers: list[str] = Field(default_factory=list)
     student_base_model: str | None = None
+    # Set by publishing: the export this version was made from (see repository.publish), so
+    # that a publish resumed after a crash finds its version instead of adding another.
+    export_id: str | None = None
 
 
 class SplitMetrics(BaseModel):

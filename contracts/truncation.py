@@ -43,8 +43,15 @@ def longest_token_chars(vocab: Iterable[str], unknown_word_chars: int = 0) -> in
     return max(longest, unknown_word_chars, 1)
 
 
-def cut(text: str, budget: int) -> str:
-    return text if len(text) <= budget else text[:budget]
+def cut(text: str, budget: int, direction: str = "right") -> str:
+    """``text`` cut to ``budget`` characters, at its end ("right") or its start ("left")."""
+    if len(text) <= budget:
+        return text
+    return text[:budget] if direction == "right" else text[len(text) - budget :]
+
+
+def _keep(ids: Sequence[int], k: int, direction: str) -> list[int]:
+    return list(ids[:k]) if direction == "right" else list(ids[max(0, len(ids) - k) :])
 
 
 def pair_lengths(n1: int, n2: int, room: int) -> tuple[int, int]:
@@ -94,17 +101,24 @@ class Cut:
     truncated: bool
 
 
-def assemble(template: Template, a: Sequence[int], b: Sequence[int] | None, max_length: int) -> Cut:
-    """Special tokens around ``a`` (and ``b``), cut to ``max_length`` tokens in all."""
+def assemble(
+    template: Template,
+    a: Sequence[int],
+    b: Sequence[int] | None,
+    max_length: int,
+    direction: str = "right",
+) -> Cut:
+    """Special tokens around ``a`` (and ``b``), cut to ``max_length`` tokens in all; tokens
+    are dropped from the end of each side ("right") or from its start ("left")."""
     t = template
     if b is None:
         keep = max(0, max_length - t.single_specials)
-        ids = [*t.prefix, *a[:keep], *t.single_suffix]
+        ids = [*t.prefix, *_keep(a, keep, direction), *t.single_suffix]
         types = [t.type_prefix] * (len(t.prefix) + min(keep, len(a)))
         types += [t.type_prefix] * len(t.single_suffix)
         return Cut(ids, types, len(a) > keep)
     k1, k2 = pair_lengths(len(a), len(b), max(0, max_length - t.pair_specials))
-    ids = [*t.prefix, *a[:k1], *t.middle, *b[:k2], *t.suffix]
+    ids = [*t.prefix, *_keep(a, k1, direction), *t.middle, *_keep(b, k2, direction), *t.suffix]
     types = [t.type_prefix] * len(t.prefix) + [t.type_a] * k1 + [t.type_middle] * len(t.middle)
     types += [t.type_b] * k2 + [t.type_suffix] * len(t.suffix)
     return Cut(ids, types, k1 < len(a) or k2 < len(b))
@@ -169,20 +183,22 @@ class PairCutter:
         longest = longest_token_chars(plain.get_vocab(), _unknown_word_chars(plain))
         self.char_budget = char_budget(max_length, longest)
 
-    def __call__(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Cut]:
-        """One ``Cut`` per text (or pair); two tokenizer calls in all."""
-        budget = self.char_budget
-        first = self.tokenizer.encode_batch(
-            [cut(t, budget) for t in texts], add_special_tokens=False
-        )
+    def __call__(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, direction: str = "right"
+    ) -> list[Cut]:
+        """One ``Cut`` per text (or pair), cut at the ``direction`` end; two tokenizer calls
+        in all."""
+        if direction not in ("right", "left"):
+            raise ValueError(f"truncation direction {direction!r}: use 'right' or 'left'")
+        budget, n = self.char_budget, self.max_length
+        encode = self.tokenizer.encode_batch
+        first = encode([cut(t, budget, direction) for t in texts], add_special_tokens=False)
         if pairs is None:
-            return [assemble(self.template, e.ids, None, self.max_length) for e in first]
+            return [assemble(self.template, e.ids, None, n, direction) for e in first]
         if len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
-        second = self.tokenizer.encode_batch(
-            [cut(p, budget) for p in pairs], add_special_tokens=False
-        )
+        second = encode([cut(p, budget, direction) for p in pairs], add_special_tokens=False)
         return [
-            assemble(self.template, a.ids, b.ids, self.max_length)
+            assemble(self.template, a.ids, b.ids, n, direction)
             for a, b in zip(first, second, strict=True)
         ]

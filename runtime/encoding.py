@@ -60,20 +60,20 @@ class TextEncoder:
             raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
         return list(zip(texts, pairs, strict=True))
 
-    def encode(self, inputs: Sequence[TokenizerInput]) -> list[Cut]:
-        """Token ids per input, truncated to max_length, unpadded; a tokenizer call for the
-        single texts and two for the pairs."""
+    def encode(self, inputs: Sequence[TokenizerInput], truncation: str = "right") -> list[Cut]:
+        """Token ids per input, truncated to max_length at the ``truncation`` end ("right"
+        or "left"), unpadded; a tokenizer call for the single texts and two for the pairs."""
         singles = [i for i, x in enumerate(inputs) if isinstance(x, str)]
         paired = [i for i, x in enumerate(inputs) if not isinstance(x, str)]
         out: list[Cut | None] = [None] * len(inputs)
         if singles:
-            texts = [inputs[i] for i in singles]
-            for i, c in zip(singles, self.cutter(texts), strict=True):  # type: ignore[arg-type]
+            texts = [str(inputs[i]) for i in singles]
+            for i, c in zip(singles, self.cutter(texts, None, truncation), strict=True):
                 out[i] = c
         if paired:
             firsts = [inputs[i][0] for i in paired]
             seconds = [inputs[i][1] for i in paired]
-            for i, c in zip(paired, self.cutter(firsts, seconds), strict=True):
+            for i, c in zip(paired, self.cutter(firsts, seconds, truncation), strict=True):
                 out[i] = c
         return [c for c in out if c is not None]
 

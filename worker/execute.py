@@ -49,4 +49,11 @@ def execute_pipeline(
             fan_out=fan_out,
         )
     repository = settings.model_repository if cfg.export.publish else None
-    return run_pipeline(cfg, run_dir, ctx, repository=repository, job_id=job_id)
+    return run_pipeline(
+        cfg,
+        run_dir,
+        ctx,
+        repository=repository,
+        job_id=job_id,
+        keep_last=settings.keep_last_versions,
+    )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from contracts.errors import LugpiError
 from contracts.jobs import STAGE_ORDER, JobRecord, Progress, Stage
-from jobs.lifecycle import overall_fraction, report_progress
+from jobs.lifecycle import enter_publish, overall_fraction, report_progress
 from jobs.store import JobStore, JobStoreUnavailable
 from training.progress import RunContext
 
@@ -40,9 +40,18 @@ class JobReporter:
     """The ``RunContext`` callbacks of one job attempt."""
 
     def __init__(
-        self, store: JobStore, job_id: str, attempt: int, *, min_interval: float, deadline: float
+        self,
+        store: JobStore,
+        job_id: str,
+        attempt: int,
+        *,
+        min_interval: float,
+        deadline: float,
+        commit_retry_s: float = 60.0,
     ) -> None:
         self.store, self.job_id, self.attempt = store, job_id, attempt
+        self._commit_retry_s = commit_retry_s
+        self._publishing = False
         self._min_interval = min_interval
         self._deadline = deadline
         self._stage: Stage | None = None
@@ -63,6 +72,8 @@ class JobReporter:
             raise WorkerStopping(f"worker shut down during {stage.value}")
         if time.time() > self._deadline:
             raise JobTimeout(f"job ran longer than its time limit; stopped during {stage.value}")
+        if stage is Stage.PUBLISH and not self._publishing:
+            self._enter_publish()
         with self._mutex:
             now = time.monotonic()
             finished = None
@@ -89,6 +100,24 @@ class JobReporter:
                 self._last_write = now
             except JobStoreUnavailable as e:  # a blip must not kill hours of training
                 log.warning("job %s: progress not written: %s", self.job_id, e)
+
+    def _enter_publish(self) -> None:
+        """The last cancel point: a pending cancel stops the job here (``ctx.step`` raises
+        ``Cancelled``), else the record says "publishing" and refuses cancels from now on.
+        Unlike a progress write this must reach the store: publishing without it could
+        end a job the API had told was cancelled. So it is retried, then fails the job."""
+        give_up = time.monotonic() + self._commit_retry_s
+        while True:
+            try:
+                rec = enter_publish(self.store, self.job_id, self.attempt)
+                break
+            except JobStoreUnavailable as e:
+                if time.monotonic() > give_up:
+                    raise
+                log.warning("job %s: cannot enter publishing yet: %s", self.job_id, e)
+                time.sleep(1.0)
+        self.seen(rec)
+        self._publishing = rec.publishing
 
     def stage_time(self, now: float | None = None) -> tuple[str, float] | None:
         """(stage, seconds) of the stage in progress, for the record's ``stage_seconds``."""

@@ -197,13 +197,25 @@ def list_jobs(
 
 @router.post(
     "/jobs/{job_id}/cancel",
-    responses={404: {}, 409: {"description": "The job already finished."}, **_UNAVAILABLE},
+    responses={
+        404: {},
+        409: {"description": "The job already finished, or is publishing its model."},
+        **_UNAVAILABLE,
+    },
 )
 def cancel_job(job_id: JobId, queue: QueueDep) -> JobRecord:
     """A queued job is cancelled at once and never starts; a running one stops at its
-    next batch (its finished stages stay on disk) and publishes nothing."""
+    next batch (its finished stages stay on disk) and publishes nothing. Once a job has
+    begun publishing its model, cancelling is refused (409): it ends succeeded with the
+    version it published."""
     with _store_errors():
         record = request_cancel(queue.store, job_id)
     if record.state in (JobState.SUCCEEDED, JobState.FAILED):
         raise HTTPException(409, f"job {job_id} already {record.state.value}; nothing to cancel")
+    if record.publishing:
+        raise HTTPException(
+            409,
+            f"job {job_id} is publishing its model (past its last cancel point); it can no "
+            "longer be cancelled and ends with the version it publishes",
+        )
     return record

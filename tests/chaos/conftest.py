@@ -21,7 +21,16 @@ from tests.api.conftest import (  # noqa: F401  (fixtures of the service tests)
     repository,
 )
 from tests.chaos.stages import write_plan
-from tests.worker.conftest import redis_available, redis_url  # noqa: F401  (fixture)
+
+# Fixtures of the job tests: the test Redis DB, both stores (``store``), and the module-
+# scoped stacks of tiny random models, real datasets and worker processes.
+from tests.worker.conftest import (  # noqa: F401
+    embedded_stack,
+    redis_available,
+    redis_url,
+    stack,
+)
+from tests.worker.conftest import store as store
 from worker.settings import WorkerSettings
 
 SCRIPTED = "tests.chaos.stages:scripted"
@@ -115,8 +124,8 @@ MakeJob = Callable[..., str]
 def make_job(settings: WorkerSettings) -> MakeJob:
     """A queued job whose stage follows a plan (see ``stages.write_plan``)."""
 
-    def make(store: JobStore, **plan: Any) -> str:
-        job_id = store.create(dict(CONFIG)).job_id
+    def make(into: JobStore, **plan: Any) -> str:
+        job_id = into.create(dict(CONFIG)).job_id
         write_plan(settings.artifacts_dir / "runs" / job_id, **plan)
         return job_id
 

@@ -33,6 +33,7 @@ def _wait_for(predicate: Callable[[], object], timeout: float, what: str) -> Non
 @pytest.fixture
 def api_settings(tmp_path: Path, shared_datasets: Path) -> ApiSettings:
     return ApiSettings(
+        allow_unauthenticated_admin=True,  # loopback test client, no keys
         artifacts_dir=tmp_path / "artifacts",
         model_repository=tmp_path / "repo",
         data_roots=[shared_datasets],

@@ -62,6 +62,7 @@ def test_a_failed_commit_is_rolled_back_and_later_writes_work(tmp_path: Path) ->
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = ApiSettings(
+        allow_unauthenticated_admin=True,  # loopback test client, no keys
         artifacts_dir=tmp_path / "artifacts",
         model_repository=tmp_path / "repo",
         data_roots=[tmp_path],
@@ -95,7 +96,10 @@ def test_a_corrupt_store_file_answers_503_and_classify_still_starts(tmp_path: Pa
     artifacts.mkdir()
     (artifacts / SqliteJobStore.FILE_NAME).write_bytes(b"this is not a database" * 100)
     settings = ApiSettings(
-        artifacts_dir=artifacts, model_repository=tmp_path / "repo", poll_interval_s=0
+        allow_unauthenticated_admin=True,  # loopback test client, no keys
+        artifacts_dir=artifacts,
+        model_repository=tmp_path / "repo",
+        poll_interval_s=0,
     )
     with TestClient(create_app(settings)) as c:
         assert c.get("/healthz").status_code == 200
