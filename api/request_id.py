@@ -3,8 +3,9 @@ every error body.
 
 The id is the client's ``X-Request-ID`` when it sends a sane one (up to 128 letters,
 digits and ``._:-``: anything else could forge log lines), else a new random one. It is
-echoed in the ``X-Request-ID`` response header; JSON error bodies (status >= 400, from
-any layer: auth, validation, body limit, handlers) get a ``request_id`` field; and log
+echoed in the ``X-Request-ID`` response header; native JSON error bodies (``{"detail":
+...}``, status >= 400, from any layer: auth, validation, body limit, handlers) get a
+``request_id`` field; and log
 records of ``lugpi.*`` carry it as ``%(request_id)s`` (``RequestIdFilter``).
 """
 
@@ -90,7 +91,9 @@ def _with_id(body: bytes, request_id: str) -> bytes:
         data = json.loads(body)
     except ValueError:
         return body
-    if not isinstance(data, dict):
+    # Only the native shape ({"detail": ...}): the drop-in surfaces' error bodies (TEI,
+    # OIP, infinity) stay exactly what their clients parse; they get the header.
+    if not isinstance(data, dict) or "detail" not in data:
         return body
     data["request_id"] = request_id
     return json.dumps(data, ensure_ascii=True).encode()
