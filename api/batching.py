@@ -31,7 +31,7 @@ from typing import Literal
 
 import numpy as np
 
-from api.errors import DeadlineExceeded, InferenceError, Overloaded
+from contracts.errors import DeadlineExceeded, InferenceError, Overloaded
 from contracts.truncation import Cut
 from runtime.classifier import OnnxClassifier
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.settings import ApiSettings
-from contracts.errors import LugpiError
+from contracts.errors import JobQueueUnavailable, TeacherUnavailable
 from contracts.jobs import JobRecord, JobState
 from jobs.lifecycle import (
     QUEUE_JOBS,
@@ -54,14 +54,6 @@ from jobs.store import (
 )
 
 log = logging.getLogger("lugpi.api.jobs")
-
-
-class JobQueueUnavailable(LugpiError):
-    """The broker cannot be reached, so the job cannot be handed to a worker."""
-
-
-class TeacherUnavailable(LugpiError):
-    """No worker answered a teacher request in time (or none can in this mode)."""
 
 
 class RunnerStatus(BaseModel):
@@ -207,7 +199,7 @@ class CeleryJobQueue(JobQueue):
                 TASK_CLASSIFY_TEACHER, args=[payload], queue=QUEUE_TEACHER, expires=timeout
             )
         except Exception as e:
-            raise TeacherUnavailable(f"broker unreachable: {e}") from e
+            raise TeacherUnavailable(f"teacher unavailable: broker unreachable: {e}") from e
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -216,8 +208,9 @@ class CeleryJobQueue(JobQueue):
                     # The API gives up: a worker that has not started it drops it.
                     result.revoke()
                     raise TeacherUnavailable(
-                        f"no worker answered within {timeout:.0f} s on queue {QUEUE_TEACHER!r}; "
-                        f"start one: `lugpi worker --queues {QUEUE_TEACHER}`"
+                        f"teacher unavailable: no worker answered within {timeout:.0f} s on "
+                        f"queue {QUEUE_TEACHER!r}; start one: `lugpi-worker --queues "
+                        f"{QUEUE_TEACHER}`"
                     )
                 try:
                     answer: dict[str, Any] = result.get(timeout=min(remaining, 0.5))
@@ -249,8 +242,8 @@ class LocalProcessJobQueue(JobQueue):
         self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
     ) -> dict[str, Any]:
         raise TeacherUnavailable(
-            "the teacher runs on a worker: set LUGPI_REDIS_URL and start `lugpi worker` "
-            "(embedded mode runs training jobs only)"
+            "teacher unavailable: the teacher runs on a worker: set LUGPI_REDIS_URL and start "
+            "`lugpi-worker` (embedded mode runs training jobs only)"
         )
 
     def _loop(self) -> None:

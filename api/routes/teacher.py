@@ -18,19 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from api.auth import AUTH_RESPONSES, IsAdmin, TeacherAccess
 from api.deps import RegistryDep, SettingsDep
 from api.disconnect import unless_disconnected
-from api.errors import Overloaded
-from api.jobqueue import TeacherUnavailable
 from api.routes.classify import within_limits
 from api.routes.jobs import QueueDep
 from api.schemas import ClassifyRequest, Prediction
 from api.settings import ApiSettings
+from contracts.errors import NoTeacher, Overloaded, TeacherRefused
 from runtime.metrics import predictions
 
 log = logging.getLogger("lugpi.api")
@@ -139,8 +138,8 @@ async def classify_with_teacher(
         )
     job_id = model.manifest.provenance.job_id
     if job_id is None:
-        raise HTTPException(
-            409, f"{model.name} {model.version} was not trained by a job here: no teacher to ask"
+        raise NoTeacher(
+            f"{model.name} {model.version} was not trained by a job here: no teacher to ask"
         )
     payload: dict[str, Any] = {
         "job_id": job_id,
@@ -165,8 +164,6 @@ async def classify_with_teacher(
             )
             student_ms = (time.perf_counter() - started) * 1000
             answer = await unless_disconnected(request, asyncio.shield(teacher_call))
-        except TeacherUnavailable as e:
-            raise HTTPException(503, f"teacher unavailable: {e}") from e
         finally:
             cancel.set()  # a no-op once answered; else the worker's task is revoked
     round_trip = (time.perf_counter() - started) * 1000
@@ -174,7 +171,7 @@ async def classify_with_teacher(
         # Worker errors name run directories and files: details for admins and the log.
         log.warning("teacher for %s/%s failed: %s", model.name, model.version, answer["error"])
         detail = "the worker could not run this model's teacher (teacher_failed)"
-        raise HTTPException(409, f"{detail}: {answer['error']}" if admin else detail)
+        raise TeacherRefused(f"{detail}: {answer['error']}" if admin else detail)
     teacher = TeacherSide(
         name=answer["teacher"],
         predictions=[Prediction(**p) for p in answer["predictions"]],
