@@ -79,6 +79,7 @@ def describe(snap: Snapshot, name: str, admin: bool = False) -> ModelInfo:
         name=name,
         is_default=snap.default_model == name,
         default_version=latest.version if latest else None,
+        pinned_version=snap.pinned.get(name),
         versions=versions,
     )
 
