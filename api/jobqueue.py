@@ -42,6 +42,7 @@ from jobs.lifecycle import (
     TASK_RUN_JOB,
     abandon_attempt,
     fail_queued,
+    reap_queued_jobs,
     reap_stale_jobs,
 )
 from jobs.store import (
@@ -182,6 +183,15 @@ class CeleryJobQueue(JobQueue):
             redis_socket_connect_timeout=2,
             redis_socket_timeout=5,
             task_publish_retry_policy={"max_retries": 1, "interval_start": 0.2},
+        )
+
+    def reap(self) -> list[JobRecord]:
+        """Running jobs whose worker died, and queued jobs no worker took (a lost message)."""
+        return super().reap() + reap_queued_jobs(
+            self.store,
+            resend_after=self.settings.queued_resend_s,
+            fail_after=self.settings.queued_timeout_s,
+            requeue=self.submit,
         )
 
     def submit(self, job_id: str) -> None:
