@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -207,8 +208,10 @@ class CeleryJobQueue(JobQueue):
 
         try:
             # expires: a worker that comes up later drops the stale request unanswered.
+            # sent_at: a worker drops a request that waited past its own teacher_timeout_s.
+            stamped = {**payload, "sent_at": time.time()}
             result = self.celery.send_task(
-                TASK_CLASSIFY_TEACHER, args=[payload], queue=QUEUE_TEACHER, expires=timeout
+                TASK_CLASSIFY_TEACHER, args=[stamped], queue=QUEUE_TEACHER, expires=timeout
             )
         except Exception as e:
             raise TeacherUnavailable(f"broker unreachable: {e}") from e

@@ -107,6 +107,14 @@ def classify_with_teacher(payload: dict[str, Any], settings: WorkerSettings) -> 
     """Answer one request; a problem the user can fix comes back as ``{"error": ...}``."""
     try:
         with _lock:
+            # Checked once this request's turn has come: the API stopped waiting for it
+            # after the same teacher_timeout_s, so its answer would go nowhere.
+            waited = time.time() - float(payload.get("sent_at") or time.time())
+            if waited > settings.teacher_timeout_s:
+                return {
+                    "error": f"dropped unanswered: waited {waited:.0f} s, longer than "
+                    f"teacher_timeout_s ({settings.teacher_timeout_s:g} s)"
+                }
             return _classify(payload, settings)
     except LugpiError as e:
         return {"error": str(e)}
