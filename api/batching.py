@@ -27,10 +27,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
-from api.errors import DeadlineExceeded, InferenceError, Overloaded
+from contracts.errors import DeadlineExceeded, InferenceError, Overloaded
+from contracts.truncation import Cut
 from runtime.classifier import OnnxClassifier
 
 log = logging.getLogger("lugpi.api")
@@ -41,16 +43,38 @@ BatchObserver = Callable[[int, float], None]
 DropObserver = Callable[[str], None]
 
 
+TruncationSide = Literal["right", "left"]
+
+
+@dataclass(frozen=True)
+class BatchTimings:
+    """Where one request's time went, in seconds (TEI reports these as headers).
+
+    ``tokenize_s`` and ``inference_s`` are those of the whole batch the request ran in:
+    its texts were tokenized and run together with the others.
+    """
+
+    queue_s: float = 0.0  # enqueued -> its batch started
+    tokenize_s: float = 0.0
+    inference_s: float = 0.0
+
+
 @dataclass(frozen=True)
 class BatchOutput:
     probs: np.ndarray  # (n_texts, n_labels), rows in request order
     truncated: list[int]  # indices (into the request's texts) cut to max_length
+    # Raw scores, when the bundle's graph has them (see OnnxClassifier.has_logits).
+    logits: np.ndarray | None = None
+    n_tokens: int = 0  # tokens of this request's texts after truncation
+    timings: BatchTimings = BatchTimings()
 
 
 @dataclass
 class _Pending:
     texts: Sequence[str]
     pairs: Sequence[str] | None
+    truncation: TruncationSide = "right"
+    queued_at: float = field(default_factory=time.perf_counter)
     deadline: float = float("inf")  # time.monotonic() after which it is dropped unrun
     future: Future[BatchOutput] = field(default_factory=Future)
 
@@ -122,11 +146,20 @@ class DynamicBatcher:
         bound = self.max_queued_texts
         return bound is not None and self._queued_texts >= 0.9 * bound
 
-    async def classify(self, texts: Sequence[str], pairs: Sequence[str] | None) -> BatchOutput:
-        """The request's rows. Cancelling the awaiting task (client gone) drops the request
-        unrun if the loop has not reached it yet."""
+    async def classify(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None,
+        truncation: TruncationSide = "right",
+    ) -> BatchOutput:
+        """The request's probabilities (and raw scores, if the graph has them).
+
+        ``truncation``: which end of a text longer than max_length is cut off. Cancelling
+        the awaiting task (client gone) drops the request unrun if the loop has not
+        reached it yet.
+        """
         deadline = time.monotonic() + self.timeout_s if self.timeout_s else float("inf")
-        pending = _Pending(texts, pairs, deadline)
+        pending = _Pending(texts, pairs, truncation, deadline=deadline)
         n = len(texts)
         bound = self.max_queued_texts
         full = 0
@@ -250,21 +283,59 @@ class DynamicBatcher:
 
     def _infer(self, batch: list[_Pending]) -> list[BatchOutput]:
         clf = self.classifier
-        inputs: list[str | tuple[str, str]] = []
-        for p in batch:
-            inputs.extend(clf.pair_up(p.texts, p.pairs))
-        encodings = clf.encode(inputs)  # one tokenizer call for the whole batch
-        probs = np.empty((len(encodings), len(clf.labels)), dtype=np.float32)
+        started = time.perf_counter()
+        encodings = self._encode(batch)
+        tokenized = time.perf_counter()
+        n_labels = len(clf.labels)
+        probs = np.empty((len(encodings), n_labels), dtype=np.float32)
+        logits = np.empty_like(probs) if clf.has_logits else None
         for group in length_groups([len(e.ids) for e in encodings], self.max_batch_size):
-            started = time.perf_counter()
-            probs[group] = clf.run([encodings[i] for i in group])
+            group_started = time.perf_counter()
+            out = clf.run_scores([encodings[i] for i in group])
+            probs[group] = out.probs
+            if logits is not None and out.logits is not None:
+                logits[group] = out.logits
             if self.on_batch is not None:
-                self.on_batch(len(group), time.perf_counter() - started)
+                self.on_batch(len(group), time.perf_counter() - group_started)
+        done = time.perf_counter()
         outputs: list[BatchOutput] = []
         start = 0
         for p in batch:
             end = start + len(p.texts)
-            truncated = [i for i in range(end - start) if clf.was_truncated(encodings[start + i])]
-            outputs.append(BatchOutput(probs[start:end], truncated))
+            mine = encodings[start:end]
+            truncated = [i for i, e in enumerate(mine) if clf.was_truncated(e)]
+            timings = BatchTimings(
+                queue_s=max(0.0, started - p.queued_at),
+                tokenize_s=tokenized - started,
+                inference_s=done - tokenized,
+            )
+            outputs.append(
+                BatchOutput(
+                    probs[start:end],
+                    truncated,
+                    None if logits is None else logits[start:end],
+                    sum(len(e.ids) for e in mine),
+                    timings,
+                )
+            )
             start = end
         return outputs
+
+    def _encode(self, batch: list[_Pending]) -> list[Cut]:
+        """One tokenizer call per truncation side present (nearly always just one)."""
+        clf = self.classifier
+        encodings: list[Cut | None] = [None] * sum(len(p.texts) for p in batch)
+        for side in ("right", "left"):
+            rows: list[int] = []
+            inputs: list[str | tuple[str, str]] = []
+            start = 0
+            for p in batch:
+                if p.truncation == side:
+                    rows.extend(range(start, start + len(p.texts)))
+                    inputs.extend(clf.pair_up(p.texts, p.pairs))
+                start += len(p.texts)
+            if inputs:
+                for row, enc in zip(rows, clf.encode(inputs, truncation=side), strict=True):
+                    encodings[row] = enc
+        assert all(e is not None for e in encodings)
+        return [e for e in encodings if e is not None]

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.settings import ApiSettings
-from contracts.errors import LugpiError
+from contracts.errors import JobQueueUnavailable, TeacherUnavailable
 from contracts.jobs import JobRecord, JobState
 from jobs.lifecycle import (
     QUEUE_JOBS,
@@ -55,14 +55,6 @@ from jobs.store import (
 )
 
 log = logging.getLogger("lugpi.api.jobs")
-
-
-class JobQueueUnavailable(LugpiError):
-    """The broker cannot be reached, so the job cannot be handed to a worker."""
-
-
-class TeacherUnavailable(LugpiError):
-    """No worker answered a teacher request in time (or none can in this mode)."""
 
 
 class RunnerStatus(BaseModel):
@@ -103,8 +95,11 @@ class JobQueue(ABC):
         """Hand a queued job to the workers."""
 
     @abstractmethod
-    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Run the teacher on a worker; ``TeacherUnavailable`` if none answers in time."""
+    def classify_teacher(
+        self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Run the teacher on a worker; ``TeacherUnavailable`` if none answers in time, or
+        once ``cancel`` is set (the caller gave up)."""
 
     def reap(self) -> list[JobRecord]:
         return reap_stale_jobs(
@@ -203,7 +198,9 @@ class CeleryJobQueue(JobQueue):
                 f"broker (Redis at {redact_url(self.settings.redis_url or '')}) unreachable: {e}"
             ) from e
 
-    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def classify_teacher(
+        self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         try:
@@ -214,17 +211,26 @@ class CeleryJobQueue(JobQueue):
                 TASK_CLASSIFY_TEACHER, args=[stamped], queue=QUEUE_TEACHER, expires=timeout
             )
         except Exception as e:
-            raise TeacherUnavailable(f"broker unreachable: {e}") from e
+            raise TeacherUnavailable(f"teacher unavailable: broker unreachable: {e}") from e
+        deadline = time.monotonic() + timeout
         try:
-            answer: dict[str, Any] = result.get(timeout=timeout, propagate=True)
-        except CeleryTimeout as e:
-            raise TeacherUnavailable(
-                f"no worker answered within {timeout:.0f} s on queue {QUEUE_TEACHER!r}; "
-                f"start one: `lugpi worker --queues {QUEUE_TEACHER}`"
-            ) from e
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (cancel is not None and cancel.is_set()):
+                    # The API gives up: a worker that has not started it drops it.
+                    result.revoke()
+                    raise TeacherUnavailable(
+                        f"teacher unavailable: no worker answered within {timeout:.0f} s on "
+                        f"queue {QUEUE_TEACHER!r}; start one: `lugpi-worker --queues "
+                        f"{QUEUE_TEACHER}`"
+                    )
+                try:
+                    answer: dict[str, Any] = result.get(timeout=min(remaining, 0.5))
+                    return answer
+                except CeleryTimeout:
+                    continue
         finally:
             result.forget()
-        return answer
 
 
 class LocalProcessJobQueue(JobQueue):
@@ -244,10 +250,12 @@ class LocalProcessJobQueue(JobQueue):
     def _requeue(self, job_id: str) -> None:
         self._wake.set()
 
-    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def classify_teacher(
+        self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         raise TeacherUnavailable(
-            "the teacher runs on a worker: set LUGPI_REDIS_URL and start `lugpi worker` "
-            "(embedded mode runs training jobs only)"
+            "teacher unavailable: the teacher runs on a worker: set LUGPI_REDIS_URL and start "
+            "`lugpi-worker` (embedded mode runs training jobs only)"
         )
 
     def _loop(self) -> None:

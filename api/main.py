@@ -19,11 +19,13 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from api import API_VERSION
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.registry import ModelRegistry
-from api.routes import classify, health, jobs, models, teacher
+from api.request_id import RequestIdFilter, RequestIdMiddleware
+from api.routes import classify, health, jobs, models, oip, openai_compat, teacher, tei, versions
 from api.settings import ApiSettings
 
 log = logging.getLogger("lugpi.api")
@@ -39,6 +41,11 @@ served here needs no image at inference.
 Send a key as `X-API-Key: <key>` or `Authorization: Bearer <key>` when the server has
 keys configured; admin routes (jobs, reload) and the teacher always need one. Errors are JSON
 `{"detail": ...}` saying what to fix.
+
+Besides the native routes, the same models answer the clients of other servers: Text
+Embeddings Inference (`POST /predict`, `POST /`, `GET /info`; TEI's error shape), the
+Open Inference Protocol v2 of KServe and Triton (`/v2/...`; `{"error"}`), and
+infinity's `POST /v1/classify` with `GET /v1/models` (OpenAI's error shape).
 """
 
 
@@ -65,6 +72,7 @@ def _document_limits(app: FastAPI, settings: ApiSettings) -> None:
         pairs = props["text_pairs"]["anyOf"][0]
         pairs["maxItems"] = settings.max_texts_per_request
         pairs["items"]["maxLength"] = settings.max_text_chars
+        oip.document_schemas(schema)
         app.openapi_schema = schema
         return schema
 
@@ -85,7 +93,10 @@ def _configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
         logger.addHandler(handler)
 
 
@@ -120,7 +131,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="LUGPI inference API",
-        version="0.1.0",
+        version=API_VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
     )
@@ -129,13 +140,20 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it times everything
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # it times everything below
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response gets its id
 
     app.include_router(classify.router)
     app.include_router(models.router)
+    app.include_router(versions.router)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(teacher.router)
+    # Drop-in surfaces for other servers' clients, over the same batcher (README table).
+    app.include_router(tei.router)
+    app.include_router(oip.health)
+    app.include_router(oip.router)
+    app.include_router(openai_compat.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", _index, include_in_schema=False)
     # Another part of the API = one more include_router line above.
