@@ -10,6 +10,9 @@ A job body names files and models that a worker will open, so before a job is qu
   the built-in names that load nothing a user controls: the offline aliases that ship on
   PyPI and ``tiny-random`` (built from code). Decision: these are always allowed; an
   allow-list entry that is a directory allows that directory (compared resolved).
+- a hub revision (``generator.revision``) is a reference the hub's owners can move: it
+  must be a pinned commit (40 hex digits), or be allowed with its model, as
+  ``<model>@<revision>`` in ``settings.allowed_models``.
 - ``generator.cache_dir`` (where the worker *writes*) must lie under ``artifacts_dir``.
 
 Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
@@ -17,6 +20,7 @@ Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from contracts.config import PipelineConfig, is_saved_dataset
 # Names that load only what ships with the code (models/hub.py, training/tiny_diffusion.py).
 BUILTIN_MODELS = frozenset({"all-minilm-l6-v2", "efficientnet-lite0", "tiny-random"})
 DATA_FIELDS = ("train", "dev", "test", "unlabelled")
+PINNED_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def _error(loc: tuple[str | int, ...], msg: str) -> dict[str, Any]:
@@ -107,6 +112,18 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
                     "(LUGPI_ALLOWED_MODELS)",
                 )
             )
+
+    revision = cfg.generator.revision
+    pinned = revision is None or PINNED_COMMIT.match(revision)
+    if not pinned and f"{cfg.generator.model}@{revision}" not in settings.allowed_models:
+        errors.append(
+            _error(
+                ("generator", "revision"),
+                f"generator.revision {revision!r} is not a pinned commit (40 hex digits) "
+                f"and {cfg.generator.model}@{revision} is not in LUGPI_ALLOWED_MODELS; "
+                "pin a commit hash or allow the pair",
+            )
+        )
 
     if cfg.generator.cache_dir is not None:
         cache = Path(cfg.generator.cache_dir).expanduser()

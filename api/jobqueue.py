@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -93,8 +94,11 @@ class JobQueue(ABC):
         """Hand a queued job to the workers."""
 
     @abstractmethod
-    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Run the teacher on a worker; ``TeacherUnavailable`` if none answers in time."""
+    def classify_teacher(
+        self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Run the teacher on a worker; ``TeacherUnavailable`` if none answers in time, or
+        once ``cancel`` is set (the caller gave up)."""
 
     def reap(self) -> list[JobRecord]:
         return reap_stale_jobs(
@@ -184,7 +188,9 @@ class CeleryJobQueue(JobQueue):
                 f"broker (Redis at {redact_url(self.settings.redis_url or '')}) unreachable: {e}"
             ) from e
 
-    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def classify_teacher(
+        self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         try:
@@ -194,16 +200,25 @@ class CeleryJobQueue(JobQueue):
             )
         except Exception as e:
             raise TeacherUnavailable(f"teacher unavailable: broker unreachable: {e}") from e
+        deadline = time.monotonic() + timeout
         try:
-            answer: dict[str, Any] = result.get(timeout=timeout, propagate=True)
-        except CeleryTimeout as e:
-            raise TeacherUnavailable(
-                f"teacher unavailable: no worker answered within {timeout:.0f} s on queue "
-                f"{QUEUE_TEACHER!r}; start one: `lugpi-worker --queues {QUEUE_TEACHER}`"
-            ) from e
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (cancel is not None and cancel.is_set()):
+                    # The API gives up: a worker that has not started it drops it.
+                    result.revoke()
+                    raise TeacherUnavailable(
+                        f"teacher unavailable: no worker answered within {timeout:.0f} s on "
+                        f"queue {QUEUE_TEACHER!r}; start one: `lugpi-worker --queues "
+                        f"{QUEUE_TEACHER}`"
+                    )
+                try:
+                    answer: dict[str, Any] = result.get(timeout=min(remaining, 0.5))
+                    return answer
+                except CeleryTimeout:
+                    continue
         finally:
             result.forget()
-        return answer
 
 
 class LocalProcessJobQueue(JobQueue):
@@ -223,7 +238,9 @@ class LocalProcessJobQueue(JobQueue):
     def _requeue(self, job_id: str) -> None:
         self._wake.set()
 
-    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def classify_teacher(
+        self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         raise TeacherUnavailable(
             "teacher unavailable: the teacher runs on a worker: set LUGPI_REDIS_URL and start "
             "`lugpi-worker` (embedded mode runs training jobs only)"
