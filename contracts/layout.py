@@ -4,6 +4,7 @@
         config.yaml   the pinned config of the run
         data/  images/  image-cache/  teacher-<name>/  student-<key>/
         baseline/  evaluate/  export/<key>/  published.json  job.log
+        mlruns/  mlflow.json   the experiment tracker's default store and its run id
 
 Each stage directory is atomic (contracts.artifacts). ``image-cache/`` is the default
 place of the image cache (``generator.cache_dir`` moves it, e.g. to share it between
@@ -48,6 +49,14 @@ class RunLayout:
     @property
     def job_log(self) -> Path:
         return self.root / "job.log"
+
+    @property
+    def mlruns(self) -> Path:
+        return self.root / "mlruns"
+
+    @property
+    def tracking_state(self) -> Path:
+        return self.root / "mlflow.json"
 
     # -- stage directories -------------------------------------------------------------------
     @property
