@@ -1,12 +1,17 @@
-"""API keys in the ``X-API-Key`` header.
+"""API keys, sent as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
-- No keys configured at all: the API is open (a local, single-user setup).
-- ``api_keys`` configured: /classify needs one of them or an admin key.
-- Admin routes (reload, jobs) need an admin key whenever any key is configured;
-  with ``api_keys`` but no ``admin_keys`` they are closed to everyone.
+Scopes (each configured key is compared in constant time; no key is logged or echoed):
 
-Every configured key is compared in constant time (``hmac.compare_digest``), and no
-key, given or configured, is ever logged or echoed.
+- classify (/classify): open when no keys are configured at all (a local, single-user
+  setup); otherwise one of ``api_keys``, ``teacher_keys`` or ``admin_keys``.
+- teacher (/classify/teacher, which ties up a GPU worker): ``teacher_keys`` or
+  ``admin_keys``.
+- admin (reload, jobs): ``admin_keys``.
+
+Safe by default: a scope with no key configured is closed to everyone (401 without a
+key, 403 with one), unless ``allow_unauthenticated_admin`` is set and no admin key
+exists, which opens admin and teacher routes to every client (the app logs a warning at
+start-up). When both headers are sent, ``X-API-Key`` is the one checked.
 """
 
 from __future__ import annotations
@@ -16,18 +21,23 @@ from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from api.deps import SettingsDep
 from api.schemas import error_responses
+from api.settings import ApiSettings
 
 API_KEY_HEADER = "X-API-Key"
 
 _header = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
-    description="Needed when the server has keys configured (LUGPI_API_KEYS / LUGPI_ADMIN_KEYS).",
+    description="An API key (LUGPI_API_KEYS / LUGPI_TEACHER_KEYS / LUGPI_ADMIN_KEYS).",
+)
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The same keys as X-API-Key, as `Authorization: Bearer <key>`.",
 )
 
 
@@ -40,41 +50,79 @@ def _matches(given: str, allowed: Sequence[SecretStr]) -> bool:
     return match
 
 
-def _missing() -> HTTPException:
-    return HTTPException(401, f"missing API key: send it in the {API_KEY_HEADER} header")
+def _missing(what: str = "an API key") -> HTTPException:
+    return HTTPException(
+        401,
+        f"missing {what}: send it in the {API_KEY_HEADER} header or as "
+        "'Authorization: Bearer <key>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
-async def require_classify_key(
-    settings: SettingsDep, key: Annotated[str | None, Security(_header)]
+async def given_key(
+    key: Annotated[str | None, Security(_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> str | None:
+    if key:
+        return key
+    if bearer is not None and bearer.credentials:
+        return bearer.credentials
+    return None
+
+
+GivenKey = Annotated[str | None, Depends(given_key)]
+
+
+def _require(
+    settings: ApiSettings, key: str | None, allowed: Sequence[SecretStr], scope: str, env: str
 ) -> None:
-    if not settings.auth_enabled:
+    if not allowed:
+        if settings.allow_unauthenticated_admin and not settings.admin_keys:
+            return
+        if not key:
+            raise _missing(f"{scope} key ({scope} routes need one; the server has none: set {env})")
+        raise HTTPException(403, f"{scope} routes are disabled: the server has no keys ({env})")
+    if not key:
+        raise _missing(f"{scope} key")
+    if not _matches(key, allowed):
+        raise HTTPException(403, f"this API key may not use {scope} routes; use a {scope} key")
+
+
+async def require_classify_key(settings: SettingsDep, key: GivenKey) -> None:
+    allowed = [*settings.api_keys, *settings.teacher_keys, *settings.admin_keys]
+    if not allowed:
         return
     if not key:
         raise _missing()
-    if not _matches(key, [*settings.api_keys, *settings.admin_keys]):
+    if not _matches(key, allowed):
         raise HTTPException(403, "invalid API key")
 
 
-async def require_admin_key(
-    settings: SettingsDep, key: Annotated[str | None, Security(_header)]
-) -> None:
-    if not settings.auth_enabled:
-        return
-    if not key:
-        raise _missing()
-    if not settings.admin_keys:
-        raise HTTPException(
-            403, "admin routes are disabled: the server has no admin keys (LUGPI_ADMIN_KEYS)"
-        )
-    if not _matches(key, settings.admin_keys):
-        raise HTTPException(403, "this API key may not use admin routes; use an admin key")
+async def require_teacher_key(settings: SettingsDep, key: GivenKey) -> None:
+    allowed = [*settings.teacher_keys, *settings.admin_keys]
+    _require(settings, key, allowed, "teacher", "LUGPI_TEACHER_KEYS or LUGPI_ADMIN_KEYS")
+
+
+async def require_admin_key(settings: SettingsDep, key: GivenKey) -> None:
+    _require(settings, key, settings.admin_keys, "admin", "LUGPI_ADMIN_KEYS")
 
 
 # Use as ``dependencies=[ClassifyAccess]`` / ``[AdminAccess]`` on a route or router,
 # with ``responses=AUTH_RESPONSES`` so that the OpenAPI schema documents them.
 ClassifyAccess = Depends(require_classify_key)
+TeacherAccess = Depends(require_teacher_key)
 AdminAccess = Depends(require_admin_key)
 AUTH_RESPONSES = error_responses(
-    s401=f"Keys are configured and the {API_KEY_HEADER} header is missing.",
+    s401="No key sent, and the route needs one.",
     s403="The key is not valid (for this route).",
 )
+
+
+async def caller_is_admin(settings: SettingsDep, key: GivenKey) -> bool:
+    """On public routes: whether to show details (full errors, provenance) to this caller."""
+    if not settings.admin_keys:
+        return settings.allow_unauthenticated_admin
+    return key is not None and _matches(key, settings.admin_keys)
+
+
+IsAdmin = Annotated[bool, Depends(caller_is_admin)]

@@ -10,6 +10,11 @@ runs each group; and hands every request its rows.
 
 With ``max_wait_s`` = 0 a lone request runs at once, and requests that arrive while
 a batch runs queue up and form the next batch: batches grow with load by themselves.
+
+Overload: at most ``max_queued_texts`` texts wait; a request beyond that is refused at
+once (``Overloaded``, 429) instead of growing the queue. A request still queued
+``timeout_s`` after it arrived, or whose caller cancelled it (the client went away), is
+dropped when the loop reaches it, without being tokenized or run.
 """
 
 from __future__ import annotations
@@ -22,28 +27,55 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+from tokenizers import Encoding
 
-from api.errors import InferenceError
+from api.errors import DeadlineExceeded, InferenceError, Overloaded
 from runtime.classifier import OnnxClassifier
 
 log = logging.getLogger("lugpi.api")
 
 # Called after each onnxruntime call with (texts in it, seconds it took).
 BatchObserver = Callable[[int, float], None]
+# Called for each request not run, with the reason ("queue_full", "deadline", "cancelled").
+DropObserver = Callable[[str], None]
+
+
+TruncationSide = Literal["right", "left"]
+
+
+@dataclass(frozen=True)
+class BatchTimings:
+    """Where one request's time went, in seconds (TEI reports these as headers).
+
+    ``tokenize_s`` and ``inference_s`` are those of the whole batch the request ran in:
+    its texts were tokenized and run together with the others.
+    """
+
+    queue_s: float = 0.0  # enqueued -> its batch started
+    tokenize_s: float = 0.0
+    inference_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class BatchOutput:
     probs: np.ndarray  # (n_texts, n_labels), rows in request order
     truncated: list[int]  # indices (into the request's texts) cut to max_length
+    # Raw scores, when the bundle's graph has them (see OnnxClassifier.has_logits).
+    logits: np.ndarray | None = None
+    n_tokens: int = 0  # tokens of this request's texts after truncation
+    timings: BatchTimings = BatchTimings()
 
 
 @dataclass
 class _Pending:
     texts: Sequence[str]
     pairs: Sequence[str] | None
+    truncation: TruncationSide = "right"
+    queued_at: float = field(default_factory=time.perf_counter)
+    deadline: float = float("inf")  # time.monotonic() after which it is dropped unrun
     future: Future[BatchOutput] = field(default_factory=Future)
 
 
@@ -83,25 +115,72 @@ class DynamicBatcher:
         max_wait_s: float,
         name: str,
         on_batch: BatchObserver | None = None,
+        max_queued_texts: int | None = None,
+        timeout_s: float | None = None,
+        on_drop: DropObserver | None = None,
     ) -> None:
         self.classifier = classifier
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch
+        self.max_queued_texts = max_queued_texts
+        self.timeout_s = timeout_s
+        self.on_drop = on_drop
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._queued_texts = 0  # texts put in the queue and not yet taken by the loop
         self._closed = False
+        self.name = name
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    async def classify(self, texts: Sequence[str], pairs: Sequence[str] | None) -> BatchOutput:
-        pending = _Pending(texts, pairs)
+    @property
+    def queued_texts(self) -> int:
+        return self._queued_texts
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the queue is 90 % full (what /readyz reports as overloaded)."""
+        bound = self.max_queued_texts
+        return bound is not None and self._queued_texts >= 0.9 * bound
+
+    async def classify(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None,
+        truncation: TruncationSide = "right",
+    ) -> BatchOutput:
+        """The request's probabilities (and raw scores, if the graph has them).
+
+        ``truncation``: which end of a text longer than max_length is cut off. Cancelling
+        the awaiting task (client gone) drops the request unrun if the loop has not
+        reached it yet.
+        """
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s else float("inf")
+        pending = _Pending(texts, pairs, truncation, deadline=deadline)
+        n = len(texts)
+        bound = self.max_queued_texts
+        full = 0
         with self._lock:  # never held across an await
             queued = not self._closed
-            if queued:
+            if (
+                queued
+                and bound is not None
+                and self._queued_texts > 0
+                and (self._queued_texts + n > bound)
+            ):
+                full = self._queued_texts
+            elif queued:
                 self._queue.put(pending)
+                self._queued_texts += n
+        if full:
+            self._dropped("queue_full")
+            raise Overloaded(
+                f"model {self.name} is overloaded: {full} texts are queued (at most {bound}, "
+                "LUGPI_MAX_QUEUED_TEXTS); retry after the Retry-After seconds"
+            )
         if queued:
             return await asyncio.wrap_future(pending.future)
         # This version was unloaded after the request chose it: finish it on this version
@@ -122,21 +201,49 @@ class DynamicBatcher:
         self._run([pending])
         return pending.future.result()
 
+    def _dropped(self, reason: str) -> None:
+        if self.on_drop is not None:
+            self.on_drop(reason)
+
+    def _live(self, batch: list[_Pending]) -> list[_Pending]:
+        """The requests still worth running: not cancelled, not past their deadline."""
+        now = time.monotonic()
+        live = []
+        for p in batch:
+            if not p.future.set_running_or_notify_cancel():  # its caller gave up
+                self._dropped("cancelled")
+            elif now > p.deadline:
+                self._dropped("deadline")
+                p.future.set_exception(
+                    DeadlineExceeded(
+                        f"the request waited more than {self.timeout_s:g} s in the queue of "
+                        f"model {self.name} (LUGPI_REQUEST_TIMEOUT_S) and was dropped unrun; "
+                        "the server is overloaded: retry later"
+                    )
+                )
+            else:
+                live.append(p)
+        return live
+
     def _loop(self) -> None:
         while True:
             batch, stop = self._collect()
-            # A request whose caller gave up (client gone) is dropped unrun.
-            live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+            live = self._live(batch)
             if live:
                 self._run(live)
             if stop:
                 return
+
+    def _take(self, item: _Pending) -> None:
+        with self._lock:
+            self._queued_texts -= len(item.texts)
 
     def _collect(self) -> tuple[list[_Pending], bool]:
         first = self._queue.get()
         if first is _STOP:
             return [], True
         assert isinstance(first, _Pending)
+        self._take(first)
         batch = [first]
         n_texts = len(first.texts)
         deadline = time.monotonic() + self.max_wait_s
@@ -154,6 +261,7 @@ class DynamicBatcher:
             if item is _STOP:
                 return batch, True
             assert isinstance(item, _Pending)
+            self._take(item)
             batch.append(item)
             n_texts += len(item.texts)
         return batch, False
@@ -175,21 +283,59 @@ class DynamicBatcher:
 
     def _infer(self, batch: list[_Pending]) -> list[BatchOutput]:
         clf = self.classifier
-        inputs: list[str | tuple[str, str]] = []
-        for p in batch:
-            inputs.extend(clf.pair_up(p.texts, p.pairs))
-        encodings = clf.encode(inputs)  # one tokenizer call for the whole batch
-        probs = np.empty((len(encodings), len(clf.labels)), dtype=np.float32)
+        started = time.perf_counter()
+        encodings = self._encode(batch)
+        tokenized = time.perf_counter()
+        n_labels = len(clf.labels)
+        probs = np.empty((len(encodings), n_labels), dtype=np.float32)
+        logits = np.empty_like(probs) if clf.has_logits else None
         for group in length_groups([len(e.ids) for e in encodings], self.max_batch_size):
-            started = time.perf_counter()
-            probs[group] = clf.run([encodings[i] for i in group])
+            group_started = time.perf_counter()
+            out = clf.run_scores([encodings[i] for i in group])
+            probs[group] = out.probs
+            if logits is not None and out.logits is not None:
+                logits[group] = out.logits
             if self.on_batch is not None:
-                self.on_batch(len(group), time.perf_counter() - started)
+                self.on_batch(len(group), time.perf_counter() - group_started)
+        done = time.perf_counter()
         outputs: list[BatchOutput] = []
         start = 0
         for p in batch:
             end = start + len(p.texts)
-            truncated = [i for i in range(end - start) if clf.was_truncated(encodings[start + i])]
-            outputs.append(BatchOutput(probs[start:end], truncated))
+            mine = encodings[start:end]
+            truncated = [i for i, e in enumerate(mine) if clf.was_truncated(e)]
+            timings = BatchTimings(
+                queue_s=max(0.0, started - p.queued_at),
+                tokenize_s=tokenized - started,
+                inference_s=done - tokenized,
+            )
+            outputs.append(
+                BatchOutput(
+                    probs[start:end],
+                    truncated,
+                    None if logits is None else logits[start:end],
+                    sum(len(e.ids) for e in mine),
+                    timings,
+                )
+            )
             start = end
         return outputs
+
+    def _encode(self, batch: list[_Pending]) -> list[Encoding]:
+        """One tokenizer call per truncation side present (nearly always just one)."""
+        clf = self.classifier
+        encodings: list[Encoding | None] = [None] * sum(len(p.texts) for p in batch)
+        for side in ("right", "left"):
+            rows: list[int] = []
+            inputs: list[str | tuple[str, str]] = []
+            start = 0
+            for p in batch:
+                if p.truncation == side:
+                    rows.extend(range(start, start + len(p.texts)))
+                    inputs.extend(clf.pair_up(p.texts, p.pairs))
+                start += len(p.texts)
+            if inputs:
+                for row, enc in zip(rows, clf.encode(inputs, truncation=side), strict=True):
+                    encodings[row] = enc
+        assert all(e is not None for e in encodings)
+        return [e for e in encodings if e is not None]

@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.error_shapes import render, surface_for
+
 
 class BodyTooLarge(HTTPException):
     # An HTTPException so that FastAPI re-raises it from its body reading as is (any
@@ -37,7 +39,9 @@ class BodyLimitMiddleware:
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             error = BodyTooLarge(limit)
-            await JSONResponse({"detail": error.detail}, status_code=413)(scope, receive, send)
+            surface = surface_for(scope["method"], scope["path"])
+            shaped = render(surface, "too_large", error.detail)
+            await JSONResponse(shaped.body, status_code=shaped.status)(scope, receive, send)
             return
         received = 0
 

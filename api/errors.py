@@ -1,21 +1,31 @@
 """Errors of the serving layer, and the one place they become HTTP responses.
 
 Code below the routes raises ``LugpiError`` subclasses that say what to fix; the
-handlers here turn them into ``{"detail": ...}`` with the right status. Unexpected
-errors become a 500 whose detail names no internals (the log has the traceback).
+handlers here give each error its kind (``_KIND``) and let ``api.error_shapes`` render
+it in the shape of the surface that was called (``{"detail": ...}`` on the native
+routes). Unexpected errors become a 500 whose message names no internals (the log has
+the traceback).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.error_shapes import (
+    ErrorKind,
+    kind_of_status,
+    render,
+    surface_for,
+    validation_message,
+)
 from contracts.errors import LugpiError
 
 log = logging.getLogger("lugpi.api")
@@ -36,21 +46,74 @@ class InferenceError(LugpiError):
     """onnxruntime failed on a batch that passed validation."""
 
 
-_STATUS: dict[type[LugpiError], int] = {
-    ModelNotFound: 404,
-    NoModelLoaded: 503,
-    InferenceError: 500,
+class Overloaded(LugpiError):
+    """More texts are queued for this model than LUGPI_MAX_QUEUED_TEXTS: try again later."""
+
+
+class DeadlineExceeded(LugpiError):
+    """A request waited in the queue past LUGPI_REQUEST_TIMEOUT_S; it was dropped unrun."""
+
+
+class ClientGone(LugpiError):
+    """The client disconnected before its answer was ready; its work was dropped."""
+
+
+class InvalidInput(LugpiError):
+    """A request that parsed but cannot be served as asked; names the field to change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class LimitExceeded(InvalidInput):
+    """Over a deployment limit (texts per request, characters, tokens without truncation)."""
+
+
+_KIND: dict[type[LugpiError], ErrorKind] = {
+    ModelNotFound: "not_found",
+    Overloaded: "overloaded",
+    NoModelLoaded: "unavailable",
+    DeadlineExceeded: "unavailable",
+    InferenceError: "backend",
+    ClientGone: "client_gone",
+    LimitExceeded: "too_large",
+    InvalidInput: "invalid",
 }
+# Statuses that tell the client to come back: they carry Retry-After (seconds).
+_RETRY_LATER = (Overloaded, DeadlineExceeded)
+RETRY_AFTER_S = 1
+
+
+def error_response(
+    request: Request,
+    kind: ErrorKind,
+    message: str,
+    native_detail: object | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The error as the called surface shapes it (see ``api.error_shapes``)."""
+    shaped = render(
+        surface_for(request.method, request.url.path), kind, message, native_detail, param
+    )
+    body = json.dumps(shaped.body, default=str).encode()  # ASCII: whatever it holds encodes
+    return Response(body, status_code=shaped.status, media_type="application/json", headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that shape every error as ``{"detail": ...}``."""
 
     async def on_lugpi_error(request: Request, exc: Exception) -> Response:
-        status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 400)
-        if status >= 500:
+        kind: ErrorKind = next((k for t, k in _KIND.items() if isinstance(exc, t)), "bad_request")
+        headers = None
+        if isinstance(exc, _RETRY_LATER):
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+        elif kind in ("backend", "internal"):
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return error_response(
+            request, kind, str(exc), param=getattr(exc, "field", None), headers=headers
+        )
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -61,7 +124,11 @@ def install_error_handlers(app: FastAPI) -> None:
             else:
                 why = f"the body could not be read as JSON ({type(cause).__name__})"
             exc = StarletteHTTPException(400, why)
-        return await http_exception_handler(request, exc)
+        if surface_for(request.method, request.url.path) == "native":
+            return await http_exception_handler(request, exc)
+        return error_response(
+            request, kind_of_status(exc.status_code), str(exc.detail), headers=exc.headers
+        )
 
     async def on_invalid(request: Request, exc: Exception) -> Response:
         # FastAPI's default echoes each offending input back: a client's whole text, or
@@ -74,14 +141,11 @@ def install_error_handlers(app: FastAPI) -> None:
             if err.get("ctx"):
                 item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
             detail.append(item)
-        body = json.dumps({"detail": detail}, default=str).encode()
-        return Response(body, status_code=422, media_type="application/json")
+        return error_response(request, "invalid", validation_message(detail), native_detail=detail)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # Starlette re-raises after this response, so the server logs the traceback once.
-        return JSONResponse(
-            {"detail": "internal error; the server log has the details"}, status_code=500
-        )
+        return error_response(request, "internal", "internal error; the server log has the details")
 
     app.add_exception_handler(LugpiError, on_lugpi_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -26,8 +26,11 @@ import subprocess
 import sys
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from api.settings import ApiSettings
 from contracts.errors import LugpiError
@@ -60,7 +63,18 @@ class TeacherUnavailable(LugpiError):
     """No worker answered a teacher request in time (or none can in this mode)."""
 
 
+class RunnerStatus(BaseModel):
+    """Whether this API's background thread (the embedded runner, or the reaper in Celery
+    mode) is running; GET /jobs and /readyz carry it."""
+
+    mode: Literal["embedded", "celery"]
+    alive: bool
+    detail: str = Field(description="What the thread is doing, or why it is not running.")
+
+
 class JobQueue(ABC):
+    MODE: Literal["embedded", "celery"]
+
     def __init__(self, store: JobStore, settings: ApiSettings) -> None:
         self.store = store
         self.settings = settings
@@ -68,6 +82,19 @@ class JobQueue(ABC):
         self.reloaded: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The last error the background loop survived, until an iteration succeeds.
+        self.last_error: str | None = None
+
+    def status(self) -> RunnerStatus:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            detail = "running" if self.last_error is None else f"retrying: {self.last_error}"
+            return RunnerStatus(mode=self.MODE, alive=True, detail=detail)
+        why = "not started" if thread is None else "its thread ended; restart the API"
+        if self.last_error:
+            why += f" (last error: {self.last_error})"
+        detail = f"the job runner is not running: {why}"
+        return RunnerStatus(mode=self.MODE, alive=False, detail=detail)
 
     @abstractmethod
     def submit(self, job_id: str) -> None:
@@ -95,8 +122,29 @@ class JobQueue(ABC):
             self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.settings.stale_after_s / 2):
+        self._thread_body(self._reap_only)
+
+    def _reap_only(self) -> None:
+        self._stop.wait(self.settings.stale_after_s / 2)
+        if not self._stop.is_set():
             self._reap_quietly()
+
+    def _thread_body(self, iteration: Callable[[], None]) -> None:
+        """Run ``iteration`` until stopped, surviving any exception: a dead thread would
+        leave every queued job waiting forever while the API still accepted new ones."""
+        pause = min(5.0, self.settings.stale_after_s / 2)
+        while not self._stop.is_set():
+            try:
+                iteration()
+                self.last_error = None
+            except Exception as e:
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.exception("job runner: %s; retrying in %.0f s", self.last_error, pause)
+                self._stop.wait(pause)
+            except BaseException as e:  # the thread ends; status() says so
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.critical("job runner stopped: %s", self.last_error)
+                raise
 
     def _reap_quietly(self) -> None:
         try:
@@ -114,6 +162,8 @@ class JobQueue(ABC):
 
 
 class CeleryJobQueue(JobQueue):
+    MODE = "celery"
+
     def __init__(self, settings: ApiSettings) -> None:
         assert settings.redis_url
         from celery import Celery  # only to send by name: no task is imported
@@ -167,6 +217,8 @@ class CeleryJobQueue(JobQueue):
 class LocalProcessJobQueue(JobQueue):
     """Embedded mode: runs queued jobs one at a time as ``python -m worker.local <id>``."""
 
+    MODE = "embedded"
+
     def __init__(self, settings: ApiSettings) -> None:
         store = SqliteJobStore(Path(settings.artifacts_dir) / SqliteJobStore.FILE_NAME)
         super().__init__(store, settings)
@@ -186,27 +238,27 @@ class LocalProcessJobQueue(JobQueue):
         )
 
     def _loop(self) -> None:
+        self._thread_body(self._run_next)
+
+    def _run_next(self) -> None:
         # Jobs left "running" by a previous API process are reaped here first.
-        while not self._stop.is_set():
-            self._reap_quietly()
-            queued = self.store.ids_in_state(JobState.QUEUED)
-            if not queued:
-                self._wake.wait(self.settings.stale_after_s / 2)
-                self._wake.clear()
-                continue
-            self._run_child(queued[0])
+        self._reap_quietly()
+        queued = self.store.ids_in_state(JobState.QUEUED)
+        if not queued:
+            self._wake.wait(self.settings.stale_after_s / 2)
+            self._wake.clear()
+            return
+        self._run_child(queued[0])
 
     def child_env(self) -> dict[str, str]:
         """The job process's environment: the paths it needs, and no API keys."""
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("LUGPI_")}
+        env.update(s.shared_env())
         env.update(
-            LUGPI_ARTIFACTS_DIR=str(Path(s.artifacts_dir).resolve()),
-            LUGPI_MODEL_REPOSITORY=str(Path(s.model_repository).resolve()),
-            LUGPI_KEEP_LAST_VERSIONS=str(s.keep_last_versions),
-            LUGPI_JOB_TIMEOUT_S=str(s.job_timeout_s),
-            LUGPI_STALE_AFTER_S=str(s.stale_after_s),
             LUGPI_HEARTBEAT_S=str(min(5.0, s.stale_after_s / 4)),
+            # The API ends a job process within 20 s of asking it to stop (_end_child).
+            LUGPI_STOP_GRACE_S="15",
         )
         # The checkout's root, so `-m worker.local` imports even when not installed.
         root = str(Path(__file__).resolve().parent.parent)

@@ -19,11 +19,12 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from api import API_VERSION
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.registry import ModelRegistry
-from api.routes import classify, health, jobs, models, teacher
+from api.routes import classify, health, jobs, models, oip, openai_compat, teacher, tei
 from api.settings import ApiSettings
 
 log = logging.getLogger("lugpi.api")
@@ -36,8 +37,14 @@ Text classifiers distilled by LUGPI (Learning Using Generated Privileged Informa
 a multimodal teacher saw a generated image per training text; the text-only student
 served here needs no image at inference.
 
-Send an `X-API-Key` header when the server has keys configured. Errors are JSON
+Send a key as `X-API-Key: <key>` or `Authorization: Bearer <key>` when the server has
+keys configured; admin routes (jobs, reload) and the teacher always need one. Errors are JSON
 `{"detail": ...}` saying what to fix.
+
+Besides the native routes, the same models answer the clients of other servers: Text
+Embeddings Inference (`POST /predict`, `POST /`, `GET /info`; TEI's error shape), the
+Open Inference Protocol v2 of KServe and Triton (`/v2/...`; `{"error"}`), and
+infinity's `POST /v1/classify` with `GET /v1/models` (OpenAI's error shape).
 """
 
 
@@ -64,6 +71,7 @@ def _document_limits(app: FastAPI, settings: ApiSettings) -> None:
         pairs = props["text_pairs"]["anyOf"][0]
         pairs["maxItems"] = settings.max_texts_per_request
         pairs["items"]["maxLength"] = settings.max_text_chars
+        oip.document_schemas(schema)
         app.openapi_schema = schema
         return schema
 
@@ -91,6 +99,11 @@ def _configure_logging(level: str) -> None:
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     _configure_logging(settings.log_level)
+    if settings.allow_unauthenticated_admin and not settings.admin_keys:
+        log.warning(
+            "LUGPI_ALLOW_UNAUTHENTICATED_ADMIN is set and no admin key exists: anyone who can "
+            "reach this server may run jobs, reload models and call the teacher"
+        )
     metrics = ApiMetrics()
     registry = ModelRegistry(settings, metrics)
 
@@ -114,7 +127,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="LUGPI inference API",
-        version="0.1.0",
+        version=API_VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
     )
@@ -130,6 +143,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(teacher.router)
+    # Drop-in surfaces for other servers' clients, over the same batcher (README table).
+    app.include_router(tei.router)
+    app.include_router(oip.health)
+    app.include_router(oip.router)
+    app.include_router(openai_compat.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", _index, include_in_schema=False)
     # Another part of the API = one more include_router line above.

@@ -8,6 +8,7 @@ path, so that label values stay few whatever clients send.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,6 +66,19 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.dropped_requests = Counter(
+            "lugpi_dropped_requests_total",
+            "Requests not run: queue_full (answered 429), deadline (503), cancelled (the "
+            "client went away).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.queued_texts = Gauge(
+            "lugpi_queued_texts",
+            "Texts waiting for inference, per model (all its loaded versions).",
+            ["model"],
+            registry=r,
+        )
         self.models_loaded = Gauge(
             "lugpi_models_loaded", "Model versions loaded and servable.", registry=r
         )
@@ -82,6 +96,12 @@ class ApiMetrics:
         def observe(n_texts: int, took: float) -> None:
             size.observe(n_texts)
             seconds.observe(took)
+
+        return observe
+
+    def drop_observer(self, model: str) -> Callable[[str], None]:
+        def observe(reason: str) -> None:
+            self.dropped_requests.labels(model=model, reason=reason).inc()
 
         return observe
 

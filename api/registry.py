@@ -81,12 +81,25 @@ class LoadedModel:
         return self.classifier.labels
 
 
+# Why a version is not served, as callers without an admin key see it: a code and a
+# sentence, never the underlying message (it names paths and onnxruntime internals).
+PUBLIC_REASONS = {
+    "bundle_invalid": "the bundle did not verify (manifest, file list or checksums)",
+    "load_failed": "the model or tokenizer file could not be loaded",
+}
+
+
 @dataclass(frozen=True)
 class LoadFailure:
     name: str
     version: str
-    error: str
+    error: str  # the full message: logs and admin callers only
     signature: Signature
+    code: str = "load_failed"
+
+    @property
+    def reason(self) -> str:
+        return PUBLIC_REASONS[self.code]
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,16 @@ class ModelRegistry:
     def ready(self) -> bool:
         snap = self.snapshot
         return self.started and snap.default_model is not None and bool(snap.models)
+
+    @property
+    def overloaded(self) -> list[str]:
+        """Loaded versions whose queue is nearly full ("name/version")."""
+        return [
+            f"{m.name}/{m.version}"
+            for versions in self.snapshot.models.values()
+            for m in versions.values()
+            if m.batcher.saturated
+        ]
 
     def resolve(self, model: str | None, version: str | None) -> LoadedModel:
         """The loaded version a request runs on; errors say what exists."""
@@ -213,6 +236,7 @@ class ModelRegistry:
             if failed is not None and failed.signature == sig:
                 failures[(name, version)] = failed
                 continue
+            code = "bundle_invalid" if entry.problems else "load_failed"
             try:
                 if entry.problems:  # did not verify (sha256, manifest, misplaced)
                     raise ModelLoadError("; ".join(entry.problems))
@@ -220,7 +244,7 @@ class ModelRegistry:
             except LugpiError as e:
                 log.error("model %s/%s not loaded: %s", name, version, e)
                 self.metrics.load_failures.labels(model=name).inc()
-                failures[(name, version)] = LoadFailure(name, version, str(e), sig)
+                failures[(name, version)] = LoadFailure(name, version, str(e), sig, code)
         return kept
 
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
@@ -237,6 +261,9 @@ class ModelRegistry:
             max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
             name=f"{name}-{version}",
             on_batch=self.metrics.batch_observer(name),
+            max_queued_texts=self.settings.max_queued_texts,
+            timeout_s=self.settings.request_timeout_s,
+            on_drop=self.metrics.drop_observer(name),
         )
         batcher.start()
         log.info(

@@ -120,7 +120,13 @@ class VersionInfo(BaseModel):
         "valid on disk but older than the loaded versions."
     )
     is_default: bool = Field(description="Served when a request names no version.")
-    error: str | None = None
+    error_code: Literal["bundle_invalid", "load_failed"] | None = Field(
+        default=None, description="Why a failed version is not served."
+    )
+    error: str | None = Field(default=None, description="The reason, in a sentence.")
+    error_detail: str | None = Field(
+        default=None, description="The full error (paths included): admin callers only."
+    )
     labels: list[str] | None = None
     max_length: int | None = None
     text_pair: bool | None = None

@@ -1,4 +1,4 @@
-"""The one settings class of the serving process (and of the job routes it hosts).
+"""The settings of the serving process (and of the job routes it hosts).
 
 Every field is read from an environment variable ``LUGPI_<FIELD>`` (upper case), e.g.
 ``LUGPI_MODEL_REPOSITORY=/srv/models``. List fields take a comma-separated string
@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
+
+from contracts.settings import SharedSettings
 
 # Ids the job routes accept by default: the paper's models (for users who have the hub)
 # and the offline ones that ship on PyPI or are built from config (DESIGN.md §4).
@@ -46,15 +48,11 @@ def _split_list(value: object) -> object:
     return value
 
 
-class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LUGPI_", extra="ignore", frozen=True)
+class ApiSettings(SharedSettings):
+    """The serving process's settings; the ones it shares with the workers (repository,
+    artifacts, Redis, job clocks) come from ``SharedSettings``."""
 
     # --- models ---------------------------------------------------------------------------
-    model_repository: Path = Field(
-        default=Path("model-repository"),
-        description="Directory of published bundles: <name>/<version>/{model.onnx, "
-        "model.int8.onnx, tokenizer.json, bundle.json}.",
-    )
     default_model: str | None = Field(
         default=None,
         description="Model used when a request names none; default: the first by name.",
@@ -104,6 +102,28 @@ class ApiSettings(BaseSettings):
         "batches grow with load without delaying a lone request.",
     )
 
+    # --- overload ---------------------------------------------------------------------------
+    max_queued_texts: int = Field(
+        default=1024,
+        ge=1,
+        description="Per loaded model version, most texts waiting for inference; a request "
+        "that would queue more gets 429 with Retry-After (counted in /metrics), and /readyz "
+        "reports 503 'overloaded' while the queue is 90 % full.",
+    )
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="A /classify request still queued after this long is dropped unrun (503 "
+        "with Retry-After): its client has likely given up.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="With `--http api.http_protocol:HeaderTimeoutProtocol`: a connection that "
+        "has not sent a request's headers this long after opening (or after starting the "
+        "request) is closed, so slow clients cannot hold file descriptors.",
+    )
+
     # --- request limits -------------------------------------------------------------------
     max_texts_per_request: int = Field(
         default=64, ge=1, description="Most texts in one /classify call."
@@ -118,20 +138,27 @@ class ApiSettings(BaseSettings):
     # --- access ---------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="Keys that may classify (header X-API-Key). None configured and no admin "
-        "keys: the API is open.",
+        description="Keys that may classify (header X-API-Key or 'Authorization: Bearer'). "
+        "No key of any kind configured: /classify is open to anyone.",
+    )
+    teacher_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys that may also call /classify/teacher (it occupies a GPU worker); "
+        "admin keys may too.",
     )
     admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="Keys that may also reload models and run jobs. When api_keys are set but "
-        "no admin keys, admin routes are closed to everyone.",
+        description="Keys that may also reload models and run jobs. None configured: admin "
+        "routes are closed to everyone (unless LUGPI_ALLOW_UNAUTHENTICATED_ADMIN).",
+    )
+    allow_unauthenticated_admin: bool = Field(
+        default=False,
+        description="Only for a loopback, single-user setup: with no admin keys, open the admin "
+        "and teacher routes to every client. Logged as a warning at start-up; ignored once "
+        "admin keys are configured.",
     )
 
     # --- jobs (used by api/routes/jobs.py) ------------------------------------------------
-    redis_url: str | None = Field(
-        default=None, description="Celery broker/result backend; None = embedded mode (no Redis)."
-    )
-    artifacts_dir: Path = Field(default=Path("artifacts"), description="Run directories of jobs.")
     data_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [Path("data")],
         description="A job's data paths must resolve under one of these (no '..', no symlinks "
@@ -141,42 +168,26 @@ class ApiSettings(BaseSettings):
         default_factory=lambda: list(DEFAULT_ALLOWED_MODELS),
         description="Model ids or aliases a job may name (generator, encoders).",
     )
-    keep_last_versions: int = Field(
-        default=5, ge=1, description="Versions kept per model when a job publishes a new one."
-    )
-    job_timeout_s: float = Field(
-        default=24 * 3600.0, gt=0.0, description="A job running longer than this is marked failed."
-    )
-    stale_after_s: float = Field(
-        default=60.0,
-        gt=0.0,
-        description="A running job with no heartbeat for this long lost its worker: the reaper "
-        "re-queues it (resuming from finished stages) or fails it. Same as the workers' value.",
-    )
-    max_attempts: int = Field(
-        default=3, ge=1, description="Attempts of a job (first run + resumes) before it fails."
-    )
-    teacher_timeout_s: float = Field(
-        default=60.0, gt=0.0, description="POST /classify/teacher answers 503 after this long."
-    )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("api_keys", "admin_keys", "data_roots", "allowed_models", mode="before")
+    @field_validator(
+        "api_keys", "teacher_keys", "admin_keys", "data_roots", "allowed_models", mode="before"
+    )
     @classmethod
     def _lists_from_env(cls, value: object) -> object:
         return _split_list(value)
 
     @model_validator(mode="after")
     def _check_keys(self) -> ApiSettings:
-        for field in ("api_keys", "admin_keys"):
+        for field in ("api_keys", "teacher_keys", "admin_keys"):
             if any(not k.get_secret_value() for k in getattr(self, field)):
                 raise ValueError(f"LUGPI_{field.upper()} contains an empty key; remove it")
         return self
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.api_keys or self.admin_keys)
+        return bool(self.api_keys or self.teacher_keys or self.admin_keys)
 
     @property
     def ort_intra_op_threads(self) -> int:

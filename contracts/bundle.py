@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -27,6 +27,8 @@ TOKENIZER = "tokenizer.json"
 # Names of the ONNX graph's inputs and output, declared once (optimum-style).
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OUTPUT = "probabilities"
+# Raw scores (pre-softmax), a second output of graphs exported since bundle schema 2.
+ONNX_LOGITS = "logits"
 VERSION_PATTERN = r"^v[0-9]+$"
 
 
@@ -39,6 +41,9 @@ class Provenance(BaseModel):
     generator: str | None = None
     teachers: list[str] = Field(default_factory=list)
     student_base_model: str | None = None
+    # Set by publishing: the export this version was made from (see repository.publish), so
+    # that a publish resumed after a crash finds its version instead of adding another.
+    export_id: str | None = None
 
 
 class SplitMetrics(BaseModel):
@@ -117,6 +122,26 @@ def read_manifest(bundle_dir: Path) -> BundleManifest:
         raise ArtifactError(f"{path}: invalid bundle manifest: {e}") from e
 
 
+def bundle_file(bundle_dir: Path, name: str) -> Path:
+    """The file ``name`` (as bundle.json lists it) inside ``bundle_dir``; ``ArtifactError``
+    when it would lie outside: an absolute name, ``..``, or a symlink that leads out. A
+    manifest is input like any other (a bundle may be copied in by hand), so nothing it
+    names is opened before this check."""
+    rel = PurePosixPath(name)
+    if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name:
+        raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists a file outside the bundle: {name!r}")
+    path = bundle_dir / rel
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        return path  # the caller reports it missing
+    if not real.is_relative_to(bundle_dir.resolve()):
+        raise ArtifactError(
+            f"{bundle_dir}: {name} is a symlink that leads outside the bundle; copy the file in"
+        )
+    return path
+
+
 def verify_bundle(bundle_dir: Path) -> BundleManifest:
     """Read the manifest and check every listed file exists with its sha256.
 
@@ -127,7 +152,7 @@ def verify_bundle(bundle_dir: Path) -> BundleManifest:
         if required not in manifest.files:
             raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists no {required}")
     for name, digest in manifest.files.items():
-        f = bundle_dir / name
+        f = bundle_file(bundle_dir, name)
         if not f.is_file():
             raise ArtifactError(f"{bundle_dir}: {name} is listed in {MANIFEST} but missing")
         actual = sha256_file(f)

@@ -66,6 +66,11 @@ class JobRecord(BaseModel):
     published_model: str | None = None
     published_version: str | None = None
     cancel_requested: bool = False
+    # Set when the job passed its last cancel point and began publishing its model (the
+    # commit point): from then on a cancel is refused, and a lost worker's job is resumed,
+    # never cancelled, so what it published stays recorded. Never set together with a
+    # pending cancel (jobs/lifecycle.py: enter_publish).
+    publishing: bool = False
     worker: str | None = None
     # Written every few seconds by the process running the job; a running job whose
     # heartbeat is older than the stale limit lost its worker (see jobs/store.py).

@@ -24,11 +24,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from contracts.bundle import MANIFEST, VERSION_PATTERN, BundleManifest, SplitMetrics, verify_bundle
+from contracts.bundle import (
+    MANIFEST,
+    VERSION_PATTERN,
+    BundleManifest,
+    SplitMetrics,
+    bundle_file,
+    read_manifest,
+    sha256_file,
+    verify_bundle,
+)
 from contracts.errors import ArtifactError, RepositoryError
 
 log = logging.getLogger("lugpi.repository")
@@ -229,9 +238,7 @@ def _next_version(model_dir: Path) -> int:
 def _safe_files(manifest: BundleManifest, bundle_dir: Path) -> list[str]:
     files = list(manifest.files)
     for f in files:
-        p = PurePosixPath(f)
-        if p.is_absolute() or ".." in p.parts:
-            raise ArtifactError(f"{bundle_dir}: {MANIFEST} lists a file outside the bundle: {f}")
+        bundle_file(bundle_dir, f)  # raises for a file outside the bundle
     return files
 
 
@@ -273,12 +280,44 @@ def _after_publish(model_dir: Path, number: int, keep_last: int) -> None:
         log.warning("%s: published v%d, but pruning/recording failed: %s", model_dir, number, e)
 
 
-def publish(bundle_dir: Path, repository: Path, name: str, keep_last: int = 5) -> tuple[str, Path]:
+def export_id(bundle_dir: Path) -> str:
+    """The identity of one export: the sha256 of its ``bundle.json``, which holds the hash
+    of every file, the export time and the job. The same export published twice (a resumed
+    run) has the same id; a new export (another run, or a redone export) has another."""
+    return sha256_file(Path(bundle_dir) / MANIFEST)
+
+
+def _published_as(model_dir: Path, export: str) -> tuple[str, Path] | None:
+    """The valid version of ``model_dir`` that was published from ``export``, if any."""
+    if not model_dir.is_dir():
+        return None
+    for entry in _scan_name(model_dir.name, model_dir):
+        if not entry.ok:
+            continue
+        try:
+            if read_manifest(entry.path).provenance.export_id == export:
+                return entry.version, entry.path
+        except ArtifactError:  # pruned or rewritten meanwhile
+            continue
+    return None
+
+
+def publish(
+    bundle_dir: Path,
+    repository: Path,
+    name: str,
+    keep_last: int = 5,
+    *,
+    once_per_export: bool = False,
+) -> tuple[str, Path]:
     """Copy a verified bundle into ``repository/name/v<N>`` (N = highest ever + 1) and
     delete versions beyond the newest ``keep_last``; return (version, path).
 
     Atomic: the version appears complete or not at all. Safe against concurrent
     publishers of the same name (on one host, or a filesystem with working flock).
+    With ``once_per_export`` (what a run's publish step uses), idempotent per export: a
+    bundle already published (a run that crashed after the version was renamed into place,
+    then resumed) returns the version it got then instead of adding one.
     """
     _check_name(name)
     if keep_last < 1:
@@ -287,6 +326,10 @@ def publish(bundle_dir: Path, repository: Path, name: str, keep_last: int = 5) -
     manifest = verify_bundle(bundle_dir)
     files = _safe_files(manifest, bundle_dir)
     model_dir = repository / name
+    export = export_id(bundle_dir) if once_per_export else None
+    if export is not None and (done := _published_as(model_dir, export)) is not None:
+        log.info("%s was published already as %s/%s", bundle_dir, name, done[0])
+        return done
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = model_dir / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
@@ -300,10 +343,14 @@ def publish(bundle_dir: Path, repository: Path, name: str, keep_last: int = 5) -
         for f in files:
             (tmp / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bundle_dir / f, tmp / f)
-        renamed = manifest.model_copy(update={"name": name})
+        provenance = manifest.provenance.model_copy(update={"export_id": export})
+        renamed = manifest.model_copy(update={"name": name, "provenance": provenance})
         (tmp / MANIFEST).write_text(renamed.model_dump_json(indent=2))
         verify_bundle(tmp)
         with _locked(model_dir):
+            if export is not None and (done := _published_as(model_dir, export)) is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return done
             number = _next_version(model_dir)
             version = f"v{number}"
             final = model_dir / version

@@ -45,15 +45,17 @@ def overall_fraction(stage: Stage, done: int, total: int) -> float:
 
 def request_cancel(store: JobStore, job_id: str) -> JobRecord:
     """A queued job becomes cancelled at once (it never starts); a running one is asked
-    to stop at its next batch. A terminal job is returned unchanged."""
+    to stop at its next batch. A terminal job, or one that is already publishing (past its
+    last cancel point, see ``enter_publish``), is returned unchanged: the caller tells the
+    client it is too late."""
 
     def mutate(rec: JobRecord) -> JobRecord | None:
-        if rec.state is JobState.QUEUED:
+        if rec.state is JobState.QUEUED and not rec.publishing:
             rec.state = JobState.CANCELLED
             rec.cancel_requested = True
             rec.finished_at = now_utc()
             return rec
-        if rec.state is JobState.RUNNING and not rec.cancel_requested:
+        if rec.state is JobState.RUNNING and not rec.cancel_requested and not rec.publishing:
             rec.cancel_requested = True
             return rec
         return None
@@ -83,6 +85,24 @@ def start_attempt(store: JobStore, job_id: str, worker: str) -> JobRecord | None
 
     rec, _ = store.update(job_id, mutate)
     return rec if rec.state is JobState.RUNNING else None
+
+
+def enter_publish(store: JobStore, job_id: str, attempt: int) -> JobRecord:
+    """The attempt reached its last cancel point: in one transaction, either a cancel is
+    pending (returned record has ``cancel_requested``; the caller stops, publishing
+    nothing) or the job is marked ``publishing`` and no cancel is accepted any more.
+    ``AttemptLost`` if the job is no longer this attempt's."""
+
+    def mutate(rec: JobRecord) -> JobRecord | None:
+        if not _owned(rec, attempt) or rec.cancel_requested or rec.publishing:
+            return None
+        rec.publishing = True
+        return rec
+
+    rec = store.update(job_id, mutate)[0]
+    if not _owned(rec, attempt):
+        raise AttemptLost(f"job {job_id} is {rec.state.value} (attempt {rec.attempts})")
+    return rec
 
 
 def fail_queued(store: JobStore, job_id: str, error: str) -> JobRecord:
@@ -189,7 +209,7 @@ def _lose(rec: JobRecord, why: str, max_attempts: int) -> JobRecord:
     """The worker of this running record is gone: re-queue, cancel or fail it."""
     now = now_utc()
     rec.heartbeat_at = None
-    if rec.cancel_requested:
+    if rec.cancel_requested and not rec.publishing:
         rec.state, rec.finished_at = JobState.CANCELLED, now
     elif rec.attempts < max_attempts:
         rec.state = JobState.QUEUED
@@ -214,7 +234,7 @@ def release_attempt(
     def mutate(rec: JobRecord) -> JobRecord | None:
         if not _owned(rec, attempt):
             return None
-        if rec.cancel_requested:
+        if rec.cancel_requested and not rec.publishing:
             rec.state, rec.finished_at = JobState.CANCELLED, now_utc()
         else:
             rec.state = JobState.QUEUED
@@ -273,12 +293,14 @@ def abandon_attempt(
     *,
     max_attempts: int,
     requeue: Callable[[str], None] | None = None,
+    attempt: int | None = None,
 ) -> JobRecord:
     """The caller *knows* the job's process died (the embedded queue saw its child exit):
-    no need to wait for the heartbeat to go stale."""
+    no need to wait for the heartbeat to go stale. With ``attempt``, only that attempt
+    (not a newer one that another worker runs meanwhile) is abandoned."""
 
     def mutate(rec: JobRecord) -> JobRecord | None:
-        if rec.state is not JobState.RUNNING:
+        if rec.state is not JobState.RUNNING or attempt not in (None, rec.attempts):
             return None
         return _lose(rec, f"{why} during attempt {rec.attempts}", max_attempts)
 

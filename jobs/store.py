@@ -21,6 +21,8 @@ heartbeat lost its worker (``reap_stale_jobs``). Torch-free: the API imports it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import sqlite3
 import threading
@@ -35,6 +37,8 @@ from typing import Any
 
 from contracts.errors import LugpiError
 from contracts.jobs import JobRecord, JobState
+
+log = logging.getLogger(__name__)
 
 # Job ids are generated here (uuid4 hex); anything else never reaches a key or a path.
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -152,10 +156,10 @@ class RedisJobStore(JobStore):
     def __init__(self, url: str, prefix: str = "lugpi:", connect_timeout: float = 2.0) -> None:
         import redis  # here, not at module level: the embedded install may lack redis-py
 
-        self._errors: tuple[type[BaseException], ...] = (
-            redis.exceptions.ConnectionError,
-            redis.exceptions.TimeoutError,
-        )
+        # Every Redis error, not only a lost connection: a replica that turned read-only
+        # in a failover (ReadOnlyError), an out-of-memory refusal... WatchError never gets
+        # here (update() retries it).
+        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError,)
         self._watch_error = redis.exceptions.WatchError
         self.url = redact_url(url)
         self._prefix = prefix
@@ -280,32 +284,52 @@ class SqliteJobStore(JobStore):
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection per store, used under a lock: the API calls from threadpool threads.
-        self._conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
         self._mutex = threading.Lock()
-        with self._mutex:
-            # WAL: readers (GET /jobs) never wait for the job process's writes.
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(_SCHEMA)
+        with self._guard():
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise sqlite3.OperationalError(f"cannot create {self.path.parent}: {e}") from e
+            # One connection per store, used under a lock: the API calls from threadpool
+            # threads.
+            self._conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            with self._mutex:
+                # WAL: readers (GET /jobs) never wait for the job process's writes.
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite's errors (locked, disk full or failing, a corrupt file) are the store
+        being unavailable, which callers answer with 503, not an internal error."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise JobStoreUnavailable(f"job store ({self.path}) failed: {e}") from e
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: BEGIN IMMEDIATE takes the write lock up front, so
-        read-modify-write is atomic across processes."""
-        with self._mutex:
+        read-modify-write is atomic across processes. Whatever fails inside, COMMIT
+        included, is rolled back: the connection is shared, and one left inside a
+        transaction would refuse every later write."""
+        with self._guard(), self._mutex:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error as e:
+                        log.error("job store %s: rollback failed: %s", self.path, e)
                 raise
-            self._conn.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._mutex:
+        with self._guard(), self._mutex:
             return self._conn.execute(sql, args).fetchall()
 
     def _insert(self, record: JobRecord) -> None:
@@ -388,7 +412,7 @@ class SqliteJobStore(JobStore):
         return rows[0][0] if rows else None
 
     def close(self) -> None:
-        with self._mutex:
+        with self._mutex, contextlib.suppress(sqlite3.Error):
             self._conn.close()
 
 

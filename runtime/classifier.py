@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding
 
-from contracts.bundle import MODEL_FP32, MODEL_INT8, TOKENIZER, BundleManifest
+from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_LOGITS, TOKENIZER, BundleManifest
 from contracts.errors import ModelLoadError
 from runtime.encoding import TextEncoder, TokenizerInput
 from runtime.session import CUDA, RuntimeOptions, choose_providers, make_session
@@ -25,6 +26,12 @@ from runtime.session import CUDA, RuntimeOptions, choose_providers, make_session
 log = logging.getLogger("lugpi.runtime")
 
 Variant = Literal["int8", "fp32"]
+
+
+@dataclass(frozen=True)
+class Scores:
+    probs: np.ndarray  # (n, n_labels) float32
+    logits: np.ndarray | None  # the same shape; None when the graph has no logits output
 
 
 class OnnxClassifier:
@@ -50,6 +57,9 @@ class OnnxClassifier:
         self.labels: list[str] = list(labels)
         self.variant: Variant = variant
         self.provider: str = session.get_providers()[0]
+        # Graphs exported before bundle schema 2 have probabilities only.
+        self.has_logits = ONNX_LOGITS in {o.name for o in session.get_outputs()}
+        self._outputs = [output, *([ONNX_LOGITS] if self.has_logits else [])]
 
     @classmethod
     def from_files(
@@ -72,8 +82,8 @@ class OnnxClassifier:
     def pair_up(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[TokenizerInput]:
         return self.encoder.pair_up(texts, pairs)
 
-    def encode(self, inputs: Sequence[TokenizerInput]) -> list[Encoding]:
-        return self.encoder.encode(inputs)
+    def encode(self, inputs: Sequence[TokenizerInput], truncation: str = "right") -> list[Encoding]:
+        return self.encoder.encode(inputs, truncation)
 
     @staticmethod
     def was_truncated(encoding: Encoding) -> bool:
@@ -81,8 +91,14 @@ class OnnxClassifier:
 
     def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
         """Probabilities, shape (len(encodings), n_labels); pads to the longest given."""
-        (probs,) = self.session.run([self.output], self.encoder.feed(encodings))
-        return np.asarray(probs, dtype=np.float32)
+        return self.run_scores(encodings).probs
+
+    def run_scores(self, encodings: Sequence[Encoding]) -> Scores:
+        """Probabilities and, where the graph has them, logits; pads to the longest given."""
+        outs = self.session.run(self._outputs, self.encoder.feed(encodings))
+        probs = np.asarray(outs[0], dtype=np.float32)
+        logits = np.asarray(outs[1], dtype=np.float32) if self.has_logits else None
+        return Scores(probs, logits)
 
     # --- whole calls ----------------------------------------------------------------------
     def predict(

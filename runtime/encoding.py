@@ -53,9 +53,16 @@ class TextEncoder:
             raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
         return list(zip(texts, pairs, strict=True))
 
-    def encode(self, inputs: Sequence[TokenizerInput]) -> list[Encoding]:
-        """Token ids per input, truncated to max_length, unpadded; one tokenizer call."""
-        return self.tokenizer.encode_batch(list(inputs))
+    def encode(self, inputs: Sequence[TokenizerInput], truncation: str = "right") -> list[Encoding]:
+        """Token ids per input, truncated to max_length at the ``truncation`` end ("right"
+        or "left"), unpadded; one tokenizer call."""
+        if truncation == "right":
+            return self.tokenizer.encode_batch(list(inputs))
+        self.tokenizer.enable_truncation(self.max_length, direction="left")
+        try:
+            return self.tokenizer.encode_batch(list(inputs))
+        finally:
+            self.tokenizer.enable_truncation(self.max_length)
 
     @staticmethod
     def was_truncated(encoding: Encoding) -> bool:

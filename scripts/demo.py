@@ -89,10 +89,15 @@ def start_api(repository: Path, port: int, log_path: Path) -> subprocess.Popen[b
         "LUGPI_MODEL_REPOSITORY": str(repository),
         "LUGPI_ARTIFACTS_DIR": str(repository.parent / "artifacts"),
         "LUGPI_DEFAULT_MODEL": MODEL_NAME,
+        # A loopback server for one user: its web page may list and cancel jobs keyless.
+        "LUGPI_ALLOW_UNAUTHENTICATED_ADMIN": "true",
     }
     env.pop("LUGPI_REDIS_URL", None)  # the demo runs embedded: no Redis
+    # The deployed server's protections (docker/api.Dockerfile says why each one).
     command = [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+               "--host", "127.0.0.1", "--port", str(port), "--limit-concurrency", "256",
+               "--timeout-keep-alive", "5", "--http", "api.http_protocol:HeaderTimeoutProtocol",
+               "--timeout-graceful-shutdown", "20"]  # fmt: skip
     with log_path.open("wb") as log:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 

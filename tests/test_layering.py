@@ -67,3 +67,38 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from worker.app import app\n    import torch\n")
     assert [m for _, m in _imports(module)] == ["worker.app", "torch"]
+
+
+def _module_graph(package: str) -> dict[str, set[str]]:
+    """module -> the modules of the same package it imports (function-local ones too)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((REPO_ROOT / package).rglob("*.py")):
+        parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = {m for _, m in _imports(path) if m.split(".")[0] == package and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for dep in sorted(graph.get(node, set())):
+                if dep == start and min(path) == start:  # report each cycle once
+                    found.append([*path, dep])
+                elif dep not in path and dep in graph:
+                    stack.append((dep, [*path, dep]))
+    return found
+
+
+@pytest.mark.parametrize("package", ["worker", "jobs", "contracts", "runtime", "api"])
+def test_no_import_cycle_inside_a_package(package: str) -> None:
+    """A cycle (even through a function-local import) means two modules are one: the
+    worker had app <-> tasks <-> teacher_service and runner <-> execute <-> shards."""
+    assert _cycles(_module_graph(package)) == []
+
+
+def test_the_cycle_check_sees_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]

@@ -148,6 +148,13 @@ def _stage_run(
         yield run
 
 
+def _keep_last() -> int:
+    """Versions kept per model on publish: LUGPI_KEEP_LAST_VERSIONS, as for the workers."""
+    from contracts.settings import SharedSettings
+
+    return SharedSettings().keep_last_versions
+
+
 @app.command()
 def run(
     config: ConfigArg,
@@ -161,7 +168,12 @@ def run(
     with _session(quiet) as ctx:
         cfg = _config(config, set_)
         result = run_pipeline(
-            cfg, _run_dir(cfg, run_dir), ctx, repository=repository, job_id=job_id
+            cfg,
+            _run_dir(cfg, run_dir),
+            ctx,
+            repository=repository,
+            job_id=job_id,
+            keep_last=_keep_last(),
         )
     if not distributed.world().is_main:
         return
@@ -285,7 +297,7 @@ def export(
     with _stage_run(config, set_, run_dir, quiet) as r:
         typer.echo(str(r.export(force=force)))
         if repository is not None and r.cfg.export.publish:
-            name, version = r.publish(repository)
+            name, version = r.publish(repository, _keep_last())
             typer.echo(f"published: {name} {version} in {repository}")
 
 

@@ -3,7 +3,8 @@
     <out_dir>/  model.onnx  model.int8.onnx  tokenizer.json  bundle.json
                 transformers/   (the student in save_pretrained format, for other tools)
 
-The graph outputs probabilities (softmax inside), so the API only tokenizes and argmaxes.
+The graph outputs probabilities (softmax inside), so the API only tokenizes and argmaxes,
+and the logits beside them (raw scores: TEI's ``raw_scores``, OIP's ``logits`` tensor).
 
 Why the legacy TorchScript exporter (``dynamo=False``): torch 2.13's dynamo exporter needs
 onnxscript, which we do not ship, and the legacy one is what optimum-onnx itself calls for
@@ -36,6 +37,7 @@ from contracts.bundle import (
     MANIFEST,
     MODEL_FP32,
     MODEL_INT8,
+    ONNX_LOGITS,
     ONNX_OUTPUT,
     TOKENIZER,
     BundleManifest,
@@ -71,16 +73,17 @@ N_SAMPLES = 8  # dev texts whose served probabilities bundle.json records
 
 
 class _ProbabilityModel(torch.nn.Module):
-    """The classifier with softmax on top; its forward takes exactly the graph's inputs."""
+    """The classifier with softmax on top; its forward takes exactly the graph's inputs
+    and returns (probabilities, logits)."""
 
     def __init__(self, model: PreTrainedModel, inputs: Sequence[str]) -> None:
         super().__init__()
         self.model = model
         self.inputs = list(inputs)
 
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(**dict(zip(self.inputs, tensors, strict=True))).logits
-        return torch.softmax(logits, dim=-1)
+        return torch.softmax(logits, dim=-1), logits
 
 
 def export_onnx(
@@ -100,6 +103,7 @@ def export_onnx(
     args = tuple(enc[name] for name in inputs)
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
     axes[ONNX_OUTPUT] = {0: "batch"}
+    axes[ONNX_LOGITS] = {0: "batch"}
     with warnings.catch_warnings():
         # The tracer warns about every Python bool/int it bakes in; the checks that follow
         # (batches of other sizes and lengths) are what tell whether that mattered.
@@ -111,7 +115,7 @@ def export_onnx(
             args,
             str(path),
             input_names=list(inputs),
-            output_names=[ONNX_OUTPUT],
+            output_names=[ONNX_OUTPUT, ONNX_LOGITS],
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,

@@ -377,13 +377,14 @@ class Run:
             write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
         self.ctx.step(Stage.EXPORT, len(plan), len(plan), f"exported; publishing {selected}")
 
-    def publish(self, repository: Path) -> tuple[str, str]:
-        """Publish the exported bundle once per run dir; return (name, version)."""
-        distributed.on_main(lambda: self._publish(repository))
+    def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str]:
+        """Publish the exported bundle once per run dir, keeping the newest ``keep_last``
+        versions of its name; return (name, version)."""
+        distributed.on_main(lambda: self._publish(repository, keep_last))
         done = json.loads((self.dir / PUBLISHED_FILE).read_text())
         return done["name"], done["version"]
 
-    def _publish(self, repository: Path) -> tuple[str, str]:
+    def _publish(self, repository: Path, keep_last: int) -> tuple[str, str]:
         from contracts.repository import publish
 
         record = self.dir / PUBLISHED_FILE
@@ -393,7 +394,11 @@ class Run:
             return done["name"], done["version"]
         self.ctx.step(Stage.PUBLISH, 0, 1, f"publishing into {repository}")  # last cancel point
         name = self.cfg.export.name
-        version, path = publish(self.selected_bundle(), repository, name)
+        # Once per export: a worker killed after the rename but before the record above
+        # was written finds its version on resume instead of publishing it again.
+        version, path = publish(
+            self.selected_bundle(), repository, name, keep_last, once_per_export=True
+        )
         write_json_atomic(record, {"name": name, "version": version, "path": str(path)})
         self.ctx.step(Stage.PUBLISH, 1, 1, f"published {name} {version}")
         return name, version
@@ -406,9 +411,11 @@ def run_pipeline(
     *,
     repository: Path | None,
     job_id: str | None = None,
+    keep_last: int = 5,
 ) -> PipelineResult:
     """Run (or resume) every stage in ``run_dir``; publish into ``repository`` if given and
-    ``export.publish`` is set. Relative data paths are taken from the current directory."""
+    ``export.publish`` is set, keeping its newest ``keep_last`` versions. Relative data
+    paths are taken from the current directory."""
     cfg = resolve_paths(cfg, Path.cwd())
     run = Run(cfg, run_dir, ctx)
     run.pin_config()
@@ -425,5 +432,5 @@ def run_pipeline(
     }
     published = None
     if repository is not None and cfg.export.publish:
-        published = run.publish(Path(repository))
+        published = run.publish(Path(repository), keep_last)
     return PipelineResult(run_dir=run.dir, metrics=metrics, bundle_dir=bundle, published=published)

@@ -12,16 +12,14 @@ Redis is broker and result backend (``LUGPI_REDIS_URL``). Long tasks shape the c
 - ``worker_prefetch_multiplier=1``: a worker holds only the message it runs, so the
   other workers take the queued jobs and generation shards.
 - Task events on, so Flower (or ``celery events``) can watch the workers.
+
+Only the app's configuration lives here; the tasks and the worker's start/stop hooks are
+in worker/tasks.py (which the app includes), so this module imports nothing of them.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from jobs.lifecycle import (
     QUEUE_JOBS,
@@ -32,8 +30,6 @@ from jobs.lifecycle import (
     TASK_RUN_JOB,
 )
 from worker.settings import WorkerSettings
-
-log = logging.getLogger(__name__)
 
 # Without LUGPI_REDIS_URL a worker has nothing to connect to; this default only lets the
 # module import (tests, `--help`); `lugpi-worker` refuses to start without a URL.
@@ -73,72 +69,3 @@ def create_app(settings: WorkerSettings) -> Celery:
 
 settings = WorkerSettings()
 app = create_app(settings)
-
-_reaper_stop = threading.Event()
-
-
-def _preload() -> None:
-    """Import the training stack (torch, transformers, diffusers: seconds to tens of
-    seconds) right after start-up, so that a worker that says "ready" takes its first
-    generation shard at full speed instead of spending it on imports."""
-    started = time.perf_counter()
-    try:
-        # The libraries import lazily; touch the classes the stages use to really load them.
-        import torch  # noqa: F401
-        from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline  # noqa: F401
-        from transformers import AutoModel, AutoModelForSequenceClassification  # noqa: F401
-
-        import models.teacher  # noqa: F401
-        import worker.execute  # noqa: F401
-    except Exception:  # the task that needs them will report the problem as its error
-        log.exception("preloading the training libraries failed")
-        return
-    log.info("preloaded the training libraries in %.1f s", time.perf_counter() - started)
-
-
-_preloading: threading.Thread | None = None
-
-
-def wait_for_preload() -> None:
-    """Tasks call this first: two threads importing diffusers' lazy modules at once can
-    fail with ImportError, so a task waits until the preload thread is done."""
-    if _preloading is not None:
-        _preloading.join()
-
-
-@worker_ready.connect
-def _start_background_threads(**_: object) -> None:
-    global _preloading
-    if settings.preload:
-        _preloading = threading.Thread(target=_preload, name="lugpi-preload", daemon=True)
-        _preloading.start()
-    _start_reaper()
-
-
-def _start_reaper() -> None:
-    """Every worker reaps: on start (a restarted worker finds its predecessor's job) and
-    every half ``stale_after_s`` after, so a dead worker's job is re-queued even while the
-    other workers are busy."""
-    from worker.tasks import reap_once
-
-    def loop() -> None:
-        while True:
-            reap_once()
-            if _reaper_stop.wait(settings.stale_after_s / 2):
-                return
-
-    threading.Thread(target=loop, name="lugpi-reaper", daemon=True).start()
-
-
-@worker_shutting_down.connect
-def _stop_running_job(**_: object) -> None:
-    """Warm shutdown (SIGTERM, a deploy): the running job stops at its next step and goes
-    back to the queue for another worker, instead of making the shutdown wait for hours."""
-    from worker.runner import STOPPING
-
-    STOPPING.set()
-
-
-@worker_shutdown.connect
-def _stop_reaper(**_: object) -> None:
-    _reaper_stop.set()

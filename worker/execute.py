@@ -10,7 +10,7 @@ from contracts.artifacts import is_complete
 from contracts.config import PipelineConfig
 from training.data import prepare_data
 from training.pipeline import PipelineResult, run_pipeline
-from worker.runner import FanOut, JobReporter
+from worker.job_context import FanOut, JobReporter
 from worker.settings import WorkerSettings
 from worker.shards import DATA_DIR, IMAGES_DIR, generate_with_workers
 
@@ -49,4 +49,11 @@ def execute_pipeline(
             fan_out=fan_out,
         )
     repository = settings.model_repository if cfg.export.publish else None
-    return run_pipeline(cfg, run_dir, ctx, repository=repository, job_id=job_id)
+    return run_pipeline(
+        cfg,
+        run_dir,
+        ctx,
+        repository=repository,
+        job_id=job_id,
+        keep_last=settings.keep_last_versions,
+    )

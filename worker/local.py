@@ -16,7 +16,8 @@ import threading
 from types import FrameType
 
 from jobs.store import SqliteJobStore, check_job_id
-from worker.runner import STOPPING, run_job
+from worker.job_context import STOPPING
+from worker.runner import run_job
 from worker.settings import WorkerSettings
 
 

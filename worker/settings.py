@@ -1,8 +1,7 @@
 """The one settings class of a worker process (Celery worker or embedded job process).
 
-Read from ``LUGPI_<FIELD>`` environment variables, the same names the API's settings
-use for the fields they share (``LUGPI_REDIS_URL``, ``LUGPI_ARTIFACTS_DIR``,
-``LUGPI_MODEL_REPOSITORY``), so one environment file configures both processes.
+Read from ``LUGPI_<FIELD>`` environment variables; the fields the API reads too are
+declared once, in ``contracts/settings.py``, so one environment file configures both.
 """
 
 from __future__ import annotations
@@ -11,46 +10,26 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
+from contracts.settings import SharedSettings
 from jobs.lifecycle import QUEUE_JOBS, QUEUE_SHARDS, QUEUE_TEACHER
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LUGPI_", extra="ignore", frozen=True)
-
-    redis_url: str | None = Field(
-        default=None,
-        description="Celery broker, result backend and job store. None: embedded mode, where "
-        "the API runs each job in a child process and jobs live in a SQLite file.",
-    )
-    artifacts_dir: Path = Field(
-        default=Path("artifacts"),
-        description="Run directories (runs/<job_id>/) and the embedded store.",
-    )
-    model_repository: Path = Field(
-        default=Path("model-repository"), description="Where a successful job publishes its bundle."
-    )
-    keep_last_versions: int = Field(
-        default=5, ge=1, description="Versions kept per model on publish."
-    )
+class WorkerSettings(SharedSettings):
+    """A worker process's settings; the shared ones (repository, artifacts, Redis, job
+    clocks) come from ``SharedSettings``, so the API and the workers cannot disagree on
+    what a field means."""
 
     heartbeat_s: float = Field(
         default=5.0, gt=0.0, description="How often a running job refreshes its heartbeat and lock."
     )
-    stale_after_s: float = Field(
-        default=60.0,
+    stop_grace_s: float = Field(
+        default=30.0,
         gt=0.0,
-        description="The job lock's TTL: a running job with no lock holder and no heartbeat for "
-        "this long lost its worker, and the reaper re-queues or fails it.",
-    )
-    max_attempts: int = Field(
-        default=3,
-        ge=1,
-        description="Attempts (first run + resumes after a lost worker) before failing.",
-    )
-    job_timeout_s: float = Field(
-        default=24 * 3600.0, gt=0.0, description="A job running longer than this fails (timeout)."
+        description="How long a stage may take to reach its next step when its job must stop "
+        "(worker shutdown, cancel) before its process is killed; the job resumes from its "
+        "finished stages either way.",
     )
     progress_interval_s: float = Field(
         default=1.0, ge=0.0, description="Least time between two progress writes of a running job."
@@ -71,9 +50,6 @@ class WorkerSettings(BaseSettings):
         default=True,
         description="Import torch, transformers and diffusers as soon as the worker starts, "
         "not when its first task arrives.",
-    )
-    teacher_timeout_s: float = Field(
-        default=60.0, gt=0.0, description="A teacher request older than this is dropped unanswered."
     )
 
     @field_validator("queues", mode="before")

@@ -30,7 +30,8 @@ from training.generate import (
     run_shard,
 )
 from training.progress import RunContext
-from worker.runner import FanOut, LockKeeper, lock_owner
+from worker.job_context import FanOut
+from worker.locks import LockKeeper, lock_owner
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)

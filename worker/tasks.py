@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import time
 from typing import Any
 
 from celery import Task
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from jobs.lifecycle import (
     TASK_CLASSIFY_TEACHER,
@@ -20,7 +23,8 @@ from jobs.lifecycle import (
     reap_stale_jobs,
 )
 from jobs.store import JobStore, JobStoreUnavailable, RedisJobStore
-from worker.app import app, settings, wait_for_preload
+from worker.app import app, settings
+from worker.job_context import STOPPING
 from worker.runner import run_job
 
 log = logging.getLogger(__name__)
@@ -42,10 +46,6 @@ def _hostname(task: Task) -> str:
     return str(task.request.hostname or socket.gethostname())
 
 
-def send_shard(job_id: str, shard: int) -> None:
-    app.send_task(TASK_GENERATE_SHARD, args=[job_id, shard])
-
-
 def requeue(job_id: str) -> None:
     app.send_task(TASK_RUN_JOB, args=[job_id])
 
@@ -55,7 +55,7 @@ def run_job_task(self: Task, job_id: str) -> str | None:
     """The whole pipeline of one job; generation fans out into shard tasks."""
     wait_for_preload()
     state = run_job(
-        store(), job_id, settings, worker=_hostname(self), fan_out=send_shard, requeue=requeue
+        store(), job_id, settings, worker=_hostname(self), fan_out=True, requeue=requeue
     )
     return state.value if state else None
 
@@ -75,7 +75,7 @@ def classify_teacher_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]
     wait_for_preload()
     from worker.teacher_service import classify_with_teacher
 
-    return classify_with_teacher(payload)
+    return classify_with_teacher(payload, settings)
 
 
 def reap_once() -> None:
@@ -91,3 +91,71 @@ def reap_once() -> None:
         log.warning("reaper: %s", e)
     except Exception:  # the reaper thread must survive anything
         log.exception("reaper failed")
+
+
+# ------------------------------------------------------------ worker start-up and shutdown
+
+_reaper_stop = threading.Event()
+_preloading: threading.Thread | None = None
+
+
+def _preload() -> None:
+    """Import the training stack (torch, transformers, diffusers: seconds to tens of
+    seconds) right after start-up, so that a worker that says "ready" takes its first
+    generation shard at full speed instead of spending it on imports."""
+    started = time.perf_counter()
+    try:
+        # The libraries import lazily; touch the classes the stages use to really load them.
+        import torch  # noqa: F401
+        from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline  # noqa: F401
+        from transformers import AutoModel, AutoModelForSequenceClassification  # noqa: F401
+
+        import models.teacher  # noqa: F401
+        import worker.execute  # noqa: F401
+    except Exception:  # the task that needs them will report the problem as its error
+        log.exception("preloading the training libraries failed")
+        return
+    log.info("preloaded the training libraries in %.1f s", time.perf_counter() - started)
+
+
+def wait_for_preload() -> None:
+    """Tasks call this first: two threads importing diffusers' lazy modules at once can
+    fail with ImportError, so a task waits until the preload thread is done."""
+    if _preloading is not None:
+        _preloading.join()
+
+
+@worker_ready.connect
+def _start_background_threads(**_: object) -> None:
+    global _preloading
+    if settings.preload:
+        _preloading = threading.Thread(target=_preload, name="lugpi-preload", daemon=True)
+        _preloading.start()
+    _start_reaper()
+
+
+def _start_reaper() -> None:
+    """Every worker reaps: on start (a restarted worker finds its predecessor's job) and
+    every half ``stale_after_s`` after, so a dead worker's job is re-queued even while the
+    other workers are busy."""
+
+    def loop() -> None:
+        while True:
+            reap_once()
+            if _reaper_stop.wait(settings.stale_after_s / 2):
+                return
+
+    threading.Thread(target=loop, name="lugpi-reaper", daemon=True).start()
+
+
+@worker_shutting_down.connect
+def _stop_running_job(**_: object) -> None:
+    """Warm shutdown (SIGTERM, a deploy): the running job stops at its next step and goes
+    back to the queue for another worker, instead of making the shutdown wait for hours;
+    a shard being drawn stops at its next batch and is left to the job's own task."""
+    STOPPING.set()
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_: object) -> None:
+    _reaper_stop.set()

@@ -27,7 +27,7 @@ from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, LugpiError
 from jobs.store import check_job_id
 from runtime.metrics import predictions, softmax
-from worker.app import settings
+from worker.settings import WorkerSettings
 
 _lock = threading.Lock()  # one request at a time uses the cached models (threads pool)
 _teachers: dict[Path, Any] = {}
@@ -103,16 +103,16 @@ def _png_b64(image: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def classify_with_teacher(payload: dict[str, Any]) -> dict[str, Any]:
+def classify_with_teacher(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, Any]:
     """Answer one request; a problem the user can fix comes back as ``{"error": ...}``."""
     try:
         with _lock:
-            return _classify(payload)
+            return _classify(payload, settings)
     except LugpiError as e:
         return {"error": str(e)}
 
 
-def _classify(payload: dict[str, Any]) -> dict[str, Any]:
+def _classify(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, Any]:
 
     from models.teacher import pixel_inputs, predict_teacher
     from training.prompts import make_prompt

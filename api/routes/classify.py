@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 
 from api.auth import AUTH_RESPONSES, ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
+from api.disconnect import unless_disconnected
 from api.registry import LoadedModel
 from api.schemas import ClassifyRequest, ClassifyResponse, Prediction, error_responses
 from runtime.metrics import predictions as label_scores
@@ -87,11 +88,12 @@ def _check_pairs(model: LoadedModel, body: ClassifyRequest) -> None:
         s400="The body is not UTF-8 JSON.",
         s404="Unknown model or version; the detail lists what is served.",
         s413="Request body larger than LUGPI_MAX_BODY_BYTES.",
-        s503="No model is loaded.",
+        s429="Too many texts queued for this model (LUGPI_MAX_QUEUED_TEXTS); see Retry-After.",
+        s503="No model is loaded, or the request waited past LUGPI_REQUEST_TIMEOUT_S.",
     ),
 )
 async def classify(
-    body: CheckedRequest, registry: RegistryDep, metrics: MetricsDep
+    body: CheckedRequest, request: Request, registry: RegistryDep, metrics: MetricsDep
 ) -> ClassifyResponse:
     """Classify texts (or text pairs) with a served model; returns one prediction per text.
 
@@ -100,7 +102,7 @@ async def classify(
     """
     model = registry.resolve(body.model, body.version)  # held for the whole request
     _check_pairs(model, body)
-    out = await model.batcher.classify(body.texts, body.text_pairs)
+    out = await unless_disconnected(request, model.batcher.classify(body.texts, body.text_pairs))
 
     predictions = [Prediction(**p) for p in label_scores(out.probs, model.labels)]
     metrics.classify_requests.labels(model.name, model.version).inc()

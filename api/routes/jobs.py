@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from api.auth import AdminAccess
 from api.deps import RegistryDep, SettingsDep
 from api.job_checks import check_job_config
-from api.jobqueue import JobQueue, JobQueueUnavailable, open_jobqueue
+from api.jobqueue import JobQueue, JobQueueUnavailable, RunnerStatus, open_jobqueue
 from api.registry import ModelRegistry
 from api.settings import ApiSettings
 from contracts.config import PipelineConfig
@@ -70,7 +70,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Open at start-up when there may be work: the embedded queue then resumes the jobs a
     # previous API left queued or running, and the reaper watches Redis jobs.
     if _has_jobs(app.state.settings):
-        await asyncio.to_thread(_queue_for, app)
+        try:
+            await asyncio.to_thread(_queue_for, app)
+        except JobStoreUnavailable as e:  # /classify serves regardless; /jobs says 503
+            log.error("jobs unavailable at start-up: %s", e)
     try:
         yield
     finally:
@@ -81,7 +84,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def get_jobqueue(request: Request) -> JobQueue:
-    return _queue_for(request.app)
+    with _store_errors():
+        return _queue_for(request.app)
 
 
 QueueDep = Annotated[JobQueue, Depends(get_jobqueue)]
@@ -100,6 +104,7 @@ class JobPage(BaseModel):
     total: int
     offset: int
     limit: int
+    runner: RunnerStatus = Field(description="Whether this API's job runner/reaper is running.")
 
 
 @contextmanager
@@ -130,6 +135,9 @@ def submit_train_job(
     YAML presets); data paths must lie under the server's data roots and models must be
     allowed. Poll ``status_url`` for progress."""
     checked = check_job_config(cfg, settings)
+    runner = queue.status()
+    if not runner.alive:  # a job accepted now would wait forever
+        raise HTTPException(503, f"jobs are unavailable: {runner.detail}")
     with _store_errors():
         record = queue.store.create(checked.model_dump(mode="json"))
         try:
@@ -184,18 +192,30 @@ def list_jobs(
     """All jobs, newest first."""
     with _store_errors():
         jobs, total = queue.store.list_jobs(offset=offset, limit=limit)
-    return JobPage(jobs=jobs, total=total, offset=offset, limit=limit)
+    return JobPage(jobs=jobs, total=total, offset=offset, limit=limit, runner=queue.status())
 
 
 @router.post(
     "/jobs/{job_id}/cancel",
-    responses={404: {}, 409: {"description": "The job already finished."}, **_UNAVAILABLE},
+    responses={
+        404: {},
+        409: {"description": "The job already finished, or is publishing its model."},
+        **_UNAVAILABLE,
+    },
 )
 def cancel_job(job_id: JobId, queue: QueueDep) -> JobRecord:
     """A queued job is cancelled at once and never starts; a running one stops at its
-    next batch (its finished stages stay on disk) and publishes nothing."""
+    next batch (its finished stages stay on disk) and publishes nothing. Once a job has
+    begun publishing its model, cancelling is refused (409): it ends succeeded with the
+    version it published."""
     with _store_errors():
         record = request_cancel(queue.store, job_id)
     if record.state in (JobState.SUCCEEDED, JobState.FAILED):
         raise HTTPException(409, f"job {job_id} already {record.state.value}; nothing to cancel")
+    if record.publishing:
+        raise HTTPException(
+            409,
+            f"job {job_id} is publishing its model (past its last cancel point); it can no "
+            "longer be cancelled and ends with the version it publishes",
+        )
     return record

@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import PurePath
 
 from fastapi import APIRouter
 
-from api.auth import AUTH_RESPONSES, AdminAccess
+from api.auth import AUTH_RESPONSES, AdminAccess, IsAdmin
 from api.deps import RegistryDep
 from api.errors import ModelNotFound
 from api.registry import LoadedModel, Snapshot, version_number
 from api.schemas import ModelInfo, ModelList, ReloadResponse, VersionInfo, error_responses
 
 router = APIRouter(prefix="/models", tags=["models"])
+# What callers without an admin key see of a bundle's provenance: model names, never the
+# job id, the config or a path of this machine (a local path shows as its last part).
+PUBLIC_PROVENANCE = ("dataset", "generator", "teachers", "student_base_model")
 
 
-def _loaded_info(model: LoadedModel, is_default: bool) -> VersionInfo:
+def _public_name(value: object) -> object:
+    if isinstance(value, str) and PurePath(value).is_absolute():
+        return PurePath(value).name
+    if isinstance(value, list):
+        return [_public_name(v) for v in value]
+    return value
+
+
+def public_provenance(provenance: dict[str, object]) -> dict[str, object]:
+    return {k: _public_name(provenance[k]) for k in PUBLIC_PROVENANCE if provenance.get(k)}
+
+
+def _loaded_info(model: LoadedModel, is_default: bool, admin: bool) -> VersionInfo:
     m = model.manifest
+    provenance = m.provenance.model_dump()
     return VersionInfo(
         version=model.version,
         status="loaded",
@@ -30,11 +47,11 @@ def _loaded_info(model: LoadedModel, is_default: bool) -> VersionInfo:
         metrics={
             k: {s: v.model_dump() for s, v in splits.items()} for k, splits in m.metrics.items()
         },
-        provenance=m.provenance.model_dump(),
+        provenance=provenance if admin else public_provenance(provenance),
     )
 
 
-def describe(snap: Snapshot, name: str) -> ModelInfo:
+def describe(snap: Snapshot, name: str, admin: bool = False) -> ModelInfo:
     """Every version of a model on disk, newest first, with its status."""
     loaded = snap.models.get(name, {})
     latest = snap.latest(name)
@@ -43,10 +60,17 @@ def describe(snap: Snapshot, name: str) -> ModelInfo:
         is_default = latest is not None and latest.version == version
         failure = snap.failures.get((name, version))
         if version in loaded:
-            versions.append(_loaded_info(loaded[version], is_default))
+            versions.append(_loaded_info(loaded[version], is_default, admin))
         elif failure is not None:
             versions.append(
-                VersionInfo(version=version, status="failed", is_default=False, error=failure.error)
+                VersionInfo(
+                    version=version,
+                    status="failed",
+                    is_default=False,
+                    error_code=failure.code,
+                    error=failure.reason,
+                    error_detail=failure.error if admin else None,
+                )
             )
         else:
             versions.append(VersionInfo(version=version, status="available", is_default=False))
@@ -67,18 +91,18 @@ def _known(registry: RegistryDep, name: str) -> Snapshot:
 
 
 @router.get("")
-async def list_models(registry: RegistryDep) -> ModelList:
-    """Every model in the repository: versions, labels, metrics, status, the defaults."""
+async def list_models(registry: RegistryDep, admin: IsAdmin) -> ModelList:
+    """Every model in the repository: versions, labels, metrics, status, the defaults.
+    With an admin key: full load errors and provenance too."""
     snap = registry.snapshot
-    return ModelList(
-        default_model=snap.default_model, models=[describe(snap, n) for n in sorted(snap.present)]
-    )
+    models = [describe(snap, n, admin) for n in sorted(snap.present)]
+    return ModelList(default_model=snap.default_model, models=models)
 
 
 @router.get("/{name}", responses=error_responses(s404="Unknown model; lists the known ones."))
-async def get_model(name: str, registry: RegistryDep) -> ModelInfo:
+async def get_model(name: str, registry: RegistryDep, admin: IsAdmin) -> ModelInfo:
     """One model: its versions (newest first), which is the default, and load errors."""
-    return describe(_known(registry, name), name)
+    return describe(_known(registry, name), name, admin)
 
 
 @router.post(
@@ -92,7 +116,7 @@ async def reload_model(name: str, registry: RegistryDep) -> ReloadResponse:
     A version that fails to load is reported here and never replaces a loaded one.
     """
     snap = await asyncio.to_thread(registry.refresh, name)
-    info = describe(snap, name)
+    info = describe(snap, name, admin=True)
     return ReloadResponse(
         model=info,
         loaded=[v.version for v in info.versions if v.status == "loaded"],

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from api.auth import ClassifyAccess
+from api.auth import AUTH_RESPONSES, TeacherAccess
 from api.deps import RegistryDep, SettingsDep
 from api.jobqueue import TeacherUnavailable
 from api.routes.classify import within_limits
@@ -25,7 +25,7 @@ from api.routes.jobs import QueueDep
 from api.schemas import ClassifyRequest, Prediction
 from runtime.metrics import predictions
 
-router = APIRouter(tags=["classify"], dependencies=[ClassifyAccess])
+router = APIRouter(tags=["classify"], dependencies=[TeacherAccess], responses=AUTH_RESPONSES)
 
 
 class TeacherRequest(ClassifyRequest):

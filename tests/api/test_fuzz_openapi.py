@@ -43,6 +43,20 @@ INFERENCE_PATHS = {
     "/healthz",
     "/readyz",
     "/metrics",
+    # The drop-in surfaces (TEI, Open Inference Protocol v2, infinity / OpenAI).
+    "/predict",
+    "/",
+    "/info",
+    "/v1/classify",
+    "/v1/models",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{name}",
+    "/v2/models/{name}/versions/{version}",
+    "/v2/models/{name}/ready",
+    "/v2/models/{name}/versions/{version}/ready",
+    "/v2/models/{name}/infer",
 }
 
 

@@ -14,10 +14,7 @@ import base64
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ import pytest
 from contracts.artifacts import STUDENT_META, TextModelMeta
 from contracts.jobs import JobRecord, JobState, Progress, Stage
 from jobs.store import SqliteJobStore, now_utc
+from tests.live_server import free_port, serve, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -42,27 +40,6 @@ API_KEY = "web-page-test-key"
 ADMIN_KEY = "web-page-admin-key"  # may classify too, and see the jobs
 DEV_TEXTS = ["Shares rose after the merger.", "The striker scored twice.", "A new phone chip."]
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element reference key
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except (httpx.HTTPError, KeyError) as e:
-            last = e
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({last})")
 
 
 class Browser:
@@ -198,40 +175,15 @@ def jobstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteJobStor
 
 @pytest.fixture(scope="module")
 def server(repository: Path, jobstore: SqliteJobStore) -> Iterator[str]:
-    port = free_port()
     artifacts = jobstore.path.parent
-    env = {
-        **os.environ,
+    settings = {
         "LUGPI_MODEL_REPOSITORY": str(repository),
         "LUGPI_ARTIFACTS_DIR": str(artifacts),
         "LUGPI_API_KEYS": API_KEY,
         "LUGPI_ADMIN_KEYS": ADMIN_KEY,
-        "LUGPI_POLL_INTERVAL_S": "0",
-        "LUGPI_INTRA_OP_THREADS": "1",
     }
-    env.pop("LUGPI_REDIS_URL", None)
-    log = artifacts / "uvicorn.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-
-    def ready_or_exited() -> bool:
-        return proc.poll() is not None or httpx.get(url + "readyz").status_code == 200
-
-    try:
-        wait_until(ready_or_exited, 120, "the API to be ready")
-        assert proc.poll() is None, f"uvicorn exited: {log.read_text()[-3000:]}"
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve(settings, artifacts / "uvicorn.log") as url:
+        yield url + "/"
 
 
 @pytest.fixture(scope="module")

@@ -148,6 +148,7 @@ class Stack:
             # (the embedded queue sees a killed child exit at once, without waiting).
             "stale_after_s": 10,
             "intra_op_threads": 1,
+            "allow_unauthenticated_admin": True,  # tests of jobs, not of keys
         }
         fields.update(overrides)
         c = TestClient(create_app(ApiSettings(**fields)))

@@ -43,6 +43,7 @@ def make_client(tmp_path: Path, shared_datasets: Path) -> Iterator[MakeClient]:
             "data_roots": [shared_datasets, tmp_path / "data"],
             "poll_interval_s": 0,
             "stale_after_s": 2,
+            "allow_unauthenticated_admin": True,  # tests of the job routes, not of keys
         }
         fields.update(overrides)
         client = TestClient(create_app(ApiSettings(**fields)))
