@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 from tokenizers import Encoding
 
-from api.errors import DeadlineExceeded, InferenceError, Overloaded
+from contracts.errors import DeadlineExceeded, InferenceError, Overloaded
 from runtime.classifier import OnnxClassifier
 
 log = logging.getLogger("lugpi.api")

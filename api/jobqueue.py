@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.settings import ApiSettings
-from contracts.errors import LugpiError
+from contracts.errors import JobQueueUnavailable, TeacherUnavailable
 from contracts.jobs import JobRecord, JobState
 from jobs.lifecycle import (
     QUEUE_JOBS,
@@ -53,14 +53,6 @@ from jobs.store import (
 )
 
 log = logging.getLogger("lugpi.api.jobs")
-
-
-class JobQueueUnavailable(LugpiError):
-    """The broker cannot be reached, so the job cannot be handed to a worker."""
-
-
-class TeacherUnavailable(LugpiError):
-    """No worker answered a teacher request in time (or none can in this mode)."""
 
 
 class RunnerStatus(BaseModel):
@@ -201,13 +193,13 @@ class CeleryJobQueue(JobQueue):
                 TASK_CLASSIFY_TEACHER, args=[payload], queue=QUEUE_TEACHER, expires=timeout
             )
         except Exception as e:
-            raise TeacherUnavailable(f"broker unreachable: {e}") from e
+            raise TeacherUnavailable(f"teacher unavailable: broker unreachable: {e}") from e
         try:
             answer: dict[str, Any] = result.get(timeout=timeout, propagate=True)
         except CeleryTimeout as e:
             raise TeacherUnavailable(
-                f"no worker answered within {timeout:.0f} s on queue {QUEUE_TEACHER!r}; "
-                f"start one: `lugpi worker --queues {QUEUE_TEACHER}`"
+                f"teacher unavailable: no worker answered within {timeout:.0f} s on queue "
+                f"{QUEUE_TEACHER!r}; start one: `lugpi-worker --queues {QUEUE_TEACHER}`"
             ) from e
         finally:
             result.forget()
@@ -233,8 +225,8 @@ class LocalProcessJobQueue(JobQueue):
 
     def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         raise TeacherUnavailable(
-            "the teacher runs on a worker: set LUGPI_REDIS_URL and start `lugpi worker` "
-            "(embedded mode runs training jobs only)"
+            "teacher unavailable: the teacher runs on a worker: set LUGPI_REDIS_URL and start "
+            "`lugpi-worker` (embedded mode runs training jobs only)"
         )
 
     def _loop(self) -> None:

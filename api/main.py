@@ -24,7 +24,7 @@ from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.registry import ModelRegistry
-from api.routes import classify, health, jobs, models, oip, openai_compat, teacher, tei
+from api.routes import classify, health, jobs, models, oip, openai_compat, teacher, tei, versions
 from api.settings import ApiSettings
 
 log = logging.getLogger("lugpi.api")
@@ -140,6 +140,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app.include_router(classify.router)
     app.include_router(models.router)
+    app.include_router(versions.router)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(teacher.router)

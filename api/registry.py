@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.batching import DynamicBatcher
-from api.errors import ModelNotFound, NoModelLoaded
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from contracts.bundle import VERSION_PATTERN, BundleManifest, read_manifest
-from contracts.errors import LugpiError, ModelLoadError, RepositoryError
+from contracts.errors import (
+    LugpiError,
+    ModelLoadError,
+    ModelNotFound,
+    NoModelLoaded,
+    RepositoryError,
+)
 from contracts.repository import ModelEntry, list_models
 from runtime.classifier import OnnxClassifier, open_bundle
 from runtime.session import RuntimeOptions
@@ -110,11 +115,17 @@ class Snapshot:
     present: dict[str, list[str]] = field(default_factory=dict)
     failures: dict[tuple[str, str], LoadFailure] = field(default_factory=dict)
     default_model: str | None = None
+    # name -> the version an admin pinned as default (contracts.model_versions)
+    pinned: dict[str, str] = field(default_factory=dict)
 
     def latest(self, name: str) -> LoadedModel | None:
+        """The default version of ``name``: the pinned one if it is loaded, else the newest."""
         versions = self.models.get(name)
         if not versions:
             return None
+        pin = self.pinned.get(name)
+        if pin is not None and pin in versions:
+            return versions[pin]
         return versions[max(versions, key=version_number)]
 
 
@@ -209,7 +220,10 @@ class ModelRegistry:
             present = {
                 name: sorted(dirs, key=version_number, reverse=True) for name, dirs in found.items()
             }
-            self.snapshot = Snapshot(models, present, failures, self._default(models))
+            pinned = {
+                name: e.version for name, dirs in found.items() for e in dirs.values() if e.pinned
+            }
+            self.snapshot = Snapshot(models, present, failures, self._default(models), pinned)
             self.metrics.models_loaded.set(sum(len(v) for v in models.values()))
             self._close_dropped(old, self.snapshot)
             return self.snapshot
@@ -221,9 +235,12 @@ class ModelRegistry:
         old: Snapshot,
         failures: dict[tuple[str, str], LoadFailure],
     ) -> dict[str, LoadedModel]:
-        """The newest ``max_loaded_versions`` versions that load, reusing loaded ones."""
+        """The pinned version and the newest others, ``max_loaded_versions`` in all, that
+        load; loaded ones are reused."""
         kept: dict[str, LoadedModel] = {}
-        for version in sorted(dirs, key=version_number, reverse=True):
+        pinned = [v for v, e in dirs.items() if e.pinned]
+        newest = sorted(dirs, key=version_number, reverse=True)
+        for version in pinned + [v for v in newest if v not in pinned]:
             if len(kept) >= self.settings.max_loaded_versions:
                 break
             entry = dirs[version]

@@ -2,8 +2,16 @@
 
     <model-repository>/<name>/<version>/
         model.onnx  model.int8.onnx  tokenizer.json  bundle.json
+        transformers/  config.json  tokenizer.json  model.safetensors  onnx/model.onnx
 
 ``bundle.json`` is a ``BundleManifest``. This is the only definition of it.
+``transformers/`` (optional) is the student as other tools load a model directory:
+transformers' ``from_pretrained``, and ONNX loaders (text-embeddings-inference's ort
+backend, optimum) that look for ``onnx/model.onnx`` beside ``config.json`` and the
+tokenizer and read the ``logits`` output.
+
+Schema versions: 1 (graphs with ``probabilities`` only) and 2 (``logits`` beside them,
+named in ``logits_output``). Both are read; export writes 2.
 Torch-free and transformers-free: the API imports it.
 """
 
@@ -15,11 +23,11 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contracts.errors import ArtifactError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "bundle.json"
 MODEL_FP32 = "model.onnx"
 MODEL_INT8 = "model.int8.onnx"
@@ -77,15 +85,17 @@ class ExportChecks(BaseModel):
     dev_accuracy_torch: float | None = None
     dev_accuracy_fp32: float | None = None
     dev_accuracy_int8: float | None = None
-    # quantize_dynamic arguments the int8 model was made with (per_channel, reduce_range).
-    int8_settings: dict[str, bool] | None = None
+    # How the int8 model was made (training/quantize.py QuantSettings.as_dict): method,
+    # fused graph or not, per_channel, weights, fp32 embeddings and fp32 layers.
+    int8_settings: dict[str, bool | str | list[int]] | None = None
     samples: list[CheckedSample] = Field(default_factory=list)
 
 
 class BundleManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    schema_version: Literal[1] = 1
+    # Absent in the oldest bundles, which are schema 1.
+    schema_version: Literal[1, 2] = 1
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     version: str = Field(pattern=VERSION_PATTERN)
     labels: list[str] = Field(min_length=2)
@@ -94,6 +104,8 @@ class BundleManifest(BaseModel):
     # Inputs the ONNX graph takes, in order; a subset of ONNX_INPUTS.
     inputs: list[str] = Field(default_factory=lambda: list(ONNX_INPUTS[:2]))
     output: str = ONNX_OUTPUT
+    # Schema 2: the graph output of raw scores (pre-softmax); None in schema 1 bundles.
+    logits_output: str | None = None
     provenance: Provenance = Field(default_factory=Provenance)
     # metrics[model][split], e.g. metrics["student"]["test"]; models: baseline, teacher-<name>,
     # student, student-int8.
@@ -101,6 +113,12 @@ class BundleManifest(BaseModel):
     export_checks: ExportChecks | None = None
     files: dict[str, str] = Field(description="file name -> sha256 hex digest")
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _logits_need_schema_2(self) -> BundleManifest:
+        if self.schema_version == 1 and self.logits_output is not None:
+            raise ValueError("logits_output is a schema 2 field; set schema_version to 2")
+        return self
 
 
 def sha256_file(path: Path) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from contracts.errors import AttemptLost
 from contracts.jobs import STAGE_ORDER, JobRecord, JobState, Progress, Stage
 from jobs.store import JobStore, now_utc
 
@@ -31,10 +32,6 @@ TASK_CLASSIFY_TEACHER = "lugpi.classify_teacher"
 QUEUE_JOBS = "lugpi.jobs"
 QUEUE_SHARDS = "lugpi.shards"
 QUEUE_TEACHER = "lugpi.teacher"
-
-
-class AttemptLost(Exception):
-    """This process no longer owns the job (it was reaped and handed to another worker)."""
 
 
 def overall_fraction(stage: Stage, done: int, total: int) -> float:

@@ -161,6 +161,10 @@ def open_bundle(
             labels=manifest.labels,
             options=options,
         )
+        if manifest.logits_output is not None and not clf.has_logits:
+            raise ModelLoadError(
+                f"bundle.json names a {manifest.logits_output!r} output the graph lacks"
+            )
         clf.warm_up(manifest.text_pair)
     except ModelLoadError as e:
         raise ModelLoadError(f"{bundle_dir} ({manifest.name}/{manifest.version}): {e}") from e

@@ -21,6 +21,7 @@ from contracts.config import PipelineConfig, load_config
 from contracts.errors import ConfigError, LugpiError
 from contracts.jobs import Stage
 from training import distributed
+from training.cli_models import models_app, predict
 from training.pipeline import Run, resolve_paths, run_pipeline
 from training.progress import RunContext
 
@@ -301,18 +302,9 @@ def export(
             typer.echo(f"published: {name} {version} in {repository}")
 
 
-@app.command()
-def models(
-    repository: Annotated[
-        Path,
-        typer.Option(envvar="LUGPI_MODEL_REPOSITORY", help="The model repository to list."),
-    ] = Path("model-repository"),
-) -> None:
-    """List the published models: versions, labels, test accuracy, problems."""
-    from contracts.repository import models_command
-
-    with _session(quiet=True):
-        typer.echo(models_command(repository))
+# lugpi models [list|pin|unpin|rollback|delete] and lugpi predict (training/cli_models.py).
+app.add_typer(models_app, name="models")
+app.command("predict")(predict)
 
 
 if __name__ == "__main__":

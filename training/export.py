@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from contracts.bundle import (
     MODEL_INT8,
     ONNX_LOGITS,
     ONNX_OUTPUT,
+    SCHEMA_VERSION,
     TOKENIZER,
     BundleManifest,
     CheckedSample,
@@ -53,6 +55,7 @@ from runtime.classifier import OnnxClassifier
 from runtime.encoding import TextEncoder
 from runtime.metrics import accuracy_f1, compare
 from runtime.session import RuntimeOptions
+from training.graph_fusion import fuse_transformer
 from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
 from training.student_checkpoint import (
     TextSplit,
@@ -129,6 +132,35 @@ def _check_options() -> RuntimeOptions:
     return RuntimeOptions(
         device="cpu", intra_op_threads=int(os.environ.get("OMP_NUM_THREADS", "1"))
     )
+
+
+def _fused_fp32(model: PreTrainedModel, traced: Path, dst: Path) -> Path | None:
+    """The optimizer's fused graph of ``traced`` at ``dst``, or None for encoders it has no
+    patterns for (training/graph_fusion.py)."""
+    config = model.config
+    fused = fuse_transformer(
+        traced,
+        dst,
+        str(config.model_type),
+        int(config.num_attention_heads),
+        int(config.hidden_size),
+    )
+    return dst if fused is not None else None
+
+
+# Static quantization's activation ranges come from this many dev texts: enough to see the
+# spread of lengths and values, few enough that calibration takes seconds.
+CALIBRATION_TEXTS = 256
+
+
+def calibration_feeds(
+    encoder: TextEncoder, split: TextSplit, batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Graph inputs of the first CALIBRATION_TEXTS texts of ``split``, batch by batch."""
+    n = min(len(split.texts), CALIBRATION_TEXTS)
+    for start in range(0, n, batch_size):
+        texts, pairs = split.batch(start, min(batch_size, n - start))
+        yield encoder.feed(encoder.encode(TextEncoder.pair_up(texts, pairs)))
 
 
 def _accuracy(probs: np.ndarray, labels: Sequence[int] | None) -> float | None:
@@ -210,7 +242,11 @@ def export_student(
         "opset": opset,
     }
 
-    with atomic_dir(out_dir, "export", overwrite=True) as tmp:
+    # scratch: graphs that are not (or not yet) part of the bundle, gone whatever happens.
+    with (
+        atomic_dir(out_dir, "export", overwrite=True) as tmp,
+        tempfile.TemporaryDirectory(prefix="lugpi-export-") as scratch,
+    ):
         serving_tokenizer(hf_tok, meta.max_length).save(str(tmp / TOKENIZER))
         # Check the file as the API reads it.
         encoder = TextEncoder.from_file(tmp / TOKENIZER, meta.max_length, inputs)
@@ -236,6 +272,19 @@ def export_student(
         reference = torch_probabilities(model, hf_tok, dev, meta.max_length, batch_size)
         fp32 = run(tmp / MODEL_FP32, dev)
         checks = check_fp32(reference, fp32, dev)
+        fused = _fused_fp32(model, tmp / MODEL_FP32, Path(scratch) / "fused.onnx")
+        if fused is not None:
+            fused_probs = run(fused, dev)
+            try:
+                checks = check_fp32(reference, fused_probs, dev)
+            except ExportCheckError as e:
+                log.warning("fused fp32 graph not shipped: %s", e)
+                export_info["fp32_graph"] = f"traced (fused graph failed its check: {e})"
+                fused = None
+            else:
+                shutil.copyfile(fused, tmp / MODEL_FP32)
+                fp32 = fused_probs
+                export_info["fp32_graph"] = "fused (onnxruntime transformer optimizer)"
         # probs[(variant, split)]: the dev ones are the check runs, reused for metrics.
         probs = {("student", "dev"): fp32}
         if quantize:
@@ -246,6 +295,8 @@ def export_student(
                     reference,
                     lambda path: run(path, dev),
                     min_int8_agreement,
+                    fused=fused,
+                    calibration=lambda: calibration_feeds(encoder, dev, batch_size),
                 )
             except ExportCheckError as e:
                 if require_int8:
@@ -270,16 +321,21 @@ def export_student(
             _save_transformers_copy(
                 model, hf_tok, Path(student_dir), tmp / TRANSFORMERS_DIR, tmp / TOKENIZER
             )
+            # Where TEI's ort backend and optimum look for the graph; they read "logits".
+            (tmp / TRANSFORMERS_DIR / "onnx").mkdir()
+            shutil.copyfile(tmp / MODEL_FP32, tmp / TRANSFORMERS_DIR / "onnx" / MODEL_FP32)
         prov = Provenance.model_validate({**(provenance or {}), "export": export_info})
         prov.student_base_model = prov.student_base_model or meta.base_model
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = BundleManifest(
+            schema_version=SCHEMA_VERSION,
             name=name,
             version=UNPUBLISHED_VERSION,
             labels=meta.labels,
             max_length=meta.max_length,
             text_pair=meta.text_pair,
             inputs=inputs,
+            logits_output=ONNX_LOGITS,
             provenance=prov,
             metrics=_recorded_metrics(metrics, probs, {"dev": dev, "test": test}, n),
             export_checks=checks,
@@ -346,7 +402,7 @@ def _save_transformers_copy(
     serving_tokenizer_file: Path,
 ) -> None:
     """The student as save_pretrained (safetensors) for transformers pipelines and
-    text-embeddings-inference; the API never reads it."""
+    text-embeddings-inference (export adds onnx/model.onnx); the API never reads it."""
     model.save_pretrained(dest, safe_serialization=True)
     hf_tok.save_pretrained(dest)
     # The same padding/truncation as the bundle's.

@@ -31,7 +31,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from contracts.artifacts import atomic_dir, is_complete, read_stage, write_json_atomic
+from contracts.artifacts import (
+    atomic_dir,
+    is_complete,
+    read_stage,
+    write_json_atomic,
+    write_text_atomic,
+)
 from contracts.bundle import read_manifest
 from contracts.config import PipelineConfig, TeacherConfig
 from contracts.errors import ConfigError
@@ -151,9 +157,7 @@ class Run:
                 )
             if not changed:
                 return
-        tmp = path.with_name(f".{CONFIG_FILE}.tmp")
-        tmp.write_text(yaml.safe_dump(new, sort_keys=False))
-        tmp.replace(path)
+        write_text_atomic(path, yaml.safe_dump(new, sort_keys=False))
 
     def _skip(self, stage: Stage, out: Path, force: bool) -> bool:
         if is_complete(out) and not force:

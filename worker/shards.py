@@ -13,8 +13,10 @@ worker's shard lock expires and the job's task takes the shard over.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from contracts.config import PipelineConfig
@@ -114,8 +116,22 @@ def generate_with_workers(
         ) -> None:
             ctx.report(stage, max(floor, base + d), total, msg)
 
-        with LockKeeper(store, shard_lock(job_id, mine.index), owner, settings):
+        lock = shard_lock(job_id, mine.index)
+        with LockKeeper(store, lock, owner, settings), shard_log(job_id, mine, worker):
             run_shard(cfg, plan, mine.index, RunContext(report, ctx.cancel_requested), pipe)
+
+
+@contextlib.contextmanager
+def shard_log(job_id: str, shard: Shard, worker: str) -> Iterator[None]:
+    """Log which worker drew which shard, and how long it took: how the work was split
+    (tests/deploy reads these lines from the containers' logs)."""
+    size = shard.stop - shard.start
+    log.info("job %s: shard %d (%d images) started on %s", job_id, shard.index, size, worker)
+    t0 = time.monotonic()
+    yield
+    log.info(
+        "job %s: shard %d done on %s in %.1f s", job_id, shard.index, worker, time.monotonic() - t0
+    )
 
 
 def _cached(plan: GenerationPlan, shard: Shard) -> int:
@@ -162,7 +178,8 @@ def run_shard_for_job(
     with LockKeeper(store, shard_lock(job_id, shard), owner, settings):
         try:
             ctx = RunContext(cancel_requested=_StopCheck(store, job_id))
-            run_shard(cfg, plan, shard, ctx, cached_pipeline(cfg, plan.cache_dir))
+            with shard_log(job_id, plan.shards[shard], worker):
+                run_shard(cfg, plan, shard, ctx, cached_pipeline(cfg, plan.cache_dir))
         except Cancelled:
             log.info("job %s: shard %d stopped (job cancelled or over)", job_id, shard)
             return False

@@ -13,16 +13,16 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from api.auth import AUTH_RESPONSES, TeacherAccess
 from api.deps import RegistryDep, SettingsDep
-from api.jobqueue import TeacherUnavailable
 from api.routes.classify import within_limits
 from api.routes.jobs import QueueDep
 from api.schemas import ClassifyRequest, Prediction
+from contracts.errors import NoTeacher, TeacherRefused
 from runtime.metrics import predictions
 
 router = APIRouter(tags=["classify"], dependencies=[TeacherAccess], responses=AUTH_RESPONSES)
@@ -87,8 +87,8 @@ async def classify_with_teacher(
         )
     job_id = model.manifest.provenance.job_id
     if job_id is None:
-        raise HTTPException(
-            409, f"{model.name} {model.version} was not trained by a job here: no teacher to ask"
+        raise NoTeacher(
+            f"{model.name} {model.version} was not trained by a job here: no teacher to ask"
         )
     payload: dict[str, Any] = {
         "job_id": job_id,
@@ -104,13 +104,10 @@ async def classify_with_teacher(
     )
     student_out = await model.batcher.classify(body.texts, body.text_pairs)
     student_ms = (time.perf_counter() - started) * 1000
-    try:
-        answer = await teacher_call
-    except TeacherUnavailable as e:
-        raise HTTPException(503, f"teacher unavailable: {e}") from e
+    answer = await teacher_call
     round_trip = (time.perf_counter() - started) * 1000
     if "error" in answer:
-        raise HTTPException(409, f"teacher: {answer['error']}")
+        raise TeacherRefused(f"teacher: {answer['error']}")
     teacher = TeacherSide(
         name=answer["teacher"],
         predictions=[Prediction(**p) for p in answer["predictions"]],

@@ -25,10 +25,10 @@ from api import API_VERSION
 from api.auth import ClassifyAccess
 from api.batching import TruncationSide
 from api.deps import MetricsDep, RegistryDep, SettingsDep
-from api.errors import InvalidInput, LimitExceeded
 from api.schemas import NAME_PATTERN, Text
 from api.scoring import Scored, ScoreFunction, ranked, score
 from contracts.bundle import VERSION_PATTERN
+from contracts.errors import InvalidInput, LimitExceeded
 
 
 async def _known_query(request: Request) -> None:

@@ -230,6 +230,54 @@ def test_transformers_copy_loads_in_a_pipeline_and_matches_onnx_random(
     assert np.abs(pipe_probs - onnx_probs).max() < 1e-4
 
 
+def test_transformers_dir_loads_as_onnx_model_dirs_are_read_random(
+    bundle: Path, cwi: dict[str, Split]
+) -> None:
+    """transformers/ read the way text-embeddings-inference's ort backend reads a model
+    directory: config.json (a *ForSequenceClassification architecture, id2label and
+    label2id), tokenizer.json, onnx/model.onnx fed input_ids/attention_mask (and
+    token_type_ids where the graph takes them) padded with 0, scores from "logits".
+    optimum's ORTModelForSequenceClassification looks for the same file and output; it
+    cannot be installed next to transformers 5, so it is not run here."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    hf_dir = bundle / TRANSFORMERS_DIR
+    config = json.loads((hf_dir / "config.json").read_text())
+    assert any(a.endswith("Classification") for a in config["architectures"])
+    assert config["id2label"] == {"0": "0", "1": "1"} and config["label2id"] == {"0": 0, "1": 1}
+    assert verify_bundle(bundle).schema_version == 2
+    assert f"{TRANSFORMERS_DIR}/onnx/{MODEL_FP32}" in verify_bundle(bundle).files
+
+    tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    tok.no_padding()
+    texts, pairs, _ = cwi["dev"]
+    encs = tok.encode_batch(list(zip(texts[:8], pairs[:8], strict=True)))
+    width = max(len(e.ids) for e in encs)
+    feed = {
+        "input_ids": np.array([e.ids + [0] * (width - len(e.ids)) for e in encs], dtype=np.int64),
+        "attention_mask": np.array(
+            [[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in encs], dtype=np.int64
+        ),
+        "token_type_ids": np.array(
+            [e.type_ids + [0] * (width - len(e.ids)) for e in encs], dtype=np.int64
+        ),
+    }
+    session = ort.InferenceSession(str(hf_dir / "onnx" / MODEL_FP32))
+    names = {i.name for i in session.get_inputs()}
+    (logits,) = session.run(["logits"], {k: v for k, v in feed.items() if k in names})
+    softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    served = OnnxClassifier.from_files(
+        bundle / MODEL_FP32,
+        bundle / TOKENIZER,
+        inputs=ONNX_INPUTS,
+        output="probabilities",
+        max_length=MAX_LENGTH,
+        labels=["0", "1"],
+    ).predict_proba(texts[:8], pairs[:8])
+    assert np.abs(softmax - served).max() < 1e-5
+
+
 def test_a_failing_check_names_the_metric_and_writes_nothing_random(
     student: Path, cwi: dict[str, Split], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
