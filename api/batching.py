@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from tokenizers import Encoding
 
 from contracts.errors import DeadlineExceeded, InferenceError, Overloaded
+from contracts.truncation import Cut
 from runtime.classifier import OnnxClassifier
 
 log = logging.getLogger("lugpi.api")
@@ -321,10 +321,10 @@ class DynamicBatcher:
             start = end
         return outputs
 
-    def _encode(self, batch: list[_Pending]) -> list[Encoding]:
+    def _encode(self, batch: list[_Pending]) -> list[Cut]:
         """One tokenizer call per truncation side present (nearly always just one)."""
         clf = self.classifier
-        encodings: list[Encoding | None] = [None] * sum(len(p.texts) for p in batch)
+        encodings: list[Cut | None] = [None] * sum(len(p.texts) for p in batch)
         for side in ("right", "left"):
             rows: list[int] = []
             inputs: list[str | tuple[str, str]] = []

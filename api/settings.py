@@ -102,6 +102,17 @@ class ApiSettings(SharedSettings):
         "batches grow with load without delaying a lone request.",
     )
 
+    # --- teacher (POST /classify/teacher) ---------------------------------------------------
+    teacher_max_texts: int = Field(
+        default=8, ge=1, description="Most texts in one /classify/teacher call (one image each)."
+    )
+    teacher_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Most /classify/teacher calls waiting for workers at once, each on a "
+        "thread of its own pool (never the API's default one); beyond: 429.",
+    )
+
     # --- overload ---------------------------------------------------------------------------
     max_queued_texts: int = Field(
         default=1024,

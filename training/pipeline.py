@@ -51,6 +51,7 @@ from training.generate import (
     resolve_cache_dir,
 )
 from training.progress import RunContext
+from training.tracking import Tracker
 
 CONFIG_FILE = "config.yaml"
 PUBLISHED_FILE = "published.json"
@@ -64,6 +65,10 @@ _NOT_RESULT_AFFECTING = {
     # Whether a weak int8 model fails the export or ships fp32 only: a policy, not a result of
     # any stage before export, so a run stopped by the int8 check can be finished with it.
     "export.require_int8",
+    # Where the run is reported, not what it computes.
+    "tracking.mlflow",
+    "tracking.uri",
+    "tracking.experiment",
 }
 
 
@@ -329,6 +334,7 @@ class Run:
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
         from training.distill import loss_record
         from training.export import export_student
+        from training.tracking import software_provenance
         from training.train_teacher import write_stage_record
 
         if self._skip(Stage.EXPORT, out, force):
@@ -358,6 +364,7 @@ class Run:
                     "loss": loss_record(cfg),
                     "students": students,
                     "selected_student": selected,
+                    "software": software_provenance(),
                 }
                 # This bundle's own student is "student"; the others keep their keys.
                 own = {**metrics, "student": metrics[f"student-{key}"]}
@@ -422,14 +429,25 @@ def run_pipeline(
     paths are taken from the current directory."""
     cfg = resolve_paths(cfg, Path.cwd())
     run = Run(cfg, run_dir, ctx)
+    tracker = Tracker(cfg, run.dir)
+
+    def track(*dirs: Path | None) -> None:
+        def log() -> None:
+            for d in dirs:
+                if d is not None:
+                    tracker.stage_done(d.name, d)
+
+        distributed.on_main(log)
+
     run.pin_config()
-    run.prepare()
-    run.generate()
-    run.teachers()
-    run.distill()
-    run.baseline()
-    run.evaluate()
+    track(run.prepare())
+    track(run.generate())
+    track(*run.teachers())
+    track(*run.distill())
+    track(run.baseline())
+    track(run.evaluate())
     bundle = run.export(job_id=job_id)
+    track(run.stage_dir("export"))
     metrics = {
         model: {split: m.model_dump() for split, m in per_split.items()}
         for model, per_split in read_manifest(bundle).metrics.items()

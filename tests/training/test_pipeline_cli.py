@@ -121,6 +121,7 @@ def test_whole_pipeline_through_the_cli_with_random_tiny_models(
     for key in ("teachers.0.text_model", "student.text_model"):
         opts += ["--set", f"{key}={tiny_text_model}"]
     opts += ["--set", f"teachers.0.image_model={tiny_vit}"]
+    opts += ["--set", "tracking.mlflow=true"]  # into a real local MLflow store in the run dir
     code, out = _invoke("run", "smoke", *opts, "--repository", repo)
     assert code == 0, out
     stages = ("data", "images", "teacher-effnet", "student-effnet", "baseline", "evaluate")
@@ -134,6 +135,17 @@ def test_whole_pipeline_through_the_cli_with_random_tiny_models(
     assert manifest["provenance"]["student"] == "effnet"
     assert manifest["provenance"]["loss"]["kd_form"] == "paper"
     assert manifest["metrics"]["student"]["test"]["n"] == 20
+    software = manifest["provenance"]["software"]
+    assert "torch" in software["packages"] and "git" in software
+    from mlflow.tracking import MlflowClient
+
+    state = json.loads((run_dir / "mlflow.json").read_text())
+    assert set(state["logged"]) == {*stages, "export"}
+    tracked = MlflowClient(state["uri"]).get_run(state["run_id"]).data
+    assert "evaluate.student.test.accuracy" in tracked.metrics or any(
+        k.startswith("student-effnet.") for k in tracked.metrics
+    )
+    assert tracked.tags["git.commit"] == software["git"]["commit"]
     code, out = _invoke("models", "--repository", repo)
     assert code == 0 and "smoke" in out and "v1" in out
     # A rerun finds every stage complete and the bundle published: it redoes nothing.
