@@ -231,6 +231,15 @@ class Run:
                 train_teacher(
                     self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
                 )
+            if self.cfg.distill.cross_fit_folds >= 2:
+                from training.cross_fit import fold_teacher_dir, train_fold_teachers
+
+                k = self.cfg.distill.cross_fit_folds
+                for i in range(k) if force else ():
+                    self._skip(Stage.TEACHER, fold_teacher_dir(out, i, k), force)
+                train_fold_teachers(
+                    self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
+                )
         return [self.teacher_dir(t) for t in self.cfg.teachers]
 
     def distill(self, force: bool = False) -> list[Path]:

@@ -32,7 +32,7 @@ from training.generate import (
     run_shard,
 )
 from training.progress import RunContext
-from worker.job_context import FanOut
+from worker.job_context import STOPPING, FanOut
 from worker.locks import LockKeeper, lock_owner
 from worker.settings import WorkerSettings
 
@@ -140,12 +140,19 @@ def _cached(plan: GenerationPlan, shard: Shard) -> int:
 
 class _StopCheck:
     """Cancellation for a shard task on another worker: read the job record at most
-    once a second; stop when the job ended or was cancelled."""
+    once a second; stop when the job ended or was cancelled, or when this worker is
+    shutting down (the shard is abandoned: its lock is released at once and the job's own
+    task, which claims every shard nobody holds, draws the rest; its images so far stay
+    cached)."""
 
     def __init__(self, store: JobStore, job_id: str) -> None:
         self.store, self.job_id, self._next, self._stop = store, job_id, 0.0, False
+        self.why = "job cancelled or over"
 
     def __call__(self) -> bool:
+        if STOPPING.is_set():
+            self.why = "this worker is shutting down"
+            return True
         if not self._stop and time.monotonic() >= self._next:
             self._next = time.monotonic() + 1.0
             try:
@@ -177,10 +184,11 @@ def run_shard_for_job(
         return False  # the job's own task (or another worker) is on it
     with LockKeeper(store, shard_lock(job_id, shard), owner, settings):
         try:
-            ctx = RunContext(cancel_requested=_StopCheck(store, job_id))
+            stop = _StopCheck(store, job_id)
+            ctx = RunContext(cancel_requested=stop)
             with shard_log(job_id, plan.shards[shard], worker):
                 run_shard(cfg, plan, shard, ctx, cached_pipeline(cfg, plan.cache_dir))
         except Cancelled:
-            log.info("job %s: shard %d stopped (job cancelled or over)", job_id, shard)
+            log.info("job %s: shard %d abandoned (%s)", job_id, shard, stop.why)
             return False
     return True

@@ -89,23 +89,31 @@ def _png_b64(image: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _expired(payload: dict[str, Any]) -> dict[str, Any] | None:
+def _expired(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, Any] | None:
     # The API stops waiting at payload["deadline"] (epoch seconds): past it, nobody reads
-    # the answer, so the GPU is not spent on it.
+    # the answer, so the GPU is not spent on it. A request without one (an older API) is
+    # dropped once it waited longer than this worker's teacher_timeout_s since "sent_at".
     deadline = payload.get("deadline")
     if deadline is not None and time.time() > float(deadline):
         return {"error": "the API gave up on this request before it ran", "code": "expired"}
+    waited = time.time() - float(payload.get("sent_at") or time.time())
+    if waited > settings.teacher_timeout_s:
+        return {
+            "error": f"dropped unanswered: waited {waited:.0f} s, longer than "
+            f"teacher_timeout_s ({settings.teacher_timeout_s:g} s)",
+            "code": "expired",
+        }
     return None
 
 
 def classify_with_teacher(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, Any]:
     """Answer one request; a problem the user can fix comes back as ``{"error": ...}``
     (the API raises it as ``TeacherRefused``)."""
-    if (gone := _expired(payload)) is not None:
+    if (gone := _expired(payload, settings)) is not None:
         return gone
     try:
         with _lock:
-            if (gone := _expired(payload)) is not None:  # it waited for the lock
+            if (gone := _expired(payload, settings)) is not None:  # it waited for the lock
                 return gone
             return _classify(payload, settings)
     except UserError as e:

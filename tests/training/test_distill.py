@@ -136,6 +136,11 @@ def test_distill_writes_a_loadable_student(
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert {"ce", "kd", "emb"} <= set(history["steps"][0])
     assert history["steps"][0]["emb"] > 0
+    # The loss it was trained with, in its stage record and in lugpi.json (the bundle's source).
+    record = json.loads((out / "stage.json").read_text())["summary"]
+    assert record["teachers"] == ["tiny"]
+    assert record["loss"]["kd_form"] == "paper" and record["loss"]["embedding_loss"] == "mse"
+    assert (meta.model_extra or {})["loss"] == record["loss"]
 
 
 def test_alpha_beta_zero_student_is_the_baseline(
