@@ -5,7 +5,7 @@ and seed (same initial weights, same batch order), so the only difference is the
 the student uses the LUGPI loss (training/losses.py), the baseline plain CE.
 
 Teachers are frozen, so their logits and embeddings are computed once per training example
-before the student's first step (DESIGN.md §1), then the teachers are freed. With
+before the student's first step (docs/method.md), then the teachers are freed. With
 ``distill.use_unlabelled`` the "unlabelled" split joins the training set with label id -1:
 those examples carry the teachers' soft labels and embedding targets only (Teacher Guided
 Training).
