@@ -1,6 +1,8 @@
 """Property-based: schemathesis generates requests from the OpenAPI schema (valid and
-invalid ones) and sends them to the ASGI app serving real RANDOM-weight bundles; no
-response may be a 5xx, and every response must match what the schema documents."""
+invalid ones) and sends them to the ASGI app serving real RANDOM-weight bundles, with the
+production limits (64 texts of 10,000 characters, pairs); no response may be a 5xx, and
+every response must match what the schema documents. The limits themselves are sent
+exactly once more at the end, on the single-text and the pair model."""
 
 from __future__ import annotations
 
@@ -73,9 +75,8 @@ def api_schema(
             default_model="sentiment",
             poll_interval_s=0,
             intra_op_threads=1,
-            max_texts_per_request=8,
-            max_text_chars=300,
-            max_body_bytes=8192,
+            # The production limits (64 texts, 10,000 characters, 2 MiB bodies): the
+            # defaults, not shrunken ones, so that what is fuzzed is what is deployed.
             api_keys=["fuzz-user"],
             admin_keys=[ADMIN_KEY],
         )
@@ -112,3 +113,24 @@ def test_random_generated_requests_never_get_5xx(
             # Negative mode where every input is a free string (a path name) or there are
             # none: nothing can be made invalid. /classify's body always can.
             assert mode == GenerationMode.NEGATIVE and operation.path != "/classify"
+
+
+@pytest.mark.parametrize("model", ["sentiment", "cwi"])
+def test_random_requests_at_the_production_limits(api_schema: OpenApiSchema, model: str) -> None:
+    """64 texts (and pairs) of 10,000 characters: answered; one more text or character:
+    422 naming the field. Never a 5xx."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(api_schema.app)  # type: ignore[attr-defined]
+    headers = {"X-API-Key": ADMIN_KEY}
+    text = ("a fine film, " * 800)[:10_000]
+
+    def body(n: int, chars: int) -> dict[str, object]:
+        texts = [text[:chars]] * n
+        return {"model": model, "texts": texts, **({"text_pairs": texts} if model == "cwi" else {})}
+
+    ok = client.post("/classify", json=body(64, 10_000), headers=headers)
+    assert ok.status_code == 200 and ok.json()["truncated"] == list(range(64))
+    assert client.post("/classify", json=body(65, 10), headers=headers).status_code == 422
+    text += "x"
+    assert client.post("/classify", json=body(1, 10_001), headers=headers).status_code == 422
