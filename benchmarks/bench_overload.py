@@ -149,7 +149,7 @@ async def drive(
 
 def lat(values: list[float]) -> str:
     ms = [v * 1000 for v in values]
-    return f"{percentile(ms, 50):.0f} / {percentile(ms, 99):.0f} / {max(ms):.0f}"
+    return f"{percentile(ms, 0.5):.0f} / {percentile(ms, 0.99):.0f} / {max(ms):.0f}"
 
 
 def main() -> None:
@@ -203,7 +203,7 @@ def main() -> None:
                  f"{os.cpu_count()} cores shared with the load generator; uvicorn flags: "
                  f"`{' '.join(deployed_flags())}`; default limits (LUGPI_MAX_QUEUED_TEXTS "
                  "1024, LUGPI_REQUEST_TIMEOUT_S 10).", "",
-                 "| phase | requests | answered 200 | 429 | 503 | errors | "
+                 "| phase | requests sent | answered 200 | 429 | 503 | errors | "
                  "p50 / p99 / max ms (200) | p50 / p99 / max ms (429+503) | wall s |",
                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
 
@@ -216,8 +216,9 @@ def main() -> None:
             other = {
                 k: v for k, v in outcome.items() if isinstance(k, int) and k not in (200, 429, 503)
             }
+            sent = sum(outcome.values())  # the burst stops sending at --seconds
             lines.append(
-                f"| {name} | {n} | {outcome[200]} | {outcome[429]} | {outcome[503]} | "
+                f"| {name} | {sent} of {n} | {outcome[200]} | {outcome[429]} | {outcome[503]} | "
                 f"{sum(errors.values())} {dict(errors) or ''}{' other: ' + str(other) if other else ''} | "  # noqa: E501
                 f"{lat(latencies[200]) if 200 in latencies else '-'} | "
                 f"{lat(shed) if shed else '-'} | {wall:.1f} |"

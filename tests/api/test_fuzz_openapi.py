@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from api.main import create_app
 from api.settings import ApiSettings
 from contracts.repository import publish
+from tests.api.conftest import MakeClient
 
 ADMIN_KEY = "fuzz-admin"
 # Schema-valid bodies may still be refused: JSON Schema cannot say "text_pairs as long as
@@ -116,21 +117,18 @@ def test_random_generated_requests_never_get_5xx(
 
 
 @pytest.mark.parametrize("model", ["sentiment", "cwi"])
-def test_random_requests_at_the_production_limits(api_schema: OpenApiSchema, model: str) -> None:
+def test_random_requests_at_the_production_limits(make_client: MakeClient, model: str) -> None:
     """64 texts (and pairs) of 10,000 characters: answered; one more text or character:
-    422 naming the field. Never a 5xx."""
-    from fastapi.testclient import TestClient
-
-    client = TestClient(api_schema.app)  # type: ignore[attr-defined]
-    headers = {"X-API-Key": ADMIN_KEY}
+    422 naming the field. Never a 5xx. Default settings: the production limits."""
+    client = make_client()
     text = ("a fine film, " * 800)[:10_000]
 
-    def body(n: int, chars: int) -> dict[str, object]:
-        texts = [text[:chars]] * n
+    def body(texts: list[str]) -> dict[str, object]:
         return {"model": model, "texts": texts, **({"text_pairs": texts} if model == "cwi" else {})}
 
-    ok = client.post("/classify", json=body(64, 10_000), headers=headers)
+    ok = client.post("/classify", json=body([text] * 64))
     assert ok.status_code == 200 and ok.json()["truncated"] == list(range(64))
-    assert client.post("/classify", json=body(65, 10), headers=headers).status_code == 422
-    text += "x"
-    assert client.post("/classify", json=body(1, 10_001), headers=headers).status_code == 422
+    more = client.post("/classify", json=body(["a"] * 65))
+    assert more.status_code == 422 and "LUGPI_MAX_TEXTS_PER_REQUEST" in more.text
+    longer = client.post("/classify", json=body([text + "x"]))
+    assert longer.status_code == 422 and "LUGPI_MAX_TEXT_CHARS" in longer.text
