@@ -27,7 +27,7 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
-from contracts.config import PipelineConfig
+from contracts.config import PipelineConfig, is_saved_dataset
 
 # Names that load only what ships with the code (models/hub.py, training/tiny_diffusion.py).
 BUILTIN_MODELS = frozenset({"all-minilm-l6-v2", "efficientnet-lite0", "tiny-random"})
@@ -44,7 +44,8 @@ def _under(path: Path, roots: list[Path]) -> bool:
 
 
 def resolve_data_path(value: str, roots: list[Path]) -> Path:
-    """The real file ``value`` names under ``roots``; ``ValueError`` saying why not."""
+    """The real file (or save_to_disk directory) ``value`` names under ``roots``;
+    ``ValueError`` saying why not. Never a hub id: a job reads local data only."""
     given = Path(value).expanduser()
     if ".." in given.parts:
         raise ValueError("must not contain '..'; give a path under the data roots")
@@ -56,11 +57,14 @@ def resolve_data_path(value: str, roots: list[Path]) -> Path:
             if _under(candidate.absolute(), real_roots):
                 raise ValueError("is a symlink that leads outside the data roots")
             continue
-        if real.is_file():
+        if real.is_file() or is_saved_dataset(real):
             return real
     if given.is_absolute() and not _under(given.resolve(), real_roots):
         raise ValueError(f"is outside the data roots {[str(r) for r in roots]} (LUGPI_DATA_ROOTS)")
-    raise ValueError(f"no such file under the data roots {[str(r) for r in roots]}")
+    raise ValueError(
+        f"no such file (or 🤗 datasets save_to_disk directory) under the data roots "
+        f"{[str(r) for r in roots]}; hub dataset ids are for the command line only"
+    )
 
 
 def _model_allowed(value: str, settings: ApiSettings) -> bool:
@@ -132,6 +136,16 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
                     "or leave it out (default: inside the job's run dir)",
                 )
             )
+    if cfg.tracking.uri is not None:
+        # A job must not make the worker send its config and metrics to a server of the
+        # caller's choosing; the default store lives inside the job's own run dir.
+        errors.append(
+            _error(
+                ("tracking", "uri"),
+                "tracking.uri cannot be set by a job; leave it out (MLflow logs into the "
+                "job's run dir) or run `lugpi run --set tracking.uri=...` on a worker",
+            )
+        )
     if errors:
         raise RequestValidationError(errors)
     data = cfg.data.model_copy(update=data_updates)

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from api.settings import ApiSettings
 from contracts.errors import JobQueueUnavailable, TeacherUnavailable
 from contracts.jobs import JobRecord, JobState
+from contracts.layout import RunLayout
 from jobs.lifecycle import (
     QUEUE_JOBS,
     QUEUE_TEACHER,
@@ -43,6 +44,7 @@ from jobs.lifecycle import (
     TASK_RUN_JOB,
     abandon_attempt,
     fail_queued,
+    reap_queued_jobs,
     reap_stale_jobs,
 )
 from jobs.store import (
@@ -180,6 +182,15 @@ class CeleryJobQueue(JobQueue):
             task_publish_retry_policy={"max_retries": 1, "interval_start": 0.2},
         )
 
+    def reap(self) -> list[JobRecord]:
+        """Running jobs whose worker died, and queued jobs no worker took (a lost message)."""
+        return super().reap() + reap_queued_jobs(
+            self.store,
+            resend_after=self.settings.queued_resend_s,
+            fail_after=self.settings.queued_timeout_s,
+            requeue=self.submit,
+        )
+
     def submit(self, job_id: str) -> None:
         try:
             self.celery.send_task(TASK_RUN_JOB, args=[job_id], queue=QUEUE_JOBS)
@@ -195,8 +206,10 @@ class CeleryJobQueue(JobQueue):
 
         try:
             # expires: a worker that comes up later drops the stale request unanswered.
+            # sent_at: a worker drops a request that waited past its own teacher_timeout_s.
+            stamped = {**payload, "sent_at": time.time()}
             result = self.celery.send_task(
-                TASK_CLASSIFY_TEACHER, args=[payload], queue=QUEUE_TEACHER, expires=timeout
+                TASK_CLASSIFY_TEACHER, args=[stamped], queue=QUEUE_TEACHER, expires=timeout
             )
         except Exception as e:
             raise TeacherUnavailable(f"teacher unavailable: broker unreachable: {e}") from e
@@ -277,7 +290,7 @@ class LocalProcessJobQueue(JobQueue):
     def _run_child(self, job_id: str) -> None:
         cmd = [sys.executable, "-m", "worker.local", job_id]
         # The job's own log, beside its stage directories.
-        log_file = Path(self.settings.artifacts_dir) / "runs" / job_id / "job.log"
+        log_file = RunLayout.for_job(Path(self.settings.artifacts_dir), job_id).job_log
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log.info("running job %s: %s (log: %s)", job_id, " ".join(cmd), log_file)
         with log_file.open("ab") as out:
