@@ -7,8 +7,10 @@ every sampling setting), written atomically; so a crashed or repeated run redoes
 the texts it lacks, and runs that share the cache share their texts.
 
 The list splits into ``text_generator.num_shards`` contiguous ranges with the same
-planner as the images (``training.generate.plan_shards``); independent processes each run
-``run_text_shard(..., shard=i)`` and the stage then finds every text cached.
+planner as the images (``training.sharding``); independent processes each run
+``run_text_shard(..., shard=i)`` and the stage then finds every text cached; within one
+run the shards are ``ShardedWork`` that the pipeline's shard strategy runs (in turn here;
+claimed under locks by a worker's job).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pathlib import Path
 from contracts.config import PipelineConfig, TextGeneratorConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
-from training.generate import Shard, plan_shards
 from training.progress import RunContext
+from training.sharding import InProcess, Shard, ShardedWork, ShardStrategy, plan_shards
 from training.text_generator import TextGenerator, TextRequest, generator_identity
 
 
@@ -65,8 +67,9 @@ def text_cache_key(g: TextGeneratorConfig, request: TextRequest) -> str:
 
 
 def resolve_text_cache(cfg: PipelineConfig, run_dir: Path) -> Path:
-    g = cfg.text_generator
-    return Path(g.cache_dir) if g.cache_dir else run_dir / "text-cache"
+    from contracts.layout import RunLayout
+
+    return RunLayout(run_dir).text_cache(cfg.text_generator.cache_dir)
 
 
 def plan_texts(
@@ -142,22 +145,32 @@ def run_text_shard(
     return len(todo)
 
 
+def text_work(
+    cfg: PipelineConfig, plan: TextGenerationPlan, generator: LazyTextGenerator
+) -> ShardedWork:
+    """The plan as work for a ``ShardStrategy``: a text is done when it is cached."""
+
+    def done_in(shard: Shard) -> int:
+        return sum(plan.path(j).is_file() for j in plan.jobs[shard.start : shard.stop])
+
+    def run(shard: Shard, ctx: RunContext) -> None:
+        run_text_shard(cfg, plan, shard.index, ctx, generator)
+
+    return ShardedWork(Stage.TGT, plan.shards, done_in, run)
+
+
 def generate_texts(
-    cfg: PipelineConfig, plan: TextGenerationPlan, ctx: RunContext
+    cfg: PipelineConfig,
+    plan: TextGenerationPlan,
+    ctx: RunContext,
+    strategy: ShardStrategy | None = None,
 ) -> tuple[list[str], int]:
-    """Every shard in this process (the cached ones cost nothing); the texts in plan order
-    and how many were newly generated."""
-    generator, made = LazyTextGenerator(cfg, plan.cache_dir), 0
-    for s in plan.shards:
-        offset = s.start
-
-        def report(stage: Stage, done: int, total: int, msg: str, offset: int = offset) -> None:
-            ctx.report(stage, offset + done, len(plan.jobs), msg)
-
-        made += run_text_shard(
-            cfg, plan, s.index, RunContext(report, ctx.cancel_requested), generator
-        )
-    return [read_text(plan, j) for j in plan.jobs], made
+    """Every shard, run by ``strategy`` (default: here, in turn; cached texts cost nothing);
+    the texts in plan order and how many were newly generated."""
+    generator = LazyTextGenerator(cfg, plan.cache_dir)
+    before = sum(plan.path(j).is_file() for j in plan.jobs)
+    (strategy or InProcess()).run(text_work(cfg, plan, generator), ctx)
+    return [read_text(plan, j) for j in plan.jobs], len(plan.jobs) - before
 
 
 def read_text(plan: TextGenerationPlan, job: TextJob) -> str:

@@ -41,11 +41,12 @@ from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, DataError
 from contracts.jobs import Stage
 from training.data import Example, PreparedData
-from training.generate import GenerationPlan, plan_shards, run_shard
+from training.generate import GenerationPlan, run_shard
 from training.images import ImageJob, LazyPipeline, image_job, sample_seed
 from training.near_copies import near_any, normalise
 from training.progress import RunContext
 from training.prompts import make_prompt
+from training.sharding import ShardStrategy, plan_shards
 from training.text_generation import draw_seed, generate_texts, plan_texts
 from training.text_generator import TextRequest
 
@@ -146,13 +147,15 @@ def run_tgt(
     text_cache: Path,
     image_cache: Path | None,
     image_pipe: Any = None,
+    strategy: ShardStrategy | None = None,
 ) -> Path:
     """Generate, filter and draw; write the stage directory. ``image_cache`` None: no
     teacher reads images. ``image_pipe``: an object with ``get()`` returning a text-to-image
-    pipeline (default: the configured generator, loaded on first use)."""
+    pipeline (default: the configured generator, loaded on first use). ``strategy`` runs
+    the text-generation shards (default: here, in turn)."""
     started = time.perf_counter()
     plan = plan_texts(cfg, neighbour_requests(cfg, data), text_cache)
-    texts, made = generate_texts(cfg, plan, ctx)
+    texts, made = generate_texts(cfg, plan, ctx, strategy)
     kept, dropped = filter_generated(cfg, data, texts)
     if not kept:
         raise DataError(
