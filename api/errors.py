@@ -99,7 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, _RETRY_LATER):
             headers = {"Retry-After": str(RETRY_AFTER_S)}
-        elif kind in ("backend", "internal"):
+        elif kind in ("backend", "internal", "unavailable"):
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return error_response(
             request, kind, str(exc), param=getattr(exc, "field", None), headers=headers

@@ -66,11 +66,13 @@ class JobStore(ABC):
     """Job records plus named locks with a TTL."""
 
     def create(self, config: dict[str, object], job_id: str | None = None) -> JobRecord:
+        now = now_utc()
         record = JobRecord(
             job_id=check_job_id(job_id or new_job_id()),
             config=config,
-            created_at=now_utc(),
-            updated_at=now_utc(),
+            created_at=now,
+            updated_at=now,
+            queued_at=now,
         )
         self._insert(record)
         return record

@@ -167,7 +167,7 @@ def serving_tokenizer(tokenizer: PreTrainedTokenizerFast, max_length: int) -> To
     truncate (longest first, as transformers does) to ``max_length``.
 
     A tokenizer.json saved by transformers may carry fixed padding to 128 tokens (4x slower
-    at batch 1, DESIGN.md §4); the API uses this file with the ``tokenizers`` library alone.
+    at batch 1, docs/environment.md); the API uses this file with the ``tokenizers`` library alone.
     """
     tok = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     tok.no_padding()
