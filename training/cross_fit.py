@@ -21,12 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from contracts.artifacts import is_complete
+from contracts.artifacts import ImageIndex, is_complete
 from contracts.config import PipelineConfig, TeacherConfig
 from training.data import PreparedData
 from training.progress import RunContext
-
-ImageIndex = dict[str, list[Path]]
 
 
 def folds(n: int, k: int, seed: int) -> list[np.ndarray]:

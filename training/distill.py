@@ -5,7 +5,7 @@ and seed (same initial weights, same batch order), so the only difference is the
 the student uses the LUGPI loss (training/losses.py), the baseline plain CE.
 
 Teachers are frozen, so their logits and embeddings are computed once per training example
-before the student's first step (DESIGN.md §1), then the teachers are freed. With
+before the student's first step (docs/method.md), then the teachers are freed. With
 ``distill.use_unlabelled`` the "unlabelled" split joins the training set with label id -1:
 those examples carry the teachers' soft labels and embedding targets only (Teacher Guided
 Training).
@@ -28,10 +28,12 @@ from torch import Tensor, nn
 
 from contracts.artifacts import (
     STUDENT_META,
+    ImageIndex,
     TextModelMeta,
     atomic_dir,
     is_complete,
     write_json_atomic,
+    write_stage_record,
 )
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
@@ -53,9 +55,7 @@ from training.image_tokens import teacher_image_inputs
 from training.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
 from training.progress import RunContext
 from training.train_loop import Budget, Runtime, fit, seed_everything, select_runtime
-from training.train_teacher import check_images, write_stage_record
-
-ImageIndex = dict[str, list[Path]]
+from training.train_teacher import check_images
 
 
 @dataclass
