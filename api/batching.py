@@ -2,7 +2,7 @@
 
 One daemon thread per loaded version runs the loop, so inference never blocks the
 event loop (a server that infers on the loop shows multi-second maxima at
-concurrency >= 32, DESIGN.md §4). The loop takes the first queued request, then
+concurrency >= 32, docs/environment.md). The loop takes the first queued request, then
 everything else already queued (and, if ``max_wait_s`` > 0, what arrives within it)
 up to ``max_batch_size`` texts; tokenizes all of them at once; sorts them by token
 length and cuts them into groups so that a short text is not padded to a long one;

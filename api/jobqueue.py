@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from api.settings import ApiSettings
 from contracts.errors import JobQueueUnavailable, TeacherUnavailable
 from contracts.jobs import JobRecord, JobState
+from contracts.layout import RunLayout
 from jobs.lifecycle import (
     QUEUE_JOBS,
     QUEUE_TEACHER,
@@ -289,7 +290,7 @@ class LocalProcessJobQueue(JobQueue):
     def _run_child(self, job_id: str) -> None:
         cmd = [sys.executable, "-m", "worker.local", job_id]
         # The job's own log, beside its stage directories.
-        log_file = Path(self.settings.artifacts_dir) / "runs" / job_id / "job.log"
+        log_file = RunLayout.for_job(Path(self.settings.artifacts_dir), job_id).job_log
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log.info("running job %s: %s (log: %s)", job_id, " ".join(cmd), log_file)
         attempts_before = self.store.get(job_id).attempts

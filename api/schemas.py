@@ -1,4 +1,4 @@
-"""Request and response bodies of the inference routes (DESIGN.md §3).
+"""Request and response bodies of the inference routes (docs/contracts.md).
 
 Structural rules (types, non-empty, equal lengths, unknown keys) are declared here.
 The per-deployment limits (texts per request, characters per text) are settings, so

@@ -18,7 +18,7 @@ from pydantic_settings import NoDecode
 from contracts.settings import SharedSettings
 
 # Ids the job routes accept by default: the paper's models (for users who have the hub)
-# and the offline ones that ship on PyPI or are built from config (DESIGN.md §4).
+# and the offline ones that ship on PyPI or are built from config (docs/environment.md).
 DEFAULT_ALLOWED_MODELS = [
     "distilbert-base-uncased",
     "openai/clip-vit-base-patch32",

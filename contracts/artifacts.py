@@ -22,9 +22,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import ArtifactError, UserError
+from contracts.jobs import Stage
 
 STAGE_FILE = "stage.json"
 STUDENT_META = "lugpi.json"
+
+# The generate stage's output as the later stages read it: split -> one PNG per example,
+# aligned with the prepared data's examples (empty when no teacher reads images).
+ImageIndex = dict[str, list[Path]]
 
 
 class StageRecord(BaseModel):
@@ -60,6 +65,15 @@ def read_stage(stage_dir: Path) -> StageRecord:
     if not is_complete(stage_dir):
         raise ArtifactError(f"{stage_dir}: stage not finished (no {STAGE_FILE}); rerun the stage")
     return StageRecord.model_validate_json((stage_dir / STAGE_FILE).read_text())
+
+
+def write_stage_record(tmp: Path, stage: Stage, seconds: float, summary: dict[str, object]) -> None:
+    """stage.json with a summary, into a stage's temporary directory (``atomic_dir`` keeps a
+    stage.json the stage wrote itself)."""
+    record = StageRecord(
+        stage=stage.value, finished_at=datetime.now(UTC), seconds=round(seconds, 3), summary=summary
+    )
+    write_json_atomic(tmp / STAGE_FILE, record.model_dump(mode="json"))
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from contracts.errors import ConfigError
 
 DataFormat = Literal["auto", "csv", "tsv", "jsonl", "cwi2018", "hf"]
-# How the generator prompt is derived from a text (DESIGN.md §1, step 1).
+# How the generator prompt is derived from a text (docs/method.md, step 1).
 PromptStyle = Literal["plain", "html", "newsgroups", "cwi"]
 Device = Literal["auto", "cpu", "cuda"]
 TeacherModality = Literal["text+image", "image", "text"]

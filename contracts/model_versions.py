@@ -11,9 +11,9 @@ so readers see it whole or not at all. The API picks the change up on its next r
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from contracts.artifacts import write_text_atomic
 from contracts.errors import RepositoryError
 from contracts.repository import (
     PIN_FILE,
@@ -53,9 +53,7 @@ def _write_pin(model_dir: Path, version: str | None) -> None:
     if version is None:
         target.unlink(missing_ok=True)
         return
-    tmp = model_dir / f"{PIN_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(f"{version}\n")
-    os.replace(tmp, target)
+    write_text_atomic(target, f"{version}\n", RepositoryError)
 
 
 def _io(action: str, model_dir: Path, e: OSError) -> RepositoryError:

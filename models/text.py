@@ -81,7 +81,7 @@ def encode(
     pairs: Sequence[str] | None,
     max_length: int,
 ) -> dict[str, Tensor]:
-    """Tokenize a batch, padded to its longest text (not to max_length: DESIGN.md §4).
+    """Tokenize a batch, padded to its longest text (not to max_length: docs/environment.md).
 
     Cut with contracts/truncation.py, as the API and export's checks cut: the same ids for
     every text, and a long pair costs one pass instead of tokenizers' window products."""

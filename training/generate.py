@@ -22,13 +22,19 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from contracts.artifacts import STAGE_FILE, StageRecord, atomic_dir, is_complete, write_json_atomic
+from contracts.artifacts import (
+    ImageIndex,
+    atomic_dir,
+    is_complete,
+    write_json_atomic,
+    write_stage_record,
+)
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
+from contracts.layout import RunLayout
 from training.data import PreparedData
 from training.images import (
     ImageJob,
@@ -39,17 +45,10 @@ from training.images import (
     sample_seed,
 )
 from training.progress import RunContext
+from training.sharding import InProcess, Shard, ShardedWork, ShardStrategy, plan_shards
 
-ImageIndex = dict[str, list[Path]]  # split -> one PNG per example, aligned with data.splits
 INDEX_FILE = "images.json"
 SPLIT_ORDER = ("train", "dev", "test", "unlabelled")
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int
-    start: int  # range [start, stop) of GenerationPlan.jobs
-    stop: int
 
 
 @dataclass
@@ -61,6 +60,17 @@ class GenerationPlan:
 
     def path(self, job: ImageJob) -> Path:
         return image_path(self.cache_dir, job)
+
+    def cached(self, shard: Shard) -> int:
+        return sum(self.path(j).is_file() for j in self.jobs[shard.start : shard.stop])
+
+    def work(self, cfg: PipelineConfig, pipe: LazyPipeline) -> ShardedWork:
+        """This plan for a ``ShardStrategy``: a shard is done when its images are cached."""
+
+        def run(shard: Shard, ctx: RunContext) -> None:
+            run_shard(cfg, self, shard.index, ctx, pipe)
+
+        return ShardedWork(Stage.GENERATE, self.shards, self.cached, run)
 
     def sharing(self) -> dict[str, int]:
         """How many samples share their image with another sample; and how many test
@@ -78,22 +88,10 @@ class GenerationPlan:
         }
 
 
-def plan_shards(n_jobs: int, num_shards: int) -> list[Shard]:
-    """``num_shards`` contiguous ranges covering ``range(n_jobs)`` once (some may be empty)."""
-    size, extra = divmod(n_jobs, num_shards)
-    shards, start = [], 0
-    for i in range(num_shards):
-        stop = start + size + (1 if i < extra else 0)
-        shards.append(Shard(i, start, stop))
-        start = stop
-    return shards
-
-
 def resolve_cache_dir(cfg: PipelineConfig, out_dir: Path) -> Path:
-    """``generator.cache_dir`` (share it across runs), else ``image-cache`` beside ``out_dir``."""
-    return (
-        Path(cfg.generator.cache_dir) if cfg.generator.cache_dir else out_dir.parent / "image-cache"
-    )
+    """``generator.cache_dir`` (share it across runs), else the run's ``image-cache/``
+    (``out_dir`` is the run's ``images/``)."""
+    return RunLayout(out_dir.parent).image_cache(cfg.generator.cache_dir)
 
 
 def plan_generation(cfg: PipelineConfig, data: PreparedData, cache_dir: Path) -> GenerationPlan:
@@ -152,8 +150,10 @@ def generate_images(
     out_dir: Path,
     ctx: RunContext,
     shard: int | None = None,
+    strategy: ShardStrategy | None = None,
 ) -> Path:
-    """Draw the images; ``shard=None`` draws all and writes the stage dir with ``images.json``.
+    """Draw the images; ``shard=None`` draws all (its shards run by ``strategy``, by
+    default here in turn) and writes the stage dir with ``images.json``.
 
     With ``shard=i`` only shard i is drawn into the cache and nothing else is written.
     """
@@ -162,14 +162,9 @@ def generate_images(
     if shard is not None:
         run_shard(cfg, plan, shard, ctx)
         return out_dir
-    pipe, drawn, started = LazyPipeline(cfg, cache_dir), 0, time.perf_counter()
-    for s in plan.shards:
-        offset = s.start
-
-        def report(stage: Stage, done: int, total: int, msg: str, offset: int = offset) -> None:
-            ctx.report(stage, offset + done, len(plan.jobs), msg)
-
-        drawn += run_shard(cfg, plan, s.index, RunContext(report, ctx.cancel_requested), pipe)
+    started = time.perf_counter()
+    drawn = len(plan.jobs) - sum(plan.cached(s) for s in plan.shards)
+    (strategy or InProcess()).run(plan.work(cfg, LazyPipeline(cfg, cache_dir)), ctx)
     seconds = time.perf_counter() - started
     with atomic_dir(out_dir, Stage.GENERATE.value) as tmp:
         # Relative paths keep a run dir movable when the cache lives inside it.
@@ -196,13 +191,7 @@ def generate_images(
         if cfg.generator.share_identical_prompts:
             summary |= plan.sharing()
         write_json_atomic(tmp / INDEX_FILE, {"summary": summary, "splits": splits})
-        record = StageRecord(
-            stage=Stage.GENERATE.value,
-            finished_at=datetime.now(UTC),
-            seconds=round(seconds, 3),
-            summary=summary,
-        )
-        write_json_atomic(tmp / STAGE_FILE, record.model_dump(mode="json"))
+        write_stage_record(tmp, Stage.GENERATE, seconds, summary)
     return out_dir
 
 

@@ -25,8 +25,9 @@ from typing import Any
 from contracts.artifacts import STAGE_FILE, write_json_atomic
 from contracts.config import PipelineConfig
 from contracts.errors import ConfigError
+from contracts.layout import RunLayout
 
-STATE_FILE = "mlflow.json"
+STATE_FILE = RunLayout(Path(".")).tracking_state.name
 HISTORY_FILE = "history.json"
 PACKAGES = (
     "lugpi", "torch", "transformers", "diffusers", "huggingface-hub", "tokenizers",
@@ -92,7 +93,7 @@ class Tracker:
     def __init__(self, cfg: PipelineConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.enabled = cfg.tracking.mlflow
-        self.uri = cfg.tracking.uri or (self.run_dir / "mlruns").resolve().as_uri()
+        self.uri = cfg.tracking.uri or RunLayout(self.run_dir).mlruns.resolve().as_uri()
         self._client: Any = None
         self._run_id: str | None = None
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, UserError
+from contracts.layout import RunLayout
 from jobs.store import check_job_id
 from runtime.metrics import predictions, softmax
 from worker.settings import WorkerSettings
@@ -64,10 +65,9 @@ def _images(
     cfg: PipelineConfig, run_dir: Path, prompts: list[str]
 ) -> tuple[list[Image.Image], int]:
     """One image per prompt, drawn into the run's image cache unless there; (images, drawn)."""
-    from training.generate import resolve_cache_dir
     from training.images import cached_images, image_job, prompt_seed
 
-    cache_dir = resolve_cache_dir(cfg, run_dir / "images")
+    cache_dir = RunLayout(run_dir).image_cache(cfg.generator.cache_dir)
     jobs = [image_job(cfg, p, prompt_seed(cfg.seed, p)) for p in prompts]
     drawn = 0
 
@@ -127,7 +127,8 @@ def _classify(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, An
 
     t0 = time.perf_counter()
     run_dir = settings.run_dir(check_job_id(str(payload["job_id"])))
-    config_file = run_dir / "config.yaml"
+    layout = RunLayout(run_dir)
+    config_file = layout.config
     if not config_file.is_file():
         raise ArtifactError(f"the run of job {payload['job_id']} is not on this worker ({run_dir})")
     cfg = PipelineConfig.model_validate(yaml.safe_load(config_file.read_text()))
@@ -139,7 +140,7 @@ def _classify(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, An
 
     loaded = set(_teachers)
     device = _device(cfg)
-    teacher, meta = _teacher(run_dir / f"teacher-{name}", device)
+    teacher, meta = _teacher(layout.teacher(name), device)
     t_load = time.perf_counter()
     seconds: list[str | None] = list(pairs) if pairs else [None] * len(texts)
     prompts = [
@@ -169,5 +170,5 @@ def _classify(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, An
             "generate": round((t_gen - t_load) * 1000, 1),
             "teacher": round((t_teacher - t_gen) * 1000, 1),
         },
-        "warm": (run_dir / f"teacher-{name}") in loaded,
+        "warm": layout.teacher(name) in loaded,
     }

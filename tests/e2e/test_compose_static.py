@@ -34,7 +34,7 @@ NGINX_CONF = DOCKER / "nginx.conf"
 API_SERVICES = ("api-1", "api-2")
 WORKER_SERVICES = ("worker-1", "worker-2")
 IMAGES = ("api", "worker", "lb", "redis")
-# Nothing that drags torch or CUDA into the serving image (DESIGN.md §2).
+# Nothing that drags torch or CUDA into the serving image (docs/architecture.md).
 FORBIDDEN_IN_API = {"torch", "torchvision", "transformers", "diffusers", "accelerate", "triton"}
 FORBIDDEN_PREFIXES = ("nvidia-", "onnxruntime-gpu", "sentence-transformers")
 

@@ -227,3 +227,19 @@ def test_one_student_per_teacher_and_the_best_on_dev_is_published_random_tiny_mo
     assert m["student-pytorch"]["dev"] == m[f"student-{best}"]["dev"]
     assert {f"student-{k}" for k in keys} <= set(m)
     assert not (repo / "smoke" / "v2").exists()
+
+
+def test_paper_preset_has_the_papers_schedule_and_one_student_per_teacher() -> None:
+    from contracts.config import load_config
+
+    cfg = load_config("paper")
+    assert cfg.student_plan() == {"clip": ["clip"], "vit": ["vit"]}
+    assert cfg.student.epochs == 100 and all(t.epochs == 100 for t in cfg.teachers)
+    assert (cfg.distill.alpha, cfg.distill.beta, cfg.distill.tau) == (3.0, 1.0, 8.0)
+    assert cfg.distill.kd_form == "paper" and cfg.distill.embedding_loss == "mse"
+    g = cfg.generator
+    assert (g.model, g.image_size, g.share_identical_prompts) == (
+        "stabilityai/stable-diffusion-2",
+        768,
+        False,
+    )

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from contracts.artifacts import write_stage_record
 from contracts.config import PipelineConfig
 from contracts.jobs import Stage
 from training.tracking import STATE_FILE, Tracker, software_provenance
 from training.train_loop import History
-from training.train_teacher import write_stage_record
 
 
 def _config(**tracking: object) -> PipelineConfig:
