@@ -9,13 +9,13 @@ from contracts.artifacts import ImageIndex
 from training.data import PreparedData
 
 # Single WordPiece tokens in the MiniLM vocabulary: one word per text carries the class.
-_CLASS_WORDS = (
+CLASS_WORDS = (
     ("apple", "river", "garden", "summer", "music", "window", "silver", "market", "forest"),
     ("stone", "engine", "winter", "castle", "letter", "bridge", "camera", "bottle", "planet"),
     ("cloud", "horse", "ocean", "pencil", "mirror", "farmer", "candle", "valley", "rocket"),
 )
-_FILLER = ("the", "a", "of", "and", "to", "in", "is", "was", "for", "on", "with", "as", "by")
-_COLOURS = ((220, 40, 40), (40, 40, 220), (40, 200, 40))
+FILLER = ("the", "a", "of", "and", "to", "in", "is", "was", "for", "on", "with", "as", "by")
+COLOURS = ((220, 40, 40), (40, 40, 220), (40, 200, 40))
 
 
 def make_keyword_colour_data(
@@ -43,8 +43,8 @@ def make_keyword_colour_data(
 
     from training.data import Example, PreparedData
 
-    if not 2 <= num_classes <= len(_CLASS_WORDS):
-        raise ValueError(f"num_classes must be 2..{len(_CLASS_WORDS)}")
+    if not 2 <= num_classes <= len(CLASS_WORDS):
+        raise ValueError(f"num_classes must be 2..{len(CLASS_WORDS)}")
     labels = [f"class{c}" for c in range(num_classes)]
     rng = random.Random(seed)
     noise_image = np.random.default_rng(seed).uniform(0, 255, (image_size, image_size, 3))
@@ -55,7 +55,7 @@ def make_keyword_colour_data(
         splits[split], images[split] = [], []
         for i in range(n):
             c = i % num_classes
-            words = [rng.choice(_CLASS_WORDS[c])] + [rng.choice(_FILLER) for _ in range(5)]
+            words = [rng.choice(CLASS_WORDS[c])] + [rng.choice(FILLER) for _ in range(5)]
             rng.shuffle(words)
             y = c
             if split == "train" and rng.random() < label_noise:
@@ -64,7 +64,7 @@ def make_keyword_colour_data(
             splits[split].append(Example(text, None, labels[y], text))
             if informative_images:
                 jitter = np.random.default_rng([seed, i]).normal(0, 20, (image_size,) * 2 + (3,))
-                pixels = np.asarray(_COLOURS[c])[None, None, :] + jitter
+                pixels = np.asarray(COLOURS[c])[None, None, :] + jitter
             else:
                 pixels = noise_image
             path = out_dir / split / f"{i}.png"

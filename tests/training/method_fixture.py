@@ -19,16 +19,9 @@ import numpy as np
 from PIL import Image
 
 from contracts.artifacts import ImageIndex
+from tests.support.keyword_colour import CLASS_WORDS, COLOURS, FILLER
 from training.data import Example, PreparedData
 
-# Single WordPiece tokens of the MiniLM vocabulary: one word per text carries the class.
-CLASS_WORDS = (
-    ("apple", "river", "garden", "summer", "music", "window", "silver", "market", "forest"),
-    ("stone", "engine", "winter", "castle", "letter", "bridge", "camera", "bottle", "planet"),
-    ("cloud", "horse", "ocean", "pencil", "mirror", "farmer", "candle", "valley", "rocket"),
-)
-FILLER = ("the", "a", "of", "and", "to", "in", "is", "was", "for", "on", "with", "as", "by")
-COLOURS = ((220, 40, 40), (40, 40, 220), (40, 200, 40))
 SPLIT_IDS = {"train": 0, "dev": 1, "test": 2}
 
 

@@ -140,6 +140,7 @@ def test_export_random_tiny_student_writes_a_checked_bundle(bundle: Path) -> Non
     checks = manifest.export_checks
     assert checks is not None and checks.n_texts == 160
     assert checks.fp32_max_abs_prob_diff <= 1e-4 and checks.fp32_argmax_agreement == 1.0
+    assert checks.fp32_max_rel_logit_diff is not None and checks.fp32_max_rel_logit_diff <= 1e-4
     assert checks.int8_argmax_agreement is not None and checks.int8_argmax_agreement >= 0.95
     assert checks.int8_settings in [c.as_dict() for c in QUANT_CANDIDATES]
     assert checks.dev_accuracy_torch == checks.dev_accuracy_fp32
@@ -206,6 +207,18 @@ print(json.dumps({"accuracy": out, "heavy": heavy}))
         )
 
 
+def served_fp32(bundle: Path) -> OnnxClassifier:
+    """The bundle's fp32 graph as the API runs it."""
+    return OnnxClassifier.from_files(
+        bundle / MODEL_FP32,
+        bundle / TOKENIZER,
+        inputs=ONNX_INPUTS,
+        output="probabilities",
+        max_length=MAX_LENGTH,
+        labels=["0", "1"],
+    )
+
+
 def test_transformers_copy_loads_in_a_pipeline_and_matches_onnx_random(
     bundle: Path, cwi: dict[str, Split]
 ) -> None:
@@ -218,14 +231,7 @@ def test_transformers_copy_loads_in_a_pipeline_and_matches_onnx_random(
     pipe_probs = np.array(
         [[{d["label"]: d["score"] for d in row}[k] for k in ("0", "1")] for row in got]
     )
-    clf = OnnxClassifier.from_files(
-        bundle / MODEL_FP32,
-        bundle / TOKENIZER,
-        inputs=ONNX_INPUTS,
-        output="probabilities",
-        max_length=MAX_LENGTH,
-        labels=["0", "1"],
-    )
+    clf = served_fp32(bundle)
     onnx_probs = clf.predict_proba(texts[:8], pairs[:8])
     assert np.abs(pipe_probs - onnx_probs).max() < 1e-4
 
@@ -267,14 +273,7 @@ def test_transformers_dir_loads_as_onnx_model_dirs_are_read_random(
     names = {i.name for i in session.get_inputs()}
     (logits,) = session.run(["logits"], {k: v for k, v in feed.items() if k in names})
     softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    served = OnnxClassifier.from_files(
-        bundle / MODEL_FP32,
-        bundle / TOKENIZER,
-        inputs=ONNX_INPUTS,
-        output="probabilities",
-        max_length=MAX_LENGTH,
-        labels=["0", "1"],
-    ).predict_proba(texts[:8], pairs[:8])
+    served = served_fp32(bundle).predict_proba(texts[:8], pairs[:8])
     assert np.abs(softmax - served).max() < 1e-5
 
 
@@ -349,3 +348,13 @@ def test_export_command_exports_from_prepared_data_and_publishes_random(
     entry = list_models(tmp_path / "repo")[0]
     assert entry.default and entry.metrics["student"]["test"].n == 60
     assert verify_bundle(bundle).export_checks is not None
+
+
+def test_logits_check_names_the_metric() -> None:
+    ref = np.array([[2.0, -1.0], [0.5, 0.25]], dtype=np.float32)
+    assert export_mod.check_logits(ref, ref.copy()) == 0.0
+    # A per-row shift leaves the probabilities alone but not the raw scores.
+    with pytest.raises(ExportCheckError, match="fp32_max_rel_logit_diff"):
+        export_mod.check_logits(ref, ref + np.array([[1.0], [0.0]], dtype=np.float32))
+    with pytest.raises(ExportCheckError, match="no 'logits' output"):
+        export_mod.check_logits(ref, None)
