@@ -79,14 +79,20 @@ class PipelineResult:
 
 
 def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
-    """Make data and cache paths absolute (against ``base``), so a run resumes from anywhere."""
+    """Make data and cache paths absolute (against ``base``), so a run resumes from anywhere.
+    With ``data.format: hf`` a source that is no local path is a hub dataset id: kept as is."""
 
     def absolute(p: str | None) -> str | None:
         return None if p is None else str((base / Path(p).expanduser()).resolve())
 
+    def data_source(p: str | None) -> str | None:
+        if p is not None and cfg.data.format == "hf" and not (base / Path(p).expanduser()).exists():
+            return p
+        return absolute(p)
+
     d = cfg.data
     data = d.model_copy(
-        update={k: absolute(getattr(d, k)) for k in ("train", "dev", "test", "unlabelled")}
+        update={k: data_source(getattr(d, k)) for k in ("train", "dev", "test", "unlabelled")}
     )
     gen = cfg.generator.model_copy(update={"cache_dir": absolute(cfg.generator.cache_dir)})
     return cfg.model_copy(update={"data": data, "generator": gen})
