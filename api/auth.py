@@ -20,7 +20,7 @@ import hmac
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Security
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
@@ -118,10 +118,21 @@ AUTH_RESPONSES = error_responses(
 )
 
 
-async def caller_is_admin(settings: SettingsDep, key: GivenKey) -> bool:
-    """On public routes: whether to show details (full errors, provenance) to this caller."""
+def _key_from_headers(request: Request) -> str | None:
+    key = request.headers.get(API_KEY_HEADER)
+    if key:
+        return key
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def caller_is_admin(settings: SettingsDep, request: Request) -> bool:
+    """On public routes: whether to show details (full errors, provenance) to this caller.
+    Read from the headers directly: a public route must not declare a security scheme
+    in OpenAPI (clients would take it for a required key)."""
     if not settings.admin_keys:
         return settings.allow_unauthenticated_admin
+    key = _key_from_headers(request)
     return key is not None and _matches(key, settings.admin_keys)
 
 

@@ -2,7 +2,7 @@
 
 One daemon thread per loaded version runs the loop, so inference never blocks the
 event loop (a server that infers on the loop shows multi-second maxima at
-concurrency >= 32, DESIGN.md §4). The loop takes the first queued request, then
+concurrency >= 32, docs/environment.md). The loop takes the first queued request, then
 everything else already queued (and, if ``max_wait_s`` > 0, what arrives within it)
 up to ``max_batch_size`` texts; tokenizes all of them at once; sorts them by token
 length and cuts them into groups so that a short text is not padded to a long one;
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from tokenizers import Encoding
 
-from api.errors import DeadlineExceeded, InferenceError, Overloaded
+from contracts.errors import DeadlineExceeded, InferenceError, Overloaded
+from contracts.truncation import Cut
 from runtime.classifier import OnnxClassifier
 
 log = logging.getLogger("lugpi.api")
@@ -321,10 +321,10 @@ class DynamicBatcher:
             start = end
         return outputs
 
-    def _encode(self, batch: list[_Pending]) -> list[Encoding]:
+    def _encode(self, batch: list[_Pending]) -> list[Cut]:
         """One tokenizer call per truncation side present (nearly always just one)."""
         clf = self.classifier
-        encodings: list[Encoding | None] = [None] * sum(len(p.texts) for p in batch)
+        encodings: list[Cut | None] = [None] * sum(len(p.texts) for p in batch)
         for side in ("right", "left"):
             rows: list[int] = []
             inputs: list[str | tuple[str, str]] = []

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
-from api.errors import ClientGone
+from contracts.errors import ClientGone
 
 T = TypeVar("T")
 

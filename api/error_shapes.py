@@ -26,6 +26,7 @@ ErrorKind = Literal[
     "unauthorized",  # 401: no key where one is needed
     "forbidden",  # 403: a key that may not use this route
     "not_found",  # 404: unknown model, version, job or path
+    "conflict",  # 409: a valid request the named thing's state forbids (cancel a finished job)
     "not_allowed",  # 405: the path exists, the method does not
     "overloaded",  # 429: load shedding; Retry-After says when to come back
     "unavailable",  # 503: nothing loaded, or a dependency (queue, worker) is down
@@ -43,6 +44,7 @@ _NATIVE_STATUS: dict[ErrorKind, int] = {
     "unauthorized": 401,
     "forbidden": 403,
     "not_found": 404,
+    "conflict": 409,
     "not_allowed": 405,
     "overloaded": 429,
     "unavailable": 503,
@@ -61,6 +63,7 @@ _TEI: dict[ErrorKind, tuple[int, str]] = {
     "unauthorized": (401, "Unauthorized"),
     "forbidden": (403, "Unauthorized"),
     "not_found": (404, "Validation"),
+    "conflict": (409, "Validation"),
     "not_allowed": (405, "Validation"),
     "overloaded": (429, "Overloaded"),
     "unavailable": (503, "Unhealthy"),

@@ -1,10 +1,10 @@
 """Errors of the serving layer, and the one place they become HTTP responses.
 
-Code below the routes raises ``LugpiError`` subclasses that say what to fix; the
-handlers here give each error its kind (``_KIND``) and let ``api.error_shapes`` render
-it in the shape of the surface that was called (``{"detail": ...}`` on the native
-routes). Unexpected errors become a 500 whose message names no internals (the log has
-the traceback).
+Code below the routes raises the errors of ``contracts.errors``; ``KIND`` gives each
+branch of that tree its kind (what went wrong, from the client's side; one status per
+kind), and ``api.error_shapes`` renders it in the shape of the surface that was called
+(``{"detail": ...}`` on the native routes). Unexpected errors become a 500 whose message
+names no internals (the log has the traceback).
 """
 
 from __future__ import annotations
@@ -26,7 +26,24 @@ from api.error_shapes import (
     surface_for,
     validation_message,
 )
-from contracts.errors import LugpiError
+from contracts.errors import (
+    ClientGone,
+    Conflict,
+    DeadlineExceeded,
+    InferenceError,
+    InternalError,
+    InvalidInput,
+    LimitExceeded,
+    LugpiError,
+    NotFound,
+    Overloaded,
+    Unavailable,
+    UserError,
+)
+
+# Defined in contracts.errors; importable from here as before.
+from contracts.errors import ModelNotFound as ModelNotFound
+from contracts.errors import NoModelLoaded as NoModelLoaded
 
 log = logging.getLogger("lugpi.api")
 
@@ -34,55 +51,27 @@ log = logging.getLogger("lugpi.api")
 _FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 
-class ModelNotFound(LugpiError):
-    """A request names a model or version that is not served."""
-
-
-class NoModelLoaded(LugpiError):
-    """No bundle is loaded (empty repository, or every bundle failed to load)."""
-
-
-class InferenceError(LugpiError):
-    """onnxruntime failed on a batch that passed validation."""
-
-
-class Overloaded(LugpiError):
-    """More texts are queued for this model than LUGPI_MAX_QUEUED_TEXTS: try again later."""
-
-
-class DeadlineExceeded(LugpiError):
-    """A request waited in the queue past LUGPI_REQUEST_TIMEOUT_S; it was dropped unrun."""
-
-
-class ClientGone(LugpiError):
-    """The client disconnected before its answer was ready; its work was dropped."""
-
-
-class InvalidInput(LugpiError):
-    """A request that parsed but cannot be served as asked; names the field to change."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class LimitExceeded(InvalidInput):
-    """Over a deployment limit (texts per request, characters, tokens without truncation)."""
-
-
-_KIND: dict[type[LugpiError], ErrorKind] = {
-    ModelNotFound: "not_found",
-    Overloaded: "overloaded",
-    NoModelLoaded: "unavailable",
-    DeadlineExceeded: "unavailable",
-    InferenceError: "backend",
-    ClientGone: "client_gone",
-    LimitExceeded: "too_large",
+# The status table: the most specific class of an error's MRO listed here gives its kind,
+# and each kind has one status per surface (api.error_shapes).
+KIND: dict[type[LugpiError], ErrorKind] = {
+    UserError: "bad_request",
     InvalidInput: "invalid",
+    LimitExceeded: "too_large",
+    NotFound: "not_found",
+    Conflict: "conflict",
+    ClientGone: "client_gone",
+    Unavailable: "unavailable",
+    Overloaded: "overloaded",
+    InternalError: "internal",
+    InferenceError: "backend",
 }
 # Statuses that tell the client to come back: they carry Retry-After (seconds).
 _RETRY_LATER = (Overloaded, DeadlineExceeded)
 RETRY_AFTER_S = 1
+
+
+def kind_of(exc: LugpiError) -> ErrorKind:
+    return next((KIND[c] for c in type(exc).__mro__ if c in KIND), "internal")
 
 
 def error_response(
@@ -105,11 +94,12 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that shape every error as ``{"detail": ...}``."""
 
     async def on_lugpi_error(request: Request, exc: Exception) -> Response:
-        kind: ErrorKind = next((k for t, k in _KIND.items() if isinstance(exc, t)), "bad_request")
+        assert isinstance(exc, LugpiError)
+        kind = kind_of(exc)
         headers = None
         if isinstance(exc, _RETRY_LATER):
             headers = {"Retry-After": str(RETRY_AFTER_S)}
-        elif kind in ("backend", "internal"):
+        elif kind in ("backend", "internal", "unavailable"):
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return error_response(
             request, kind, str(exc), param=getattr(exc, "field", None), headers=headers

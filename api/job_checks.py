@@ -10,6 +10,9 @@ A job body names files and models that a worker will open, so before a job is qu
   the built-in names that load nothing a user controls: the offline aliases that ship on
   PyPI and ``tiny-random`` (built from code). Decision: these are always allowed; an
   allow-list entry that is a directory allows that directory (compared resolved).
+- a hub revision (``generator.revision``) is a reference the hub's owners can move: it
+  must be a pinned commit (40 hex digits), or be allowed with its model, as
+  ``<model>@<revision>`` in ``settings.allowed_models``.
 - ``generator.cache_dir`` (where the worker *writes*) must lie under ``artifacts_dir``.
 
 Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
@@ -17,17 +20,19 @@ Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
-from contracts.config import PipelineConfig
+from contracts.config import PipelineConfig, is_saved_dataset
 
 # Names that load only what ships with the code (models/hub.py, training/tiny_diffusion.py).
 BUILTIN_MODELS = frozenset({"all-minilm-l6-v2", "efficientnet-lite0", "tiny-random"})
 DATA_FIELDS = ("train", "dev", "test", "unlabelled")
+PINNED_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def _error(loc: tuple[str | int, ...], msg: str) -> dict[str, Any]:
@@ -39,7 +44,8 @@ def _under(path: Path, roots: list[Path]) -> bool:
 
 
 def resolve_data_path(value: str, roots: list[Path]) -> Path:
-    """The real file ``value`` names under ``roots``; ``ValueError`` saying why not."""
+    """The real file (or save_to_disk directory) ``value`` names under ``roots``;
+    ``ValueError`` saying why not. Never a hub id: a job reads local data only."""
     given = Path(value).expanduser()
     if ".." in given.parts:
         raise ValueError("must not contain '..'; give a path under the data roots")
@@ -51,11 +57,14 @@ def resolve_data_path(value: str, roots: list[Path]) -> Path:
             if _under(candidate.absolute(), real_roots):
                 raise ValueError("is a symlink that leads outside the data roots")
             continue
-        if real.is_file():
+        if real.is_file() or is_saved_dataset(real):
             return real
     if given.is_absolute() and not _under(given.resolve(), real_roots):
         raise ValueError(f"is outside the data roots {[str(r) for r in roots]} (LUGPI_DATA_ROOTS)")
-    raise ValueError(f"no such file under the data roots {[str(r) for r in roots]}")
+    raise ValueError(
+        f"no such file (or 🤗 datasets save_to_disk directory) under the data roots "
+        f"{[str(r) for r in roots]}; hub dataset ids are for the command line only"
+    )
 
 
 def _model_allowed(value: str, settings: ApiSettings) -> bool:
@@ -104,6 +113,18 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
                 )
             )
 
+    revision = cfg.generator.revision
+    pinned = revision is None or PINNED_COMMIT.match(revision)
+    if not pinned and f"{cfg.generator.model}@{revision}" not in settings.allowed_models:
+        errors.append(
+            _error(
+                ("generator", "revision"),
+                f"generator.revision {revision!r} is not a pinned commit (40 hex digits) "
+                f"and {cfg.generator.model}@{revision} is not in LUGPI_ALLOWED_MODELS; "
+                "pin a commit hash or allow the pair",
+            )
+        )
+
     if cfg.generator.cache_dir is not None:
         cache = Path(cfg.generator.cache_dir).expanduser()
         artifacts = Path(settings.artifacts_dir).resolve()
@@ -115,6 +136,16 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
                     "or leave it out (default: inside the job's run dir)",
                 )
             )
+    if cfg.tracking.uri is not None:
+        # A job must not make the worker send its config and metrics to a server of the
+        # caller's choosing; the default store lives inside the job's own run dir.
+        errors.append(
+            _error(
+                ("tracking", "uri"),
+                "tracking.uri cannot be set by a job; leave it out (MLflow logs into the "
+                "job's run dir) or run `lugpi run --set tracking.uri=...` on a worker",
+            )
+        )
     if errors:
         raise RequestValidationError(errors)
     data = cfg.data.model_copy(update=data_updates)

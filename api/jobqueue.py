@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +34,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.settings import ApiSettings
-from contracts.errors import LugpiError
+from contracts.errors import JobQueueUnavailable, TeacherUnavailable
 from contracts.jobs import JobRecord, JobState
+from contracts.layout import RunLayout
 from jobs.lifecycle import (
     QUEUE_JOBS,
     QUEUE_TEACHER,
@@ -42,6 +44,7 @@ from jobs.lifecycle import (
     TASK_RUN_JOB,
     abandon_attempt,
     fail_queued,
+    reap_queued_jobs,
     reap_stale_jobs,
 )
 from jobs.store import (
@@ -53,14 +56,6 @@ from jobs.store import (
 )
 
 log = logging.getLogger("lugpi.api.jobs")
-
-
-class JobQueueUnavailable(LugpiError):
-    """The broker cannot be reached, so the job cannot be handed to a worker."""
-
-
-class TeacherUnavailable(LugpiError):
-    """No worker answered a teacher request in time (or none can in this mode)."""
 
 
 class RunnerStatus(BaseModel):
@@ -101,8 +96,11 @@ class JobQueue(ABC):
         """Hand a queued job to the workers."""
 
     @abstractmethod
-    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Run the teacher on a worker; ``TeacherUnavailable`` if none answers in time."""
+    def classify_teacher(
+        self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Run the teacher on a worker; ``TeacherUnavailable`` if none answers in time, or
+        once ``cancel`` is set (the caller gave up)."""
 
     def reap(self) -> list[JobRecord]:
         return reap_stale_jobs(
@@ -184,6 +182,15 @@ class CeleryJobQueue(JobQueue):
             task_publish_retry_policy={"max_retries": 1, "interval_start": 0.2},
         )
 
+    def reap(self) -> list[JobRecord]:
+        """Running jobs whose worker died, and queued jobs no worker took (a lost message)."""
+        return super().reap() + reap_queued_jobs(
+            self.store,
+            resend_after=self.settings.queued_resend_s,
+            fail_after=self.settings.queued_timeout_s,
+            requeue=self.submit,
+        )
+
     def submit(self, job_id: str) -> None:
         try:
             self.celery.send_task(TASK_RUN_JOB, args=[job_id], queue=QUEUE_JOBS)
@@ -192,26 +199,39 @@ class CeleryJobQueue(JobQueue):
                 f"broker (Redis at {redact_url(self.settings.redis_url or '')}) unreachable: {e}"
             ) from e
 
-    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def classify_teacher(
+        self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         try:
             # expires: a worker that comes up later drops the stale request unanswered.
+            # sent_at: a worker drops a request that waited past its own teacher_timeout_s.
+            stamped = {**payload, "sent_at": time.time()}
             result = self.celery.send_task(
-                TASK_CLASSIFY_TEACHER, args=[payload], queue=QUEUE_TEACHER, expires=timeout
+                TASK_CLASSIFY_TEACHER, args=[stamped], queue=QUEUE_TEACHER, expires=timeout
             )
         except Exception as e:
-            raise TeacherUnavailable(f"broker unreachable: {e}") from e
+            raise TeacherUnavailable(f"teacher unavailable: broker unreachable: {e}") from e
+        deadline = time.monotonic() + timeout
         try:
-            answer: dict[str, Any] = result.get(timeout=timeout, propagate=True)
-        except CeleryTimeout as e:
-            raise TeacherUnavailable(
-                f"no worker answered within {timeout:.0f} s on queue {QUEUE_TEACHER!r}; "
-                f"start one: `lugpi worker --queues {QUEUE_TEACHER}`"
-            ) from e
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (cancel is not None and cancel.is_set()):
+                    # The API gives up: a worker that has not started it drops it.
+                    result.revoke()
+                    raise TeacherUnavailable(
+                        f"teacher unavailable: no worker answered within {timeout:.0f} s on "
+                        f"queue {QUEUE_TEACHER!r}; start one: `lugpi-worker --queues "
+                        f"{QUEUE_TEACHER}`"
+                    )
+                try:
+                    answer: dict[str, Any] = result.get(timeout=min(remaining, 0.5))
+                    return answer
+                except CeleryTimeout:
+                    continue
         finally:
             result.forget()
-        return answer
 
 
 class LocalProcessJobQueue(JobQueue):
@@ -231,10 +251,12 @@ class LocalProcessJobQueue(JobQueue):
     def _requeue(self, job_id: str) -> None:
         self._wake.set()
 
-    def classify_teacher(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def classify_teacher(
+        self, payload: dict[str, Any], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         raise TeacherUnavailable(
-            "the teacher runs on a worker: set LUGPI_REDIS_URL and start `lugpi worker` "
-            "(embedded mode runs training jobs only)"
+            "teacher unavailable: the teacher runs on a worker: set LUGPI_REDIS_URL and start "
+            "`lugpi-worker` (embedded mode runs training jobs only)"
         )
 
     def _loop(self) -> None:
@@ -268,7 +290,7 @@ class LocalProcessJobQueue(JobQueue):
     def _run_child(self, job_id: str) -> None:
         cmd = [sys.executable, "-m", "worker.local", job_id]
         # The job's own log, beside its stage directories.
-        log_file = Path(self.settings.artifacts_dir) / "runs" / job_id / "job.log"
+        log_file = RunLayout.for_job(Path(self.settings.artifacts_dir), job_id).job_log
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log.info("running job %s: %s (log: %s)", job_id, " ".join(cmd), log_file)
         with log_file.open("ab") as out:

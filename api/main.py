@@ -24,7 +24,8 @@ from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.registry import ModelRegistry
-from api.routes import classify, health, jobs, models, oip, openai_compat, teacher, tei
+from api.request_id import RequestIdFilter, RequestIdMiddleware
+from api.routes import classify, health, jobs, models, oip, openai_compat, teacher, tei, versions
 from api.settings import ApiSettings
 
 log = logging.getLogger("lugpi.api")
@@ -92,7 +93,10 @@ def _configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
         logger.addHandler(handler)
 
 
@@ -136,10 +140,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it times everything
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # it times everything below
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response gets its id
 
     app.include_router(classify.router)
     app.include_router(models.router)
+    app.include_router(versions.router)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(teacher.router)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.errors import InvalidInput
+from contracts.errors import InvalidInput
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

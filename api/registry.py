@@ -5,7 +5,8 @@ A request resolves its ``LoadedModel`` from the snapshot once and keeps that
 reference, so a reload never switches a request midway; an unloaded version's
 batcher finishes what it has queued before its thread exits. A bundle that fails
 to verify or load is recorded (``/models``, the log) and never replaces a loaded one;
-it is retried only when its files change.
+it is retried when its files change, on an admin reload, and (a load that failed, not
+a bundle that did not verify) by the poller with a backoff.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.batching import DynamicBatcher
-from api.errors import ModelNotFound, NoModelLoaded
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from contracts.bundle import VERSION_PATTERN, BundleManifest, read_manifest
-from contracts.errors import LugpiError, ModelLoadError, RepositoryError
+from contracts.errors import (
+    LugpiError,
+    ModelLoadError,
+    ModelNotFound,
+    NoModelLoaded,
+    RepositoryError,
+)
 from contracts.repository import ModelEntry, list_models
 from runtime.classifier import OnnxClassifier, open_bundle
 from runtime.session import RuntimeOptions
@@ -96,6 +103,13 @@ class LoadFailure:
     error: str  # the full message: logs and admin callers only
     signature: Signature
     code: str = "load_failed"
+    attempts: int = 1
+    retry_at: float = 0.0  # time.monotonic() from which the poller tries it again
+
+    def retry_due(self, now: float) -> bool:
+        # A bundle that did not verify fails again until its files change; a load can fail
+        # for a moment (file descriptors, memory) and is worth another try.
+        return self.code == "load_failed" and now >= self.retry_at
 
     @property
     def reason(self) -> str:
@@ -110,11 +124,17 @@ class Snapshot:
     present: dict[str, list[str]] = field(default_factory=dict)
     failures: dict[tuple[str, str], LoadFailure] = field(default_factory=dict)
     default_model: str | None = None
+    # name -> the version an admin pinned as default (contracts.model_versions)
+    pinned: dict[str, str] = field(default_factory=dict)
 
     def latest(self, name: str) -> LoadedModel | None:
+        """The default version of ``name``: the pinned one if it is loaded, else the newest."""
         versions = self.models.get(name)
         if not versions:
             return None
+        pin = self.pinned.get(name)
+        if pin is not None and pin in versions:
+            return versions[pin]
         return versions[max(versions, key=version_number)]
 
 
@@ -204,12 +224,15 @@ class ModelRegistry:
                     models[name] = dict(old.models.get(name, {}))
                     failures.update({k: f for k, f in old.failures.items() if k[0] == name})
                     continue
-                models[name] = self._refresh_model(name, dirs, old, failures)
+                models[name] = self._refresh_model(name, dirs, old, failures, only == name)
             models = {name: versions for name, versions in models.items() if versions}
             present = {
                 name: sorted(dirs, key=version_number, reverse=True) for name, dirs in found.items()
             }
-            self.snapshot = Snapshot(models, present, failures, self._default(models))
+            pinned = {
+                name: e.version for name, dirs in found.items() for e in dirs.values() if e.pinned
+            }
+            self.snapshot = Snapshot(models, present, failures, self._default(models), pinned)
             self.metrics.models_loaded.set(sum(len(v) for v in models.values()))
             self._close_dropped(old, self.snapshot)
             return self.snapshot
@@ -220,10 +243,19 @@ class ModelRegistry:
         dirs: dict[str, ModelEntry],
         old: Snapshot,
         failures: dict[tuple[str, str], LoadFailure],
+        retry_all: bool = False,
     ) -> dict[str, LoadedModel]:
-        """The newest ``max_loaded_versions`` versions that load, reusing loaded ones."""
+        """The pinned version and the newest others, ``max_loaded_versions`` in all, that
+        load; loaded ones are reused.
+
+        A failed version with unchanged files is retried when ``retry_all`` (an admin
+        reload) or when its backoff is over (the poller: the poll interval, doubling per
+        failure, at most 5 minutes)."""
         kept: dict[str, LoadedModel] = {}
-        for version in sorted(dirs, key=version_number, reverse=True):
+        now = time.monotonic()
+        pinned = [v for v, e in dirs.items() if e.pinned]
+        newest = sorted(dirs, key=version_number, reverse=True)
+        for version in pinned + [v for v in newest if v not in pinned]:
             if len(kept) >= self.settings.max_loaded_versions:
                 break
             entry = dirs[version]
@@ -233,9 +265,11 @@ class ModelRegistry:
                 kept[version] = current
                 continue
             failed = old.failures.get((name, version))
-            if failed is not None and failed.signature == sig:
+            retry = retry_all or (failed is not None and failed.retry_due(now))
+            if failed is not None and failed.signature == sig and not retry:
                 failures[(name, version)] = failed
                 continue
+            attempts = failed.attempts + 1 if failed is not None and failed.signature == sig else 1
             code = "bundle_invalid" if entry.problems else "load_failed"
             try:
                 if entry.problems:  # did not verify (sha256, manifest, misplaced)
@@ -244,7 +278,10 @@ class ModelRegistry:
             except LugpiError as e:
                 log.error("model %s/%s not loaded: %s", name, version, e)
                 self.metrics.load_failures.labels(model=name).inc()
-                failures[(name, version)] = LoadFailure(name, version, str(e), sig, code)
+                delay = min(300.0, (self.settings.poll_interval_s or 10.0) * 2 ** (attempts - 1))
+                failures[(name, version)] = LoadFailure(
+                    name, version, str(e), sig, code, attempts, time.monotonic() + delay
+                )
         return kept
 
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:

@@ -1,4 +1,4 @@
-"""Request and response bodies of the inference routes (DESIGN.md §3).
+"""Request and response bodies of the inference routes (docs/contracts.md).
 
 Structural rules (types, non-empty, equal lengths, unknown keys) are declared here.
 The per-deployment limits (texts per request, characters per text) are settings, so
@@ -141,7 +141,13 @@ class VersionInfo(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     is_default: bool = Field(description="Served when a request names no model.")
-    default_version: str | None = Field(description="The newest loaded version.")
+    default_version: str | None = Field(
+        description="Served when a request names no version: the pinned version if it is "
+        "loaded, else the newest loaded one."
+    )
+    pinned_version: str | None = Field(
+        default=None, description="The version an admin pinned as default, if any."
+    )
     versions: list[VersionInfo] = Field(description="Newest first.")
 
 
@@ -164,3 +170,9 @@ class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     models: dict[str, list[str]] = Field(description="Loaded versions per model.")
     detail: str | None = Field(default=None, description="Why the server is not ready.")
+
+
+class PinRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=VERSION_PATTERN, description="The version to serve by default.")

@@ -18,10 +18,10 @@ from fastapi import Request
 
 from api.batching import BatchOutput, TruncationSide
 from api.disconnect import unless_disconnected
-from api.errors import InvalidInput, LimitExceeded
 from api.metrics import ApiMetrics
 from api.registry import LoadedModel, ModelRegistry
 from api.settings import ApiSettings
+from contracts.errors import InvalidInput, LimitExceeded
 
 ScoreFunction = Literal["softmax", "sigmoid", "none"]
 

@@ -18,7 +18,7 @@ from pydantic_settings import NoDecode
 from contracts.settings import SharedSettings
 
 # Ids the job routes accept by default: the paper's models (for users who have the hub)
-# and the offline ones that ship on PyPI or are built from config (DESIGN.md §4).
+# and the offline ones that ship on PyPI or are built from config (docs/environment.md).
 DEFAULT_ALLOWED_MODELS = [
     "distilbert-base-uncased",
     "openai/clip-vit-base-patch32",
@@ -100,6 +100,17 @@ class ApiSettings(SharedSettings):
         description="How long a batch may wait for more requests once it has one. 0: run what "
         "is queued at once; requests that arrive while a batch runs form the next one, so "
         "batches grow with load without delaying a lone request.",
+    )
+
+    # --- teacher (POST /classify/teacher) ---------------------------------------------------
+    teacher_max_texts: int = Field(
+        default=8, ge=1, description="Most texts in one /classify/teacher call (one image each)."
+    )
+    teacher_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Most /classify/teacher calls waiting for workers at once, each on a "
+        "thread of its own pool (never the API's default one); beyond: 429.",
     )
 
     # --- overload ---------------------------------------------------------------------------

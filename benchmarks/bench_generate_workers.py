@@ -30,8 +30,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from contracts.layout import RunLayout  # noqa: E402
 from jobs.lifecycle import QUEUE_JOBS, TASK_RUN_JOB, request_cancel  # noqa: E402
 from jobs.store import RedisJobStore  # noqa: E402
+from training.generate import INDEX_FILE  # noqa: E402
 
 CWI = Path(os.environ.get("LUGPI_SHARED_DATASETS", REPO.parent / "shared" / "datasets")) / "cwi2018"
 
@@ -109,7 +111,7 @@ def measure(n_workers: int, args: argparse.Namespace, root: Path, cache: Path) -
         request_cancel(store, job)
         while not store.get(job).state.terminal:
             time.sleep(0.2)
-        index = root / "artifacts" / "runs" / job / "images" / "images.json"
+        index = RunLayout.for_job(root / "artifacts", job).images / INDEX_FILE
         summary = json.loads(index.read_text())["summary"]
         seconds = rec.stage_seconds["generate"]
         return {
@@ -143,7 +145,7 @@ def main() -> int:
     redis.Redis.from_url(args.redis_url).flushdb()
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
         root = Path(args.work_dir or tmp)
-        from training.generate import _tiny_random_dir
+        from training.images import tiny_random_dir
         from training.tiny import make_tiny_image_model, make_tiny_text_model
 
         make_tiny_text_model(root / "tiny-text")
@@ -155,7 +157,7 @@ def main() -> int:
         results = []
         for run, n in enumerate(order):  # an empty image cache per run, generator prebuilt
             cache = root / "artifacts" / f"image-cache-{run}"
-            _tiny_random_dir(cache)
+            tiny_random_dir(cache)
             results.append(measure(n, args, root, cache))
     rate = {
         n: statistics.median(r["images_per_s"] for r in results if r["workers"] == n)

@@ -30,7 +30,7 @@ class Speeds:
     """Seconds on 2 CPU cores, fp32."""
 
     # MiniLM fine-tune, batch 32: CWI News, 14,002 examples x 2 epochs x 79 padded tokens
-    # (max length 96) took 17 min (DESIGN.md section 4) => 1,020 s / 2.3 M tokens.
+    # (max length 96) took 17 min (docs/environment.md) => 1,020 s / 2.3 M tokens.
     train_token: float = 4.3e-4
     # Forward only, no autograd: about a third of a training step.
     infer_token: float = 1.5e-4

@@ -50,6 +50,7 @@ from benchmarks.paper_setup import (  # noqa: E402
 from contracts.artifacts import is_complete, write_json_atomic  # noqa: E402
 from contracts.config import PipelineConfig  # noqa: E402
 from contracts.errors import ArtifactError, LugpiError  # noqa: E402
+from contracts.layout import RunLayout  # noqa: E402
 from training.pipeline import Run  # noqa: E402
 from training.progress import RunContext  # noqa: E402
 
@@ -69,11 +70,10 @@ def log(message: str) -> None:
     print(f"{datetime.now():%H:%M:%S} {message}", flush=True)
 
 
-def link_stage(src: Run, dst: Run, name: str) -> None:
-    """Share a finished stage dir of ``src`` with ``dst`` (a relative symlink)."""
-    source, target = src.stage_dir(name), dst.stage_dir(name)
+def link_stage(source: Path, target: Path) -> None:
+    """Share a finished stage dir of one run with another (a relative symlink)."""
     if not is_complete(source):
-        raise ArtifactError(f"{source}: not finished, cannot be shared with {dst.dir}")
+        raise ArtifactError(f"{source}: not finished, cannot be shared with {target.parent}")
     if target.is_symlink() or is_complete(target):
         return
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -104,20 +104,19 @@ def run_models(
     main.distill()
     main.baseline()
     runs = {v: open_run(variant_config(cfg, v), root / v, ctx) for v in variants}
-    teacher_stages = [main.teacher_dir(t).name for t in cfg.teachers]
     for variant, run in runs.items():
         log(f"{cfg.name}: {variant}")
-        link_stage(main, run, "data")
+        link_stage(main.layout.data, run.layout.data)
         if variant != "self-distill":  # the control never sees an image
-            link_stage(main, run, "images")
+            link_stage(main.layout.images, run.layout.images)
         if variant in ("alpha0", "beta0"):  # same teachers, another loss
-            for stage in teacher_stages:
-                link_stage(main, run, stage)
+            for t in cfg.teachers:
+                link_stage(main.layout.teacher(t.name), run.layout.teacher(t.name))
         else:
             run.teachers()
         if variant != "image-only":
             run.distill()
-    out = root / "evaluate"
+    out = RunLayout(root).evaluate
     if not is_complete(out):
         from training.evaluate import evaluate
 
@@ -128,7 +127,7 @@ def run_models(
                 teachers += [runs[variant].teacher_dir(t) for t in runs[variant].cfg.teachers]
         names = {"alpha0": "alpha=0", "beta0": "beta=0", "self-distill": "self-distill"}
         ablations = {names[v]: _first_student(run) for v, run in runs.items() if v in names}
-        student, baseline = _first_student(main), main.stage_dir("baseline")
+        student, baseline = _first_student(main), main.layout.baseline
         evaluate(
             cfg,
             main.data,

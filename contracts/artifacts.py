@@ -21,10 +21,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.errors import ArtifactError
+from contracts.errors import ArtifactError, UserError
+from contracts.jobs import Stage
 
 STAGE_FILE = "stage.json"
 STUDENT_META = "lugpi.json"
+
+# The generate stage's output as the later stages read it: split -> one PNG per example,
+# aligned with the prepared data's examples (empty when no teacher reads images).
+ImageIndex = dict[str, list[Path]]
 
 
 class StageRecord(BaseModel):
@@ -62,6 +67,15 @@ def read_stage(stage_dir: Path) -> StageRecord:
     return StageRecord.model_validate_json((stage_dir / STAGE_FILE).read_text())
 
 
+def write_stage_record(tmp: Path, stage: Stage, seconds: float, summary: dict[str, object]) -> None:
+    """stage.json with a summary, into a stage's temporary directory (``atomic_dir`` keeps a
+    stage.json the stage wrote itself)."""
+    record = StageRecord(
+        stage=stage.value, finished_at=datetime.now(UTC), seconds=round(seconds, 3), summary=summary
+    )
+    write_json_atomic(tmp / STAGE_FILE, record.model_dump(mode="json"))
+
+
 @contextmanager
 def atomic_dir(final: Path, stage: str, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; on success write ``stage.json``
@@ -92,15 +106,33 @@ def atomic_dir(final: Path, stage: str, overwrite: bool = False) -> Iterator[Pat
         raise
 
 
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON via a temporary file and rename, so readers never see half a file."""
+@contextmanager
+def atomic_file(path: Path, error: type[UserError] = ArtifactError) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; rename it onto ``path`` when the
+    block succeeds, so a reader sees the old file or the new one, never half of one.
+
+    The temporary file never outlives the block; an ``OSError`` (disk full, read-only)
+    becomes ``error`` naming ``path``.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
-        with tmp.open("w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except OSError as e:
+        raise error(f"cannot write {path}: {e.strerror or e}; is the disk full?") from e
+    finally:
         tmp.unlink(missing_ok=True)
-        raise ArtifactError(f"cannot write {path}: {e.strerror or e}; is the disk full?") from e
+
+
+def write_text_atomic(path: Path, text: str, error: type[UserError] = ArtifactError) -> None:
+    """``path.write_text(text)``, atomically and flushed to disk (see ``atomic_file``)."""
+    with atomic_file(path, error) as tmp, tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON so that readers never see half a file."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str))

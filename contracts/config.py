@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from contracts.errors import ConfigError
 
-DataFormat = Literal["auto", "csv", "tsv", "jsonl", "cwi2018"]
-# How the generator prompt is derived from a text (DESIGN.md §1, step 1).
+DataFormat = Literal["auto", "csv", "tsv", "jsonl", "cwi2018", "hf"]
+# How the generator prompt is derived from a text (docs/method.md, step 1).
 PromptStyle = Literal["plain", "html", "newsgroups", "cwi"]
 Device = Literal["auto", "cpu", "cuda"]
 TeacherModality = Literal["text+image", "image", "text"]
@@ -28,20 +28,49 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+# Files save_to_disk writes into a Dataset's (or DatasetDict's) directory.
+SAVED_DATASET_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether ``path`` is a directory 🤗 datasets' save_to_disk wrote."""
+    return path.is_dir() and any((path / m).is_file() for m in SAVED_DATASET_MARKERS)
+
+
 class DataConfig(_Strict):
     """Where the labelled texts come from and how to read them."""
 
-    train: str = Field(description="Training file (CSV, TSV, JSONL or CWI 2018 TSV).")
+    train: str = Field(
+        description="Training data: a CSV, TSV, JSONL or CWI 2018 TSV file; or, through 🤗 "
+        "datasets, a save_to_disk directory, a .parquet/.arrow file, or (format 'hf', command "
+        "line only) a hub dataset id."
+    )
     dev: str | None = Field(
         None, description="Dev file; if absent a seeded share of train is held out."
     )
     test: str | None = Field(None, description="Test file; metrics are reported on it.")
-    format: DataFormat = Field("auto", description="File format; 'auto' decides by extension.")
+    format: DataFormat = Field(
+        "auto",
+        description="File format; 'auto' decides by extension (a directory, .parquet or "
+        ".arrow: 🤗 datasets); 'hf' reads every source through 🤗 datasets.",
+    )
     text_column: str = Field("text", description="Column (or JSON key) holding the text.")
     text_pair_column: str | None = Field(
         None, description="Optional second text column; makes the input a text pair."
     )
-    label_column: str = Field("label", description="Column holding the label name.")
+    label_column: str = Field(
+        "label", description="Column holding the label name (or a 🤗 datasets ClassLabel)."
+    )
+    hf_splits: dict[str, str] = Field(
+        default_factory=lambda: {
+            "train": "train",
+            "dev": "validation",
+            "test": "test",
+            "unlabelled": "unsupervised",
+        },
+        description="🤗 datasets: which split of a DatasetDict (or hub dataset) each of "
+        "train/dev/test/unlabelled reads.",
+    )
     dev_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
         0.1, description="Share of train held out as dev when no dev file is given."
     )
@@ -247,6 +276,18 @@ class ExportConfig(_Strict):
     publish: bool = Field(True, description="Publish the bundle into the model repository.")
 
 
+class TrackingConfig(_Strict):
+    """Experiment tracking (optional): every stage's metrics, curves, config, provenance."""
+
+    mlflow: bool = Field(False, description="Log the run to MLflow (needs mlflow-skinny).")
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (a server, a database, a directory); default: a "
+        "local file store in <run-dir>/mlruns.",
+    )
+    experiment: str = Field("lugpi", min_length=1, description="MLflow experiment name.")
+
+
 class PipelineConfig(_Strict):
     """A whole LUGPI run: generate -> teacher(s) -> distill -> baseline -> evaluate -> export."""
 
@@ -261,6 +302,7 @@ class PipelineConfig(_Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     baseline: bool = Field(True, description="Also train the CE-only baseline for comparison.")
     export: ExportConfig = Field(default_factory=ExportConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

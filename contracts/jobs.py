@@ -77,3 +77,7 @@ class JobRecord(BaseModel):
     heartbeat_at: datetime | None = None
     # How many times a worker started (or resumed) the job; bounded by the reaper.
     attempts: int = 0
+    # When the job last entered "queued" (created, or handed back); the queued-job reaper
+    # (Celery mode) sends its task again when no worker took it, and fails it at last.
+    queued_at: datetime | None = None
+    resends: int = 0

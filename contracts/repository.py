@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from contracts.artifacts import write_text_atomic
 from contracts.bundle import (
     MANIFEST,
     VERSION_PATTERN,
@@ -44,6 +45,8 @@ log = logging.getLogger("lugpi.repository")
 
 LOCK_FILE = ".lock"
 COUNTER_FILE = ".last-version"
+# A version an admin chose as the default (contracts.model_versions); absent: the newest.
+PIN_FILE = ".default-version"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 # A .tmp- dir this old belongs to a publisher that died (copying takes seconds).
@@ -63,7 +66,12 @@ class ModelEntry(BaseModel):
     metrics: dict[str, dict[str, SplitMetrics]] = Field(default_factory=dict)
     sizes: dict[str, int] = Field(default_factory=dict, description="file -> bytes")
     created_at: datetime | None = None
-    default: bool = Field(default=False, description="the highest valid version of this name")
+    default: bool = Field(
+        default=False,
+        description="served when a request names no version: the pinned version if it is "
+        "valid, else the highest valid one",
+    )
+    pinned: bool = Field(default=False, description="chosen as the default by an admin")
     problems: list[str] = Field(default_factory=list)
 
     @property
@@ -145,9 +153,22 @@ def _scan_name(name: str, model_dir: Path) -> list[ModelEntry]:
     entries = [_entry(name, p) for p in children]
     entries.sort(key=lambda e: (_version_number(e.version) or 0, e.version))
     valid = [e for e in entries if e.ok]
+    pin = read_pin(model_dir)
+    pinned = [e for e in valid if e.version == pin]
+    for e in pinned:
+        e.pinned = True
     if valid:
-        valid[-1].default = True
+        (pinned or valid)[-1].default = True
     return entries
+
+
+def read_pin(model_dir: Path) -> str | None:
+    """The version pinned as default in ``model_dir``, if any (it may no longer be valid)."""
+    try:
+        text = (model_dir / PIN_FILE).read_text().strip()
+    except OSError:
+        return None
+    return text if _version_number(text) is not None else None
 
 
 def list_models(repository: Path, name: str | None = None) -> list[ModelEntry]:
@@ -257,6 +278,8 @@ def _prune(model_dir: Path, keep_last: int) -> list[str]:
     oldest_kept = _version_number(kept[0].version) if kept else 0
     removed = []
     for e in numbered:
+        if e.pinned:  # an admin's choice of default outlives any number of newer versions
+            continue
         if (_version_number(e.version) or 0) < (oldest_kept or 0):
             _discard(e.path)
             removed.append(e.version)
@@ -272,11 +295,9 @@ def _after_publish(model_dir: Path, number: int, keep_last: int) -> None:
     """Record the number and prune. The version is published already, so a failure here
     is only logged: the version directories alone still keep numbers from being reused."""
     try:
-        counter = model_dir / f"{COUNTER_FILE}.tmp"
-        counter.write_text(f"{number}\n")
-        os.replace(counter, model_dir / COUNTER_FILE)
+        write_text_atomic(model_dir / COUNTER_FILE, f"{number}\n", RepositoryError)
         _prune(model_dir, keep_last)
-    except OSError as e:
+    except (OSError, RepositoryError) as e:
         log.warning("%s: published v%d, but pruning/recording failed: %s", model_dir, number, e)
 
 
@@ -384,8 +405,9 @@ def format_models_table(entries: list[ModelEntry]) -> str:
         labels = ", ".join(e.labels[:5]) + (f" (+{len(e.labels) - 5})" if len(e.labels) > 5 else "")
         created = e.created_at.strftime("%Y-%m-%d %H:%M") if e.created_at else "-"
         problems = "; ".join(e.problems)[:120] or "-"
+        default = ("yes, pinned" if e.pinned else "yes") if e.default else ""
         lines.append(
-            f"| {e.name} | {e.version} | {'yes' if e.default else ''} | {labels} | {acc} | "
+            f"| {e.name} | {e.version} | {default} | {labels} | {acc} | "
             f"{e.total_bytes / 1e6:.1f} | {created} | {problems} |"
         )
     return "\n".join(lines)

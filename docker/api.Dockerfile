@@ -1,32 +1,59 @@
-# syntax=docker/dockerfile:1
 # The serving image: CPU only, onnxruntime + tokenizers + numpy. No torch, no transformers,
-# no diffusers: only the `api` extra is installed (tests/e2e/test_compose_static.py checks it).
-# Build from the repository root:  docker build -f docker/api.Dockerfile -t lugpi-api .
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-FROM ${PYTHON_IMAGE}
+# no diffusers: only the `api` extra is installed (the build checks it, and so does
+# tests/e2e/test_compose_static.py).
+#
+# Build with BuildKit from the repository root (docker/build-images.sh does, with the inputs
+# below taken from the host):
+#   DOCKER_BUILDKIT=1 docker build -f docker/api.Dockerfile -t lugpi-api .
+# Optional build inputs, seen by the pip steps only and never stored in the image:
+#   --secret id=ca-certificates,src=FILE   PEM bundle pip trusts (a TLS-intercepting proxy)
+#   --secret id=pip.conf,src=FILE          a pip configuration (an index mirror...)
+#   --secret id=pip-constraints,src=FILE   a pip constraints file
+#   --build-arg BASE_IMAGE=IMAGE           any Debian-like image with python3 >= 3.11 and venv
+#                                          (docker/make-base-image.sh makes one without Hub)
+# No `# syntax=` line: the Dockerfile frontend built into Docker >= 20.10 has everything used
+# here, and fetching another one needs Docker Hub.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# A fixed uid shared with the worker image, so both can write the shared volumes.
+# A fixed uid shared with the worker image, so both can write the shared volumes. A venv
+# works on the official images and on Debian's own Python (PEP 668 forbids pip outside one).
 RUN groupadd --gid 10001 lugpi \
     && useradd --uid 10001 --gid lugpi --create-home --shell /usr/sbin/nologin lugpi \
-    && python -m venv /opt/venv \
+    && python3 -m venv /opt/venv \
     && mkdir -p /data/models /data/artifacts /data/datasets \
     && chown -R lugpi:lugpi /data
 
-WORKDIR /app
-# Only what the API imports: the torch-free contracts in training/ and the api package.
-COPY pyproject.toml README.md ./
-COPY training ./training
-COPY api ./api
-RUN pip install ".[api]" \
-    && pip check \
-    && python -c "import importlib.util as u; bad = [m for m in ('torch', 'transformers', 'diffusers') if u.find_spec(m)]; assert not bad, f'API image must not contain {bad}'"
+# Dependencies first, from pyproject.toml alone: a change to the code leaves this layer cached.
+COPY pyproject.toml /tmp/pyproject.toml
+RUN --mount=type=bind,source=docker/build,target=/build \
+    --mount=type=secret,id=ca-certificates \
+    --mount=type=secret,id=pip.conf \
+    --mount=type=secret,id=pip-constraints \
+    python /build/requirements.py /tmp/pyproject.toml api > /tmp/requirements.txt \
+    && /build/pip.sh install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt /tmp/pyproject.toml
+
+# The project itself, from the build context (api.Dockerfile.dockerignore lets through only
+# the packages the API imports): installed, so no second copy of the sources stays behind.
+# A read-only mount, copied for the build: BuildKit keys its cache on a read-only mount's
+# content, but not on a writable one's (a code change would then reuse a stale layer).
+RUN --mount=type=bind,source=docker/build,target=/build \
+    --mount=type=bind,target=/src \
+    --mount=type=secret,id=ca-certificates \
+    --mount=type=secret,id=pip.conf \
+    --mount=type=secret,id=pip-constraints \
+    cp -r /src /tmp/src \
+    && /build/pip.sh install --no-deps /tmp/src \
+    && rm -rf /tmp/src \
+    && python -m pip check \
+    && python -c "import importlib.util as u; bad = [m for m in ('torch', 'transformers', 'diffusers') if u.find_spec(m)]; assert not bad, f'API image must not contain {bad}'" \
+    && python -c "import api.main"
 
 # Paths inside the container; compose mounts volumes here. Every LUGPI_* variable is a field
 # of api.settings.ApiSettings (see docker/.env.example for the rest).
@@ -35,6 +62,7 @@ ENV LUGPI_MODEL_REPOSITORY=/data/models \
     LUGPI_DATA_ROOTS=/data/datasets
 
 USER lugpi
+WORKDIR /home/lugpi
 EXPOSE 8000
 # /healthz says the process answers; /readyz (models loaded) is for a load balancer.
 # python, not curl: the slim image has no curl.
@@ -44,6 +72,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 # file descriptors stay bounded); --timeout-keep-alive: idle keep-alive connections close
 # after 5 s; HeaderTimeoutProtocol: a client that has not sent its request head within
 # LUGPI_HEADER_TIMEOUT_S is cut off; SIGTERM finishes in-flight requests for up to 20 s.
+# In the compose deployment nginx in front also bounds body and send times (docker/nginx.conf).
 CMD ["uvicorn", "api.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", \
      "--proxy-headers", "--timeout-graceful-shutdown", "20", "--limit-concurrency", "256", \
      "--timeout-keep-alive", "5", "--http", "api.http_protocol:HeaderTimeoutProtocol"]

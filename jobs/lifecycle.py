@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from contracts.errors import AttemptLost
 from contracts.jobs import STAGE_ORDER, JobRecord, JobState, Progress, Stage
 from jobs.store import JobStore, now_utc
 
@@ -31,10 +32,6 @@ TASK_CLASSIFY_TEACHER = "lugpi.classify_teacher"
 QUEUE_JOBS = "lugpi.jobs"
 QUEUE_SHARDS = "lugpi.shards"
 QUEUE_TEACHER = "lugpi.teacher"
-
-
-class AttemptLost(Exception):
-    """This process no longer owns the job (it was reaped and handed to another worker)."""
 
 
 def overall_fraction(stage: Stage, done: int, total: int) -> float:
@@ -212,7 +209,7 @@ def _lose(rec: JobRecord, why: str, max_attempts: int) -> JobRecord:
     if rec.cancel_requested and not rec.publishing:
         rec.state, rec.finished_at = JobState.CANCELLED, now
     elif rec.attempts < max_attempts:
-        rec.state = JobState.QUEUED
+        rec.state, rec.queued_at = JobState.QUEUED, now
         if rec.progress is not None:
             rec.progress.message = f"{why}; re-queued, resumes from the finished stages"
     else:
@@ -237,7 +234,7 @@ def release_attempt(
         if rec.cancel_requested and not rec.publishing:
             rec.state, rec.finished_at = JobState.CANCELLED, now_utc()
         else:
-            rec.state = JobState.QUEUED
+            rec.state, rec.queued_at = JobState.QUEUED, now_utc()
         rec.heartbeat_at = None
         if rec.progress is not None:
             rec.progress.message = f"{why}; re-queued, resumes from the finished stages"
@@ -284,6 +281,64 @@ def reap_stale_jobs(
         if changed:
             reaped.append(_handed_on(store, rec, requeue))
     return reaped
+
+
+def reap_queued_jobs(
+    store: JobStore,
+    *,
+    resend_after: float,
+    fail_after: float,
+    requeue: Callable[[str], None],
+) -> list[JobRecord]:
+    """Give queued jobs an owner too (Celery mode, where a queued job is only as alive as
+    its message): a job queued with no worker holding it has its task sent again once it
+    has waited ``resend_after`` s since its last send (doubling after each resend, so a
+    long backlog gets a few duplicates, not hundreds), and fails after ``fail_after`` s
+    queued, with the reason in its error. A message can be lost (a broker restart without
+    persistence), acknowledged by a delivery that could not run it (the store was down),
+    or wait on a queue no worker consumes; a duplicate is harmless (the job lock and the
+    terminal states drop it). Safe to run from several processes at once."""
+    handled: list[JobRecord] = []
+    for job_id in store.ids_in_state(JobState.QUEUED):
+        if store.lock_holder(job_id) is not None:
+            continue  # a worker is starting it right now
+
+        def mutate(rec: JobRecord) -> JobRecord | None:
+            if rec.state is not JobState.QUEUED:
+                return None
+            now = now_utc()
+            waited = (now - (rec.queued_at or rec.created_at)).total_seconds()
+            if waited >= fail_after:
+                rec.state, rec.finished_at = JobState.FAILED, now
+                rec.error = (
+                    f"no worker started the job in {waited:.0f} s queued (its task was sent "
+                    f"{rec.resends + 1} times); check that a worker consumes the queue "
+                    f"{QUEUE_JOBS!r}"
+                )
+                return rec
+            last = rec.updated_at or rec.queued_at or rec.created_at
+            if (now - last).total_seconds() < resend_after * 2**rec.resends:
+                return None
+            rec.resends += 1
+            why = f"no worker took it for {waited:.0f} s; its task was sent again"
+            rec.progress = (rec.progress or Progress(stage=Stage.PREPARE)).model_copy(
+                update={"message": why}
+            )
+            return rec
+
+        rec, changed = store.update(job_id, mutate)
+        if not changed:
+            continue
+        handled.append(rec)
+        if rec.state is JobState.QUEUED:
+            log.warning("job %s: queued with no worker for a while; sending it again", job_id)
+            try:
+                requeue(job_id)
+            except Exception as e:  # the broker is down: the next round tries again
+                log.warning("job %s: could not send it again: %s", job_id, e)
+        else:
+            log.error("job %s: %s", job_id, rec.error)
+    return handled
 
 
 def abandon_attempt(

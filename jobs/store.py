@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from contracts.errors import LugpiError
+from contracts.errors import JobNotFound, JobStoreUnavailable
 from contracts.jobs import JobRecord, JobState
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,6 @@ _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
 # Returns the changed record to write, or None to leave the record as it is.
 Mutator = Callable[[JobRecord], JobRecord | None]
-
-
-class JobNotFound(LugpiError):
-    """No job with this id."""
-
-
-class JobStoreUnavailable(LugpiError):
-    """The store's backend (Redis) cannot be reached; the message says where."""
 
 
 def now_utc() -> datetime:
@@ -74,11 +66,13 @@ class JobStore(ABC):
     """Job records plus named locks with a TTL."""
 
     def create(self, config: dict[str, object], job_id: str | None = None) -> JobRecord:
+        now = now_utc()
         record = JobRecord(
             job_id=check_job_id(job_id or new_job_id()),
             config=config,
-            created_at=now_utc(),
-            updated_at=now_utc(),
+            created_at=now,
+            updated_at=now,
+            queued_at=now,
         )
         self._insert(record)
         return record

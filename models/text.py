@@ -26,6 +26,7 @@ from transformers import (
 
 from contracts.artifacts import STUDENT_META, TextModelMeta
 from contracts.errors import ArtifactError, ModelLoadError
+from contracts.truncation import PairCutter
 from models.hub import load_or_raise
 
 BatchFn = Callable[[int, int], None]
@@ -80,16 +81,38 @@ def encode(
     pairs: Sequence[str] | None,
     max_length: int,
 ) -> dict[str, Tensor]:
-    """Tokenize a batch, padded to its longest text (not to max_length: DESIGN.md §4)."""
-    enc = tokenizer(
-        list(texts),
-        list(pairs) if pairs is not None else None,
-        padding="longest",
-        truncation=True,
-        max_length=max_length,
-        return_tensors="pt",
-    )
-    return dict(enc)
+    """Tokenize a batch, padded to its longest text (not to max_length: docs/environment.md).
+
+    Cut with contracts/truncation.py, as the API and export's checks cut: the same ids for
+    every text, and a long pair costs one pass instead of tokenizers' window products."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow (pure Python) tokenizer: its own truncation
+        enc = tokenizer(
+            list(texts),
+            list(pairs) if pairs is not None else None,
+            padding="longest",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        return dict(enc)
+    cutters: dict[int, PairCutter] = tokenizer.__dict__.setdefault("_lugpi_cutters", {})
+    if max_length not in cutters:
+        cutters[max_length] = PairCutter(backend, max_length)
+    cuts = cutters[max_length](list(texts), list(pairs) if pairs is not None else None)
+    width = max(len(c.ids) for c in cuts)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(cuts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(cuts), width), dtype=torch.long)
+    types = torch.zeros((len(cuts), width), dtype=torch.long)
+    for row, c in enumerate(cuts):
+        ids[row, : len(c.ids)] = torch.tensor(c.ids, dtype=torch.long)
+        mask[row, : len(c.ids)] = 1
+        types[row, : len(c.ids)] = torch.tensor(c.type_ids, dtype=torch.long)
+    out = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in tokenizer.model_input_names:
+        out["token_type_ids"] = types
+    return out
 
 
 class ClassifierInput:

@@ -16,10 +16,10 @@ from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Encoding
 
 from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_LOGITS, TOKENIZER, BundleManifest
 from contracts.errors import ModelLoadError
+from contracts.truncation import Cut
 from runtime.encoding import TextEncoder, TokenizerInput
 from runtime.session import CUDA, RuntimeOptions, choose_providers, make_session
 
@@ -82,18 +82,18 @@ class OnnxClassifier:
     def pair_up(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[TokenizerInput]:
         return self.encoder.pair_up(texts, pairs)
 
-    def encode(self, inputs: Sequence[TokenizerInput], truncation: str = "right") -> list[Encoding]:
+    def encode(self, inputs: Sequence[TokenizerInput], truncation: str = "right") -> list[Cut]:
         return self.encoder.encode(inputs, truncation)
 
     @staticmethod
-    def was_truncated(encoding: Encoding) -> bool:
+    def was_truncated(encoding: Cut) -> bool:
         return TextEncoder.was_truncated(encoding)
 
-    def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
+    def run(self, encodings: Sequence[Cut]) -> np.ndarray:
         """Probabilities, shape (len(encodings), n_labels); pads to the longest given."""
         return self.run_scores(encodings).probs
 
-    def run_scores(self, encodings: Sequence[Encoding]) -> Scores:
+    def run_scores(self, encodings: Sequence[Cut]) -> Scores:
         """Probabilities and, where the graph has them, logits; pads to the longest given."""
         outs = self.session.run(self._outputs, self.encoder.feed(encodings))
         probs = np.asarray(outs[0], dtype=np.float32)

@@ -2,6 +2,8 @@
 
 Tokenizing and padding are two steps so that a caller can tokenize many requests at once,
 group the encodings by length, and pad each group only to its own longest text.
+Truncation is contracts/truncation.py's (characters first, then longest-first in one
+pass): the same cut as in training, and linear in the length of a pair.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 
 from contracts.errors import ModelLoadError
+from contracts.truncation import Cut, PairCutter
 
 TokenizerInput = str | tuple[str, str]
 
@@ -35,6 +38,10 @@ class TextEncoder:
         self.tokenizer.enable_truncation(max_length)
         self.max_length = max_length
         self.inputs = list(inputs)
+        try:
+            self.cutter = PairCutter(self.tokenizer, max_length)
+        except ValueError as e:
+            raise ModelLoadError(f"tokenizer.json: {e}") from e
 
     @classmethod
     def from_file(cls, tokenizer_file: Path, max_length: int, inputs: Sequence[str]) -> TextEncoder:
@@ -53,22 +60,28 @@ class TextEncoder:
             raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
         return list(zip(texts, pairs, strict=True))
 
-    def encode(self, inputs: Sequence[TokenizerInput], truncation: str = "right") -> list[Encoding]:
+    def encode(self, inputs: Sequence[TokenizerInput], truncation: str = "right") -> list[Cut]:
         """Token ids per input, truncated to max_length at the ``truncation`` end ("right"
-        or "left"), unpadded; one tokenizer call."""
-        if truncation == "right":
-            return self.tokenizer.encode_batch(list(inputs))
-        self.tokenizer.enable_truncation(self.max_length, direction="left")
-        try:
-            return self.tokenizer.encode_batch(list(inputs))
-        finally:
-            self.tokenizer.enable_truncation(self.max_length)
+        or "left"), unpadded; a tokenizer call for the single texts and two for the pairs."""
+        singles = [i for i, x in enumerate(inputs) if isinstance(x, str)]
+        paired = [i for i, x in enumerate(inputs) if not isinstance(x, str)]
+        out: list[Cut | None] = [None] * len(inputs)
+        if singles:
+            texts = [str(inputs[i]) for i in singles]
+            for i, c in zip(singles, self.cutter(texts, None, truncation), strict=True):
+                out[i] = c
+        if paired:
+            firsts = [inputs[i][0] for i in paired]
+            seconds = [inputs[i][1] for i in paired]
+            for i, c in zip(paired, self.cutter(firsts, seconds, truncation), strict=True):
+                out[i] = c
+        return [c for c in out if c is not None]
 
     @staticmethod
-    def was_truncated(encoding: Encoding) -> bool:
-        return len(encoding.overflowing) > 0
+    def was_truncated(encoding: Cut) -> bool:
+        return encoding.truncated
 
-    def feed(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+    def feed(self, encodings: Sequence[Cut]) -> dict[str, np.ndarray]:
         """The graph's inputs (int64), padded on the right to the longest encoding given."""
         n = len(encodings)
         width = max(len(e.ids) for e in encodings)

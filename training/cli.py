@@ -8,10 +8,13 @@ fix print one line and exit with status 2.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_type_hints
 
 import typer
 import yaml
@@ -20,7 +23,9 @@ from tqdm import tqdm
 from contracts.config import PipelineConfig, load_config
 from contracts.errors import ConfigError, LugpiError
 from contracts.jobs import Stage
+from contracts.layout import RunLayout
 from training import distributed
+from training.cli_models import models_app, predict
 from training.pipeline import Run, resolve_paths, run_pipeline
 from training.progress import RunContext
 
@@ -115,7 +120,7 @@ def _config(config: str, overrides: list[str] | None) -> PipelineConfig:
 
 
 def _run_dir(cfg: PipelineConfig, run_dir: Path | None) -> Path:
-    return run_dir if run_dir is not None else Path("runs") / cfg.name
+    return run_dir if run_dir is not None else RunLayout.named(cfg.name).root
 
 
 @contextmanager
@@ -137,15 +142,54 @@ def _session(quiet: bool) -> Iterator[RunContext]:
         bars.close()
 
 
-@contextmanager
-def _stage_run(
-    config: str, overrides: list[str] | None, run_dir: Path | None, quiet: bool
-) -> Iterator[Run]:
-    with _session(quiet) as ctx:
-        cfg = _config(config, overrides)
-        run = Run(cfg, _run_dir(cfg, run_dir), ctx)
-        run.pin_config()
-        yield run
+@dataclass(frozen=True)
+class StageArgs:
+    """The options every stage command takes (declared once, in ``_stage_options``)."""
+
+    config: str
+    set_: list[str] | None
+    run_dir: Path | None
+    force: bool
+    quiet: bool
+
+    @contextmanager
+    def run(self) -> Iterator[Run]:
+        with _session(self.quiet) as ctx:
+            cfg = _config(self.config, self.set_)
+            run = Run(cfg, _run_dir(cfg, self.run_dir), ctx)
+            run.pin_config()
+            yield run
+
+
+def _stage_options(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """The template of the options of ``StageArgs``: typer reads them from here."""
+
+
+def stage_command(fn: Callable[..., None]) -> Callable[..., None]:
+    """Register ``fn(args: StageArgs, *, its own options)`` as a command that takes the
+    options of ``_stage_options`` too (CONFIG first, --force and --quiet last)."""
+    common = list(inspect.signature(_stage_options).parameters.values())
+    own = [p for p in inspect.signature(fn).parameters.values() if p.name != "args"]
+    names = [p.name for p in common]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> None:
+        fn(StageArgs(**{n: kwargs.pop(n) for n in names}), **kwargs)
+
+    hints = get_type_hints(_stage_options, include_extras=True)
+    hints |= get_type_hints(fn, include_extras=True)
+    params = [*common[:3], *own, *common[3:]]
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p.replace(annotation=hints[p.name], kind=p.KEYWORD_ONLY) for p in params]
+    )
+    command.__annotations__ = {p.name: hints[p.name] for p in params}
+    return app.command(name=fn.__name__)(command)
 
 
 def _keep_last() -> int:
@@ -178,7 +222,7 @@ def run(
     if not distributed.world().is_main:
         return
     typer.echo(f"\nrun dir: {result.run_dir}")
-    typer.echo(f"results: {result.run_dir / 'evaluate' / 'results.md'}")
+    typer.echo(f"results: {RunLayout(result.run_dir).evaluate / 'results.md'}")
     typer.echo(f"bundle:  {result.bundle_dir}")
     for model, per_split in result.metrics.items():
         for split, m in per_split.items():
@@ -190,24 +234,17 @@ def run(
         typer.echo("not published (pass --repository or set LUGPI_MODEL_REPOSITORY)")
 
 
-@app.command()
-def prepare(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    run_dir: RunDirOpt = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+@stage_command
+def prepare(args: StageArgs) -> None:
     """Read the dataset files, hold out dev, subsample, clean prompts -> <run-dir>/data."""
-    with _stage_run(config, set_, run_dir, quiet) as r:
-        typer.echo(str(r.prepare(force=force)))
+    with args.run() as r:
+        typer.echo(str(r.prepare(force=args.force)))
 
 
-@app.command()
+@stage_command
 def generate(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    run_dir: RunDirOpt = None,
+    args: StageArgs,
+    *,
     shard: Annotated[
         int | None,
         typer.Option(
@@ -215,104 +252,65 @@ def generate(
             "cache, e.g. one per machine; then run once without --shard to write the index."
         ),
     ] = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Draw one image per distinct prompt with the text-to-image model -> <run-dir>/images."""
-    with _stage_run(config, set_, run_dir, quiet) as r:
-        typer.echo(str(r.generate(shard=shard, force=force)))
+    with args.run() as r:
+        typer.echo(str(r.generate(shard=shard, force=args.force)))
 
 
-@app.command()
+@stage_command
 def teacher(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    run_dir: RunDirOpt = None,
+    args: StageArgs,
+    *,
     name: Annotated[
         list[str] | None,
         typer.Option(help="Train only the teacher(s) with this name (repeatable). Default: all."),
     ] = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Train the multimodal teacher(s) on texts + images -> <run-dir>/teacher-<name>."""
-    with _stage_run(config, set_, run_dir, quiet) as r:
-        for d in r.teachers(names=name, force=force):
+    with args.run() as r:
+        for d in r.teachers(names=name, force=args.force):
             typer.echo(str(d))
 
 
-@app.command()
-def distill(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    run_dir: RunDirOpt = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+@stage_command
+def distill(args: StageArgs) -> None:
     """Train the text-only student(s) from labels + teacher(s): one per teacher and/or one
     from all of them (distill.students) -> <run-dir>/student-<teacher name | amalgamated>."""
-    with _stage_run(config, set_, run_dir, quiet) as r:
-        for d in r.distill(force=force):
+    with args.run() as r:
+        for d in r.distill(force=args.force):
             typer.echo(str(d))
 
 
-@app.command()
-def baseline(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    run_dir: RunDirOpt = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+@stage_command
+def baseline(args: StageArgs) -> None:
     """Train the same text model with labels only, for comparison -> <run-dir>/baseline."""
-    with _stage_run(config, set_, run_dir, quiet) as r:
-        typer.echo(str(r.baseline(force=force) or "baseline: false in the config; skipped"))
+    with args.run() as r:
+        typer.echo(str(r.baseline(force=args.force) or "baseline: false in the config; skipped"))
 
 
-@app.command()
-def evaluate(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    run_dir: RunDirOpt = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+@stage_command
+def evaluate(args: StageArgs) -> None:
     """Score teacher(s), student and baseline on dev/test -> <run-dir>/evaluate/results.md."""
-    with _stage_run(config, set_, run_dir, quiet) as r:
-        out = r.evaluate(force=force)
+    with args.run() as r:
+        out = r.evaluate(force=args.force)
         typer.echo((out / "results.md").read_text())
 
 
-@app.command()
-def export(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    run_dir: RunDirOpt = None,
-    repository: RepositoryOpt = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+@stage_command
+def export(args: StageArgs, *, repository: RepositoryOpt = None) -> None:
     """Export every student to ONNX (fp32 + int8, checked) -> <run-dir>/export/<key>; print
     the bundle of the best one on dev, which is what is published."""
-    with _stage_run(config, set_, run_dir, quiet) as r:
-        typer.echo(str(r.export(force=force)))
+    with args.run() as r:
+        typer.echo(str(r.export(force=args.force)))
         if repository is not None and r.cfg.export.publish:
             name, version = r.publish(repository, _keep_last())
             typer.echo(f"published: {name} {version} in {repository}")
 
 
-@app.command()
-def models(
-    repository: Annotated[
-        Path,
-        typer.Option(envvar="LUGPI_MODEL_REPOSITORY", help="The model repository to list."),
-    ] = Path("model-repository"),
-) -> None:
-    """List the published models: versions, labels, test accuracy, problems."""
-    from contracts.repository import models_command
-
-    with _session(quiet=True):
-        typer.echo(models_command(repository))
+# lugpi models [list|pin|unpin|rollback|delete] and lugpi predict (training/cli_models.py).
+app.add_typer(models_app, name="models")
+app.command("predict")(predict)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,9 @@ def _load_splits(cfg: PipelineConfig, ctx: RunContext) -> dict[str, list[RawRow]
     raw: dict[str, list[RawRow]] = {}
     for i, split in enumerate(wanted):
         ctx.step(Stage.PREPARE, i, len(wanted) + 1, f"reading {split}")  # +1: writing
-        raw[split] = read_rows(Path(str(files[split])), d, labelled=split != "unlabelled")
+        raw[split] = read_rows(
+            Path(str(files[split])), d, labelled=split != "unlabelled", split=split
+        )
     if "dev" not in raw:
         labels = [r.label for r in raw["train"]]
         n_dev = max(1, round(len(labels) * d.dev_fraction))

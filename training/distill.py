@@ -5,7 +5,7 @@ and seed (same initial weights, same batch order), so the only difference is the
 the student uses the LUGPI loss (training/losses.py), the baseline plain CE.
 
 Teachers are frozen, so their logits and embeddings are computed once per training example
-before the student's first step (DESIGN.md §1), then the teachers are freed. With
+before the student's first step (docs/method.md), then the teachers are freed. With
 ``distill.use_unlabelled`` the "unlabelled" split joins the training set with label id -1:
 those examples carry the teachers' soft labels and embedding targets only (Teacher Guided
 Training).
@@ -20,17 +20,25 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from contracts.artifacts import STUDENT_META, TextModelMeta, atomic_dir, write_json_atomic
+from contracts.artifacts import (
+    STUDENT_META,
+    ImageIndex,
+    TextModelMeta,
+    atomic_dir,
+    is_complete,
+    write_json_atomic,
+    write_stage_record,
+)
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
-from models.teacher import load_teacher, predict_teacher
+from models.teacher import Teacher, load_teacher, predict_teacher
 from models.text import (
     ClassifierInput,
     embedding_width,
@@ -41,14 +49,13 @@ from models.text import (
 )
 from runtime.metrics import accuracy_f1
 from training import distributed
+from training.cross_fit import fold_teacher_dir, folds
 from training.data import PreparedData
 from training.image_tokens import teacher_image_inputs
 from training.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
 from training.progress import RunContext
 from training.train_loop import Budget, Runtime, fit, seed_everything, select_runtime
-from training.train_teacher import check_images, write_stage_record
-
-ImageIndex = dict[str, list[Path]]
+from training.train_teacher import check_images
 
 
 @dataclass
@@ -99,22 +106,52 @@ def compute_teacher_targets(
         def tick(done: int, total: int, message: str = message) -> None:
             ctx.step(Stage.DISTILL, done, total, message)
 
-        parts = [
-            predict_teacher(
-                teacher,
-                data.texts(s),
-                data.pairs(s),
-                teacher_image_inputs(
-                    teacher, images.get(s, []), runtime, cfg.student.batch_size, token_store
-                ),
-                max_length=meta.max_length,
+        def outputs(
+            model: Teacher, split: str, idx: np.ndarray | None, max_length: int = meta.max_length
+        ) -> tuple[Any, Any]:
+            """``model``'s logits and e_T on ``split`` (only its samples ``idx`` if given)."""
+            texts, pairs, imgs = data.texts(split), data.pairs(split), images.get(split, [])
+            if idx is not None:
+                texts = [texts[j] for j in idx]
+                pairs = [pairs[j] for j in idx] if pairs is not None else None
+                imgs = [imgs[j] for j in idx] if imgs else []
+            return predict_teacher(
+                model,
+                texts,
+                pairs,
+                teacher_image_inputs(model, imgs, runtime, cfg.student.batch_size, token_store),
+                max_length=max_length,
                 batch_size=cfg.student.batch_size,
                 device=runtime.device,
                 amp_dtype=runtime.amp_dtype,
                 on_batch=tick,
             )
-            for s in splits
-        ]
+
+        k = cfg.distill.cross_fit_folds
+        parts = []
+        for s in splits:
+            if s != "train" or k < 2:
+                parts.append(outputs(teacher, s, None))
+                continue
+            # Cross-fitting: fold i's targets from the fold teacher that never saw fold i.
+            n = len(data.splits["train"])
+            fold_logits = np.zeros((n, len(data.labels)), np.float32)
+            fold_embs: np.ndarray | None = None
+            for i, held_out in enumerate(folds(n, k, cfg.seed)):
+                fold_dir = fold_teacher_dir(tdir, i, k)
+                if not is_complete(fold_dir):
+                    raise ArtifactError(
+                        f"distill.cross_fit_folds is {k} but fold teacher {fold_dir} is "
+                        "missing; run the teacher stage with this config"
+                    )
+                fold_teacher, _ = load_teacher(fold_dir)
+                fold_teacher.to(runtime.device)
+                lo, emb = outputs(fold_teacher, "train", held_out)
+                del fold_teacher
+                if fold_embs is None:
+                    fold_embs = np.zeros((n, emb.shape[1]), np.float32)
+                fold_logits[held_out], fold_embs[held_out] = lo, emb
+            parts.append((fold_logits, fold_embs))
         logits.append(torch.from_numpy(np.concatenate([p[0] for p in parts])))
         embeddings.append(torch.from_numpy(np.concatenate([p[1] for p in parts])))
         names.append(meta.name)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contracts.artifacts import atomic_dir, write_json_atomic
+from contracts.artifacts import ImageIndex, atomic_dir, write_json_atomic
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
@@ -29,7 +29,7 @@ from training.data import PreparedData
 from training.progress import RunContext
 from training.train_loop import History, select_runtime
 
-ImageIndex = dict[str, list[Path]]
+RESULTS_FILE = "results.json"
 TABLE1_COLUMNS = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"))
 MODALITY_NAMES = {"text+image": "text + image", "image": "image only", "text": "text only"}
 
@@ -257,7 +257,7 @@ def evaluate(
         table2.append(row("Student (full loss)", students[0]))
     with atomic_dir(out_dir, Stage.EVALUATE.value) as tmp:
         write_json_atomic(
-            tmp / "results.json",
+            tmp / RESULTS_FILE,
             {"labels": data.labels, "report_split": report_split, "models": results},
         )
         title = f"{cfg.name}: {report_split} split, {len(data.splits[report_split])} examples"

@@ -228,7 +228,7 @@ def export_student(
         # atomic_dir would replace it: never delete a directory that is not a bundle.
         raise ArtifactError(
             f"{out_dir} already exists; choose a new output directory"
-            + ("" if overwrite else " or pass overwrite=True (--overwrite) to replace a bundle")
+            + ("" if overwrite else " or pass overwrite=True to replace a bundle")
         )
     model, hf_tok, meta = load_student_for_export(Path(student_dir))
     n = len(meta.labels)

@@ -2,10 +2,8 @@
 
     prepare -> generate -> teacher(s) -> distill -> baseline -> evaluate -> export -> publish
 
-Run directory (every stage dir is atomic: complete with ``stage.json`` or absent)::
-
-    run_dir/  config.yaml  data/  images/  image-cache/  teacher-<name>/
-              student-<key>/ ...  baseline/  evaluate/  export/<key>/ ...  published.json
+Run directory: ``contracts.layout.RunLayout`` (every stage dir is atomic: complete with
+``stage.json`` or absent).
 
 One student per teacher (``student-<teacher name>``, the paper's Table 1), and/or the
 amalgamated one (``student-amalgamated``), as ``distill.students`` says
@@ -31,23 +29,30 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from contracts.artifacts import atomic_dir, is_complete, read_stage, write_json_atomic
+from contracts.artifacts import (
+    atomic_dir,
+    is_complete,
+    read_stage,
+    write_json_atomic,
+    write_stage_record,
+    write_text_atomic,
+)
 from contracts.bundle import read_manifest
 from contracts.config import PipelineConfig, TeacherConfig
 from contracts.errors import ConfigError
 from contracts.jobs import Stage
+from contracts.layout import RunLayout
 from training import distributed
 from training.data import PreparedData, load_prepared, prepare_data
 from training.generate import (
     ImageIndex,
     generate_images,
     load_image_index,
-    resolve_cache_dir,
 )
 from training.progress import RunContext
+from training.sharding import InProcess, ShardStrategy
+from training.tracking import Tracker
 
-CONFIG_FILE = "config.yaml"
-PUBLISHED_FILE = "published.json"
 # Settings that change how fast a stage runs or where it publishes, never what it makes.
 _NOT_RESULT_AFFECTING = {
     "device",
@@ -58,6 +63,10 @@ _NOT_RESULT_AFFECTING = {
     # Whether a weak int8 model fails the export or ships fp32 only: a policy, not a result of
     # any stage before export, so a run stopped by the int8 check can be finished with it.
     "export.require_int8",
+    # Where the run is reported, not what it computes.
+    "tracking.mlflow",
+    "tracking.uri",
+    "tracking.experiment",
 }
 
 
@@ -105,20 +114,26 @@ def _current_schema(pinned: dict[str, Any]) -> dict[str, Any]:
 class Run:
     """One run directory: each method runs one stage unless its directory is complete."""
 
-    def __init__(self, cfg: PipelineConfig, run_dir: Path, ctx: RunContext) -> None:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        run_dir: Path,
+        ctx: RunContext,
+        shards: ShardStrategy | None = None,
+    ) -> None:
         self.cfg, self.dir, self.ctx = cfg, Path(run_dir), ctx
+        self.layout = RunLayout(self.dir)
+        # How the generate stage's shards are run: here, one after another, by default.
+        self.shards = shards or InProcess()
         self._data: PreparedData | None = None
         self._images: ImageIndex | None = None
 
     # -- layout -----------------------------------------------------------------------------
     def teacher_dir(self, t: TeacherConfig) -> Path:
-        return self.dir / f"teacher-{t.name}"
-
-    def stage_dir(self, name: str) -> Path:
-        return self.dir / name
+        return self.layout.teacher(t.name)
 
     def student_dir(self, key: str) -> Path:
-        return self.dir / f"student-{key}"
+        return self.layout.student(key)
 
     def student_dirs(self) -> dict[str, Path]:
         """Student key -> its directory, for every student of ``cfg.student_plan()``."""
@@ -129,7 +144,7 @@ class Run:
         """Frozen image-encoder tokens, beside the images they encode (shared with them)."""
         from training.image_tokens import TOKEN_STORE_DIR
 
-        return resolve_cache_dir(self.cfg, self.stage_dir("images")) / TOKEN_STORE_DIR
+        return self.layout.image_cache(self.cfg.generator.cache_dir) / TOKEN_STORE_DIR
 
     def pin_config(self) -> None:
         """Write config.yaml, or check the one there; refuse a result-changing difference."""
@@ -137,7 +152,7 @@ class Run:
 
     def _pin_config(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / CONFIG_FILE
+        path = self.layout.config
         new = self.cfg.model_dump(mode="json")
         if path.is_file():
             old = _current_schema(yaml.safe_load(path.read_text()) or {})
@@ -151,9 +166,7 @@ class Run:
                 )
             if not changed:
                 return
-        tmp = path.with_name(f".{CONFIG_FILE}.tmp")
-        tmp.write_text(yaml.safe_dump(new, sort_keys=False))
-        tmp.replace(path)
+        write_text_atomic(path, yaml.safe_dump(new, sort_keys=False))
 
     def _skip(self, stage: Stage, out: Path, force: bool) -> bool:
         if is_complete(out) and not force:
@@ -168,7 +181,7 @@ class Run:
     @property
     def data(self) -> PreparedData:
         if self._data is None:
-            self._data = load_prepared(self.stage_dir("data"))
+            self._data = load_prepared(self.layout.data)
         return self._data
 
     @property
@@ -180,12 +193,12 @@ class Run:
     def images(self) -> ImageIndex:
         if self._images is None:
             reads = self.reads_images
-            self._images = load_image_index(self.stage_dir("images")) if reads else {}
+            self._images = load_image_index(self.layout.images) if reads else {}
         return self._images
 
     # -- stages -------------------------------------------------------------------------------
     def prepare(self, force: bool = False) -> Path:
-        out = self.stage_dir("data")
+        out = self.layout.data
 
         def stage() -> None:
             if not self._skip(Stage.PREPARE, out, force):
@@ -195,7 +208,7 @@ class Run:
         return out
 
     def generate(self, shard: int | None = None, force: bool = False) -> Path:
-        out = self.stage_dir("images")
+        out = self.layout.images
         if not self.reads_images:
             self.ctx.step(Stage.GENERATE, 1, 1, "no teacher reads images; skipped")
             return out
@@ -204,7 +217,7 @@ class Run:
             if shard is not None:  # one worker's share: fills the cache, writes no index
                 generate_images(self.cfg, self.data, out, self.ctx, shard=shard)
             elif not self._skip(Stage.GENERATE, out, force):
-                generate_images(self.cfg, self.data, out, self.ctx)
+                generate_images(self.cfg, self.data, out, self.ctx, strategy=self.shards)
 
         distributed.on_main(stage)
         return out
@@ -220,6 +233,15 @@ class Run:
             out = self.teacher_dir(t)
             if not self._skip(Stage.TEACHER, out, force):
                 train_teacher(
+                    self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
+                )
+            if self.cfg.distill.cross_fit_folds >= 2:
+                from training.cross_fit import fold_teacher_dir, train_fold_teachers
+
+                k = self.cfg.distill.cross_fit_folds
+                for i in range(k) if force else ():
+                    self._skip(Stage.TEACHER, fold_teacher_dir(out, i, k), force)
+                train_fold_teachers(
                     self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
                 )
         return [self.teacher_dir(t) for t in self.cfg.teachers]
@@ -248,13 +270,13 @@ class Run:
 
         if not self.cfg.baseline:
             return None
-        out = self.stage_dir("baseline")
+        out = self.layout.baseline
         if not self._skip(Stage.BASELINE, out, force):
             train_baseline(self.cfg, self.data, out, self.ctx)
         return out
 
     def evaluate(self, force: bool = False) -> Path:
-        out = self.stage_dir("evaluate")
+        out = self.layout.evaluate
         distributed.on_main(lambda: self._evaluate(out, force))
         return out
 
@@ -263,7 +285,7 @@ class Run:
 
         if not self._skip(Stage.EVALUATE, out, force):
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
-            baseline = self.stage_dir("baseline") if self.cfg.baseline else None
+            baseline = self.layout.baseline if self.cfg.baseline else None
             evaluate(
                 self.cfg,
                 self.data,
@@ -279,7 +301,9 @@ class Run:
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n.
         Students are ``student-<key>``."""
-        results = json.loads((self.stage_dir("evaluate") / "results.json").read_text())
+        from training.evaluate import RESULTS_FILE
+
+        results = json.loads((self.layout.evaluate / RESULTS_FILE).read_text())
         out: dict[str, dict[str, dict[str, float]]] = {}
         for model, entry in results["models"].items():
             name = model.replace(":", "-", 1)
@@ -304,19 +328,19 @@ class Run:
 
     def export(self, job_id: str | None = None, force: bool = False) -> Path:
         """Export every student; return the bundle of the one to publish."""
-        out = self.stage_dir("export")
+        out = self.layout.export
         distributed.on_main(lambda: self._export(out, job_id, force))
         return self.selected_bundle()
 
     def selected_bundle(self) -> Path:
         """``export/<key>`` of the student the export stage selected."""
-        out = self.stage_dir("export")
+        out = self.layout.export
         return out / str(read_stage(out).summary["selected"])
 
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
         from training.distill import loss_record
         from training.export import export_student
-        from training.train_teacher import write_stage_record
+        from training.tracking import software_provenance
 
         if self._skip(Stage.EXPORT, out, force):
             return
@@ -345,6 +369,7 @@ class Run:
                     "loss": loss_record(cfg),
                     "students": students,
                     "selected_student": selected,
+                    "software": software_provenance(),
                 }
                 # This bundle's own student is "student"; the others keep their keys.
                 own = {**metrics, "student": metrics[f"student-{key}"]}
@@ -372,13 +397,13 @@ class Run:
         """Publish the exported bundle once per run dir, keeping the newest ``keep_last``
         versions of its name; return (name, version)."""
         distributed.on_main(lambda: self._publish(repository, keep_last))
-        done = json.loads((self.dir / PUBLISHED_FILE).read_text())
+        done = json.loads(self.layout.published.read_text())
         return done["name"], done["version"]
 
     def _publish(self, repository: Path, keep_last: int) -> tuple[str, str]:
         from contracts.repository import publish
 
-        record = self.dir / PUBLISHED_FILE
+        record = self.layout.published
         if record.is_file():
             done = json.loads(record.read_text())
             self.ctx.step(Stage.PUBLISH, 1, 1, f"already published as {done['version']}")
@@ -403,20 +428,33 @@ def run_pipeline(
     repository: Path | None,
     job_id: str | None = None,
     keep_last: int = 5,
+    shards: ShardStrategy | None = None,
 ) -> PipelineResult:
     """Run (or resume) every stage in ``run_dir``; publish into ``repository`` if given and
-    ``export.publish`` is set, keeping its newest ``keep_last`` versions. Relative data
-    paths are taken from the current directory."""
+    ``export.publish`` is set, keeping its newest ``keep_last`` versions. ``shards`` runs
+    the generate stage's shards (default: here, in turn; a worker passes one that spreads
+    them over the workers). Relative data paths are taken from the current directory."""
     cfg = resolve_paths(cfg, Path.cwd())
-    run = Run(cfg, run_dir, ctx)
+    run = Run(cfg, run_dir, ctx, shards)
+    tracker = Tracker(cfg, run.dir)
+
+    def track(*dirs: Path | None) -> None:
+        def log() -> None:
+            for d in dirs:
+                if d is not None:
+                    tracker.stage_done(d.name, d)
+
+        distributed.on_main(log)
+
     run.pin_config()
-    run.prepare()
-    run.generate()
-    run.teachers()
-    run.distill()
-    run.baseline()
-    run.evaluate()
+    track(run.prepare())
+    track(run.generate())
+    track(*run.teachers())
+    track(*run.distill())
+    track(run.baseline())
+    track(run.evaluate())
     bundle = run.export(job_id=job_id)
+    track(run.layout.export)
     metrics = {
         model: {split: m.model_dump() for split, m in per_split.items()}
         for model, per_split in read_manifest(bundle).metrics.items()

@@ -1,4 +1,4 @@
-"""Generator prompts from classifier texts, cleaned as in the paper (DESIGN.md §1, step 1).
+"""Generator prompts from classifier texts, cleaned as in the paper (docs/method.md, step 1).
 
 - ``html`` (movie reviews, IMDB): HTML tags and entities removed.
 - ``newsgroups`` (20 Newsgroups): e-mail addresses and header lines (From:, Subject:,

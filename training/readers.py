@@ -20,6 +20,8 @@ from contracts.errors import DataError
 CWI_FIELDS = 11
 CWI_LABELS = {"0": "simple", "1": "complex"}
 
+# Read through 🤗 datasets when format is 'auto' (besides directories saved by it).
+HF_SUFFIXES = (".parquet", ".arrow")
 # A newsgroup post or a long review can exceed csv's default 128 KiB field limit.
 csv.field_size_limit(1 << 26)
 
@@ -56,8 +58,21 @@ def resolve_format(path: Path, fmt: DataFormat) -> DataFormat:
     )
 
 
-def read_rows(path: Path, cfg: DataConfig, *, labelled: bool = True) -> list[RawRow]:
-    """All rows of one split file. ``labelled=False`` ignores the label column."""
+def reads_through_datasets(path: Path, fmt: DataFormat) -> bool:
+    """Whether a source is read by 🤗 datasets (training/hf_data.py), not by this module."""
+    return fmt == "hf" or (fmt == "auto" and (path.is_dir() or path.suffix in HF_SUFFIXES))
+
+
+def read_rows(
+    path: Path, cfg: DataConfig, *, labelled: bool = True, split: str = "train"
+) -> list[RawRow]:
+    """All rows of one split (``split``: train, dev, test or unlabelled). ``labelled=False``
+    ignores the label column."""
+    if reads_through_datasets(path, cfg.format):
+        from training.hf_data import read_dataset_rows
+
+        hf_split = cfg.hf_splits.get(split, split)
+        return read_dataset_rows(str(path), hf_split, cfg, labelled=labelled)
     if not path.is_file():
         raise DataError(
             f"data file not found: {path} (relative paths are read from the current directory)"

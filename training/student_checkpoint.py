@@ -28,6 +28,7 @@ from transformers import (
 from contracts.artifacts import STUDENT_META, TextModelMeta
 from contracts.bundle import ONNX_INPUTS
 from contracts.errors import ArtifactError, DataError, ExportCheckError, ModelLoadError
+from models.text import encode
 from runtime.encoding import TextEncoder
 
 
@@ -167,7 +168,7 @@ def serving_tokenizer(tokenizer: PreTrainedTokenizerFast, max_length: int) -> To
     truncate (longest first, as transformers does) to ``max_length``.
 
     A tokenizer.json saved by transformers may carry fixed padding to 128 tokens (4x slower
-    at batch 1, DESIGN.md §4); the API uses this file with the ``tokenizers`` library alone.
+    at batch 1, docs/environment.md); the API uses this file with the ``tokenizers`` library alone.
     """
     tok = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     tok.no_padding()
@@ -189,20 +190,13 @@ def check_tokenization(
     batch_size: int,
 ) -> None:
     """The saved tokenizer.json, encoded and padded as the server does it, must give the
-    token ids transformers gave in training (at the student's ``max_length``)."""
+    token ids training gave (``models.text.encode`` at the student's ``max_length``)."""
     for start in range(0, len(split.texts), batch_size):
         texts, pairs = split.batch(start, batch_size)
         ours = encoder.feed(encoder.encode(encoder.pair_up(texts, pairs)))
-        ref = hf_tokenizer(
-            list(texts),
-            list(pairs) if pairs is not None else None,
-            padding="longest",
-            truncation=True,
-            max_length=max_length,
-            return_tensors="np",
-        )
+        ref = encode(hf_tokenizer, texts, pairs, max_length)
         for name in encoder.inputs:
-            a, b = ours[name], np.asarray(ref[name])
+            a, b = ours[name], ref[name].numpy()
             if a.shape != b.shape or not np.array_equal(a, b):
                 rows = [i for i in range(min(len(a), len(b))) if not np.array_equal(a[i], b[i])]
                 first = start + (rows[0] if rows else 0)
@@ -221,17 +215,10 @@ def torch_probabilities(
     max_length: int,
     batch_size: int,
 ) -> np.ndarray:
-    """The reference: PyTorch probabilities, tokenized by transformers as in training."""
+    """The reference: PyTorch probabilities, tokenized as in training."""
     out = []
     for start in range(0, len(split.texts), batch_size):
         texts, pairs = split.batch(start, batch_size)
-        enc = tokenizer(
-            list(texts),
-            list(pairs) if pairs is not None else None,
-            padding="longest",
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
+        enc = encode(tokenizer, texts, pairs, max_length)
         out.append(torch.softmax(model(**enc).logits, dim=-1).float().numpy())
     return np.concatenate(out)

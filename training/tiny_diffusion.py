@@ -1,6 +1,6 @@
 """A tiny Stable-Diffusion-shaped text-to-image pipeline with RANDOM weights.
 
-No text-to-image weights can be downloaded here (DESIGN.md §4), yet the generation
+No text-to-image weights can be downloaded here (docs/environment.md), yet the generation
 code path must run offline: tests and the ``offline`` preset use this pipeline. It
 has the components of Stable Diffusion (CLIP text encoder + CLIP BPE tokenizer,
 conditional UNet, KL autoencoder with the usual 8x downsampling, DDIM scheduler),

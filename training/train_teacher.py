@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contracts.artifacts import STAGE_FILE, StageRecord, atomic_dir, write_json_atomic
+from contracts.artifacts import (
+    ImageIndex,
+    atomic_dir,
+    write_json_atomic,
+    write_stage_record,
+)
 from contracts.config import PipelineConfig, TeacherConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
@@ -47,8 +51,6 @@ from training.data import PreparedData
 from training.image_tokens import TokenCache
 from training.progress import RunContext
 from training.train_loop import Budget, fit, seed_everything, select_runtime
-
-ImageIndex = dict[str, list[Path]]
 
 
 def check_images(data: PreparedData, images: ImageIndex, splits: Sequence[str]) -> None:
@@ -76,14 +78,6 @@ def build_teacher(tcfg: TeacherConfig, num_labels: int) -> Teacher:
         # Image-only: keep the multimodal teacher's fusion width (the text model's).
         width=None if reads_text else text_encoder_width(tcfg.text_model),
     )
-
-
-def write_stage_record(tmp: Path, stage: Stage, seconds: float, summary: dict[str, object]) -> None:
-    """stage.json with a summary (atomic_dir keeps a stage.json the stage wrote itself)."""
-    record = StageRecord(
-        stage=stage.value, finished_at=datetime.now(UTC), seconds=seconds, summary=summary
-    )
-    write_json_atomic(tmp / STAGE_FILE, record.model_dump(mode="json"))
 
 
 def train_teacher(

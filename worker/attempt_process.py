@@ -27,8 +27,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from contracts.artifacts import write_text_atomic
 from contracts.config import PipelineConfig
-from contracts.errors import Cancelled, LugpiError
+from contracts.errors import Cancelled, JobTimeout, LugpiError
 from jobs.lifecycle import TASK_GENERATE_SHARD, AttemptLost
 from jobs.store import JobStore, open_jobstore
 from worker.job_context import STOPPING, FanOut, JobReporter, WorkerStopping
@@ -102,7 +103,7 @@ def _outcome(store: JobStore, spec: dict[str, Any], settings: WorkerSettings) ->
     except Cancelled as e:
         log.info("job %s: %s", job_id, e)
         out = {"state": "cancelled", "message": str(e)}
-    except LugpiError as e:
+    except (JobTimeout, LugpiError) as e:
         log.warning("job %s failed: %s", job_id, e)
         out = {"state": "failed", "error": str(e), "message": "failed"}
     except Exception as e:
@@ -130,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         out = _outcome(store, spec, settings)
     finally:
         store.close()
-    tmp = spec_file.with_name(OUTCOME_FILE + ".tmp")
-    tmp.write_text(json.dumps(out, default=str))
-    os.replace(tmp, spec_file.with_name(OUTCOME_FILE))
+    write_text_atomic(spec_file.with_name(OUTCOME_FILE), json.dumps(out, default=str))
     return 0
 
 

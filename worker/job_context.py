@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from contracts.errors import LugpiError
+from contracts.errors import JobTimeout, WorkerStopping
 from contracts.jobs import STAGE_ORDER, JobRecord, Progress, Stage
 from jobs.lifecycle import enter_publish, overall_fraction, report_progress
 from jobs.store import JobStore, JobStoreUnavailable
@@ -26,14 +26,6 @@ log = logging.getLogger(__name__)
 FanOut = Callable[[str, int], None]
 
 STOPPING = threading.Event()
-
-
-class WorkerStopping(Exception):
-    """This worker is shutting down; the job is handed back, not failed."""
-
-
-class JobTimeout(LugpiError):
-    """The job ran longer than the configured limit."""
 
 
 class JobReporter:

@@ -117,6 +117,7 @@ class _Attempt:
         self.job_id, self.attempt = record.job_id, record.attempts
         started = record.started_at.timestamp() if record.started_at else time.time()
         self.deadline = started + settings.job_timeout_s
+        self.asked_to_stop = False
 
     def run(self, fan_out: bool, stages: str) -> JobState | None:
         workdir = Path(tempfile.mkdtemp(prefix=f"lugpi-attempt-{self.job_id[:8]}-"))
@@ -176,6 +177,7 @@ class _Attempt:
                 if asked_to_stop is None:
                     child.send_signal(signal.SIGTERM)  # stop at the next step, hand back
                     asked_to_stop = now
+                    self.asked_to_stop = True
                 elif now - asked_to_stop > grace:
                     _kill(child)
                     return "stopped"
@@ -209,6 +211,9 @@ class _Attempt:
         if ended == "stopped" or (outcome is not None and outcome["state"] == "stopping"):
             why = outcome["why"] if outcome else "worker shut down"
             self._hand_back(why)
+            return None
+        if outcome is None and self.asked_to_stop:  # stopped before it could say so
+            self._hand_back("worker shut down")
             return None
         if outcome is None:  # killed (out of memory?) or crashed below Python
             self._abandon(f"job process exited with code {code}")

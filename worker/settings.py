@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from contracts.layout import RunLayout
 from contracts.settings import SharedSettings
 from jobs.lifecycle import QUEUE_JOBS, QUEUE_SHARDS, QUEUE_TEACHER
 
@@ -68,12 +69,8 @@ class WorkerSettings(SharedSettings):
             )
         return self
 
-    @property
-    def runs_dir(self) -> Path:
-        return self.artifacts_dir / "runs"
-
     def run_dir(self, job_id: str) -> Path:
-        return self.runs_dir / job_id
+        return RunLayout.for_job(self.artifacts_dir, job_id).root
 
     @property
     def visibility_timeout_s(self) -> int:

@@ -13,30 +13,27 @@ worker's shard lock expires and the job's task takes the shard over.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.config import PipelineConfig
 from contracts.errors import Cancelled
 from contracts.jobs import JobState, Stage
+from contracts.layout import RunLayout
 from jobs.store import JobNotFound, JobStore, JobStoreUnavailable
-from training.generate import (
-    GenerationPlan,
-    LazyPipeline,
-    Shard,
-    plan_generation,
-    resolve_cache_dir,
-    run_shard,
-)
+from training.generate import GenerationPlan, plan_generation, resolve_cache_dir, run_shard
+from training.images import LazyPipeline
 from training.progress import RunContext
-from worker.job_context import FanOut
+from training.sharding import Shard, ShardedWork
+from worker.job_context import STOPPING, FanOut
 from worker.locks import LockKeeper, lock_owner
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-DATA_DIR, IMAGES_DIR = "data", "images"
 
 
 def shard_lock(job_id: str, shard: int) -> str:
@@ -44,11 +41,7 @@ def shard_lock(job_id: str, shard: int) -> str:
 
 
 def shard_done(plan: GenerationPlan, shard: Shard) -> bool:
-    return all(plan.path(j).is_file() for j in plan.jobs[shard.start : shard.stop])
-
-
-def images_done(plan: GenerationPlan) -> int:
-    return sum(plan.path(j).is_file() for j in plan.jobs)
+    return plan.cached(shard) == shard.size
 
 
 _pipe: tuple[str, LazyPipeline] | None = None
@@ -67,69 +60,85 @@ def cached_pipeline(cfg: PipelineConfig, cache_dir: Path) -> LazyPipeline:
 def _plan(cfg: PipelineConfig, run_dir: Path) -> GenerationPlan:
     from training.data import load_prepared
 
-    data = load_prepared(run_dir / DATA_DIR)
-    return plan_generation(cfg, data, resolve_cache_dir(cfg, run_dir / IMAGES_DIR))
+    layout = RunLayout(run_dir)
+    data = load_prepared(layout.data)
+    return plan_generation(cfg, data, resolve_cache_dir(cfg, layout.images))
 
 
-def generate_with_workers(
-    cfg: PipelineConfig,
-    run_dir: Path,
-    ctx: RunContext,
-    *,
-    store: JobStore,
-    job_id: str,
-    settings: WorkerSettings,
-    worker: str,
-    fan_out: FanOut,
-) -> None:
-    """Fill the image cache for all shards, with the help of any idle worker. The
-    pipeline's generate stage then finds every image cached and writes ``images.json``."""
-    plan = _plan(cfg, run_dir)
-    total = len(plan.jobs)
-    for s in plan.shards:
-        if s.stop > s.start and not shard_done(plan, s):
-            fan_out(job_id, s.index)
-    pipe = cached_pipeline(cfg, plan.cache_dir)
-    owner = lock_owner(worker)
-    shown = 0
-    while True:
-        done = images_done(plan)
-        shown = max(shown, done)
-        left = [s for s in plan.shards if s.stop > s.start and not shard_done(plan, s)]
-        ctx.step(Stage.GENERATE, shown, total, f"{len(plan.shards) - len(left)} shards done")
-        if not left:
-            return
-        ttl = settings.stale_after_s
-        mine = next(
-            (s for s in left if store.acquire_lock(shard_lock(job_id, s.index), owner, ttl)), None
-        )
-        if mine is None:
-            time.sleep(0.5)  # the other workers hold the rest: wait for them
-            continue
-        # Report images of the other shards (as counted now) plus this shard's own.
-        base = done - _cached(plan, mine)
+@dataclass
+class WorkerShards:
+    """The job's side of spreading its shards: send one task per unfinished shard, then
+    claim and run every shard nobody holds, and wait for the ones other workers hold."""
 
-        def report(
-            stage: Stage, d: int, t: int, msg: str, base: int = base, floor: int = shown
-        ) -> None:
-            ctx.report(stage, max(floor, base + d), total, msg)
+    store: JobStore
+    job_id: str
+    settings: WorkerSettings
+    worker: str
+    fan_out: FanOut
 
-        with LockKeeper(store, shard_lock(job_id, mine.index), owner, settings):
-            run_shard(cfg, plan, mine.index, RunContext(report, ctx.cancel_requested), pipe)
+    def run(self, work: ShardedWork, ctx: RunContext) -> None:
+        for s in work.left():
+            self.fan_out(self.job_id, s.index)
+        owner = lock_owner(self.worker)
+        total, shown = work.total, 0
+        while True:
+            done = work.done()
+            shown = max(shown, done)
+            left = work.left()
+            ctx.step(work.stage, shown, total, f"{len(work.shards) - len(left)} shards done")
+            if not left:
+                return
+            ttl = self.settings.stale_after_s
+            mine = next(
+                (s for s in left if self.store.acquire_lock(self._lock(s), owner, ttl)), None
+            )
+            if mine is None:
+                time.sleep(0.5)  # the other workers hold the rest: wait for them
+                continue
+            # Report items of the other shards (as counted now) plus this shard's own.
+            base = done - work.done_in(mine)
+
+            def report(
+                stage: Stage, d: int, t: int, msg: str, base: int = base, floor: int = shown
+            ) -> None:
+                ctx.report(stage, max(floor, base + d), total, msg)
+
+            keeper = LockKeeper(self.store, self._lock(mine), owner, self.settings)
+            with keeper, shard_log(self.job_id, mine, self.worker):
+                work.run(mine, RunContext(report, ctx.cancel_requested))
+
+    def _lock(self, shard: Shard) -> str:
+        return shard_lock(self.job_id, shard.index)
 
 
-def _cached(plan: GenerationPlan, shard: Shard) -> int:
-    return sum(plan.path(j).is_file() for j in plan.jobs[shard.start : shard.stop])
+@contextlib.contextmanager
+def shard_log(job_id: str, shard: Shard, worker: str) -> Iterator[None]:
+    """Log which worker drew which shard, and how long it took: how the work was split
+    (tests/deploy reads these lines from the containers' logs)."""
+    size = shard.stop - shard.start
+    log.info("job %s: shard %d (%d images) started on %s", job_id, shard.index, size, worker)
+    t0 = time.monotonic()
+    yield
+    log.info(
+        "job %s: shard %d done on %s in %.1f s", job_id, shard.index, worker, time.monotonic() - t0
+    )
 
 
 class _StopCheck:
     """Cancellation for a shard task on another worker: read the job record at most
-    once a second; stop when the job ended or was cancelled."""
+    once a second; stop when the job ended or was cancelled, or when this worker is
+    shutting down (the shard is abandoned: its lock is released at once and the job's own
+    task, which claims every shard nobody holds, draws the rest; its images so far stay
+    cached)."""
 
     def __init__(self, store: JobStore, job_id: str) -> None:
         self.store, self.job_id, self._next, self._stop = store, job_id, 0.0, False
+        self.why = "job cancelled or over"
 
     def __call__(self) -> bool:
+        if STOPPING.is_set():
+            self.why = "this worker is shutting down"
+            return True
         if not self._stop and time.monotonic() >= self._next:
             self._next = time.monotonic() + 1.0
             try:
@@ -161,9 +170,11 @@ def run_shard_for_job(
         return False  # the job's own task (or another worker) is on it
     with LockKeeper(store, shard_lock(job_id, shard), owner, settings):
         try:
-            ctx = RunContext(cancel_requested=_StopCheck(store, job_id))
-            run_shard(cfg, plan, shard, ctx, cached_pipeline(cfg, plan.cache_dir))
+            stop = _StopCheck(store, job_id)
+            ctx = RunContext(cancel_requested=stop)
+            with shard_log(job_id, plan.shards[shard], worker):
+                run_shard(cfg, plan, shard, ctx, cached_pipeline(cfg, plan.cache_dir))
         except Cancelled:
-            log.info("job %s: shard %d stopped (job cancelled or over)", job_id, shard)
+            log.info("job %s: shard %d abandoned (%s)", job_id, shard, stop.why)
             return False
     return True

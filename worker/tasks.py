@@ -20,6 +20,7 @@ from jobs.lifecycle import (
     TASK_CLASSIFY_TEACHER,
     TASK_GENERATE_SHARD,
     TASK_RUN_JOB,
+    reap_queued_jobs,
     reap_stale_jobs,
 )
 from jobs.store import JobStore, JobStoreUnavailable, RedisJobStore
@@ -79,12 +80,19 @@ def classify_teacher_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]
 
 
 def reap_once() -> None:
-    """Re-queue (or fail) jobs whose worker died; called by every worker, periodically."""
+    """Re-queue (or fail) jobs whose worker died, send again (or fail) queued jobs that no
+    worker took; called by every worker, periodically, so it works with no API running."""
     try:
         reap_stale_jobs(
             store(),
             stale_after=settings.stale_after_s,
             max_attempts=settings.max_attempts,
+            requeue=requeue,
+        )
+        reap_queued_jobs(
+            store(),
+            resend_after=settings.queued_resend_s,
+            fail_after=settings.queued_timeout_s,
             requeue=requeue,
         )
     except JobStoreUnavailable as e:

@@ -3,9 +3,10 @@
 The API sends ``{job_id, teacher, texts, text_pairs, return_images}``; everything else
 comes from the job's own run directory (``<artifacts>/runs/<job_id>/``): the pinned
 config (generator, seed, prompt style) and ``teacher-<name>/``. So a request cannot point
-the worker at an arbitrary path, and the teacher sees images drawn exactly as in
-training (same prompt cleaning, same per-prompt seed; a training text's image is taken
-from the run's image cache).
+the worker at an arbitrary path. Images are drawn the way training draws them
+(``training.images.cached_images``: the same prompt cleaning, CPU generators, cache key
+and cache): a text's picture is seeded by its prompt alone (``prompt_seed``), drawn
+once, and kept in the run's image cache, so asking again is served from it, on any device.
 
 Generator and teachers stay loaded in this worker process between calls (module-level
 caches), so only the first call pays for loading them.
@@ -24,7 +25,8 @@ import yaml
 from PIL import Image
 
 from contracts.config import PipelineConfig
-from contracts.errors import ArtifactError, LugpiError
+from contracts.errors import ArtifactError, UserError
+from contracts.layout import RunLayout
 from jobs.store import check_job_id
 from runtime.metrics import predictions, softmax
 from worker.settings import WorkerSettings
@@ -51,50 +53,34 @@ def _teacher(teacher_dir: Path, device: Any) -> tuple[Any, Any]:
 
 
 def _generator(cfg: PipelineConfig, cache_dir: Path) -> Any:
-    from training.generate import load_text2image
+    from training.images import LazyPipeline
 
     key = cfg.generator.model_dump_json(exclude={"batch_size", "num_shards", "cache_dir"})
     if key not in _generators:
-        _generators[key] = load_text2image(cfg, cache_dir)
+        _generators[key] = LazyPipeline(cfg, cache_dir)
     return _generators[key]
 
 
 def _images(
     cfg: PipelineConfig, run_dir: Path, prompts: list[str]
 ) -> tuple[list[Image.Image], int]:
-    """One image per prompt, from the run's cache when training drew it; (images, drawn)."""
-    import torch
+    """One image per prompt, drawn into the run's image cache unless there; (images, drawn)."""
+    from training.images import cached_images, image_job, prompt_seed
 
-    from training.generate import cache_key, prompt_seed, resolve_cache_dir
-    from training.prompts import fit_to_tokenizer
+    cache_dir = RunLayout(run_dir).image_cache(cfg.generator.cache_dir)
+    jobs = [image_job(cfg, p, prompt_seed(cfg.seed, p)) for p in prompts]
+    drawn = 0
 
-    cache_dir = resolve_cache_dir(cfg, run_dir / "images")
-    seeds = [prompt_seed(cfg.seed, p) for p in prompts]
-    paths = [
-        cache_dir / k[:2] / f"{k}.png"
-        for k in (cache_key(cfg, p, s) for p, s in zip(prompts, seeds, strict=True))
-    ]
-    out: list[Image.Image | None] = [
-        Image.open(p).convert("RGB") if p.is_file() else None for p in paths
-    ]
-    todo = [i for i, im in enumerate(out) if im is None]
-    if todo:
-        g = cfg.generator
-        pipe = _generator(cfg, cache_dir)
-        tok = getattr(pipe, "tokenizer", None)
-        with torch.inference_mode():
-            drawn = pipe(
-                prompt=[fit_to_tokenizer(prompts[i], tok) if tok else prompts[i] for i in todo],
-                num_inference_steps=g.steps,
-                guidance_scale=g.guidance_scale,
-                height=g.image_size,
-                width=g.image_size,
-                generator=[torch.Generator(pipe.device).manual_seed(seeds[i]) for i in todo],
-                output_type="pil",
-            ).images
-        for i, im in zip(todo, drawn, strict=True):
-            out[i] = im
-    return [im for im in out if im is not None], len(todo)
+    def count(n: int) -> None:
+        nonlocal drawn
+        drawn += n
+
+    paths = cached_images(cfg, cache_dir, jobs, _generator(cfg, cache_dir), count)
+    images = []
+    for path in paths:
+        with Image.open(path) as im:
+            images.append(im.convert("RGB"))
+    return images, drawn
 
 
 def _png_b64(image: Image.Image) -> str:
@@ -103,12 +89,34 @@ def _png_b64(image: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _expired(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, Any] | None:
+    # The API stops waiting at payload["deadline"] (epoch seconds): past it, nobody reads
+    # the answer, so the GPU is not spent on it. A request without one (an older API) is
+    # dropped once it waited longer than this worker's teacher_timeout_s since "sent_at".
+    deadline = payload.get("deadline")
+    if deadline is not None and time.time() > float(deadline):
+        return {"error": "the API gave up on this request before it ran", "code": "expired"}
+    waited = time.time() - float(payload.get("sent_at") or time.time())
+    if waited > settings.teacher_timeout_s:
+        return {
+            "error": f"dropped unanswered: waited {waited:.0f} s, longer than "
+            f"teacher_timeout_s ({settings.teacher_timeout_s:g} s)",
+            "code": "expired",
+        }
+    return None
+
+
 def classify_with_teacher(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, Any]:
-    """Answer one request; a problem the user can fix comes back as ``{"error": ...}``."""
+    """Answer one request; a problem the user can fix comes back as ``{"error": ...}``
+    (the API raises it as ``TeacherRefused``)."""
+    if (gone := _expired(payload, settings)) is not None:
+        return gone
     try:
         with _lock:
+            if (gone := _expired(payload, settings)) is not None:  # it waited for the lock
+                return gone
             return _classify(payload, settings)
-    except LugpiError as e:
+    except UserError as e:
         return {"error": str(e)}
 
 
@@ -119,7 +127,8 @@ def _classify(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, An
 
     t0 = time.perf_counter()
     run_dir = settings.run_dir(check_job_id(str(payload["job_id"])))
-    config_file = run_dir / "config.yaml"
+    layout = RunLayout(run_dir)
+    config_file = layout.config
     if not config_file.is_file():
         raise ArtifactError(f"the run of job {payload['job_id']} is not on this worker ({run_dir})")
     cfg = PipelineConfig.model_validate(yaml.safe_load(config_file.read_text()))
@@ -131,7 +140,7 @@ def _classify(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, An
 
     loaded = set(_teachers)
     device = _device(cfg)
-    teacher, meta = _teacher(run_dir / f"teacher-{name}", device)
+    teacher, meta = _teacher(layout.teacher(name), device)
     t_load = time.perf_counter()
     seconds: list[str | None] = list(pairs) if pairs else [None] * len(texts)
     prompts = [
@@ -161,5 +170,5 @@ def _classify(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, An
             "generate": round((t_gen - t_load) * 1000, 1),
             "teacher": round((t_teacher - t_gen) * 1000, 1),
         },
-        "warm": (run_dir / f"teacher-{name}") in loaded,
+        "warm": layout.teacher(name) in loaded,
     }

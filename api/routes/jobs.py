@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
@@ -32,12 +32,11 @@ from api.jobqueue import JobQueue, JobQueueUnavailable, RunnerStatus, open_jobqu
 from api.registry import ModelRegistry
 from api.settings import ApiSettings
 from contracts.config import PipelineConfig
+from contracts.errors import CannotCancel, JobStoreUnavailable
 from contracts.jobs import JobRecord, JobState
 from jobs.lifecycle import fail_queued, request_cancel
 from jobs.store import (
     JOB_ID_PATTERN,
-    JobNotFound,
-    JobStoreUnavailable,
     SqliteJobStore,
 )
 
@@ -84,8 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def get_jobqueue(request: Request) -> JobQueue:
-    with _store_errors():
-        return _queue_for(request.app)
+    return _queue_for(request.app)
 
 
 QueueDep = Annotated[JobQueue, Depends(get_jobqueue)]
@@ -107,17 +105,6 @@ class JobPage(BaseModel):
     runner: RunnerStatus = Field(description="Whether this API's job runner/reaper is running.")
 
 
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Store/broker failures -> HTTP errors that say what is wrong."""
-    try:
-        yield
-    except JobNotFound as e:
-        raise HTTPException(404, str(e)) from e
-    except (JobStoreUnavailable, JobQueueUnavailable) as e:
-        raise HTTPException(503, f"jobs are unavailable: {e}") from e
-
-
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"description": "The job store or broker (Redis) is unreachable."}
 }
@@ -137,14 +124,13 @@ def submit_train_job(
     checked = check_job_config(cfg, settings)
     runner = queue.status()
     if not runner.alive:  # a job accepted now would wait forever
-        raise HTTPException(503, f"jobs are unavailable: {runner.detail}")
-    with _store_errors():
-        record = queue.store.create(checked.model_dump(mode="json"))
-        try:
-            queue.submit(record.job_id)
-        except JobQueueUnavailable as e:
-            _fail_unsent(queue, record.job_id, str(e))
-            raise
+        raise JobQueueUnavailable(f"jobs are unavailable: {runner.detail}")
+    record = queue.store.create(checked.model_dump(mode="json"))
+    try:
+        queue.submit(record.job_id)
+    except JobQueueUnavailable as e:
+        _fail_unsent(queue, record.job_id, str(e))
+        raise
     log.info("job %s queued (%s)", record.job_id, checked.name)
     url = str(request.url_for("get_job", job_id=record.job_id))
     return JobAccepted(job_id=record.job_id, status_url=url)
@@ -161,8 +147,7 @@ def _fail_unsent(queue: JobQueue, job_id: str, why: str) -> None:
 def get_job(job_id: JobId, queue: QueueDep, registry: RegistryDep) -> JobRecord:
     """State, stage, progress (done/total of the stage, fraction overall), stage timings,
     metrics and the published model version once succeeded, the error once failed."""
-    with _store_errors():
-        record = queue.store.get(job_id)
+    record = queue.store.get(job_id)
     _serve_published(record, registry, queue)
     return record
 
@@ -190,8 +175,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobPage:
     """All jobs, newest first."""
-    with _store_errors():
-        jobs, total = queue.store.list_jobs(offset=offset, limit=limit)
+    jobs, total = queue.store.list_jobs(offset=offset, limit=limit)
     return JobPage(jobs=jobs, total=total, offset=offset, limit=limit, runner=queue.status())
 
 
@@ -208,14 +192,12 @@ def cancel_job(job_id: JobId, queue: QueueDep) -> JobRecord:
     next batch (its finished stages stay on disk) and publishes nothing. Once a job has
     begun publishing its model, cancelling is refused (409): it ends succeeded with the
     version it published."""
-    with _store_errors():
-        record = request_cancel(queue.store, job_id)
+    record = request_cancel(queue.store, job_id)
     if record.state in (JobState.SUCCEEDED, JobState.FAILED):
-        raise HTTPException(409, f"job {job_id} already {record.state.value}; nothing to cancel")
+        raise CannotCancel(f"job {job_id} already {record.state.value}; nothing to cancel")
     if record.publishing:
-        raise HTTPException(
-            409,
+        raise CannotCancel(
             f"job {job_id} is publishing its model (past its last cancel point); it can no "
-            "longer be cancelled and ends with the version it publishes",
+            "longer be cancelled and ends with the version it publishes"
         )
     return record

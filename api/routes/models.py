@@ -9,9 +9,9 @@ from fastapi import APIRouter
 
 from api.auth import AUTH_RESPONSES, AdminAccess, IsAdmin
 from api.deps import RegistryDep
-from api.errors import ModelNotFound
 from api.registry import LoadedModel, Snapshot, version_number
 from api.schemas import ModelInfo, ModelList, ReloadResponse, VersionInfo, error_responses
+from contracts.errors import ModelNotFound
 
 router = APIRouter(prefix="/models", tags=["models"])
 # What callers without an admin key see of a bundle's provenance: model names, never the
@@ -79,6 +79,7 @@ def describe(snap: Snapshot, name: str, admin: bool = False) -> ModelInfo:
         name=name,
         is_default=snap.default_model == name,
         default_version=latest.version if latest else None,
+        pinned_version=snap.pinned.get(name),
         versions=versions,
     )
 

@@ -22,7 +22,6 @@ from pydantic import BaseModel
 from api import API_VERSION
 from api.auth import ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
-from api.errors import InvalidInput
 from api.metrics import ApiMetrics
 from api.oip_codec import (
     HEADER_LENGTH,
@@ -36,6 +35,7 @@ from api.registry import LoadedModel, ModelRegistry, version_number
 from api.scoring import ranked, score
 from api.settings import ApiSettings
 from contracts.bundle import ONNX_LOGITS, ONNX_OUTPUT
+from contracts.errors import InvalidInput
 
 TEXT, TEXT_PAIR = "text", "text_pair"
 EXTENSIONS = ["classification", "binary_tensor_data"]

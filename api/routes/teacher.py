@@ -10,21 +10,29 @@ directory of the job that trained the bundle. No worker answering in time: 503.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from api.auth import AUTH_RESPONSES, TeacherAccess
+from api.auth import AUTH_RESPONSES, IsAdmin, TeacherAccess
 from api.deps import RegistryDep, SettingsDep
-from api.jobqueue import TeacherUnavailable
+from api.disconnect import unless_disconnected
 from api.routes.classify import within_limits
 from api.routes.jobs import QueueDep
 from api.schemas import ClassifyRequest, Prediction
+from api.settings import ApiSettings
+from contracts.errors import NoTeacher, Overloaded, TeacherRefused
 from runtime.metrics import predictions
 
+log = logging.getLogger("lugpi.api")
 router = APIRouter(tags=["classify"], dependencies=[TeacherAccess], responses=AUTH_RESPONSES)
 
 
@@ -61,7 +69,44 @@ class TeacherResponse(BaseModel):
 
 def _checked(body: TeacherRequest, settings: SettingsDep) -> TeacherRequest:
     within_limits(body, settings)
+    if len(body.texts) > settings.teacher_max_texts:
+        msg = (
+            f"{len(body.texts)} texts; the teacher takes at most {settings.teacher_max_texts} "
+            "per call (LUGPI_TEACHER_MAX_TEXTS): each needs a generated image"
+        )
+        raise RequestValidationError([{"type": "too_long", "loc": ("body", "texts"), "msg": msg}])
     return body
+
+
+class TeacherGate:
+    """Calls waiting for a worker: at most ``size``, on a pool of their own, so that slow or
+    absent workers never take the threads every other sync route and dependency uses."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="lugpi-teacher")
+        self.in_flight = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        # Only the event loop touches in_flight: no lock needed.
+        if self.in_flight >= self.size:
+            raise Overloaded(
+                f"{self.in_flight} teacher calls are waiting for workers (at most {self.size}, "
+                "LUGPI_TEACHER_CONCURRENCY); retry after the Retry-After seconds"
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+def _gate(request: Request, settings: ApiSettings) -> TeacherGate:
+    gate: TeacherGate | None = getattr(request.app.state, "teacher_gate", None)
+    if gate is None:
+        gate = request.app.state.teacher_gate = TeacherGate(settings.teacher_concurrency)
+    return gate
 
 
 CheckedTeacherRequest = Annotated[TeacherRequest, Depends(_checked)]
@@ -71,11 +116,17 @@ CheckedTeacherRequest = Annotated[TeacherRequest, Depends(_checked)]
     "/classify/teacher",
     responses={
         409: {"description": "The model was not trained by a job here; its teacher is unknown."},
+        429: {"description": "LUGPI_TEACHER_CONCURRENCY calls already wait for workers."},
         503: {"description": "No worker answered in time (or none can: embedded mode)."},
     },
 )
 async def classify_with_teacher(
-    body: CheckedTeacherRequest, registry: RegistryDep, settings: SettingsDep, queue: QueueDep
+    body: CheckedTeacherRequest,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    admin: IsAdmin,
 ) -> TeacherResponse:
     """Classify with the student (here) and with its multimodal teacher (on a worker, which
     draws one image per text first). For demos and debugging: slower than /classify."""
@@ -87,8 +138,8 @@ async def classify_with_teacher(
         )
     job_id = model.manifest.provenance.job_id
     if job_id is None:
-        raise HTTPException(
-            409, f"{model.name} {model.version} was not trained by a job here: no teacher to ask"
+        raise NoTeacher(
+            f"{model.name} {model.version} was not trained by a job here: no teacher to ask"
         )
     payload: dict[str, Any] = {
         "job_id": job_id,
@@ -97,20 +148,30 @@ async def classify_with_teacher(
         "text_pairs": body.text_pairs,
         "return_images": body.return_images,
     }
+    timeout = settings.teacher_timeout_s
+    # The worker drops the call unrun once the API has given up on it.
+    payload["deadline"] = time.time() + timeout
     started = time.perf_counter()
-    # Start the worker's part first; the student runs here meanwhile.
-    teacher_call = asyncio.create_task(
-        asyncio.to_thread(queue.classify_teacher, payload, settings.teacher_timeout_s)
-    )
-    student_out = await model.batcher.classify(body.texts, body.text_pairs)
-    student_ms = (time.perf_counter() - started) * 1000
-    try:
-        answer = await teacher_call
-    except TeacherUnavailable as e:
-        raise HTTPException(503, f"teacher unavailable: {e}") from e
+    cancel = threading.Event()
+    with _gate(request, settings).slot():
+        # Start the worker's part first; the student runs here meanwhile.
+        loop = asyncio.get_running_loop()
+        pool = request.app.state.teacher_gate.pool
+        teacher_call = loop.run_in_executor(pool, queue.classify_teacher, payload, timeout, cancel)
+        try:
+            student_out = await unless_disconnected(
+                request, model.batcher.classify(body.texts, body.text_pairs)
+            )
+            student_ms = (time.perf_counter() - started) * 1000
+            answer = await unless_disconnected(request, asyncio.shield(teacher_call))
+        finally:
+            cancel.set()  # a no-op once answered; else the worker's task is revoked
     round_trip = (time.perf_counter() - started) * 1000
     if "error" in answer:
-        raise HTTPException(409, f"teacher: {answer['error']}")
+        # Worker errors name run directories and files: details for admins and the log.
+        log.warning("teacher for %s/%s failed: %s", model.name, model.version, answer["error"])
+        detail = "the worker could not run this model's teacher (teacher_failed)"
+        raise TeacherRefused(f"{detail}: {answer['error']}" if admin else detail)
     teacher = TeacherSide(
         name=answer["teacher"],
         predictions=[Prediction(**p) for p in answer["predictions"]],

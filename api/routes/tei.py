@@ -25,10 +25,10 @@ from api import API_VERSION
 from api.auth import ClassifyAccess
 from api.batching import TruncationSide
 from api.deps import MetricsDep, RegistryDep, SettingsDep
-from api.errors import InvalidInput, LimitExceeded
 from api.schemas import NAME_PATTERN, Text
 from api.scoring import Scored, ScoreFunction, ranked, score
 from contracts.bundle import VERSION_PATTERN
+from contracts.errors import InvalidInput, LimitExceeded
 
 
 async def _known_query(request: Request) -> None:
@@ -313,7 +313,9 @@ class TeiInfo(BaseModel):
     model_sha: str | None = Field(description="The bundle version served (TEI: revision).")
     model_dtype: str = Field(description="int8 or float32: the ONNX file served.")
     model_type: ModelType
-    max_concurrent_requests: int
+    max_concurrent_requests: int = Field(
+        description="Texts that may wait per model version before 429 (LUGPI_MAX_QUEUED_TEXTS)."
+    )
     max_input_length: int = Field(description="Tokens; longer inputs are truncated.")
     max_batch_tokens: int
     max_batch_requests: int | None
@@ -345,7 +347,7 @@ async def info(
                 label2id={label: i for i, label in enumerate(labels)},
             )
         ),
-        max_concurrent_requests=getattr(settings, "max_concurrent_requests", 0) or 0,
+        max_concurrent_requests=settings.max_queued_texts,
         max_input_length=loaded.manifest.max_length,
         max_batch_tokens=settings.max_batch_size * loaded.manifest.max_length,
         max_batch_requests=settings.max_batch_size,

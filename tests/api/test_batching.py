@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.batching import length_groups
-from api.errors import InferenceError
 from api.registry import ModelRegistry
+from contracts.errors import InferenceError
 
 
 def test_length_groups_sort_and_cap_size() -> None:

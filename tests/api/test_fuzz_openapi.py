@@ -1,6 +1,8 @@
 """Property-based: schemathesis generates requests from the OpenAPI schema (valid and
-invalid ones) and sends them to the ASGI app serving real RANDOM-weight bundles; no
-response may be a 5xx, and every response must match what the schema documents."""
+invalid ones) and sends them to the ASGI app serving real RANDOM-weight bundles, with the
+production limits (64 texts of 10,000 characters, pairs); no response may be a 5xx, and
+every response must match what the schema documents. The limits themselves are sent
+exactly once more at the end, on the single-text and the pair model."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from api.main import create_app
 from api.settings import ApiSettings
 from contracts.repository import publish
+from tests.api.conftest import MakeClient
 
 ADMIN_KEY = "fuzz-admin"
 # Schema-valid bodies may still be refused: JSON Schema cannot say "text_pairs as long as
@@ -73,9 +76,8 @@ def api_schema(
             default_model="sentiment",
             poll_interval_s=0,
             intra_op_threads=1,
-            max_texts_per_request=8,
-            max_text_chars=300,
-            max_body_bytes=8192,
+            # The production limits (64 texts, 10,000 characters, 2 MiB bodies): the
+            # defaults, not shrunken ones, so that what is fuzzed is what is deployed.
             api_keys=["fuzz-user"],
             admin_keys=[ADMIN_KEY],
         )
@@ -112,3 +114,21 @@ def test_random_generated_requests_never_get_5xx(
             # Negative mode where every input is a free string (a path name) or there are
             # none: nothing can be made invalid. /classify's body always can.
             assert mode == GenerationMode.NEGATIVE and operation.path != "/classify"
+
+
+@pytest.mark.parametrize("model", ["sentiment", "cwi"])
+def test_random_requests_at_the_production_limits(make_client: MakeClient, model: str) -> None:
+    """64 texts (and pairs) of 10,000 characters: answered; one more text or character:
+    422 naming the field. Never a 5xx. Default settings: the production limits."""
+    client = make_client()
+    text = ("a fine film, " * 800)[:10_000]
+
+    def body(texts: list[str]) -> dict[str, object]:
+        return {"model": model, "texts": texts, **({"text_pairs": texts} if model == "cwi" else {})}
+
+    ok = client.post("/classify", json=body([text] * 64))
+    assert ok.status_code == 200 and ok.json()["truncated"] == list(range(64))
+    more = client.post("/classify", json=body(["a"] * 65))
+    assert more.status_code == 422 and "LUGPI_MAX_TEXTS_PER_REQUEST" in more.text
+    longer = client.post("/classify", json=body([text + "x"]))
+    assert longer.status_code == 422 and "LUGPI_MAX_TEXT_CHARS" in longer.text

@@ -96,3 +96,44 @@ def test_random_web_page_still_served_at_root(client: TestClient) -> None:
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert client.get("/static/app.js").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [
+        ("/predict", {"error", "error_type"}),
+        ("/v1/classify", {"error"}),
+        ("/v2/models/sentiment/infer", {"error"}),
+        ("/classify", {"detail", "request_id"}),
+    ],
+)
+def test_random_body_over_the_limit_is_413_in_each_surface_shape(
+    make_client: MakeClient, path: str, shape: set[str]
+) -> None:
+    client = make_client(max_body_bytes=1024)
+    r = client.post(path, content=b"x" * 2048, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and set(r.json()) == shape
+
+
+def test_one_error_table_rendered_per_surface() -> None:
+    """The protocol conventions: TEI's statuses and error types, OIP's 400 for malformed
+    requests, the OpenAI body, the native detail; Retry-After kinds keep their status."""
+    from api.error_shapes import render
+
+    tei = {k: render("tei", k, "m") for k in ("too_large", "invalid", "backend", "overloaded")}
+    assert {k: (r.status, r.body["error_type"]) for k, r in tei.items()} == {
+        "too_large": (413, "Validation"),
+        "invalid": (422, "Validation"),
+        "backend": (424, "Backend"),
+        "overloaded": (429, "Overloaded"),
+    }
+    assert render("tei", "unavailable", "m").status == 503
+    assert render("oip", "invalid", "m").status == 400
+    assert render("oip", "overloaded", "m").status == 429
+    body = render("openai", "not_found", "m", param="model").body
+    assert body == {
+        "error": {"message": "m", "type": "not_found_error", "param": "model", "code": 404}
+    }
+    assert render("native", "invalid", "m", native_detail=[{"loc": ["body"]}]).body == {
+        "detail": [{"loc": ["body"]}]
+    }

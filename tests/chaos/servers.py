@@ -46,15 +46,15 @@ def free_port() -> int:
 
 
 class OrtGate:
-    """Wraps a classifier's ``run`` (the real onnxruntime call): counts calls, and holds
-    each call until ``release()`` while closed."""
+    """Wraps a classifier's ``run_scores`` (the real onnxruntime call): counts calls, and
+    holds each call until ``release()`` while closed."""
 
     def __init__(self, classifier: OnnxClassifier) -> None:
         self.calls = 0
         self.entered = threading.Event()
         self._open = threading.Event()
-        self._run = classifier.run
-        classifier.run = self  # type: ignore[method-assign]
+        self._run = classifier.run_scores
+        classifier.run_scores = self  # type: ignore[method-assign]
 
     def __call__(self, encodings: Sequence[object]) -> object:
         self.calls += 1

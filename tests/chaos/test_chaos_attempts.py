@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from contracts.jobs import JobState
 from jobs.lifecycle import reap_stale_jobs
-from jobs.store import SqliteJobStore
+from jobs.store import RedisJobStore, SqliteJobStore
 from tests.chaos.conftest import LOCKED, SCRIPTED, Background, FaultyStore, MakeJob
 from tests.chaos.stages import read_steps, write_plan
 from worker.runner import run_job
@@ -110,3 +112,33 @@ def test_an_attempt_that_loses_its_lock_stops_before_another_starts(
     last_of_first = max(t for pid, t in steps if pid == pids[0])
     first_of_second = min(t for pid, t in steps if pid == pids[1])
     assert last_of_first < first_of_second  # never both at once
+
+
+@pytest.mark.redis
+def test_a_redis_failover_blip_in_the_heartbeat_is_retried(
+    settings: WorkerSettings,
+    redis_url: str,
+    make_job: MakeJob,
+) -> None:
+    """Weakness: the same on Redis: a replica that turned read-only during a failover
+    raised ReadOnlyError, which the heartbeat did not expect, and its thread died."""
+    import redis
+
+    settings = settings.model_copy(update={"redis_url": redis_url})
+    store = RedisJobStore(redis_url)  # the attempt process opens the same (prefix and DB)
+    readonly = redis.exceptions.ReadOnlyError("You can't write against a read only replica.")
+    faulty = FaultyStore(store, {"refresh_lock"}, readonly)
+    try:
+        job_id = make_job(store, steps=120, interval=0.05)
+        attempt = Background(lambda: run_job(faulty, job_id, settings, worker="w", stages=SCRIPTED))
+        _wait_for(lambda: read_steps(_run_dir(settings, job_id)), 60, "the stage started")
+        faulty.failing.set()
+        _wait_for(lambda: faulty.raised >= 3, 10, "the heartbeat met the errors")
+        faulty.failing.clear()
+        time.sleep(settings.stale_after_s + 0.5)
+        assert store.lock_holder(job_id) is not None, "the heartbeat stopped refreshing"
+        assert attempt.join(120) and attempt.error is None, attempt.error
+        rec = store.get(job_id)
+        assert rec.state is JobState.SUCCEEDED and rec.attempts == 1, rec
+    finally:
+        store.close()

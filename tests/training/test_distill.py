@@ -14,10 +14,11 @@ from contracts.artifacts import TextModelMeta, is_complete
 from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ArtifactError, Cancelled
 from models.text import ClassifierInput, embedding_width, encode, load_student, load_tokenizer
+from tests.support.keyword_colour import make_keyword_colour_data
 from training.data import Example, PreparedData
 from training.distill import distill_student, train_baseline
 from training.progress import RunContext
-from training.tiny import make_keyword_colour_data, make_tiny_image_model, minilm_path
+from training.tiny import make_tiny_image_model, minilm_path
 from training.train_teacher import train_teacher
 
 SIZES = {"train": 40, "dev": 12, "test": 12}
@@ -136,6 +137,11 @@ def test_distill_writes_a_loadable_student(
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert {"ce", "kd", "emb"} <= set(history["steps"][0])
     assert history["steps"][0]["emb"] > 0
+    # The loss it was trained with, in its stage record and in lugpi.json (the bundle's source).
+    record = json.loads((out / "stage.json").read_text())["summary"]
+    assert record["teachers"] == ["tiny"]
+    assert record["loss"]["kd_form"] == "paper" and record["loss"]["embedding_loss"] == "mse"
+    assert (meta.model_extra or {})["loss"] == record["loss"]
 
 
 def test_alpha_beta_zero_student_is_the_baseline(

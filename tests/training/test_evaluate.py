@@ -16,6 +16,7 @@ from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ArtifactError
 from models.text import load_text_classifier, predict_logits
 from runtime.metrics import accuracy_f1, confusion_matrix
+from tests.support.keyword_colour import make_keyword_colour_data
 from training.data import PreparedData
 from training.distill import distill_student, train_baseline
 from training.evaluate import (
@@ -25,7 +26,7 @@ from training.evaluate import (
     markdown_table,
 )
 from training.progress import RunContext
-from training.tiny import make_keyword_colour_data, make_tiny_image_model
+from training.tiny import make_tiny_image_model
 from training.train_teacher import train_teacher
 
 

@@ -206,6 +206,18 @@ print(json.dumps({"accuracy": out, "heavy": heavy}))
         )
 
 
+def served_fp32(bundle: Path) -> OnnxClassifier:
+    """The bundle's fp32 graph as the API runs it."""
+    return OnnxClassifier.from_files(
+        bundle / MODEL_FP32,
+        bundle / TOKENIZER,
+        inputs=ONNX_INPUTS,
+        output="probabilities",
+        max_length=MAX_LENGTH,
+        labels=["0", "1"],
+    )
+
+
 def test_transformers_copy_loads_in_a_pipeline_and_matches_onnx_random(
     bundle: Path, cwi: dict[str, Split]
 ) -> None:
@@ -218,14 +230,7 @@ def test_transformers_copy_loads_in_a_pipeline_and_matches_onnx_random(
     pipe_probs = np.array(
         [[{d["label"]: d["score"] for d in row}[k] for k in ("0", "1")] for row in got]
     )
-    clf = OnnxClassifier.from_files(
-        bundle / MODEL_FP32,
-        bundle / TOKENIZER,
-        inputs=ONNX_INPUTS,
-        output="probabilities",
-        max_length=MAX_LENGTH,
-        labels=["0", "1"],
-    )
+    clf = served_fp32(bundle)
     onnx_probs = clf.predict_proba(texts[:8], pairs[:8])
     assert np.abs(pipe_probs - onnx_probs).max() < 1e-4
 
@@ -267,14 +272,7 @@ def test_transformers_dir_loads_as_onnx_model_dirs_are_read_random(
     names = {i.name for i in session.get_inputs()}
     (logits,) = session.run(["logits"], {k: v for k, v in feed.items() if k in names})
     softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    served = OnnxClassifier.from_files(
-        bundle / MODEL_FP32,
-        bundle / TOKENIZER,
-        inputs=ONNX_INPUTS,
-        output="probabilities",
-        max_length=MAX_LENGTH,
-        labels=["0", "1"],
-    ).predict_proba(texts[:8], pairs[:8])
+    served = served_fp32(bundle).predict_proba(texts[:8], pairs[:8])
     assert np.abs(softmax - served).max() < 1e-5
 
 

@@ -17,6 +17,7 @@ from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ModelLoadError
 from contracts.jobs import Stage
 from training import generate as gen
+from training import images as imaging
 from training.data import Example, PreparedData
 from training.progress import RunContext
 from training.tiny_diffusion import build_tiny_pipeline
@@ -132,7 +133,7 @@ def test_rerun_draws_nothing_and_never_loads_the_pipeline(
     def fail(*args: object) -> None:
         raise AssertionError("pipeline loaded although every image is cached")
 
-    monkeypatch.setattr(gen, "load_text2image", fail)
+    monkeypatch.setattr(imaging, "load_text2image", fail)
     out = gen.generate_images(cfg, _data(), tmp_path / "b" / "images", RunContext())
     assert _summary(out)["drawn"] == 0 and _summary(out)["cached"] == 8
 
@@ -169,7 +170,7 @@ def test_images_are_deterministic_given_the_seed(tiny_random_sd: Path, tmp_path:
 
 def test_tiny_random_name_builds_and_loads_through_from_pretrained(tmp_path: Path) -> None:
     cfg = _cfg("tiny-random", tmp_path / "cache")
-    pipe = gen.load_text2image(cfg, tmp_path / "cache")
+    pipe = imaging.load_text2image(cfg, tmp_path / "cache")
     assert type(pipe).__name__ == "StableDiffusionPipeline"
     assert (tmp_path / "cache" / "_generators" / "tiny-random-v1" / "model_index.json").is_file()
     assert pipe.tokenizer.model_max_length == 77
@@ -198,4 +199,4 @@ def test_unreachable_hub_id_is_a_model_load_error(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = _cfg("lugpi-tests/no-such-pipeline", tmp_path / "cache")
     with pytest.raises(ModelLoadError, match=r"'lugpi-tests/no-such-pipeline': cannot load"):
-        gen.load_text2image(cfg, tmp_path / "cache")
+        imaging.load_text2image(cfg, tmp_path / "cache")

@@ -121,6 +121,7 @@ def test_whole_pipeline_through_the_cli_with_random_tiny_models(
     for key in ("teachers.0.text_model", "student.text_model"):
         opts += ["--set", f"{key}={tiny_text_model}"]
     opts += ["--set", f"teachers.0.image_model={tiny_vit}"]
+    opts += ["--set", "tracking.mlflow=true"]  # into a real local MLflow store in the run dir
     code, out = _invoke("run", "smoke", *opts, "--repository", repo)
     assert code == 0, out
     stages = ("data", "images", "teacher-effnet", "student-effnet", "baseline", "evaluate")
@@ -134,6 +135,17 @@ def test_whole_pipeline_through_the_cli_with_random_tiny_models(
     assert manifest["provenance"]["student"] == "effnet"
     assert manifest["provenance"]["loss"]["kd_form"] == "paper"
     assert manifest["metrics"]["student"]["test"]["n"] == 20
+    software = manifest["provenance"]["software"]
+    assert "torch" in software["packages"] and "git" in software
+    from mlflow.tracking import MlflowClient
+
+    state = json.loads((run_dir / "mlflow.json").read_text())
+    assert set(state["logged"]) == {*stages, "export"}
+    tracked = MlflowClient(state["uri"]).get_run(state["run_id"]).data
+    assert "evaluate.student.test.accuracy" in tracked.metrics or any(
+        k.startswith("student-effnet.") for k in tracked.metrics
+    )
+    assert tracked.tags["git.commit"] == software["git"]["commit"]
     code, out = _invoke("models", "--repository", repo)
     assert code == 0 and "smoke" in out and "v1" in out
     # A rerun finds every stage complete and the bundle published: it redoes nothing.
@@ -215,3 +227,19 @@ def test_one_student_per_teacher_and_the_best_on_dev_is_published_random_tiny_mo
     assert m["student-pytorch"]["dev"] == m[f"student-{best}"]["dev"]
     assert {f"student-{k}" for k in keys} <= set(m)
     assert not (repo / "smoke" / "v2").exists()
+
+
+def test_paper_preset_has_the_papers_schedule_and_one_student_per_teacher() -> None:
+    from contracts.config import load_config
+
+    cfg = load_config("paper")
+    assert cfg.student_plan() == {"clip": ["clip"], "vit": ["vit"]}
+    assert cfg.student.epochs == 100 and all(t.epochs == 100 for t in cfg.teachers)
+    assert (cfg.distill.alpha, cfg.distill.beta, cfg.distill.tau) == (3.0, 1.0, 8.0)
+    assert cfg.distill.kd_form == "paper" and cfg.distill.embedding_loss == "mse"
+    g = cfg.generator
+    assert (g.model, g.image_size, g.share_identical_prompts) == (
+        "stabilityai/stable-diffusion-2",
+        768,
+        False,
+    )

@@ -14,12 +14,13 @@ from contracts.artifacts import is_complete
 from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ConfigError
 from models.teacher import load_teacher, pixel_inputs, predict_teacher
+from tests.support.keyword_colour import make_keyword_colour_data
 from training.data import PreparedData
 from training.distill import distill_student, train_baseline
 from training.evaluate import evaluate
 from training.pipeline import Run
 from training.progress import RunContext
-from training.tiny import make_keyword_colour_data, make_tiny_image_model
+from training.tiny import make_tiny_image_model
 from training.train_teacher import train_teacher
 
 SIZES = {"train": 40, "dev": 12, "test": 12}
