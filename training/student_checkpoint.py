@@ -208,6 +208,22 @@ def check_tokenization(
 
 
 @torch.no_grad()
+def torch_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    split: TextSplit,
+    max_length: int,
+    batch_size: int,
+) -> np.ndarray:
+    """The reference: PyTorch logits, tokenized as in training."""
+    out = []
+    for start in range(0, len(split.texts), batch_size):
+        texts, pairs = split.batch(start, batch_size)
+        enc = encode(tokenizer, texts, pairs, max_length)
+        out.append(model(**enc).logits.float().numpy())
+    return np.concatenate(out)
+
+
 def torch_probabilities(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
@@ -215,10 +231,11 @@ def torch_probabilities(
     max_length: int,
     batch_size: int,
 ) -> np.ndarray:
-    """The reference: PyTorch probabilities, tokenized as in training."""
-    out = []
-    for start in range(0, len(split.texts), batch_size):
-        texts, pairs = split.batch(start, batch_size)
-        enc = encode(tokenizer, texts, pairs, max_length)
-        out.append(torch.softmax(model(**enc).logits, dim=-1).float().numpy())
-    return np.concatenate(out)
+    """The reference: PyTorch probabilities (softmax of ``torch_logits``)."""
+    logits = torch_logits(model, tokenizer, split, max_length, batch_size)
+    return softmax(logits)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return np.asarray(z / z.sum(axis=-1, keepdims=True), dtype=np.float32)

@@ -51,13 +51,16 @@ def make_tiny_text_model(
 
 
 def make_tiny_image_model(
-    out_dir: Path, image_size: int = 32, patch_size: int = 8, hidden_size: int = 32
+    out_dir: Path, image_size: int = 32, patch_size: int = 8, hidden_size: int = 32, seed: int = 0
 ) -> Path:
     """Save a random-weight ViT (transformers format) + its image processor to ``out_dir``.
 
     Loads through the same code path as a real ViT (``models.image.load_image_encoder``):
-    (image_size / patch_size)^2 patch tokens plus a CLS token, ``hidden_size`` wide.
+    (image_size / patch_size)^2 patch tokens plus a CLS token, ``hidden_size`` wide. The
+    weights are drawn from ``seed`` (the global torch RNG is left as it was), so a test's
+    outcome does not depend on which tests ran before it.
     """
+    import torch
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     config = ViTConfig(
@@ -69,6 +72,9 @@ def make_tiny_image_model(
         intermediate_size=hidden_size * 2,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    ViTModel(config).save_pretrained(out_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ViTModel(config)
+    model.save_pretrained(out_dir)
     ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(out_dir)
     return out_dir

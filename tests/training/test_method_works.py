@@ -127,6 +127,7 @@ def test_lugpi_beats_self_distillation_and_baseline_only_with_informative_images
         s: method_arms(tmp_path / f"seed{s}", tiny_text_model, image_model, s) for s in SEEDS
     }
     report = json.dumps(per_seed, indent=1)
+    print(report)  # the seed-by-seed numbers, for `pytest -s`
     over_self = [a["lugpi"] - a["self_distilled"] for a in per_seed.values()]
     over_base = [a["lugpi"] - a["baseline"] for a in per_seed.values()]
     noise_over_self = [a["uninformative"] - a["self_distilled"] for a in per_seed.values()]
