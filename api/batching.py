@@ -13,8 +13,9 @@ a batch runs queue up and form the next batch: batches grow with load by themsel
 
 Overload: at most ``max_queued_texts`` texts wait; a request beyond that is refused at
 once (``Overloaded``, 429) instead of growing the queue. A request still queued
-``timeout_s`` after it arrived, or whose caller cancelled it (the client went away), is
-dropped when the loop reaches it, without being tokenized or run.
+``timeout_s`` after it reached the server (``api.request_id.arrived``), or whose caller
+cancelled it (the client went away), is dropped when the loop reaches it, without being
+tokenized or run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Literal
 
 import numpy as np
 
+from api.request_id import arrived
 from contracts.errors import DeadlineExceeded, InferenceError, Overloaded
 from contracts.truncation import Cut
 from runtime.classifier import OnnxClassifier
@@ -158,7 +160,8 @@ class DynamicBatcher:
         the awaiting task (client gone) drops the request unrun if the loop has not
         reached it yet.
         """
-        deadline = time.monotonic() + self.timeout_s if self.timeout_s else float("inf")
+        since = arrived.get() or time.monotonic()  # the request's first moment on the server
+        deadline = since + self.timeout_s if self.timeout_s else float("inf")
         pending = _Pending(texts, pairs, truncation, deadline=deadline)
         n = len(texts)
         bound = self.max_queued_texts

@@ -27,10 +27,13 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
-from contracts.config import PipelineConfig, is_saved_dataset
+from contracts.config import BUILTIN_TEXT_GENERATORS, PipelineConfig, is_saved_dataset
 
-# Names that load only what ships with the code (models/hub.py, training/tiny_diffusion.py).
-BUILTIN_MODELS = frozenset({"all-minilm-l6-v2", "efficientnet-lite0", "tiny-random"})
+# Names that load only what ships with the code (models/hub.py, training/tiny_diffusion.py,
+# the text generators trained here on BBC News: training/tiny_text_generator.py).
+BUILTIN_MODELS = frozenset(
+    {"all-minilm-l6-v2", "efficientnet-lite0", "tiny-random", *BUILTIN_TEXT_GENERATORS}
+)
 DATA_FIELDS = ("train", "dev", "test", "unlabelled")
 PINNED_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -98,6 +101,8 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
         (("generator", "model"), cfg.generator.model),
         (("student", "text_model"), cfg.student.text_model),
     ]
+    if cfg.tgt.enabled:  # the text generator loads only when TGT runs
+        models += [(("text_generator", "model"), cfg.text_generator.model)]
     for i, t in enumerate(cfg.teachers):
         models += [(("teachers", i, "text_model"), t.text_model)]
         models += [(("teachers", i, "image_model"), t.image_model)]
@@ -125,14 +130,20 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
             )
         )
 
-    if cfg.generator.cache_dir is not None:
-        cache = Path(cfg.generator.cache_dir).expanduser()
+    caches = (
+        ("generator", cfg.generator.cache_dir),
+        ("text_generator", cfg.text_generator.cache_dir),
+    )
+    for section, value in caches:
+        if value is None:
+            continue
+        cache = Path(value).expanduser()
         artifacts = Path(settings.artifacts_dir).resolve()
         if ".." in cache.parts or not cache.resolve().is_relative_to(artifacts):
             errors.append(
                 _error(
-                    ("generator", "cache_dir"),
-                    f"generator.cache_dir must lie under the artifacts dir {artifacts}; "
+                    (section, "cache_dir"),
+                    f"{section}.cache_dir must lie under the artifacts dir {artifacts}; "
                     "or leave it out (default: inside the job's run dir)",
                 )
             )

@@ -293,6 +293,7 @@ class LocalProcessJobQueue(JobQueue):
         log_file = RunLayout.for_job(Path(self.settings.artifacts_dir), job_id).job_log
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log.info("running job %s: %s (log: %s)", job_id, " ".join(cmd), log_file)
+        attempts_before = self.store.get(job_id).attempts
         with log_file.open("ab") as out:
             child = subprocess.Popen(
                 cmd, env=self.child_env(), stdout=out, stderr=subprocess.STDOUT
@@ -306,32 +307,44 @@ class LocalProcessJobQueue(JobQueue):
         if self._stop.is_set():
             return  # the job stays running; the next API start reaps and resumes it
         try:
-            state = self.store.get(job_id).state
-            if state is JobState.QUEUED and child.returncode != 0:
-                # It crashed before starting the job (broken install?): retrying will not help.
-                fail_queued(
-                    self.store,
-                    job_id,
-                    f"job process exited with code {child.returncode} before the job "
-                    f"started; see {log_file}",
-                )
-            elif state is JobState.QUEUED:
-                # The child ran nothing (another process holds the job's lock): do not spin.
-                self._stop.wait(self.settings.stale_after_s / 4)
-            elif state is JobState.RUNNING:
-                # The child died without finishing (killed, out of memory): no need to wait
-                # for its heartbeat to go stale; free its lock and hand the job on now.
-                holder = self.store.lock_holder(job_id)
-                if holder is not None:
-                    self.store.release_lock(job_id, holder)
-                abandon_attempt(
-                    self.store,
-                    job_id,
-                    f"job process exited with code {child.returncode}",
-                    max_attempts=self.settings.max_attempts,
-                )
+            self.after_child(job_id, child.pid, child.returncode, attempts_before, log_file)
         except Exception:
             log.exception("job %s: could not record the end of its process", job_id)
+
+    def after_child(
+        self, job_id: str, pid: int, code: int, attempts_before: int, log_file: Path
+    ) -> None:
+        """Record what the job process that just exited left undone. Another process (a
+        second API on the same artifacts directory, during a restart overlap) may run the
+        same job meanwhile: a running record is only this child's when the attempt is the
+        one it started and the lock is its own or gone; anyone else's is left alone."""
+        rec = self.store.get(job_id)
+        if rec.state is JobState.QUEUED and code != 0 and rec.attempts == attempts_before:
+            # It crashed before starting the job (broken install?): retrying will not help.
+            fail_queued(
+                self.store,
+                job_id,
+                f"job process exited with code {code} before the job started; see {log_file}",
+            )
+        elif rec.state is JobState.QUEUED:
+            # The child ran nothing (another process holds the job's lock): do not spin.
+            self._stop.wait(self.settings.stale_after_s / 4)
+        elif rec.state is JobState.RUNNING:
+            holder = self.store.lock_holder(job_id)
+            ours = holder is None or _lock_pid(holder) == pid
+            if not ours or rec.attempts != attempts_before + 1:
+                return  # another process runs it; its own heartbeat speaks for it
+            # The child died without finishing (killed, out of memory): no need to wait
+            # for its heartbeat to go stale; free its lock and hand the job on now.
+            if holder is not None:
+                self.store.release_lock(job_id, holder)
+            abandon_attempt(
+                self.store,
+                job_id,
+                f"job process exited with code {code}",
+                max_attempts=self.settings.max_attempts,
+                attempt=rec.attempts,
+            )
 
     @staticmethod
     def _end_child(child: subprocess.Popen[bytes]) -> None:
@@ -346,6 +359,12 @@ class LocalProcessJobQueue(JobQueue):
         self._stop.set()
         self._wake.set()
         super().stop()
+
+
+def _lock_pid(owner: str) -> int | None:
+    """The process id in a job lock's owner (``<worker>:<pid>:<random>``, worker/locks.py)."""
+    parts = owner.rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def open_jobqueue(settings: ApiSettings) -> JobQueue:

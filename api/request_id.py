@@ -6,7 +6,9 @@ digits and ``._:-``: anything else could forge log lines), else a new random one
 echoed in the ``X-Request-ID`` response header; native JSON error bodies (``{"detail":
 ...}``, status >= 400, from any layer: auth, validation, body limit, handlers) get a
 ``request_id`` field; and log
-records of ``lugpi.*`` carry it as ``%(request_id)s`` (``RequestIdFilter``).
+records of ``lugpi.*`` carry it as ``%(request_id)s`` (``RequestIdFilter``). The same
+layer notes when the request arrived (``arrived``), so that its deadline also counts the
+time spent before it reached the batcher (a slow body, a busy event loop).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextvars
 import json
 import logging
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +27,8 @@ _HEADER = HEADER.lower().encode()
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# time.monotonic() when the server had the request's head: request deadlines count from it.
+arrived: contextvars.ContextVar[float | None] = contextvars.ContextVar("arrived", default=None)
 
 
 class RequestIdFilter(logging.Filter):
@@ -52,6 +57,7 @@ class RequestIdMiddleware:
             return
         request_id = _given(scope) or uuid.uuid4().hex
         token = current.set(request_id)
+        arrival = arrived.set(time.monotonic())
         start: Message | None = None
 
         async def send_with_id(message: Message) -> None:
@@ -80,6 +86,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             current.reset(token)
+            arrived.reset(arrival)
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -80,6 +80,8 @@ class ExportChecks(BaseModel):
     n_texts: int
     fp32_max_abs_prob_diff: float
     fp32_argmax_agreement: float
+    # Schema 2: the logits output against PyTorch's logits (scale-relative difference).
+    fp32_max_rel_logit_diff: float | None = None
     int8_max_abs_prob_diff: float | None = None
     int8_argmax_agreement: float | None = None
     dev_accuracy_torch: float | None = None

@@ -181,6 +181,103 @@ class GeneratorConfig(_Strict):
         return self
 
 
+TextGeneratorKind = Literal["auto", "masked", "causal"]
+TgtSearch = Literal["sampling", "disagreement"]
+# Text generators built and trained here on BBC News (training/tiny_text_generator.py).
+BUILTIN_TEXT_GENERATORS = ("tiny-bbc-masked", "tiny-bbc-causal")
+
+
+class TextGeneratorConfig(_Strict):
+    """The text generator that writes new texts near the labelled ones (Teacher Guided
+    Training; also the generator other generating stages steer). Distinct from the image
+    ``generator``."""
+
+    model: str = Field(
+        "distilbert-base-uncased",
+        description="A transformers masked LM (infilling) or causal LM (continuation): hub id "
+        "or local directory, e.g. 'distilbert-base-uncased' (masked) or 'distilgpt2' "
+        "(causal); or a built-in tiny model trained here on BBC News on first use: "
+        f"{', '.join(BUILTIN_TEXT_GENERATORS)} (for tests and the offline preset).",
+    )
+    kind: TextGeneratorKind = Field(
+        "auto",
+        description="'masked': mask spans of a text and resample them; 'causal': keep the "
+        "head of a text and sample a continuation; 'auto': from the model's architecture.",
+    )
+    revision: str | None = Field(None, description="Hub revision; part of the text cache key.")
+    mask_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.25, description="Masked: share of a text's words that are masked and resampled."
+    )
+    span_length: Annotated[int, Field(ge=1, le=16)] = Field(
+        2, description="Masked: longest span of consecutive words masked together."
+    )
+    keep_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.5, description="Causal: share of the source's words kept as the prompt."
+    )
+    max_new_tokens: Annotated[int, Field(ge=1, le=1024)] = Field(
+        48, description="Causal: most tokens sampled after the prompt."
+    )
+    temperature: Annotated[float, Field(gt=0.0, le=10.0)] = 1.0
+    top_k: Annotated[int, Field(ge=0, le=100000)] = Field(
+        50, description="Sample among the k likeliest tokens; 0 = no limit."
+    )
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.95, description="Nucleus sampling: the smallest set of tokens with this mass."
+    )
+    max_length: Annotated[int, Field(ge=8, le=4096)] = Field(
+        128, description="Source texts are cut to this many generator tokens."
+    )
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    num_shards: Annotated[int, Field(ge=1, le=4096)] = Field(
+        1, description="Split generation into this many index ranges for parallel workers."
+    )
+    cache_dir: str | None = Field(
+        None, description="Generated-text cache shared across runs; default <run>/text-cache."
+    )
+
+
+class TgtConfig(_Strict):
+    """Teacher Guided Training: the text generator explores the inputs around the labelled
+    set, the teacher(s) label what it finds, and extra students learn from both."""
+
+    enabled: bool = Field(False, description="Run the tgt stage and train the TGT students.")
+    k: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="Neighbours drawn per labelled text (before filtering)."
+    )
+    search: list[TgtSearch] = Field(
+        default_factory=lambda: list[TgtSearch](["sampling"]),
+        min_length=1,
+        description="One TGT student per mode. 'sampling': the K neighbours of every text. "
+        "'disagreement': a pool of K * pool_factor neighbours per text, scored each epoch by "
+        "the teacher-student divergence; the most disagreed-on K per text (on average) train.",
+    )
+    weight: Annotated[float, Field(gt=0.0, le=100.0)] = Field(
+        1.0, description="lambda: weight of the generated texts' distillation terms."
+    )
+    pool_factor: Annotated[int, Field(ge=2, le=32)] = Field(
+        3, description="'disagreement': the pool holds pool_factor times the kept texts."
+    )
+    budget: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Most generated texts kept after filtering (a seeded subset)."
+    )
+    max_similarity: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.9,
+        description="Drop a generated text whose normalised edit similarity to its source or "
+        "to any dev/test text is at least this (1 - Levenshtein / longer length, on lowercased "
+        "texts with punctuation and repeated spaces removed).",
+    )
+    control: Literal["none", "copies"] = Field(
+        "none",
+        description="'copies' replaces every kept generated text by a copy of its source: the "
+        "control for 'more steps' rather than 'more coverage'.",
+    )
+    export_best: bool = Field(
+        True,
+        description="Export the student (plain or TGT) with the best dev accuracy; false "
+        "always exports the plain student.",
+    )
+
+
 class TeacherConfig(_Strict):
     """One teacher: text encoder + image encoder + fusion block + MLP head (the multimodal
     LUGPI teacher), or one of its single-modality controls."""
@@ -303,6 +400,8 @@ class PipelineConfig(_Strict):
     baseline: bool = Field(True, description="Also train the CE-only baseline for comparison.")
     export: ExportConfig = Field(default_factory=ExportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    text_generator: TextGeneratorConfig = Field(default_factory=TextGeneratorConfig)
+    tgt: TgtConfig = Field(default_factory=TgtConfig)
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
@@ -315,6 +414,13 @@ class PipelineConfig(_Strict):
             raise ValueError("distill.cross_fit_folds must be 0 (off) or at least 2")
         if AMALGAMATED in names and self.distill.students != "per-teacher":
             raise ValueError(f"teachers[].name {AMALGAMATED!r} is the amalgamated student's")
+        if self.tgt.enabled and self.distill.alpha == 0 and self.distill.beta == 0:
+            raise ValueError(
+                "tgt.enabled: generated texts train only through distill.alpha and "
+                "distill.beta, and both are 0; raise one of them or disable tgt"
+            )
+        if len(set(self.tgt.search)) != len(self.tgt.search):
+            raise ValueError(f"tgt.search lists a mode twice: {self.tgt.search}")
         return self
 
     def student_plan(self) -> dict[str, list[str]]:

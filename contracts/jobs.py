@@ -29,6 +29,7 @@ class Stage(StrEnum):
     PREPARE = "prepare"
     GENERATE = "generate"
     TEACHER = "teacher"
+    TGT = "tgt"  # Teacher Guided Training: generated texts (and their images)
     DISTILL = "distill"
     BASELINE = "baseline"
     EVALUATE = "evaluate"

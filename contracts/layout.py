@@ -4,6 +4,7 @@
         config.yaml   the pinned config of the run
         data/  images/  image-cache/  teacher-<name>/  student-<key>/
         baseline/  evaluate/  export/<key>/  published.json  job.log
+        tgt/  text-cache/  tgt-student-<mode>/   Teacher Guided Training (tgt.enabled)
         mlruns/  mlflow.json   the experiment tracker's default store and its run id
 
 Each stage directory is atomic (contracts.artifacts). ``image-cache/`` is the default
@@ -78,6 +79,17 @@ class RunLayout:
         return self.root / f"student-{key}"
 
     @property
+    def tgt(self) -> Path:
+        return self.root / "tgt"
+
+    def text_cache(self, cache_dir: str | None = None) -> Path:
+        """``text_generator.cache_dir`` when set (shared across runs), else ``text-cache/``."""
+        return Path(cache_dir) if cache_dir else self.root / "text-cache"
+
+    def tgt_student(self, mode: str) -> Path:
+        return self.root / f"tgt-student-{mode}"
+
+    @property
     def baseline(self) -> Path:
         return self.root / "baseline"
 
@@ -95,6 +107,7 @@ class RunLayout:
         one = {
             Stage.PREPARE: self.data,
             Stage.GENERATE: self.images,
+            Stage.TGT: self.tgt,
             Stage.BASELINE: self.baseline,
             Stage.EVALUATE: self.evaluate,
             Stage.EXPORT: self.export,

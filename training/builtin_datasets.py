@@ -82,6 +82,19 @@ def _read_article(path: Path) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def bbc_articles() -> list[str]:
+    """Every unique BBC News article's text (no labels), in a fixed order: an unlabelled
+    corpus, e.g. for training a small text generator."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for _, path in _bbc_files():
+        text = _read_article(path)
+        if text and text not in seen:
+            seen.add(text)
+            out.append(text)
+    return out
+
+
 def _split_stratified(
     by_label: dict[str, list[str]], seed: int, dev_fraction: float, test_fraction: float
 ) -> dict[str, list[dict[str, str]]]:

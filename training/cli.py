@@ -33,7 +33,7 @@ app = typer.Typer(
     name="lugpi",
     help="LUGPI: train a text classifier that learned from generated images, then serve it "
     "without them. Stages: prepare -> generate -> teacher -> distill -> baseline -> "
-    "evaluate -> export. Start with:  lugpi run offline",
+    "evaluate -> export (tgt and tgt-distill with tgt.enabled). Start with:  lugpi run offline",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -189,7 +189,7 @@ def stage_command(fn: Callable[..., None]) -> Callable[..., None]:
         [p.replace(annotation=hints[p.name], kind=p.KEYWORD_ONLY) for p in params]
     )
     command.__annotations__ = {p.name: hints[p.name] for p in params}
-    return app.command(name=fn.__name__)(command)
+    return app.command(name=fn.__name__.replace("_", "-"))(command)
 
 
 def _keep_last() -> int:
@@ -279,6 +279,34 @@ def distill(args: StageArgs) -> None:
     from all of them (distill.students) -> <run-dir>/student-<teacher name | amalgamated>."""
     with args.run() as r:
         for d in r.distill(force=args.force):
+            typer.echo(str(d))
+
+
+@stage_command
+def tgt(
+    args: StageArgs,
+    *,
+    shard: Annotated[
+        int | None,
+        typer.Option(
+            help="Generate only this shard (0-based, of text_generator.num_shards) into the "
+            "text cache, e.g. one per machine; then run once without --shard."
+        ),
+    ] = None,
+) -> None:
+    """Teacher Guided Training: generate neighbours of every training text, drop copies and
+    near-copies of dev/test, draw their images -> <run-dir>/tgt (needs tgt.enabled)."""
+    with args.run() as r:
+        out = r.tgt(shard=shard, force=args.force)
+        typer.echo(str(out) if out is not None else "tgt.enabled is false; nothing to do")
+
+
+@stage_command
+def tgt_distill(args: StageArgs) -> None:
+    """Train one TGT student per tgt.search mode on the labelled and the generated texts
+    -> <run-dir>/tgt-student-<mode>."""
+    with args.run() as r:
+        for d in r.tgt_students(force=args.force).values():
             typer.echo(str(d))
 
 

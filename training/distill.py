@@ -18,6 +18,7 @@ Output (an atomic stage directory; transformers ``save_pretrained`` format)::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from contracts.artifacts import (
     STUDENT_META,
@@ -173,11 +175,18 @@ def loss_record(cfg: PipelineConfig) -> dict[str, object]:
     }
 
 
+# Splits whose examples carry no label: the teachers' targets only (KD terms).
+UNLABELLED_SPLITS = ("unlabelled", "generated")
+# (epoch, model, tokenizer) -> the rows (into the concatenated splits) that train this epoch.
+RowSelector = Callable[[int, PreTrainedModel, PreTrainedTokenizerBase], np.ndarray]
+
+
 def _label_ids(data: PreparedData, splits: list[str]) -> Tensor:
     """Label ids of ``splits`` concatenated; unlabelled examples get ``UNLABELLED``."""
     ids: list[int] = []
     for s in splits:
-        ids += [UNLABELLED] * len(data.splits[s]) if s == "unlabelled" else data.label_ids(s)
+        unlabelled = s in UNLABELLED_SPLITS
+        ids += [UNLABELLED] * len(data.splits[s]) if unlabelled else data.label_ids(s)
     return torch.tensor(ids, dtype=torch.long)
 
 
@@ -191,7 +200,13 @@ def _train_text_classifier(
     out_dir: Path,
     ctx: RunContext,
     started: float,
+    *,
+    sample_weight: Tensor | None = None,
+    select_rows: RowSelector | None = None,
+    extra_meta: dict[str, object] | None = None,
 ) -> Path:
+    """``sample_weight``: per row of the concatenated splits, its weight in the KD terms.
+    ``select_rows``: which rows train in each epoch (always as many); default all."""
     scfg, dcfg = cfg.student, cfg.distill
     stage = Stage.DISTILL if kind == "student" else Stage.BASELINE
     # Seed, then build the student first: student and baseline start from the same weights.
@@ -211,8 +226,16 @@ def _train_text_classifier(
             projections.append(nn.Linear(d_s, d_t) if d_t != d_s else nn.Identity())
         projections.to(runtime.device)
     torch.manual_seed(cfg.seed + 1)  # same dropout stream with or without projections
+    active = [np.arange(len(texts)) if select_rows is None else select_rows(0, model, tokenizer)]
 
-    def step_fn(idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+    def on_epoch(epoch: int) -> None:
+        if select_rows is not None and epoch > 0:
+            rows = select_rows(epoch, model, tokenizer)
+            assert len(rows) == len(active[0]), "select_rows must keep the epoch size"
+            active[0] = rows
+
+    def step_fn(batch: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        idx = active[0][batch]
         enc = encode(
             tokenizer,
             [texts[i] for i in idx],
@@ -237,6 +260,7 @@ def _train_text_classifier(
             combine=dcfg.combine,
             kd_form=dcfg.kd_form,
             embedding_loss=dcfg.embedding_loss,
+            sample_weight=None if sample_weight is None else sample_weight[idx].to(runtime.device),
         )
         parts = {"ce": terms.ce.item(), "kd": terms.kd.item(), "emb": terms.emb.item()}
         return terms.total, parts
@@ -257,7 +281,7 @@ def _train_text_classifier(
         return accuracy_f1(y_dev, logits.argmax(-1), len(data.labels))
 
     budget = Budget(
-        n_examples=len(texts),
+        n_examples=len(active[0]),
         batch_size=scfg.batch_size,
         epochs=scfg.epochs,
         learning_rate=scfg.learning_rate,
@@ -265,7 +289,9 @@ def _train_text_classifier(
         warmup_ratio=scfg.warmup_ratio,
         seed=cfg.seed,
     )
-    history, best = fit(model, [model, projections], step_fn, eval_fn, budget, runtime, ctx, stage)
+    history, best = fit(
+        model, [model, projections], step_fn, eval_fn, budget, runtime, ctx, stage, on_epoch
+    )
     capture.remove()
     meta = TextModelMeta.model_validate(
         {
@@ -279,6 +305,7 @@ def _train_text_classifier(
             "teachers": targets.names if targets is not None else [],
             "loss": loss_record(cfg) if kind == "student" else {"alpha": 0.0, "beta": 0.0},
             "train_examples": {s: len(data.splits[s]) for s in splits},
+            **(extra_meta or {}),
         }
     )
     summary: dict[str, object] = {
@@ -286,6 +313,7 @@ def _train_text_classifier(
         "best_epoch": history.best_epoch,
         "train_seconds": history.train_seconds,
         "processes": runtime.world.size,
+        **(extra_meta or {}),
     }
     if kind == "student":
         summary["teachers"] = targets.names if targets is not None else []

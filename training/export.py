@@ -53,7 +53,7 @@ from contracts.bundle import (
 from contracts.errors import ArtifactError, ExportCheckError
 from runtime.classifier import OnnxClassifier
 from runtime.encoding import TextEncoder
-from runtime.metrics import accuracy_f1, compare
+from runtime.metrics import accuracy_f1, compare, softmax
 from runtime.session import RuntimeOptions
 from training.graph_fusion import fuse_transformer
 from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
@@ -64,7 +64,7 @@ from training.student_checkpoint import (
     graph_inputs,
     load_student_for_export,
     serving_tokenizer,
-    torch_probabilities,
+    torch_logits,
 )
 
 log = logging.getLogger("lugpi.export")
@@ -191,6 +191,21 @@ def check_fp32(reference: np.ndarray, fp32: np.ndarray, dev: TextSplit) -> Expor
     )
 
 
+def check_logits(reference: np.ndarray, onnx_logits: np.ndarray | None) -> float:
+    """The graph's logits must be PyTorch's: max |diff| / max(1, max |logit|) within
+    FP32_TOLERANCE (softmax hides a per-row shift, so probabilities alone cannot tell)."""
+    if onnx_logits is None:
+        raise ExportCheckError(f"the exported graph has no {ONNX_LOGITS!r} output")
+    scale = max(1.0, float(np.abs(reference).max()))
+    diff = float(np.abs(reference - onnx_logits).max()) / scale
+    if diff > FP32_TOLERANCE:
+        raise ExportCheckError(
+            f"fp32_max_rel_logit_diff {diff:.2e} > {FP32_TOLERANCE} (onnxruntime vs PyTorch "
+            "logits on dev); the export is wrong"
+        )
+    return diff
+
+
 def export_student(
     student_dir: Path,
     out_dir: Path,
@@ -269,21 +284,28 @@ def export_student(
             return classifier(path).predict_proba(split.texts, split.pairs, batch_size)
 
         export_onnx(model, hf_tok, inputs, dev, tmp / MODEL_FP32, opset)
-        reference = torch_probabilities(model, hf_tok, dev, meta.max_length, batch_size)
-        fp32 = run(tmp / MODEL_FP32, dev)
-        checks = check_fp32(reference, fp32, dev)
+        reference_logits = torch_logits(model, hf_tok, dev, meta.max_length, batch_size)
+        reference = softmax(reference_logits)
+
+        def checked(path: Path) -> tuple[ExportChecks, np.ndarray]:
+            """Probabilities and logits of an fp32 graph against PyTorch's."""
+            scores = classifier(path).predict_scores(dev.texts, dev.pairs, batch_size)
+            checks = check_fp32(reference, scores.probs, dev)
+            checks.fp32_max_rel_logit_diff = check_logits(reference_logits, scores.logits)
+            return checks, scores.probs
+
+        checks, fp32 = checked(tmp / MODEL_FP32)
         fused = _fused_fp32(model, tmp / MODEL_FP32, Path(scratch) / "fused.onnx")
         if fused is not None:
-            fused_probs = run(fused, dev)
             try:
-                checks = check_fp32(reference, fused_probs, dev)
+                fused_checks, fused_probs = checked(fused)
             except ExportCheckError as e:
                 log.warning("fused fp32 graph not shipped: %s", e)
                 export_info["fp32_graph"] = f"traced (fused graph failed its check: {e})"
                 fused = None
             else:
                 shutil.copyfile(fused, tmp / MODEL_FP32)
-                fp32 = fused_probs
+                checks, fp32 = fused_checks, fused_probs
                 export_info["fp32_graph"] = "fused (onnxruntime transformer optimizer)"
         # probs[(variant, split)]: the dev ones are the check runs, reused for metrics.
         probs = {("student", "dev"): fp32}

@@ -108,6 +108,12 @@ def teacher_weights(teacher_logits: Tensor, combine: Combine) -> Tensor:
     return confidence / confidence.sum(dim=0, keepdim=True)
 
 
+def _batch_mean(per_sample: Tensor, sample_weight: Tensor | None) -> Tensor:
+    if sample_weight is None:
+        return per_sample.mean()
+    return (sample_weight.to(per_sample) * per_sample).mean()
+
+
 def lugpi_loss(
     student_logits: Tensor,
     labels: Tensor,
@@ -121,6 +127,7 @@ def lugpi_loss(
     combine: Combine,
     kd_form: KdForm = "paper",
     embedding_loss: EmbeddingLoss = "mse",
+    sample_weight: Tensor | None = None,
 ) -> LossTerms:
     """The LUGPI loss over M teachers.
 
@@ -129,6 +136,9 @@ def lugpi_loss(
     projected for teacher i. Teacher i's soft and embedding terms on sample b are weighted
     by ``teacher_weights(...)[i, b]``. ``kd_form`` and ``embedding_loss``: see the module
     docstring (the defaults are the paper's Eq. 2 with the mean over dimensions).
+    ``sample_weight`` (B,): each sample's weight in the soft and embedding terms (Teacher
+    Guided Training gives generated texts lambda), which stay means over the whole batch;
+    the hard CE is always averaged over labelled rows only.
     """
     ce = hard_cross_entropy(student_logits, labels)
     zero = ce * 0.0
@@ -139,7 +149,7 @@ def lugpi_loss(
         # against the weighted mixture of their softened distributions.
         probs = F.softmax(teacher_logits.float() / tau, dim=-1)  # (M, B, K)
         mixed = (w.unsqueeze(-1) * probs).sum(dim=0)
-        kd = kd_term(mixed, student_logits, tau, kd_form).mean()
+        kd = _batch_mean(kd_term(mixed, student_logits, tau, kd_form), sample_weight)
     emb = zero
     if beta > 0:
         dists = torch.stack(
@@ -148,5 +158,5 @@ def lugpi_loss(
                 for t, s in zip(teacher_embs, student_embs, strict=True)
             ]
         )  # (M, B)
-        emb = (w * dists).sum(dim=0).mean()
+        emb = _batch_mean((w * dists).sum(dim=0), sample_weight)
     return LossTerms(total=ce + alpha * kd + beta * emb, ce=ce, kd=kd, emb=emb)

@@ -1,6 +1,7 @@
 """The whole LUGPI recipe, one stage after another, resumable.
 
-    prepare -> generate -> teacher(s) -> distill -> baseline -> evaluate -> export -> publish
+    prepare -> generate -> teacher(s) -> [tgt] -> distill [+ TGT students] -> baseline
+    -> evaluate -> export -> publish
 
 Run directory: ``contracts.layout.RunLayout`` (every stage dir is atomic: complete with
 ``stage.json`` or absent).
@@ -59,6 +60,9 @@ _NOT_RESULT_AFFECTING = {
     "generator.batch_size",
     "generator.num_shards",
     "generator.cache_dir",
+    "text_generator.batch_size",
+    "text_generator.num_shards",
+    "text_generator.cache_dir",
     "export.publish",
     # Whether a weak int8 model fails the export or ships fp32 only: a policy, not a result of
     # any stage before export, so a run stopped by the int8 check can be finished with it.
@@ -79,17 +83,25 @@ class PipelineResult:
 
 
 def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
-    """Make data and cache paths absolute (against ``base``), so a run resumes from anywhere."""
+    """Make data and cache paths absolute (against ``base``), so a run resumes from anywhere.
+    With ``data.format: hf`` a source that is no local path is a hub dataset id: kept as is."""
 
     def absolute(p: str | None) -> str | None:
         return None if p is None else str((base / Path(p).expanduser()).resolve())
 
+    def data_source(p: str | None) -> str | None:
+        if p is not None and cfg.data.format == "hf" and not (base / Path(p).expanduser()).exists():
+            return p
+        return absolute(p)
+
     d = cfg.data
     data = d.model_copy(
-        update={k: absolute(getattr(d, k)) for k in ("train", "dev", "test", "unlabelled")}
+        update={k: data_source(getattr(d, k)) for k in ("train", "dev", "test", "unlabelled")}
     )
     gen = cfg.generator.model_copy(update={"cache_dir": absolute(cfg.generator.cache_dir)})
-    return cfg.model_copy(update={"data": data, "generator": gen})
+    tg = cfg.text_generator
+    text_gen = tg.model_copy(update={"cache_dir": absolute(tg.cache_dir)})
+    return cfg.model_copy(update={"data": data, "generator": gen, "text_generator": text_gen})
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -265,6 +277,69 @@ class Run:
                 )
         return list(self.student_dirs().values())
 
+    def tgt_student_dir(self, mode: str) -> Path:
+        return self.layout.tgt_student(mode)
+
+    def tgt(self, shard: int | None = None, force: bool = False) -> Path | None:
+        """The tgt stage: generated texts, filtered, with their images. ``shard``: only
+        that shard of the text generation, into the text cache (one worker's share)."""
+        from training.text_generation import plan_texts, resolve_text_cache, run_text_shard
+        from training.tgt import neighbour_requests, run_tgt
+
+        if not self.cfg.tgt.enabled:
+            self.ctx.step(Stage.TGT, 1, 1, "tgt.enabled is false; skipped")
+            return None
+        out = self.layout.tgt
+        text_cache = resolve_text_cache(self.cfg, self.dir)
+
+        def stage() -> None:
+            if shard is not None:
+                plan = plan_texts(self.cfg, neighbour_requests(self.cfg, self.data), text_cache)
+                run_text_shard(self.cfg, plan, shard, self.ctx)
+            elif not self._skip(Stage.TGT, out, force):
+                cache = self.layout.image_cache(self.cfg.generator.cache_dir)
+                images = cache if self.reads_images else None
+                run_tgt(
+                    self.cfg,
+                    self.data,
+                    out,
+                    self.ctx,
+                    text_cache=text_cache,
+                    image_cache=images,
+                    strategy=self.shards,
+                )
+
+        distributed.on_main(stage)
+        return out
+
+    def tgt_students(self, force: bool = False) -> dict[str, Path]:
+        from training.tgt import load_generated
+        from training.tgt_distill import train_tgt_student
+
+        if not self.cfg.tgt.enabled:
+            return {}
+        out: dict[str, Path] = {}
+        rows: list[Any] | None = None
+        for mode in self.cfg.tgt.search:
+            d = out[mode] = self.tgt_student_dir(mode)
+            if self._skip(Stage.DISTILL, d, force):
+                continue
+            if rows is None:
+                rows, _ = load_generated(self.layout.tgt)
+            teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
+            train_tgt_student(
+                self.cfg,
+                self.data,
+                self.images,
+                teachers,
+                rows,
+                mode,
+                d,
+                self.ctx,
+                token_store=self.token_store,
+            )
+        return out
+
     def baseline(self, force: bool = False) -> Path | None:
         from training.distill import train_baseline
 
@@ -286,6 +361,12 @@ class Run:
         if not self._skip(Stage.EVALUATE, out, force):
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
             baseline = self.layout.baseline if self.cfg.baseline else None
+            tgt_dirs, tgt_summary = None, None
+            if self.cfg.tgt.enabled:
+                from training.tgt import load_generated
+
+                tgt_dirs = {str(m): self.tgt_student_dir(m) for m in self.cfg.tgt.search}
+                tgt_summary = load_generated(self.layout.tgt)[1]
             evaluate(
                 self.cfg,
                 self.data,
@@ -296,6 +377,8 @@ class Run:
                 out,
                 self.ctx,
                 token_store=self.token_store,
+                tgt_dirs=tgt_dirs,
+                tgt_summary=tgt_summary,
             )
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -315,13 +398,29 @@ class Run:
                     }
         return out
 
+    def export_candidates(self) -> dict[str, tuple[Path, list[str], str]]:
+        """Student key -> (its directory, the teachers it learned from, its metrics key): the
+        students of ``cfg.student_plan()``, and with ``tgt.export_best`` the TGT students
+        (keys ``tgt-<mode>``, learning from every teacher)."""
+        out = {
+            key: (self.student_dir(key), names, f"student-{key}")
+            for key, names in self.cfg.student_plan().items()
+        }
+        if self.cfg.tgt.enabled and self.cfg.tgt.export_best:
+            names = [t.name for t in self.cfg.teachers]
+            for mode in self.cfg.tgt.search:
+                out[f"tgt-{mode}"] = (self.tgt_student_dir(mode), names, f"tgt-{mode}")
+        return out
+
     def best_student(self) -> str:
-        """The key of the student with the best dev accuracy (then macro-F1; then plan order)."""
+        """The key of the student with the best dev accuracy (then macro-F1; then plan order,
+        the TGT students last)."""
         metrics = self.metrics()
-        keys = list(self.cfg.student_plan())
+        candidates = self.export_candidates()
+        keys = list(candidates)
 
         def score(key: str) -> tuple[float, float, int]:
-            dev = metrics[f"student-{key}"]["dev"]
+            dev = metrics[candidates[key][2]]["dev"]
             return dev["accuracy"], dev["macro_f1"], -keys.index(key)
 
         return max(keys, key=score)
@@ -345,16 +444,16 @@ class Run:
         if self._skip(Stage.EXPORT, out, force):
             return
         cfg, data = self.cfg, self.data
-        plan, metrics, selected = cfg.student_plan(), self.metrics(), self.best_student()
+        plan, metrics, selected = self.export_candidates(), self.metrics(), self.best_student()
         by_name = {t.name: t for t in cfg.teachers}
         students = {
-            key: {"teachers": names, "dev": metrics[f"student-{key}"]["dev"]}
-            for key, names in plan.items()
+            key: {"teachers": names, "dev": metrics[mkey]["dev"]}
+            for key, (_, names, mkey) in plan.items()
         }
         has_test = bool(data.splits.get("test"))
         started = time.perf_counter()
         with atomic_dir(out, Stage.EXPORT.value) as tmp:
-            for i, (key, names) in enumerate(plan.items()):
+            for i, (key, (student_dir, names, mkey)) in enumerate(plan.items()):
                 self.ctx.step(Stage.EXPORT, i, len(plan), f"exporting student {key} to ONNX")
                 provenance = {
                     "job_id": job_id,
@@ -371,10 +470,13 @@ class Run:
                     "selected_student": selected,
                     "software": software_provenance(),
                 }
+                if cfg.tgt.enabled:
+                    provenance["text_generator"] = cfg.text_generator.model
+                    provenance["tgt"] = cfg.tgt.model_dump(mode="json")
                 # This bundle's own student is "student"; the others keep their keys.
-                own = {**metrics, "student": metrics[f"student-{key}"]}
+                own = {**metrics, "student": metrics[mkey]}
                 export_student(
-                    self.student_dir(key),
+                    student_dir,
                     tmp / key,
                     data.texts("dev"),
                     data.pairs("dev"),
@@ -450,7 +552,9 @@ def run_pipeline(
     track(run.prepare())
     track(run.generate())
     track(*run.teachers())
+    track(run.tgt())
     track(*run.distill())
+    track(*run.tgt_students().values())
     track(run.baseline())
     track(run.evaluate())
     bundle = run.export(job_id=job_id)

@@ -202,10 +202,12 @@ def fit(
     runtime: Runtime,
     ctx: RunContext,
     stage: Stage,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> tuple[History, dict[str, float]]:
     """Train ``trainable`` (``model`` plus e.g. a loss's projection layers) with
     ``step_fn``; return the history and the best dev metrics. ``model`` ends holding the
-    weights of its best dev epoch."""
+    weights of its best dev epoch. ``on_epoch(epoch)`` runs before each epoch (e.g. to
+    choose that epoch's generated examples)."""
     opt, sched = make_optimizer(trainable, budget)
     train_step = _data_parallel(trainable, step_fn, runtime)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
@@ -216,6 +218,9 @@ def fit(
     total, step, epoch = budget.total_steps, 0, 0
     started = time.perf_counter()
     while step < total:
+        if on_epoch is not None:
+            with torch.no_grad():
+                on_epoch(epoch)
         for m in trainable:
             m.train()
         for idx in batch_order(budget.n_examples, budget.batch_size, budget.seed, epoch):

@@ -17,17 +17,17 @@ from training.progress import RunContext
 
 def main(argv: list[str]) -> int:
     run_dir, repository, name, keep_last = Path(argv[0]), Path(argv[1]), argv[2], int(argv[3])
+    cfg = PipelineConfig.model_validate({"data": {"train": "unused"}, "export": {"name": name}})
+    run = pipeline.Run(cfg, run_dir, RunContext())
     if "--die-before-record" in argv:
         write = pipeline.write_json_atomic
 
         def die_at_the_record(path: Path, obj: Any) -> None:
-            if path.name == pipeline.PUBLISHED_FILE:
+            if path == run.layout.published:
                 os._exit(137)
             write(path, obj)
 
         pipeline.write_json_atomic = die_at_the_record  # type: ignore[assignment]
-    cfg = PipelineConfig.model_validate({"data": {"train": "unused"}, "export": {"name": name}})
-    run = pipeline.Run(cfg, run_dir, RunContext())
     published = run.publish(repository, keep_last=keep_last)
     print(" ".join(published))
     return 0

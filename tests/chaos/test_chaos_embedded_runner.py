@@ -18,6 +18,7 @@ from api.jobqueue import LocalProcessJobQueue
 from api.main import create_app
 from api.settings import ApiSettings
 from contracts.jobs import JobState
+from jobs.lifecycle import start_attempt
 from tests.chaos.conftest import CONFIG, FaultyStore
 
 
@@ -108,3 +109,29 @@ def test_a_dead_runner_is_reported_and_no_job_is_accepted(client: TestClient) ->
     assert r.status_code == 503 and "not running" in r.json()["detail"], r.text
     queue.store.failing.clear()
     assert client.get("/jobs").json()["total"] == 0  # the refused job left no record
+
+
+def test_a_job_another_process_runs_is_left_to_it(api_settings: ApiSettings) -> None:
+    """Weakness: when the embedded runner's job process exited because another process
+    held the job (a second API on the same artifacts directory, as during a restart
+    overlap), the runner took the job for dead: it freed the other's lock and re-queued
+    the job while it ran, so a third process started it too (seen as a flaky failure of
+    tests/worker/test_embedded_jobs.py::test_killed_job_process_is_resumed)."""
+    queue = LocalProcessJobQueue(api_settings)  # its thread is not started: only the check
+    try:
+        store, log_file = queue.store, Path(api_settings.artifacts_dir) / "job.log"
+        theirs = store.create(dict(CONFIG)).job_id
+        assert store.acquire_lock(theirs, "local@host:424242:abcd1234", 60)
+        assert start_attempt(store, theirs, "local@host") is not None
+        queue.after_child(theirs, 4242, 0, 0, log_file)  # our child found it held and left
+        assert store.get(theirs).state is JobState.RUNNING
+        assert store.lock_holder(theirs) == "local@host:424242:abcd1234"
+
+        mine = store.create(dict(CONFIG)).job_id  # our own child died mid-job: handed on
+        assert store.acquire_lock(mine, "local@host:4242:abcd1234", 60)
+        assert start_attempt(store, mine, "local@host") is not None
+        queue.after_child(mine, 4242, -9, 0, log_file)
+        assert store.get(mine).state is JobState.QUEUED
+        assert store.lock_holder(mine) is None
+    finally:
+        queue.stop()

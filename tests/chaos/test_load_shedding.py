@@ -141,3 +141,28 @@ def test_random_requests_past_their_deadline_are_dropped_unrun(serve: object) ->
     assert gate.calls == 1
     dropped = 'lugpi_dropped_requests_total{model="sentiment",reason="deadline"}'
     assert metric(server.url, dropped) == 1
+
+
+def test_random_deadline_counts_from_the_request_s_arrival(serve: object) -> None:
+    """A request whose body took longer than the deadline to arrive (a slow client, or an
+    event loop too busy to read it) is dropped, not run: the clock starts when the server
+    has its head, not when it reaches the batcher."""
+    server, gate = serve(request_timeout_s=0.3)  # type: ignore[operator]
+    gate.release()
+    body = json.dumps(TEXT).encode()
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(head + body[:5])
+        threading.Event().wait(0.8)
+        s.sendall(body[5:])
+        s.settimeout(30)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    status = reply.split(b" ", 2)[1]
+    assert status == b"503", reply[:300]
+    assert b"LUGPI_REQUEST_TIMEOUT_S" in reply
+    assert gate.calls == 0

@@ -14,6 +14,7 @@ the reason otherwise. It takes minutes: builds (cached after the first), start-u
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -154,6 +155,28 @@ def stack(
     yield s
     # Whatever happened above: leave nothing running.
     s.try_("down", "-v", "--remove-orphans", "-t", "10", timeout=300)
+
+
+def test_images_hold_this_checkout_s_code(images: None) -> None:
+    """A rebuilt image has the code as it is now, not a cached layer of an older tree
+    (a bind-mounted context once left a stale layer in place after a code change)."""
+    for image, module in (("api", "api.main"), ("worker", "worker.shards")):
+        local = hashlib.sha256((ROOT / (module.replace(".", "/") + ".py")).read_bytes())
+        inside = run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--entrypoint",
+                "python",
+                f"lugpi-{image}:{TAG}",
+                "-c",
+                f"import hashlib, {module} as m; "
+                "print(hashlib.sha256(open(m.__file__, 'rb').read()).hexdigest())",
+            ],
+            timeout=120,
+        ).split()[-1]
+        assert inside == local.hexdigest(), f"lugpi-{image}:{TAG} holds an old {module}"
 
 
 def test_compose_refuses_to_start_without_keys_or_env_file(stack: Stack) -> None:

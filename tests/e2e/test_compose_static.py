@@ -474,8 +474,15 @@ def imported_project_packages(packages: tuple[str, ...]) -> set[str]:
 def test_each_image_gets_every_package_its_code_imports(image: str, entry: tuple[str, ...]) -> None:
     ignore = (DOCKER / f"{image}.Dockerfile.dockerignore").read_text().splitlines()
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    missing = imported_project_packages(entry) - allowed
+    needed = imported_project_packages(entry)
+    missing = needed - allowed
     assert not missing, f"{image}.Dockerfile.dockerignore leaves out {missing}, which it imports"
+    copied = {
+        rest.split()[0]
+        for instr, rest in dockerfile(DOCKER / f"{image}.Dockerfile")
+        if instr == "COPY" and rest.split()[-1].startswith("/tmp/src/")
+    }
+    assert not needed - copied, f"{image}.Dockerfile does not COPY {needed - copied}"
 
 
 def test_api_image_is_slim_cpu_and_installs_no_torch() -> None:

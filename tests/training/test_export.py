@@ -140,6 +140,7 @@ def test_export_random_tiny_student_writes_a_checked_bundle(bundle: Path) -> Non
     checks = manifest.export_checks
     assert checks is not None and checks.n_texts == 160
     assert checks.fp32_max_abs_prob_diff <= 1e-4 and checks.fp32_argmax_agreement == 1.0
+    assert checks.fp32_max_rel_logit_diff is not None and checks.fp32_max_rel_logit_diff <= 1e-4
     assert checks.int8_argmax_agreement is not None and checks.int8_argmax_agreement >= 0.95
     assert checks.int8_settings in [c.as_dict() for c in QUANT_CANDIDATES]
     assert checks.dev_accuracy_torch == checks.dev_accuracy_fp32
@@ -347,3 +348,13 @@ def test_export_command_exports_from_prepared_data_and_publishes_random(
     entry = list_models(tmp_path / "repo")[0]
     assert entry.default and entry.metrics["student"]["test"].n == 60
     assert verify_bundle(bundle).export_checks is not None
+
+
+def test_logits_check_names_the_metric() -> None:
+    ref = np.array([[2.0, -1.0], [0.5, 0.25]], dtype=np.float32)
+    assert export_mod.check_logits(ref, ref.copy()) == 0.0
+    # A per-row shift leaves the probabilities alone but not the raw scores.
+    with pytest.raises(ExportCheckError, match="fp32_max_rel_logit_diff"):
+        export_mod.check_logits(ref, ref + np.array([[1.0], [0.0]], dtype=np.float32))
+    with pytest.raises(ExportCheckError, match="no 'logits' output"):
+        export_mod.check_logits(ref, None)

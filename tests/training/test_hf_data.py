@@ -124,3 +124,15 @@ def test_jobs_over_http_take_saved_datasets_under_the_data_roots_only(
         with pytest.raises(RequestValidationError) as caught:
             check_job_config(cfg, settings)
         assert why in str(caught.value.errors())
+
+
+def test_a_hub_id_without_the_hub_is_one_clear_error(tmp_path: Path) -> None:
+    """Hub ids are for users with the network; here (HF_DATASETS_OFFLINE) the command
+    says what failed in one line instead of a traceback."""
+    opts = ["--set=data.format=hf", "--set=data.train=someone/no-such-dataset"]
+    opts += ["--set=data.dev=null", "--set=data.test=null", "--set=data.prompt_style=plain"]
+    result = CliRunner().invoke(app, ["prepare", "smoke", *opts, "--run-dir", str(tmp_path), "-q"])
+    assert result.exit_code == 2, result.output
+    assert "someone/no-such-dataset" in result.output and "Traceback" not in result.output
+    # It reached the hub loader as an id, not as a path made absolute against the cwd.
+    assert f"{Path.cwd()}/someone" not in result.output

@@ -137,3 +137,25 @@ def test_redis_down_answers_503_quickly(make_client: MakeClient) -> None:
         assert "Redis" in r.json()["detail"] and "unreachable" in r.json()["detail"]
     assert time.monotonic() - started < 20
     assert client.get("/healthz").status_code == 200
+
+
+def test_tgt_settings_are_checked_like_the_rest_of_the_job(
+    make_client: MakeClient, redis_url: str
+) -> None:
+    """Teacher Guided Training through POST /jobs/train: the tgt and text_generator sections
+    are part of the body; ranges, the text generator and its cache pass the same checks."""
+    client = make_client(redis_url=redis_url)
+    r = client.post("/jobs/train", json=body(CWI, tgt={"enabled": True, "k": 0, "weight": 500}))
+    assert r.status_code == 422
+    locs = {tuple(e["loc"]) for e in r.json()["detail"]}
+    assert {("body", "tgt", "k"), ("body", "tgt", "weight")} <= locs
+    cfg = body(CWI, tgt={"enabled": True}, text_generator={"model": "/etc", "cache_dir": "/tmp"})
+    r = client.post("/jobs/train", json=cfg)
+    assert r.status_code == 422
+    locs = {tuple(e["loc"]) for e in r.json()["detail"]}
+    assert locs == {("body", "text_generator", "model"), ("body", "text_generator", "cache_dir")}
+    good = body(CWI, tgt={"enabled": True, "k": 2}, text_generator={"model": "tiny-bbc-masked"})
+    r = client.post("/jobs/train", json=good)
+    assert r.status_code == 202, r.text
+    job = client.get(r.json()["status_url"]).json()
+    assert job["config"]["tgt"]["enabled"] is True and job["config"]["tgt"]["k"] == 2
