@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,6 +131,25 @@ def write_text_atomic(path: Path, text: str, error: type[UserError] = ArtifactEr
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def build_dir_once(final: Path, build: Callable[[Path], object], marker: str) -> Path:
+    """``final``, unless ``final/marker`` exists: ``build(tmp)`` fills a temporary directory
+    beside it, which is renamed into place. Processes may race (shards of one run): the
+    first rename wins and the others' copies are dropped."""
+    if (final / marker).is_file():
+        return final
+    tmp = final.with_name(f"{final.name}.tmp-{secrets.token_hex(4)}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        build(tmp)
+        os.replace(tmp, final)
+    except OSError:
+        if not (final / marker).is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

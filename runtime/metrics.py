@@ -50,9 +50,10 @@ def accuracy_f1(
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
+    """Row-wise softmax in float32 (what the graphs compute), shifted by the row max."""
+    z = np.asarray(logits, dtype=np.float32)
     z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
+    return np.asarray(z / z.sum(axis=-1, keepdims=True), dtype=np.float32)
 
 
 def predictions(probs: np.ndarray, labels: Sequence[str]) -> list[LabelScores]:

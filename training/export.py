@@ -53,7 +53,7 @@ from contracts.bundle import (
 from contracts.errors import ArtifactError, ExportCheckError
 from runtime.classifier import OnnxClassifier
 from runtime.encoding import TextEncoder
-from runtime.metrics import accuracy_f1, compare
+from runtime.metrics import accuracy_f1, compare, softmax
 from runtime.session import RuntimeOptions
 from training.graph_fusion import fuse_transformer
 from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
@@ -64,7 +64,6 @@ from training.student_checkpoint import (
     graph_inputs,
     load_student_for_export,
     serving_tokenizer,
-    softmax,
     torch_logits,
 )
 

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 
 from PIL import Image
 
-from contracts.artifacts import atomic_file
+from contracts.artifacts import atomic_file, build_dir_once
 from contracts.config import PipelineConfig
 from contracts.errors import ModelLoadError
 from models.hub import looks_like_path
@@ -126,15 +123,7 @@ def load_text2image(cfg: PipelineConfig, cache_dir: Path) -> Any:
 def tiny_random_dir(cache_dir: Path) -> Path:
     """Build the tiny random pipeline once per cache, atomically (shards may race)."""
     final = cache_dir / "_generators" / TINY_RANDOM_VERSION
-    if (final / "model_index.json").is_file():
-        return final
-    tmp = final.with_name(f"{final.name}.tmp-{secrets.token_hex(4)}")
-    build_tiny_pipeline(tmp)
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process won the race; use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_dir_once(final, build_tiny_pipeline, "model_index.json")
 
 
 class LazyPipeline:

@@ -81,6 +81,8 @@ class QuantSettings:
             "U8S8" if self.weights == "int8" else "U8U8",
             "per-channel" if self.per_channel else "per-tensor",
         ]
+        if self.reduce_range:
+            parts.append("7-bit")
         if self.fp32_embeddings:
             parts.append("fp32-embeddings")
         if self.fp32_layers:
@@ -88,15 +90,19 @@ class QuantSettings:
         return " ".join(parts)
 
 
-# Fastest first (benchmarks/bench_int8.py, docs/export.md). reduce_range (7-bit weights, for
-# x86 without VNNI) and per-tensor scales lost agreement on every student measured, and
-# U8U8 was slower than U8S8 at equal agreement, so none of them is tried by export.
+# Fastest first, as measured by benchmarks/bench_int8.py (docs/export.md): on MiniLM-L6
+# students the traced graph's int8 MatMuls cost no more CPU than the fused graph's
+# QAttention (onnxruntime fuses the traced graph at session creation too), fp32 embeddings
+# cost nothing at run time (a 2.5x larger file), and U8U8 weights agree more often than
+# U8S8 but run ~1.5x slower (not the VNNI kernel): the last resort before the search.
+# reduce_range (7-bit weights, for x86 without VNNI) and per-tensor scales lost agreement.
 QUANT_CANDIDATES = (
-    QuantSettings(fused=True),
-    QuantSettings(fused=True, fp32_embeddings=True),
     QuantSettings(),
     QuantSettings(fp32_embeddings=True),
+    QuantSettings(fused=True),
+    QuantSettings(fused=True, fp32_embeddings=True),
     QuantSettings(method="static", fp32_embeddings=True),
+    QuantSettings(weights="uint8", fp32_embeddings=True),
 )
 
 

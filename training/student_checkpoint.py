@@ -10,7 +10,7 @@ transformers exactly as training computed them; export compares the bundle again
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from contracts.bundle import ONNX_INPUTS
 from contracts.errors import ArtifactError, DataError, ExportCheckError, ModelLoadError
 from models.text import encode
 from runtime.encoding import TextEncoder
+from runtime.metrics import softmax
 
 
 def _missing_files(student_dir: Path) -> list[str]:
@@ -182,6 +183,15 @@ def serving_tokenizer(tokenizer: PreTrainedTokenizerFast, max_length: int) -> To
     return tok
 
 
+def _batches(
+    tokenizer: PreTrainedTokenizerFast, split: TextSplit, max_length: int, batch_size: int
+) -> Iterator[tuple[int, tuple[Sequence[str], Sequence[str] | None], dict[str, torch.Tensor]]]:
+    """(start, (texts, pairs), training's encoding) per batch of ``split``."""
+    for start in range(0, len(split.texts), batch_size):
+        texts, pairs = split.batch(start, batch_size)
+        yield start, (texts, pairs), encode(tokenizer, texts, pairs, max_length)
+
+
 def check_tokenization(
     hf_tokenizer: PreTrainedTokenizerFast,
     encoder: TextEncoder,
@@ -191,10 +201,8 @@ def check_tokenization(
 ) -> None:
     """The saved tokenizer.json, encoded and padded as the server does it, must give the
     token ids training gave (``models.text.encode`` at the student's ``max_length``)."""
-    for start in range(0, len(split.texts), batch_size):
-        texts, pairs = split.batch(start, batch_size)
+    for start, (texts, pairs), ref in _batches(hf_tokenizer, split, max_length, batch_size):
         ours = encoder.feed(encoder.encode(encoder.pair_up(texts, pairs)))
-        ref = encode(hf_tokenizer, texts, pairs, max_length)
         for name in encoder.inputs:
             a, b = ours[name], ref[name].numpy()
             if a.shape != b.shape or not np.array_equal(a, b):
@@ -216,11 +224,10 @@ def torch_logits(
     batch_size: int,
 ) -> np.ndarray:
     """The reference: PyTorch logits, tokenized as in training."""
-    out = []
-    for start in range(0, len(split.texts), batch_size):
-        texts, pairs = split.batch(start, batch_size)
-        enc = encode(tokenizer, texts, pairs, max_length)
-        out.append(model(**enc).logits.float().numpy())
+    out = [
+        model(**enc).logits.float().numpy()
+        for _, _, enc in _batches(tokenizer, split, max_length, batch_size)
+    ]
     return np.concatenate(out)
 
 
@@ -234,8 +241,3 @@ def torch_probabilities(
     """The reference: PyTorch probabilities (softmax of ``torch_logits``)."""
     logits = torch_logits(model, tokenizer, split, max_length, batch_size)
     return softmax(logits)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return np.asarray(z / z.sum(axis=-1, keepdims=True), dtype=np.float32)

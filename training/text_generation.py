@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.artifacts import write_text_atomic
 from contracts.config import PipelineConfig, TextGeneratorConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
@@ -107,14 +106,8 @@ class LazyTextGenerator:
 
 def _save(path: Path, job: TextJob, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     body = {"text": text, "source": job.request.source, "seed": job.request.seed}
-    try:
-        tmp.write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ArtifactError(f"cannot write {path}: {e.strerror or e}; disk full?") from e
+    write_text_atomic(path, json.dumps(body, ensure_ascii=False))
 
 
 def run_text_shard(

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from contracts.artifacts import ImageIndex
 from contracts.config import PipelineConfig, TgtSearch
 from contracts.errors import DataError
 from contracts.jobs import Stage
@@ -48,8 +49,6 @@ from training.losses import teacher_weights
 from training.progress import RunContext
 from training.tgt import Generated, as_examples
 from training.train_loop import Runtime, select_runtime
-
-ImageIndex = dict[str, list[Path]]
 
 
 def tgt_data(

@@ -18,16 +18,14 @@ mixes BBC News with an unlabelled corpus of its synthetic domain).
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from contracts.artifacts import build_dir_once
 from contracts.errors import ConfigError
 
 _VERSION = 1
@@ -177,14 +175,9 @@ def builtin_generator_dir(name: str, cache_dir: Path) -> Path:
     if name not in _STEPS:
         raise ConfigError(f"text_generator.model: no built-in {name!r}; choose {sorted(_STEPS)}")
     final = cache_dir / "_generators" / builtin_version(name)
-    if (final / "config.json").is_file():
-        return final
-    tmp = final.with_name(f"{final.name}.tmp-{secrets.token_hex(4)}")
     kind: Literal["masked", "causal"] = "masked" if name.endswith("masked") else "causal"
-    train_text_generator(tmp, bbc_sentences(), kind, steps=_STEPS[name])
-    final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process won the race; keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    def build(tmp: Path) -> None:
+        train_text_generator(tmp, bbc_sentences(), kind, steps=_STEPS[name])
+
+    return build_dir_once(final, build, "config.json")

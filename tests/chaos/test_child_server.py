@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.chaos.servers import REPO_ROOT, ChildServer, wait_until
@@ -141,7 +142,14 @@ def test_sigterm_finishes_in_flight_requests_then_exits(child: object) -> None:
     senders = [threading.Thread(target=send) for _ in range(3)]
     for t in senders:
         t.start()
-    time.sleep(0.3)
+
+    def all_connected() -> bool:  # on a loaded machine 0.3 s may not be enough
+        conns = psutil.Process(server.proc.pid).net_connections(kind="tcp")
+        mine = [c for c in conns if c.laddr and c.laddr.port == server.port]
+        return sum(c.status == psutil.CONN_ESTABLISHED for c in mine) >= 3
+
+    wait_until(all_connected, 30, "3 clients connected")
+    time.sleep(0.1)  # their requests are small: sent in one write each
     server.terminate()
     for t in senders:
         t.join(30)
