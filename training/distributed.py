@@ -18,6 +18,7 @@ pipeline (which the API's job checks import) stays torch-free.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,7 +76,21 @@ def init() -> World:
             dist.init_process_group(backend="cpu:gloo,cuda:nccl", timeout=timeout)
         else:
             dist.init_process_group(backend="gloo", timeout=timeout)
+        # A group still alive when the interpreter finalises lets gloo's worker threads
+        # outlive Python: the process then aborts ("terminate called without an active
+        # exception", SIGABRT) after its work is done, and torchrun reports the run failed.
+        atexit.register(shutdown)
     return w
+
+
+def shutdown() -> None:
+    """Leave the process group (a no-op outside torchrun or when already left)."""
+    if not world().distributed:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:

@@ -21,6 +21,7 @@ from training.distributed import World, world
 
 REPO = Path(__file__).resolve().parents[2]
 FIT_SCRIPT = Path(__file__).with_name("ddp_fit.py")
+EXIT_SCRIPT = Path(__file__).with_name("ddp_exit.py")
 
 
 def _torchrun(
@@ -64,6 +65,17 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path: Path) -> N
     init = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
     moved = (init[0].weight.detach() - single["state"]["model.0.weight"]).abs().max()
     assert moved > 1e-2
+
+
+def test_every_process_leaves_the_group_before_the_interpreter_exits(tmp_path: Path) -> None:
+    """A group alive at interpreter shutdown lets gloo's threads outlive Python: rank 0
+    aborted (SIGABRT, "terminate called without an active exception") after a run whose
+    work was done, once in CI. Deterministic here: each rank records at exit whether the
+    group was still up."""
+    result = _torchrun(EXIT_SCRIPT, tmp_path / "exit")
+    assert result.returncode == 0, result.stderr[-3000:]
+    left = [(tmp_path / f"exit.rank{r}.txt").read_text() for r in (0, 1)]
+    assert left == ["False", "False"]
 
 
 @pytest.mark.slow
