@@ -11,6 +11,14 @@ runs each group; and hands every request its rows.
 With ``max_wait_s`` = 0 a lone request runs at once, and requests that arrive while
 a batch runs queue up and form the next batch: batches grow with load by themselves.
 
+A lone request of one text, arriving while nothing is queued, running or arriving with
+it, is run inline (``run_inline``) on the event loop instead (only with ``max_wait_s`` =
+0): handing it to the batch thread and its answer back costs two thread wake-ups, a
+large part of a lone request's latency on a busy 2-core machine
+(benchmarks/results/peers.md). Its cost is bounded by the model's max_length, so the
+event loop is held for one batch-1 call at most; under load the queue is never empty and
+every request goes through the batch thread as before.
+
 Overload: at most ``max_queued_texts`` texts wait; a request beyond that is refused at
 once (``Overloaded``, 429) instead of growing the queue. A request still queued
 ``timeout_s`` after it reached the server (``api.request_id.arrived``), or whose caller
@@ -120,6 +128,7 @@ class DynamicBatcher:
         max_queued_texts: int | None = None,
         timeout_s: float | None = None,
         on_drop: DropObserver | None = None,
+        inline_lone: bool = False,
     ) -> None:
         self.classifier = classifier
         self.max_batch_size = max_batch_size
@@ -131,6 +140,12 @@ class DynamicBatcher:
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued_texts = 0  # texts put in the queue and not yet taken by the loop
+        self.inline_lone = inline_lone
+        # Held around every use of the classifier (not thread-safe): the batch thread
+        # blocks on it, an inline run only tries it.
+        self._engine = threading.Lock()
+        self.inline_runs = 0  # requests answered by run_inline (tests and curiosity)
+        self._candidate = False  # a request is about to run inline (set on the event loop)
         self._closed = False
         self.name = name
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
@@ -147,6 +162,57 @@ class DynamicBatcher:
         """Whether the queue is 90 % full (what /readyz reports as overloaded)."""
         bound = self.max_queued_texts
         return bound is not None and self._queued_texts >= 0.9 * bound
+
+    async def run_inline(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None,
+        truncation: TruncationSide = "right",
+    ) -> BatchOutput | None:
+        """The request's output computed on this thread, or None when it must queue: inline
+        runs are off, batches wait for company (``max_wait_s`` > 0), it has more than one
+        text, the batcher is closed, or other requests are queued, running, or arrived
+        together with it.
+
+        "Together": the first candidate yields to the event loop once before running, and
+        requests that reach the batcher meanwhile queue (they see the candidate); if any
+        did, the candidate queues too and they are batched. Without this, a burst of
+        requests would each find the queue empty and run one by one at batch size 1.
+
+        Same checks and errors as the queued path: a request past its deadline raises
+        ``DeadlineExceeded``, a failing one ``InferenceError``; nothing is queued, so no
+        load shedding applies.
+        """
+        if (
+            not self.inline_lone
+            or self.max_wait_s > 0
+            or len(texts) != 1
+            or self._candidate
+            or self._queued_texts
+            or self._closed
+        ):
+            return None
+        self._candidate = True
+        try:
+            await asyncio.sleep(0)  # let requests parsed in this loop turn reach the batcher
+        finally:
+            self._candidate = False
+        if self._queued_texts or self._closed:
+            return None
+        if not self._engine.acquire(blocking=False):  # the batch thread is running a batch
+            return None
+        try:
+            if self._queued_texts:  # queued by another thread meanwhile: keep the order
+                return None
+            since = arrived.get() or time.monotonic()
+            deadline = since + self.timeout_s if self.timeout_s else float("inf")
+            pending = _Pending(texts, pairs, truncation, deadline=deadline)
+            if self._live([pending]):
+                self._run_unlocked([pending])
+                self.inline_runs += 1
+        finally:
+            self._engine.release()
+        return pending.future.result()
 
     async def classify(
         self,
@@ -270,13 +336,17 @@ class DynamicBatcher:
         return batch, False
 
     def _run(self, batch: list[_Pending]) -> None:
+        with self._engine:
+            self._run_unlocked(batch)
+
+    def _run_unlocked(self, batch: list[_Pending]) -> None:
         try:
             outputs = self._infer(batch)
         except Exception as e:  # keep the thread alive; each caller gets the error
             if len(batch) > 1:
                 # One bad request must not fail the others it was batched with.
                 for p in batch:
-                    self._run([p])
+                    self._run_unlocked([p])
                 return
             log.exception("inference failed on a request of %d texts", len(batch[0].texts))
             batch[0].future.set_exception(InferenceError(f"inference failed: {type(e).__name__}"))

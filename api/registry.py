@@ -301,6 +301,7 @@ class ModelRegistry:
             max_queued_texts=self.settings.max_queued_texts,
             timeout_s=self.settings.request_timeout_s,
             on_drop=self.metrics.drop_observer(name),
+            inline_lone=self.settings.inline_lone_requests,
         )
         batcher.start()
         log.info(

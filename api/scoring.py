@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from fastapi import Request
 
-from api.batching import BatchOutput, TruncationSide
+from api.batching import BatchOutput, DynamicBatcher, TruncationSide
 from api.disconnect import unless_disconnected
 from api.metrics import ApiMetrics
 from api.registry import LoadedModel, ModelRegistry
@@ -94,6 +94,23 @@ def check_pairs(model: LoadedModel, pairs: Sequence[str] | None, field: str) -> 
         raise InvalidInput(field, f"{which} classifies single texts: send each text alone")
 
 
+async def run_request(
+    request: Request,
+    batcher: DynamicBatcher,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    truncation: TruncationSide = "right",
+) -> BatchOutput:
+    """The batcher's output for one request: computed at once when the batcher is idle
+    (``DynamicBatcher.run_inline``), else queued, and dropped unrun if the client
+    disconnects first (an inline run has nothing to drop: it is done before the loop
+    could notice a disconnect)."""
+    out = await batcher.run_inline(texts, pairs, truncation)
+    if out is not None:
+        return out
+    return await unless_disconnected(request, batcher.classify(texts, pairs, truncation))
+
+
 async def score(
     request: Request,
     registry: ModelRegistry,
@@ -114,7 +131,7 @@ async def score(
     loaded = registry.resolve(model, version)
     check_pairs(loaded, pairs, field)
     check_limits(settings, texts, pairs, field)
-    out = await unless_disconnected(request, loaded.batcher.classify(texts, pairs, truncation))
+    out = await run_request(request, loaded.batcher, texts, pairs, truncation)
     metrics.classify_requests.labels(loaded.name, loaded.version).inc()
     metrics.classified_texts.labels(loaded.name, loaded.version).inc(len(texts))
     if out.truncated:

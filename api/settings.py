@@ -101,6 +101,12 @@ class ApiSettings(SharedSettings):
         "is queued at once; requests that arrive while a batch runs form the next one, so "
         "batches grow with load without delaying a lone request.",
     )
+    inline_lone_requests: bool = Field(
+        default=True,
+        description="Run a one-text request on the event loop when nothing is queued or "
+        "running, skipping the hand-off to the batch thread and back (two thread wake-ups); "
+        "it holds the loop for one batch-1 call. Under load every request is batched.",
+    )
 
     # --- teacher (POST /classify/teacher) ---------------------------------------------------
     teacher_max_texts: int = Field(

@@ -6,12 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic_core import to_json
 
 from api.auth import AUTH_RESPONSES, ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
-from api.disconnect import unless_disconnected
 from api.registry import LoadedModel
-from api.schemas import ClassifyRequest, ClassifyResponse, Prediction, error_responses
+from api.schemas import ClassifyRequest, ClassifyResponse, error_responses
+from api.scoring import run_request
 from runtime.metrics import predictions as label_scores
 
 router = APIRouter(tags=["classify"], dependencies=[ClassifyAccess], responses=AUTH_RESPONSES)
@@ -82,8 +84,24 @@ def _check_pairs(model: LoadedModel, body: ClassifyRequest) -> None:
         )
 
 
+def response_json(model: LoadedModel, predictions: list[Any], truncated: list[int]) -> Response:
+    """The ClassifyResponse body, serialised once. Returning the model instead made FastAPI
+    validate it again field by field before serialising it: a second pass over values this
+    route built itself from the classifier's floats and the bundle's labels. The OpenAPI
+    schema still names ClassifyResponse (``response_model``)."""
+    body = {
+        "model": model.name,
+        "version": model.version,
+        "predictions": predictions,
+        "truncated": truncated,
+    }
+    # pydantic's own serialiser, with the NaN rule a model response had (null).
+    return Response(to_json(body, inf_nan_mode="null"), media_type="application/json")
+
+
 @router.post(
     "/classify",
+    response_model=ClassifyResponse,
     responses=error_responses(
         s400="The body is not UTF-8 JSON.",
         s404="Unknown model or version; the detail lists what is served.",
@@ -94,7 +112,7 @@ def _check_pairs(model: LoadedModel, body: ClassifyRequest) -> None:
 )
 async def classify(
     body: CheckedRequest, request: Request, registry: RegistryDep, metrics: MetricsDep
-) -> ClassifyResponse:
+) -> Response:
     """Classify texts (or text pairs) with a served model; returns one prediction per text.
 
     Concurrent requests are batched together; each request runs entirely on the model
@@ -102,13 +120,11 @@ async def classify(
     """
     model = registry.resolve(body.model, body.version)  # held for the whole request
     _check_pairs(model, body)
-    out = await unless_disconnected(request, model.batcher.classify(body.texts, body.text_pairs))
+    out = await run_request(request, model.batcher, body.texts, body.text_pairs)
 
-    predictions = [Prediction(**p) for p in label_scores(out.probs, model.labels)]
+    predictions = label_scores(out.probs, model.labels)
     metrics.classify_requests.labels(model.name, model.version).inc()
     metrics.classified_texts.labels(model.name, model.version).inc(len(predictions))
     if out.truncated:
         metrics.truncated_texts.labels(model.name).inc(len(out.truncated))
-    return ClassifyResponse(
-        model=model.name, version=model.version, predictions=predictions, truncated=out.truncated
-    )
+    return response_json(model, predictions, out.truncated)

@@ -1,0 +1,116 @@
+"""A lone one-text request runs inline (on the event loop) when the batcher is idle:
+same outputs, request ids and checks as the batched path; a burst is still batched."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.batching import DynamicBatcher
+from api.registry import ModelRegistry
+from api.request_id import arrived
+from api.schemas import ClassifyResponse
+from contracts.errors import DeadlineExceeded, InferenceError
+from tests.api.conftest import SINGLE_LABELS, MakeClient
+
+TEXTS = ["a gripping film", "dull", "the plot " * 40, "an instant classic"]
+
+
+def _batcher(client: TestClient, model: str = "sentiment") -> DynamicBatcher:
+    registry: ModelRegistry = client.app.state.registry  # type: ignore[attr-defined]
+    return registry.resolve(model, None).batcher
+
+
+def test_random_lone_requests_run_inline_with_the_batched_paths_outputs(
+    make_client: MakeClient,
+) -> None:
+    # fp32: int8 quantizes activations per call, fp32 gives the same numbers on both paths.
+    inline = make_client(model_variant="fp32")
+    queued = make_client(model_variant="fp32", inline_lone_requests=False)
+    bodies = {}
+    for name, client in (("inline", inline), ("queued", queued)):
+        out = []
+        for i, text in enumerate(TEXTS):
+            r = client.post(
+                "/classify",
+                json={"texts": [text], "model": "sentiment"},
+                headers={"X-Request-ID": f"req-{name}-{i}"},
+            )
+            assert r.status_code == 200, r.text
+            assert r.headers["x-request-id"] == f"req-{name}-{i}"
+            assert r.headers["content-type"] == "application/json"
+            out.append(ClassifyResponse.model_validate_json(r.content))
+        bodies[name] = out
+    assert _batcher(inline).inline_runs == len(TEXTS)
+    assert _batcher(queued).inline_runs == 0
+    for a, b in zip(bodies["inline"], bodies["queued"], strict=True):
+        assert (a.model, a.version, a.truncated) == (b.model, b.version, b.truncated)
+        for pa, pb in zip(a.predictions, b.predictions, strict=True):
+            assert pa.label == pb.label
+            for label in SINGLE_LABELS:
+                assert pa.scores[label] == pytest.approx(pb.scores[label], abs=1e-6)
+    assert bodies["inline"][2].truncated == [0]  # the long text was cut on the inline path
+
+
+def test_random_body_is_what_the_response_model_serialises(client: TestClient) -> None:
+    r = client.post("/classify", json={"texts": ["fine", "not fine"], "model": "sentiment"})
+    assert r.status_code == 200
+    # Byte for byte what FastAPI wrote when the route returned a ClassifyResponse.
+    assert r.content == ClassifyResponse.model_validate_json(r.content).model_dump_json().encode()
+
+
+def test_random_a_burst_is_batched_not_run_one_by_one(client: TestClient) -> None:
+    texts = [f"text number {i} " + "longer " * (i % 7) for i in range(24)]
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as ac:
+            return await asyncio.gather(
+                *(ac.post("/classify", json={"texts": [t], "model": "sentiment"}) for t in texts)
+            )
+
+    before = _batcher(client).inline_runs
+    responses = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in responses)
+    assert _batcher(client).inline_runs - before < len(texts)
+    metrics = client.get("/metrics").text
+    ones = count = 0.0
+    for line in metrics.splitlines():
+        if line.startswith('lugpi_batch_size_texts_bucket{le="1.0",model="sentiment"}'):
+            ones = float(line.split()[-1])
+        if line.startswith('lugpi_batch_size_texts_count{model="sentiment"}'):
+            count = float(line.split()[-1])
+    assert ones < count  # some onnxruntime call saw more than one text
+
+
+def test_random_inline_keeps_the_deadline_and_error_checks(client: TestClient) -> None:
+    batcher = _batcher(client)
+
+    async def late() -> object:
+        arrived.set(time.monotonic() - 3600)  # reached the server an hour ago
+        return await batcher.run_inline(["late"], None)
+
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(late())
+    with pytest.raises(InferenceError):  # a surrogate cannot be tokenized
+        asyncio.run(batcher.run_inline(["bad \ud800"], None))
+    out = asyncio.run(batcher.run_inline(["good"], None))
+    assert out is not None and out.probs.shape == (1, len(SINGLE_LABELS))
+
+
+def test_random_inline_only_for_one_text_without_a_batch_wait(make_client: MakeClient) -> None:
+    waiting = make_client(max_batch_wait_ms=5)
+    assert asyncio.run(_batcher(waiting).run_inline(["x"], None)) is None
+    client = make_client()
+    assert asyncio.run(_batcher(client).run_inline(["x", "y"], None)) is None
+    r = client.post("/classify", json={"texts": ["x", "y"], "model": "sentiment"})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+    assert _batcher(client).inline_runs == 0
+    # The API's checks still run first: an oversized text is refused, never run.
+    r = client.post("/classify", json={"texts": ["x" * 20_000], "model": "sentiment"})
+    assert r.status_code == 422
+    assert _batcher(client).inline_runs == 0
