@@ -112,24 +112,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def load_classifier(bundle: Path) -> Any:
-    """onnxruntime + tokenizers exactly as the server builds them (default settings)."""
+def load_classifier(bundle: Path, spinning: bool | None = None) -> Any:
+    """onnxruntime + tokenizers exactly as the server builds them (default settings);
+    ``spinning`` overrides the server's thread-spinning setting."""
     from api.settings import ApiSettings
     from contracts.bundle import read_manifest
     from runtime.classifier import open_bundle
     from runtime.session import RuntimeOptions
 
     s = ApiSettings()
+    spin = s.ort_spinning if spinning is None else spinning
     options = RuntimeOptions(
-        s.model_variant, "cpu", s.ort_intra_op_threads, s.inter_op_threads, s.ort_spinning
+        s.model_variant, "cpu", s.ort_intra_op_threads, s.inter_op_threads, spin
     )
     return open_bundle(bundle, read_manifest(bundle), options)
 
 
-def raw_figures(clf: Any, texts: list[str], seconds: float) -> dict[str, float]:
-    """Batch 1 and batch 32 (consecutive sentences: mixed lengths), tokenization included.
-    CPU ms per text counts every thread of this process (onnxruntime's included)."""
-    out: dict[str, float] = {}
+def raw_batch1(clf: Any, texts: list[str], seconds: float) -> dict[str, float]:
+    """One text per call, closed loop, tokenization included. CPU ms per text counts every
+    thread of this process (onnxruntime's included)."""
     lat: list[float] = []
     i, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
@@ -137,19 +138,44 @@ def raw_figures(clf: Any, texts: list[str], seconds: float) -> dict[str, float]:
         clf.predict([texts[i % len(texts)]])
         lat.append(time.perf_counter() - t)
         i += 1
-    out["b1_p50_ms"] = statistics.median(lat) * 1e3
-    out["b1_per_s"] = len(lat) / sum(lat)
-    out["b1_cpu_ms"] = (time.process_time() - cpu) / len(lat) * 1e3
+    return {
+        "b1_p50_ms": statistics.median(lat) * 1e3,
+        "b1_per_s": len(lat) / sum(lat),
+        "b1_cpu_ms": (time.process_time() - cpu) / len(lat) * 1e3,
+    }
+
+
+def raw_batched(
+    clf: Any, texts: list[str], seconds: float, size: int = 32, grouped: bool = False
+) -> dict[str, float]:
+    """Batches of ``size`` consecutive sentences (mixed lengths), tokenization included:
+    one onnxruntime call each, or, ``grouped``, cut by length as the server's batcher
+    cuts them (api.batching.length_groups) so that a short text is not padded to a long
+    one. Returns texts/s and CPU ms per text."""
+    from api.batching import length_groups
+
     n, busy, i, cpu = 0, 0.0, 0, time.process_time()
     while busy < seconds:
-        batch = [texts[(i + k) % len(texts)] for k in range(32)]
+        batch = [texts[(i + k) % len(texts)] for k in range(size)]
         t = time.perf_counter()
-        clf.predict(batch)
+        if grouped:
+            encodings = clf.encode(batch)
+            for group in length_groups([len(e.ids) for e in encodings], size):
+                clf.run_scores([encodings[g] for g in group])
+        else:
+            clf.predict(batch)
         busy += time.perf_counter() - t
-        n += 32
-        i += 32
-    out["b32_per_s"] = n / busy
-    out["b32_cpu_ms"] = (time.process_time() - cpu) / n * 1e3
+        n += size
+        i += size
+    return {"per_s": n / busy, "cpu_ms": (time.process_time() - cpu) / n * 1e3}
+
+
+def raw_figures(clf: Any, texts: list[str], seconds: float) -> dict[str, float]:
+    """Batch 1 and batch 32 (consecutive sentences: mixed lengths), tokenization included."""
+    out = raw_batch1(clf, texts, seconds)
+    b32 = raw_batched(clf, texts, seconds, 32)
+    out["b32_per_s"] = b32["per_s"]
+    out["b32_cpu_ms"] = b32["cpu_ms"]
     return out
 
 
@@ -171,18 +197,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(repo: Path, work: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    repo: Path, work: Path, port: int, root: Path = REPO_ROOT
+) -> subprocess.Popen[bytes]:
+    """``uvicorn api.main:app`` of the code under ``root`` (this checkout, or another
+    worktree of the repository: benchmarks/bench_peers.py runs an older commit's)."""
     env = {
-        **os.environ,
         "LUGPI_MODEL_REPOSITORY": str(repo),
         "LUGPI_DEFAULT_MODEL": MODEL_NAME,
         "LUGPI_ARTIFACTS_DIR": str(work / "artifacts"),
     }
+    if root != REPO_ROOT:  # ahead of the venv's editable install of the main checkout
+        env["PYTHONPATH"] = str(root)
+    return start_uvicorn("api.main:app", port, env, cwd=root)
+
+
+def start_uvicorn(
+    app: str,
+    port: int,
+    env: dict[str, str],
+    cwd: Path = REPO_ROOT,
+    factory: bool = False,
+    ready_s: float = 180.0,
+) -> subprocess.Popen[bytes]:
+    """One uvicorn worker serving ``app`` on loopback, returned once GET /readyz is 200;
+    uvloop and httptools when installed, access log off."""
     cmd = [
         sys.executable,
         "-m",
         "uvicorn",
-        "api.main:app",
+        app,
+        *(["--factory"] if factory else []),
         "--host",
         "127.0.0.1",
         "--port",
@@ -196,8 +241,8 @@ def start_server(repo: Path, work: Path, port: int) -> subprocess.Popen[bytes]:
     for module, flag in (("uvloop", ["--loop", "uvloop"]), ("httptools", ["--http", "httptools"])):
         if _importable(module):
             cmd += flag
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
-    deadline = time.monotonic() + 180
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env})
+    deadline = time.monotonic() + ready_s
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
@@ -206,9 +251,9 @@ def start_server(repo: Path, work: Path, port: int) -> subprocess.Popen[bytes]:
         except OSError:
             time.sleep(0.3)
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
+            raise SystemExit(f"{app} exited with {proc.returncode}")
     proc.terminate()
-    raise SystemExit("server not ready after 180 s")
+    raise SystemExit(f"{app} not ready after {ready_s:.0f} s")
 
 
 def _importable(module: str) -> bool:

@@ -1,0 +1,395 @@
+"""Our API next to its peers on the same exported student, in one run:
+
+    python benchmarks/bench_peers.py [--seconds 10] [--passes 3] [--old-ref REF]
+
+Rows: our API at this checkout; our API at an older commit (``git worktree add`` of
+``--old-ref``, so a change shows as a ratio measured side by side); raw onnxruntime in
+this process (batch 1 with threads spinning, batch 1 with the API's setting, and the
+API's length-grouped batches of 32); a one-at-a-time FastAPI + onnxruntime server and a
+transformers pipeline server (fp32 torch) from benchmarks/peer_servers.py; infinity-emb
+only where it is installed (else the reason is printed).
+
+Method: every server is started once and warmed up; each pass then drives each row
+ALONE (the others idle) with bench_api.py's closed-loop loopback client at c=1 and c=64
+for ``--seconds`` each (after 1 s of warm-up), the rows' order rotated from pass to pass;
+the table shows medians over passes, ratios to raw onnxruntime, the server's CPU ms per
+request (utime + stime of its process, every thread, from /proc) and its RSS. The model
+and texts are bench_api.py's: all-MiniLM-L6-v2 with a RANDOM 2-label head (speed real,
+predictions meaningless) exported by training.export, int8 graph; CWI 2018 News test
+sentences, one per request. Loopback only; bounded by passes x rows x levels x seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import bench_api as ba  # noqa: E402
+
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "peers.md"
+# The commit before issue #17's request-path changes (inline lone requests, one-pass
+# responses): the "old" row by default, so that their effect is a ratio in one run.
+DEFAULT_OLD_REF = "3a1f2f9"
+LEVELS = (1, 64)
+
+
+@dataclass
+class Row:
+    name: str
+    # c -> one ba.Level per pass (servers), or raw figures per pass (in-process rows)
+    levels: dict[int, list[ba.Level]] = field(default_factory=dict)
+    raw: list[dict[str, float]] = field(default_factory=list)
+    rss: tuple[float, float] = (float("nan"), float("nan"))  # warm, peak (MB)
+    mean_batch: list[float] = field(default_factory=list)  # texts per onnxruntime call, c=64
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    note: str = ""
+
+
+def old_worktree(ref: str, work: Path) -> Path:
+    """A detached worktree of ``ref`` under ``work`` (reused when it exists)."""
+    sha = subprocess.check_output(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", ref], text=True
+    ).strip()
+    path = work / f"old-{sha}"
+    if not (path / "api" / "main.py").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(path), sha],
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
+def remove_worktree(path: Path) -> None:
+    subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(path)],
+        check=False,
+        capture_output=True,
+    )
+
+
+def start_rows(args: argparse.Namespace, bundle: Path, repo: Path) -> tuple[list[Row], list[str]]:
+    """Every server row started and ready; the reasons of the rows skipped."""
+    from contracts.bundle import MODEL_INT8, TOKENIZER, read_manifest
+
+    manifest = read_manifest(bundle)
+    rows: list[Row] = []
+    skipped: list[str] = []
+
+    def server(name: str, start: Callable[[int], subprocess.Popen[bytes]], note: str) -> None:
+        port = ba.free_port()
+        print(f"starting {name} ...", flush=True)
+        proc = start(port)
+        row = Row(name, proc=proc, port=port, note=note)
+        # Warm: a few requests so that first-call allocation is not in any figure.
+        for _ in range(20):
+            post(port, "warm up the server")
+        row.rss = ba.rss_mb(proc.pid)
+        rows.append(row)
+
+    server("ours (this checkout)", lambda p: ba.start_server(repo, args.work, p), "")
+    if args.old_ref:
+        old = old_worktree(args.old_ref, args.work)
+        server(
+            f"ours @ {args.old_ref}",
+            lambda p: ba.start_server(repo, args.work, p, root=old),
+            "older commit, same flags",
+        )
+    peer_env = {
+        "PEER_ONNX": str(bundle / MODEL_INT8),
+        "PEER_TOKENIZER": str(bundle / TOKENIZER),
+        "PEER_MAX_LENGTH": str(manifest.max_length),
+    }
+    server(
+        "one-at-a-time FastAPI + onnxruntime",
+        lambda p: ba.start_uvicorn(
+            "benchmarks.peer_servers:one_at_a_time_app", p, peer_env, factory=True
+        ),
+        "int8, onnxruntime defaults",
+    )
+    if args.student is not None and args.student.is_dir():
+        server(
+            "transformers pipeline (fp32 torch)",
+            lambda p: ba.start_uvicorn(
+                "benchmarks.peer_servers:pipeline_app",
+                p,
+                {"PEER_STUDENT": str(args.student)},
+                factory=True,
+            ),
+            "the student's PyTorch weights",
+        )
+    else:
+        skipped.append(f"transformers pipeline: no student directory ({args.student})")
+    if importlib.util.find_spec("infinity_emb") is None:
+        skipped.append(
+            "infinity-emb: not installed in this environment (it brings its own torch / "
+            "optimum stack; install it into the venv to add its row)"
+        )
+    else:
+        skipped.append("infinity-emb: installed, but its runner is not written yet")
+    return rows, skipped
+
+
+def post(port: int, text: str) -> None:
+    body = json.dumps({"texts": [text]}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/classify",
+        data=body,
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        r.read()
+
+
+def batch_stats(port: int) -> tuple[float, float] | None:
+    """(sum, count) of our server's texts-per-onnxruntime-call histogram; None elsewhere."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        for key in ("sum", "count"):
+            if line.startswith(f"lugpi_batch_size_texts_{key}{{"):
+                found[key] = found.get(key, 0.0) + float(line.split()[-1])
+    return (found["sum"], found["count"]) if len(found) == 2 else None
+
+
+def drive(row: Row, bodies: list[bytes], seconds: float) -> None:
+    assert row.proc is not None
+    runner: Callable[[Any], ba.Level] = asyncio.run
+    if ba._importable("uvloop"):
+        import uvloop
+
+        runner = uvloop.run
+    for c in LEVELS:
+        before = batch_stats(row.port) if c == 64 else None
+        level = runner(ba.run_level(row.port, bodies, c, seconds, row.proc.pid))
+        row.levels.setdefault(c, []).append(level)
+        after = batch_stats(row.port) if c == 64 else None
+        if before and after and after[1] > before[1]:
+            row.mean_batch.append((after[0] - before[0]) / (after[1] - before[1]))
+        print(f"  {row.name:40s} {ba.format_row(level)}", flush=True)
+    rss = ba.rss_mb(row.proc.pid)
+    row.rss = (row.rss[0], max(row.rss[1], rss[1]))
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def level_figures(levels: list[ba.Level]) -> dict[str, float]:
+    """Medians over passes of one server's figures at one concurrency."""
+    return {
+        "p50": med([ba.percentile(lv.latencies, 0.5) * 1e3 for lv in levels if lv.latencies]),
+        "per_s": med([lv.n / lv.seconds for lv in levels]),
+        "max": med([max(lv.latencies) * 1e3 for lv in levels if lv.latencies]),
+        "cpu": med([1e3 * lv.server_cpu / max(lv.n, 1) for lv in levels]),
+        "errors": float(sum(lv.errors for lv in levels)),
+    }
+
+
+def fmt(x: float, digits: int = 1) -> str:
+    return "" if x != x else f"{x:,.{digits}f}"  # NaN (not measured) -> empty cell
+
+
+def ratio(a: float, b: float) -> str:
+    return "" if a != a or b != b or b == 0 else f"{a / b:.2f}x"
+
+
+def render(
+    rows: list[Row],
+    raws: dict[str, Row],
+    skipped: list[str],
+    args: argparse.Namespace,
+    loads: tuple[str, str],
+) -> str:
+    spin = {
+        k: med([r[k] for r in raws["spin"].raw]) for k in ("b1_p50_ms", "b1_per_s", "b1_cpu_ms")
+    }
+    nospin = {
+        k: med([r[k] for r in raws["nospin"].raw]) for k in ("b1_p50_ms", "b1_per_s", "b1_cpu_ms")
+    }
+    grouped = {k: med([r[k] for r in raws["grouped"].raw]) for k in ("per_s", "cpu_ms")}
+    lines = [
+        "# Our API and its peers, side by side",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores; `uptime` at the "
+        f"start: {loads[0]}; at the end: {loads[1]}.",
+        f"Command: `{args.command}`",
+        "",
+        f"{args.passes} passes, rows' order rotated; each row driven alone, {args.seconds:g} s "
+        "per level after 1 s of warm-up, closed loop on loopback, one CWI 2018 News test "
+        "sentence per request; medians over passes. Model: all-MiniLM-L6-v2 with a random "
+        "2-label head, int8 graph (model.int8.onnx, the same file for every onnxruntime row). "
+        "CPU ms/req: the server process's CPU time (every thread) over requests answered; for "
+        "raw rows, this process's CPU time per text. Ratios: c=1 p50 over raw batch 1 with "
+        "spinning on; c=64 req/s and CPU over raw length-grouped batches of 32 (what the "
+        "API's batcher runs).",
+        "",
+        "| | c=1 p50 ms | p50 / raw | c=1 req/s | c=1 CPU ms/req | c=64 req/s "
+        "| req/s / raw | c=64 max ms | c=64 CPU ms/req | CPU / raw | RSS warm / peak MB |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| raw onnxruntime b1, spinning on | {fmt(spin['b1_p50_ms'], 2)} | 1.00x "
+        f"| {fmt(spin['b1_per_s'], 0)} | {fmt(spin['b1_cpu_ms'], 2)} | | | | | | |",
+        f"| raw b1, spinning off (the API's setting) | {fmt(nospin['b1_p50_ms'], 2)} "
+        f"| {ratio(nospin['b1_p50_ms'], spin['b1_p50_ms'])} | {fmt(nospin['b1_per_s'], 0)} "
+        f"| {fmt(nospin['b1_cpu_ms'], 2)} | | | | | | |",
+        f"| raw, length-grouped batches of 32 | | | | | {fmt(grouped['per_s'], 0)} | 1.00x | "
+        f"| {fmt(grouped['cpu_ms'], 2)} | 1.00x | |",
+    ]
+    for row in rows:
+        one = level_figures(row.levels.get(1, []))
+        many = level_figures(row.levels.get(64, []))
+        errors = int(one["errors"] + many["errors"])
+        name = f"**{row.name}**" if row is rows[0] else row.name
+        if errors:
+            name += f" ({errors} errors)"
+        lines.append(
+            f"| {name} | {fmt(one['p50'], 2)} | {ratio(one['p50'], spin['b1_p50_ms'])} "
+            f"| {fmt(one['per_s'], 0)} | {fmt(one['cpu'], 2)} | {fmt(many['per_s'], 0)} "
+            f"| {ratio(many['per_s'], grouped['per_s'])} | {fmt(many['max'], 0)} "
+            f"| {fmt(many['cpu'], 2)} | {ratio(many['cpu'], grouped['cpu_ms'])} "
+            f"| {fmt(row.rss[0], 0)} / {fmt(row.rss[1], 0)} |"
+        )
+    lines.append("")
+    if len(rows) > 1 and args.old_ref:
+        lines += paired(rows[0], rows[1])
+    batches = [f"{r.name}: {med(r.mean_batch):.1f}" for r in rows if r.mean_batch]
+    if batches:
+        lines.append(
+            "- Texts per onnxruntime call at c=64 (mean, median over passes): "
+            + "; ".join(batches)
+            + "."
+        )
+    for reason in skipped:
+        lines.append(f"- Not run: {reason}.")
+    return "\n".join(lines) + "\n"
+
+
+def paired(new: Row, old: Row) -> list[str]:
+    """This checkout over the old commit, pass by pass (adjacent in time), then the median:
+    less exposed to the machine's drifting load than a ratio of medians."""
+
+    def per_pass(c: int, key: Callable[[ba.Level], float]) -> float:
+        pairs = zip(new.levels.get(c, []), old.levels.get(c, []), strict=False)
+        return med([key(a) / key(b) for a, b in pairs if a.latencies and b.latencies])
+
+    p50 = per_pass(1, lambda lv: ba.percentile(lv.latencies, 0.5))
+    tput = per_pass(64, lambda lv: lv.n / lv.seconds)
+    cpu1 = per_pass(1, lambda lv: lv.server_cpu / max(lv.n, 1))
+    cpu64 = per_pass(64, lambda lv: lv.server_cpu / max(lv.n, 1))
+    return [
+        f"This checkout over {old.name}, median of per-pass ratios: c=1 p50 **{p50:.2f}x**, "
+        f"c=1 CPU ms/req {cpu1:.2f}x, c=64 req/s **{tput:.2f}x**, c=64 CPU ms/req {cpu64:.2f}x.",
+        "",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--bundle", type=Path, help="bundle dir (default: MiniLM + random head)")
+    ap.add_argument(
+        "--student",
+        type=Path,
+        help="save_pretrained dir for the pipeline row (default: the default bundle's student)",
+    )
+    ap.add_argument("--seconds", type=float, default=10.0, help="seconds per level and row")
+    ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument(
+        "--old-ref", default=DEFAULT_OLD_REF, help="git ref of the old row; '' for none"
+    )
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lugpi-bench-api")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
+    args = ap.parse_args()
+    args.command = "python benchmarks/bench_peers.py " + shlex.join(sys.argv[1:])
+    if args.passes < 1 or args.seconds <= 0:
+        raise SystemExit("--passes >= 1 and --seconds > 0")
+    texts = ba.cwi_sentences(ba.CWI_TEST)
+    args.work.mkdir(parents=True, exist_ok=True)
+    bundle = ba.ensure_bundle(args.bundle, args.work, texts)
+    if args.student is None and args.bundle is None:
+        args.student = args.work / "minilm-random-bundle-student"
+    loads = [uptime()]
+
+    from contracts.repository import publish
+
+    repo = args.work / "peers-repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    publish(bundle, repo, ba.MODEL_NAME)
+    raws = {
+        "spin": Row("raw b1 spinning"),
+        "nospin": Row("raw b1 no spinning"),
+        "grouped": Row("raw grouped 32"),
+    }
+    clf_spin = ba.load_classifier(bundle, spinning=True)
+    clf = ba.load_classifier(bundle, spinning=False)
+    rows: list[Row] = []
+    try:
+        rows, skipped = start_rows(args, bundle, repo)
+        bodies = ba.request_bytes(texts)
+        order: list[Row | str] = [*rows, "raw"]
+        for p in range(args.passes):
+            print(f"pass {p + 1}/{args.passes}", flush=True)
+            k = p % len(order)
+            for item in order[k:] + order[:k]:
+                if item == "raw":
+                    raws["spin"].raw.append(ba.raw_batch1(clf_spin, texts, args.seconds))
+                    raws["nospin"].raw.append(ba.raw_batch1(clf, texts, args.seconds))
+                    raws["grouped"].raw.append(
+                        ba.raw_batched(clf, texts, args.seconds, 32, grouped=True)
+                    )
+                    print(
+                        f"  raw: b1 spin {raws['spin'].raw[-1]['b1_p50_ms']:.2f} ms, "
+                        f"no spin {raws['nospin'].raw[-1]['b1_p50_ms']:.2f} ms, grouped 32 "
+                        f"{raws['grouped'].raw[-1]['per_s']:.0f} texts/s "
+                        f"({raws['grouped'].raw[-1]['cpu_ms']:.2f} CPU ms/text)",
+                        flush=True,
+                    )
+                else:
+                    assert isinstance(item, Row)
+                    drive(item, bodies, args.seconds)
+    finally:
+        for row in rows:
+            if row.proc is not None:
+                row.proc.terminate()
+                row.proc.wait(timeout=30)
+        if args.old_ref:
+            for path in args.work.glob("old-*"):
+                remove_worktree(path)
+    loads.append(uptime())
+    report = render(rows, raws, skipped, args, (loads[0], loads[1]))
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(f"written to {args.out}")
+
+
+def uptime() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+if __name__ == "__main__":
+    main()
