@@ -90,6 +90,10 @@ class _Pending:
 
 
 _STOP = object()
+# Longest text (in characters, a pair's two texts together) run inline: it bounds how long
+# an inline call holds the event loop (about 200 tokens, a few ms at int8 on a CPU core)
+# whatever the model's max_length; a longer one goes through the batch thread.
+INLINE_MAX_CHARS = 1000
 
 
 def length_groups(lengths: Sequence[int], max_size: int) -> list[list[int]]:
@@ -171,8 +175,8 @@ class DynamicBatcher:
     ) -> BatchOutput | None:
         """The request's output computed on this thread, or None when it must queue: inline
         runs are off, batches wait for company (``max_wait_s`` > 0), it has more than one
-        text, the batcher is closed, or other requests are queued, running, or arrived
-        together with it.
+        text or a text over ``INLINE_MAX_CHARS``, the batcher is closed, or other requests
+        are queued, running, or arrived together with it.
 
         "Together": the first candidate yields to the event loop once before running, and
         requests that reach the batcher meanwhile queue (they see the candidate); if any
@@ -187,6 +191,7 @@ class DynamicBatcher:
             not self.inline_lone
             or self.max_wait_s > 0
             or len(texts) != 1
+            or len(texts[0]) + (len(pairs[0]) if pairs else 0) > INLINE_MAX_CHARS
             or self._candidate
             or self._queued_texts
             or self._closed

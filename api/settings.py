@@ -103,9 +103,10 @@ class ApiSettings(SharedSettings):
     )
     inline_lone_requests: bool = Field(
         default=True,
-        description="Run a one-text request on the event loop when nothing is queued or "
-        "running, skipping the hand-off to the batch thread and back (two thread wake-ups); "
-        "it holds the loop for one batch-1 call. Under load every request is batched.",
+        description="Run a one-text request (up to 1000 characters) on the event loop when "
+        "nothing is queued or running, skipping the hand-off to the batch thread and back "
+        "(two thread wake-ups); it holds the loop for that one batch-1 call. Under load "
+        "every request is batched.",
     )
 
     # --- teacher (POST /classify/teacher) ---------------------------------------------------

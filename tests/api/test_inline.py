@@ -17,7 +17,7 @@ from api.schemas import ClassifyResponse
 from contracts.errors import DeadlineExceeded, InferenceError
 from tests.api.conftest import SINGLE_LABELS, MakeClient
 
-TEXTS = ["a gripping film", "dull", "the plot " * 40, "an instant classic"]
+TEXTS = ["a gripping film", "dull", "the plot " * 40, "an instant classic"]  # 360 chars at most
 
 
 def _batcher(client: TestClient, model: str = "sentiment") -> DynamicBatcher:
@@ -109,6 +109,9 @@ def test_random_inline_only_for_one_text_without_a_batch_wait(make_client: MakeC
     assert asyncio.run(_batcher(client).run_inline(["x", "y"], None)) is None
     r = client.post("/classify", json={"texts": ["x", "y"], "model": "sentiment"})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+    # A long text would hold the event loop longer than a batch-1 call of a short one.
+    r = client.post("/classify", json={"texts": ["long " * 300], "model": "sentiment"})
+    assert r.status_code == 200 and r.json()["truncated"] == [0]
     assert _batcher(client).inline_runs == 0
     # The API's checks still run first: an oversized text is refused, never run.
     r = client.post("/classify", json={"texts": ["x" * 20_000], "model": "sentiment"})

@@ -34,6 +34,11 @@ def serve(repository: Path) -> Iterator[object]:
             "poll_interval_s": 0,
             "intra_op_threads": 1,
             "default_model": "sentiment",
+            # The gate holds onnxruntime for seconds: a lone request run inline would hold
+            # the event loop with it (api.batching: inline runs are for calls bounded by a
+            # short text), and these tests need the server answering while the batch
+            # thread is held.
+            "inline_lone_requests": False,
         }
         fields.update(overrides)
         app = create_app(ApiSettings(**fields))  # type: ignore[arg-type]
