@@ -198,11 +198,17 @@ def free_port() -> int:
 
 
 def start_server(
-    repo: Path, work: Path, port: int, root: Path = REPO_ROOT
+    repo: Path,
+    work: Path,
+    port: int,
+    root: Path = REPO_ROOT,
+    settings: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """``uvicorn api.main:app`` of the code under ``root`` (this checkout, or another
-    worktree of the repository: benchmarks/bench_peers.py runs an older commit's)."""
+    worktree of the repository: benchmarks/bench_peers.py runs an older commit's), with
+    ``settings`` (LUGPI_* variables) on top of the defaults."""
     env = {
+        **(settings or {}),
         "LUGPI_MODEL_REPOSITORY": str(repo),
         "LUGPI_DEFAULT_MODEL": MODEL_NAME,
         "LUGPI_ARTIFACTS_DIR": str(work / "artifacts"),
@@ -287,6 +293,16 @@ class Level:
     server_cpu: float
 
 
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> bool:
+    """One pre-encoded request on a keep-alive connection; whether the answer was a 200.
+    Only the status and the length are parsed: the client stays cheap."""
+    writer.write(body)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+    await reader.readexactly(length)
+    return head.startswith(b"HTTP/1.1 200")
+
+
 async def _user(
     port: int,
     bodies: list[bytes],
@@ -302,14 +318,11 @@ async def _user(
         body = bodies[i % len(bodies)]
         i += 7
         t = time.perf_counter()
-        writer.write(body)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-        await reader.readexactly(length)
+        ok = await exchange(reader, writer, body)
         done = time.perf_counter()
         if window[0] <= t and done <= window[1]:
             lat.append(done - t)
-            if not head.startswith(b"HTTP/1.1 200"):
+            if not ok:
                 errors[0] += 1
     writer.close()
 

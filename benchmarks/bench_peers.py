@@ -9,11 +9,14 @@ API's length-grouped batches of 32); a one-at-a-time FastAPI + onnxruntime serve
 transformers pipeline server (fp32 torch) from benchmarks/peer_servers.py; infinity-emb
 only where it is installed (else the reason is printed).
 
-Method: every server is started once and warmed up; each pass then drives each row
-ALONE (the others idle) with bench_api.py's closed-loop loopback client at c=1 and c=64
-for ``--seconds`` each (after 1 s of warm-up), the rows' order rotated from pass to pass;
-the table shows medians over passes, ratios to raw onnxruntime, the server's CPU ms per
-request (utime + stime of its process, every thread, from /proc) and its RSS. The model
+Method: every server is started once and warmed up. Each pass then measures c=1 in
+lockstep (one request in flight in all, the same text sent to every row in turn, so
+that the shared machine's drifting load falls on all rows alike), about ``--seconds``
+per row; and c=64 on each server ALONE (the others idle) with bench_api.py's closed-loop
+loopback client for ``--seconds`` after 1 s of warm-up, the rows' order rotated from
+pass to pass. The table shows medians over passes, ratios to raw onnxruntime, the
+server's CPU ms per request (utime + stime of its process, every thread, from /proc) and
+its RSS. The model
 and texts are bench_api.py's: all-MiniLM-L6-v2 with a RANDOM 2-label head (speed real,
 predictions meaningless) exported by training.export, int8 graph; CWI 2018 News test
 sentences, one per request. Loopback only; bounded by passes x rows x levels x seconds.
@@ -32,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,6 +112,13 @@ def start_rows(args: argparse.Namespace, bundle: Path, repo: Path) -> tuple[list
         rows.append(row)
 
     server("ours (this checkout)", lambda p: ba.start_server(repo, args.work, p), "")
+    for spec in args.also:
+        key, _, value = spec.partition("=")
+        server(
+            f"ours, {key}={value}",
+            lambda p, s={key: value}: ba.start_server(repo, args.work, p, settings=s),
+            "this checkout with one setting changed",
+        )
     if args.old_ref:
         old = old_worktree(args.old_ref, args.work)
         server(
@@ -115,6 +126,9 @@ def start_rows(args: argparse.Namespace, bundle: Path, repo: Path) -> tuple[list
             lambda p: ba.start_server(repo, args.work, p, root=old),
             "older commit, same flags",
         )
+    if args.ours_only:
+        skipped.append("the peer servers (--ours-only)")
+        return rows, skipped
     peer_env = {
         "PEER_ONNX": str(bundle / MODEL_INT8),
         "PEER_TOKENIZER": str(bundle / TOKENIZER),
@@ -177,22 +191,71 @@ def batch_stats(port: int) -> tuple[float, float] | None:
 
 
 def drive(row: Row, bodies: list[bytes], seconds: float) -> None:
+    """c=64 on this server alone: bench_api.py's closed loop, 1 s of warm-up first."""
     assert row.proc is not None
     runner: Callable[[Any], ba.Level] = asyncio.run
     if ba._importable("uvloop"):
         import uvloop
 
         runner = uvloop.run
-    for c in LEVELS:
-        before = batch_stats(row.port) if c == 64 else None
-        level = runner(ba.run_level(row.port, bodies, c, seconds, row.proc.pid))
-        row.levels.setdefault(c, []).append(level)
-        after = batch_stats(row.port) if c == 64 else None
-        if before and after and after[1] > before[1]:
-            row.mean_batch.append((after[0] - before[0]) / (after[1] - before[1]))
-        print(f"  {row.name:40s} {ba.format_row(level)}", flush=True)
+    before = batch_stats(row.port)
+    level = runner(ba.run_level(row.port, bodies, 64, seconds, row.proc.pid))
+    row.levels.setdefault(64, []).append(level)
+    after = batch_stats(row.port)
+    if before and after and after[1] > before[1]:
+        row.mean_batch.append((after[0] - before[0]) / (after[1] - before[1]))
+    print(f"  {row.name:40s} {ba.format_row(level)}", flush=True)
     rss = ba.rss_mb(row.proc.pid)
     row.rss = (row.rss[0], max(row.rss[1], rss[1]))
+
+
+async def lockstep(
+    rows: list[Row], raws: list[tuple[Row, Any]], texts: list[str], seconds: float
+) -> None:
+    """c=1 for every row in turn, one request in flight in all: each round sends the same
+    text to every server and raw classifier (the order rotating from round to round), so
+    the machine's drifting load falls on all rows alike, which a pass per row cannot give.
+    Each row gets about ``seconds`` of requests, after 1 s of warm-up."""
+    bodies = ba.request_bytes(texts)
+    conns = [await asyncio.open_connection("127.0.0.1", row.port) for row in rows]
+    targets: list[int] = list(range(len(rows) + len(raws)))
+    lat: list[list[float]] = [[] for _ in targets]
+    errors = [0 for _ in targets]
+    raw_cpu = [0.0 for _ in raws]
+    started = time.perf_counter()
+    measuring_from = started + 1.0
+    end = measuring_from + seconds * len(targets)
+    cpu0: list[float] | None = None
+    i = rnd = 0
+    while (now := time.perf_counter()) < end:
+        if cpu0 is None and now >= measuring_from:
+            cpu0 = [ba.cpu_seconds(row.proc.pid) for row in rows if row.proc is not None]
+        k = rnd % len(targets)
+        rnd += 1
+        for t in targets[k:] + targets[:k]:
+            t0 = time.perf_counter()
+            if t < len(rows):
+                ok = await ba.exchange(*conns[t], bodies[i % len(bodies)])
+            else:
+                c0 = time.process_time()
+                raws[t - len(rows)][1].predict([texts[i % len(texts)]])
+                if cpu0 is not None:
+                    raw_cpu[t - len(rows)] += time.process_time() - c0
+                ok = True
+            if cpu0 is not None:
+                lat[t].append(time.perf_counter() - t0)
+                errors[t] += not ok
+        i += 7
+    cpu1 = [ba.cpu_seconds(row.proc.pid) for row in rows if row.proc is not None]
+    for _, writer in conns:
+        writer.close()
+    assert cpu0 is not None
+    for t, row in enumerate([*rows, *(r for r, _ in raws)]):
+        used = cpu1[t] - cpu0[t] if t < len(rows) else raw_cpu[t - len(rows)]
+        # seconds = time spent on this row's requests: n / seconds is its c=1 rate alone.
+        level = ba.Level(1, len(lat[t]), errors[t], sum(lat[t]), lat[t], 0.0, used)
+        row.levels.setdefault(1, []).append(level)
+        print(f"  {row.name:40s} {ba.format_row(level)}", flush=True)
 
 
 def med(values: list[float]) -> float:
@@ -225,12 +288,10 @@ def render(
     args: argparse.Namespace,
     loads: tuple[str, str],
 ) -> str:
-    spin = {
-        k: med([r[k] for r in raws["spin"].raw]) for k in ("b1_p50_ms", "b1_per_s", "b1_cpu_ms")
-    }
-    nospin = {
-        k: med([r[k] for r in raws["nospin"].raw]) for k in ("b1_p50_ms", "b1_per_s", "b1_cpu_ms")
-    }
+    one = level_figures(raws["spin"].levels.get(1, []))
+    spin = {"b1_p50_ms": one["p50"], "b1_per_s": one["per_s"], "b1_cpu_ms": one["cpu"]}
+    one = level_figures(raws["nospin"].levels.get(1, []))
+    nospin = {"b1_p50_ms": one["p50"], "b1_per_s": one["per_s"], "b1_cpu_ms": one["cpu"]}
     grouped = {k: med([r[k] for r in raws["grouped"].raw]) for k in ("per_s", "cpu_ms")}
     lines = [
         "# Our API and its peers, side by side",
@@ -239,9 +300,11 @@ def render(
         f"start: {loads[0]}; at the end: {loads[1]}.",
         f"Command: `{args.command}`",
         "",
-        f"{args.passes} passes, rows' order rotated; each row driven alone, {args.seconds:g} s "
-        "per level after 1 s of warm-up, closed loop on loopback, one CWI 2018 News test "
-        "sentence per request; medians over passes. Model: all-MiniLM-L6-v2 with a random "
+        f"{args.passes} passes. c=1: every row in lockstep (one request in flight in all, the "
+        f"same text to each row in turn), about {args.seconds:g} s of requests per row; c=64: "
+        f"each server alone, closed loop, {args.seconds:g} s after 1 s of warm-up, the rows' "
+        "order rotated from pass to pass. Loopback, one CWI 2018 News test sentence per "
+        "request; medians over passes. Model: all-MiniLM-L6-v2 with a random "
         "2-label head, int8 graph (model.int8.onnx, the same file for every onnxruntime row). "
         "CPU ms/req: the server process's CPU time (every thread) over requests answered; for "
         "raw rows, this process's CPU time per text. Ratios: c=1 p50 over raw batch 1 with "
@@ -274,8 +337,13 @@ def render(
             f"| {fmt(row.rss[0], 0)} / {fmt(row.rss[1], 0)} |"
         )
     lines.append("")
-    if len(rows) > 1 and args.old_ref:
-        lines += paired(rows[0], rows[1])
+    lines.append(
+        "Paired ratios (each pass measures the rows minutes apart at most, so the machine's "
+        "drifting load cancels better than in a ratio of medians):"
+    )
+    for other in rows[1:]:
+        if other.name.startswith("ours"):
+            lines += paired(rows[0], other)
     batches = [f"{r.name}: {med(r.mean_batch):.1f}" for r in rows if r.mean_batch]
     if batches:
         lines.append(
@@ -301,9 +369,9 @@ def paired(new: Row, old: Row) -> list[str]:
     cpu1 = per_pass(1, lambda lv: lv.server_cpu / max(lv.n, 1))
     cpu64 = per_pass(64, lambda lv: lv.server_cpu / max(lv.n, 1))
     return [
-        f"This checkout over {old.name}, median of per-pass ratios: c=1 p50 **{p50:.2f}x**, "
-        f"c=1 CPU ms/req {cpu1:.2f}x, c=64 req/s **{tput:.2f}x**, c=64 CPU ms/req {cpu64:.2f}x.",
-        "",
+        f"- This checkout over {old.name}, median of per-pass ratios: c=1 p50 "
+        f"**{p50:.2f}x**, c=1 CPU ms/req {cpu1:.2f}x, c=64 req/s **{tput:.2f}x**, c=64 CPU "
+        f"ms/req {cpu64:.2f}x."
     ]
 
 
@@ -320,6 +388,14 @@ def main() -> None:
     ap.add_argument(
         "--old-ref", default=DEFAULT_OLD_REF, help="git ref of the old row; '' for none"
     )
+    ap.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LUGPI_X=VALUE",
+        help="one more row: this checkout with that setting (repeatable)",
+    )
+    ap.add_argument("--ours-only", action="store_true", help="no peer servers, only ours + raw")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lugpi-bench-api")
     ap.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
     args = ap.parse_args()
@@ -349,22 +425,25 @@ def main() -> None:
     try:
         rows, skipped = start_rows(args, bundle, repo)
         bodies = ba.request_bytes(texts)
+        runner: Callable[[Any], None] = asyncio.run
+        if ba._importable("uvloop"):
+            import uvloop
+
+            runner = uvloop.run
         order: list[Row | str] = [*rows, "raw"]
         for p in range(args.passes):
-            print(f"pass {p + 1}/{args.passes}", flush=True)
+            print(f"pass {p + 1}/{args.passes}: c=1, every row in turn", flush=True)
+            b1 = [(raws["spin"], clf_spin), (raws["nospin"], clf)]
+            runner(lockstep(rows, b1, texts, args.seconds))
+            print(f"pass {p + 1}/{args.passes}: c=64, each row alone", flush=True)
             k = p % len(order)
             for item in order[k:] + order[:k]:
                 if item == "raw":
-                    raws["spin"].raw.append(ba.raw_batch1(clf_spin, texts, args.seconds))
-                    raws["nospin"].raw.append(ba.raw_batch1(clf, texts, args.seconds))
-                    raws["grouped"].raw.append(
-                        ba.raw_batched(clf, texts, args.seconds, 32, grouped=True)
-                    )
+                    grouped = ba.raw_batched(clf, texts, args.seconds, 32, grouped=True)
+                    raws["grouped"].raw.append(grouped)
                     print(
-                        f"  raw: b1 spin {raws['spin'].raw[-1]['b1_p50_ms']:.2f} ms, "
-                        f"no spin {raws['nospin'].raw[-1]['b1_p50_ms']:.2f} ms, grouped 32 "
-                        f"{raws['grouped'].raw[-1]['per_s']:.0f} texts/s "
-                        f"({raws['grouped'].raw[-1]['cpu_ms']:.2f} CPU ms/text)",
+                        f"  raw length-grouped batches of 32: {grouped['per_s']:.0f} texts/s, "
+                        f"{grouped['cpu_ms']:.2f} CPU ms/text",
                         flush=True,
                     )
                 else:
