@@ -320,7 +320,11 @@ async def _user(
         t = time.perf_counter()
         ok = await exchange(reader, writer, body)
         done = time.perf_counter()
-        if window[0] <= t and done <= window[1]:
+        # Counted when it finishes inside the window, whenever it started: in a closed
+        # loop that is the window's throughput without bias. (Counting only requests that
+        # both started and finished inside it undercounts by latency / window, about 15 %
+        # at c=64 with second-long latencies, and inflated CPU ms per request alike.)
+        if window[0] <= done <= window[1]:
             lat.append(done - t)
             if not ok:
                 errors[0] += 1

@@ -9,14 +9,14 @@ API's length-grouped batches of 32); a one-at-a-time FastAPI + onnxruntime serve
 transformers pipeline server (fp32 torch) from benchmarks/peer_servers.py; infinity-emb
 only where it is installed (else the reason is printed).
 
-Method: every server is started once and warmed up. Each pass then measures c=1 in
-lockstep (one request in flight in all, the same text sent to every row in turn, so
-that the shared machine's drifting load falls on all rows alike), about ``--seconds``
-per row; and c=64 on each server ALONE (the others idle) with bench_api.py's closed-loop
-loopback client for ``--seconds`` after 1 s of warm-up, the rows' order rotated from
-pass to pass. The table shows medians over passes, ratios to raw onnxruntime, the
-server's CPU ms per request (utime + stime of its process, every thread, from /proc) and
-its RSS. The model
+Method: every server is started once and warmed up. Each pass drives each row ALONE
+(the others idle) at c=1 and c=64 with bench_api.py's closed-loop loopback client,
+``--seconds`` per level after 1 s of warm-up, the rows' order rotated from pass to pass;
+and, for the paired ratio of this checkout over the old commit, c=1 of our rows and raw
+onnxruntime (no spinning) in lockstep: one request in flight in all, the same text sent
+to each row in turn, so that the shared machine's drifting load falls on them alike.
+The table shows medians over passes, ratios to raw onnxruntime, the server's CPU ms per
+request (utime + stime of its process, every thread, from /proc) and its RSS. The model
 and texts are bench_api.py's: all-MiniLM-L6-v2 with a RANDOM 2-label head (speed real,
 predictions meaningless) exported by training.export, int8 graph; CWI 2018 News test
 sentences, one per request. Loopback only; bounded by passes x rows x levels x seconds.
@@ -53,6 +53,7 @@ RESULTS = REPO_ROOT / "benchmarks" / "results" / "peers.md"
 # responses): the "old" row by default, so that their effect is a ratio in one run.
 DEFAULT_OLD_REF = "3a1f2f9"
 LEVELS = (1, 64)
+LOCKSTEP = 0  # Row.levels key of the c=1 lockstep measurements (ours and raw, no spinning)
 
 
 @dataclass
@@ -191,20 +192,21 @@ def batch_stats(port: int) -> tuple[float, float] | None:
 
 
 def drive(row: Row, bodies: list[bytes], seconds: float) -> None:
-    """c=64 on this server alone: bench_api.py's closed loop, 1 s of warm-up first."""
+    """c=1 and c=64 on this server alone: bench_api.py's closed loop, 1 s of warm-up each."""
     assert row.proc is not None
     runner: Callable[[Any], ba.Level] = asyncio.run
     if ba._importable("uvloop"):
         import uvloop
 
         runner = uvloop.run
-    before = batch_stats(row.port)
-    level = runner(ba.run_level(row.port, bodies, 64, seconds, row.proc.pid))
-    row.levels.setdefault(64, []).append(level)
-    after = batch_stats(row.port)
-    if before and after and after[1] > before[1]:
-        row.mean_batch.append((after[0] - before[0]) / (after[1] - before[1]))
-    print(f"  {row.name:40s} {ba.format_row(level)}", flush=True)
+    for c in LEVELS:
+        before = batch_stats(row.port) if c == 64 else None
+        level = runner(ba.run_level(row.port, bodies, c, seconds, row.proc.pid))
+        row.levels.setdefault(c, []).append(level)
+        after = batch_stats(row.port) if c == 64 else None
+        if before and after and after[1] > before[1]:
+            row.mean_batch.append((after[0] - before[0]) / (after[1] - before[1]))
+        print(f"  {row.name:40s} {ba.format_row(level)}", flush=True)
     rss = ba.rss_mb(row.proc.pid)
     row.rss = (row.rss[0], max(row.rss[1], rss[1]))
 
@@ -212,10 +214,12 @@ def drive(row: Row, bodies: list[bytes], seconds: float) -> None:
 async def lockstep(
     rows: list[Row], raws: list[tuple[Row, Any]], texts: list[str], seconds: float
 ) -> None:
-    """c=1 for every row in turn, one request in flight in all: each round sends the same
-    text to every server and raw classifier (the order rotating from round to round), so
-    the machine's drifting load falls on all rows alike, which a pass per row cannot give.
-    Each row gets about ``seconds`` of requests, after 1 s of warm-up."""
+    """c=1 for the given rows in turn, one request in flight in all: each round sends the
+    same text to every server and raw classifier (the order rotating from round to round),
+    so the machine's drifting load falls on all rows alike, which a pass per row cannot
+    give. Only for rows whose threads do not spin (ours, raw without spinning): a spinning
+    row would burn the cores while the others run. Each row gets about ``seconds`` of
+    requests, after 1 s of warm-up."""
     bodies = ba.request_bytes(texts)
     conns = [await asyncio.open_connection("127.0.0.1", row.port) for row in rows]
     targets: list[int] = list(range(len(rows) + len(raws)))
@@ -254,7 +258,7 @@ async def lockstep(
         used = cpu1[t] - cpu0[t] if t < len(rows) else raw_cpu[t - len(rows)]
         # seconds = time spent on this row's requests: n / seconds is its c=1 rate alone.
         level = ba.Level(1, len(lat[t]), errors[t], sum(lat[t]), lat[t], 0.0, used)
-        row.levels.setdefault(1, []).append(level)
+        row.levels.setdefault(LOCKSTEP, []).append(level)
         print(f"  {row.name:40s} {ba.format_row(level)}", flush=True)
 
 
@@ -288,10 +292,9 @@ def render(
     args: argparse.Namespace,
     loads: tuple[str, str],
 ) -> str:
-    one = level_figures(raws["spin"].levels.get(1, []))
-    spin = {"b1_p50_ms": one["p50"], "b1_per_s": one["per_s"], "b1_cpu_ms": one["cpu"]}
-    one = level_figures(raws["nospin"].levels.get(1, []))
-    nospin = {"b1_p50_ms": one["p50"], "b1_per_s": one["per_s"], "b1_cpu_ms": one["cpu"]}
+    b1 = ("b1_p50_ms", "b1_per_s", "b1_cpu_ms")
+    spin = {k: med([r[k] for r in raws["spin"].raw]) for k in b1}
+    nospin = {k: med([r[k] for r in raws["nospin"].raw]) for k in b1}
     grouped = {k: med([r[k] for r in raws["grouped"].raw]) for k in ("per_s", "cpu_ms")}
     lines = [
         "# Our API and its peers, side by side",
@@ -300,12 +303,11 @@ def render(
         f"start: {loads[0]}; at the end: {loads[1]}.",
         f"Command: `{args.command}`",
         "",
-        f"{args.passes} passes. c=1: every row in lockstep (one request in flight in all, the "
-        f"same text to each row in turn), about {args.seconds:g} s of requests per row; c=64: "
-        f"each server alone, closed loop, {args.seconds:g} s after 1 s of warm-up, the rows' "
-        "order rotated from pass to pass. Loopback, one CWI 2018 News test sentence per "
-        "request; medians over passes. Model: all-MiniLM-L6-v2 with a random "
-        "2-label head, int8 graph (model.int8.onnx, the same file for every onnxruntime row). "
+        f"{args.passes} passes; each row driven alone, closed loop, {args.seconds:g} s per "
+        "level after 1 s of warm-up, the rows' order rotated from pass to pass; loopback, "
+        "one CWI 2018 News test sentence per request; medians over passes. Model: "
+        "all-MiniLM-L6-v2 with a random 2-label head, int8 graph (model.int8.onnx, the same "
+        "file for every onnxruntime row). "
         "CPU ms/req: the server process's CPU time (every thread) over requests answered; for "
         "raw rows, this process's CPU time per text. Ratios: c=1 p50 over raw batch 1 with "
         "spinning on; c=64 req/s and CPU over raw length-grouped batches of 32 (what the "
@@ -338,12 +340,13 @@ def render(
         )
     lines.append("")
     lines.append(
-        "Paired ratios (each pass measures the rows minutes apart at most, so the machine's "
-        "drifting load cancels better than in a ratio of medians):"
+        "Paired ratios (per pass, then the median; c=1 from the lockstep run, where our rows "
+        "saw the same load request by request):"
     )
     for other in rows[1:]:
         if other.name.startswith("ours"):
             lines += paired(rows[0], other)
+    lines += lockstep_lines([*rows, raws["nospin"]])
     batches = [f"{r.name}: {med(r.mean_batch):.1f}" for r in rows if r.mean_batch]
     if batches:
         lines.append(
@@ -364,15 +367,29 @@ def paired(new: Row, old: Row) -> list[str]:
         pairs = zip(new.levels.get(c, []), old.levels.get(c, []), strict=False)
         return med([key(a) / key(b) for a, b in pairs if a.latencies and b.latencies])
 
-    p50 = per_pass(1, lambda lv: ba.percentile(lv.latencies, 0.5))
+    one = LOCKSTEP if new.levels.get(LOCKSTEP) and old.levels.get(LOCKSTEP) else 1
+    p50 = per_pass(one, lambda lv: ba.percentile(lv.latencies, 0.5))
     tput = per_pass(64, lambda lv: lv.n / lv.seconds)
-    cpu1 = per_pass(1, lambda lv: lv.server_cpu / max(lv.n, 1))
+    cpu1 = per_pass(one, lambda lv: lv.server_cpu / max(lv.n, 1))
     cpu64 = per_pass(64, lambda lv: lv.server_cpu / max(lv.n, 1))
+    how = "in lockstep" if one == LOCKSTEP else "alone"
     return [
-        f"- This checkout over {old.name}, median of per-pass ratios: c=1 p50 "
-        f"**{p50:.2f}x**, c=1 CPU ms/req {cpu1:.2f}x, c=64 req/s **{tput:.2f}x**, c=64 CPU "
-        f"ms/req {cpu64:.2f}x."
+        f"- This checkout over {old.name}, median of per-pass ratios: c=1 ({how}) p50 "
+        f"**{p50:.2f}x**, CPU ms/req {cpu1:.2f}x; c=64 req/s **{tput:.2f}x**, CPU ms/req "
+        f"{cpu64:.2f}x."
     ]
+
+
+def lockstep_lines(rows: list[Row]) -> list[str]:
+    """The lockstep c=1 figures (medians over passes) of the rows that have them."""
+    out = []
+    for row in rows:
+        if row.levels.get(LOCKSTEP):
+            f = level_figures(row.levels[LOCKSTEP])
+            out.append(f"{row.name} p50 {f['p50']:.2f} ms, {f['cpu']:.2f} CPU ms/req")
+    if not out:
+        return []
+    return ["- c=1 in lockstep (the same text to each in turn): " + "; ".join(out) + "."]
 
 
 def main() -> None:
@@ -416,7 +433,7 @@ def main() -> None:
     publish(bundle, repo, ba.MODEL_NAME)
     raws = {
         "spin": Row("raw b1 spinning"),
-        "nospin": Row("raw b1 no spinning"),
+        "nospin": Row("raw onnxruntime b1, no spinning"),
         "grouped": Row("raw grouped 32"),
     }
     clf_spin = ba.load_classifier(bundle, spinning=True)
@@ -431,18 +448,23 @@ def main() -> None:
 
             runner = uvloop.run
         order: list[Row | str] = [*rows, "raw"]
+        ours = [row for row in rows if row.name.startswith("ours")]
         for p in range(args.passes):
-            print(f"pass {p + 1}/{args.passes}: c=1, every row in turn", flush=True)
-            b1 = [(raws["spin"], clf_spin), (raws["nospin"], clf)]
-            runner(lockstep(rows, b1, texts, args.seconds))
-            print(f"pass {p + 1}/{args.passes}: c=64, each row alone", flush=True)
+            if len(ours) > 1:
+                print(f"pass {p + 1}/{args.passes}: c=1 in lockstep, our rows + raw", flush=True)
+                runner(lockstep(ours, [(raws["nospin"], clf)], texts, args.seconds))
+            print(f"pass {p + 1}/{args.passes}: each row alone", flush=True)
             k = p % len(order)
             for item in order[k:] + order[:k]:
                 if item == "raw":
+                    raws["spin"].raw.append(ba.raw_batch1(clf_spin, texts, args.seconds))
+                    raws["nospin"].raw.append(ba.raw_batch1(clf, texts, args.seconds))
                     grouped = ba.raw_batched(clf, texts, args.seconds, 32, grouped=True)
                     raws["grouped"].raw.append(grouped)
                     print(
-                        f"  raw length-grouped batches of 32: {grouped['per_s']:.0f} texts/s, "
+                        f"  raw: b1 spinning {raws['spin'].raw[-1]['b1_p50_ms']:.2f} ms, "
+                        f"not spinning {raws['nospin'].raw[-1]['b1_p50_ms']:.2f} ms; "
+                        f"length-grouped 32: {grouped['per_s']:.0f} texts/s, "
                         f"{grouped['cpu_ms']:.2f} CPU ms/text",
                         flush=True,
                     )
