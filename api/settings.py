@@ -75,8 +75,9 @@ class ApiSettings(SharedSettings):
     )
     ort_spinning: bool = Field(
         default=False,
-        description="Let onnxruntime's idle threads spin. Off: spinning threads steal the "
-        "cores the event loop needs to parse requests, which costs more than it saves.",
+        description="Let onnxruntime's threads spin between the operators of a call (never "
+        "after it). Off: spinning threads steal the cores the event loop needs to parse "
+        "requests, which costs more than it saves (benchmarks/results/peers.md).",
     )
     max_loaded_versions: int = Field(
         default=2,

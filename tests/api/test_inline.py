@@ -1,5 +1,7 @@
-"""A lone one-text request runs inline (on the event loop) when the batcher is idle:
-same outputs, request ids and checks as the batched path; a burst is still batched."""
+"""The lone-request path: a one-text request runs inline (on the event loop) when the
+batcher is idle, with the same outputs, request ids and checks as the batched path, and a
+burst is still batched; with spinning on, onnxruntime's threads stop spinning when a call
+returns."""
 
 from __future__ import annotations
 
@@ -117,3 +119,16 @@ def test_random_inline_only_for_one_text_without_a_batch_wait(make_client: MakeC
     r = client.post("/classify", json={"texts": ["x" * 20_000], "model": "sentiment"})
     assert r.status_code == 422
     assert _batcher(client).inline_runs == 0
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_random_spinning_stops_when_a_call_returns(make_client: MakeClient, spinning: bool) -> None:
+    client = make_client(ort_spinning=spinning)
+    registry: ModelRegistry = client.app.state.registry  # type: ignore[attr-defined]
+    options = registry.resolve("sentiment", None).classifier.session.get_session_options()
+    entry = options.get_session_config_entry
+    assert entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+    if spinning:  # threads spin inside a call only: idle between lone requests
+        assert entry("session.force_spinning_stop") == "1"
+    r = client.post("/classify", json={"texts": ["spun"], "model": "sentiment"})
+    assert r.status_code == 200
