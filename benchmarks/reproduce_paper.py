@@ -39,15 +39,17 @@ from benchmarks.paper_estimate import estimate_seconds, format_seconds, padded_t
 from benchmarks.paper_report import collect_run, render, summarize  # noqa: E402
 from benchmarks.paper_setup import (  # noqa: E402
     DATASETS,
+    LR_GRID,
     VARIANTS,
     Budget,
     DatasetSpec,
+    TinyModels,
     build_config,
     image_only_name,
     make_tiny_models,
     variant_config,
 )
-from contracts.artifacts import is_complete, write_json_atomic  # noqa: E402
+from contracts.artifacts import is_complete, read_stage, write_json_atomic  # noqa: E402
 from contracts.config import PipelineConfig  # noqa: E402
 from contracts.errors import ArtifactError, LugpiError  # noqa: E402
 from contracts.layout import RunLayout  # noqa: E402
@@ -91,8 +93,67 @@ def _first_student(run: Run) -> Path:
     return next(iter(run.student_dirs().values()))
 
 
+def tiny_models(args: argparse.Namespace) -> TinyModels | None:
+    """The smoke budget's RANDOM-weight models (built once under the runs dir)."""
+    return make_tiny_models(args.runs_dir / "tiny-models") if args.budget == "smoke" else None
+
+
+def grid_dir(runs_dir: Path, key: str, lr: float) -> Path:
+    return runs_dir / key / "lr-grid" / f"lr{lr:g}"
+
+
+def choose_learning_rates(args: argparse.Namespace, ctx: RunContext) -> dict[str, Any]:
+    """Per dataset: train seed 0's baseline at every rate of --lr-grid, keep the best dev
+    accuracy (ties: the smaller rate). Returns key -> {"grid": {lr: dev}, "chosen": lr}.
+
+    The winner's run has exactly seed 0's main config, so that run reuses its data and
+    baseline (see run_models) instead of training them again."""
+    chosen: dict[str, Any] = {}
+    if len(args.lr_grid) < 2:
+        return chosen
+    tiny = tiny_models(args)
+    for key in args.datasets:
+        spec, grid = DATASETS[key], {}
+        for lr in sorted(args.lr_grid):
+            cache = args.runs_dir / "image-cache"
+            cfg = build_config(
+                args.preset, spec, args.budget, 0, args.datasets_dir.resolve(), cache, tiny, lr
+            )
+            run = open_run(cfg, grid_dir(args.runs_dir, key, lr), ctx)
+            log(f"{key}: learning-rate grid, baseline at {lr:g}")
+            run.prepare()
+            run.baseline()
+            grid[f"{lr:g}"] = read_stage(run.layout.baseline).summary["dev"]["accuracy"]
+        best = max(grid.values())
+        lr = min(float(k) for k, v in grid.items() if v == best)
+        log(f"{key}: learning rate {lr:g} (dev accuracy per rate: {grid})")
+        chosen[key] = {"grid": grid, "chosen": lr}
+    return chosen
+
+
+def reuse_grid_run(main: Run, source: Path) -> None:
+    """Seed 0's main run shares the data and baseline of the grid run with its config."""
+    grid = RunLayout(source)
+    if is_complete(grid.baseline) and not is_complete(main.layout.data):
+        link_stage(grid.data, main.layout.data)
+        link_stage(grid.baseline, main.layout.baseline)
+
+
+def majority_rate(run: Run) -> dict[str, float]:
+    """Per split, the share of its most frequent label: what a collapsed model scores."""
+    rates = {}
+    for split in ("dev", "test"):
+        ids = run.data.label_ids(split)
+        if ids:
+            rates[split] = max(ids.count(i) for i in set(ids)) / len(ids)
+    return rates
+
+
 def run_models(
-    cfg: PipelineConfig, root: Path, ctx: RunContext, variants: tuple[str, ...] = VARIANTS
+    cfg: PipelineConfig,
+    root: Path,
+    ctx: RunContext,
+    variants: tuple[str, ...] = VARIANTS,
 ) -> None:
     """Every model of one dataset and seed (the main run and ``variants``), then one
     evaluation of all of them."""
@@ -171,6 +232,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the controls to train besides baseline, teacher and student (default: all). "
         "A run scored without some keeps that evaluation: delete <run>/evaluate to rescore",
     )
+    p.add_argument(
+        "--lr-grid",
+        type=float,
+        nargs="+",
+        default=list(LR_GRID),
+        help="learning rates tried for seed 0's baseline on dev, per dataset; the best is "
+        "used for every model of that dataset. One value: no search, that rate everywhere",
+    )
     p.add_argument("--preset", default="offline", help="config preset (e.g. paper on a GPU)")
     p.add_argument("--datasets-dir", type=Path, default=SHARED)
     p.add_argument("--runs-dir", type=Path, help="default: runs/paper-<budget>")
@@ -192,13 +261,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def plan_jobs(args: argparse.Namespace) -> list[Job]:
+def plan_jobs(args: argparse.Namespace, rates: dict[str, Any]) -> list[Job]:
     budget: Budget = args.budget
-    tiny = make_tiny_models(args.runs_dir / "tiny-models") if budget == "smoke" else None
+    tiny = tiny_models(args)
     jobs = []
     for key in args.datasets:
         spec = DATASETS[key]
         seeds = args.seed_list or range(args.seeds)
+        fixed = args.lr_grid[0] if len(args.lr_grid) == 1 else None
+        lr = rates[key]["chosen"] if key in rates else fixed
         for seed in seeds if key == "cwi-news" else range(args.other_seeds):
             cfg = build_config(
                 args.preset,
@@ -208,6 +279,7 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
                 args.datasets_dir.resolve(),
                 args.runs_dir / "image-cache",
                 tiny,
+                learning_rate=lr,
             )
             jobs.append((spec, seed, cfg, args.runs_dir / key / f"seed{seed}"))
     return jobs
@@ -248,6 +320,7 @@ def build_report(
     jobs: list[Job],
     estimates: dict[str, float],
     wall: dict[str, float],
+    rates: dict[str, Any],
 ) -> dict[str, Any]:
     import torch
 
@@ -256,7 +329,11 @@ def build_report(
         image_only = {image_only_name(t.name): t.name for t in cfg.teachers}
         ds = datasets.setdefault(spec.key, {"title": spec.title, "runs": {}})
         ds["runs"][str(seed)] = collect_run(root, image_only)
-        data = Run(cfg, root / "lugpi", RunContext()).data
+        main_run = Run(cfg, root / "lugpi", RunContext())
+        data = main_run.data
+        ds["majority"] = majority_rate(main_run)  # seeded subsets: about equal per seed
+        if spec.key in rates:
+            ds["learning_rate"] = rates[spec.key]
         ds["paper"] = {
             "dataset": spec.paper_name,
             "baseline": spec.paper_baseline,
@@ -269,11 +346,13 @@ def build_report(
             "student_epochs": cfg.student.epochs,
             "max_length": cfg.student.max_length,
             "batch_size": cfg.student.batch_size,
+            "learning_rate": cfg.student.learning_rate,
+            "warmup_ratio": cfg.student.warmup_ratio,
             "text_model": cfg.student.text_model,
             "image_models": [t.image_model for t in cfg.teachers],
             "distill": cfg.distill.model_dump(include={"alpha", "beta", "tau"}),
         }
-        ds["wall_seconds"] = wall[spec.key]
+        ds["wall_seconds"] = wall.get(spec.key, 0.0)
     for key, ds in datasets.items():
         total = estimates.get(key)  # none for smoke
         ds["estimate_seconds"] = total / len(ds["runs"]) if total is not None else None
@@ -307,16 +386,22 @@ def main(argv: list[str] | None = None) -> int:
     bars = ProgressBars(enabled=not args.quiet)
     ctx = RunContext(report=bars)
     try:
-        jobs = plan_jobs(args)
+        # --estimate-only trains nothing: it estimates at the preset's learning rate.
+        rates = {} if args.estimate_only else choose_learning_rates(args, ctx)
+        jobs = plan_jobs(args, rates)
+        for spec, seed, cfg, root in jobs:  # before anything prepares seed 0's data again
+            if (grid := _grid_source(args, rates, spec, seed)) is not None:
+                reuse_grid_run(open_run(cfg, root / "lugpi", ctx), grid)
         estimates = prepare_and_estimate(jobs, ctx, smoke=args.budget == "smoke")
         if args.estimate_only:
             return 0
         wall: dict[str, float] = defaultdict(float)
-        for spec, _, cfg, root in jobs:
+        for i, (spec, _, cfg, root) in enumerate(jobs):
             started = time.perf_counter()
             run_models(cfg, root, ctx, tuple(args.variants))
             wall[spec.key] += time.perf_counter() - started
-        report = build_report(args, argv, jobs, estimates, wall)
+            # The tables so far after every run: a run stopped later still leaves them.
+            write_report(args, build_report(args, argv, jobs[: i + 1], estimates, wall, rates))
     except LugpiError as e:
         bars.close()
         print(f"error: {e}", file=sys.stderr)
@@ -326,11 +411,22 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     bars.close()
+    log(f"wrote {args.out_dir / 'paper_tables.md'} and paper_tables.json")
+    return 0
+
+
+def _grid_source(
+    args: argparse.Namespace, rates: dict[str, Any], spec: DatasetSpec, seed: int
+) -> Path | None:
+    if seed != 0 or spec.key not in rates:
+        return None
+    return grid_dir(args.runs_dir, spec.key, rates[spec.key]["chosen"])
+
+
+def write_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out_dir / "paper_tables.json", report)
     (args.out_dir / "paper_tables.md").write_text(render(report))
-    log(f"wrote {args.out_dir / 'paper_tables.md'} and paper_tables.json")
-    return 0
 
 
 if __name__ == "__main__":

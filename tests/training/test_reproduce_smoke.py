@@ -69,13 +69,33 @@ def test_smoke_budget_fills_every_table_and_resumes(shared_datasets: Path, tmp_p
             assert all(NUMBER.match(cell) or "→" in cell for cell in row[1:]), (heading, row)
     news = _rows(md, "Table 1: accuracy")[0]
     assert news[:2] == ["CWI 2018 English News (2 seeds)", "0.861 → 0.871"]
+    # The majority-class rate beside every dataset, from the test split's labels.
+    majority = datasets["cwi-news"]["majority"]["test"]
+    assert 0.5 <= majority < 1 and news[2] == f"{majority:.3f}"
     student = [
         r["models"]["student"]["test"]["accuracy"] for r in datasets["cwi-news"]["runs"].values()
     ]
-    assert news[5].startswith(f"{sum(student) / 2:.3f} ± ")
+    assert news[6].startswith(f"{sum(student) / 2:.3f} ± ")
+    # Paired differences: per seed, then a t-interval over the 2 seeds (n=1 elsewhere).
+    paired = _rows(md, "Paired differences")
+    assert len(paired) == 4 and paired[0][1].endswith("(n=2)") and "[" in paired[0][1]
+    diffs = [
+        r["models"]["student"]["test"]["accuracy"] - r["models"]["baseline"]["test"]["accuracy"]
+        for r in datasets["cwi-news"]["runs"].values()
+    ]
+    assert paired[0][1].startswith(f"{sum(diffs) / 2:+.3f} [")
+    assert "## Models at the majority-class rate" in md
+    # The learning rate: chosen on dev over the grid for seed 0's baseline, used everywhere.
+    grid = datasets["cwi-news"]["learning_rate"]
+    assert set(grid["grid"]) == {"5e-05", "0.0001", "0.0002"}
+    assert grid["grid"][f"{grid['chosen']:g}"] == max(grid["grid"].values())
+    assert datasets["cwi-news"]["budget"]["learning_rate"] == grid["chosen"]
+    assert datasets["cwi-news"]["budget"]["warmup_ratio"] == 0.1
     assert len(_rows(md, "Compute budget")) == 4
 
     seed0 = runs / "cwi-news" / "seed0"
+    # Seed 0's main run IS the grid run at the chosen rate: its data and baseline are shared.
+    assert (seed0 / "lugpi" / "baseline").is_symlink() and (seed0 / "lugpi" / "data").is_symlink()
     # The ablations reuse the main run's data, images and teacher; the control sees no image.
     assert (seed0 / "alpha0" / "teacher-tiny").is_symlink()
     assert (seed0 / "beta0" / "images").is_symlink()
@@ -124,8 +144,23 @@ def test_seeds_run_apart_with_fewer_controls_still_make_one_report(
     assert set(runs["0"]["models"]) == ROLES
     assert set(runs["1"]["models"]) == ROLES - {"alpha=0", "beta=0"}
     md = (out / "paper_tables.md").read_text()
+    # Ablation cells stand only beside numbers of their own seeds: Table 2 is seed 0's.
     table2 = _rows(md, "Table 2")[0]
-    assert NUMBER.match(table2[1]) and " ± " in table2[1]  # baseline: both seeds
-    assert NUMBER.match(table2[2]) and " ± " not in table2[2]  # alpha=0: seed 0 only
+    assert table2[0] == "CWI 2018 English News (seeds 0)"
+    assert all(NUMBER.match(c) and " ± " not in c for c in table2[1:])
+    table1 = _rows(md, "Table 1: accuracy")[0]
+    assert " ± " in table1[3]  # the baseline over both seeds where no ablation stands by
     seeds = _rows(md, "CWI 2018 English News: every seed")
     assert seeds[1].count("–") == 2  # seed 1 has no alpha=0 / beta=0 cell
+
+
+def test_paired_interval_is_the_t_interval_of_the_per_seed_differences() -> None:
+    from benchmarks.paper_report import paired_interval
+
+    assert paired_interval([0.02]) is None  # one seed: no interval
+    ci = paired_interval([0.01, 0.03])
+    assert ci is not None and ci["n"] == 2
+    # mean 0.02, sd 0.01414, t(0.975, 1 df) = 12.706: half-width 12.706 * 0.01414 / sqrt 2.
+    assert abs(ci["mean"] - 0.02) < 1e-12 and abs(ci["high"] - ci["low"] - 2 * 0.12706) < 1e-4
+    five = paired_interval([0.01, -0.01, 0.02, 0.0, 0.03])
+    assert five is not None and five["low"] < 0 < five["high"]  # contains 0: no evidence
