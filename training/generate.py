@@ -45,7 +45,14 @@ from training.images import (
     sample_seed,
 )
 from training.progress import RunContext
-from training.sharding import InProcess, Shard, ShardedWork, ShardStrategy, plan_shards
+from training.sharding import (
+    InProcess,
+    Shard,
+    ShardedWork,
+    ShardKind,
+    ShardStrategy,
+    plan_shards,
+)
 
 INDEX_FILE = "images.json"
 SPLIT_ORDER = ("train", "dev", "test", "unlabelled")
@@ -64,13 +71,19 @@ class GenerationPlan:
     def cached(self, shard: Shard) -> int:
         return sum(self.path(j).is_file() for j in self.jobs[shard.start : shard.stop])
 
-    def work(self, cfg: PipelineConfig, pipe: LazyPipeline) -> ShardedWork:
+    def work(
+        self,
+        cfg: PipelineConfig,
+        pipe: LazyPipeline,
+        stage: Stage = Stage.GENERATE,
+        kind: ShardKind = "images",
+    ) -> ShardedWork:
         """This plan for a ``ShardStrategy``: a shard is done when its images are cached."""
 
         def run(shard: Shard, ctx: RunContext) -> None:
             run_shard(cfg, self, shard.index, ctx, pipe)
 
-        return ShardedWork(Stage.GENERATE, self.shards, self.cached, run)
+        return ShardedWork(stage, kind, self.shards, self.cached, run)
 
     def sharing(self) -> dict[str, int]:
         """How many samples share their image with another sample; and how many test

@@ -1,6 +1,7 @@
 """Work split into shards, and the strategies that run them.
 
-A stage that can be split (today: generate, one image per sample) describes its work as
+A stage that can be split (generate: one image per sample; tgt: one text per draw, then
+one image per kept text) describes its work as
 ``ShardedWork``: contiguous shards, how many items each has done, and how to do the rest
 of one shard. It does not decide where shards run: the pipeline hands it a
 ``ShardStrategy``. ``InProcess`` runs them here, one after another (the CLI, a single
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from contracts.jobs import Stage
 from training.progress import RunContext
@@ -40,11 +41,18 @@ def plan_shards(n_items: int, num_shards: int) -> list[Shard]:
     return shards
 
 
+# Which work list a shard belongs to: a strategy that sends shards to other processes
+# names it, so that the receiver rebuilds the same list (worker/shards.py).
+ShardKind = Literal["images", "texts", "tgt-images"]
+SHARD_KINDS: tuple[ShardKind, ...] = ("images", "texts", "tgt-images")
+
+
 @dataclass
 class ShardedWork:
     """What a strategy needs to know of a stage's work."""
 
     stage: Stage
+    kind: ShardKind
     shards: list[Shard]
     done_in: Callable[[Shard], int]  # items of the shard already done (e.g. cached)
     # Do the missing items of one shard, reporting (done, shard size) to the context.

@@ -149,7 +149,7 @@ def text_work(
     def run(shard: Shard, ctx: RunContext) -> None:
         run_text_shard(cfg, plan, shard.index, ctx, generator)
 
-    return ShardedWork(Stage.TGT, plan.shards, done_in, run)
+    return ShardedWork(Stage.TGT, "texts", plan.shards, done_in, run)
 
 
 def generate_texts(

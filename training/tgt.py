@@ -13,7 +13,8 @@
    seeded subset. An empty result is an error naming the settings to change.
 3. **Images.** The teacher is multimodal, so every kept text gets its image from the image
    generator: same prompt cleaning, same cache, key and per-sample seeding as the training
-   images (training/images.py), drawn shard by shard with the same ``run_shard``.
+   images (training/images.py), drawn shard by shard through the same shard strategy
+   as the texts (a worker hands both kinds of shard to the other workers).
 
 Output (an atomic stage directory)::
 
@@ -41,12 +42,12 @@ from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, DataError
 from contracts.jobs import Stage
 from training.data import Example, PreparedData
-from training.generate import GenerationPlan, run_shard
+from training.generate import GenerationPlan
 from training.images import ImageJob, LazyPipeline, image_job, sample_seed
 from training.near_copies import near_any, normalise
 from training.progress import RunContext
 from training.prompts import make_prompt
-from training.sharding import ShardStrategy, plan_shards
+from training.sharding import InProcess, ShardStrategy, plan_shards
 from training.text_generation import draw_seed, generate_texts, plan_texts
 from training.text_generator import TextRequest
 
@@ -119,6 +120,30 @@ def filter_generated(
     return kept, dropped
 
 
+def generated_rows(
+    cfg: PipelineConfig, data: PreparedData, texts: list[str]
+) -> tuple[list[Generated], Counter[str]]:
+    """The kept texts (filtered, budgeted; copies of their sources under the control) as
+    rows without images yet, and the count dropped per reason. Deterministic in the
+    texts, so a worker that draws some of their images rebuilds the same rows."""
+    kept, dropped = filter_generated(cfg, data, texts)
+    if not kept:
+        raise DataError(
+            f"tgt: all {len(texts)} generated texts were dropped ({dict(dropped)}); lower "
+            "tgt.max_similarity's strictness (raise it towards 1), raise "
+            "text_generator.mask_fraction or temperature, or raise tgt.k"
+        )
+    train = data.splits["train"]
+    style = cfg.data.prompt_style
+    rows: list[Generated] = []
+    for s, j, t in kept:
+        src = train[s]
+        text = src.text if cfg.tgt.control == "copies" else t
+        prompt = src.prompt if cfg.tgt.control == "copies" else make_prompt(t, src.text_pair, style)
+        rows.append(Generated(text, src.text_pair, s, j, prompt, None))
+    return rows, dropped
+
+
 def image_plan(cfg: PipelineConfig, rows: list[Generated], cache_dir: Path) -> GenerationPlan:
     """The images of generated texts as a work list of the image generator: one per text,
     seeded like a training sample's (split "generated", index source * draws + draw, so a
@@ -152,37 +177,23 @@ def run_tgt(
     """Generate, filter and draw; write the stage directory. ``image_cache`` None: no
     teacher reads images. ``image_pipe``: an object with ``get()`` returning a text-to-image
     pipeline (default: the configured generator, loaded on first use). ``strategy`` runs
-    the text-generation shards (default: here, in turn)."""
+    the text-generation shards, then the image shards (default: here, in turn)."""
     started = time.perf_counter()
     plan = plan_texts(cfg, neighbour_requests(cfg, data), text_cache)
     texts, made = generate_texts(cfg, plan, ctx, strategy)
-    kept, dropped = filter_generated(cfg, data, texts)
-    if not kept:
-        raise DataError(
-            f"tgt: all {len(texts)} generated texts were dropped ({dict(dropped)}); lower "
-            "tgt.max_similarity's strictness (raise it towards 1), raise "
-            "text_generator.mask_fraction or temperature, or raise tgt.k"
-        )
-    train = data.splits["train"]
-    style = cfg.data.prompt_style
-    rows: list[Generated] = []
-    for s, j, t in kept:
-        src = train[s]
-        text = src.text if cfg.tgt.control == "copies" else t
-        prompt = src.prompt if cfg.tgt.control == "copies" else make_prompt(t, src.text_pair, style)
-        rows.append(Generated(text, src.text_pair, s, j, prompt, None))
+    rows, dropped = generated_rows(cfg, data, texts)
     drawn = 0
     if image_cache is not None:
         iplan = image_plan(cfg, rows, image_cache)
         pipe = image_pipe or LazyPipeline(cfg, image_cache)
-        for sh in iplan.shards:
-            offset = sh.start
+        before = sum(iplan.cached(sh) for sh in iplan.shards)
 
-            def report(stage: Stage, done: int, total: int, msg: str, offset: int = offset) -> None:
-                ctx.report(Stage.TGT, offset + done, len(iplan.jobs), f"images, {msg}")
+        def report(stage: Stage, done: int, total: int, msg: str) -> None:
+            ctx.report(Stage.TGT, done, total, f"images, {msg}")
 
-            sub = RunContext(report, ctx.cancel_requested)
-            drawn += run_shard(cfg, iplan, sh.index, sub, pipe)
+        work = iplan.work(cfg, pipe, Stage.TGT, "tgt-images")
+        (strategy or InProcess()).run(work, RunContext(report, ctx.cancel_requested))
+        drawn = len(iplan.jobs) - before
         paths = [str(iplan.path(iplan.jobs[i]).resolve()) for i in iplan.example_jobs["generated"]]
         rows = [Generated(**{**r.__dict__, "image": p}) for r, p in zip(rows, paths, strict=True)]
     summary: dict[str, object] = {

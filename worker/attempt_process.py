@@ -70,8 +70,8 @@ def celery_fan_out(settings: WorkerSettings) -> FanOut:
 
     app = create_app(settings)
 
-    def send(job_id: str, shard: int) -> None:
-        app.send_task(TASK_GENERATE_SHARD, args=[job_id, shard])
+    def send(job_id: str, shard: int, kind: str) -> None:
+        app.send_task(TASK_GENERATE_SHARD, args=[job_id, shard], kwargs={"kind": kind})
 
     return send
 

@@ -24,11 +24,13 @@ def execute_pipeline(
 ) -> PipelineResult:
     """Run (or resume) the whole pipeline of ``job_id`` in its run directory.
 
-    With ``fan_out`` and ``generator.num_shards > 1`` the generate stage's shards go to
-    every worker (worker/shards.py: ``WorkerShards``); otherwise they run here.
+    With ``fan_out`` and ``generator.num_shards > 1`` (or TGT with
+    ``text_generator.num_shards > 1``) the generation shards go to every worker
+    (worker/shards.py: ``WorkerShards``); otherwise they run here.
     """
     shards = None
-    if fan_out is not None and cfg.generator.num_shards > 1:
+    split = cfg.generator.num_shards > 1 or (cfg.tgt.enabled and cfg.text_generator.num_shards > 1)
+    if fan_out is not None and split:
         shards = WorkerShards(reporter.store, job_id, settings, worker, fan_out)
     repository = settings.model_repository if cfg.export.publish else None
     return run_pipeline(

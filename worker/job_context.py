@@ -22,8 +22,8 @@ from training.progress import RunContext
 
 log = logging.getLogger(__name__)
 
-# Hands generation shards to other workers: (job_id, shard index). None: no fan-out.
-FanOut = Callable[[str, int], None]
+# Hands generation shards to other workers: (job id, shard index, its ShardKind).
+FanOut = Callable[[str, int, str], None]
 
 STOPPING = threading.Event()
 

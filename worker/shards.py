@@ -1,7 +1,10 @@
-"""Image generation spread over workers: shard tasks plus work claiming.
+"""Generation spread over workers: shard tasks plus work claiming.
 
-The job's own task sends one ``generate_shard`` task per unfinished shard (any worker
-takes them), then works alongside: it claims every shard that nobody holds, runs it,
+Three kinds of work are sharded (``training.sharding.ShardKind``): the generate stage's
+images, the tgt stage's generated texts, and then their images. The job's own task sends
+one ``generate_shard`` task per unfinished shard, naming its kind (any worker takes them;
+it rebuilds the same work list from the job's config and run directory), then works
+alongside: it claims every shard that nobody holds, runs it,
 and waits for the shards other workers hold. A shard is claimed by a lock with a TTL
 (refreshed while it runs) and is done when all its images are in the content-addressed
 cache (training/generate.py). Why not a Celery chord: a chord's callback never fires
@@ -25,10 +28,11 @@ from contracts.errors import Cancelled
 from contracts.jobs import JobState, Stage
 from contracts.layout import RunLayout
 from jobs.store import JobNotFound, JobStore, JobStoreUnavailable
-from training.generate import GenerationPlan, plan_generation, resolve_cache_dir, run_shard
+from training.generate import plan_generation, resolve_cache_dir
 from training.images import LazyPipeline
 from training.progress import RunContext
-from training.sharding import Shard, ShardedWork
+from training.sharding import SHARD_KINDS, Shard, ShardedWork, ShardKind
+from training.text_generation import LazyTextGenerator
 from worker.job_context import STOPPING, FanOut
 from worker.locks import LockKeeper, lock_owner
 from worker.settings import WorkerSettings
@@ -36,15 +40,12 @@ from worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 
-def shard_lock(job_id: str, shard: int) -> str:
-    return f"{job_id}:shard:{shard}"
-
-
-def shard_done(plan: GenerationPlan, shard: Shard) -> bool:
-    return plan.cached(shard) == shard.size
+def shard_lock(job_id: str, shard: int, kind: ShardKind = "images") -> str:
+    return f"{job_id}:shard:{shard}" if kind == "images" else f"{job_id}:{kind}:shard:{shard}"
 
 
 _pipe: tuple[str, LazyPipeline] | None = None
+_text_gen: tuple[str, LazyTextGenerator] | None = None
 
 
 def cached_pipeline(cfg: PipelineConfig, cache_dir: Path) -> LazyPipeline:
@@ -57,12 +58,34 @@ def cached_pipeline(cfg: PipelineConfig, cache_dir: Path) -> LazyPipeline:
     return _pipe[1]
 
 
-def _plan(cfg: PipelineConfig, run_dir: Path) -> GenerationPlan:
+def cached_text_generator(cfg: PipelineConfig, cache_dir: Path) -> LazyTextGenerator:
+    """Like ``cached_pipeline``, for the text generator of the tgt stage."""
+    global _text_gen
+    key = cfg.text_generator.model_dump_json(exclude={"batch_size", "num_shards"}) + str(cache_dir)
+    if _text_gen is None or _text_gen[0] != key:
+        _text_gen = (key, LazyTextGenerator(cfg, cache_dir))
+    return _text_gen[1]
+
+
+def shard_work(kind: ShardKind, cfg: PipelineConfig, run_dir: Path) -> ShardedWork:
+    """The work list a shard of ``kind`` belongs to, rebuilt from the job's config and run
+    directory exactly as the job's own task built it."""
     from training.data import load_prepared
+    from training.text_generation import plan_texts, read_text, resolve_text_cache, text_work
+    from training.tgt import generated_rows, image_plan, neighbour_requests
 
     layout = RunLayout(run_dir)
     data = load_prepared(layout.data)
-    return plan_generation(cfg, data, resolve_cache_dir(cfg, layout.images))
+    if kind == "images":
+        plan = plan_generation(cfg, data, resolve_cache_dir(cfg, layout.images))
+        return plan.work(cfg, cached_pipeline(cfg, plan.cache_dir))
+    texts = plan_texts(cfg, neighbour_requests(cfg, data), resolve_text_cache(cfg, run_dir))
+    if kind == "texts":
+        return text_work(cfg, texts, cached_text_generator(cfg, texts.cache_dir))
+    # tgt-images: only sent once every text is generated (the stage draws after them).
+    rows, _ = generated_rows(cfg, data, [read_text(texts, j) for j in texts.jobs])
+    iplan = image_plan(cfg, rows, layout.image_cache(cfg.generator.cache_dir))
+    return iplan.work(cfg, cached_pipeline(cfg, iplan.cache_dir), Stage.TGT, "tgt-images")
 
 
 @dataclass
@@ -78,7 +101,7 @@ class WorkerShards:
 
     def run(self, work: ShardedWork, ctx: RunContext) -> None:
         for s in work.left():
-            self.fan_out(self.job_id, s.index)
+            self.fan_out(self.job_id, s.index, work.kind)
         owner = lock_owner(self.worker)
         total, shown = work.total, 0
         while True:
@@ -90,7 +113,8 @@ class WorkerShards:
                 return
             ttl = self.settings.stale_after_s
             mine = next(
-                (s for s in left if self.store.acquire_lock(self._lock(s), owner, ttl)), None
+                (s for s in left if self.store.acquire_lock(self._lock(s, work), owner, ttl)),
+                None,
             )
             if mine is None:
                 time.sleep(0.5)  # the other workers hold the rest: wait for them
@@ -103,25 +127,25 @@ class WorkerShards:
             ) -> None:
                 ctx.report(stage, max(floor, base + d), total, msg)
 
-            keeper = LockKeeper(self.store, self._lock(mine), owner, self.settings)
-            with keeper, shard_log(self.job_id, mine, self.worker):
+            keeper = LockKeeper(self.store, self._lock(mine, work), owner, self.settings)
+            with keeper, shard_log(self.job_id, mine, self.worker, work.kind):
                 work.run(mine, RunContext(report, ctx.cancel_requested))
 
-    def _lock(self, shard: Shard) -> str:
-        return shard_lock(self.job_id, shard.index)
+    def _lock(self, shard: Shard, work: ShardedWork) -> str:
+        return shard_lock(self.job_id, shard.index, work.kind)
 
 
 @contextlib.contextmanager
-def shard_log(job_id: str, shard: Shard, worker: str) -> Iterator[None]:
+def shard_log(job_id: str, shard: Shard, worker: str, kind: ShardKind = "images") -> Iterator[None]:
     """Log which worker drew which shard, and how long it took: how the work was split
     (tests/deploy reads these lines from the containers' logs)."""
-    size = shard.stop - shard.start
-    log.info("job %s: shard %d (%d images) started on %s", job_id, shard.index, size, worker)
+    size, what = shard.stop - shard.start, {"texts": "texts"}.get(kind, "images")
+    name = "shard" if kind == "images" else f"{kind} shard"
+    log.info("job %s: %s %d (%d %s) started on %s", job_id, name, shard.index, size, what, worker)
     t0 = time.monotonic()
     yield
-    log.info(
-        "job %s: shard %d done on %s in %.1f s", job_id, shard.index, worker, time.monotonic() - t0
-    )
+    seconds = time.monotonic() - t0
+    log.info("job %s: %s %d done on %s in %.1f s", job_id, name, shard.index, worker, seconds)
 
 
 class _StopCheck:
@@ -150,31 +174,38 @@ class _StopCheck:
 
 
 def run_shard_for_job(
-    store: JobStore, job_id: str, shard: int, settings: WorkerSettings, *, worker: str
+    store: JobStore,
+    job_id: str,
+    shard: int,
+    settings: WorkerSettings,
+    *,
+    worker: str,
+    kind: ShardKind = "images",
 ) -> bool:
-    """The ``generate_shard`` task: draw one shard unless it is done, held, or the job is
-    over. Returns whether this call drew it."""
+    """The ``generate_shard`` task: run one shard of ``kind`` unless it is done, held, or
+    the job is over. Returns whether this call ran it."""
+    if kind not in SHARD_KINDS:
+        raise ValueError(f"unknown shard kind {kind!r}; one of {SHARD_KINDS}")
     try:
         rec = store.get(job_id)
     except JobNotFound:
         return False
     if rec.state is not JobState.RUNNING and rec.state is not JobState.QUEUED:
         return False
-    run_dir = settings.run_dir(job_id)
     cfg = PipelineConfig.model_validate(rec.config)
-    plan = _plan(cfg, run_dir)
-    if shard >= len(plan.shards) or shard_done(plan, plan.shards[shard]):
+    work = shard_work(kind, cfg, settings.run_dir(job_id))
+    if shard >= len(work.shards) or work.done_in(work.shards[shard]) == work.shards[shard].size:
         return False
-    owner = lock_owner(worker)
-    if not store.acquire_lock(shard_lock(job_id, shard), owner, settings.stale_after_s):
+    owner, lock = lock_owner(worker), shard_lock(job_id, shard, kind)
+    if not store.acquire_lock(lock, owner, settings.stale_after_s):
         return False  # the job's own task (or another worker) is on it
-    with LockKeeper(store, shard_lock(job_id, shard), owner, settings):
+    with LockKeeper(store, lock, owner, settings):
         try:
             stop = _StopCheck(store, job_id)
             ctx = RunContext(cancel_requested=stop)
-            with shard_log(job_id, plan.shards[shard], worker):
-                run_shard(cfg, plan, shard, ctx, cached_pipeline(cfg, plan.cache_dir))
+            with shard_log(job_id, work.shards[shard], worker, kind):
+                work.run(work.shards[shard], ctx)
         except Cancelled:
-            log.info("job %s: shard %d abandoned (%s)", job_id, shard, stop.why)
+            log.info("job %s: %s shard %d abandoned (%s)", job_id, kind, shard, stop.why)
             return False
     return True

@@ -62,12 +62,19 @@ def run_job_task(self: Task, job_id: str) -> str | None:
 
 
 @app.task(name=TASK_GENERATE_SHARD, bind=True, ignore_result=True)
-def generate_shard_task(self: Task, job_id: str, shard: int) -> bool:
-    """One piece of a job's image generation; any worker takes it (see worker/shards.py)."""
+def generate_shard_task(self: Task, job_id: str, shard: int, kind: str = "images") -> bool:
+    """One piece of a job's generation (``kind``: images, TGT texts or their images); any
+    worker takes it (see worker/shards.py). A message without ``kind`` is an image shard,
+    as every message was before texts were sharded."""
     wait_for_preload()
+    from training.sharding import SHARD_KINDS
     from worker.shards import run_shard_for_job
 
-    return run_shard_for_job(store(), job_id, shard, settings, worker=_hostname(self))
+    if kind not in SHARD_KINDS:
+        log.error("job %s: shard task of unknown kind %r dropped", job_id, kind)
+        return False
+    worker = _hostname(self)
+    return run_shard_for_job(store(), job_id, shard, settings, worker=worker, kind=kind)
 
 
 @app.task(name=TASK_CLASSIFY_TEACHER, bind=True)
