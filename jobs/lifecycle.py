@@ -119,19 +119,39 @@ def _owned(rec: JobRecord, attempt: int) -> bool:
     return rec.state is JobState.RUNNING and rec.attempts == attempt
 
 
-def beat(store: JobStore, job_id: str, attempt: int) -> JobRecord:
-    """Refresh the heartbeat; ``AttemptLost`` if the job is no longer this attempt's."""
+def _update_attempt(
+    store: JobStore,
+    job_id: str,
+    attempt: int,
+    change: Callable[[JobRecord], None],
+    finished_stage: tuple[str, float] | None = None,
+) -> JobRecord:
+    """Apply ``change`` to the record while it is this attempt's running job, adding the
+    seconds of a stage that just ended; ``AttemptLost`` when the job is no longer ours
+    (re-queued by the reaper, cancelled, taken by another attempt)."""
 
     def mutate(rec: JobRecord) -> JobRecord | None:
         if not _owned(rec, attempt):
             return None
-        rec.heartbeat_at = now_utc()
+        change(rec)
+        if finished_stage is not None:
+            name, seconds = finished_stage
+            rec.stage_seconds[name] = round(rec.stage_seconds.get(name, 0.0) + seconds, 3)
         return rec
 
     rec, changed = store.update(job_id, mutate)
     if not changed:
         raise AttemptLost(f"job {job_id} is {rec.state.value} (attempt {rec.attempts})")
     return rec
+
+
+def beat(store: JobStore, job_id: str, attempt: int) -> JobRecord:
+    """Refresh the heartbeat; ``AttemptLost`` if the job is no longer this attempt's."""
+
+    def change(rec: JobRecord) -> None:
+        rec.heartbeat_at = now_utc()
+
+    return _update_attempt(store, job_id, attempt, change)
 
 
 def report_progress(
@@ -144,20 +164,11 @@ def report_progress(
     """Write the progress (and the seconds of a stage that just ended); returns the record,
     whose ``cancel_requested`` the caller reads for free."""
 
-    def mutate(rec: JobRecord) -> JobRecord | None:
-        if not _owned(rec, attempt):
-            return None
+    def change(rec: JobRecord) -> None:
         rec.progress = progress
         rec.heartbeat_at = now_utc()
-        if finished_stage is not None:
-            name, seconds = finished_stage
-            rec.stage_seconds[name] = round(rec.stage_seconds.get(name, 0.0) + seconds, 3)
-        return rec
 
-    rec, changed = store.update(job_id, mutate)
-    if not changed:
-        raise AttemptLost(f"job {job_id} is {rec.state.value} (attempt {rec.attempts})")
-    return rec
+    return _update_attempt(store, job_id, attempt, change, finished_stage)
 
 
 def finish_attempt(
@@ -176,9 +187,7 @@ def finish_attempt(
     message to leave, e.g. where a cancelled job stopped)."""
     assert state.terminal, state
 
-    def mutate(rec: JobRecord) -> JobRecord | None:
-        if not _owned(rec, attempt):
-            return None
+    def change(rec: JobRecord) -> None:
         rec.state = state
         rec.finished_at = now_utc()
         rec.heartbeat_at = None
@@ -187,19 +196,12 @@ def finish_attempt(
             rec.metrics = metrics
         if published is not None:
             rec.published_model, rec.published_version = published
-        if finished_stage is not None:
-            name, seconds = finished_stage
-            rec.stage_seconds[name] = round(rec.stage_seconds.get(name, 0.0) + seconds, 3)
         if state is JobState.SUCCEEDED and rec.progress is not None:
             rec.progress = rec.progress.model_copy(update={"fraction": 1.0, "message": "done"})
         elif message is not None and rec.progress is not None:
             rec.progress = rec.progress.model_copy(update={"message": message})
-        return rec
 
-    rec, changed = store.update(job_id, mutate)
-    if not changed:
-        raise AttemptLost(f"job {job_id} is {rec.state.value} (attempt {rec.attempts})")
-    return rec
+    return _update_attempt(store, job_id, attempt, change, finished_stage)
 
 
 def _lose(rec: JobRecord, why: str, max_attempts: int) -> JobRecord:
@@ -228,9 +230,7 @@ def release_attempt(
     """Give a running job back to the queue on purpose (its worker is shutting down); the
     next attempt resumes from the finished stage directories."""
 
-    def mutate(rec: JobRecord) -> JobRecord | None:
-        if not _owned(rec, attempt):
-            return None
+    def change(rec: JobRecord) -> None:
         if rec.cancel_requested and not rec.publishing:
             rec.state, rec.finished_at = JobState.CANCELLED, now_utc()
         else:
@@ -238,15 +238,8 @@ def release_attempt(
         rec.heartbeat_at = None
         if rec.progress is not None:
             rec.progress.message = f"{why}; re-queued, resumes from the finished stages"
-        if finished_stage is not None:
-            name, seconds = finished_stage
-            rec.stage_seconds[name] = round(rec.stage_seconds.get(name, 0.0) + seconds, 3)
-        return rec
 
-    rec, changed = store.update(job_id, mutate)
-    if not changed:
-        raise AttemptLost(f"job {job_id} is {rec.state.value} (attempt {rec.attempts})")
-    return rec
+    return _update_attempt(store, job_id, attempt, change, finished_stage)
 
 
 def reap_stale_jobs(
