@@ -40,10 +40,12 @@ def is_saved_dataset(path: Path) -> bool:
 class DataConfig(_Strict):
     """Where the labelled texts come from and how to read them."""
 
-    train: str = Field(
+    train: str | None = Field(
+        None,
         description="Training data: a CSV, TSV, JSONL or CWI 2018 TSV file; or, through 🤗 "
         "datasets, a save_to_disk directory, a .parquet/.arrow file, or (format 'hf', command "
-        "line only) a hub dataset id."
+        "line only) a hub dataset id. Required, except in the data-free amalgamate mode "
+        "(amalgamate.enabled), which reads no training data.",
     )
     dev: str | None = Field(
         None, description="Dev file; if absent a seeded share of train is held out."
@@ -278,6 +280,121 @@ class TgtConfig(_Strict):
     )
 
 
+TeacherWeighting = Literal["mean", "max_prob", "layerwise"]
+OnEmptyClass = Literal["fail", "continue"]
+
+
+class AmalgamateTeacher(_Strict):
+    """One pre-trained teacher of the data-free amalgamation: a model, its label set, and
+    optionally a few texts that describe each of its classes."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    model: str = Field(
+        description="A run directory of this project (its exported student is the teacher), "
+        "a student/baseline directory (student-<key>/, with lugpi.json), or any transformers "
+        "sequence classifier: a directory saved with save_pretrained, or a hub id (command "
+        "line only; a job may name only run directories under the artifacts root or allowed "
+        "models). Its labels are its config's id2label."
+    )
+    prompts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Optional class descriptions / seed texts per label of this teacher, "
+        "e.g. {'sports': ['the match ended in a draw']}; they seed that class's generation.",
+    )
+    max_length: Annotated[int, Field(ge=8, le=4096)] = Field(
+        128, description="The teacher reads generated texts cut to this many tokens."
+    )
+
+
+class SteeringConfig(_Strict):
+    """Feedback steering of the text generator: rounds of generate -> the teacher scores
+    -> keep what it labels confidently as the wanted class -> re-seed from it."""
+
+    enabled: bool = Field(
+        True,
+        description="false: one unsteered round from the seed pool, every text kept with the "
+        "teacher's label (the control that shows what steering buys).",
+    )
+    rounds: Annotated[int, Field(ge=1, le=50)] = Field(
+        4, description="Rounds of generate -> score -> re-seed per teacher."
+    )
+    per_class: Annotated[int, Field(ge=1, le=100000)] = Field(
+        200, description="Accepted texts wanted per class of each teacher (stops early)."
+    )
+    seeds_per_class: Annotated[int, Field(ge=1, le=10000)] = Field(
+        32, description="Seeds kept per class for the next round (the most confident, distinct)."
+    )
+    draws_per_seed: Annotated[int, Field(ge=1, le=256)] = Field(
+        4, description="Texts generated from each seed per round."
+    )
+    min_confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.6,
+        description="A text is accepted for class c when the teacher gives c at least this "
+        "probability (and c is its argmax).",
+    )
+    seed_pool: Annotated[int, Field(ge=1, le=1000000)] = Field(
+        2000,
+        description="Seed texts the teacher scores in round 0 (from amalgamate.seed_texts, "
+        "or the built-in generator's corpus) to pick each class's first seeds.",
+    )
+
+
+class ProbeConfig(_Strict):
+    """Light linear probes on a teacher's intermediate layers (layer-wise confidence)."""
+
+    layers: list[int] | None = Field(
+        None,
+        description="Hidden-state indices probed (0 = embeddings, -1 = last layer); default: "
+        "every transformer layer.",
+    )
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 100
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.05
+    weight_decay: Annotated[float, Field(ge=0.0, le=10.0)] = 1e-3
+
+
+class AmalgamateConfig(_Strict):
+    """Data-free knowledge amalgamation (StrataNet): one student over the union of several
+    teachers' label sets, taught on texts the generator wrote for each teacher and class,
+    each teacher weighted per sample by its layer-wise confidence (docs/stratanet.md)."""
+
+    enabled: bool = Field(
+        False,
+        description="Run the amalgamate mode instead of the LUGPI stages: steered generation "
+        "-> probes -> student -> evaluate -> export. Reads no training data.",
+    )
+    teachers: list[AmalgamateTeacher] = Field(default_factory=list)
+    seed_texts: str | None = Field(
+        None,
+        description="Unlabelled seed texts (a .txt file, one per line, or a CSV/TSV/JSONL with "
+        "data.text_column); default: the built-in generator's corpus (BBC News).",
+    )
+    weighting: TeacherWeighting = Field(
+        "layerwise",
+        description="Per-sample weight of each teacher: 'layerwise' (probe agreement across "
+        "layers), 'max_prob' (last-layer max probability), 'mean' (plain averaging).",
+    )
+    sharpness: Annotated[float, Field(gt=0.0, le=100.0)] = Field(
+        4.0,
+        description="gamma: weights are proportional to confidence^gamma after chance "
+        "correction (docs/stratanet.md).",
+    )
+    steering: SteeringConfig = Field(default_factory=SteeringConfig)
+    probes: ProbeConfig = Field(default_factory=ProbeConfig)
+    budget: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Most generated texts the student trains on (a seeded subset)."
+    )
+    pseudo_dev_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
+        0.1,
+        description="Share of the generated texts held out (with the amalgamated targets' "
+        "argmax as label) to pick the student's best epoch: no real data is needed.",
+    )
+    on_empty_class: OnEmptyClass = Field(
+        "fail",
+        description="A class for which no generated text was accepted: 'fail' names it; "
+        "'continue' trains without texts for it (and records it).",
+    )
+
+
 class TeacherConfig(_Strict):
     """One teacher: text encoder + image encoder + fusion block + MLP head (the multimodal
     LUGPI teacher), or one of its single-modality controls."""
@@ -392,7 +509,7 @@ class PipelineConfig(_Strict):
     seed: Annotated[int, Field(ge=0)] = 0
     device: Device = "auto"
     mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on CPU.")
-    data: DataConfig
+    data: DataConfig = Field(default_factory=DataConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     teachers: list[TeacherConfig] = Field(default_factory=lambda: [TeacherConfig()], min_length=1)
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -402,9 +519,26 @@ class PipelineConfig(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     text_generator: TextGeneratorConfig = Field(default_factory=TextGeneratorConfig)
     tgt: TgtConfig = Field(default_factory=TgtConfig)
+    amalgamate: AmalgamateConfig = Field(default_factory=AmalgamateConfig)
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
+        if self.amalgamate.enabled:
+            a = self.amalgamate
+            if len(a.teachers) < 1:
+                raise ValueError("amalgamate.teachers: give at least one teacher")
+            names = [t.name for t in a.teachers]
+            if len(set(names)) != len(names):
+                raise ValueError(f"amalgamate.teachers[].name must be unique, got {names}")
+            if self.distill.alpha == 0 and self.distill.beta == 0:
+                raise ValueError(
+                    "amalgamate.enabled: the student learns only through distill.alpha and "
+                    "distill.beta, and both are 0"
+                )
+            if self.tgt.enabled:
+                raise ValueError("amalgamate.enabled and tgt.enabled: choose one mode")
+        elif self.data.train is None:
+            raise ValueError("data.train: required (only the amalgamate mode reads no data)")
         names = [t.name for t in self.teachers]
         if len(set(names)) != len(names):
             raise ValueError(f"teachers[].name must be unique, got {names}")

@@ -5,6 +5,7 @@
         data/  images/  image-cache/  teacher-<name>/  student-<key>/
         baseline/  evaluate/  export/<key>/  published.json  job.log
         tgt/  text-cache/  tgt-student-<mode>/   Teacher Guided Training (tgt.enabled)
+        amalgamate/  student-strata/   the data-free amalgamate mode (amalgamate.enabled)
         mlruns/  mlflow.json   the experiment tracker's default store and its run id
 
 Each stage directory is atomic (contracts.artifacts). ``image-cache/`` is the default
@@ -85,6 +86,11 @@ class RunLayout:
     def text_cache(self, cache_dir: str | None = None) -> Path:
         """``text_generator.cache_dir`` when set (shared across runs), else ``text-cache/``."""
         return Path(cache_dir) if cache_dir else self.root / "text-cache"
+
+    @property
+    def amalgamate(self) -> Path:
+        """The amalgamate mode's generated texts (amalgamate.enabled)."""
+        return self.root / "amalgamate"
 
     def tgt_student(self, mode: str) -> Path:
         return self.root / f"tgt-student-{mode}"

@@ -33,7 +33,8 @@ app = typer.Typer(
     name="lugpi",
     help="LUGPI: train a text classifier that learned from generated images, then serve it "
     "without them. Stages: prepare -> generate -> teacher -> distill -> baseline -> "
-    "evaluate -> export (tgt and tgt-distill with tgt.enabled). Start with:  lugpi run offline",
+    "evaluate -> export (tgt and tgt-distill with tgt.enabled); `amalgamate`: the data-free "
+    "multi-teacher mode. Start with:  lugpi run offline",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -232,6 +233,41 @@ def run(
         typer.echo(f"published: {result.published[0]} {result.published[1]} in {repository}")
     else:
         typer.echo("not published (pass --repository or set LUGPI_MODEL_REPOSITORY)")
+
+
+@app.command()
+def amalgamate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    repository: RepositoryOpt = None,
+    job_id: Annotated[str | None, typer.Option(help="Job id recorded in the bundle.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Data-free amalgamation (StrataNet, docs/stratanet.md): one student over the union of
+    the amalgamate.teachers' labels, from texts generated for each teacher and class and
+    steered by its feedback, each teacher weighted per sample by its layer-wise confidence
+    -> <run-dir>/amalgamate, student-strata, export/strata; published with --repository.
+    Sets amalgamate.enabled; resumes a run dir like `run`."""
+    with _session(quiet) as ctx:
+        overrides = [*(set_ or []), "amalgamate.enabled=true"]
+        cfg = _config(config, overrides)
+        result = run_pipeline(
+            cfg,
+            _run_dir(cfg, run_dir),
+            ctx,
+            repository=repository,
+            job_id=job_id,
+            keep_last=_keep_last(),
+        )
+    typer.echo(f"\nrun dir: {result.run_dir}")
+    typer.echo(f"bundle:  {result.bundle_dir}")
+    for model, per_split in result.metrics.items():
+        for split, m in per_split.items():
+            acc, f1 = m["accuracy"], m["macro_f1"]
+            typer.echo(f"  {model:<24} {split:<5} accuracy {acc:.4f}  macro-F1 {f1:.4f}")
+    if result.published:
+        typer.echo(f"published: {result.published[0]} {result.published[1]} in {repository}")
 
 
 @stage_command

@@ -67,6 +67,9 @@ class TeacherTargets:
     logits: Tensor  # (M, N, k)
     embeddings: list[Tensor]  # M tensors (N, D_i)
     names: list[str]
+    # (M, N) per-sample teacher weights fixed in advance (the data-free amalgamation's
+    # layer-wise ones); None: distill.combine computes them from the logits.
+    weights: Tensor | None = None
 
 
 def training_splits(cfg: PipelineConfig, data: PreparedData) -> list[str]:
@@ -261,6 +264,7 @@ def _train_text_classifier(
             kd_form=dcfg.kd_form,
             embedding_loss=dcfg.embedding_loss,
             sample_weight=None if sample_weight is None else sample_weight[idx].to(runtime.device),
+            weights=None if targets.weights is None else targets.weights[:, idx],
         )
         parts = {"ce": terms.ce.item(), "kd": terms.kd.item(), "emb": terms.emb.item()}
         return terms.total, parts

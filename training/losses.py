@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.teacher_weighting import teacher_weights as shared_weights
+
 Combine = Literal["confidence", "mean"]
 UNLABELLED = -1  # label id of Teacher Guided Training examples: no CE term
 
@@ -97,15 +99,12 @@ def embedding_distance(
 
 
 def teacher_weights(teacher_logits: Tensor, combine: Combine) -> Tensor:
-    """Per-sample weight of each teacher (see the module docstring).
+    """Per-sample weight of each teacher (see the module docstring), computed by the
+    weighting module shared with the data-free amalgamation (training/teacher_weighting.py).
 
     teacher_logits: (M, B, K). Returns (M, B); each column sums to 1.
     """
-    m = teacher_logits.shape[0]
-    if combine == "mean":
-        return torch.full(teacher_logits.shape[:2], 1.0 / m, device=teacher_logits.device)
-    confidence = F.softmax(teacher_logits.float(), dim=-1).amax(dim=-1)
-    return confidence / confidence.sum(dim=0, keepdim=True)
+    return shared_weights(teacher_logits, "mean" if combine == "mean" else "max_prob")
 
 
 def _batch_mean(per_sample: Tensor, sample_weight: Tensor | None) -> Tensor:
@@ -128,6 +127,7 @@ def lugpi_loss(
     kd_form: KdForm = "paper",
     embedding_loss: EmbeddingLoss = "mse",
     sample_weight: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> LossTerms:
     """The LUGPI loss over M teachers.
 
@@ -138,11 +138,13 @@ def lugpi_loss(
     docstring (the defaults are the paper's Eq. 2 with the mean over dimensions).
     ``sample_weight`` (B,): each sample's weight in the soft and embedding terms (Teacher
     Guided Training gives generated texts lambda), which stay means over the whole batch;
-    the hard CE is always averaged over labelled rows only.
+    the hard CE is always averaged over labelled rows only. ``weights`` (M, B): teacher
+    weights computed by the caller (e.g. layer-wise, training/teacher_weighting.py) instead
+    of ``combine``'s.
     """
     ce = hard_cross_entropy(student_logits, labels)
     zero = ce * 0.0
-    w = teacher_weights(teacher_logits, combine)  # (M, B)
+    w = teacher_weights(teacher_logits, combine) if weights is None else weights.to(ce)  # (M, B)
     kd = zero
     if alpha > 0:
         # CE is linear in its target, so the weighted sum of per-teacher CEs equals the CE

@@ -101,7 +101,26 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
     gen = cfg.generator.model_copy(update={"cache_dir": absolute(cfg.generator.cache_dir)})
     tg = cfg.text_generator
     text_gen = tg.model_copy(update={"cache_dir": absolute(tg.cache_dir)})
-    return cfg.model_copy(update={"data": data, "generator": gen, "text_generator": text_gen})
+    a = cfg.amalgamate
+
+    def model_path(m: str) -> str:
+        # A teacher given as a local path (it exists here) is pinned absolute; a hub id stays.
+        return str((base / Path(m).expanduser()).resolve()) if (base / m).exists() else m
+
+    amalgamate = a.model_copy(
+        update={
+            "seed_texts": absolute(a.seed_texts),
+            "teachers": [t.model_copy(update={"model": model_path(t.model)}) for t in a.teachers],
+        }
+    )
+    return cfg.model_copy(
+        update={
+            "data": data,
+            "generator": gen,
+            "text_generator": text_gen,
+            "amalgamate": amalgamate,
+        }
+    )
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -495,6 +514,65 @@ class Run:
             write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
         self.ctx.step(Stage.EXPORT, len(plan), len(plan), f"exported; publishing {selected}")
 
+    # -- the data-free amalgamate mode (training/amalgamate.py) --------------------------------
+    def amalgamate_generate(self, force: bool = False) -> Path:
+        """Steered generation for every amalgamate teacher -> amalgamate/."""
+        from training.amalgamate import run_generation
+        from training.text_generation import resolve_text_cache
+
+        out = self.layout.amalgamate
+
+        def stage() -> None:
+            if not self._skip(Stage.TGT, out, force):
+                cache = resolve_text_cache(self.cfg, self.dir)
+                run_generation(self.cfg, out, self.ctx, text_cache=cache, strategy=self.shards)
+
+        distributed.on_main(stage)
+        return out
+
+    def amalgamate_student(self, force: bool = False) -> Path:
+        """Probes, per-sample teacher weights and the union-label student -> student-strata/."""
+        from training.amalgamate import STUDENT_KEY, train_amalgamated_student
+
+        out = self.layout.student(STUDENT_KEY)
+        if not self._skip(Stage.DISTILL, out, force):
+            train_amalgamated_student(self.cfg, self.layout.amalgamate, out, self.ctx)
+        return out
+
+    def amalgamate_mode(
+        self,
+        *,
+        repository: Path | None = None,
+        job_id: str | None = None,
+        keep_last: int = 5,
+        force_export: bool = False,
+    ) -> PipelineResult:
+        """The whole amalgamate mode, resumable: generate -> student -> evaluate (with
+        data.dev/test) -> export -> publish."""
+        from training.amalgamate import evaluate_amalgamated, export_amalgamated
+
+        self.pin_config()
+        self.amalgamate_generate()
+        student = self.amalgamate_student()
+        cfg = self.cfg
+        if (cfg.data.dev or cfg.data.test) and not self._skip(
+            Stage.EVALUATE, self.layout.evaluate, False
+        ):
+            distributed.on_main(
+                lambda: evaluate_amalgamated(cfg, student, self.layout.evaluate, self.ctx)
+            )
+        if not self._skip(Stage.EXPORT, self.layout.export, force_export):
+            distributed.on_main(lambda: export_amalgamated(cfg, self.layout, job_id, self.ctx))
+        bundle = self.selected_bundle()
+        metrics = {
+            model: {split: m.model_dump() for split, m in per_split.items()}
+            for model, per_split in read_manifest(bundle).metrics.items()
+        }
+        published = None
+        if repository is not None and cfg.export.publish:
+            published = self.publish(Path(repository), keep_last)
+        return PipelineResult(self.dir, metrics, bundle, published)
+
     def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str]:
         """Publish the exported bundle once per run dir, keeping the newest ``keep_last``
         versions of its name; return (name, version)."""
@@ -538,6 +616,8 @@ def run_pipeline(
     them over the workers). Relative data paths are taken from the current directory."""
     cfg = resolve_paths(cfg, Path.cwd())
     run = Run(cfg, run_dir, ctx, shards)
+    if cfg.amalgamate.enabled:
+        return run.amalgamate_mode(repository=repository, job_id=job_id, keep_last=keep_last)
     tracker = Tracker(cfg, run.dir)
 
     def track(*dirs: Path | None) -> None:
