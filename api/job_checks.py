@@ -14,6 +14,11 @@ A job body names files and models that a worker will open, so before a job is qu
   must be a pinned commit (40 hex digits), or be allowed with its model, as
   ``<model>@<revision>`` in ``settings.allowed_models``.
 - ``generator.cache_dir`` (where the worker *writes*) must lie under ``artifacts_dir``.
+- the amalgamate mode (``amalgamate.enabled``) loads its teachers, not the LUGPI ones:
+  each ``amalgamate.teachers[].model`` must be a directory under ``artifacts_dir`` (a run
+  directory of an earlier job, or a student directory in one), resolved like the data
+  paths, or an allowed model; ``amalgamate.seed_texts`` is a data path. The image
+  generator and ``teachers[]`` are not loaded then, so they are not checked.
 
 Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
 """
@@ -70,6 +75,21 @@ def resolve_data_path(value: str, roots: list[Path]) -> Path:
     )
 
 
+def resolve_artifact_dir(value: str, artifacts_dir: Path) -> Path:
+    """The real directory ``value`` names under the artifacts root (relative: to it);
+    ``ValueError`` saying why not."""
+    given = Path(value).expanduser()
+    if ".." in given.parts:
+        raise ValueError("must not contain '..'")
+    root = Path(artifacts_dir).resolve()
+    real = (given if given.is_absolute() else root / given).resolve()
+    if not real.is_relative_to(root):
+        raise ValueError(f"is not under the artifacts dir {root}")
+    if not real.is_dir():
+        raise ValueError(f"is no directory under the artifacts dir {root}")
+    return real
+
+
 def _model_allowed(value: str, settings: ApiSettings) -> bool:
     if value in BUILTIN_MODELS or value in settings.allowed_models:
         return True
@@ -97,15 +117,39 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
         except ValueError as e:
             errors.append(_error(("data", field), f"data.{field} {value!r} {e}"))
 
+    amalgamate = cfg.amalgamate.enabled
     models: list[tuple[tuple[str | int, ...], str]] = [
-        (("generator", "model"), cfg.generator.model),
         (("student", "text_model"), cfg.student.text_model),
     ]
-    if cfg.tgt.enabled:  # the text generator loads only when TGT runs
+    if not amalgamate:
+        models += [(("generator", "model"), cfg.generator.model)]
+    if cfg.tgt.enabled or amalgamate:  # the text generator loads only in these modes
         models += [(("text_generator", "model"), cfg.text_generator.model)]
-    for i, t in enumerate(cfg.teachers):
+    for i, t in enumerate(cfg.teachers if not amalgamate else []):
         models += [(("teachers", i, "text_model"), t.text_model)]
         models += [(("teachers", i, "image_model"), t.image_model)]
+    teacher_updates: dict[int, str] = {}
+    seed_texts: str | None = None
+    if amalgamate:
+        a = cfg.amalgamate
+        for i, at in enumerate(a.teachers):
+            if _model_allowed(at.model, settings):
+                continue
+            try:
+                teacher_updates[i] = str(resolve_artifact_dir(at.model, settings.artifacts_dir))
+            except ValueError as e:
+                errors.append(
+                    _error(
+                        ("amalgamate", "teachers", i, "model"),
+                        f"amalgamate.teachers[{i}] ({at.name}).model {at.model!r} {e}; or name "
+                        "an allowed model (LUGPI_ALLOWED_MODELS)",
+                    )
+                )
+        if a.seed_texts is not None:
+            try:
+                seed_texts = str(resolve_data_path(a.seed_texts, list(settings.data_roots)))
+            except ValueError as e:
+                errors.append(_error(("amalgamate", "seed_texts"), f"amalgamate.seed_texts {e}"))
     for loc, value in models:
         if not _model_allowed(value, settings):
             name = ".".join(str(x) for x in loc)
@@ -118,7 +162,7 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
                 )
             )
 
-    revision = cfg.generator.revision
+    revision = None if amalgamate else cfg.generator.revision
     pinned = revision is None or PINNED_COMMIT.match(revision)
     if not pinned and f"{cfg.generator.model}@{revision}" not in settings.allowed_models:
         errors.append(
@@ -160,4 +204,14 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
     if errors:
         raise RequestValidationError(errors)
     data = cfg.data.model_copy(update=data_updates)
-    return cfg.model_copy(update={"data": data})
+    update: dict[str, object] = {"data": data}
+    if amalgamate:
+        a = cfg.amalgamate
+        teachers = [
+            t.model_copy(update={"model": teacher_updates[i]}) if i in teacher_updates else t
+            for i, t in enumerate(a.teachers)
+        ]
+        update["amalgamate"] = a.model_copy(
+            update={"teachers": teachers, "seed_texts": seed_texts or a.seed_texts}
+        )
+    return cfg.model_copy(update=update)

@@ -327,10 +327,12 @@ class SteeringConfig(_Strict):
     draws_per_seed: Annotated[int, Field(ge=1, le=256)] = Field(
         4, description="Texts generated from each seed per round."
     )
-    min_confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
-        0.6,
-        description="A text is accepted for class c when the teacher gives c at least this "
-        "probability (and c is its argmax).",
+    min_confidence: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
+        None,
+        description="A text is accepted for class c when c is the teacher's answer with at "
+        "least this probability. Default (null): per teacher and class, the median "
+        "probability the teacher gives c on the seed texts it labels c (its own calibration: "
+        "the more confident half), so over- and under-confident teachers are steered alike.",
     )
     seed_pool: Annotated[int, Field(ge=1, le=1000000)] = Field(
         2000,

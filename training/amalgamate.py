@@ -10,8 +10,10 @@ sets, without any of their training data (docs/stratanet.md).
    (training/text_generator.py) rewrites every seed ``draws_per_seed`` times (cached,
    sharded, resumable: training/text_generation.py); the teacher scores what comes back;
    a text is *accepted* for class c when c is the teacher's answer with probability at
-   least ``min_confidence`` and it is new; the most confident accepted texts seed the next
-   round. ``steering.enabled: false`` is the control: one round from seed texts, every
+   least the class's bar (``min_confidence``; by default the median probability the
+   teacher gives c on the seed texts it labels c: its own calibration) and it is new;
+   the accepted texts, the most diverse first, seed the next round.
+   ``steering.enabled: false`` is the control: one round from seed texts, every
    text kept with the teacher's label. The summary measures both what steering buys
    (confidence, accepted texts per class, distinct n-grams) and the seed texts unsteered.
 2. **Probes and weights** (``student-strata/``, job stage ``distill``). Every teacher
@@ -138,15 +140,15 @@ def distinct_ngrams(texts: Sequence[str], n: int) -> float:
 
 
 def text_stats(
-    texts: Sequence[str], probs: np.ndarray, labels: Sequence[str], min_conf: float
+    texts: Sequence[str], probs: np.ndarray, labels: Sequence[str], bar: Sequence[float]
 ) -> dict[str, object]:
     """What a set of texts gives a teacher: mean confidence, the texts it would accept per
-    class (argmax with probability >= min_conf), distinct 1- and 2-grams."""
+    class (its answer, with probability >= that class's bar), distinct 1- and 2-grams."""
     if len(texts) == 0:
         return {"texts": 0, "mean_confidence": 0.0, "accepted_per_class": {}, "distinct_1": 0.0}
     top = probs.max(axis=1)
     answer = probs.argmax(axis=1)
-    accepted = Counter(labels[int(a)] for a, p in zip(answer, top, strict=True) if p >= min_conf)
+    accepted = Counter(labels[int(a)] for a, p in zip(answer, top, strict=True) if p >= bar[int(a)])
     return {
         "texts": len(texts),
         "mean_confidence": round(float(top.mean()), 4),
@@ -187,12 +189,16 @@ def steer_teacher(
     seen = {normalise(p) for p in pool}
     accepted: dict[int, list[GeneratedText]] = {c: [] for c in range(k)}
     seeds: dict[int, list[str]] = {}
+    bar = thresholds(cfg, t, pool_probs)
     for c, label in enumerate(t.labels):
         given = list(t.prompts.get(label, []))
-        order = np.argsort(-pool_probs[:, c], kind="stable")
-        own = [pool[i] for i in order if pool_probs[i].argmax() == c]
-        rest = [pool[i] for i in order if pool_probs[i].argmax() != c]
-        seeds[c] = list(dict.fromkeys(given + own + rest))[: max(s.seeds_per_class, len(given))]
+        answer = pool_probs.argmax(axis=1)
+        sure = [i for i in range(len(pool)) if answer[i] == c and pool_probs[i, c] >= bar[c]]
+        order = sorted(range(len(pool)), key=lambda i: -float(pool_probs[i, c]))
+        picked = diverse_pick([pool[i] for i in sure], [float(pool_probs[i, c]) for i in sure],
+                              s.seeds_per_class)  # fmt: skip
+        rest = [pool[i] for i in order]
+        seeds[c] = list(dict.fromkeys(given + picked + rest))[: max(s.seeds_per_class, len(given))]
     rounds: list[dict[str, object]] = []
     generated = 0
     for r in range(s.rounds):
@@ -214,15 +220,19 @@ def steer_teacher(
             key = normalise(text)
             if not key or key in seen:
                 continue
-            if int(p.argmax()) == c and p[c] >= s.min_confidence:
+            if int(p.argmax()) == c and p[c] >= bar[c]:
                 seen.add(key)
                 fresh[c].append(GeneratedText(t.name, t.labels[c], text, float(p[c]), r))
         for c in active:
             room = s.per_class - len(accepted[c])
             accepted[c] += fresh[c][:room]
-            best = sorted(fresh[c], key=lambda g: -g.confidence)[: s.seeds_per_class]
-            # Re-seed from what the teacher liked; keep old seeds while few were accepted.
-            seeds[c] = list(dict.fromkeys([g.text for g in best] + seeds[c]))[: s.seeds_per_class]
+            # Re-seed from what the teacher accepted, the most diverse first (keeping to the
+            # most confident texts alone would collapse a class onto a few words); keep old
+            # seeds while few were accepted.
+            best = diverse_pick(
+                [g.text for g in fresh[c]], [g.confidence for g in fresh[c]], s.seeds_per_class
+            )
+            seeds[c] = list(dict.fromkeys(best + seeds[c]))[: s.seeds_per_class]
         rounds.append(
             {
                 "round": r,
@@ -232,7 +242,39 @@ def steer_teacher(
             }
         )
     rows = [g for c in range(k) for g in accepted[c]]
-    return rows, {"rounds": rounds, "generated": generated}
+    record = {"rounds": rounds, "generated": generated, "thresholds": [round(b, 4) for b in bar]}
+    return rows, record
+
+
+def diverse_pick(texts: Sequence[str], scores: Sequence[float], n: int) -> list[str]:
+    """Up to ``n`` of ``texts``: greedily the one adding the most words not yet covered by
+    those picked (ties: the higher score), so that seeds spread over the class's words."""
+    left = sorted(range(len(texts)), key=lambda i: -scores[i])
+    words = [set(texts[i].lower().split()) for i in range(len(texts))]
+    covered: set[str] = set()
+    out: list[str] = []
+    while left and len(out) < n:
+        best = max(left, key=lambda i: len(words[i] - covered))  # max keeps the first tie
+        left.remove(best)
+        covered |= words[best]
+        out.append(texts[best])
+    return out
+
+
+def thresholds(cfg: PipelineConfig, t: LoadedTeacher, pool_probs: np.ndarray) -> list[float]:
+    """Per class: the probability a text needs to be accepted (steering.min_confidence, or
+    the median over the seed texts the teacher labels that class)."""
+    fixed = cfg.amalgamate.steering.min_confidence
+    k = len(t.labels)
+    if fixed is not None:
+        return [fixed] * k
+    answer = pool_probs.argmax(axis=1)
+    out = []
+    for c in range(k):
+        mine = pool_probs[answer == c, c]
+        top = float(pool_probs[:, c].max()) if len(pool_probs) else 1.0
+        out.append(float(np.median(mine)) if len(mine) else (1.0 / k + top) / 2)
+    return out
 
 
 def unsteered_teacher(
@@ -308,7 +350,7 @@ def run_generation(
                 "amalgamate.on_empty_class: continue"
             )
         empty += [f"{t.name}:{c}" for c in missing]
-        s = a.steering
+        bar = list(record.get("thresholds") or thresholds(cfg, t, pool_probs))
         got_probs = read_teacher(t, [g.text for g in got], []).probs
         per_teacher[t.name] = {
             "source": t.source,
@@ -318,8 +360,9 @@ def run_generation(
             "kept_per_class": {c: counts.get(c, 0) for c in t.labels},
             "generated": record["generated"],
             "rounds": record["rounds"],
-            "kept_stats": text_stats([g.text for g in got], got_probs, t.labels, s.min_confidence),
-            "seed_stats": text_stats(pool, pool_probs, t.labels, s.min_confidence),
+            "thresholds": bar,
+            "kept_stats": text_stats([g.text for g in got], got_probs, t.labels, bar),
+            "seed_stats": text_stats(pool, pool_probs, t.labels, bar),
         }
         rows += got
     if not rows:
@@ -397,12 +440,14 @@ def amalgamated_targets(
         if mine.any():
             from training.amalgamate_teachers import TeacherReadout
 
-            own = TeacherReadout(
-                readout.logits[mine], {k: v[mine] for k, v in readout.layers.items()},
-                readout.embedding[mine],
-            )  # fmt: skip
+            def part(keep: np.ndarray, r: TeacherReadout = readout) -> TeacherReadout:
+                return TeacherReadout(
+                    r.logits[keep], {k: v[keep] for k, v in r.layers.items()}, r.embedding[keep]
+                )
+
             y = np.asarray([index[r.label] for r in rows if r.teacher == t.name])
-            probes = train_probes(own, y, len(t.labels), a.probes)
+            others = part(~mine) if (~mine).any() else None
+            probes = train_probes(part(mine), y, len(t.labels), a.probes, others)
         else:  # a teacher without texts of its own: its head's answers train the probes
             probes = train_probes(readout, readout.logits.argmax(1), len(t.labels), a.probes)
         own_max = readout.probs[mine].max(axis=1) if mine.any() else readout.probs.max(axis=1)

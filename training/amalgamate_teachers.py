@@ -261,11 +261,15 @@ def read_teacher(
 
 @dataclass
 class Probe:
-    """Two light heads on one layer's standardised pooled state, fitted on the teacher's own
-    accepted texts: a logistic regression (does this layer point to the head's answer?)
-    and class means with a shared diagonal variance (is this layer's state typical of the
-    teacher's own texts? the Mahalanobis distance to the nearest class mean, as an
-    empirical tail probability among the teacher's own texts)."""
+    """Light heads on one layer's standardised pooled state, fitted on the generated texts:
+
+    - a logistic regression on the teacher's own accepted texts: does this layer point to
+      the answer the head gives?
+    - typicality: is this layer's state like those of the teacher's own texts? With other
+      teachers, a logistic "domain" head separating the teacher's own texts from the texts
+      generated for the others (its probability of "own"); alone, the Mahalanobis distance
+      to the nearest class mean as a tail probability among its own texts.
+    """
 
     layer: int
     mean: np.ndarray
@@ -276,15 +280,13 @@ class Probe:
     inv_var: np.ndarray  # (H,)
     own_distances: np.ndarray  # sorted distances of the teacher's own texts
     train_accuracy: float
+    domain: tuple[np.ndarray, np.ndarray] | None = None  # (H, 2) weight, (2,) bias
 
     def _z(self, features: np.ndarray) -> np.ndarray:
         return np.asarray((features - self.mean) / self.std, dtype=np.float32)
 
     def probs(self, features: np.ndarray) -> np.ndarray:
-        z = self._z(features) @ self.weight + self.bias
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
+        return _softmax(self._z(features) @ self.weight + self.bias)
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         z = self._z(features)
@@ -292,53 +294,88 @@ class Probe:
         return np.asarray(d.min(axis=1), dtype=np.float64)
 
     def typicality(self, features: np.ndarray) -> np.ndarray:
-        """Share of the teacher's own texts at least as far from their class mean: ~U(0,1)
-        on texts like its own, near 0 on texts unlike anything it accepted."""
+        """In [0, 1]: high on texts like the teacher's own, low on texts unlike them."""
+        if self.domain is not None:
+            w, b = self.domain
+            return _softmax(self._z(features) @ w + b)[:, 1]
         d = self.distances(features)
         n = len(self.own_distances)
         farther = n - np.searchsorted(self.own_distances, d, side="left")
         return np.asarray((farther + 1) / (n + 1), dtype=np.float32)
 
 
-def train_probe(
-    layer: int, features: np.ndarray, labels: np.ndarray, k: int, cfg: ProbeConfig
-) -> Probe:
-    """Full-batch softmax regression from zero weights (deterministic, no seed needed) and
-    class means with a shrunk shared diagonal variance."""
-    mean = features.mean(axis=0)
-    std = features.std(axis=0) + 1e-6
-    zn = ((features - mean) / std).astype(np.float32)
-    x = torch.from_numpy(zn)
-    y = torch.from_numpy(labels.astype(np.int64))
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
+
+
+def _fit_logistic(
+    x: np.ndarray, y: np.ndarray, k: int, cfg: ProbeConfig, balanced: bool = False
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Full-batch softmax regression from zero weights: deterministic, no seed needed.
+    ``balanced``: each class weighs the same in the loss, whatever its count."""
+    xt = torch.from_numpy(x.astype(np.float32))
+    yt = torch.from_numpy(y.astype(np.int64))
+    counts = torch.bincount(yt, minlength=k).clamp(min=1).float()
+    class_weight = (counts.sum() / (k * counts)) if balanced else None
     w = torch.zeros(x.shape[1], k, requires_grad=True)
     b = torch.zeros(k, requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=cfg.learning_rate)
     for _ in range(cfg.epochs):
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + cfg.weight_decay * w.pow(2).sum()
+        ce = torch.nn.functional.cross_entropy(xt @ w + b, yt, weight=class_weight)
+        loss = ce + cfg.weight_decay * w.pow(2).sum()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        acc = float(((x @ w + b).argmax(-1) == y).float().mean())
+        acc = float(((xt @ w + b).argmax(-1) == yt).float().mean())
+    return w.detach().numpy(), b.detach().numpy(), acc
+
+
+def train_probe(
+    layer: int,
+    features: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    cfg: ProbeConfig,
+    foreign: np.ndarray | None = None,
+) -> Probe:
+    """The heads of one layer (``Probe``). ``foreign``: the same layer's states on the
+    texts generated for the other teachers, for the domain head."""
+    mean = features.mean(axis=0)
+    std = features.std(axis=0) + 1e-6
+    zn = ((features - mean) / std).astype(np.float32)
+    w, b, acc = _fit_logistic(zn, labels, k, cfg)
     means = np.stack(
         [zn[labels == c].mean(0) if (labels == c).any() else zn.mean(0) for c in range(k)]
     )
     resid = zn - means[labels]
     var = resid.var(axis=0) + 0.1  # shrinkage: a dimension constant on own texts stays usable
-    probe = Probe(
-        layer, mean, std, w.detach().numpy(), b.detach().numpy(), means, 1.0 / var,
-        np.zeros(0), acc,
-    )  # fmt: skip
+    probe = Probe(layer, mean, std, w, b, means, 1.0 / var, np.zeros(0), acc)
     probe.own_distances = np.sort(probe.distances(features))
+    if foreign is not None and len(foreign):
+        zf = ((foreign - mean) / std).astype(np.float32)
+        x = np.concatenate([zf, zn])
+        y = np.concatenate([np.zeros(len(zf), np.int64), np.ones(len(zn), np.int64)])
+        dw, db, _ = _fit_logistic(x, y, 2, cfg, balanced=True)
+        probe.domain = (dw, db)
     return probe
 
 
 def train_probes(
-    readout: TeacherReadout, labels: np.ndarray, k: int, cfg: ProbeConfig
+    readout: TeacherReadout,
+    labels: np.ndarray,
+    k: int,
+    cfg: ProbeConfig,
+    foreign: TeacherReadout | None = None,
 ) -> list[Probe]:
     if len(labels) == 0:
         raise ArtifactError("probes need at least one accepted text")
-    return [train_probe(i, f, labels, k, cfg) for i, f in sorted(readout.layers.items())]
+    return [
+        train_probe(i, f, labels, k, cfg, foreign.layers[i] if foreign is not None else None)
+        for i, f in sorted(readout.layers.items())
+    ]
 
 
 def probe_probs(probes: Sequence[Probe], readout: TeacherReadout) -> list[Tensor]:

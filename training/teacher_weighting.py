@@ -71,7 +71,10 @@ def layerwise_confidence(
         ((a - 1.0 / k) / (1.0 - 1.0 / k)).clamp(min=0.0) * s.float()
         for a, s in zip(agree, typicality, strict=True)
     ]
-    parts.append(head_typicality.float())
+    import os
+
+    if os.environ.get("HEAD", "1") == "1":
+        parts.append(head_typicality.float())
     c = torch.stack(parts).mean(dim=0)
     return 1.0 / k + (1.0 - 1.0 / k) * c
 

@@ -1,0 +1,280 @@
+"""The amalgamate mode: the shared weighting module, bad input named by teacher or field,
+the job checks, and the CLI end to end (bundle -> runtime/ -> union labels).
+
+Teachers here are tiny random-init BERTs trained here for a few epochs on two classes each
+(tests/support/strata_fixture.py); the generator is the shared tiny masked LM trained here
+(conftest ``tiny_text_generator``). Whether the mode *works* is
+tests/training/test_amalgamate_works.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.exceptions import RequestValidationError
+from support.strata_fixture import TEACHER_CLASSES, held_out, seed_file, teacher_data, write_jsonl
+from typer.testing import CliRunner
+
+from api.job_checks import check_job_config
+from api.settings import ApiSettings
+from contracts.bundle import verify_bundle
+from contracts.config import PipelineConfig, parse_config
+from contracts.errors import ConfigError, DataError, ModelLoadError
+from runtime.classifier import open_bundle
+from runtime.session import RuntimeOptions
+from training.amalgamate import distinct_ngrams, run_generation
+from training.cli import app
+from training.distill import train_baseline
+from training.losses import teacher_weights as lugpi_teacher_weights
+from training.progress import RunContext
+from training.teacher_weighting import (
+    confidences,
+    layerwise_confidence,
+    teacher_weights,
+    weights_from_confidence,
+)
+
+
+# -- the weighting module -------------------------------------------------------------------
+def test_distill_combine_modes_are_the_shared_module_and_unchanged() -> None:
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 3.0]]])  # (M=2, B=2, K)
+    w = lugpi_teacher_weights(logits, "confidence")
+    m = torch.softmax(logits, -1).amax(-1)
+    assert torch.allclose(w, m / m.sum(0, keepdim=True))  # the formula distill always had
+    assert torch.allclose(w, teacher_weights(logits, "max_prob"))
+    assert torch.allclose(lugpi_teacher_weights(logits, "mean"), torch.full((2, 2), 0.5))
+
+
+def test_chance_correction_compares_teachers_of_different_label_counts() -> None:
+    # A 2-class teacher at 0.5 knows nothing; a 10-class one at 0.5 knows a lot.
+    conf = torch.tensor([[0.5], [0.5]])
+    w = weights_from_confidence(conf, normalise="chance", num_classes=[2, 10], sharpness=1.0)
+    assert w[1, 0] > 0.99 and torch.allclose(w.sum(0), torch.ones(1))
+    sharp = weights_from_confidence(
+        torch.tensor([[0.9], [0.7]]), normalise="chance", num_classes=[2, 2], sharpness=4.0
+    )
+    flat = weights_from_confidence(
+        torch.tensor([[0.9], [0.7]]), normalise="chance", num_classes=[2, 2], sharpness=1.0
+    )
+    assert sharp[0, 0] > flat[0, 0] > 0.5
+
+
+def test_layerwise_confidence_drops_when_layers_disagree_or_are_atypical() -> None:
+    final = torch.tensor([[0.95, 0.05], [0.95, 0.05]])
+    agree = [torch.tensor([[0.9, 0.1], [0.1, 0.9]])]  # sample 1: the layer says the opposite
+    plain = layerwise_confidence(final, agree)
+    assert plain[0] > plain[1]
+    typical = [torch.tensor([0.9, 0.9])]
+    atypical = [torch.tensor([0.02, 0.02])]
+    head = torch.tensor([0.8, 0.8])
+    c_typ = layerwise_confidence(final, agree, typical, head)
+    c_atyp = layerwise_confidence(final, agree, atypical, head)
+    assert (c_typ >= 0.5).all() and (c_typ <= 1).all()  # on a probability's scale, chance 1/K
+    assert c_typ[0] > c_atyp[0]
+    conf = confidences(
+        "layerwise", [final, final], [agree, agree], [typical, atypical], [head, head]
+    )
+    w = weights_from_confidence(conf, normalise="chance", num_classes=[2, 2], sharpness=4.0)
+    assert w[0, 0] > 0.9  # the teacher whose layer looks like its own texts dominates
+    with pytest.raises(ValueError, match="probe_probs"):
+        confidences("layerwise", [final], None)
+
+
+def test_distinct_ngrams() -> None:
+    assert distinct_ngrams(["a b c", "a b c"], 2) == 0.5
+    assert distinct_ngrams(["a b", "c d"], 1) == 1.0
+
+
+# -- fixtures: two tiny teachers -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory: pytest.TempPathFactory, tiny_text_model: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("strata-teachers")
+    out = {}
+    for name in TEACHER_CLASSES:
+        cfg = parse_config(
+            {
+                "device": "cpu",
+                "data": {"train": "synthetic"},
+                "student": {"text_model": str(tiny_text_model), "max_length": 16, "epochs": 20,
+                            "learning_rate": 3e-3, "batch_size": 16},
+            }
+        )  # fmt: skip
+        data = teacher_data(name, 0, n_train=80, n_dev=20)
+        out[name] = train_baseline(cfg, data, root / f"teacher-{name}", RunContext())
+    return out
+
+
+def _raw(
+    trained: dict[str, Path], text_model: Path, generator: Path, seeds: Path, **amalgamate: object
+) -> dict[str, object]:
+    return {
+        "name": "strata",
+        "device": "cpu",
+        "student": {"text_model": str(text_model), "max_length": 16, "epochs": 1,
+                    "batch_size": 16, "learning_rate": 3e-3},
+        "distill": {"alpha": 1.0, "beta": 1.0, "tau": 1.0},
+        "text_generator": {"model": str(generator), "batch_size": 64},
+        "export": {"name": "strata-student", "require_int8": False},
+        "amalgamate": {
+            "enabled": True,
+            "seed_texts": str(seeds),
+            "teachers": [{"name": n, "model": str(d), "max_length": 16}
+                         for n, d in trained.items()],
+            "steering": {"rounds": 1, "per_class": 8, "seeds_per_class": 4, "draws_per_seed": 2,
+                         "seed_pool": 60},
+            **amalgamate,
+        },
+    }  # fmt: skip
+
+
+def _gen(cfg: PipelineConfig, tmp: Path) -> Path:
+    return run_generation(cfg, tmp / "amalgamate", RunContext(), text_cache=tmp / "cache")
+
+
+# -- bad input ------------------------------------------------------------------------------
+def test_bad_teachers_are_named(
+    tmp_path: Path, teachers: dict[str, Path], tiny_text_model: Path, tiny_text_generator: Path
+) -> None:
+    seeds = seed_file(tmp_path / "seeds.txt", n=60)
+
+    def cfg(**kw: object) -> PipelineConfig:
+        return parse_config(_raw(teachers, tiny_text_model, tiny_text_generator, seeds, **kw))
+
+    missing = {"name": "ghost", "model": str(tmp_path / "nowhere")}
+    with pytest.raises(ModelLoadError, match=r"'ghost'.*not a directory"):
+        _gen(cfg(teachers=[missing]), tmp_path)
+    not_a_model = tmp_path / "empty-dir"
+    not_a_model.mkdir()
+    with pytest.raises(ModelLoadError, match=r"'broken'.*cannot load a sequence classifier"):
+        _gen(cfg(teachers=[{"name": "broken", "model": str(not_a_model)}]), tmp_path)
+    # A run directory whose export never finished.
+    run_dir = tmp_path / "unfinished-run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("name: x\n")
+    with pytest.raises(ModelLoadError, match=r"'half'.*without a finished export"):
+        _gen(cfg(teachers=[{"name": "half", "model": str(run_dir)}]), tmp_path)
+
+    # The same teacher twice under two names: one label set, spelled alike -> shared
+    # classes, fine; the same classes spelled differently -> a conflict naming both.
+    shouting = tmp_path / "shouting"
+    import shutil
+
+    shutil.copytree(teachers["left"], shouting)
+    meta = json.loads((shouting / "lugpi.json").read_text())
+    meta["labels"] = [x.upper() for x in meta["labels"]]
+    (shouting / "lugpi.json").write_text(json.dumps(meta))
+    both = [
+        {"name": "left", "model": str(teachers["left"])},
+        {"name": "loud", "model": str(shouting)},
+    ]
+    with pytest.raises(
+        ConfigError, match=r"label names conflict: teacher 'left' has 'north'.*'loud'"
+    ):
+        _gen(cfg(teachers=both), tmp_path)
+
+    with pytest.raises(ConfigError, match=r"'left'.prompts: labels \['nowhere'\]"):
+        left = {"name": "left", "model": str(teachers["left"]), "prompts": {"nowhere": ["x"]}}
+        _gen(cfg(teachers=[left]), tmp_path)
+
+    # A tokenizer that cannot read the generator's language.
+    with pytest.raises(ConfigError, match=r"'left'.*conflicting tokenizer"):
+        alien = tmp_path / "alien.txt"
+        alien.write_text("\n".join(["🦄🐙 🎉🎈 🦊🐢 the"] * 20))
+        _gen(cfg(seed_texts=str(alien)), tmp_path)
+
+
+def test_empty_classes_fail_by_name_or_continue(
+    tmp_path: Path, teachers: dict[str, Path], tiny_text_model: Path, tiny_text_generator: Path
+) -> None:
+    seeds = seed_file(tmp_path / "seeds.txt", n=60)
+    raw = _raw(teachers, tiny_text_model, tiny_text_generator, seeds)
+    raw["amalgamate"]["steering"]["min_confidence"] = 0.999999  # type: ignore[index]
+    with pytest.raises(DataError, match="teacher 'left' accepted no generated text for class"):
+        _gen(parse_config(raw), tmp_path / "fail")
+    raw["amalgamate"]["on_empty_class"] = "continue"  # type: ignore[index]
+    with pytest.raises(DataError, match="no generated text was accepted for any teacher"):
+        _gen(parse_config(raw), tmp_path / "continue")
+
+
+def test_config_refuses_an_empty_or_ambiguous_teacher_list() -> None:
+    with pytest.raises(ConfigError, match="at least one teacher"):
+        parse_config({"amalgamate": {"enabled": True}})
+    twice = [{"name": "a", "model": "x"}, {"name": "a", "model": "y"}]
+    with pytest.raises(ConfigError, match="unique"):
+        parse_config({"amalgamate": {"enabled": True, "teachers": twice}})
+    with pytest.raises(ConfigError, match=r"data.train"):
+        parse_config({})  # the LUGPI mode still needs its data
+
+
+def test_jobs_may_name_teachers_under_the_artifacts_root_only(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    inside = artifacts / "runs" / "job1"
+    inside.mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "data").mkdir()
+    settings = ApiSettings(
+        data_roots=[tmp_path / "data"], artifacts_dir=artifacts, allowed_models=[]
+    )
+    body = {
+        "student": {"text_model": "all-minilm-l6-v2"},
+        "text_generator": {"model": "tiny-bbc-masked"},
+        "amalgamate": {
+            "enabled": True,
+            "teachers": [
+                {"name": "ok", "model": "runs/job1"},
+                {"name": "bad", "model": str(outside)},
+                {"name": "hub", "model": "someone/classifier"},
+            ],
+        },
+    }
+    with pytest.raises(RequestValidationError) as e:
+        check_job_config(PipelineConfig.model_validate(body), settings)
+    locs = [err["loc"] for err in e.value.errors()]
+    assert locs == [
+        ("body", "amalgamate", "teachers", 1, "model"),
+        ("body", "amalgamate", "teachers", 2, "model"),
+    ]
+    body["amalgamate"]["teachers"] = body["amalgamate"]["teachers"][:1]  # type: ignore[index]
+    checked = check_job_config(PipelineConfig.model_validate(body), settings)
+    assert checked.amalgamate.teachers[0].model == str(inside.resolve())
+
+
+# -- end to end -----------------------------------------------------------------------------
+def test_cli_amalgamate_exports_a_bundle_runtime_serves_with_union_labels(
+    tmp_path: Path, teachers: dict[str, Path], tiny_text_model: Path, tiny_text_generator: Path
+) -> None:
+    seeds = seed_file(tmp_path / "seeds.txt", n=60)
+    raw = _raw(teachers, tiny_text_model, tiny_text_generator, seeds)
+    raw["data"] = {"test": str(write_jsonl(tmp_path / "test.jsonl", held_out(0, 40)))}
+    raw["amalgamate"]["enabled"] = False  # type: ignore[index]  # the command turns it on
+    raw["amalgamate"]["steering"]["rounds"] = 2  # type: ignore[index]
+    config = tmp_path / "strata.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(raw))
+    run_dir, repo = tmp_path / "run", tmp_path / "repo"
+    args = ["amalgamate", str(config), "--run-dir", str(run_dir), "--repository", str(repo), "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "published: strata-student v1" in result.output
+    manifest = verify_bundle(repo / "strata-student" / "v1")
+    assert manifest.labels == ["north", "south", "east", "west"]
+    provenance = manifest.provenance
+    assert [t.split(":")[0] for t in provenance.teachers] == ["left", "right"]
+    assert "student" in manifest.metrics and "teacher-left" in manifest.metrics
+    clf = open_bundle(
+        repo / "strata-student" / "v1", manifest, RuntimeOptions(device="cpu", intra_op_threads=1)
+    )
+    probs = clf.predict_proba(["the cloud of a horse", "apple and the river"])
+    assert probs.shape == (2, 4)
+    summary = json.loads((run_dir / "amalgamate" / "stage.json").read_text())["summary"]
+    assert summary["union_labels"] == ["north", "south", "east", "west"]
+    assert summary["teachers"]["left"]["kept_stats"]["texts"] > 0
+    # A rerun resumes: every stage is complete, nothing is generated again.
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "published: strata-student v1" in again.output
