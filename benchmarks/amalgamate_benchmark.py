@@ -159,7 +159,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Setting: {result['setting']}",
         "",
-        f"| model | overall | {' | '.join(halves)} | seconds |",
+        f"| model | overall | {' | '.join(f'groups of teacher {h}' for h in halves)} | seconds |",
         f"|---|---|{'---|' * len(halves)}---|",
     ]
     for name, row in result["models"].items():
@@ -201,7 +201,7 @@ def main() -> None:
     data = Path(args.datasets) / "20newsgroups"
     train_rows, test_rows = read_jsonl(data / "train.jsonl"), read_jsonl(data / "test.jsonl")
     groups = sorted({r["label"] for r in train_rows})
-    halves = {"A": groups[:10], "B": groups[10:]}
+    halves = {"a": groups[:10], "b": groups[10:]}
     work = Path(args.runs_dir) / "data"
     test = sample(test_rows, groups, args.test, args.seed + 1)
     test_file = write_jsonl(work / "test.jsonl", test)
