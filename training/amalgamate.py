@@ -62,6 +62,7 @@ from contracts.layout import RunLayout
 from runtime.metrics import accuracy_f1
 from training.amalgamate_teachers import (
     LoadedTeacher,
+    TeacherReadout,
     check_reads,
     head_typicality,
     load_teachers,
@@ -438,7 +439,6 @@ def amalgamated_targets(
         mine = np.asarray([r.teacher == t.name for r in rows])
         index = {label: c for c, label in enumerate(t.labels)}
         if mine.any():
-            from training.amalgamate_teachers import TeacherReadout
 
             def part(keep: np.ndarray, r: TeacherReadout = readout) -> TeacherReadout:
                 return TeacherReadout(

@@ -7,14 +7,23 @@ w_ib that sum to 1 over the teachers of sample b. Three ways to measure confiden
 
 - ``mean``: every teacher 1/M (plain averaging).
 - ``max_prob``: the last layer's max probability, m_ib = max_k softmax(t_ib)_k.
-- ``layerwise``: the agreement of light probes on several of the teacher's layers with its
-  final answer ŷ_ib = argmax_k t_ibk (training/amalgamate_teachers.py trains them):
+- ``layerwise``: light probes on several of the teacher's layers
+  (training/amalgamate_teachers.py trains them on the generated texts), in two forms:
 
-      c_ib = (1 / (L + 1)) * (sum_l pi_ibl[ŷ_ib] + m_ib)
+  plain (no typicality given): the mean, over the L probes and the head, of the
+  probability each gives to the head's answer ŷ_ib = argmax_k t_ibk,
+      c_ib = (1 / (L + 1)) * (sum_l pi_ibl[ŷ_ib] + m_ib);
 
-  where pi_ibl is probe l's distribution. A teacher whose intermediate layers all point to
-  the answer its head gives is in its domain; one whose head is confident while its layers
-  disagree (typical of text outside what it was trained on) is not.
+  self-regulated (what the amalgamate mode uses): each layer's chance-corrected agreement
+  a_ibl = clip((pi_ibl[ŷ_ib] - 1/k_i) / (1 - 1/k_i), 0, 1) times its typicality s_ibl in
+  [0, 1] (how much the layer's state looks like the teacher's own texts rather than the
+  other teachers'), averaged with q_ib, the quantile of the head's max probability among
+  the teacher's own texts, and put back on a probability's scale:
+      c~_ib = (sum_l a_ibl * s_ibl + q_ib) / (L + 1),   c_ib = 1/k_i + (1 - 1/k_i) c~_ib.
+
+  Each teacher is judged against itself (its own texts, its own calibration), not by
+  comparing raw probabilities across teachers of different sharpness: a teacher whose head
+  is sure on a text its layers find foreign, or disagree about, is not trusted there.
 
 Two normalisations:
 
