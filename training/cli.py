@@ -26,7 +26,7 @@ from contracts.jobs import Stage
 from contracts.layout import RunLayout
 from training import distributed
 from training.cli_models import models_app, predict
-from training.pipeline import Run, resolve_paths, run_pipeline
+from training.pipeline import PipelineResult, Run, resolve_paths, run_pipeline
 from training.progress import RunContext
 
 app = typer.Typer(
@@ -220,10 +220,18 @@ def run(
             job_id=job_id,
             keep_last=_keep_last(),
         )
+    _print_result(result, repository, RunLayout(result.run_dir).evaluate / "results.md")
+    if distributed.world().is_main and not result.published:
+        typer.echo("not published (pass --repository or set LUGPI_MODEL_REPOSITORY)")
+
+
+def _print_result(result: PipelineResult, repository: Path | None, results: Path | None) -> None:
+    """What `run` and `amalgamate` print at the end, on rank 0 only (under torchrun)."""
     if not distributed.world().is_main:
         return
     typer.echo(f"\nrun dir: {result.run_dir}")
-    typer.echo(f"results: {RunLayout(result.run_dir).evaluate / 'results.md'}")
+    if results is not None:
+        typer.echo(f"results: {results}")
     typer.echo(f"bundle:  {result.bundle_dir}")
     for model, per_split in result.metrics.items():
         for split, m in per_split.items():
@@ -231,8 +239,6 @@ def run(
             typer.echo(f"  {model:<24} {split:<5} accuracy {acc:.4f}  macro-F1 {f1:.4f}")
     if result.published:
         typer.echo(f"published: {result.published[0]} {result.published[1]} in {repository}")
-    else:
-        typer.echo("not published (pass --repository or set LUGPI_MODEL_REPOSITORY)")
 
 
 @app.command()
@@ -260,14 +266,7 @@ def amalgamate(
             job_id=job_id,
             keep_last=_keep_last(),
         )
-    typer.echo(f"\nrun dir: {result.run_dir}")
-    typer.echo(f"bundle:  {result.bundle_dir}")
-    for model, per_split in result.metrics.items():
-        for split, m in per_split.items():
-            acc, f1 = m["accuracy"], m["macro_f1"]
-            typer.echo(f"  {model:<24} {split:<5} accuracy {acc:.4f}  macro-F1 {f1:.4f}")
-    if result.published:
-        typer.echo(f"published: {result.published[0]} {result.published[1]} in {repository}")
+    _print_result(result, repository, None)
 
 
 @stage_command
