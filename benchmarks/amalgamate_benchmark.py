@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -186,15 +188,21 @@ def main() -> None:
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "amalgamate-20ng"))
     ap.add_argument("--small", action="store_true", help="a tiny setting that checks the plumbing")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
     full = {"per_half": 800, "test": 2000, "teacher_epochs": 3, "student_epochs": 3,
             "max_length": 128, "rounds": 4, "per_class": 100, "seeds_per_class": 16,
             "seed_pool": 4000}  # fmt: skip
     small = {"per_half": 60, "test": 100, "teacher_epochs": 1, "student_epochs": 1,
              "max_length": 48, "rounds": 1, "per_class": 4, "seeds_per_class": 2,
              "seed_pool": 200}  # fmt: skip
+    # Each setting can be overridden, so that a run cut to fit the machine says so in its
+    # recorded command rather than in an edited script.
+    for k, v in full.items():
+        flag = "--" + k.replace("_", "-")
+        ap.add_argument(flag, type=int, help=f"default {v} (--small: {small[k]})")
+    args = ap.parse_args()
     for k, v in (small if args.small else full).items():
-        setattr(args, k, v)
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     if args.small:
         args.runs_dir = args.runs_dir + "-small"
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -208,7 +216,7 @@ def main() -> None:
     texts, gold = [r["text"] for r in test], [r["label"] for r in test]
     name = "amalgamate_20ng" + ("_small" if args.small else "")
     result: dict[str, Any] = {
-        "command": "python benchmarks/amalgamate_benchmark.py" + (" --small" if args.small else ""),
+        "command": "python benchmarks/amalgamate_benchmark.py " + shlex.join(sys.argv[1:]),
         "setting": {k: getattr(args, k) for k in (*full, "seed")},
         "halves": {h: labels for h, labels in halves.items()},
         "models": {},
