@@ -28,6 +28,7 @@ from contracts.artifacts import atomic_file, build_dir_once
 from contracts.config import PipelineConfig
 from contracts.errors import ModelLoadError
 from models.hub import looks_like_path
+from training.devices import resolve_device
 from training.prompts import fit_to_tokenizer
 from training.tiny_diffusion import TINY_RANDOM_VERSION, build_tiny_pipeline
 
@@ -82,14 +83,6 @@ def image_path(cache_dir: Path, job: ImageJob) -> Path:
     return cache_dir / job.key[:2] / f"{job.key}.png"
 
 
-def _device(cfg: PipelineConfig) -> str:
-    import torch
-
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg.device
-
-
 def load_text2image(cfg: PipelineConfig, cache_dir: Path) -> Any:
     """Load the configured pipeline (fp16 on CUDA, fp32 on CPU) with its progress bar off."""
     import torch
@@ -101,7 +94,7 @@ def load_text2image(cfg: PipelineConfig, cache_dir: Path) -> Any:
         model = str(tiny_random_dir(cache_dir))
     elif looks_like_path(model) and not Path(model).expanduser().exists():
         raise ModelLoadError(f"generator.model: {model} does not exist (a local pipeline dir)")
-    device = _device(cfg)
+    device = resolve_device(cfg.device)
     dtype = torch.float16 if device == "cuda" else torch.float32
     diffusers_logging.disable_progress_bar()
     try:

@@ -25,6 +25,7 @@ from contracts.artifacts import write_text_atomic
 from contracts.config import PipelineConfig, TextGeneratorConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
+from training.devices import resolve_device
 from training.progress import RunContext
 from training.sharding import InProcess, Shard, ShardedWork, ShardStrategy, plan_shards
 from training.text_generator import TextGenerator, TextRequest, generator_identity
@@ -96,10 +97,7 @@ class LazyTextGenerator:
 
     def get(self) -> TextGenerator:
         if self._gen is None:
-            import torch
-
-            dev = self.cfg.device
-            device = ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
+            device = resolve_device(self.cfg.device)
             self._gen = TextGenerator(self.cfg.text_generator, self.cache_dir, device)
         return self._gen
 

@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
 from contracts.artifacts import write_json_atomic
-from contracts.errors import ConfigError
 from contracts.jobs import Stage
 from training import distributed
+from training.devices import resolve_device
 from training.progress import RunContext
 
 # Batch indices -> (loss to backpropagate, named float parts for the history).
@@ -55,9 +55,7 @@ class Runtime:
 def select_runtime(device: str, mixed_precision: bool) -> Runtime:
     """``device``: "auto" (CUDA when available), "cpu" or "cuda". Autocast only on CUDA:
     bf16 where supported (no loss scaling needed), else fp16 with a GradScaler."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(device) == "cuda"
     world = distributed.init()
     dev = torch.device("cuda", world.local_rank) if use_cuda else torch.device("cpu")
     amp: torch.dtype | None = None
