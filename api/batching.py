@@ -213,7 +213,7 @@ class DynamicBatcher:
             deadline = since + self.timeout_s if self.timeout_s else float("inf")
             pending = _Pending(texts, pairs, truncation, deadline=deadline)
             if self._live([pending]):
-                self._run_unlocked([pending])
+                self._run_unlocked([pending], lone=True)
                 self.inline_runs += 1
         finally:
             self._engine.release()
@@ -344,9 +344,10 @@ class DynamicBatcher:
         with self._engine:
             self._run_unlocked(batch)
 
-    def _run_unlocked(self, batch: list[_Pending]) -> None:
+    def _run_unlocked(self, batch: list[_Pending], *, lone: bool = False) -> None:
+        """``lone``: an inline run on an idle server (``OnnxClassifier.run_scores``)."""
         try:
-            outputs = self._infer(batch)
+            outputs = self._infer(batch, lone=lone)
         except Exception as e:  # keep the thread alive; each caller gets the error
             if len(batch) > 1:
                 # One bad request must not fail the others it was batched with.
@@ -359,7 +360,7 @@ class DynamicBatcher:
         for p, out in zip(batch, outputs, strict=True):
             p.future.set_result(out)
 
-    def _infer(self, batch: list[_Pending]) -> list[BatchOutput]:
+    def _infer(self, batch: list[_Pending], *, lone: bool = False) -> list[BatchOutput]:
         clf = self.classifier
         started = time.perf_counter()
         encodings = self._encode(batch)
@@ -369,7 +370,7 @@ class DynamicBatcher:
         logits = np.empty_like(probs) if clf.has_logits else None
         for group in length_groups([len(e.ids) for e in encodings], self.max_batch_size):
             group_started = time.perf_counter()
-            out = clf.run_scores([encodings[i] for i in group])
+            out = clf.run_scores([encodings[i] for i in group], lone=lone)
             probs[group] = out.probs
             if logits is not None and out.logits is not None:
                 logits[group] = out.logits

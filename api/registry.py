@@ -148,6 +148,7 @@ class ModelRegistry:
             intra_op_threads=settings.ort_intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             spinning=settings.ort_spinning,
+            lone_spinning=settings.ort_lone_spinning and settings.inline_lone_requests,
         )
         self.snapshot = Snapshot()
         self.started = False  # set once the start-up load (and warm-up) has finished

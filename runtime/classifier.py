@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +44,7 @@ class OnnxClassifier:
         output: str,
         labels: Sequence[str],
         variant: Variant = "fp32",
+        lone_session: ort.InferenceSession | None = None,
     ) -> None:
         graph_inputs = {i.name for i in session.get_inputs()}
         if graph_inputs != set(encoder.inputs):
@@ -52,6 +53,8 @@ class OnnxClassifier:
                 f"{encoder.inputs}"
             )
         self.session = session
+        # Runs what ``run_scores(..., lone=True)`` is given; the main session if none.
+        self.lone_session = lone_session or session
         self.encoder = encoder
         self.output = output
         self.labels: list[str] = list(labels)
@@ -73,10 +76,14 @@ class OnnxClassifier:
         labels: Sequence[str],
         options: RuntimeOptions | None = None,
     ) -> OnnxClassifier:
+        options = options or RuntimeOptions()
         encoder = TextEncoder.from_file(tokenizer_file, max_length, inputs)
-        session = make_session(model_file, options or RuntimeOptions())
+        session = make_session(model_file, options)
+        lone = None
+        if options.wants_lone_session and session.get_providers()[0] != CUDA:
+            lone = make_session(model_file, replace(options, spinning=True))
         variant: Variant = "int8" if model_file.name == MODEL_INT8 else "fp32"
-        return cls(session, encoder, output, labels, variant)
+        return cls(session, encoder, output, labels, variant, lone)
 
     # --- the steps, for callers that batch across requests --------------------------------
     def pair_up(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[TokenizerInput]:
@@ -93,9 +100,16 @@ class OnnxClassifier:
         """Probabilities, shape (len(encodings), n_labels); pads to the longest given."""
         return self.run_scores(encodings).probs
 
-    def run_scores(self, encodings: Sequence[Cut]) -> Scores:
-        """Probabilities and, where the graph has them, logits; pads to the longest given."""
-        outs = self.session.run(self._outputs, self.encoder.feed(encodings))
+    def run_scores(self, encodings: Sequence[Cut], *, lone: bool = False) -> Scores:
+        """Probabilities and, where the graph has them, logits; pads to the longest given.
+
+        ``lone``: the call is the only work of an otherwise idle server (a lone request run
+        inline), so it may take the session whose threads spin during the call. Between
+        operators a sleeping thread costs a wake-up (a futex and a scheduler round trip)
+        that a spinning one does not; under load the same spinning takes cores the event
+        loop needs, so batches keep the main session (benchmarks/results/peers.md)."""
+        session = self.lone_session if lone else self.session
+        outs = session.run(self._outputs, self.encoder.feed(encodings))
         probs = np.asarray(outs[0], dtype=np.float32)
         logits = np.asarray(outs[1], dtype=np.float32) if self.has_logits else None
         return Scores(probs, logits)
@@ -144,6 +158,10 @@ class OnnxClassifier:
         for n in (1, 8):
             texts = ["warm up the model"] * n
             probs, _ = self.predict(texts, ["warm"] * n if text_pair else None)
+            if n == 1 and self.lone_session is not self.session:
+                self.run_scores(
+                    self.encode(self.pair_up(texts, ["warm"] if text_pair else None)), lone=True
+                )
             if probs.shape != (n, len(self.labels)):
                 raise ModelLoadError(
                     f"output shape {probs.shape} does not match {n} texts x "

@@ -27,6 +27,15 @@ class RuntimeOptions:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     spinning: bool = False
+    # A second session of the same graph, its threads spinning during a call, for the lone
+    # requests a server runs inline when it is idle (see OnnxClassifier.run_scores).
+    lone_spinning: bool = False
+
+    @property
+    def wants_lone_session(self) -> bool:
+        """Whether a lone-request session would differ from the main one: not when the main
+        one spins already, nor with one thread (nothing to wake, nothing to spin)."""
+        return self.lone_spinning and not self.spinning and self.intra_op_threads != 1
 
 
 def choose_providers(device: str) -> list[str]:

@@ -132,3 +132,58 @@ def test_random_spinning_stops_when_a_call_returns(make_client: MakeClient, spin
         assert entry("session.force_spinning_stop") == "1"
     r = client.post("/classify", json={"texts": ["spun"], "model": "sentiment"})
     assert r.status_code == 200
+
+
+def _config(session: object, key: str) -> str:
+    return session.get_session_options().get_session_config_entry(key)  # type: ignore[attr-defined]
+
+
+class _Counting:
+    """The real session, with its calls counted (it still runs every call)."""
+
+    def __init__(self, session: object) -> None:
+        self.session, self.calls = session, 0
+
+    def run(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        return self.session.run(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_random_lone_requests_run_on_a_spinning_session_batches_on_the_quiet_one(
+    make_client: MakeClient,
+) -> None:
+    client = make_client(intra_op_threads=2, model_variant="fp32")
+    clf = _batcher(client).classifier
+    assert clf.lone_session is not clf.session
+    assert _config(clf.lone_session, "session.intra_op.allow_spinning") == "1"
+    assert _config(clf.lone_session, "session.force_spinning_stop") == "1"
+    assert _config(clf.session, "session.intra_op.allow_spinning") == "0"
+    # Both sessions run the same graph: the same numbers for the same encodings.
+    enc = clf.encode(clf.pair_up(TEXTS, None))
+    main, lone = clf.run_scores(enc), clf.run_scores(enc, lone=True)
+    assert main.probs == pytest.approx(lone.probs, abs=1e-6)
+
+    spy = _Counting(clf.lone_session)
+    clf.lone_session = spy  # type: ignore[assignment]
+    r = client.post("/classify", json={"texts": ["alone"], "model": "sentiment"})
+    assert r.status_code == 200
+    assert spy.calls == 1 and _batcher(client).inline_runs == 1
+    r = client.post("/classify", json={"texts": ["not", "alone"], "model": "sentiment"})
+    assert r.status_code == 200
+    assert spy.calls == 1  # a queued batch ran on the main session
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"intra_op_threads": 1},  # nothing to wake or spin
+        {"intra_op_threads": 2, "ort_lone_spinning": False},
+        {"intra_op_threads": 2, "ort_spinning": True},  # the main session spins already
+        {"intra_op_threads": 2, "inline_lone_requests": False},  # no lone runs to give it
+    ],
+)
+def test_random_no_second_session_where_it_would_not_differ(
+    make_client: MakeClient, overrides: dict[str, object]
+) -> None:
+    clf = _batcher(make_client(**overrides)).classifier
+    assert clf.lone_session is clf.session
