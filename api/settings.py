@@ -83,8 +83,8 @@ class ApiSettings(SharedSettings):
         default=True,
         description="Give the lone requests run inline (LUGPI_INLINE_LONE_REQUESTS) a second "
         "onnxruntime session of the same graph whose threads spin during the call and stop "
-        "when it returns. On 2 quiet cores it took a lone request from 1.75x to 1.39x the raw "
-        "call, for a second copy of the graph in memory and about 1 CPU-ms more per lone "
+        "when it returns. On 2 quiet cores it took a lone request from 1.93x to 1.48x the raw "
+        "call (p50), for a second copy of the graph in memory and about 1 CPU-ms more per lone "
         "request; batches keep the non-spinning session, so throughput under load is "
         "unchanged (benchmarks/results/peers.md). No effect with one intra-op thread, with "
         "LUGPI_ORT_SPINNING on, or on CUDA.",
