@@ -99,7 +99,7 @@ def bench_student(model_dir: Path, data_dir: Path, work: Path) -> dict[str, obje
     acc = {n: float(np.mean(ref[n].argmax(-1) == gold[n])) for n in splits}
 
     traced, fused = work / "traced.onnx", work / "fused.onnx"
-    export_onnx(model, hf_tok, inputs, splits["dev"], traced, 17)
+    export_onnx(model, hf_tok, inputs, splits["dev"], traced, 17, max_length=meta.max_length)
     cfg = model.config
     has_fused = (
         fuse_transformer(traced, fused, cfg.model_type, cfg.num_attention_heads, cfg.hidden_size)

@@ -96,12 +96,22 @@ def export_onnx(
     sample: TextSplit,
     path: Path,
     opset: int,
+    *,
+    max_length: int,
 ) -> None:
-    """Trace ``model`` + softmax to ``path`` with dynamic batch and sequence axes."""
+    """Trace ``model`` + softmax to ``path`` with dynamic batch and sequence axes.
+
+    The trace inputs are cut at ``max_length``, as serving cuts every text: a dev text
+    longer than the model's position table would otherwise fail the trace."""
     texts, pairs = sample.batch(0, 2)
     # Two texts of different lengths, so the traced graph sees real padding in the mask.
     enc = tokenizer(
-        list(texts), list(pairs) if pairs else None, padding="longest", return_tensors="pt"
+        list(texts),
+        list(pairs) if pairs else None,
+        padding="longest",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
     )
     args = tuple(enc[name] for name in inputs)
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
@@ -283,7 +293,7 @@ def export_student(
         def run(path: Path, split: TextSplit) -> np.ndarray:
             return classifier(path).predict_proba(split.texts, split.pairs, batch_size)
 
-        export_onnx(model, hf_tok, inputs, dev, tmp / MODEL_FP32, opset)
+        export_onnx(model, hf_tok, inputs, dev, tmp / MODEL_FP32, opset, max_length=meta.max_length)
         reference_logits = torch_logits(model, hf_tok, dev, meta.max_length, batch_size)
         reference = softmax(reference_logits)
 

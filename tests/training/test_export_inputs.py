@@ -157,7 +157,7 @@ def test_export_leaves_the_model_in_eval_mode_random(
     model = AutoModelForSequenceClassification.from_pretrained(untrained_student).eval()
     hf = AutoTokenizer.from_pretrained(untrained_student)
     sample = TextSplit(["one text", "and another, longer text"], ["one", "text"], None)
-    export_onnx(model, hf, ONNX_INPUTS, sample, tmp_path / "m.onnx", 17)
+    export_onnx(model, hf, ONNX_INPUTS, sample, tmp_path / "m.onnx", 17, max_length=MAX_LENGTH)
     assert not any(m.training for m in model.modules())
 
 
@@ -177,3 +177,16 @@ def test_bad_requests_are_refused_before_any_work_random(
                 untrained_student, keep, ["text"], ["t"], None, name="x", overwrite=overwrite
             )
     assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_dev_texts_longer_than_the_model_export_at_its_max_length_random(
+    untrained_student: Path, tmp_path: Path
+) -> None:
+    # 20 Newsgroups posts run to thousands of tokens; the first dev texts are what the
+    # graph is traced on, and traced untruncated they overflowed BERT's 512 positions
+    # ("expanded size of the tensor (997) must match ... 512").
+    long = " ".join(SENTENCES * 20)  # about 1,100 tokens
+    texts = [long, long + " " + long, *SENTENCES]
+    targets = ["committee", "Rain", *TARGETS]
+    out = export_student(untrained_student, tmp_path / "b", texts, targets, None, name="long-texts")
+    assert verify_bundle(out).max_length == MAX_LENGTH

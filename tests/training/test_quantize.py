@@ -63,7 +63,7 @@ def traced(tiny_text_model: Path, shared_datasets: Path, tmp_path_factory: pytes
     model.eval()
     out = tmp_path_factory.mktemp("quantize")
     inputs = ["input_ids", "attention_mask", "token_type_ids"]
-    export_onnx(model, hf_tok, inputs, split, out / "model.onnx", opset=17)
+    export_onnx(model, hf_tok, inputs, split, out / "model.onnx", opset=17, max_length=64)
     serving_tokenizer(hf_tok, 64).save(str(out / "tokenizer.json"))
     return out, split, out / "tokenizer.json", inputs, model.config
 
