@@ -19,12 +19,17 @@ pipeline (which the API's job checks import) stays torch-free.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 T = TypeVar("T")
+# How long a rank waits at exit for its peers before leaving the group alone (gloo only;
+# other backends leave at once).
+EXIT_BARRIER_S = 60
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,12 @@ def shutdown() -> None:
     import torch.distributed as dist
 
     if dist.is_initialized():
+        # Leave together. A rank that destroyed its gloo group while its peer was still
+        # tearing down (or already gone) aborted in gloo's threads ("terminate called
+        # without an active exception"), in a loaded CI run even with this function run
+        # at exit. The timeout bounds the wait when a peer has died: then leave anyway.
+        with contextlib.suppress(Exception):  # a peer that failed or left: nothing to wait for
+            dist.monitored_barrier(timeout=timedelta(seconds=EXIT_BARRIER_S))
         dist.destroy_process_group()
 
 
