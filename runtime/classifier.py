@@ -157,11 +157,10 @@ class OnnxClassifier:
         also checks that the output has one column per label."""
         for n in (1, 8):
             texts = ["warm up the model"] * n
-            probs, _ = self.predict(texts, ["warm"] * n if text_pair else None)
+            encodings = self.encode(self.pair_up(texts, ["warm"] * n if text_pair else None))
+            probs = self.run(encodings)
             if n == 1 and self.lone_session is not self.session:
-                self.run_scores(
-                    self.encode(self.pair_up(texts, ["warm"] if text_pair else None)), lone=True
-                )
+                self.run_scores(encodings, lone=True)
             if probs.shape != (n, len(self.labels)):
                 raise ModelLoadError(
                     f"output shape {probs.shape} does not match {n} texts x "

@@ -74,7 +74,7 @@ from training.amalgamate_teachers import (
     union_labels,
 )
 from training.data import Example, PreparedData
-from training.devices import resolve_device
+from training.devices import torch_device
 from training.near_copies import normalise
 from training.progress import RunContext
 from training.sharding import ShardStrategy
@@ -312,7 +312,7 @@ def unsteered_teacher(
 
 
 def select_device(cfg: PipelineConfig) -> torch.device:
-    return torch.device(resolve_device(cfg.device))
+    return torch_device(cfg.device)
 
 
 def run_generation(

@@ -7,7 +7,12 @@ everywhere and asking for a GPU that is not there fails the same way everywhere.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contracts.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(setting: str) -> str:
@@ -23,3 +28,10 @@ def resolve_device(setting: str) -> str:
     if setting == "auto":
         return "cuda" if cuda else "cpu"
     return setting
+
+
+def torch_device(setting: str) -> torch.device:
+    """``resolve_device`` as the ``torch.device`` models are moved to."""
+    import torch
+
+    return torch.device(resolve_device(setting))

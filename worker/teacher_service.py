@@ -29,7 +29,7 @@ from contracts.errors import ArtifactError, UserError
 from contracts.layout import RunLayout
 from jobs.store import check_job_id
 from runtime.metrics import predictions, softmax
-from training.devices import resolve_device
+from training.devices import torch_device
 from worker.settings import WorkerSettings
 
 _lock = threading.Lock()  # one request at a time uses the cached models (threads pool)
@@ -38,9 +38,7 @@ _generators: dict[str, Any] = {}
 
 
 def _device(cfg: PipelineConfig) -> Any:
-    import torch
-
-    return torch.device(resolve_device(cfg.device))
+    return torch_device(cfg.device)
 
 
 def _teacher(teacher_dir: Path, device: Any) -> tuple[Any, Any]:
