@@ -153,6 +153,68 @@ class ApiSettings(SharedSettings):
         "request) is closed, so slow clients cannot hold file descriptors.",
     )
 
+    # --- slow clients, inline runs, inference memory, bundle bounds -----------------------
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="With `--http api.http_protocol:HeaderTimeoutProtocol`: a request body not "
+        "complete this long after its headers is cut off (the connection is closed).",
+    )
+    min_body_bytes_per_s: float = Field(
+        default=1024.0,
+        ge=0.0,
+        description="With the same protocol: a body arriving slower than this on average, "
+        "checked every second from its headers on, is cut off (a byte every few seconds "
+        "holds a request slot for nothing); 0 = no rate check, only LUGPI_BODY_TIMEOUT_S.",
+    )
+    max_receiving_requests: int = Field(
+        default=1024,
+        ge=1,
+        description="With the same protocol: most requests still receiving their body; "
+        "beyond, 503. uvicorn's --limit-concurrency then counts only requests being worked "
+        "on (body in), never idle connections nor bodies still arriving.",
+    )
+    inline_max_tokens: int = Field(
+        default=128,
+        ge=0,
+        description="A lone request runs inline on the event loop only if its text has at "
+        "most this many tokens (counted after tokenizing); longer ones, whose call could "
+        "hold the loop for more than a few ms, go through the batch thread. 0 = never inline.",
+    )
+    max_batch_tokens: int = Field(
+        default=8192,
+        ge=1,
+        description="Most padded tokens (texts x longest text) in one onnxruntime call: a "
+        "batch of long texts is cut into calls of at most this size. Attention memory grows "
+        "with texts x length^2: 64 x 512 tokens needs about 0.8 GB per layer, 16 x 512 a "
+        "quarter of it.",
+    )
+    large_batch_tokens: int = Field(
+        default=2048,
+        ge=1,
+        description="A call of more padded tokens than this is 'large': one large call runs "
+        "at a time in the whole process (across every loaded version), and onnxruntime's "
+        "arena gives back what it took once the call ends.",
+    )
+    max_tokenizer_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest tokenizer.json a bundle may ship; larger: the version is not "
+        "loaded (parsing one blocks the process for seconds and takes gigabytes).",
+    )
+    max_vocab_size: int = Field(
+        default=500_000,
+        ge=1,
+        description="Largest vocabulary a bundle's tokenizer may have; larger: not loaded.",
+    )
+    max_model_length: int = Field(
+        default=2048,
+        ge=1,
+        description="Largest max_length a bundle.json may declare; every version is also "
+        "warmed up with a max_length input before it is served, so one whose graph cannot "
+        "take its max_length never replaces a working version.",
+    )
+
     # --- request limits -------------------------------------------------------------------
     max_texts_per_request: int = Field(
         default=64, ge=1, description="Most texts in one /classify call."
