@@ -15,9 +15,13 @@ A lone request of one text, arriving while nothing is queued, running or arrivin
 it, is run inline (``run_inline``) on the event loop instead (only with ``max_wait_s`` =
 0): handing it to the batch thread and its answer back costs two thread wake-ups, a
 large part of a lone request's latency on a busy 2-core machine
-(benchmarks/results/peers.md). Its cost is bounded by the model's max_length, so the
-event loop is held for one batch-1 call at most; under load the queue is never empty and
-every request goes through the batch thread as before.
+(benchmarks/results/peers.md). It runs inline only if its text, once tokenized, has at most
+``inline_max_tokens`` tokens: the most whose batch-1 call took at most ``inline_max_ms`` when
+the version was loaded (``calibrate_inline``), capped by the setting. Characters say little
+(punctuation and CJK are a token each: 1,000 '!' are a 512-token call of ~240 ms on a
+MiniLM), so a longer text is handed to the batch thread and the loop is never held for
+more than a few ms; under load the queue is never empty and every request goes through
+the batch thread as before.
 
 Overload: at most ``max_queued_texts`` texts wait; a request beyond that is refused at
 once (``Overloaded``, 429) instead of growing the queue. A request still queued
@@ -90,10 +94,12 @@ class _Pending:
 
 
 _STOP = object()
-# Longest text (in characters, a pair's two texts together) run inline: it bounds how long
-# an inline call holds the event loop (about 200 tokens, a few ms at int8 on a CPU core)
-# whatever the model's max_length; a longer one goes through the batch thread.
+# Longest text (in characters, a pair's two texts together) even tokenized on the event loop
+# to see whether it may run inline: it bounds the cost of that look (well under a ms); the
+# token count then decides (``DynamicBatcher.inline_max_tokens``).
 INLINE_MAX_CHARS = 1000
+# Lengths tried by ``calibrate_inline``, shortest first.
+CALIBRATION_LENGTHS = (8, 16, 32, 64, 128, 256, 512)
 
 
 def length_groups(lengths: Sequence[int], max_size: int) -> list[list[int]]:
@@ -133,6 +139,8 @@ class DynamicBatcher:
         timeout_s: float | None = None,
         on_drop: DropObserver | None = None,
         inline_lone: bool = False,
+        inline_max_tokens: int = 128,
+        inline_max_ms: float = 5.0,
     ) -> None:
         self.classifier = classifier
         self.max_batch_size = max_batch_size
@@ -149,6 +157,9 @@ class DynamicBatcher:
         # blocks on it, an inline run only tries it.
         self._engine = threading.Lock()
         self.inline_runs = 0  # requests answered by run_inline (tests and curiosity)
+        # Most tokens of a text run inline; ``calibrate_inline`` lowers it to what is cheap.
+        self.inline_max_tokens = inline_max_tokens
+        self.inline_max_ms = inline_max_ms
         self._candidate = False  # a request is about to run inline (set on the event loop)
         self._closed = False
         self.name = name
@@ -156,6 +167,37 @@ class DynamicBatcher:
 
     def start(self) -> None:
         self._thread.start()
+
+    def calibrate_inline(self) -> int:
+        """Lower ``inline_max_tokens`` to the longest input whose batch-1 call (the lone
+        session's, as inline runs use it; fastest of 3) took at most ``inline_max_ms``; 0
+        when even the shortest did not. Blocking (a few calls): run it before ``start``, off
+        the event loop. On a loaded machine it measures slower and inlines less: the safe
+        side."""
+        if not self.inline_lone or self.inline_max_tokens <= 0:
+            return self.inline_max_tokens
+        clf = self.classifier
+        bound = min(self.inline_max_tokens, clf.encoder.max_length)
+        words = " ".join(["warm"] * bound)
+        (full,) = clf.encode(clf.pair_up([words], None))
+        best = 0
+        with self._engine:
+            for n in [n for n in CALIBRATION_LENGTHS if n < bound] + [bound]:
+                if not self._cheap(full, n):
+                    break
+                best = n
+        self.inline_max_tokens = best
+        log.info("%s: lone texts of up to %d tokens run inline", self.name, best)
+        return best
+
+    def _cheap(self, full: Cut, n: int) -> bool:
+        cut = Cut(full.ids[:n], full.type_ids[:n], False)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            self.classifier.run_scores([cut], lone=True)
+            times.append(time.perf_counter() - started)
+        return min(times) * 1000 <= self.inline_max_ms
 
     @property
     def queued_texts(self) -> int:
@@ -175,8 +217,9 @@ class DynamicBatcher:
     ) -> BatchOutput | None:
         """The request's output computed on this thread, or None when it must queue: inline
         runs are off, batches wait for company (``max_wait_s`` > 0), it has more than one
-        text or a text over ``INLINE_MAX_CHARS``, the batcher is closed, or other requests
-        are queued, running, or arrived together with it.
+        text or a text over ``INLINE_MAX_CHARS`` or, once tokenized, over
+        ``inline_max_tokens`` tokens, the batcher is closed, or other requests are queued,
+        running, or arrived together with it.
 
         "Together": the first candidate yields to the event loop once before running, and
         requests that reach the batcher meanwhile queue (they see the candidate); if any
@@ -191,6 +234,7 @@ class DynamicBatcher:
             not self.inline_lone
             or self.max_wait_s > 0
             or len(texts) != 1
+            or self.inline_max_tokens <= 0
             or len(texts[0]) + (len(pairs[0]) if pairs else 0) > INLINE_MAX_CHARS
             or self._candidate
             or self._queued_texts
@@ -212,8 +256,15 @@ class DynamicBatcher:
             since = arrived.get() or time.monotonic()
             deadline = since + self.timeout_s if self.timeout_s else float("inf")
             pending = _Pending(texts, pairs, truncation, deadline=deadline)
+            encodings: list[Cut] | None
+            try:
+                encodings = self._encode([pending])  # cheap: at most INLINE_MAX_CHARS
+            except Exception:  # the run below tokenizes again and reports it as usual
+                encodings = None
+            if encodings is not None and len(encodings[0].ids) > self.inline_max_tokens:
+                return None  # a call too long to hold the loop for: the batch thread runs it
             if self._live([pending]):
-                self._run_unlocked([pending], lone=True)
+                self._run_unlocked([pending], lone=True, encodings=encodings)
                 self.inline_runs += 1
         finally:
             self._engine.release()
@@ -344,10 +395,13 @@ class DynamicBatcher:
         with self._engine:
             self._run_unlocked(batch)
 
-    def _run_unlocked(self, batch: list[_Pending], *, lone: bool = False) -> None:
-        """``lone``: an inline run on an idle server (``OnnxClassifier.run_scores``)."""
+    def _run_unlocked(
+        self, batch: list[_Pending], *, lone: bool = False, encodings: list[Cut] | None = None
+    ) -> None:
+        """``lone``: an inline run on an idle server (``OnnxClassifier.run_scores``);
+        ``encodings``: the batch's texts, already tokenized."""
         try:
-            outputs = self._infer(batch, lone=lone)
+            outputs = self._infer(batch, lone=lone, encodings=encodings)
         except Exception as e:  # keep the thread alive; each caller gets the error
             if len(batch) > 1:
                 # One bad request must not fail the others it was batched with.
@@ -360,10 +414,13 @@ class DynamicBatcher:
         for p, out in zip(batch, outputs, strict=True):
             p.future.set_result(out)
 
-    def _infer(self, batch: list[_Pending], *, lone: bool = False) -> list[BatchOutput]:
+    def _infer(
+        self, batch: list[_Pending], *, lone: bool = False, encodings: list[Cut] | None = None
+    ) -> list[BatchOutput]:
         clf = self.classifier
         started = time.perf_counter()
-        encodings = self._encode(batch)
+        if encodings is None:
+            encodings = self._encode(batch)
         tokenized = time.perf_counter()
         n_labels = len(clf.labels)
         probs = np.empty((len(encodings), n_labels), dtype=np.float32)

@@ -303,7 +303,10 @@ class ModelRegistry:
             timeout_s=self.settings.request_timeout_s,
             on_drop=self.metrics.drop_observer(name),
             inline_lone=self.settings.inline_lone_requests,
+            inline_max_tokens=self.settings.inline_max_tokens,
+            inline_max_ms=self.settings.inline_max_ms,
         )
+        batcher.calibrate_inline()
         batcher.start()
         log.info(
             "loaded %s/%s (%s, %s, %d labels)",

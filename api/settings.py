@@ -114,10 +114,10 @@ class ApiSettings(SharedSettings):
     )
     inline_lone_requests: bool = Field(
         default=True,
-        description="Run a one-text request (up to 1000 characters) on the event loop when "
-        "nothing is queued or running, skipping the hand-off to the batch thread and back "
-        "(two thread wake-ups); it holds the loop for that one batch-1 call. Under load "
-        "every request is batched.",
+        description="Run a one-text request (up to LUGPI_INLINE_MAX_TOKENS tokens) on the "
+        "event loop when nothing is queued or running, skipping the hand-off to the batch "
+        "thread and back (two thread wake-ups); it holds the loop for that one batch-1 call "
+        "(at most LUGPI_INLINE_MAX_MS). Under load every request is batched.",
     )
 
     # --- teacher (POST /classify/teacher) ---------------------------------------------------
@@ -178,8 +178,15 @@ class ApiSettings(SharedSettings):
         default=128,
         ge=0,
         description="A lone request runs inline on the event loop only if its text has at "
-        "most this many tokens (counted after tokenizing); longer ones, whose call could "
-        "hold the loop for more than a few ms, go through the batch thread. 0 = never inline.",
+        "most this many tokens (counted after tokenizing) and a call of that length took at "
+        "most LUGPI_INLINE_MAX_MS when the version was loaded; longer ones go through the "
+        "batch thread. 0 = never inline.",
+    )
+    inline_max_ms: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="Longest a batch-1 call run inline may take (measured per version at "
+        "load, fastest of 3): the time it holds the event loop, and every other request, for.",
     )
     max_batch_tokens: int = Field(
         default=8192,
