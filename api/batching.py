@@ -23,6 +23,14 @@ MiniLM), so a longer text is handed to the batch thread and the loop is never he
 more than a few ms; under load the queue is never empty and every request goes through
 the batch thread as before.
 
+Memory: onnxruntime's attention takes texts x heads x length^2 floats per layer (64 x 512
+tokens: about 0.8 GB), and each version's arena used to keep its peak. A group is also cut
+where it would pass ``max_batch_tokens`` padded tokens (texts past 512 tokens counted at
+their attention's cost, ``call_cost``); a call above ``LargeCallGate.large_tokens`` takes
+the process-wide gate, so one large call runs at a time across every loaded version, and
+asks onnxruntime to give its arena back once done. Peak inference memory is then one
+budget-sized call, however many versions are loaded.
+
 Overload: at most ``max_queued_texts`` texts wait; a request beyond that is refused at
 once (``Overloaded``, 429) instead of growing the queue. A request still queued
 ``timeout_s`` after it reached the server (``api.request_id.arrived``), or whose caller
@@ -102,8 +110,31 @@ INLINE_MAX_CHARS = 1000
 CALIBRATION_LENGTHS = (8, 16, 32, 64, 128, 256, 512)
 
 
-def length_groups(lengths: Sequence[int], max_size: int) -> list[list[int]]:
-    """Indices sorted by length, cut into groups of at most ``max_size``.
+# Past this length a text's cost is counted by its attention (quadratic), not its tokens.
+ATTENTION_FREE_LENGTH = 512
+
+
+def call_cost(n_texts: int, width: int) -> float:
+    """What a call of ``n_texts`` padded to ``width`` tokens costs in memory, in tokens:
+    n x width, and n x width^2 / 512 past 512 (attention grows with the square)."""
+    return n_texts * width * max(1.0, width / ATTENTION_FREE_LENGTH)
+
+
+class LargeCallGate:
+    """One onnxruntime call above ``large_tokens`` (``call_cost``) at a time in the whole
+    process: each loaded version has its own batch thread, and two large calls at once
+    doubled the peak (two versions under a flood of long texts passed 2 GB)."""
+
+    def __init__(self, large_tokens: float) -> None:
+        self.large_tokens = large_tokens
+        self.lock = threading.Lock()
+
+
+def length_groups(
+    lengths: Sequence[int], max_size: int, max_tokens: float | None = None
+) -> list[list[int]]:
+    """Indices sorted by length, cut into groups of at most ``max_size``, and of at most
+    ``max_tokens`` (``call_cost``) unless the group is a single text.
 
     A group also ends where adding the next (longer) text would make more than a third
     of the group's padded tokens padding, and the padding would exceed 256 tokens:
@@ -117,7 +148,8 @@ def length_groups(lengths: Sequence[int], max_size: int) -> list[list[int]]:
         n = lengths[i]
         padded = (len(current) + 1) * n  # sorted ascending: the new text is the longest
         waste = padded - (real + n)
-        if current and (len(current) >= max_size or (waste > padded / 3 and waste > 256)):
+        over = max_tokens is not None and call_cost(len(current) + 1, n) > max_tokens
+        if current and (len(current) >= max_size or over or (waste > padded / 3 and waste > 256)):
             groups.append(current)
             current, real = [], 0
         current.append(i)
@@ -141,6 +173,8 @@ class DynamicBatcher:
         inline_lone: bool = False,
         inline_max_tokens: int = 128,
         inline_max_ms: float = 5.0,
+        max_batch_tokens: float | None = None,
+        gate: LargeCallGate | None = None,
     ) -> None:
         self.classifier = classifier
         self.max_batch_size = max_batch_size
@@ -160,6 +194,8 @@ class DynamicBatcher:
         # Most tokens of a text run inline; ``calibrate_inline`` lowers it to what is cheap.
         self.inline_max_tokens = inline_max_tokens
         self.inline_max_ms = inline_max_ms
+        self.max_batch_tokens = max_batch_tokens
+        self.gate = gate
         self._candidate = False  # a request is about to run inline (set on the event loop)
         self._closed = False
         self.name = name
@@ -261,7 +297,10 @@ class DynamicBatcher:
                 encodings = self._encode([pending])  # cheap: at most INLINE_MAX_CHARS
             except Exception:  # the run below tokenizes again and reports it as usual
                 encodings = None
-            if encodings is not None and len(encodings[0].ids) > self.inline_max_tokens:
+            if encodings is not None and (
+                len(encodings[0].ids) > self.inline_max_tokens
+                or self._large(1, len(encodings[0].ids))  # would wait for the gate
+            ):
                 return None  # a call too long to hold the loop for: the batch thread runs it
             if self._live([pending]):
                 self._run_unlocked([pending], lone=True, encodings=encodings)
@@ -425,9 +464,15 @@ class DynamicBatcher:
         n_labels = len(clf.labels)
         probs = np.empty((len(encodings), n_labels), dtype=np.float32)
         logits = np.empty_like(probs) if clf.has_logits else None
-        for group in length_groups([len(e.ids) for e in encodings], self.max_batch_size):
+        lengths = [len(e.ids) for e in encodings]
+        for group in length_groups(lengths, self.max_batch_size, self.max_batch_tokens):
             group_started = time.perf_counter()
-            out = clf.run_scores([encodings[i] for i in group], lone=lone)
+            width = max(lengths[i] for i in group)
+            if self.gate is not None and self._large(len(group), width):
+                with self.gate.lock:
+                    out = clf.run_scores([encodings[i] for i in group], shrink=True)
+            else:
+                out = clf.run_scores([encodings[i] for i in group], lone=lone)
             probs[group] = out.probs
             if logits is not None and out.logits is not None:
                 logits[group] = out.logits
@@ -456,6 +501,9 @@ class DynamicBatcher:
             )
             start = end
         return outputs
+
+    def _large(self, n_texts: int, width: int) -> bool:
+        return self.gate is not None and call_cost(n_texts, width) > self.gate.large_tokens
 
     def _encode(self, batch: list[_Pending]) -> list[Cut]:
         """One tokenizer call per truncation side present (nearly always just one)."""

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from api.batching import DynamicBatcher
+from api.batching import DynamicBatcher, LargeCallGate
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from contracts.bundle import VERSION_PATTERN, BundleManifest, read_manifest
@@ -151,6 +151,8 @@ class ModelRegistry:
             lone_spinning=settings.ort_lone_spinning and settings.inline_lone_requests,
         )
         self.snapshot = Snapshot()
+        # One large onnxruntime call at a time across every loaded version (api/batching.py).
+        self.gate = LargeCallGate(settings.large_batch_tokens)
         self.started = False  # set once the start-up load (and warm-up) has finished
         self._refresh_lock = threading.Lock()
 
@@ -305,6 +307,8 @@ class ModelRegistry:
             inline_lone=self.settings.inline_lone_requests,
             inline_max_tokens=self.settings.inline_max_tokens,
             inline_max_ms=self.settings.inline_max_ms,
+            max_batch_tokens=self.settings.max_batch_tokens,
+            gate=self.gate,
         )
         batcher.calibrate_inline()
         batcher.start()

@@ -189,12 +189,12 @@ class ApiSettings(SharedSettings):
         "load, fastest of 3): the time it holds the event loop, and every other request, for.",
     )
     max_batch_tokens: int = Field(
-        default=8192,
+        default=4096,
         ge=1,
-        description="Most padded tokens (texts x longest text) in one onnxruntime call: a "
-        "batch of long texts is cut into calls of at most this size. Attention memory grows "
-        "with texts x length^2: 64 x 512 tokens needs about 0.8 GB per layer, 16 x 512 a "
-        "quarter of it.",
+        description="Most padded tokens (texts x longest text; past 512 tokens, texts x "
+        "length^2 / 512) in one onnxruntime call: a batch of long texts is cut into calls "
+        "of at most this size (a single text always runs). Attention memory grows with "
+        "texts x length^2: 64 x 512 tokens needs about 0.8 GB per layer, 8 x 512 an eighth.",
     )
     large_batch_tokens: int = Field(
         default=2048,
