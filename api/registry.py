@@ -31,7 +31,7 @@ from contracts.errors import (
     RepositoryError,
 )
 from contracts.repository import ModelEntry, list_models
-from runtime.classifier import OnnxClassifier, open_bundle
+from runtime.classifier import BundleLimits, OnnxClassifier, open_bundle
 from runtime.session import RuntimeOptions
 
 log = logging.getLogger("lugpi.api")
@@ -149,6 +149,11 @@ class ModelRegistry:
             inter_op_threads=settings.inter_op_threads,
             spinning=settings.ort_spinning,
             lone_spinning=settings.ort_lone_spinning and settings.inline_lone_requests,
+        )
+        self.limits = BundleLimits(
+            max_tokenizer_bytes=settings.max_tokenizer_bytes,
+            max_vocab_size=settings.max_vocab_size,
+            max_length=settings.max_model_length,
         )
         self.snapshot = Snapshot()
         # One large onnxruntime call at a time across every loaded version (api/batching.py).
@@ -290,7 +295,7 @@ class ModelRegistry:
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
         manifest = read_manifest(path)  # list_models has verified every file's sha256
         try:
-            classifier = open_bundle(path, manifest, self.options)
+            classifier = open_bundle(path, manifest, self.options, self.limits)
         except LugpiError:
             raise
         except Exception as e:  # onnxruntime errors on a graph that does not fit the bundle
