@@ -56,6 +56,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     _body_started = 0.0
     _body_paused_s = 0.0  # seconds the app held reading paused (flow control), not counted
     _body_bytes = 0
+    _body_counted = False  # whether it counts in ``receiving`` (a refused one does not)
     _request_limit: int | None = None
 
     def _arm(self) -> None:
@@ -82,8 +83,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
                 return True
         return False
 
-    def _start_body(self) -> None:
-        type(self).receiving += 1
+    def _start_body(self, counted: bool) -> None:
+        self._body_counted = counted
+        if counted:
+            type(self).receiving += 1
         self._body_started = time.monotonic()
         self._body_paused_s = 0.0
         self._body_bytes = 0
@@ -93,7 +96,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
-            type(self).receiving -= 1
+            if self._body_counted:
+                type(self).receiving -= 1
 
     def _check_body(self) -> None:
         settings = _settings()
@@ -139,8 +143,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             super().on_headers_complete()
         finally:
             self.limit_concurrency = limit
-        if body and not over:
-            self._start_body()
+        if body:  # a refused request's body is timed too, or it could hold the connection
+            self._start_body(counted=not over)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
