@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.settings import ApiSettings
-from contracts.errors import JobQueueUnavailable, TeacherUnavailable
+from contracts.errors import ConfigError, JobQueueUnavailable, TeacherUnavailable
 from contracts.jobs import JobRecord, JobState
 from contracts.layout import RunLayout
 from jobs.lifecycle import (
@@ -164,7 +164,14 @@ class CeleryJobQueue(JobQueue):
 
     def __init__(self, settings: ApiSettings) -> None:
         assert settings.redis_url
-        from celery import Celery  # only to send by name: no task is imported
+        try:
+            import redis  # noqa: F401  (RedisJobStore's; checked here to say it once)
+            from celery import Celery  # only to send by name: no task is imported
+        except ImportError as e:
+            raise ConfigError(
+                f"LUGPI_REDIS_URL is set but {e.name or 'celery'} is not installed: "
+                "pip install 'lugpi[api,queue]' (or unset LUGPI_REDIS_URL for the embedded mode)"
+            ) from e
 
         super().__init__(RedisJobStore(settings.redis_url), settings)
         url = settings.redis_url
