@@ -495,7 +495,7 @@ class ExportConfig(_Strict):
 class TrackingConfig(_Strict):
     """Experiment tracking (optional): every stage's metrics, curves, config, provenance."""
 
-    mlflow: bool = Field(False, description="Log the run to MLflow (needs mlflow-skinny).")
+    mlflow: bool = Field(False, description="Log the run to MLflow (needs the tracking extra).")
     uri: str | None = Field(
         None,
         description="MLflow tracking URI (a server, a database, a directory); default: a "

@@ -111,7 +111,7 @@ class Tracker:
             from mlflow.tracking import MlflowClient
         except ImportError as e:
             raise ConfigError(
-                "tracking.mlflow is true but MLflow is not installed: pip install mlflow-skinny"
+                "tracking.mlflow is true but MLflow is not installed: pip install 'lugpi[tracking]'"
             ) from e
         self._client = MlflowClient(self.uri)
         state = self._state()
