@@ -86,6 +86,7 @@ def _outcome(store: JobStore, spec: dict[str, Any], settings: WorkerSettings) ->
         attempt,
         min_interval=settings.progress_interval_s,
         deadline=started + settings.job_timeout_s,
+        started_at=started,
     )
     module, _, name = str(spec["stages"]).partition(":")
     stages = getattr(importlib.import_module(module), name)
