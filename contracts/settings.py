@@ -72,6 +72,12 @@ class SharedSettings(BaseSettings):
         "with the reason in its record.",
     )
 
+    verbose_job_log: bool = Field(
+        default=False,
+        description="Keep the libraries' routine output (load reports, token-length and "
+        "deprecation warnings, progress bars, quantizer lines) in a job's log.",
+    )
+
     def shared_env(self) -> dict[str, str]:
         """``LUGPI_*`` variables that give another process these same shared values
         (paths made absolute, so a process started elsewhere finds the same directories)."""
