@@ -72,6 +72,13 @@ class SharedSettings(BaseSettings):
         "with the reason in its record.",
     )
 
+    job_artifacts_keep_days: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Delete the run directories (artifacts) of jobs that finished more than "
+        "this many days ago; the API's reaper checks hourly. None: keep them (delete by hand: "
+        "DELETE /jobs/{id}/artifacts, lugpi jobs delete-artifacts).",
+    )
     verbose_job_log: bool = Field(
         default=False,
         description="Keep the libraries' routine output (load reports, token-length and "

@@ -6,6 +6,7 @@ are configured.
     GET  /jobs              newest first, paged
     POST /jobs/{job_id}/cancel
     GET  /jobs/{job_id}/logs     the tail of the job's log (embedded mode)
+    DELETE /jobs/{job_id}/artifacts  a finished job's run directory (record and model stay)
     GET  /jobs/{job_id}/results  results table, per-model metrics with confusion matrices,
                                  training curves
 
@@ -39,6 +40,7 @@ from contracts.config import PipelineConfig
 from contracts.errors import CannotCancel, JobStoreUnavailable, NotFound
 from contracts.jobs import JobRecord, JobState
 from contracts.layout import RunLayout
+from jobs.artifacts import delete_job_artifacts
 from jobs.lifecycle import fail_queued, live_timing, request_cancel
 from jobs.store import (
     JOB_ID_PATTERN,
@@ -306,3 +308,20 @@ def get_job_results(job_id: JobId, queue: QueueDep, settings: SettingsDep) -> Jo
         table_md=table.read_text(encoding="utf-8"),
         curves=curves,
     )
+
+
+class ArtifactsDeleted(BaseModel):
+    job_id: str
+    freed_bytes: int = Field(description="0 when they were already gone.")
+
+
+@router.delete(
+    "/jobs/{job_id}/artifacts",
+    responses={404: {}, 409: {"description": "The job has not finished."}, **_UNAVAILABLE},
+)
+def delete_artifacts(job_id: JobId, queue: QueueDep, settings: SettingsDep) -> ArtifactsDeleted:
+    """Delete a finished job's run directory (stage outputs, images, log, results). The
+    job's record stays, and so does any model it published (that lives in the model
+    repository). Old ones go by themselves with ``LUGPI_JOB_ARTIFACTS_KEEP_DAYS``."""
+    freed = delete_job_artifacts(queue.store, Path(settings.artifacts_dir), job_id)
+    return ArtifactsDeleted(job_id=job_id, freed_bytes=freed)
