@@ -77,7 +77,7 @@ class SharedSettings(BaseSettings):
         gt=0.0,
         description="Delete the run directories (artifacts) of jobs that finished more than "
         "this many days ago; the API's reaper checks hourly. None: keep them (delete by hand: "
-        "DELETE /jobs/{id}/artifacts, lugpi jobs delete-artifacts).",
+        "DELETE /jobs/{id}/artifacts, lugpi-jobs delete-artifacts).",
     )
     verbose_job_log: bool = Field(
         default=False,

@@ -2,7 +2,7 @@
 job log; often gigabytes) goes, its record and any model it published stay.
 
 One implementation for the admin route (``DELETE /jobs/{id}/artifacts``), the CLI
-(``lugpi jobs delete-artifacts|prune-artifacts``) and the reapers' pruning
+(``lugpi-jobs delete-artifacts|prune-artifacts``, jobs/cli.py) and the reapers' pruning
 (``LUGPI_JOB_ARTIFACTS_KEEP_DAYS``). A job that is not finished is refused: its worker may
 still be writing there, and a resumed attempt needs its finished stages. Torch-free.
 """

@@ -26,7 +26,6 @@ from contracts.errors import ConfigError, LugpiError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
 from training import distributed
-from training.cli_jobs import jobs_app
 from training.cli_models import models_app, predict
 from training.pipeline import PipelineResult, Run, resolve_paths, run_pipeline
 from training.progress import RunContext
@@ -426,7 +425,6 @@ def presets() -> None:
 
 # lugpi models [list|pin|unpin|rollback|delete] and lugpi predict (training/cli_models.py).
 app.add_typer(models_app, name="models")
-app.add_typer(jobs_app, name="jobs")  # lugpi jobs delete-artifacts|prune-artifacts
 app.command("predict")(predict)
 
 

@@ -4,13 +4,15 @@ the reaper. A running job's are refused; the job record and the published model 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from api.main import create_app
 from api.settings import ApiSettings
@@ -19,7 +21,8 @@ from contracts.layout import RunLayout
 from jobs.artifacts import delete_job_artifacts, prune_job_artifacts
 from jobs.lifecycle import finish_attempt, start_attempt
 from jobs.store import JobStore, SqliteJobStore, now_utc
-from training.cli import app as cli
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _job(store: JobStore, artifacts: Path, state: JobState | None) -> str:
@@ -97,23 +100,31 @@ def test_admin_route_and_cli_delete_a_jobs_artifacts(
         assert r.status_code == 409 and "running" in r.json()["detail"]
         assert client.get(f"/jobs/{first}", headers={"X-API-Key": "admin-key"}).status_code == 200
 
-    monkeypatch.setenv("LUGPI_ARTIFACTS_DIR", str(artifacts))
-    monkeypatch.delenv("LUGPI_REDIS_URL", raising=False)
-    runner = CliRunner()
-    asked = runner.invoke(cli, ["jobs", "delete-artifacts", second], input="n\n")
-    assert asked.exit_code != 0 and RunLayout.for_job(artifacts, second).root.exists()
-    gone = runner.invoke(cli, ["jobs", "delete-artifacts", second, "--yes"])
-    assert gone.exit_code == 0, gone.output
-    assert not RunLayout.for_job(artifacts, second).root.exists()
-    refused = runner.invoke(cli, ["jobs", "delete-artifacts", running, "--yes"])
-    assert refused.exit_code == 2 and "running" in refused.output
+    # The command, as installed (python -m runs the same main), with the API's settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LUGPI_"))}
+    env |= {"PYTHONPATH": str(ROOT), "LUGPI_ARTIFACTS_DIR": str(artifacts)}
+
+    def lugpi_jobs(*args: str, answer: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jobs.cli", *args],
+            input=answer, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    asked = lugpi_jobs("delete-artifacts", second, answer="n\n")
+    assert asked.returncode == 1 and RunLayout.for_job(artifacts, second).root.exists()
+    gone = lugpi_jobs("delete-artifacts", second, "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert not RunLayout.for_job(artifacts, second).root.exists() and "MB freed" in gone.stdout
+    refused = lugpi_jobs("delete-artifacts", running, "--yes")
+    assert refused.returncode == 2 and "running" in refused.stderr
+    unknown = lugpi_jobs("delete-artifacts", "0" * 32, "--yes")
+    assert unknown.returncode == 2 and "no job" in unknown.stderr
     store = SqliteJobStore(artifacts / SqliteJobStore.FILE_NAME)
-    _age(store, running, 1)
     finish_attempt(store, running, 1, JobState.FAILED, error="x")
     _age(store, running, 9)
     store.close()
-    pruned = runner.invoke(cli, ["jobs", "prune-artifacts", "--keep-days", "7", "--yes"])
-    assert pruned.exit_code == 0 and running in pruned.output
+    pruned = lugpi_jobs("prune-artifacts", "--keep-days", "7", "--yes")
+    assert pruned.returncode == 0 and running in pruned.stdout, pruned.stderr
     assert not RunLayout.for_job(artifacts, running).root.exists()
 
 
