@@ -4,9 +4,11 @@ no UI: the `tracking` extra installs the full `mlflow`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -16,10 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from contracts.config import PipelineConfig
-from training.tracking import STATE_FILE, Tracker
+import pytest
 
-from .test_tracking import _teacher_dir
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -36,25 +37,40 @@ def _get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode("utf-8", "replace")
 
 
-def test_the_documented_mlflow_ui_command_starts_and_lists_the_run(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    cfg = PipelineConfig.model_validate({"data": {"train": "t.csv"}, "tracking": {"mlflow": True}})
-    stage = _teacher_dir(run_dir)
-    Tracker(cfg, run_dir).stage_done(stage.name, stage)
-    run_id = json.loads((run_dir / STATE_FILE).read_text())["run_id"]
+def test_the_documented_mlflow_ui_command_starts_and_lists_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run in a local file store, as tracking.mlflow writes one (<run-dir>/mlruns; the
+    # tracker allows MLflow's file store in its own process only).
+    from mlflow.tracking import MlflowClient
 
-    mlflow = Path(sys.executable).with_name("mlflow")
-    command = str(mlflow) if mlflow.exists() else shutil.which("mlflow")
-    assert command, "the mlflow command is not installed (pip install -e '.[tracking]')"
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+
+    store = tmp_path / "run" / "mlruns"
+    client = MlflowClient(store.resolve().as_uri())
+    experiment = client.create_experiment("lugpi")
+    run_id = client.create_run(experiment).info.run_id
+    for step, loss in enumerate((0.9, 0.7, 0.6)):
+        client.log_metric(run_id, "student-effnet.train.loss", loss, step=step)
+    client.set_terminated(run_id)
+
+    # The README's line, as written, with this run directory and a free port.
+    readme = (ROOT / "README.md").read_text()
+    documented = re.search(r"^(.*mlflow ui --backend-store-uri <run-dir>/mlruns)$", readme, re.M)
+    assert documented, "the README no longer documents the mlflow ui command"
     port = _free_port()
+    line = documented.group(1).replace("<run-dir>", shlex.quote(str(store.parent)))
+    bindir = str(Path(sys.executable).parent)  # the environment's own mlflow command
     log = (tmp_path / "ui.log").open("w")
     proc = subprocess.Popen(
-        [command, "ui", "--backend-store-uri", str(run_dir / "mlruns"), "--port", str(port)],
+        ["bash", "-c", f"{line} --port {port}"],
         cwd=tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # The user's shell: none of the tracker's settings.
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        | {"PATH": f"{bindir}:{os.environ.get('PATH', '')}"},
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -77,7 +93,8 @@ def test_the_documented_mlflow_ui_command_starts_and_lists_the_run(tmp_path: Pat
         assert code == 200, body
         assert json.loads(body)["run"]["info"]["run_id"] == run_id
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the group is gone if it exited
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
