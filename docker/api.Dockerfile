@@ -1,5 +1,5 @@
 # The serving image: CPU only, onnxruntime + tokenizers + numpy. No torch, no transformers,
-# no diffusers: only the `api` extra is installed (the build checks it, and so does
+# no diffusers: only the `api` and `queue` extras are installed (the build checks it, and so does
 # tests/e2e/test_compose_static.py).
 #
 # Build with BuildKit from the repository root (docker/build-images.sh does, with the inputs
@@ -35,7 +35,7 @@ RUN --mount=type=bind,source=docker/build,target=/build \
     --mount=type=secret,id=ca-certificates \
     --mount=type=secret,id=pip.conf \
     --mount=type=secret,id=pip-constraints \
-    python /build/requirements.py /tmp/pyproject.toml api > /tmp/requirements.txt \
+    python /build/requirements.py /tmp/pyproject.toml api queue > /tmp/requirements.txt \
     && /build/pip.sh install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt /tmp/pyproject.toml
 

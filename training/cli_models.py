@@ -13,18 +13,25 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from contracts.errors import LugpiError
+from contracts.errors import LugpiError, RepositoryError
 
 models_app = typer.Typer(
     help="The published models: list them (default), pin a default version, roll back, "
-    "delete a version.",
+    "delete a version. --repository may come before or after the subcommand.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
 
+RepositoryHelp = "The model repository (default ./model-repository)."
 Repository = Annotated[
     Path,
-    typer.Option(envvar="LUGPI_MODEL_REPOSITORY", help="The model repository."),
+    typer.Option(envvar="LUGPI_MODEL_REPOSITORY", help=RepositoryHelp),
+]
+# A subcommand's own --repository: unset means "the group's" (``lugpi models --repository R
+# pin ...``), which itself defaults to LUGPI_MODEL_REPOSITORY, then ./model-repository.
+SubRepository = Annotated[
+    Path | None,
+    typer.Option(help=RepositoryHelp + " Overrides the one given before the subcommand."),
 ]
 NameArg = Annotated[str, typer.Argument(help="The model's name.")]
 VersionArg = Annotated[str, typer.Argument(help="A version: v1, v2, ...")]
@@ -34,6 +41,27 @@ DEFAULT_REPOSITORY = Path("model-repository")
 def _fail(e: LugpiError) -> typer.Exit:
     typer.echo(f"error: {e}", err=True)
     return typer.Exit(2)
+
+
+def existing_repository(repository: Path) -> Path:
+    """``repository`` if it is a directory; else a ``RepositoryError`` saying how to name one.
+
+    ``list_models`` reads a missing repository as empty (the API starts before anything is
+    published); at the command line it is almost always a wrong path or working directory.
+    """
+    if not repository.exists():
+        raise RepositoryError(
+            f"model repository {repository} does not exist; give --repository PATH or set "
+            "LUGPI_MODEL_REPOSITORY"
+        )
+    if not repository.is_dir():
+        raise RepositoryError(f"model repository {repository} is not a directory")
+    return repository
+
+
+def _repository(ctx: typer.Context, own: Path | None) -> Path:
+    chosen = own if own is not None else ctx.obj if isinstance(ctx.obj, Path) else None
+    return existing_repository(chosen if chosen is not None else DEFAULT_REPOSITORY)
 
 
 def _table(repository: Path, name: str | None = None) -> str:
@@ -47,58 +75,87 @@ def _table(repository: Path, name: str | None = None) -> str:
 @models_app.callback()
 def models(ctx: typer.Context, repository: Repository = DEFAULT_REPOSITORY) -> None:
     """List the published models: versions, labels, test accuracy, the default, problems."""
+    ctx.obj = repository
     if ctx.invoked_subcommand is None:
         try:
-            typer.echo(_table(repository))
+            typer.echo(_table(existing_repository(repository)))
         except LugpiError as e:
             raise _fail(e) from e
 
 
+@models_app.command("list")
+def list_(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    repository: SubRepository = None,
+) -> None:
+    """List the published models (or one model's versions), as `lugpi models` alone does."""
+    try:
+        typer.echo(_table(_repository(ctx, repository), name))
+    except LugpiError as e:
+        raise _fail(e) from e
+
+
 @models_app.command("pin")
-def pin(name: NameArg, version: VersionArg, repository: Repository = DEFAULT_REPOSITORY) -> None:
+def pin(
+    ctx: typer.Context, name: NameArg, version: VersionArg, repository: SubRepository = None
+) -> None:
     """Serve VERSION when a request names no version, even after newer ones are published."""
     from contracts.model_versions import pin_version
 
     try:
-        pin_version(repository, name, version)
-        typer.echo(_table(repository, name))
+        repo = _repository(ctx, repository)
+        pin_version(repo, name, version)
+        typer.echo(_table(repo, name))
     except LugpiError as e:
         raise _fail(e) from e
 
 
 @models_app.command("unpin")
-def unpin(name: NameArg, repository: Repository = DEFAULT_REPOSITORY) -> None:
+def unpin(ctx: typer.Context, name: NameArg, repository: SubRepository = None) -> None:
     """Forget the pin: the newest valid version is the default again."""
     from contracts import model_versions
 
     try:
-        model_versions.unpin(repository, name)
-        typer.echo(_table(repository, name))
+        repo = _repository(ctx, repository)
+        model_versions.unpin(repo, name)
+        typer.echo(_table(repo, name))
     except LugpiError as e:
         raise _fail(e) from e
 
 
 @models_app.command("rollback")
-def rollback(name: NameArg, repository: Repository = DEFAULT_REPOSITORY) -> None:
+def rollback(ctx: typer.Context, name: NameArg, repository: SubRepository = None) -> None:
     """Pin the newest version older than the current default."""
     from contracts import model_versions
 
     try:
-        entry = model_versions.rollback(repository, name)
+        repo = _repository(ctx, repository)
+        entry = model_versions.rollback(repo, name)
         typer.echo(f"{name}: default is now {entry.version} (pinned)")
-        typer.echo(_table(repository, name))
+        typer.echo(_table(repo, name))
     except LugpiError as e:
         raise _fail(e) from e
 
 
 @models_app.command("delete")
-def delete(name: NameArg, version: VersionArg, repository: Repository = DEFAULT_REPOSITORY) -> None:
-    """Delete one version (not the pinned one, not the last valid one)."""
+def delete(
+    ctx: typer.Context,
+    name: NameArg,
+    version: VersionArg,
+    repository: SubRepository = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete one version (not the pinned one, not the last valid one); asks first."""
     from contracts.model_versions import delete_version
 
     try:
-        delete_version(repository, name, version)
-        typer.echo(_table(repository, name))
+        repo = _repository(ctx, repository)
+        if not yes:
+            delete_version(repo, name, version, dry_run=True)
+            typer.confirm(f"Delete {name} {version} from {repo}? This cannot be undone", abort=True)
+        delete_version(repo, name, version)
+        typer.echo(_table(repo, name))
     except LugpiError as e:
         raise _fail(e) from e
 
@@ -127,6 +184,7 @@ def predict(
     from training.batch_predict import count_rows, file_format, predict_file
 
     try:
+        existing_repository(repository)
         total = None if quiet else count_rows(input_file, file_format(input_file))
         with tqdm(total=total, unit="row", disable=quiet, mininterval=0.5) as bar:
             n = predict_file(
