@@ -10,7 +10,6 @@ scores are compared with the PyTorch model's.
 
 from __future__ import annotations
 
-import csv
 import inspect
 import json
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from support import classifier_checkpoints as ck
 from typer.testing import CliRunner
 
 from api.main import create_app
@@ -27,104 +27,8 @@ from contracts.errors import DataError, ModelLoadError
 from contracts.repository import list_models
 from training.import_model import LabelledFile, import_classifier
 
-LABELS = ["sport", "politics", "weather"]
-KEYWORDS = {"sport": "match goal", "politics": "vote minister", "weather": "rain sunny"}
-FILLERS = ["today", "in the city", "said the report", "again", "last night", "for everyone"]
-
-
-def _examples(n_per_label: int, pair: bool = False) -> list[tuple[str, str | None, str]]:
-    """(text, pair, label): the label is told by keywords in the text (single) or by
-    whether the pair word occurs in the text (pair)."""
-    out: list[tuple[str, str | None, str]] = []
-    for i in range(n_per_label):
-        filler = FILLERS[i % len(FILLERS)]
-        for label, words in KEYWORDS.items():
-            word = words.split()[i % 2]
-            if pair:
-                out.append((f"the {word} {filler}", word, "present"))
-                other = KEYWORDS[LABELS[(LABELS.index(label) + 1) % 3]].split()[i % 2]
-                out.append((f"the {word} {filler}", other, "absent"))
-            else:
-                out.append((f"{filler} the {word} was big", None, label))
-    return out
-
-
-def _train_and_save(model, tokenizer, examples, labels: list[str], out: Path, steps: int) -> Path:  # type: ignore[no-untyped-def]
-    import torch
-
-    torch.manual_seed(0)
-    texts = [t for t, _, _ in examples]
-    pairs = [p for _, p, _ in examples] if examples[0][1] is not None else None
-    y = torch.tensor([labels.index(label) for _, _, label in examples])
-    enc = tokenizer(texts, pairs, padding=True, truncation=True, max_length=32, return_tensors="pt")
-    if "token_type_ids" not in inspect.signature(model.forward).parameters:
-        enc.pop("token_type_ids", None)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):  # seconds: enough for confident, separable predictions
-        loss = torch.nn.functional.cross_entropy(model(**enc).logits, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def _bert(out: Path, labels: list[str], examples, steps: int = 60) -> Path:  # type: ignore[no-untyped-def]
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from training.tiny import minilm_path
-
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    import torch
-
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(config)
-    return _train_and_save(model, tokenizer, examples, labels, out, steps)
-
-
-def _distilbert(out: Path, labels: list[str], examples) -> Path:  # type: ignore[no-untyped-def]
-    import torch
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
-
-    from training.tiny import minilm_path
-
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    config = DistilBertConfig(
-        vocab_size=tokenizer.vocab_size,
-        dim=32,
-        n_layers=2,
-        n_heads=2,
-        hidden_dim=64,
-        max_position_embeddings=128,
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    torch.manual_seed(0)
-    return _train_and_save(
-        DistilBertForSequenceClassification(config), tokenizer, examples, labels, out, 60
-    )
-
-
-def _write_csv(path: Path, rows: list[tuple[str, str | None, str]], pair: bool) -> Path:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "target", "label"] if pair else ["text", "label"])
-        for text, p, label in rows:
-            w.writerow([text, p, label] if pair else [text, label])
-    return path
+LABELS = ck.LABELS
+_examples, _bert, _distilbert, _write_csv = ck.examples, ck.bert, ck.distilbert, ck.write_csv
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +117,9 @@ def test_single_text_import_is_served_with_the_torch_models_scores(
     np.testing.assert_allclose(served, reference, atol=1e-4)
     assert [p["label"] for p in body["predictions"]] == [LABELS[i] for i in reference.argmax(-1)]
     assert info["versions"][0]["labels"] == LABELS
+    # GET /models/{name} carries the test confusion matrix export measured (rows: true).
+    confusion = info["versions"][0]["metrics"]["student"]["test"]["confusion"]
+    assert len(confusion) == len(LABELS) and sum(map(sum, confusion)) == 24
     body, _ = _served(repo, "news", QUERIES, None, "int8")
     assert [p["label"] for p in body["predictions"]] == [LABELS[i] for i in reference.argmax(-1)]
 
