@@ -347,24 +347,29 @@ function metricsTable(metrics) {
   return table;
 }
 
-// The score temperature and calibration errors, wherever a bundle records them: a
-// calibration block on the version, or ece/nll/brier beside a split's metrics.
+// The score temperature (bundle.json "score_temperature": {temperature, fitted_on,
+// before/after: {model: {split: {ece, nll, brier, n}}}}) and, from any other source, ECE,
+// NLL or Brier figures beside a split's metrics. [label, text] pairs; none: not recorded.
 function calibrationOf(version) {
   const found = [];
-  const cal = version.calibration || version.score_calibration || {};
-  const temperature = version.score_temperature ?? cal.score_temperature ?? cal.temperature;
-  if (typeof temperature === "number") found.push(["score temperature", temperature]);
-  const flat = (prefix, obj) => {
-    for (const [k, val] of Object.entries(obj || {})) {
-      if (typeof val === "number" && /ece|nll|brier/i.test(k)) found.push([`${prefix}${k}`, val]);
-      else if (val && typeof val === "object" && !Array.isArray(val)) flat(`${prefix}${k} `, val);
+  const st = version.score_temperature;
+  if (st && typeof st === "object" && typeof st.temperature === "number") {
+    found.push(["score temperature", `${fmt(st.temperature)} (fitted on ${st.fitted_on || "dev"})`]);
+    const after = st.after || {};
+    for (const [model, splits] of Object.entries(st.before || {})) {
+      for (const [split, q] of Object.entries(splits || {})) {
+        const a = (after[model] || {})[split];
+        const pair = (k) => (a ? `${fmt(q[k])} → ${fmt(a[k])}` : fmt(q[k]));
+        found.push([`${model} ${split}`, `ECE ${pair("ece")}, NLL ${pair("nll")}, Brier ${pair("brier")}`]);
+      }
     }
-  };
-  flat("", cal);
+  } else if (typeof st === "number") {
+    found.push(["score temperature", fmt(st)]);
+  }
   for (const [model, splits] of Object.entries(version.metrics || {})) {
     for (const [split, m] of Object.entries(splits || {})) {
       for (const [k, val] of Object.entries(m || {})) {
-        if (typeof val === "number" && /ece|nll|brier/i.test(k)) found.push([`${model} ${split} ${k}`, val]);
+        if (typeof val === "number" && /^(ece|nll|brier)$/i.test(k)) found.push([`${model} ${split} ${k}`, fmt(val)]);
       }
     }
   }
@@ -380,7 +385,7 @@ function calibrationBlock(version) {
     return block;
   }
   const list = el("ul");
-  for (const [k, val] of found) list.append(el("li", {}, `${k}: ${fmt(val)}`));
+  for (const [k, text] of found) list.append(el("li", {}, `${k}: ${text}`));
   block.append(list);
   return block;
 }
@@ -468,6 +473,8 @@ function renderVersion(name, v) {
   const tags = [v.status];
   if (v.is_default) tags.push("default");
   if (v.pinned) tags.push("pinned");
+  // Held back by the publish gate: listed, served only by name or once an admin pins it.
+  if (v.held) tags.push(`held: ${v.held}`);
   title.append(`${v.version} (${tags.join(", ")})`);
   if (isAdmin && v.status === "loaded" && !v.is_default) {
     const pin = el("button", { type: "button", class: "small pin" }, "Make default");
@@ -557,7 +564,7 @@ async function loadJobLog(id) {
     log.textContent = text || "(the log is empty)";
   } catch (err) {
     log.textContent = err.status === 404
-      ? "This server does not serve job logs (or this job has none yet)."
+      ? `No log served for this job (${err.message}).`
       : `Cannot read the log: ${err.message}`;
   }
 }

@@ -388,10 +388,28 @@ def test_model_versions_results_pin_and_job_detail(
     )
     assert cells == student_test.model_dump()["confusion"]
     assert sum(map(sum, cells)) == len(DEV_TEXTS)
-    # No score temperature in this bundle, no history: said, not broken.
+    # The score temperature where export fitted one (on labelled dev texts), else said so;
+    # no history behind this student: said, not broken.
     details = browser.text("#model-details")
-    assert "No score temperature or calibration error recorded" in details
+    raw = json.loads((repository / "news" / "v1" / "bundle.json").read_text())
+    if raw.get("score_temperature"):
+        assert f"score temperature: {raw['score_temperature']['temperature']:.4f}" in details
+    else:
+        assert "No score temperature or calibration error recorded" in details
     assert "No training curves in this bundle" in details
+    # The shape bundle.json's score_temperature has (fit at export; ECE/NLL/Brier before
+    # and after), as the page words it.
+    fitted = {
+        "temperature": 2.5,
+        "fitted_on": "dev",
+        "before": {"student": {"test": {"ece": 0.31, "nll": 1.2, "brier": 0.5, "n": 10}}},
+        "after": {"student": {"test": {"ece": 0.02, "nll": 0.4, "brier": 0.25, "n": 10}}},
+    }
+    shown = browser.script(f"return calibrationOf({{score_temperature: {json.dumps(fitted)}}})")
+    assert shown == [
+        ["score temperature", "2.5000 (fitted on dev)"],
+        ["student test", "ECE 0.3100 → 0.0200, NLL 1.2000 → 0.4000, Brier 0.5000 → 0.2500"],
+    ]
     assert "v1 (loaded, default)" in _version_text(browser, "v1")
 
     # paired: two versions; the newest is the default, the curves come from history.json.
