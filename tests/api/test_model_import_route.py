@@ -75,6 +75,11 @@ def test_import_refuses_what_it_may_not_load(tmp_path: Path, checkpoint: Path) -
         )
         assert reply.status_code == 422
         assert "LUGPI_ALLOWED_MODELS" in reply.text
+        # Nor a built-in name (encoders and generators, allowed for jobs, not classifiers).
+        reply = client.post(
+            "/models/import", json={"source": "tiny-random", "name": "x"}, headers=ADMIN
+        )
+        assert reply.status_code == 422 and "LUGPI_ALLOWED_MODELS" in reply.text
         # A sample outside the data roots.
         reply = client.post(
             "/models/import",
