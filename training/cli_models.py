@@ -156,8 +156,12 @@ def import_model(
             "directory, or a model hub id (needs a network)."
         ),
     ],
+    ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", "-n", help="The name to publish it under.")],
-    repository: Repository = DEFAULT_REPOSITORY,
+    repository: Annotated[
+        Path | None,
+        typer.Option(help="The model repository; default: the one before the subcommand."),
+    ] = None,
     sample: Annotated[
         Path | None,
         typer.Option(
@@ -192,6 +196,11 @@ def import_model(
     """Import a classifier trained elsewhere: export, check, checksum and publish it."""
     from training.import_model import LabelledFile, import_classifier
 
+    # Unset: the group's --repository (``lugpi models --repository R import ...``), which
+    # reads LUGPI_MODEL_REPOSITORY and defaults to ./model-repository.
+    group = ctx.parent.params.get("repository") if ctx.parent is not None else None
+    repo = repository or Path(group or DEFAULT_REPOSITORY)
+
     def spec(path: Path | None) -> LabelledFile | None:
         if path is None:
             return None
@@ -201,7 +210,7 @@ def import_model(
         result = import_classifier(
             source,
             name,
-            repository=repository,
+            repository=repo,
             sample=spec(sample),
             test=spec(test),
             text_pair=text_pair,
@@ -213,4 +222,4 @@ def import_model(
         raise _fail(e) from e
     graphs = "fp32 + int8" if result.int8 else "fp32 only"
     typer.echo(f"imported {source} as {name}/{result.version} ({graphs}) -> {result.path}")
-    typer.echo(_table(repository, name))
+    typer.echo(_table(repo, name))

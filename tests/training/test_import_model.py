@@ -191,6 +191,12 @@ def test_cli_import_publishes_and_lists(checkpoints: dict[str, Path], tmp_path: 
     assert result.exit_code == 0, result.output
     assert "news/v1 (fp32 + int8)" in result.output
     assert [e.version for e in list_models(repo, "news")] == ["v1"]
+    # The group's --repository (before the subcommand) reaches the import too.
+    args = ["models", "--repository", str(repo), "import", str(checkpoints["bert"])]
+    result = CliRunner().invoke(app, [*args, "--name", "news"])
+    assert result.exit_code == 0, result.output
+    assert "news/v2 (fp32 only)" in result.output  # no sample: no int8
+    assert [e.version for e in list_models(repo, "news")] == ["v1", "v2"]
     bad = CliRunner().invoke(app, ["models", "import", str(tmp_path / "nope"), "--name", "n"])
     assert bad.exit_code == 2
     assert "no such directory" in bad.output
