@@ -164,6 +164,10 @@ def test_without_a_sample_the_bundle_ships_fp32_only(
 def test_what_cannot_be_imported_says_why(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no such directory"):
         import_classifier(str(tmp_path / "missing"), "x", repository=tmp_path / "r")
+    # A hub id: the tests run offline (HF_HUB_OFFLINE, tests/conftest.py), so the hub
+    # cannot give it, and the error says what to do instead.
+    with pytest.raises(ModelLoadError, match="import the directory"):
+        import_classifier("lugpi-test/no-such-model", "x", repository=tmp_path / "r")
     bare = tmp_path / "bare"
     from transformers import AutoModel
 
