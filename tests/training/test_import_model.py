@@ -57,7 +57,11 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def _torch_probs(model_dir: Path, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+def _torch_probs(
+    model_dir: Path, texts: list[str], pairs: list[str] | None, bundle: Path
+) -> np.ndarray:
+    """The PyTorch model's probabilities as a server of ``bundle`` must return them: at the
+    bundle's score temperature where export fitted one (on a labelled sample), else 1."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -66,8 +70,10 @@ def _torch_probs(model_dir: Path, texts: list[str], pairs: list[str] | None) -> 
     enc = tok(texts, pairs, padding=True, truncation=True, max_length=128, return_tensors="pt")
     if "token_type_ids" not in inspect.signature(model.forward).parameters:
         enc.pop("token_type_ids", None)
+    fitted = json.loads((bundle / "bundle.json").read_text()).get("score_temperature")
+    temperature = fitted["temperature"] if fitted else 1.0
     with torch.no_grad():
-        return torch.softmax(model(**enc).logits, -1).numpy()
+        return torch.softmax(model(**enc).logits / temperature, -1).numpy()
 
 
 def _served(repo: Path, name: str, texts: list[str], pairs: list[str] | None, variant: str):  # type: ignore[no-untyped-def]
@@ -111,7 +117,7 @@ def test_single_text_import_is_served_with_the_torch_models_scores(
     assert manifest.export_checks.int8_argmax_agreement is not None
     assert manifest.export_checks.int8_argmax_agreement >= 0.99
 
-    reference = _torch_probs(checkpoints[kind], QUERIES, None)
+    reference = _torch_probs(checkpoints[kind], QUERIES, None, result.path)
     body, info = _served(repo, "news", QUERIES, None, "fp32")
     served = np.array([[p["scores"][lab] for lab in LABELS] for p in body["predictions"]])
     np.testing.assert_allclose(served, reference, atol=1e-4)
@@ -136,7 +142,7 @@ def test_pair_model_import_reads_text_pairs(checkpoints: dict[str, Path], tmp_pa
     # Training examples: the model learned these (train accuracy 1.0 at 200 steps).
     examples = _examples(2, pair=True)
     texts, pairs = [t for t, _, _ in examples], [p or "" for _, p, _ in examples]
-    reference = _torch_probs(checkpoints["pair"], texts, pairs)
+    reference = _torch_probs(checkpoints["pair"], texts, pairs, result.path)
     body, _ = _served(repo, "cwi-like", texts, pairs, "fp32")
     served = np.array(
         [[p["scores"][lab] for lab in ("absent", "present")] for p in body["predictions"]]
