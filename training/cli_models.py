@@ -203,3 +203,81 @@ def predict(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     typer.echo(f"{n} rows scored -> {output}")
+
+
+@models_app.command("import")
+def import_model(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A transformers *ForSequenceClassification checkpoint: a save_pretrained "
+            "directory, or a model hub id (needs a network)."
+        ),
+    ],
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", "-n", help="The name to publish it under.")],
+    repository: Annotated[
+        Path | None,
+        typer.Option(help="The model repository; default: the one before the subcommand."),
+    ] = None,
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            help="A CSV/TSV/JSONL file of texts like the model's own: export checks int8 "
+            "against PyTorch on them (without it the bundle ships fp32 only)."
+        ),
+    ] = None,
+    test: Annotated[
+        Path | None,
+        typer.Option(help="A labelled CSV/TSV/JSONL file; its metrics go into bundle.json."),
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="The column holding the text.")] = "text",
+    pair_column: Annotated[
+        str | None,
+        typer.Option(help="The column holding the second text; makes it a text-pair model."),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="The column holding label names (the model's id2label): labelled."),
+    ] = None,
+    text_pair: Annotated[
+        bool, typer.Option("--text-pair", help="The model reads text pairs.")
+    ] = False,
+    max_length: Annotated[
+        int | None, typer.Option(min=1, help="Tokens per input; default: what the model takes.")
+    ] = None,
+    quantize: Annotated[bool, typer.Option(help="Try an int8 model (needs --sample).")] = True,
+    require_int8: Annotated[
+        bool, typer.Option(help="Fail when int8 disagrees with PyTorch, instead of fp32 only.")
+    ] = False,
+) -> None:
+    """Import a classifier trained elsewhere: export, check, checksum and publish it."""
+    from training.import_model import LabelledFile, import_classifier
+
+    # Unset: the group's --repository (``lugpi models --repository R import ...``), which
+    # reads LUGPI_MODEL_REPOSITORY and defaults to ./model-repository.
+    group = ctx.parent.params.get("repository") if ctx.parent is not None else None
+    repo = repository or Path(group or DEFAULT_REPOSITORY)
+
+    def spec(path: Path | None) -> LabelledFile | None:
+        if path is None:
+            return None
+        return LabelledFile(path, text_column, pair_column, label_column)
+
+    try:
+        result = import_classifier(
+            source,
+            name,
+            repository=repo,
+            sample=spec(sample),
+            test=spec(test),
+            text_pair=text_pair,
+            max_length=max_length,
+            quantize=quantize,
+            require_int8=require_int8,
+        )
+    except LugpiError as e:
+        raise _fail(e) from e
+    graphs = "fp32 + int8" if result.int8 else "fp32 only"
+    typer.echo(f"imported {source} as {name}/{result.version} ({graphs}) -> {result.path}")
+    typer.echo(_table(repo, name))
