@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 from contracts.config import PipelineConfig, load_config, parse_config
-from training.amalgamate import STUDENT_KEY, load_generation, train_amalgamated_student
-from training.amalgamate_teachers import load_teachers, read_teacher
-from training.data import Example, PreparedData
-from training.distill import train_baseline
+from training.data.prepare import Example, PreparedData
+from training.lugpi.distill import train_baseline
 from training.pipeline import Run, resolve_paths
-from training.progress import RunContext
+from training.strata.mode import STUDENT_KEY, load_generation, train_amalgamated_student
+from training.strata.teachers import load_teachers, read_teacher
+from training.tracking.progress import RunContext
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -28,11 +28,11 @@ from contracts.bundle import ONNX_OUTPUT
 from runtime.classifier import OnnxClassifier
 from runtime.encoding import TextEncoder
 from runtime.session import RuntimeOptions
-from training.data import load_prepared
-from training.export import calibration_feeds, export_onnx
-from training.graph_fusion import fuse_transformer
-from training.quantize import MIN_INT8_AGREEMENT, QuantSettings, quantize, quantize_checked
-from training.student_checkpoint import (
+from training.data.prepare import load_prepared
+from training.export.bundle import calibration_feeds, export_onnx
+from training.export.graph_fusion import fuse_transformer
+from training.export.quantize import MIN_INT8_AGREEMENT, QuantSettings, quantize, quantize_checked
+from training.export.student_checkpoint import (
     TextSplit,
     graph_inputs,
     load_student_for_export,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts.config import PipelineConfig
-from training.data import PreparedData
+from training.data.prepare import PreparedData
 
 IMAGE_TOKENS = 50  # EfficientNet-Lite0: 7x7 grid + the teacher's learned CLS
 TEXT_LAYERS = 6  # all-MiniLM-L6-v2 (and DistilBERT): the fusion block is one more layer

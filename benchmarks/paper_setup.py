@@ -141,7 +141,7 @@ class TinyModels:
 
 def make_tiny_models(root: Path) -> TinyModels:
     """Build the tiny text and image models once under ``root`` (reused by later runs)."""
-    from training.tiny import make_tiny_image_model, make_tiny_text_model
+    from models.tiny import make_tiny_image_model, make_tiny_text_model
 
     text, image = root / "text-random", root / "vit-random"
     if not (text / "config.json").is_file():

@@ -27,7 +27,7 @@ from contracts.layout import RunLayout
 from training import distributed
 from training.cli_models import models_app, predict
 from training.pipeline import PipelineResult, Run, resolve_paths, run_pipeline
-from training.progress import RunContext
+from training.tracking.progress import RunContext
 
 app = typer.Typer(
     name="lugpi",

@@ -124,7 +124,7 @@ def predict(
     """Score a CSV/JSONL file offline with a published model, through the runner the API
     serves it with; each row gets label, score and one score per label."""
     from runtime.session import RuntimeOptions
-    from training.batch_predict import count_rows, file_format, predict_file
+    from training.evaluation.batch_predict import count_rows, file_format, predict_file
 
     try:
         total = None if quiet else count_rows(input_file, file_format(input_file))

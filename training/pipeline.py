@@ -44,15 +44,15 @@ from contracts.errors import ConfigError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
 from training import distributed
-from training.data import PreparedData, load_prepared, prepare_data
-from training.generate import (
+from training.data.prepare import PreparedData, load_prepared, prepare_data
+from training.generation.generate_images import (
     ImageIndex,
     generate_images,
     load_image_index,
 )
-from training.progress import RunContext
 from training.sharding import InProcess, ShardStrategy
-from training.tracking import Tracker
+from training.tracking.experiments import Tracker
+from training.tracking.progress import RunContext
 
 # Settings that change how fast a stage runs or where it publishes, never what it makes.
 _NOT_RESULT_AFFECTING = {
@@ -173,7 +173,7 @@ class Run:
     @property
     def token_store(self) -> Path:
         """Frozen image-encoder tokens, beside the images they encode (shared with them)."""
-        from training.image_tokens import TOKEN_STORE_DIR
+        from training.teachers.image_tokens import TOKEN_STORE_DIR
 
         return self.layout.image_cache(self.cfg.generator.cache_dir) / TOKEN_STORE_DIR
 
@@ -254,7 +254,7 @@ class Run:
         return out
 
     def teachers(self, names: list[str] | None = None, force: bool = False) -> list[Path]:
-        from training.train_teacher import train_teacher
+        from training.teachers.train_teacher import train_teacher
 
         wanted = [t for t in self.cfg.teachers if names is None or t.name in names]
         if names is not None and len(wanted) != len(names):
@@ -267,7 +267,7 @@ class Run:
                     self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
                 )
             if self.cfg.distill.cross_fit_folds >= 2:
-                from training.cross_fit import fold_teacher_dir, train_fold_teachers
+                from training.lugpi.cross_fit import fold_teacher_dir, train_fold_teachers
 
                 k = self.cfg.distill.cross_fit_folds
                 for i in range(k) if force else ():
@@ -278,7 +278,7 @@ class Run:
         return [self.teacher_dir(t) for t in self.cfg.teachers]
 
     def distill(self, force: bool = False) -> list[Path]:
-        from training.distill import distill_student
+        from training.lugpi.distill import distill_student
 
         by_name = {t.name: t for t in self.cfg.teachers}
         for key, names in self.cfg.student_plan().items():
@@ -302,8 +302,8 @@ class Run:
     def tgt(self, shard: int | None = None, force: bool = False) -> Path | None:
         """The tgt stage: generated texts, filtered, with their images. ``shard``: only
         that shard of the text generation, into the text cache (one worker's share)."""
-        from training.text_generation import plan_texts, resolve_text_cache, run_text_shard
-        from training.tgt import neighbour_requests, run_tgt
+        from training.generation.texts import plan_texts, resolve_text_cache, run_text_shard
+        from training.tgt.texts import neighbour_requests, run_tgt
 
         if not self.cfg.tgt.enabled:
             self.ctx.step(Stage.TGT, 1, 1, "tgt.enabled is false; skipped")
@@ -332,8 +332,8 @@ class Run:
         return out
 
     def tgt_students(self, force: bool = False) -> dict[str, Path]:
-        from training.tgt import load_generated
-        from training.tgt_distill import train_tgt_student
+        from training.tgt.distill import train_tgt_student
+        from training.tgt.texts import load_generated
 
         if not self.cfg.tgt.enabled:
             return {}
@@ -360,7 +360,7 @@ class Run:
         return out
 
     def baseline(self, force: bool = False) -> Path | None:
-        from training.distill import train_baseline
+        from training.lugpi.distill import train_baseline
 
         if not self.cfg.baseline:
             return None
@@ -375,14 +375,14 @@ class Run:
         return out
 
     def _evaluate(self, out: Path, force: bool) -> None:
-        from training.evaluate import evaluate
+        from training.evaluation.evaluate import evaluate
 
         if not self._skip(Stage.EVALUATE, out, force):
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
             baseline = self.layout.baseline if self.cfg.baseline else None
             tgt_dirs, tgt_summary = None, None
             if self.cfg.tgt.enabled:
-                from training.tgt import load_generated
+                from training.tgt.texts import load_generated
 
                 tgt_dirs = {str(m): self.tgt_student_dir(m) for m in self.cfg.tgt.search}
                 tgt_summary = load_generated(self.layout.tgt)[1]
@@ -403,7 +403,7 @@ class Run:
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n.
         Students are ``student-<key>``."""
-        from training.evaluate import RESULTS_FILE
+        from training.evaluation.evaluate import RESULTS_FILE
 
         results = json.loads((self.layout.evaluate / RESULTS_FILE).read_text())
         out: dict[str, dict[str, dict[str, float]]] = {}
@@ -456,9 +456,9 @@ class Run:
         return out / str(read_stage(out).summary["selected"])
 
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
-        from training.distill import loss_record
-        from training.export import export_student
-        from training.tracking import software_provenance
+        from training.export.bundle import export_student
+        from training.lugpi.distill import loss_record
+        from training.tracking.experiments import software_provenance
 
         if self._skip(Stage.EXPORT, out, force):
             return
@@ -517,8 +517,8 @@ class Run:
     # -- the data-free amalgamate mode (training/amalgamate.py) --------------------------------
     def amalgamate_generate(self, force: bool = False) -> Path:
         """Steered generation for every amalgamate teacher -> amalgamate/."""
-        from training.amalgamate import run_generation
-        from training.text_generation import resolve_text_cache
+        from training.generation.texts import resolve_text_cache
+        from training.strata.mode import run_generation
 
         out = self.layout.amalgamate
 
@@ -532,7 +532,7 @@ class Run:
 
     def amalgamate_student(self, force: bool = False) -> Path:
         """Probes, per-sample teacher weights and the union-label student -> student-strata/."""
-        from training.amalgamate import STUDENT_KEY, train_amalgamated_student
+        from training.strata.mode import STUDENT_KEY, train_amalgamated_student
 
         out = self.layout.student(STUDENT_KEY)
         if not self._skip(Stage.DISTILL, out, force):
@@ -549,7 +549,7 @@ class Run:
     ) -> PipelineResult:
         """The whole amalgamate mode, resumable: generate -> student -> evaluate (with
         data.dev/test) -> export -> publish."""
-        from training.amalgamate import evaluate_amalgamated, export_amalgamated
+        from training.strata.mode import evaluate_amalgamated, export_amalgamated
 
         self.pin_config()
         self.amalgamate_generate()

@@ -49,7 +49,7 @@ class TextRequest:
 
 def _resolve(model: str, cache_dir: Path) -> str:
     if model in BUILTIN_TEXT_GENERATORS:
-        from training.tiny_text_generator import builtin_generator_dir
+        from training.generation.tiny_text_generator import builtin_generator_dir
 
         return str(builtin_generator_dir(model, cache_dir))
     path = Path(model).expanduser()
@@ -306,7 +306,7 @@ def generator_identity(cfg: TextGeneratorConfig) -> str:
     """What names the generator in the cache key: a local directory by its absolute path,
     a built-in by its name and version."""
     if cfg.model in BUILTIN_TEXT_GENERATORS:
-        from training.tiny_text_generator import builtin_version
+        from training.generation.tiny_text_generator import builtin_version
 
         return builtin_version(cfg.model)
     path = Path(cfg.model).expanduser()

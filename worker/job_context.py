@@ -18,7 +18,7 @@ from contracts.errors import JobTimeout, WorkerStopping
 from contracts.jobs import STAGE_ORDER, JobRecord, Progress, Stage
 from jobs.lifecycle import enter_publish, overall_fraction, report_progress
 from jobs.store import JobStore, JobStoreUnavailable
-from training.progress import RunContext
+from training.tracking.progress import RunContext
 
 log = logging.getLogger(__name__)
 

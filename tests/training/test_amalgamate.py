@@ -25,17 +25,17 @@ from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ConfigError, DataError, ModelLoadError
 from runtime.classifier import open_bundle
 from runtime.session import RuntimeOptions
-from training.amalgamate import distinct_ngrams, run_generation
 from training.cli import app
-from training.distill import train_baseline
-from training.losses import teacher_weights as lugpi_teacher_weights
-from training.progress import RunContext
-from training.teacher_weighting import (
+from training.lugpi.distill import train_baseline
+from training.lugpi.losses import teacher_weights as lugpi_teacher_weights
+from training.lugpi.teacher_weighting import (
     confidences,
     layerwise_confidence,
     teacher_weights,
     weights_from_confidence,
 )
+from training.strata.mode import distinct_ngrams, run_generation
+from training.tracking.progress import RunContext
 
 
 # -- the weighting module -------------------------------------------------------------------

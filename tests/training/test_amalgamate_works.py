@@ -43,15 +43,15 @@ from support.strata_fixture import (
 
 from contracts.config import PipelineConfig, parse_config
 from models.text import load_text_classifier, predict_logits
-from training.amalgamate import (
+from training.lugpi.distill import train_baseline
+from training.strata.mode import (
     load_generation,
     run_generation,
     train_amalgamated_student,
 )
-from training.amalgamate_teachers import load_teachers, read_teacher
-from training.distill import train_baseline
-from training.progress import RunContext
-from training.train_loop import seed_everything
+from training.strata.teachers import load_teachers, read_teacher
+from training.students.train_loop import seed_everything
+from training.tracking.progress import RunContext
 
 pytestmark = pytest.mark.slow
 SEEDS = (0, 1, 2)

@@ -26,9 +26,9 @@ from contracts.artifacts import STUDENT_META, TextModelMeta
 from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_INPUTS, TOKENIZER, verify_bundle
 from contracts.errors import ExportCheckError
 from runtime.classifier import OnnxClassifier
-from training import export as export_mod
-from training.export import TRANSFORMERS_DIR, export_command, export_student
-from training.quantize import QUANT_CANDIDATES
+from training.export import bundle as export_mod
+from training.export.bundle import TRANSFORMERS_DIR, export_command, export_student
+from training.export.quantize import QUANT_CANDIDATES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_LENGTH = 64
@@ -328,8 +328,8 @@ def test_export_command_exports_from_prepared_data_and_publishes_random(
 ) -> None:
     from contracts.config import DataConfig, PipelineConfig
     from contracts.repository import list_models
-    from training.data import prepare_data
-    from training.progress import RunContext
+    from training.data.prepare import prepare_data
+    from training.tracking.progress import RunContext
 
     d = shared_datasets / "cwi2018"
     data = DataConfig(

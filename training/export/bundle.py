@@ -55,9 +55,9 @@ from runtime.classifier import OnnxClassifier
 from runtime.encoding import TextEncoder
 from runtime.metrics import accuracy_f1, compare, softmax
 from runtime.session import RuntimeOptions
-from training.graph_fusion import fuse_transformer
-from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
-from training.student_checkpoint import (
+from training.export.graph_fusion import fuse_transformer
+from training.export.quantize import MIN_INT8_AGREEMENT, quantize_checked
+from training.export.student_checkpoint import (
     TextSplit,
     check_tokenization,
     checked_split,
@@ -458,7 +458,7 @@ def export_command(
     (``lugpi prepare``), bundle to ``out_dir``, then publish if ``repository`` is given.
     Returns (bundle dir, (version, path) or None)."""
     from contracts.repository import publish
-    from training.data import load_prepared
+    from training.data.prepare import load_prepared
 
     data = load_prepared(Path(data_dir))
     has_test = bool(data.splits.get("test"))

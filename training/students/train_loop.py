@@ -32,7 +32,7 @@ from contracts.artifacts import write_json_atomic
 from contracts.jobs import Stage
 from training import distributed
 from training.devices import resolve_device
-from training.progress import RunContext
+from training.tracking.progress import RunContext
 
 # Batch indices -> (loss to backpropagate, named float parts for the history).
 StepFn = Callable[[np.ndarray], tuple[Tensor, dict[str, float]]]

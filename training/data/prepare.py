@@ -22,9 +22,9 @@ from contracts.artifacts import atomic_dir, is_complete, write_json_atomic
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, DataError
 from contracts.jobs import Stage
-from training.progress import RunContext
-from training.prompts import make_prompt
-from training.readers import RawRow, read_rows
+from training.data.prompts import make_prompt
+from training.data.readers import RawRow, read_rows
+from training.tracking.progress import RunContext
 
 SPLITS = ("train", "dev", "test", "unlabelled")
 LABELS_FILE = "labels.json"

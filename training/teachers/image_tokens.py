@@ -28,7 +28,7 @@ from torch import Tensor
 
 from models.image import ImageEncoder, load_image
 from models.teacher import ImageInputs, Teacher, pixel_inputs
-from training.train_loop import Runtime
+from training.students.train_loop import Runtime
 
 TOKEN_STORE_DIR = "image-tokens"
 

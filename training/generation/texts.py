@@ -26,9 +26,9 @@ from contracts.config import PipelineConfig, TextGeneratorConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
 from training.devices import resolve_device
-from training.progress import RunContext
 from training.sharding import InProcess, Shard, ShardedWork, ShardStrategy, plan_shards
 from training.text_generator import TextGenerator, TextRequest, generator_identity
+from training.tracking.progress import RunContext
 
 
 @dataclass(frozen=True)

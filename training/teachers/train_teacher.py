@@ -47,10 +47,10 @@ from models.teacher import (
 from models.text import encode, load_text_encoder, load_tokenizer, text_encoder_width
 from runtime.metrics import accuracy_f1
 from training import distributed
-from training.data import PreparedData
-from training.image_tokens import TokenCache
-from training.progress import RunContext
-from training.train_loop import Budget, fit, seed_everything, select_runtime
+from training.data.prepare import PreparedData
+from training.students.train_loop import Budget, fit, seed_everything, select_runtime
+from training.teachers.image_tokens import TokenCache
+from training.tracking.progress import RunContext
 
 
 def check_images(data: PreparedData, images: ImageIndex, splits: Sequence[str]) -> None:

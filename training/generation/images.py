@@ -28,9 +28,9 @@ from contracts.artifacts import atomic_file, build_dir_once
 from contracts.config import PipelineConfig
 from contracts.errors import ModelLoadError
 from models.hub import looks_like_path
+from models.tiny_diffusion import TINY_RANDOM_VERSION, build_tiny_pipeline
+from training.data.prompts import fit_to_tokenizer
 from training.devices import resolve_device
-from training.prompts import fit_to_tokenizer
-from training.tiny_diffusion import TINY_RANDOM_VERSION, build_tiny_pipeline
 
 TINY_RANDOM = "tiny-random"
 

@@ -69,7 +69,7 @@ def read_rows(
     """All rows of one split (``split``: train, dev, test or unlabelled). ``labelled=False``
     ignores the label column."""
     if reads_through_datasets(path, cfg.format):
-        from training.hf_data import read_dataset_rows
+        from training.data.hf_data import read_dataset_rows
 
         hf_split = cfg.hf_splits.get(split, split)
         return read_dataset_rows(str(path), hf_split, cfg, labelled=labelled)

@@ -37,18 +37,18 @@ from contracts.config import PipelineConfig, TgtSearch
 from contracts.errors import DataError
 from contracts.jobs import Stage
 from models.text import predict_logits
-from training.data import PreparedData
-from training.distill import (
+from training.data.prepare import PreparedData
+from training.lugpi.distill import (
     RowSelector,
     TeacherTargets,
     _train_text_classifier,
     compute_teacher_targets,
     training_splits,
 )
-from training.losses import teacher_weights
-from training.progress import RunContext
-from training.tgt import Generated, as_examples
-from training.train_loop import Runtime, select_runtime
+from training.lugpi.losses import teacher_weights
+from training.students.train_loop import Runtime, select_runtime
+from training.tgt.texts import Generated, as_examples
+from training.tracking.progress import RunContext
 
 
 def tgt_data(

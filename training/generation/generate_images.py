@@ -35,8 +35,8 @@ from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
-from training.data import PreparedData
-from training.images import (
+from training.data.prepare import PreparedData
+from training.generation.images import (
     ImageJob,
     LazyPipeline,
     cached_images,
@@ -44,7 +44,6 @@ from training.images import (
     image_path,
     sample_seed,
 )
-from training.progress import RunContext
 from training.sharding import (
     InProcess,
     Shard,
@@ -53,6 +52,7 @@ from training.sharding import (
     ShardStrategy,
     plan_shards,
 )
+from training.tracking.progress import RunContext
 
 INDEX_FILE = "images.json"
 SPLIT_ORDER = ("train", "dev", "test", "unlabelled")

@@ -23,8 +23,8 @@ import numpy as np
 
 from contracts.artifacts import ImageIndex, is_complete
 from contracts.config import PipelineConfig, TeacherConfig
-from training.data import PreparedData
-from training.progress import RunContext
+from training.data.prepare import PreparedData
+from training.tracking.progress import RunContext
 
 
 def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -62,7 +62,7 @@ def train_fold_teachers(
     token_store: Path | None = None,
 ) -> list[Path]:
     """Train (or find complete) the k fold teachers of ``teacher``; return their dirs."""
-    from training.train_teacher import train_teacher
+    from training.teachers.train_teacher import train_teacher
 
     k = cfg.distill.cross_fit_folds
     out = []

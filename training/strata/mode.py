@@ -60,7 +60,13 @@ from contracts.errors import ArtifactError, ConfigError, DataError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
 from runtime.metrics import accuracy_f1
-from training.amalgamate_teachers import (
+from training.data.prepare import Example, PreparedData
+from training.devices import torch_device
+from training.generation.near_copies import normalise
+from training.generation.texts import draw_seed, generate_texts, plan_texts, text_cache_key
+from training.lugpi.teacher_weighting import confidences, weights_from_confidence
+from training.sharding import ShardStrategy
+from training.strata.teachers import (
     LoadedTeacher,
     TeacherReadout,
     check_reads,
@@ -73,14 +79,8 @@ from training.amalgamate_teachers import (
     train_probes,
     union_labels,
 )
-from training.data import Example, PreparedData
-from training.devices import torch_device
-from training.near_copies import normalise
-from training.progress import RunContext
-from training.sharding import ShardStrategy
-from training.teacher_weighting import confidences, weights_from_confidence
-from training.text_generation import draw_seed, generate_texts, plan_texts, text_cache_key
 from training.text_generator import TextRequest
+from training.tracking.progress import RunContext
 
 STUDENT_KEY = "strata"
 GENERATED_FILE = "generated.jsonl"
@@ -109,7 +109,7 @@ def load_seed_texts(cfg: PipelineConfig) -> list[str]:
         if path.suffix == ".txt":
             texts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
         else:
-            from training.readers import read_rows
+            from training.data.readers import read_rows
 
             texts = [r.text for r in read_rows(path, cfg.data, labelled=False, split="unlabelled")]
     else:
@@ -120,7 +120,7 @@ def load_seed_texts(cfg: PipelineConfig) -> list[str]:
                 "amalgamate.seed_texts: required with a text generator that is not built in "
                 f"({cfg.text_generator.model!r}); give a file of unlabelled texts in its language"
             )
-        from training.tiny_text_generator import bbc_sentences
+        from training.generation.tiny_text_generator import bbc_sentences
 
         texts = bbc_sentences()
     texts = list(dict.fromkeys(t for t in texts if t))
@@ -498,8 +498,8 @@ def train_amalgamated_student(
     mode: str | None = None,
 ) -> Path:
     """Probes, weights and the union-label student -> ``out_dir`` (a student directory)."""
-    from training.distill import TeacherTargets, _train_text_classifier
-    from training.train_loop import select_runtime
+    from training.lugpi.distill import TeacherTargets, _train_text_classifier
+    from training.students.train_loop import select_runtime
 
     started = time.perf_counter()
     a = cfg.amalgamate
@@ -565,7 +565,7 @@ def eval_split(cfg: PipelineConfig, union: list[str], split: str) -> list[tuple[
     path = getattr(cfg.data, split)
     if path is None:
         return None
-    from training.readers import read_rows
+    from training.data.readers import read_rows
 
     rows = read_rows(Path(path), cfg.data, labelled=True, split=split)
     unknown = sorted({str(r.label) for r in rows} - set(union))
@@ -640,8 +640,8 @@ def export_amalgamated(
     cfg: PipelineConfig, layout: RunLayout, job_id: str | None, ctx: RunContext
 ) -> Path:
     """The student's bundle -> export/strata (the selected, only, bundle)."""
-    from training.export import export_student
-    from training.tracking import software_provenance
+    from training.export.bundle import export_student
+    from training.tracking.experiments import software_provenance
 
     student_dir = layout.student(STUDENT_KEY)
     meta = json.loads((student_dir / "lugpi.json").read_text())

@@ -25,9 +25,9 @@ from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
 from runtime.metrics import accuracy_f1, confusion_matrix, f1_per_class
-from training.data import PreparedData
-from training.progress import RunContext
-from training.train_loop import History, select_runtime
+from training.data.prepare import PreparedData
+from training.students.train_loop import History, select_runtime
+from training.tracking.progress import RunContext
 
 RESULTS_FILE = "results.json"
 TABLE1_COLUMNS = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"))
@@ -165,7 +165,7 @@ def evaluate(
 
     from models.teacher import load_teacher, predict_teacher
     from models.text import load_text_classifier, predict_logits
-    from training.image_tokens import teacher_image_inputs
+    from training.teachers.image_tokens import teacher_image_inputs
 
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
     splits = [s for s in ("dev", "test") if data.splits.get(s)]
