@@ -16,11 +16,11 @@ from support.tgt_fixture import KeywordColourPipeline, limited_data
 from contracts.config import PipelineConfig, TextGeneratorConfig, parse_config
 from contracts.errors import Cancelled, ConfigError, DataError, ModelLoadError
 from contracts.jobs import Stage
+from models.text_generator import TextGenerator, TextRequest
 from training.data.prepare import Example, PreparedData
 from training.generation.near_copies import near_any, normalise, similarity
 from training.generation.texts import generate_texts, plan_texts, run_text_shard
 from training.lugpi.losses import lugpi_loss
-from training.text_generator import TextGenerator, TextRequest
 from training.tgt.texts import filter_generated, load_generated, neighbour_requests, run_tgt
 from training.tracking.progress import RunContext
 

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.artifacts import write_text_atomic
-from contracts.config import PipelineConfig, TextGeneratorConfig
+from contracts.config import BUILTIN_TEXT_GENERATORS, PipelineConfig, TextGeneratorConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
+from models.text_generator import TextGenerator, TextRequest
 from training.devices import resolve_device
+from training.generation.tiny_text_generator import builtin_generator_dir, builtin_version
 from training.sharding import InProcess, Shard, ShardedWork, ShardStrategy, plan_shards
-from training.text_generator import TextGenerator, TextRequest, generator_identity
 from training.tracking.progress import RunContext
 
 
@@ -51,6 +52,15 @@ def draw_seed(run_seed: int, source: str, draw: int) -> int:
     """Seed of the ``draw``-th text generated from ``source``: stable across processes."""
     digest = hashlib.sha256(f"{run_seed}\0{draw}\0{source}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**62 - 1)
+
+
+def generator_identity(cfg: TextGeneratorConfig) -> str:
+    """What names the generator in the cache key: a local directory by its absolute path,
+    a built-in by its name and version."""
+    if cfg.model in BUILTIN_TEXT_GENERATORS:
+        return builtin_version(cfg.model)
+    path = Path(cfg.model).expanduser()
+    return str(path.resolve()) if path.exists() else cfg.model
 
 
 def text_cache_key(g: TextGeneratorConfig, request: TextRequest) -> str:
@@ -98,7 +108,9 @@ class LazyTextGenerator:
     def get(self) -> TextGenerator:
         if self._gen is None:
             device = resolve_device(self.cfg.device)
-            self._gen = TextGenerator(self.cfg.text_generator, self.cache_dir, device)
+            self._gen = TextGenerator(
+                self.cfg.text_generator, self.cache_dir, device, builtin=builtin_generator_dir
+            )
         return self._gen
 
 

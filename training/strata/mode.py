@@ -59,6 +59,7 @@ from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, ConfigError, DataError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
+from models.text_generator import TextRequest
 from runtime.metrics import accuracy_f1
 from training.data.prepare import Example, PreparedData
 from training.devices import torch_device
@@ -79,7 +80,6 @@ from training.strata.teachers import (
     train_probes,
     union_labels,
 )
-from training.text_generator import TextRequest
 from training.tracking.progress import RunContext
 
 STUDENT_KEY = "strata"

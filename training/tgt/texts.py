@@ -41,6 +41,7 @@ from contracts.artifacts import STAGE_FILE, StageRecord, atomic_dir, is_complete
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, DataError
 from contracts.jobs import Stage
+from models.text_generator import TextRequest
 from training.data.prepare import Example, PreparedData
 from training.data.prompts import make_prompt
 from training.generation.generate_images import GenerationPlan
@@ -48,7 +49,6 @@ from training.generation.images import ImageJob, LazyPipeline, image_job, sample
 from training.generation.near_copies import near_any, normalise
 from training.generation.texts import draw_seed, generate_texts, plan_texts
 from training.sharding import InProcess, ShardStrategy, plan_shards
-from training.text_generator import TextRequest
 from training.tracking.progress import RunContext
 
 GENERATED_FILE = "generated.jsonl"

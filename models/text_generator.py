@@ -14,17 +14,19 @@ its source, its seed and the sampling settings, never on the batch it was drawn 
 
 Steering hooks for callers that generate towards a goal: ``prefix`` (e.g. a
 class-conditioned prompt), ``protect``, the per-request seed, and ``score`` callbacks the
-caller applies to what comes back (see training/tgt.py).
+caller applies to what comes back (see training/tgt/texts.py).
 
-Built-in tiny models (``tiny-bbc-masked``, ``tiny-bbc-causal``) are trained here on BBC
-News the first time they are used (training/tiny_text_generator.py).
+Built-in tiny models (``tiny-bbc-masked``, ``tiny-bbc-causal``) are trained on BBC News the
+first time they are used; training them is training's job
+(training/generation/tiny_text_generator.py), so a caller that allows them passes
+``builtin``: the function that returns a built-in's trained directory.
 """
 
 from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,11 +49,18 @@ class TextRequest:
     protect: tuple[str, ...] = field(default=())  # masked: words never masked (lowercase)
 
 
-def _resolve(model: str, cache_dir: Path) -> str:
-    if model in BUILTIN_TEXT_GENERATORS:
-        from training.generation.tiny_text_generator import builtin_generator_dir
+BuiltinResolver = Callable[[str, Path], Path]
+"""(built-in name, cache dir) -> the directory of that built-in generator, trained."""
 
-        return str(builtin_generator_dir(model, cache_dir))
+
+def _resolve(model: str, cache_dir: Path, builtin: BuiltinResolver | None) -> str:
+    if model in BUILTIN_TEXT_GENERATORS:
+        if builtin is None:
+            raise ModelLoadError(
+                f"text_generator.model {model!r} is a built-in; it is trained by the training "
+                "library, so load it through training.generation.texts.LazyTextGenerator"
+            )
+        return str(builtin(model, cache_dir))
     path = Path(model).expanduser()
     if path.is_dir():
         return str(path.resolve())
@@ -82,7 +91,13 @@ def _kind(config: Any, wanted: str) -> str:
 class TextGenerator:
     """A loaded generator; ``generate`` draws one text per request."""
 
-    def __init__(self, cfg: TextGeneratorConfig, cache_dir: Path, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: TextGeneratorConfig,
+        cache_dir: Path,
+        device: str = "cpu",
+        builtin: BuiltinResolver | None = None,
+    ) -> None:
         from transformers import (
             AutoConfig,
             AutoModelForCausalLM,
@@ -93,7 +108,7 @@ class TextGenerator:
         self.cfg, self.device = cfg, torch.device(device)
         self.model: Any
         self.tokenizer: Any
-        target = _resolve(cfg.model, cache_dir)
+        target = _resolve(cfg.model, cache_dir, builtin)
         try:
             config = AutoConfig.from_pretrained(target, revision=cfg.revision)
             self.kind = _kind(config, cfg.kind)
@@ -300,14 +315,3 @@ class TextGenerator:
             tail = str(tok.decode(ids, skip_special_tokens=True)).strip()
             texts.append(f"{head} {tail}".strip())
         return texts
-
-
-def generator_identity(cfg: TextGeneratorConfig) -> str:
-    """What names the generator in the cache key: a local directory by its absolute path,
-    a built-in by its name and version."""
-    if cfg.model in BUILTIN_TEXT_GENERATORS:
-        from training.generation.tiny_text_generator import builtin_version
-
-        return builtin_version(cfg.model)
-    path = Path(cfg.model).expanduser()
-    return str(path.resolve()) if path.exists() else cfg.model
