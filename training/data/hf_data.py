@@ -21,7 +21,7 @@ from typing import Any
 
 from contracts.config import SAVED_DATASET_MARKERS, DataConfig, is_saved_dataset
 from contracts.errors import DataError
-from training.data.readers import RawRow
+from training.data.rows import RawRow
 
 FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
 

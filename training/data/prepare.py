@@ -23,7 +23,8 @@ from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, DataError
 from contracts.jobs import Stage
 from training.data.prompts import make_prompt
-from training.data.readers import RawRow, read_rows
+from training.data.readers import read_rows
+from training.data.rows import RawRow
 from training.tracking.progress import RunContext
 
 SPLITS = ("train", "dev", "test", "unlabelled")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.config import DataConfig, DataFormat
 from contracts.errors import DataError
+from training.data.hf_data import read_dataset_rows
+from training.data.rows import RawRow
 
 # CWI 2018 TSV, no header: id, sentence, start, end, target, native annotators,
 # non-native annotators, native complex, non-native complex, binary label, probability.
@@ -24,13 +25,6 @@ CWI_LABELS = {"0": "simple", "1": "complex"}
 HF_SUFFIXES = (".parquet", ".arrow")
 # A newsgroup post or a long review can exceed csv's default 128 KiB field limit.
 csv.field_size_limit(1 << 26)
-
-
-@dataclass(frozen=True)
-class RawRow:
-    text: str
-    text_pair: str | None
-    label: str | None
 
 
 def resolve_format(path: Path, fmt: DataFormat) -> DataFormat:
@@ -59,7 +53,7 @@ def resolve_format(path: Path, fmt: DataFormat) -> DataFormat:
 
 
 def reads_through_datasets(path: Path, fmt: DataFormat) -> bool:
-    """Whether a source is read by 🤗 datasets (training/hf_data.py), not by this module."""
+    """Whether a source is read by 🤗 datasets (training/data/hf_data.py), not by this module."""
     return fmt == "hf" or (fmt == "auto" and (path.is_dir() or path.suffix in HF_SUFFIXES))
 
 
@@ -69,8 +63,6 @@ def read_rows(
     """All rows of one split (``split``: train, dev, test or unlabelled). ``labelled=False``
     ignores the label column."""
     if reads_through_datasets(path, cfg.format):
-        from training.data.hf_data import read_dataset_rows
-
         hf_split = cfg.hf_splits.get(split, split)
         return read_dataset_rows(str(path), hf_split, cfg, labelled=labelled)
     if not path.is_file():
