@@ -27,14 +27,14 @@ from runtime.classifier import open_bundle
 from runtime.session import RuntimeOptions
 from training.cli import app
 from training.lugpi.distill import train_baseline
-from training.lugpi.losses import teacher_weights as lugpi_teacher_weights
-from training.lugpi.teacher_weighting import (
+from training.strata.mode import distinct_ngrams, run_generation
+from training.students.losses import teacher_weights as lugpi_teacher_weights
+from training.students.teacher_weighting import (
     confidences,
     layerwise_confidence,
     teacher_weights,
     weights_from_confidence,
 )
-from training.strata.mode import distinct_ngrams, run_generation
 from training.tracking.progress import RunContext
 
 

@@ -20,7 +20,7 @@ from models.text_generator import TextGenerator, TextRequest
 from training.data.prepare import Example, PreparedData
 from training.generation.near_copies import near_any, normalise, similarity
 from training.generation.texts import generate_texts, plan_texts, run_text_shard
-from training.lugpi.losses import lugpi_loss
+from training.students.losses import lugpi_loss
 from training.tgt.texts import filter_generated, load_generated, neighbour_requests, run_tgt
 from training.tracking.progress import RunContext
 

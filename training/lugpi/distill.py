@@ -53,7 +53,7 @@ from runtime.metrics import accuracy_f1
 from training import distributed
 from training.data.prepare import PreparedData
 from training.lugpi.cross_fit import fold_teacher_dir, folds
-from training.lugpi.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
+from training.students.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
 from training.students.train_loop import Budget, Runtime, fit, seed_everything, select_runtime
 from training.teachers.image_tokens import teacher_image_inputs
 from training.teachers.train_teacher import check_images

@@ -65,7 +65,6 @@ from training.data.prepare import Example, PreparedData
 from training.devices import torch_device
 from training.generation.near_copies import normalise
 from training.generation.texts import draw_seed, generate_texts, plan_texts, text_cache_key
-from training.lugpi.teacher_weighting import confidences, weights_from_confidence
 from training.sharding import ShardStrategy
 from training.strata.teachers import (
     LoadedTeacher,
@@ -80,6 +79,7 @@ from training.strata.teachers import (
     train_probes,
     union_labels,
 )
+from training.students.teacher_weighting import confidences, weights_from_confidence
 from training.tracking.progress import RunContext
 
 STUDENT_KEY = "strata"

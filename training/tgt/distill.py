@@ -45,7 +45,7 @@ from training.lugpi.distill import (
     compute_teacher_targets,
     training_splits,
 )
-from training.lugpi.losses import teacher_weights
+from training.students.losses import teacher_weights
 from training.students.train_loop import Runtime, select_runtime
 from training.tgt.texts import Generated, as_examples
 from training.tracking.progress import RunContext

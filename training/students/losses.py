@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.lugpi.teacher_weighting import teacher_weights as shared_weights
+from training.students.teacher_weighting import teacher_weights as shared_weights
 
 Combine = Literal["confidence", "mean"]
 UNLABELLED = -1  # label id of Teacher Guided Training examples: no CE term
