@@ -457,7 +457,7 @@ class Run:
 
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
         from training.export.bundle import export_student
-        from training.lugpi.distill import loss_record
+        from training.students.trainer import loss_record
         from training.tracking.experiments import software_provenance
 
         if self._skip(Stage.EXPORT, out, force):

@@ -498,8 +498,8 @@ def train_amalgamated_student(
     mode: str | None = None,
 ) -> Path:
     """Probes, weights and the union-label student -> ``out_dir`` (a student directory)."""
-    from training.lugpi.distill import TeacherTargets, _train_text_classifier
     from training.students.train_loop import select_runtime
+    from training.students.trainer import StudentOptions, TeacherTargets, train_text_classifier
 
     started = time.perf_counter()
     a = cfg.amalgamate
@@ -553,9 +553,9 @@ def train_amalgamated_student(
             "empty_classes": gen_summary.get("empty_classes", []),
         }
     }
-    return _train_text_classifier(
+    return train_text_classifier(
         cfg, data, "student", teacher_targets, ["generated"], runtime, out_dir, ctx, started,
-        extra_meta=extra,
+        StudentOptions(extra_meta=extra),
     )  # fmt: skip
 
 

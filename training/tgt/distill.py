@@ -38,15 +38,15 @@ from contracts.errors import DataError
 from contracts.jobs import Stage
 from models.text import predict_logits
 from training.data.prepare import PreparedData
-from training.lugpi.distill import (
-    RowSelector,
-    TeacherTargets,
-    _train_text_classifier,
-    compute_teacher_targets,
-    training_splits,
-)
+from training.lugpi.distill import compute_teacher_targets, training_splits
 from training.students.losses import teacher_weights
 from training.students.train_loop import Runtime, select_runtime
+from training.students.trainer import (
+    RowSelector,
+    StudentOptions,
+    TeacherTargets,
+    train_text_classifier,
+)
 from training.tgt.texts import Generated, as_examples
 from training.tracking.progress import RunContext
 
@@ -153,7 +153,7 @@ def train_tgt_student(
             "generated_per_epoch": n_train,
         }
     }
-    return _train_text_classifier(
+    return train_text_classifier(
         cfg,
         full,
         "student",
@@ -163,7 +163,5 @@ def train_tgt_student(
         out_dir,
         ctx,
         started,
-        sample_weight=weight,
-        select_rows=select,
-        extra_meta=meta,
+        StudentOptions(sample_weight=weight, select_rows=select, extra_meta=meta),
     )
