@@ -32,13 +32,11 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
-from contracts.config import BUILTIN_TEXT_GENERATORS, PipelineConfig, is_saved_dataset
+from contracts.config import PipelineConfig, is_saved_dataset
+from contracts.model_names import BUILTIN_MODELS as BUILTIN_MODEL_NAMES
 
-# Names that load only what ships with the code (models/hub.py, training/tiny_diffusion.py,
-# the text generators trained here on BBC News: training/tiny_text_generator.py).
-BUILTIN_MODELS = frozenset(
-    {"all-minilm-l6-v2", "efficientnet-lite0", "tiny-random", *BUILTIN_TEXT_GENERATORS}
-)
+# Names that load only what ships with the code (contracts/model_names.py).
+BUILTIN_MODELS = BUILTIN_MODEL_NAMES
 DATA_FIELDS = ("train", "dev", "test", "unlabelled")
 PINNED_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from contracts.model_names import OFFLINE_ALIASES, TINY_RANDOM
 from contracts.settings import SharedSettings
 
 # Ids the job routes accept by default: the paper's models (for users who have the hub)
@@ -24,9 +25,8 @@ DEFAULT_ALLOWED_MODELS = [
     "openai/clip-vit-base-patch32",
     "google/vit-base-patch16-224",
     "stabilityai/stable-diffusion-2",
-    "all-minilm-l6-v2",
-    "efficientnet-lite0",
-    "tiny-random",
+    *OFFLINE_ALIASES,
+    TINY_RANDOM,
 ]
 
 

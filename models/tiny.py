@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-OFFLINE_TEXT_MODEL = "all-minilm-l6-v2"
+from contracts.model_names import MINILM_ALIAS
+
+OFFLINE_TEXT_MODEL = MINILM_ALIAS
 
 
 def minilm_path() -> Path:
