@@ -1,6 +1,6 @@
 """How several teachers are weighed per sample: the one place both multi-teacher students
-use (the LUGPI amalgamated student, training/distill.py through training/losses.py, and
-the data-free StrataNet student, training/amalgamate.py).
+use (the LUGPI amalgamated student, training/lugpi/distill.py through
+training/students/losses.py, and the data-free StrataNet student, training/strata/mode.py).
 
 A weighting turns each teacher's *confidence* on each sample, c_ib in [0, 1], into weights
 w_ib that sum to 1 over the teachers of sample b. Three ways to measure confidence:
@@ -80,10 +80,7 @@ def layerwise_confidence(
         ((a - 1.0 / k) / (1.0 - 1.0 / k)).clamp(min=0.0) * s.float()
         for a, s in zip(agree, typicality, strict=True)
     ]
-    import os
-
-    if os.environ.get("HEAD", "1") == "1":
-        parts.append(head_typicality.float())
+    parts.append(head_typicality.float())
     c = torch.stack(parts).mean(dim=0)
     return 1.0 / k + (1.0 - 1.0 / k) * c
 
