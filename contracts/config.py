@@ -9,7 +9,7 @@ AdamW lr 5e-5 with linear decay, batch 14. Torch-free: the API imports it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -522,6 +522,11 @@ class PipelineConfig(_Strict):
     text_generator: TextGeneratorConfig = Field(default_factory=TextGeneratorConfig)
     tgt: TgtConfig = Field(default_factory=TgtConfig)
     amalgamate: AmalgamateConfig = Field(default_factory=AmalgamateConfig)
+    methods: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options of the methods added through training.methods, by method name "
+        "(docs/adding-a-method.md); each method reads and checks its own section.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

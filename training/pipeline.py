@@ -50,6 +50,7 @@ from training.generation.generate_images import (
     generate_images,
     load_image_index,
 )
+from training.methods import MethodStudent, enabled_methods
 from training.sharding import InProcess, ShardStrategy
 from training.tracking.experiments import Tracker
 from training.tracking.progress import RunContext
@@ -359,6 +360,28 @@ class Run:
             )
         return out
 
+    def method_students(self) -> dict[str, MethodStudent]:
+        """Key -> student of every method added through training.methods that this config
+        runs; they are evaluated, exported and offered for publishing with the others."""
+        out: dict[str, MethodStudent] = {}
+        for method in enabled_methods(self.cfg):
+            for s in method.students(self):
+                if s.key in out or s.key in self.cfg.student_plan():
+                    raise ConfigError(f"method {method.name}: student key {s.key!r} is taken")
+                out[s.key] = s
+        return out
+
+    def method_steps(self, force: bool = False) -> list[Path]:
+        """Make every step of the added methods (training.methods) that is not complete;
+        return their directories."""
+        made = []
+        for method in enabled_methods(self.cfg):
+            for step in method.steps(self):
+                if not self._skip(step.stage, step.out, force):
+                    step.make()
+                made.append(step.out)
+        return made
+
     def baseline(self, force: bool = False) -> Path | None:
         from training.lugpi.distill import train_baseline
 
@@ -391,7 +414,7 @@ class Run:
                 self.data,
                 self.images,
                 teachers,
-                self.student_dirs(),
+                {**self.student_dirs(), **{k: m.dir for k, m in self.method_students().items()}},
                 baseline,
                 out,
                 self.ctx,
@@ -425,6 +448,8 @@ class Run:
             key: (self.student_dir(key), names, f"student-{key}")
             for key, names in self.cfg.student_plan().items()
         }
+        for key, student in self.method_students().items():
+            out[key] = (student.dir, student.teachers, f"student-{key}")
         if self.cfg.tgt.enabled and self.cfg.tgt.export_best:
             names = [t.name for t in self.cfg.teachers]
             for mode in self.cfg.tgt.search:
@@ -480,7 +505,10 @@ class Run:
                     "config": cfg.model_dump(mode="json"),
                     "generator": cfg.generator.model,
                     "teachers": [
-                        f"{n}: {by_name[n].text_model} + {by_name[n].image_model}" for n in names
+                        f"{n}: {by_name[n].text_model} + {by_name[n].image_model}"
+                        if n in by_name
+                        else n  # a method's student may learn from another student
+                        for n in names
                     ],
                     "student_base_model": cfg.student.text_model,
                     "student": key,
@@ -636,6 +664,7 @@ def run_pipeline(
     track(*run.distill())
     track(*run.tgt_students().values())
     track(run.baseline())
+    track(*run.method_steps())
     track(run.evaluate())
     bundle = run.export(job_id=job_id)
     track(run.layout.export)

@@ -124,6 +124,8 @@ def plot_curves(histories: dict[str, History], path: Path) -> None:
 
 
 def _student_label(key: str, entry: dict[str, object]) -> str:
+    if isinstance(label := entry.get("label"), str):  # a method's own row name
+        return label
     teachers = entry.get("teachers")
     if key == "student" or not isinstance(teachers, list):
         return "Student (LUGPI)"
@@ -232,6 +234,8 @@ def evaluate(
         entry = {"kind": tmeta.kind, "dir": str(mdir)}
         if tmeta.kind == "student":
             entry["teachers"] = (tmeta.model_extra or {}).get("teachers", [])
+            if isinstance(label := (tmeta.model_extra or {}).get("report_label"), str):
+                entry["label"] = label
         if (tgt := getattr(tmeta, "tgt", None)) is not None:
             entry["tgt"] = tgt
         for split in splits:

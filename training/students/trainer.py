@@ -143,7 +143,10 @@ def train_text_classifier(
     y = _label_ids(data, splits)
     capture = ClassifierInput(model)
     projections = nn.ModuleList()
-    if targets is not None and dcfg.beta > 0:
+    # Teachers without embeddings (a text classifier as teacher, e.g. self-distillation)
+    # give no embedding term: the loss is CE + KD.
+    beta = dcfg.beta if targets is not None and targets.embeddings else 0.0
+    if targets is not None and beta > 0:
         # e_S -> each teacher's e_T width; part of the loss, never of the exported student.
         d_s = embedding_width(model)
         for e_t in targets.embeddings:
@@ -180,7 +183,7 @@ def train_text_classifier(
             targets.logits[:, idx].to(runtime.device),
             [e[idx].to(runtime.device) for e in targets.embeddings],
             alpha=dcfg.alpha,
-            beta=dcfg.beta,
+            beta=beta,
             tau=dcfg.tau,
             combine=dcfg.combine,
             kd_form=dcfg.kd_form,
