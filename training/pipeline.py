@@ -601,6 +601,13 @@ class Run:
             published = self.publish(Path(repository), keep_last)
         return PipelineResult(self.dir, metrics, bundle, published)
 
+    def amalgamate_stage_dirs(self) -> list[Path]:
+        """The amalgamate mode's stage directories, in order (a missing one is not tracked)."""
+        from training.strata.mode import STUDENT_KEY
+
+        layout = self.layout
+        return [layout.amalgamate, layout.student(STUDENT_KEY), layout.evaluate, layout.export]
+
     def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str]:
         """Publish the exported bundle once per run dir, keeping the newest ``keep_last``
         versions of its name; return (name, version)."""
@@ -644,8 +651,6 @@ def run_pipeline(
     them over the workers). Relative data paths are taken from the current directory."""
     cfg = resolve_paths(cfg, Path.cwd())
     run = Run(cfg, run_dir, ctx, shards)
-    if cfg.amalgamate.enabled:
-        return run.amalgamate_mode(repository=repository, job_id=job_id, keep_last=keep_last)
     tracker = Tracker(cfg, run.dir)
 
     def track(*dirs: Path | None) -> None:
@@ -655,6 +660,11 @@ def run_pipeline(
                     tracker.stage_done(d.name, d)
 
         distributed.on_main(log)
+
+    if cfg.amalgamate.enabled:
+        result = run.amalgamate_mode(repository=repository, job_id=job_id, keep_last=keep_last)
+        track(*run.amalgamate_stage_dirs())
+        return result
 
     run.pin_config()
     track(run.prepare())

@@ -252,6 +252,7 @@ def test_cli_amalgamate_exports_a_bundle_runtime_serves_with_union_labels(
     raw["data"] = {"test": str(write_jsonl(tmp_path / "test.jsonl", held_out(0, 40)))}
     raw["amalgamate"]["enabled"] = False  # type: ignore[index]  # the command turns it on
     raw["amalgamate"]["steering"]["rounds"] = 2  # type: ignore[index]
+    raw["tracking"] = {"mlflow": True}  # tracked like every other mode (a local store)
     config = tmp_path / "strata.yaml"
     import yaml
 
@@ -274,6 +275,8 @@ def test_cli_amalgamate_exports_a_bundle_runtime_serves_with_union_labels(
     summary = json.loads((run_dir / "amalgamate" / "stage.json").read_text())["summary"]
     assert summary["union_labels"] == ["north", "south", "east", "west"]
     assert summary["teachers"]["left"]["kept_stats"]["texts"] > 0
+    tracked = json.loads((run_dir / "mlflow.json").read_text())["logged"]
+    assert {"amalgamate", "student-strata", "evaluate", "export"} <= set(tracked)
     # A rerun resumes: every stage is complete, nothing is generated again.
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
