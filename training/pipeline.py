@@ -102,7 +102,7 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
     gen = cfg.generator.model_copy(update={"cache_dir": absolute(cfg.generator.cache_dir)})
     tg = cfg.text_generator
     text_gen = tg.model_copy(update={"cache_dir": absolute(tg.cache_dir)})
-    a = cfg.amalgamate
+    a = cfg.strata
 
     def model_path(m: str) -> str:
         # A teacher given as a local path (it exists here) is pinned absolute; a hub id stays.
@@ -119,7 +119,7 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
             "data": data,
             "generator": gen,
             "text_generator": text_gen,
-            "amalgamate": amalgamate,
+            "strata": amalgamate,
         }
     )
 
@@ -542,13 +542,13 @@ class Run:
             write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
         self.ctx.step(Stage.EXPORT, len(plan), len(plan), f"exported; publishing {selected}")
 
-    # -- the data-free amalgamate mode (training/amalgamate.py) --------------------------------
-    def amalgamate_generate(self, force: bool = False) -> Path:
-        """Steered generation for every amalgamate teacher -> amalgamate/."""
+    # -- the data-free StrataNet mode (training/strata/mode.py) ------------------------------
+    def strata_generate(self, force: bool = False) -> Path:
+        """Steered generation for every StrataNet teacher -> strata/."""
         from training.generation.texts import resolve_text_cache
         from training.strata.mode import run_generation
 
-        out = self.layout.amalgamate
+        out = self.layout.strata
 
         def stage() -> None:
             if not self._skip(Stage.TGT, out, force):
@@ -558,16 +558,16 @@ class Run:
         distributed.on_main(stage)
         return out
 
-    def amalgamate_student(self, force: bool = False) -> Path:
+    def strata_student(self, force: bool = False) -> Path:
         """Probes, per-sample teacher weights and the union-label student -> student-strata/."""
-        from training.strata.mode import STUDENT_KEY, train_amalgamated_student
+        from training.strata.mode import STUDENT_KEY, train_strata_student
 
         out = self.layout.student(STUDENT_KEY)
         if not self._skip(Stage.DISTILL, out, force):
-            train_amalgamated_student(self.cfg, self.layout.amalgamate, out, self.ctx)
+            train_strata_student(self.cfg, self.layout.strata, out, self.ctx)
         return out
 
-    def amalgamate_mode(
+    def strata_mode(
         self,
         *,
         repository: Path | None = None,
@@ -575,22 +575,22 @@ class Run:
         keep_last: int = 5,
         force_export: bool = False,
     ) -> PipelineResult:
-        """The whole amalgamate mode, resumable: generate -> student -> evaluate (with
+        """The whole StrataNet mode, resumable: generate -> student -> evaluate (with
         data.dev/test) -> export -> publish."""
-        from training.strata.mode import evaluate_amalgamated, export_amalgamated
+        from training.strata.mode import evaluate_strata, export_strata
 
         self.pin_config()
-        self.amalgamate_generate()
-        student = self.amalgamate_student()
+        self.strata_generate()
+        student = self.strata_student()
         cfg = self.cfg
         if (cfg.data.dev or cfg.data.test) and not self._skip(
             Stage.EVALUATE, self.layout.evaluate, False
         ):
             distributed.on_main(
-                lambda: evaluate_amalgamated(cfg, student, self.layout.evaluate, self.ctx)
+                lambda: evaluate_strata(cfg, student, self.layout.evaluate, self.ctx)
             )
         if not self._skip(Stage.EXPORT, self.layout.export, force_export):
-            distributed.on_main(lambda: export_amalgamated(cfg, self.layout, job_id, self.ctx))
+            distributed.on_main(lambda: export_strata(cfg, self.layout, job_id, self.ctx))
         bundle = self.selected_bundle()
         metrics = {
             model: {split: m.model_dump() for split, m in per_split.items()}
@@ -601,12 +601,12 @@ class Run:
             published = self.publish(Path(repository), keep_last)
         return PipelineResult(self.dir, metrics, bundle, published)
 
-    def amalgamate_stage_dirs(self) -> list[Path]:
-        """The amalgamate mode's stage directories, in order (a missing one is not tracked)."""
+    def strata_stage_dirs(self) -> list[Path]:
+        """The StrataNet mode's stage directories, in order (a missing one is not tracked)."""
         from training.strata.mode import STUDENT_KEY
 
         layout = self.layout
-        return [layout.amalgamate, layout.student(STUDENT_KEY), layout.evaluate, layout.export]
+        return [layout.strata, layout.student(STUDENT_KEY), layout.evaluate, layout.export]
 
     def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str]:
         """Publish the exported bundle once per run dir, keeping the newest ``keep_last``
@@ -661,9 +661,9 @@ def run_pipeline(
 
         distributed.on_main(log)
 
-    if cfg.amalgamate.enabled:
-        result = run.amalgamate_mode(repository=repository, job_id=job_id, keep_last=keep_last)
-        track(*run.amalgamate_stage_dirs())
+    if cfg.strata.enabled:
+        result = run.strata_mode(repository=repository, job_id=job_id, keep_last=keep_last)
+        track(*run.strata_stage_dirs())
         return result
 
     run.pin_config()

@@ -1,10 +1,10 @@
-"""The amalgamate mode (StrataNet): one student over the union of several teachers' label
+"""The StrataNet mode (StrataNet): one student over the union of several teachers' label
 sets, without any of their training data (docs/stratanet.md).
 
     teachers (checked) -> steered generation -> probes + weights -> student -> evaluate
     -> export -> publish
 
-1. **Steered generation** (``amalgamate/``, job stage ``tgt``: the text-generation stage).
+1. **Steered generation** (``strata/``, job stage ``tgt``: the text-generation stage).
    For each teacher and each of its classes, seeds are the class's prompts plus the seed
    texts the teacher scores highest for it. Each round the text generator
    (training/text_generator.py) rewrites every seed ``draws_per_seed`` times (cached,
@@ -99,13 +99,13 @@ class GeneratedText:
 
 # -- seeds ----------------------------------------------------------------------------------
 def load_seed_texts(cfg: PipelineConfig) -> list[str]:
-    """amalgamate.seed_texts (one text per line, or a CSV/TSV/JSONL's text column), else
+    """strata.seed_texts (one text per line, or a CSV/TSV/JSONL's text column), else
     the built-in generator's corpus; a seeded sample of ``steering.seed_pool``."""
-    a = cfg.amalgamate
+    a = cfg.strata
     if a.seed_texts is not None:
         path = Path(a.seed_texts)
         if not path.is_file():
-            raise DataError(f"amalgamate.seed_texts: no such file {path}")
+            raise DataError(f"strata.seed_texts: no such file {path}")
         if path.suffix == ".txt":
             texts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
         else:
@@ -117,7 +117,7 @@ def load_seed_texts(cfg: PipelineConfig) -> list[str]:
 
         if cfg.text_generator.model not in BUILTIN_TEXT_GENERATORS:
             raise ConfigError(
-                "amalgamate.seed_texts: required with a text generator that is not built in "
+                "strata.seed_texts: required with a text generator that is not built in "
                 f"({cfg.text_generator.model!r}); give a file of unlabelled texts in its language"
             )
         from training.generation.tiny_text_generator import bbc_sentences
@@ -125,7 +125,7 @@ def load_seed_texts(cfg: PipelineConfig) -> list[str]:
         texts = bbc_sentences()
     texts = list(dict.fromkeys(t for t in texts if t))
     if not texts:
-        raise DataError("amalgamate.seed_texts: no texts")
+        raise DataError("strata.seed_texts: no texts")
     n = min(a.steering.seed_pool, len(texts))
     rng = random.Random(f"lugpi:{cfg.seed}:strata-seeds")
     return [texts[i] for i in sorted(rng.sample(range(len(texts)), n))]
@@ -186,7 +186,7 @@ def steer_teacher(
     strategy: ShardStrategy | None = None,
 ) -> tuple[list[GeneratedText], dict[str, Any]]:
     """The accepted texts of one teacher and a record of every round."""
-    s = cfg.amalgamate.steering
+    s = cfg.strata.steering
     k = len(t.labels)
     seen = {normalise(p) for p in pool}
     accepted: dict[int, list[GeneratedText]] = {c: [] for c in range(k)}
@@ -266,7 +266,7 @@ def diverse_pick(texts: Sequence[str], scores: Sequence[float], n: int) -> list[
 def thresholds(cfg: PipelineConfig, t: LoadedTeacher, pool_probs: np.ndarray) -> list[float]:
     """Per class: the probability a text needs to be accepted (steering.min_confidence, or
     the median over the seed texts the teacher labels that class)."""
-    fixed = cfg.amalgamate.steering.min_confidence
+    fixed = cfg.strata.steering.min_confidence
     k = len(t.labels)
     if fixed is not None:
         return [fixed] * k
@@ -289,7 +289,7 @@ def unsteered_teacher(
 ) -> tuple[list[GeneratedText], dict[str, Any]]:
     """The control: as many texts as the steered budget asks for, generated from seed
     texts the teacher never looked at, each kept with the teacher's answer."""
-    s = cfg.amalgamate.steering
+    s = cfg.strata.steering
     n_seeds = math.ceil(len(t.labels) * s.per_class / s.draws_per_seed)
     rng = random.Random(f"lugpi:{cfg.seed}:strata-unsteered:{t.name}")
     chosen = [pool[rng.randrange(len(pool))] for _ in range(n_seeds)]
@@ -323,9 +323,9 @@ def run_generation(
     text_cache: Path,
     strategy: ShardStrategy | None = None,
 ) -> Path:
-    """Steered (or unsteered) generation for every teacher -> ``amalgamate/``."""
+    """Steered (or unsteered) generation for every teacher -> ``strata/``."""
     started = time.perf_counter()
-    a = cfg.amalgamate
+    a = cfg.strata
     ctx.step(Stage.TEACHER, 0, len(a.teachers), "loading the teachers")
     teachers = load_teachers(a.teachers, select_device(cfg))
     union = union_labels(teachers)
@@ -345,10 +345,10 @@ def run_generation(
         missing = [c for c in t.labels if counts.get(c, 0) == 0]
         if missing and a.on_empty_class == "fail":
             raise DataError(
-                f"amalgamate: teacher {t.name!r} accepted no generated text for class(es) "
-                f"{missing}; add amalgamate.teachers[].prompts for them, lower "
-                "amalgamate.steering.min_confidence, raise steering.rounds, or set "
-                "amalgamate.on_empty_class: continue"
+                f"strata: teacher {t.name!r} accepted no generated text for class(es) "
+                f"{missing}; add strata.teachers[].prompts for them, lower "
+                "strata.steering.min_confidence, raise steering.rounds, or set "
+                "strata.on_empty_class: continue"
             )
         empty += [f"{t.name}:{c}" for c in missing]
         bar = list(record.get("thresholds") or thresholds(cfg, t, pool_probs))
@@ -367,7 +367,7 @@ def run_generation(
         }
         rows += got
     if not rows:
-        raise DataError("amalgamate: no generated text was accepted for any teacher")
+        raise DataError("strata: no generated text was accepted for any teacher")
     summary: dict[str, object] = {
         "generator": cfg.text_generator.model,
         "steering": a.steering.enabled,
@@ -390,7 +390,7 @@ def run_generation(
 
 def load_generation(stage_dir: Path) -> tuple[list[GeneratedText], dict[str, Any]]:
     if not is_complete(stage_dir):
-        raise ArtifactError(f"{stage_dir}: no finished amalgamate generation; rerun the mode")
+        raise ArtifactError(f"{stage_dir}: no finished StrataNet generation; rerun the mode")
     try:
         with (stage_dir / GENERATED_FILE).open(encoding="utf-8") as f:
             rows = [GeneratedText(**json.loads(line)) for line in f if line.strip()]
@@ -410,7 +410,7 @@ class AmalgamatedTargets:
     probes: dict[str, list[dict[str, float]]]  # teacher -> per layer: train accuracy
 
 
-def amalgamated_targets(
+def strata_targets(
     cfg: PipelineConfig,
     teachers: Sequence[LoadedTeacher],
     rows: Sequence[GeneratedText],
@@ -418,8 +418,8 @@ def amalgamated_targets(
     mode: str | None = None,
 ) -> AmalgamatedTargets:
     """Every teacher on every text; its probes on its own texts; the per-sample weights of
-    ``mode`` (default amalgamate.weighting)."""
-    a = cfg.amalgamate
+    ``mode`` (default strata.weighting)."""
+    a = cfg.strata
     union = union_labels(teachers)
     col = {label: j for j, label in enumerate(union)}
     texts = [r.text for r in rows]
@@ -489,7 +489,7 @@ def routing(targets: AmalgamatedTargets, rows: Sequence[GeneratedText]) -> dict[
     return out
 
 
-def train_amalgamated_student(
+def train_strata_student(
     cfg: PipelineConfig,
     generation_dir: Path,
     out_dir: Path,
@@ -502,14 +502,14 @@ def train_amalgamated_student(
     from training.students.trainer import StudentOptions, TeacherTargets, train_text_classifier
 
     started = time.perf_counter()
-    a = cfg.amalgamate
+    a = cfg.strata
     rows, gen_summary = load_generation(generation_dir)
     if a.budget is not None and len(rows) > a.budget:
         rng = random.Random(f"lugpi:{cfg.seed}:strata-budget")
         keep = set(rng.sample(range(len(rows)), a.budget))
         rows = [r for i, r in enumerate(rows) if i in keep]
     teachers = load_teachers(a.teachers, select_device(cfg))
-    targets = amalgamated_targets(cfg, teachers, rows, ctx, mode)
+    targets = strata_targets(cfg, teachers, rows, ctx, mode)
     del teachers
     # A seeded share of the generated texts, labelled by the mixture, picks the best epoch.
     rng = random.Random(f"lugpi:{cfg.seed}:strata-dev")
@@ -537,7 +537,7 @@ def train_amalgamated_student(
     )
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
     extra: dict[str, object] = {
-        "amalgamate": {
+        "strata": {
             "weighting": mode or a.weighting,
             "sharpness": a.sharpness,
             "steering": a.steering.enabled,
@@ -592,7 +592,7 @@ def _scores(
     return out
 
 
-def evaluate_amalgamated(
+def evaluate_strata(
     cfg: PipelineConfig, student_dir: Path, out_dir: Path, ctx: RunContext
 ) -> dict[str, Any]:
     """Student and each teacher (its answer mapped into the union) on data.dev/test."""
@@ -601,7 +601,7 @@ def evaluate_amalgamated(
     started = time.perf_counter()
     model, tok, meta = load_text_classifier(student_dir, select_device(cfg))
     union = list(meta.labels)
-    owners = dict(meta.model_extra.get("amalgamate", {}).get("teacher_labels", {}))  # type: ignore[union-attr]
+    owners = dict(meta.model_extra.get("strata", {}).get("teacher_labels", {}))  # type: ignore[union-attr]
     results: dict[str, dict[str, Any]] = {}
     teachers = None
     for split in ("dev", "test"):
@@ -617,7 +617,7 @@ def evaluate_amalgamated(
         results.setdefault(f"student-{STUDENT_KEY}", {})[split] = _scores(
             logits.argmax(-1), gold, union, owners
         )
-        teachers = teachers or load_teachers(cfg.amalgamate.teachers, select_device(cfg))
+        teachers = teachers or load_teachers(cfg.strata.teachers, select_device(cfg))
         for t in teachers:
             answer = read_teacher(t, texts, []).logits.argmax(-1)
             pred = np.asarray([union.index(t.labels[int(a)]) for a in answer])
@@ -636,7 +636,7 @@ def evaluate_amalgamated(
     return results
 
 
-def export_amalgamated(
+def export_strata(
     cfg: PipelineConfig, layout: RunLayout, job_id: str | None, ctx: RunContext
 ) -> Path:
     """The student's bundle -> export/strata (the selected, only, bundle)."""
@@ -646,7 +646,7 @@ def export_amalgamated(
     student_dir = layout.student(STUDENT_KEY)
     meta = json.loads((student_dir / "lugpi.json").read_text())
     union = list(meta["labels"])
-    gen_rows, _ = load_generation(layout.amalgamate)
+    gen_rows, _ = load_generation(layout.strata)
     # Export's checks run on held-out generated texts (no real data needed).
     rng = random.Random(f"lugpi:{cfg.seed}:strata-export")
     check = [
@@ -661,12 +661,12 @@ def export_amalgamated(
             metrics[name] = {
                 s: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for s, m in per.items()
             }
-    a = meta.get("amalgamate", {})
+    a = meta.get("strata", {})
     provenance = {
         "job_id": job_id,
         "dataset": None,
         "config": cfg.model_dump(mode="json"),
-        "mode": "amalgamate",
+        "mode": "strata",
         "text_generator": cfg.text_generator.model,
         "teachers": [f"{n}: {src}" for n, src in a.get("teachers", {}).items()],
         "teacher_labels": a.get("teacher_labels", {}),

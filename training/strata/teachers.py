@@ -44,7 +44,7 @@ MAX_UNKNOWN_SHARE = 0.3
 @dataclass
 class LoadedTeacher:
     name: str
-    given: str  # amalgamate.teachers[i].model as written
+    given: str  # strata.teachers[i].model as written
     source: str  # the directory (or hub id) loaded
     labels: list[str]
     text_pair: bool
@@ -55,13 +55,13 @@ class LoadedTeacher:
 
     @property
     def where(self) -> str:
-        return f"amalgamate.teachers {self.name!r} ({self.given})"
+        return f"strata.teachers {self.name!r} ({self.given})"
 
 
 def resolve_teacher_dir(spec: AmalgamateTeacher) -> str:
     """The directory (or hub id) to load for ``spec``: a run directory becomes the student
     its export selected. ``ModelLoadError`` naming the teacher when there is none."""
-    where = f"amalgamate.teachers {spec.name!r}: model {spec.model!r}"
+    where = f"strata.teachers {spec.name!r}: model {spec.model!r}"
     path = Path(spec.model).expanduser()
     if path.is_dir():
         layout = RunLayout(path)
@@ -84,7 +84,7 @@ def resolve_teacher_dir(spec: AmalgamateTeacher) -> str:
 
 def load_teacher(spec: AmalgamateTeacher, device: torch.device) -> LoadedTeacher:
     source = resolve_teacher_dir(spec)
-    where = f"amalgamate.teachers {spec.name!r}: model {spec.model!r}"
+    where = f"strata.teachers {spec.name!r}: model {spec.model!r}"
     try:
         model = AutoModelForSequenceClassification.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -136,7 +136,7 @@ def union_labels(teachers: Sequence[LoadedTeacher]) -> list[str]:
     for t in teachers:
         if t.text_pair:
             raise ConfigError(
-                f"{t.where} reads text pairs; the amalgamate mode generates single texts"
+                f"{t.where} reads text pairs; the StrataNet mode generates single texts"
             )
         if len(t.labels) < 2:
             raise ConfigError(f"{t.where} has {len(t.labels)} label(s) {t.labels}; need two")
@@ -159,7 +159,7 @@ def union_labels(teachers: Sequence[LoadedTeacher]) -> list[str]:
         unknown = sorted(set(t.prompts) - set(t.labels))
         if unknown:
             raise ConfigError(
-                f"amalgamate.teachers {t.name!r}.prompts: labels {unknown} are not among the "
+                f"strata.teachers {t.name!r}.prompts: labels {unknown} are not among the "
                 f"teacher's labels {t.labels}"
             )
     if len(generic) > 1:
@@ -168,7 +168,7 @@ def union_labels(teachers: Sequence[LoadedTeacher]) -> list[str]:
             "would merge unrelated classes; save them with real id2label names"
         )
     if not union:
-        raise ConfigError("amalgamate.teachers: the union of the teachers' label sets is empty")
+        raise ConfigError("strata.teachers: the union of the teachers' label sets is empty")
     return union
 
 
@@ -216,7 +216,7 @@ def probed_layers(t: LoadedTeacher, wanted: list[int] | None) -> list[int]:
     for i in wanted:
         j = i + n + 1 if i < 0 else i
         if not 0 <= j <= n:
-            raise ConfigError(f"amalgamate.probes.layers: {i} is outside 0..{n} for {t.where}")
+            raise ConfigError(f"strata.probes.layers: {i} is outside 0..{n} for {t.where}")
         out.append(j)
     return sorted(set(out))
 

@@ -8,13 +8,13 @@ w_ib that sum to 1 over the teachers of sample b. Three ways to measure confiden
 - ``mean``: every teacher 1/M (plain averaging).
 - ``max_prob``: the last layer's max probability, m_ib = max_k softmax(t_ib)_k.
 - ``layerwise``: light probes on several of the teacher's layers
-  (training/amalgamate_teachers.py trains them on the generated texts), in two forms:
+  (training/strata/teachers.py trains them on the generated texts), in two forms:
 
   plain (no typicality given): the mean, over the L probes and the head, of the
   probability each gives to the head's answer ŷ_ib = argmax_k t_ibk,
       c_ib = (1 / (L + 1)) * (sum_l pi_ibl[ŷ_ib] + m_ib);
 
-  self-regulated (what the amalgamate mode uses): each layer's chance-corrected agreement
+  self-regulated (what the StrataNet mode uses): each layer's chance-corrected agreement
   a_ibl = clip((pi_ibl[ŷ_ib] - 1/k_i) / (1 - 1/k_i), 0, 1) times its typicality s_ibl in
   [0, 1] (how much the layer's state looks like the teacher's own texts rather than the
   other teachers'), averaged with q_ib, the quantile of the head's max probability among
