@@ -7,7 +7,7 @@ For each student: agreement of each variant's argmax with PyTorch on dev and tes
 accuracy change, CPU time of one text (batch 1, one thread, median) and CPU throughput at
 batch 32 (test texts in file order, mixed lengths), all through the API's path (tokenizer.json +
 onnxruntime, runtime/classifier.py). Then what export would ship: the first variant of
-training/quantize.py's order that meets the 99 % bar, or the accuracy-controlled search.
+training/export/quantize.py's order that meets the 99 % bar, or the accuracy-controlled search.
 One process, one thread: the rows are comparable to each other; absolute times depend on
 how loaded the machine is, so read the ratios to traced fp32. CPU time (time.process_time)
 is measured rather than wall time, so that a shared machine does not swamp the figures.

@@ -81,7 +81,7 @@ def estimate_seconds(
         train = n_tr * epochs * per_example * speeds.train_token
         return train + math.ceil(epochs) * n_dev * per_example * speeds.infer_token
 
-    # The token store (training/image_tokens.py) encodes each distinct image once for every
+    # The token store (training/teachers/image_tokens.py) encodes each distinct image once for every
     # teacher, student target and evaluation of the run; a shared store makes it less.
     encode = _distinct_prompts(data, ("train", "dev", "test")) * speeds.effnet_image
     student = fit(tokens, s_epochs)

@@ -133,7 +133,7 @@ QUICK_TRAINING = {"epochs": 3, "batch_size": 8}
 
 @dataclass(frozen=True)
 class TinyModels:
-    """RANDOM-weight models for ``--budget smoke`` (training/tiny.py)."""
+    """RANDOM-weight models for ``--budget smoke`` (models/tiny.py)."""
 
     text: Path
     image: Path
@@ -196,7 +196,7 @@ def build_config(
     if budget == "quick":
         for key, value in QUICK_TRAINING.items():
             overrides |= {f"teachers.0.{key}": value, f"student.{key}": value}
-    # The student's warmup ratio is the teacher's too (training/train_teacher.py).
+    # The student's warmup ratio is the teacher's too (training/teachers/train_teacher.py).
     overrides["student.warmup_ratio"] = WARMUP_RATIO
     if tiny is not None:
         overrides |= {

@@ -136,7 +136,7 @@ def build_tiny_pipeline(out_dir: Path, image_size: int = 64) -> Path:
     )
     pipe.save_pretrained(out_dir)  # type: ignore[attr-defined]
     (out_dir / "LUGPI_README.txt").write_text(
-        "Tiny Stable-Diffusion-shaped pipeline with RANDOM weights (training/tiny_diffusion.py).\n"
+        "Tiny Stable-Diffusion-shaped pipeline with RANDOM weights (models/tiny_diffusion.py).\n"
         "It generates noise images; it exists so the generation code path runs offline.\n"
     )
     return out_dir

@@ -7,8 +7,8 @@ it rebuilds the same work list from the job's config and run directory), then wo
 alongside: it claims every shard that nobody holds, runs it,
 and waits for the shards other workers hold. A shard is claimed by a lock with a TTL
 (refreshed while it runs) and is done when all its images are in the content-addressed
-cache (training/generate.py). Why not a Celery chord: a chord's callback never fires
-if one shard's worker dies (its message returns only after the visibility timeout,
+cache (training/generation/generate_images.py). Why not a Celery chord: a chord's callback
+never fires if one shard's worker dies (its message returns only after the visibility timeout,
 hours), and a task that waits for a group inside a worker deadlocks when it is the
 only worker. Here one worker does all shards itself; N workers split them; a dead
 worker's shard lock expires and the job's task takes the shard over.

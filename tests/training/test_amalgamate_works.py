@@ -14,7 +14,7 @@ while "right", trained the same way, is less sure even on its own classes). Plai
 averaging then follows "left" on "right"'s texts; last-layer max probability trusts the
 overconfident teacher everywhere; the layer-wise, self-regulated confidence judges each
 teacher against its own texts (probe agreement and typicality per layer,
-training/teacher_weighting.py) and routes most texts to the teacher they were made for.
+training/students/teacher_weighting.py) and routes most texts to the teacher they were made for.
 
 Asserted (test accuracy over the 4 classes): on every seed the layer-wise student beats
 each teacher alone (at most 0.5: half the classes are unknown to it) and the

@@ -37,7 +37,7 @@ class Example:
     text: str
     text_pair: str | None  # CWI: the target phrase; classifier input = (sentence, target)
     label: str | None  # None for unlabelled
-    prompt: str  # cleaned generator prompt (training/prompts.py)
+    prompt: str  # cleaned generator prompt (training/data/prompts.py)
 
 
 @dataclass

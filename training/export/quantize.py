@@ -7,7 +7,7 @@ search keeps whole encoder layers in fp32, the most sensitive first, until the b
 (or gives up after ``MAX_FP32_LAYERS``). docs/export.md has the measurements behind the
 order; the short version:
 
-- *fused*: quantize onnxruntime's fused graph (``training/graph_fusion.py``), so attention
+- *fused*: quantize onnxruntime's fused graph (``training/export/graph_fusion.py``), so attention
   becomes one QAttention op and the projections MatMulInteger (VNNI), instead of the
   traced graph's dozens of small ops around each MatMul.
 - *dynamic* (``quantize_dynamic``): int8 weights, uint8 activations quantized per batch at

@@ -7,7 +7,7 @@ is ever a test image. With ``generator.share_identical_prompts`` samples with th
 prompt share the image of the first one instead (cheaper where prompts repeat); the
 stage record then says how many samples share an image, across train and test too.
 A rerun draws the same pictures. How an image is drawn and cached (the key, the CPU
-generators, the atomic PNG) is ``training/images.py``, shared with the teacher service.
+generators, the atomic PNG) is ``training/generation/images.py``, shared with the teacher service.
 Size, steps and guidance default per known generator (contracts/config.py:
 stable-diffusion-2 at 768 px, sd-turbo in one unguided step).
 

@@ -1,16 +1,16 @@
 """Drawing images: the one way a prompt becomes a picture, for training and for serving.
 
-Both the generate stage (training/generate.py) and the worker's teacher service draw
-through ``cached_images``: the same cache key, the same prompt cut to the generator's own
-tokenizer, and one CPU ``torch.Generator`` per image, whose starting noise is the same on
-every device, so a GPU worker draws the picture a CPU run drew for the same prompt and
-seed. Images live in a content-addressed cache, ``<cache>/<key[:2]>/<key>.png`` with
+Both the generate stage (training/generation/generate_images.py) and the worker's teacher
+service draw through ``cached_images``: the same cache key, the same prompt cut to the
+generator's own tokenizer, and one CPU ``torch.Generator`` per image, whose starting noise
+is the same on every device, so a GPU worker draws the picture a CPU run drew for the same
+prompt and seed. Images live in a content-addressed cache, ``<cache>/<key[:2]>/<key>.png`` with
 key = sha256 of (generator, revision, prompt, seed, steps, size, guidance), each PNG
 written atomically, so a crashed or repeated run redoes nothing it already has.
 
 Any diffusers text-to-image pipeline works, by hub id or local directory, plus
 ``tiny-random``: a tiny Stable-Diffusion-shaped pipeline with RANDOM weights that draws
-noise (training/tiny_diffusion.py), for tests and the offline preset.
+noise (models/tiny_diffusion.py), for tests and the offline preset.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def compute_teacher_targets(
 ) -> TeacherTargets:
     """Run each saved teacher once over ``splits`` (concatenated in that order). ``images``
     may lack entries when every teacher is text-only. ``token_store``: frozen image-encoder
-    tokens shared with the teacher stage (training/image_tokens.py)."""
+    tokens shared with the teacher stage (training/teachers/image_tokens.py)."""
     if not teacher_dirs:
         raise ArtifactError("distill needs at least one teacher directory; run the teacher stage")
     logits, embeddings, names = [], [], []

@@ -7,8 +7,8 @@ sets, without any of their training data (docs/stratanet.md).
 1. **Steered generation** (``strata/``, job stage ``tgt``: the text-generation stage).
    For each teacher and each of its classes, seeds are the class's prompts plus the seed
    texts the teacher scores highest for it. Each round the text generator
-   (training/text_generator.py) rewrites every seed ``draws_per_seed`` times (cached,
-   sharded, resumable: training/text_generation.py); the teacher scores what comes back;
+   (models/text_generator.py) rewrites every seed ``draws_per_seed`` times (cached,
+   sharded, resumable: training/generation/texts.py); the teacher scores what comes back;
    a text is *accepted* for class c when c is the teacher's answer with probability at
    least the class's bar (``min_confidence``; by default the median probability the
    teacher gives c on the seed texts it labels c: its own calibration) and it is new;
@@ -20,12 +20,12 @@ sets, without any of their training data (docs/stratanet.md).
    reads every generated text; a logistic-regression probe per probed layer learns, on the
    teacher's own accepted texts, to predict the teacher's classes. Per sample, each
    teacher's confidence (layer-wise: probe agreement with its answer; or last-layer max
-   probability; or none) becomes a weight (training/teacher_weighting.py, chance-corrected
+   probability; or none) becomes a weight (training/students/teacher_weighting.py, chance-corrected
    and sharpened across teachers of different label counts).
 3. **Student.** The union-label student learns the weighted mixture of the teachers'
    softened distributions, each teacher putting mass on its own labels only (masked soft
    targets), plus the embedding term, through the distill stage's trainer
-   (training/distill.py: same loss, same loop). Its best epoch is picked on a held-out share
+   (training/lugpi/distill.py: same loss, same loop). Its best epoch is picked on a held-out share
    of the generated texts labelled by the mixture's argmax: no real data anywhere.
 4. **Evaluate / export.** With ``data.test`` (or ``data.dev``), labelled real texts over
    the union labels, the student and each teacher are scored (report only). The bundle

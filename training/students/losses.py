@@ -100,7 +100,8 @@ def embedding_distance(
 
 def teacher_weights(teacher_logits: Tensor, combine: Combine) -> Tensor:
     """Per-sample weight of each teacher (see the module docstring), computed by the
-    weighting module shared with the data-free amalgamation (training/teacher_weighting.py).
+    weighting module shared with the data-free StrataNet student
+    (training/students/teacher_weighting.py).
 
     teacher_logits: (M, B, K). Returns (M, B); each column sums to 1.
     """
@@ -139,7 +140,7 @@ def lugpi_loss(
     ``sample_weight`` (B,): each sample's weight in the soft and embedding terms (Teacher
     Guided Training gives generated texts lambda), which stay means over the whole batch;
     the hard CE is always averaged over labelled rows only. ``weights`` (M, B): teacher
-    weights computed by the caller (e.g. layer-wise, training/teacher_weighting.py) instead
+    weights computed by the caller (e.g. layer-wise, training/students/teacher_weighting.py) instead
     of ``combine``'s.
     """
     ce = hard_cross_entropy(student_logits, labels)

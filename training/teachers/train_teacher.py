@@ -9,7 +9,7 @@ Output (an atomic stage directory)::
 (``text_encoder/`` or ``image_encoder/`` is absent when the teacher lacks that modality.)
 
 With ``freeze_image_encoder`` the encoder's tokens are computed once per distinct image
-file (or read from the token store, training/image_tokens.py) and held in memory for the
+file (or read from the token store, training/teachers/image_tokens.py) and held in memory for the
 run, so each step only runs the text encoder and the fusion head.
 
 TeacherConfig has no max_length, weight decay or warmup of its own: the teacher reads the
