@@ -108,7 +108,7 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
         # A teacher given as a local path (it exists here) is pinned absolute; a hub id stays.
         return str((base / Path(m).expanduser()).resolve()) if (base / m).exists() else m
 
-    amalgamate = a.model_copy(
+    strata = a.model_copy(
         update={
             "seed_texts": absolute(a.seed_texts),
             "teachers": [t.model_copy(update={"model": model_path(t.model)}) for t in a.teachers],
@@ -119,7 +119,7 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
             "data": data,
             "generator": gen,
             "text_generator": text_gen,
-            "strata": amalgamate,
+            "strata": strata,
         }
     )
 
