@@ -64,7 +64,7 @@ from runtime.metrics import accuracy_f1
 from training.data.prepare import Example, PreparedData
 from training.devices import torch_device
 from training.generation.near_copies import normalise
-from training.generation.texts import draw_seed, generate_texts, plan_texts, text_cache_key
+from training.generation.texts import draw_seed, generate_for
 from training.sharding import ShardStrategy
 from training.strata.teachers import (
     LoadedTeacher,
@@ -162,20 +162,6 @@ def text_stats(
 
 
 # -- generation -----------------------------------------------------------------------------
-def _generate(
-    cfg: PipelineConfig,
-    requests: list[TextRequest],
-    text_cache: Path,
-    ctx: RunContext,
-    strategy: ShardStrategy | None,
-) -> tuple[list[str], int]:
-    """One text per request (in request order), through the cached sharded work list."""
-    plan = plan_texts(cfg, requests, text_cache)
-    texts, made = generate_texts(cfg, plan, ctx, strategy)
-    by_key = {job.key: text for job, text in zip(plan.jobs, texts, strict=True)}
-    return [by_key[text_cache_key(cfg.text_generator, r)] for r in requests], made
-
-
 def steer_teacher(
     cfg: PipelineConfig,
     t: LoadedTeacher,
@@ -214,7 +200,7 @@ def steer_teacher(
                     tag = f"strata:{t.name}:{t.labels[c]}:{r}\0{seed_text}"
                     requests.append(TextRequest(seed_text, draw_seed(cfg.seed, tag, j)))
                     wanted.append(c)
-        texts, _ = _generate(cfg, requests, text_cache, ctx, strategy)
+        texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
         generated += len(texts)
         probs = read_teacher(t, texts, []).probs
         fresh: dict[int, list[GeneratedText]] = {c: [] for c in active}
@@ -298,7 +284,7 @@ def unsteered_teacher(
         for i, x in enumerate(chosen)
         for j in range(s.draws_per_seed)
     ]
-    texts, _ = _generate(cfg, requests, text_cache, ctx, strategy)
+    texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
     probs = read_teacher(t, texts, []).probs
     seen: set[str] = set()
     rows = []
