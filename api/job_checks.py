@@ -14,10 +14,10 @@ A job body names files and models that a worker will open, so before a job is qu
   must be a pinned commit (40 hex digits), or be allowed with its model, as
   ``<model>@<revision>`` in ``settings.allowed_models``.
 - ``generator.cache_dir`` (where the worker *writes*) must lie under ``artifacts_dir``.
-- the amalgamate mode (``amalgamate.enabled``) loads its teachers, not the LUGPI ones:
-  each ``amalgamate.teachers[].model`` must be a directory under ``artifacts_dir`` (a run
+- the StrataNet mode (``strata.enabled``) loads its teachers, not the LUGPI ones:
+  each ``strata.teachers[].model`` must be a directory under ``artifacts_dir`` (a run
   directory of an earlier job, or a student directory in one), resolved like the data
-  paths, or an allowed model; ``amalgamate.seed_texts`` is a data path. The image
+  paths, or an allowed model; ``strata.seed_texts`` is a data path. The image
   generator and ``teachers[]`` are not loaded then, so they are not checked.
 
 Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
@@ -32,13 +32,11 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
-from contracts.config import BUILTIN_TEXT_GENERATORS, PipelineConfig, is_saved_dataset
+from contracts.config import PipelineConfig, is_saved_dataset
+from contracts.model_names import BUILTIN_MODELS as BUILTIN_MODEL_NAMES
 
-# Names that load only what ships with the code (models/hub.py, training/tiny_diffusion.py,
-# the text generators trained here on BBC News: training/tiny_text_generator.py).
-BUILTIN_MODELS = frozenset(
-    {"all-minilm-l6-v2", "efficientnet-lite0", "tiny-random", *BUILTIN_TEXT_GENERATORS}
-)
+# Names that load only what ships with the code (contracts/model_names.py).
+BUILTIN_MODELS = BUILTIN_MODEL_NAMES
 DATA_FIELDS = ("train", "dev", "test", "unlabelled")
 PINNED_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -117,7 +115,7 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
         except ValueError as e:
             errors.append(_error(("data", field), f"data.{field} {value!r} {e}"))
 
-    amalgamate = cfg.amalgamate.enabled
+    amalgamate = cfg.strata.enabled
     models: list[tuple[tuple[str | int, ...], str]] = [
         (("student", "text_model"), cfg.student.text_model),
     ]
@@ -131,7 +129,7 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
     teacher_updates: dict[int, str] = {}
     seed_texts: str | None = None
     if amalgamate:
-        a = cfg.amalgamate
+        a = cfg.strata
         for i, at in enumerate(a.teachers):
             if _model_allowed(at.model, settings):
                 continue
@@ -140,8 +138,8 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
             except ValueError as e:
                 errors.append(
                     _error(
-                        ("amalgamate", "teachers", i, "model"),
-                        f"amalgamate.teachers[{i}] ({at.name}).model {at.model!r} {e}; or name "
+                        ("strata", "teachers", i, "model"),
+                        f"strata.teachers[{i}] ({at.name}).model {at.model!r} {e}; or name "
                         "an allowed model (LUGPI_ALLOWED_MODELS)",
                     )
                 )
@@ -149,7 +147,7 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
             try:
                 seed_texts = str(resolve_data_path(a.seed_texts, list(settings.data_roots)))
             except ValueError as e:
-                errors.append(_error(("amalgamate", "seed_texts"), f"amalgamate.seed_texts {e}"))
+                errors.append(_error(("strata", "seed_texts"), f"strata.seed_texts {e}"))
     for loc, value in models:
         if not _model_allowed(value, settings):
             name = ".".join(str(x) for x in loc)
@@ -206,12 +204,12 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
     data = cfg.data.model_copy(update=data_updates)
     update: dict[str, object] = {"data": data}
     if amalgamate:
-        a = cfg.amalgamate
+        a = cfg.strata
         teachers = [
             t.model_copy(update={"model": teacher_updates[i]}) if i in teacher_updates else t
             for i, t in enumerate(a.teachers)
         ]
-        update["amalgamate"] = a.model_copy(
+        update["strata"] = a.model_copy(
             update={"teachers": teachers, "seed_texts": seed_texts or a.seed_texts}
         )
     return cfg.model_copy(update=update)

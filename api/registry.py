@@ -31,6 +31,7 @@ from contracts.errors import (
     RepositoryError,
 )
 from contracts.repository import ModelEntry, list_models
+from contracts.repository import version_number as parse_version_number
 from runtime.classifier import BundleLimits, OnnxClassifier, open_bundle
 from runtime.session import RuntimeOptions
 
@@ -42,7 +43,8 @@ Signature = tuple[tuple[str, int, int], ...]
 
 
 def version_number(version: str) -> int:
-    return int(version[1:])
+    """Sort key of a version the scan already matched (contracts.repository parses it)."""
+    return parse_version_number(version) or 0
 
 
 def scan_repository(root: Path) -> dict[str, dict[str, ModelEntry]]:

@@ -7,7 +7,6 @@ Every field is read from an environment variable ``LUGPI_<FIELD>`` (upper case),
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,7 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from contracts.settings import SharedSettings
+from contracts.model_names import OFFLINE_ALIASES, TINY_RANDOM
+from contracts.settings import SharedSettings, split_list
 
 # Ids the job routes accept by default: the paper's models (for users who have the hub)
 # and the offline ones that ship on PyPI or are built from config (docs/environment.md).
@@ -24,9 +24,8 @@ DEFAULT_ALLOWED_MODELS = [
     "openai/clip-vit-base-patch32",
     "google/vit-base-patch16-224",
     "stabilityai/stable-diffusion-2",
-    "all-minilm-l6-v2",
-    "efficientnet-lite0",
-    "tiny-random",
+    *OFFLINE_ALIASES,
+    TINY_RANDOM,
 ]
 
 
@@ -36,16 +35,6 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def _split_list(value: object) -> object:
-    # Environment values arrive as one string: accept "a,b" as well as '["a", "b"]'.
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
 
 
 class ApiSettings(SharedSettings):
@@ -279,7 +268,7 @@ class ApiSettings(SharedSettings):
     )
     @classmethod
     def _lists_from_env(cls, value: object) -> object:
-        return _split_list(value)
+        return split_list(value)
 
     @model_validator(mode="after")
     def _check_keys(self) -> ApiSettings:

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 from contracts.config import PipelineConfig, load_config, parse_config
-from training.amalgamate import STUDENT_KEY, load_generation, train_amalgamated_student
-from training.amalgamate_teachers import load_teachers, read_teacher
-from training.data import Example, PreparedData
-from training.distill import train_baseline
+from training.data.prepare import Example, PreparedData
+from training.lugpi.distill import train_baseline
 from training.pipeline import Run, resolve_paths
-from training.progress import RunContext
+from training.strata.mode import STUDENT_KEY, load_generation, train_strata_student
+from training.strata.teachers import load_teachers, read_teacher
+from training.tracking.progress import RunContext
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -120,7 +120,7 @@ def strata_config(args: argparse.Namespace, teachers: dict[str, Path], test: str
                                "batch_size": 64,
                                "cache_dir": str(Path(args.runs_dir) / "text-cache")},
             "export": {"name": "ng-strata", "require_int8": False, "publish": False},
-            "amalgamate": {
+            "strata": {
                 "enabled": True,
                 "teachers": [{"name": h, "model": str(d), "max_length": args.max_length}
                              for h, d in teachers.items()],
@@ -249,7 +249,7 @@ def main() -> None:
             "seconds": round(time.perf_counter() - started)
         }
     cfg = strata_config(args, teacher_dirs, test_file)
-    for t in load_teachers(cfg.amalgamate.teachers, torch.device("cpu")):
+    for t in load_teachers(cfg.strata.teachers, torch.device("cpu")):
         answer = read_teacher(t, texts, []).logits.argmax(-1)
         pred = [t.labels[int(a)] for a in answer]
         result["models"][f"teacher {t.name} alone"]["accuracy"] = scores(pred, gold, halves)
@@ -258,7 +258,7 @@ def main() -> None:
     run = Run(cfg, Path(args.runs_dir) / "strata", RunContext())
     started = time.perf_counter()
     run.pin_config()
-    gen_dir = run.amalgamate_generate()
+    gen_dir = run.strata_generate()
     _, summary = load_generation(gen_dir)
     result["generation"] = {
         "generated": summary["generated"],
@@ -276,7 +276,7 @@ def main() -> None:
         started = time.perf_counter()
         out = run.layout.student(STUDENT_KEY if mode == "layerwise" else f"{STUDENT_KEY}-{mode}")
         if not (out / "stage.json").is_file():
-            train_amalgamated_student(cfg, gen_dir, out, RunContext(), mode=mode)
+            train_strata_student(cfg, gen_dir, out, RunContext(), mode=mode)
         pred = student_predictions(out, texts, args.max_length)
         result["models"][label] = {
             "accuracy": scores(pred, gold, halves),

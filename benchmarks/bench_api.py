@@ -58,8 +58,8 @@ def export_random_minilm(out_dir: Path, dev_texts: list[str]) -> Path:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from contracts.artifacts import STUDENT_META, TextModelMeta
-    from training.export import export_student
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
+    from training.export.bundle import export_student
 
     student = out_dir.with_name(out_dir.name + "-student")
     shutil.rmtree(student, ignore_errors=True)

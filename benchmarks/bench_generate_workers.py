@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from contracts.layout import RunLayout  # noqa: E402
 from jobs.lifecycle import QUEUE_JOBS, TASK_RUN_JOB, request_cancel  # noqa: E402
 from jobs.store import RedisJobStore  # noqa: E402
-from training.generate import INDEX_FILE  # noqa: E402
+from training.generation.generate_images import INDEX_FILE  # noqa: E402
 
 CWI = Path(os.environ.get("LUGPI_SHARED_DATASETS", REPO.parent / "shared" / "datasets")) / "cwi2018"
 
@@ -145,8 +145,8 @@ def main() -> int:
     redis.Redis.from_url(args.redis_url).flushdb()
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
         root = Path(args.work_dir or tmp)
-        from training.images import tiny_random_dir
-        from training.tiny import make_tiny_image_model, make_tiny_text_model
+        from models.tiny import make_tiny_image_model, make_tiny_text_model
+        from training.generation.images import tiny_random_dir
 
         make_tiny_text_model(root / "tiny-text")
         make_tiny_image_model(root / "tiny-image")

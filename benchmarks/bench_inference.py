@@ -52,7 +52,7 @@ def random_head_student(out: Path) -> Path:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from contracts.artifacts import STUDENT_META, TextModelMeta
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
 
     torch.manual_seed(0)
     labels = ["0", "1"]
@@ -78,7 +78,7 @@ def random_head_student(out: Path) -> Path:
 def bundle_for(target: Path | None, work: Path) -> Path:
     from contracts.artifacts import STUDENT_META, TextModelMeta
     from contracts.bundle import MANIFEST
-    from training.export import MIN_INT8_AGREEMENT, export_student
+    from training.export.bundle import MIN_INT8_AGREEMENT, export_student
 
     if target is not None and (target / MANIFEST).is_file():
         return target
@@ -112,7 +112,7 @@ def engines(bundle: Path, threads: int, pair: bool) -> dict[str, Predict]:
     from contracts.bundle import MODEL_FP32, MODEL_INT8, TOKENIZER, read_manifest
     from runtime.classifier import OnnxClassifier
     from runtime.session import RuntimeOptions
-    from training.export import TRANSFORMERS_DIR
+    from training.export.bundle import TRANSFORMERS_DIR
 
     torch.set_num_threads(threads)
     manifest = read_manifest(bundle)

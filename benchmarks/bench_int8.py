@@ -7,7 +7,7 @@ For each student: agreement of each variant's argmax with PyTorch on dev and tes
 accuracy change, CPU time of one text (batch 1, one thread, median) and CPU throughput at
 batch 32 (test texts in file order, mixed lengths), all through the API's path (tokenizer.json +
 onnxruntime, runtime/classifier.py). Then what export would ship: the first variant of
-training/quantize.py's order that meets the 99 % bar, or the accuracy-controlled search.
+training/export/quantize.py's order that meets the 99 % bar, or the accuracy-controlled search.
 One process, one thread: the rows are comparable to each other; absolute times depend on
 how loaded the machine is, so read the ratios to traced fp32. CPU time (time.process_time)
 is measured rather than wall time, so that a shared machine does not swamp the figures.
@@ -28,11 +28,11 @@ from contracts.bundle import ONNX_OUTPUT
 from runtime.classifier import OnnxClassifier
 from runtime.encoding import TextEncoder
 from runtime.session import RuntimeOptions
-from training.data import load_prepared
-from training.export import calibration_feeds, export_onnx
-from training.graph_fusion import fuse_transformer
-from training.quantize import MIN_INT8_AGREEMENT, QuantSettings, quantize, quantize_checked
-from training.student_checkpoint import (
+from training.data.prepare import load_prepared
+from training.export.bundle import calibration_feeds, export_onnx
+from training.export.graph_fusion import fuse_transformer
+from training.export.quantize import MIN_INT8_AGREEMENT, QuantSettings, quantize, quantize_checked
+from training.export.student_checkpoint import (
     TextSplit,
     graph_inputs,
     load_student_for_export,

@@ -81,8 +81,8 @@ def export_pair_bundle(out_dir: Path, pairs: list[tuple[str, str]]) -> Path:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from contracts.artifacts import STUDENT_META, TextModelMeta
-    from training.export import export_student
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
+    from training.export.bundle import export_student
 
     print(f"exporting all-MiniLM-L6-v2 with a random pair head to {out_dir} ...", flush=True)
     student = out_dir.with_name(out_dir.name + "-student")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts.config import PipelineConfig
-from training.data import PreparedData
+from training.data.prepare import PreparedData
 
 IMAGE_TOKENS = 50  # EfficientNet-Lite0: 7x7 grid + the teacher's learned CLS
 TEXT_LAYERS = 6  # all-MiniLM-L6-v2 (and DistilBERT): the fusion block is one more layer
@@ -81,7 +81,7 @@ def estimate_seconds(
         train = n_tr * epochs * per_example * speeds.train_token
         return train + math.ceil(epochs) * n_dev * per_example * speeds.infer_token
 
-    # The token store (training/image_tokens.py) encodes each distinct image once for every
+    # The token store (training/teachers/image_tokens.py) encodes each distinct image once for every
     # teacher, student target and evaluation of the run; a shared store makes it less.
     encode = _distinct_prompts(data, ("train", "dev", "test")) * speeds.effnet_image
     student = fit(tokens, s_epochs)

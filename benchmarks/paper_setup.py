@@ -133,7 +133,7 @@ QUICK_TRAINING = {"epochs": 3, "batch_size": 8}
 
 @dataclass(frozen=True)
 class TinyModels:
-    """RANDOM-weight models for ``--budget smoke`` (training/tiny.py)."""
+    """RANDOM-weight models for ``--budget smoke`` (models/tiny.py)."""
 
     text: Path
     image: Path
@@ -141,7 +141,7 @@ class TinyModels:
 
 def make_tiny_models(root: Path) -> TinyModels:
     """Build the tiny text and image models once under ``root`` (reused by later runs)."""
-    from training.tiny import make_tiny_image_model, make_tiny_text_model
+    from models.tiny import make_tiny_image_model, make_tiny_text_model
 
     text, image = root / "text-random", root / "vit-random"
     if not (text / "config.json").is_file():
@@ -196,7 +196,7 @@ def build_config(
     if budget == "quick":
         for key, value in QUICK_TRAINING.items():
             overrides |= {f"teachers.0.{key}": value, f"student.{key}": value}
-    # The student's warmup ratio is the teacher's too (training/train_teacher.py).
+    # The student's warmup ratio is the teacher's too (training/teachers/train_teacher.py).
     overrides["student.warmup_ratio"] = WARMUP_RATIO
     if tiny is not None:
         overrides |= {

@@ -54,7 +54,7 @@ from contracts.config import PipelineConfig  # noqa: E402
 from contracts.errors import ArtifactError, LugpiError  # noqa: E402
 from contracts.layout import RunLayout  # noqa: E402
 from training.pipeline import Run  # noqa: E402
-from training.progress import RunContext  # noqa: E402
+from training.tracking.progress import RunContext  # noqa: E402
 
 SHARED = Path(os.environ.get("LUGPI_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 NOISE_NOTE = (
@@ -179,7 +179,7 @@ def run_models(
             run.distill()
     out = RunLayout(root).evaluate
     if not is_complete(out):
-        from training.evaluate import evaluate
+        from training.evaluation.evaluate import evaluate
 
         log(f"{cfg.name}: evaluate every model on dev and test")
         teachers = [main.teacher_dir(t) for t in cfg.teachers]

@@ -22,7 +22,7 @@ from typing import Any
 
 from contracts.config import load_config
 from training.pipeline import Run, resolve_paths
-from training.progress import RunContext
+from training.tracking.progress import RunContext
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

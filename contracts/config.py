@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -45,8 +45,8 @@ class DataConfig(_Strict):
         None,
         description="Training data: a CSV, TSV, JSONL or CWI 2018 TSV file; or, through 🤗 "
         "datasets, a save_to_disk directory, a .parquet/.arrow file, or (format 'hf', command "
-        "line only) a hub dataset id. Required, except in the data-free amalgamate mode "
-        "(amalgamate.enabled), which reads no training data.",
+        "line only) a hub dataset id. Required, except in the data-free StrataNet mode "
+        "(strata.enabled), which reads no training data.",
     )
     dev: str | None = Field(
         None, description="Dev file; if absent a seeded share of train is held out."
@@ -337,7 +337,7 @@ class SteeringConfig(_Strict):
     )
     seed_pool: Annotated[int, Field(ge=1, le=1000000)] = Field(
         2000,
-        description="Seed texts the teacher scores in round 0 (from amalgamate.seed_texts, "
+        description="Seed texts the teacher scores in round 0 (from strata.seed_texts, "
         "or the built-in generator's corpus) to pick each class's first seeds.",
     )
 
@@ -355,14 +355,14 @@ class ProbeConfig(_Strict):
     weight_decay: Annotated[float, Field(ge=0.0, le=10.0)] = 1e-3
 
 
-class AmalgamateConfig(_Strict):
+class StrataConfig(_Strict):
     """Data-free knowledge amalgamation (StrataNet): one student over the union of several
     teachers' label sets, taught on texts the generator wrote for each teacher and class,
     each teacher weighted per sample by its layer-wise confidence (docs/stratanet.md)."""
 
     enabled: bool = Field(
         False,
-        description="Run the amalgamate mode instead of the LUGPI stages: steered generation "
+        description="Run the StrataNet mode instead of the LUGPI stages: steered generation "
         "-> probes -> student -> evaluate -> export. Reads no training data.",
     )
     teachers: list[AmalgamateTeacher] = Field(default_factory=list)
@@ -505,6 +505,11 @@ class TrackingConfig(_Strict):
     experiment: str = Field("lugpi", min_length=1, description="MLflow experiment name.")
 
 
+# Top-level keys renamed since: old -> new. 'amalgamate' was the data-free StrataNet mode,
+# a word the LUGPI multi-teacher student (distill.students: amalgamated) also used.
+RENAMED_KEYS = {"amalgamate": "strata"}
+
+
 class PipelineConfig(_Strict):
     """A whole LUGPI run: generate -> teacher(s) -> distill -> baseline -> evaluate -> export."""
 
@@ -522,26 +527,41 @@ class PipelineConfig(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     text_generator: TextGeneratorConfig = Field(default_factory=TextGeneratorConfig)
     tgt: TgtConfig = Field(default_factory=TgtConfig)
-    amalgamate: AmalgamateConfig = Field(default_factory=AmalgamateConfig)
+    strata: StrataConfig = Field(default_factory=StrataConfig)
+    methods: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options of the methods added through training.methods, by method name "
+        "(docs/adding-a-method.md); each method reads and checks its own section.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: object) -> object:
+        # A renamed key is answered with its new name, not with "extra inputs not permitted".
+        if isinstance(data, dict):
+            for old, new in RENAMED_KEYS.items():
+                if old in data:
+                    raise ValueError(f"{old}: renamed to {new}; write {new}: instead")
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
-        if self.amalgamate.enabled:
-            a = self.amalgamate
+        if self.strata.enabled:
+            a = self.strata
             if len(a.teachers) < 1:
-                raise ValueError("amalgamate.teachers: give at least one teacher")
+                raise ValueError("strata.teachers: give at least one teacher")
             names = [t.name for t in a.teachers]
             if len(set(names)) != len(names):
-                raise ValueError(f"amalgamate.teachers[].name must be unique, got {names}")
+                raise ValueError(f"strata.teachers[].name must be unique, got {names}")
             if self.distill.alpha == 0 and self.distill.beta == 0:
                 raise ValueError(
-                    "amalgamate.enabled: the student learns only through distill.alpha and "
+                    "strata.enabled: the student learns only through distill.alpha and "
                     "distill.beta, and both are 0"
                 )
             if self.tgt.enabled:
-                raise ValueError("amalgamate.enabled and tgt.enabled: choose one mode")
+                raise ValueError("strata.enabled and tgt.enabled: choose one mode")
         elif self.data.train is None:
-            raise ValueError("data.train: required (only the amalgamate mode reads no data)")
+            raise ValueError("data.train: required (only the StrataNet mode reads no data)")
         names = [t.name for t in self.teachers]
         if len(set(names)) != len(names):
             raise ValueError(f"teachers[].name must be unique, got {names}")

@@ -5,7 +5,7 @@
         data/  images/  image-cache/  teacher-<name>/  student-<key>/
         baseline/  evaluate/  export/<key>/  published.json  job.log
         tgt/  text-cache/  tgt-student-<mode>/   Teacher Guided Training (tgt.enabled)
-        amalgamate/  student-strata/   the data-free amalgamate mode (amalgamate.enabled)
+        strata/  student-strata/   the data-free StrataNet mode (strata.enabled)
         mlruns/  mlflow.json   the experiment tracker's default store and its run id
 
 Each stage directory is atomic (contracts.artifacts). ``image-cache/`` is the default
@@ -88,9 +88,9 @@ class RunLayout:
         return Path(cache_dir) if cache_dir else self.root / "text-cache"
 
     @property
-    def amalgamate(self) -> Path:
-        """The amalgamate mode's generated texts (amalgamate.enabled)."""
-        return self.root / "amalgamate"
+    def strata(self) -> Path:
+        """The StrataNet mode's generated texts (strata.enabled)."""
+        return self.root / "strata"
 
     def tgt_student(self, mode: str) -> Path:
         return self.root / f"tgt-student-{mode}"

@@ -18,26 +18,26 @@ from contracts.errors import RepositoryError
 from contracts.repository import (
     PIN_FILE,
     ModelEntry,
-    _check_name,
-    _discard,
-    _locked,
-    _version_number,
+    check_name,
+    discard,
     list_models,
+    locked,
     read_pin,
+    version_number,
 )
 
 
 def _entries(repository: Path, name: str) -> tuple[Path, list[ModelEntry]]:
-    _check_name(name)
+    check_name(name)
     model_dir = Path(repository) / name
-    entries = [e for e in list_models(repository, name) if _version_number(e.version)]
+    entries = [e for e in list_models(repository, name) if version_number(e.version)]
     if not model_dir.is_dir() or not entries:
         raise RepositoryError(f"no model {name!r} in {repository}")
     return model_dir, entries
 
 
 def _valid(entries: list[ModelEntry], name: str, version: str) -> ModelEntry:
-    if _version_number(version) is None:
+    if version_number(version) is None:
         raise RepositoryError(f"invalid version {version!r}: expected v1, v2, ...")
     for e in entries:
         if e.version == version:
@@ -67,7 +67,7 @@ def pin_version(repository: Path, name: str, version: str) -> ModelEntry:
     """Serve ``version`` when a request names none, however many newer ones exist."""
     model_dir, _ = _entries(repository, name)
     try:
-        with _locked(model_dir):
+        with locked(model_dir):
             entry = _valid(_entries(repository, name)[1], name, version)
             _write_pin(model_dir, version)
     except OSError as e:
@@ -79,7 +79,7 @@ def unpin(repository: Path, name: str) -> str | None:
     """Forget the pin: the newest valid version is the default again. Returns the old pin."""
     model_dir, _ = _entries(repository, name)
     try:
-        with _locked(model_dir):
+        with locked(model_dir):
             old = read_pin(model_dir)
             _write_pin(model_dir, None)
     except OSError as e:
@@ -91,13 +91,13 @@ def rollback(repository: Path, name: str) -> ModelEntry:
     """Pin the newest valid version older than the current default; return it."""
     model_dir, _ = _entries(repository, name)
     try:
-        with _locked(model_dir):
+        with locked(model_dir):
             entries = _entries(repository, name)[1]
             current = next((e for e in entries if e.default), None)
             if current is None:
                 raise RepositoryError(f"model {name!r} has no valid version to roll back from")
-            n = _version_number(current.version) or 0
-            older = [e for e in entries if e.ok and (_version_number(e.version) or 0) < n]
+            n = version_number(current.version) or 0
+            older = [e for e in entries if e.ok and (version_number(e.version) or 0) < n]
             if not older:
                 raise RepositoryError(
                     f"{name} {current.version} is the oldest valid version; nothing to roll back to"
@@ -115,7 +115,7 @@ def delete_version(repository: Path, name: str, version: str, *, dry_run: bool =
     ``dry_run``: only the checks, so that a command refuses before it asks "are you sure?"."""
     model_dir, _ = _entries(repository, name)
     try:
-        with _locked(model_dir):
+        with locked(model_dir):
             entries = _entries(repository, name)[1]
             target = next((e for e in entries if e.version == version), None)
             if target is None:
@@ -134,6 +134,6 @@ def delete_version(repository: Path, name: str, version: str, *, dry_run: bool =
                     "itself to delete the model"
                 )
             if not dry_run:
-                _discard(model_dir / version)
+                discard(model_dir / version)
     except OSError as e:
         raise _io(f"deleting {name} {version}", model_dir, e) from e

@@ -83,7 +83,9 @@ class ModelEntry(BaseModel):
         return sum(self.sizes.values())
 
 
-def _version_number(version: str) -> int | None:
+def version_number(version: str) -> int | None:
+    """The number of a version name ("v3" -> 3); None when it is not one. The one parser of
+    version names: the API's registry and the version commands sort and check by it."""
     return int(version[1:]) if re.match(VERSION_PATTERN, version) else None
 
 
@@ -123,7 +125,7 @@ def _entry(name: str, version_dir: Path) -> ModelEntry:
     if version_dir.name.startswith(TRASH_PREFIX):
         entry.problems.append("old version being deleted (or its deletion was interrupted)")
         return entry
-    if _version_number(version_dir.name) is None:
+    if version_number(version_dir.name) is None:
         entry.problems.append("not a version directory (expected v1, v2, ...)")
         return entry
     try:
@@ -151,7 +153,7 @@ def _entry(name: str, version_dir: Path) -> ModelEntry:
 def _scan_name(name: str, model_dir: Path) -> list[ModelEntry]:
     children = [p for p in model_dir.iterdir() if p.is_dir()]
     entries = [_entry(name, p) for p in children]
-    entries.sort(key=lambda e: (_version_number(e.version) or 0, e.version))
+    entries.sort(key=lambda e: (version_number(e.version) or 0, e.version))
     valid = [e for e in entries if e.ok]
     pin = read_pin(model_dir)
     pinned = [e for e in valid if e.version == pin]
@@ -168,7 +170,7 @@ def read_pin(model_dir: Path) -> str | None:
         text = (model_dir / PIN_FILE).read_text().strip()
     except OSError:
         return None
-    return text if _version_number(text) is not None else None
+    return text if version_number(text) is not None else None
 
 
 def list_models(repository: Path, name: str | None = None) -> list[ModelEntry]:
@@ -183,7 +185,7 @@ def list_models(repository: Path, name: str | None = None) -> list[ModelEntry]:
     if not repository.is_dir():
         raise RepositoryError(f"model repository {repository} is not a directory")
     if name is not None:
-        _check_name(name)
+        check_name(name)
         model_dir = repository / name
         return _scan_name(name, model_dir) if model_dir.is_dir() else []
     entries: list[ModelEntry] = []
@@ -204,7 +206,8 @@ def list_models(repository: Path, name: str | None = None) -> list[ModelEntry]:
     return entries
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """``RepositoryError`` unless ``name`` is a valid model name."""
     # Names come from HTTP requests too: the pattern also keeps out "..", "/" and dotfiles.
     if not re.match(NAME_PATTERN, name):
         raise RepositoryError(f"invalid model name {name!r}: use lowercase letters, digits, - _")
@@ -227,7 +230,7 @@ def resolve(repository: Path, name: str, version: str | None = None) -> Path:
         else:
             found = "; ".join(f"{e.version}: {e.problems[0]}" for e in entries)
         raise RepositoryError(f"no valid version of model {name!r} in {repository} ({found})")
-    if _version_number(version) is None:
+    if version_number(version) is None:
         raise RepositoryError(f"invalid version {version!r}: expected v1, v2, ... or 'latest'")
     for entry in entries:
         if entry.version == version:
@@ -239,7 +242,8 @@ def resolve(repository: Path, name: str, version: str | None = None) -> Path:
 
 
 @contextmanager
-def _locked(model_dir: Path) -> Iterator[None]:
+def locked(model_dir: Path) -> Iterator[None]:
+    """Hold the model's lock: publish, prune and the version commands all take it."""
     # flock is released by the kernel when the holder dies, so a crash never wedges a name.
     with (model_dir / LOCK_FILE).open("a") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
@@ -253,7 +257,7 @@ def _next_version(model_dir: Path) -> int:
     numbers = [0]
     for p in model_dir.iterdir():
         stem = p.name.removeprefix(TRASH_PREFIX).split("-")[0]
-        if (n := _version_number(stem)) is not None:
+        if (n := version_number(stem)) is not None:
             numbers.append(n)
     counter = model_dir / COUNTER_FILE
     if counter.is_file() and counter.read_text().strip().isdigit():
@@ -268,7 +272,7 @@ def _safe_files(manifest: BundleManifest, bundle_dir: Path) -> list[str]:
     return files
 
 
-def _discard(path: Path) -> None:
+def discard(path: Path) -> None:
     """Remove a directory so that no half-deleted version is ever visible as one."""
     trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{secrets.token_hex(4)}")
     os.rename(path, trash)
@@ -278,15 +282,15 @@ def _discard(path: Path) -> None:
 def _prune(model_dir: Path, keep_last: int) -> list[str]:
     """Delete versions older than the newest ``keep_last`` valid ones, and stale leftovers."""
     entries = _scan_name(model_dir.name, model_dir)
-    numbered = [e for e in entries if _version_number(e.version) is not None]
+    numbered = [e for e in entries if version_number(e.version) is not None]
     kept = [e for e in numbered if e.ok][-keep_last:]
-    oldest_kept = _version_number(kept[0].version) if kept else 0
+    oldest_kept = version_number(kept[0].version) if kept else 0
     removed = []
     for e in numbered:
         if e.pinned:  # an admin's choice of default outlives any number of newer versions
             continue
-        if (_version_number(e.version) or 0) < (oldest_kept or 0):
-            _discard(e.path)
+        if (version_number(e.version) or 0) < (oldest_kept or 0):
+            discard(e.path)
             removed.append(e.version)
     now = time.time()
     for p in model_dir.iterdir():
@@ -345,7 +349,7 @@ def publish(
     bundle already published (a run that crashed after the version was renamed into place,
     then resumed) returns the version it got then instead of adding one.
     """
-    _check_name(name)
+    check_name(name)
     if keep_last < 1:
         raise RepositoryError(f"keep_last must be at least 1, got {keep_last}")
     bundle_dir, repository = Path(bundle_dir), Path(repository)
@@ -373,7 +377,7 @@ def publish(
         renamed = manifest.model_copy(update={"name": name, "provenance": provenance})
         (tmp / MANIFEST).write_text(renamed.model_dump_json(indent=2))
         verify_bundle(tmp)
-        with _locked(model_dir):
+        with locked(model_dir):
             if export is not None and (done := _published_as(model_dir, export)) is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
                 return done

@@ -9,6 +9,7 @@ embedded job runner) passes the shared fields on with ``shared_env()``. Torch-fr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import Field
@@ -97,3 +98,14 @@ class SharedSettings(BaseSettings):
                 value = value.resolve()
             env[f"LUGPI_{name.upper()}"] = str(value)
         return env
+
+
+def split_list(value: object) -> object:
+    """A list setting as the environment gives it: one string, "a,b" or '["a", "b"]'.
+    Every process's list settings go through this (api/settings.py, worker/settings.py)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value

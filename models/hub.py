@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from contracts.errors import ModelLoadError
-
-EFFICIENTNET_LITE0 = "efficientnet-lite0"
-MINILM_ALIAS = "all-minilm-l6-v2"
-OFFLINE_ALIASES = (MINILM_ALIAS, EFFICIENTNET_LITE0)
+from contracts.model_names import EFFICIENTNET_LITE0, MINILM_ALIAS, OFFLINE_ALIASES
 
 T = TypeVar("T")
 

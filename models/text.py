@@ -211,7 +211,7 @@ def predict_logits(
 def load_text_classifier(
     model_dir: Path, device: torch.device | str = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TextModelMeta]:
-    """Load a student or baseline directory written by training/distill.py onto ``device``."""
+    """Load a student or baseline directory written by training/lugpi/distill.py onto ``device``."""
     meta_path = model_dir / STUDENT_META
     if not meta_path.is_file():
         raise ArtifactError(f"{model_dir}: no {STUDENT_META}; rerun the distill/baseline stage")

@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout: import the project's modules
 
-from training.builtin_datasets import materialize_bbc_news  # noqa: E402
+from training.data.builtin_datasets import materialize_bbc_news  # noqa: E402
 
 CONFIG = "demo"  # the preset, contracts/presets/demo.yaml (its data: --set below)
 MODEL_NAME = "bbc-news"

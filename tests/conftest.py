@@ -34,7 +34,7 @@ def shared_datasets() -> Path:
 @pytest.fixture(scope="session")
 def tiny_text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight 2-layer BERT (hidden 32) with the real MiniLM tokenizer."""
-    from training.tiny import make_tiny_text_model
+    from models.tiny import make_tiny_text_model
 
     return make_tiny_text_model(tmp_path_factory.mktemp("tiny-text-random"))
 

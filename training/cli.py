@@ -28,13 +28,13 @@ from contracts.layout import RunLayout
 from training import distributed
 from training.cli_models import models_app, predict
 from training.pipeline import PipelineResult, Run, resolve_paths, run_pipeline
-from training.progress import RunContext
+from training.tracking.progress import RunContext
 
 app = typer.Typer(
     name="lugpi",
     help="LUGPI: train a text classifier that learned from generated images, then serve it "
     "without them. Stages: prepare -> generate -> teacher -> distill -> baseline -> "
-    "evaluate -> export (tgt and tgt-distill with tgt.enabled); `amalgamate`: the data-free "
+    "evaluate -> export (tgt and tgt-distill with tgt.enabled); `strata`: the data-free "
     "multi-teacher mode. Start with:  lugpi run offline",
     no_args_is_help=True,
     add_completion=False,
@@ -228,7 +228,7 @@ def run(
 
 
 def _print_result(result: PipelineResult, repository: Path | None, results: Path | None) -> None:
-    """What `run` and `amalgamate` print at the end, on rank 0 only (under torchrun)."""
+    """What `run` and `strata` print at the end, on rank 0 only (under torchrun)."""
     if not distributed.world().is_main:
         return
     typer.echo(f"\nrun dir: {result.run_dir}")
@@ -244,7 +244,7 @@ def _print_result(result: PipelineResult, repository: Path | None, results: Path
 
 
 @app.command()
-def amalgamate(
+def strata(
     config: ConfigArg,
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
@@ -253,12 +253,12 @@ def amalgamate(
     quiet: QuietOpt = False,
 ) -> None:
     """Data-free amalgamation (StrataNet, docs/stratanet.md): one student over the union of
-    the amalgamate.teachers' labels, from texts generated for each teacher and class and
+    the strata.teachers' labels, from texts generated for each teacher and class and
     steered by its feedback, each teacher weighted per sample by its layer-wise confidence
-    -> <run-dir>/amalgamate, student-strata, export/strata; published with --repository.
-    Sets amalgamate.enabled; resumes a run dir like `run`."""
+    -> <run-dir>/strata, student-strata, export/strata; published with --repository.
+    Sets strata.enabled; resumes a run dir like `run`."""
     with _session(quiet) as ctx:
-        overrides = [*(set_ or []), "amalgamate.enabled=true"]
+        overrides = [*(set_ or []), "strata.enabled=true"]
         cfg = _config(config, overrides)
         result = run_pipeline(
             cfg,

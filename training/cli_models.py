@@ -181,7 +181,7 @@ def predict(
     """Score a CSV/JSONL file offline with a published model, through the runner the API
     serves it with; each row gets label, score and one score per label."""
     from runtime.session import RuntimeOptions
-    from training.batch_predict import count_rows, file_format, predict_file
+    from training.evaluation.batch_predict import count_rows, file_format, predict_file
 
     try:
         existing_repository(repository)
@@ -252,7 +252,7 @@ def import_model(
     ] = False,
 ) -> None:
     """Import a classifier trained elsewhere: export, check, checksum and publish it."""
-    from training.import_model import LabelledFile, import_classifier
+    from training.export.import_model import LabelledFile, import_classifier
 
     # Unset: the group's --repository (``lugpi models --repository R import ...``), which
     # reads LUGPI_MODEL_REPOSITORY and defaults to ./model-repository.

@@ -44,15 +44,16 @@ from contracts.errors import ConfigError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
 from training import distributed
-from training.data import PreparedData, load_prepared, prepare_data
-from training.generate import (
+from training.data.prepare import PreparedData, load_prepared, prepare_data
+from training.generation.generate_images import (
     ImageIndex,
     generate_images,
     load_image_index,
 )
-from training.progress import RunContext
+from training.methods import MethodStudent, enabled_methods
 from training.sharding import InProcess, ShardStrategy
-from training.tracking import Tracker
+from training.tracking.experiments import Tracker
+from training.tracking.progress import RunContext
 
 # Settings that change how fast a stage runs or where it publishes, never what it makes.
 _NOT_RESULT_AFFECTING = {
@@ -101,13 +102,13 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
     gen = cfg.generator.model_copy(update={"cache_dir": absolute(cfg.generator.cache_dir)})
     tg = cfg.text_generator
     text_gen = tg.model_copy(update={"cache_dir": absolute(tg.cache_dir)})
-    a = cfg.amalgamate
+    a = cfg.strata
 
     def model_path(m: str) -> str:
         # A teacher given as a local path (it exists here) is pinned absolute; a hub id stays.
         return str((base / Path(m).expanduser()).resolve()) if (base / m).exists() else m
 
-    amalgamate = a.model_copy(
+    strata = a.model_copy(
         update={
             "seed_texts": absolute(a.seed_texts),
             "teachers": [t.model_copy(update={"model": model_path(t.model)}) for t in a.teachers],
@@ -118,7 +119,7 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
             "data": data,
             "generator": gen,
             "text_generator": text_gen,
-            "amalgamate": amalgamate,
+            "strata": strata,
         }
     )
 
@@ -173,7 +174,7 @@ class Run:
     @property
     def token_store(self) -> Path:
         """Frozen image-encoder tokens, beside the images they encode (shared with them)."""
-        from training.image_tokens import TOKEN_STORE_DIR
+        from training.teachers.image_tokens import TOKEN_STORE_DIR
 
         return self.layout.image_cache(self.cfg.generator.cache_dir) / TOKEN_STORE_DIR
 
@@ -254,7 +255,7 @@ class Run:
         return out
 
     def teachers(self, names: list[str] | None = None, force: bool = False) -> list[Path]:
-        from training.train_teacher import train_teacher
+        from training.teachers.train_teacher import train_teacher
 
         wanted = [t for t in self.cfg.teachers if names is None or t.name in names]
         if names is not None and len(wanted) != len(names):
@@ -268,7 +269,7 @@ class Run:
                     self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
                 )
             if self.cfg.distill.cross_fit_folds >= 2:
-                from training.cross_fit import fold_teacher_dir, train_fold_teachers
+                from training.lugpi.cross_fit import fold_teacher_dir, train_fold_teachers
 
                 k = self.cfg.distill.cross_fit_folds
                 for i in range(k) if force else ():
@@ -280,7 +281,7 @@ class Run:
         return [self.teacher_dir(t) for t in self.cfg.teachers]
 
     def distill(self, force: bool = False) -> list[Path]:
-        from training.distill import distill_student
+        from training.lugpi.distill import distill_student
 
         by_name = {t.name: t for t in self.cfg.teachers}
         plan = self.cfg.student_plan()
@@ -307,8 +308,8 @@ class Run:
     def tgt(self, shard: int | None = None, force: bool = False) -> Path | None:
         """The tgt stage: generated texts, filtered, with their images. ``shard``: only
         that shard of the text generation, into the text cache (one worker's share)."""
-        from training.text_generation import plan_texts, resolve_text_cache, run_text_shard
-        from training.tgt import neighbour_requests, run_tgt
+        from training.generation.texts import plan_texts, resolve_text_cache, run_text_shard
+        from training.tgt.texts import neighbour_requests, run_tgt
 
         if not self.cfg.tgt.enabled:
             self.ctx.step(Stage.TGT, 1, 1, "tgt.enabled is false; skipped")
@@ -337,8 +338,8 @@ class Run:
         return out
 
     def tgt_students(self, force: bool = False) -> dict[str, Path]:
-        from training.tgt import load_generated
-        from training.tgt_distill import train_tgt_student
+        from training.tgt.distill import train_tgt_student
+        from training.tgt.texts import load_generated
 
         if not self.cfg.tgt.enabled:
             return {}
@@ -364,8 +365,30 @@ class Run:
             )
         return out
 
+    def method_students(self) -> dict[str, MethodStudent]:
+        """Key -> student of every method added through training.methods that this config
+        runs; they are evaluated, exported and offered for publishing with the others."""
+        out: dict[str, MethodStudent] = {}
+        for method in enabled_methods(self.cfg):
+            for s in method.students(self):
+                if s.key in out or s.key in self.cfg.student_plan():
+                    raise ConfigError(f"method {method.name}: student key {s.key!r} is taken")
+                out[s.key] = s
+        return out
+
+    def method_steps(self, force: bool = False) -> list[Path]:
+        """Make every step of the added methods (training.methods) that is not complete;
+        return their directories."""
+        made = []
+        for method in enabled_methods(self.cfg):
+            for step in method.steps(self):
+                if not self._skip(step.stage, step.out, force):
+                    step.make()
+                made.append(step.out)
+        return made
+
     def baseline(self, force: bool = False) -> Path | None:
-        from training.distill import train_baseline
+        from training.lugpi.distill import train_baseline
 
         if not self.cfg.baseline:
             return None
@@ -380,14 +403,14 @@ class Run:
         return out
 
     def _evaluate(self, out: Path, force: bool) -> None:
-        from training.evaluate import evaluate
+        from training.evaluation.evaluate import evaluate
 
         if not self._skip(Stage.EVALUATE, out, force):
             teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
             baseline = self.layout.baseline if self.cfg.baseline else None
             tgt_dirs, tgt_summary = None, None
             if self.cfg.tgt.enabled:
-                from training.tgt import load_generated
+                from training.tgt.texts import load_generated
 
                 tgt_dirs = {str(m): self.tgt_student_dir(m) for m in self.cfg.tgt.search}
                 tgt_summary = load_generated(self.layout.tgt)[1]
@@ -396,7 +419,7 @@ class Run:
                 self.data,
                 self.images,
                 teachers,
-                self.student_dirs(),
+                {**self.student_dirs(), **{k: m.dir for k, m in self.method_students().items()}},
                 baseline,
                 out,
                 self.ctx,
@@ -408,7 +431,7 @@ class Run:
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n.
         Students are ``student-<key>``."""
-        from training.evaluate import RESULTS_FILE
+        from training.evaluation.evaluate import RESULTS_FILE
 
         results = json.loads((self.layout.evaluate / RESULTS_FILE).read_text())
         out: dict[str, dict[str, dict[str, float]]] = {}
@@ -430,6 +453,8 @@ class Run:
             key: (self.student_dir(key), names, f"student-{key}")
             for key, names in self.cfg.student_plan().items()
         }
+        for key, student in self.method_students().items():
+            out[key] = (student.dir, student.teachers, f"student-{key}")
         if self.cfg.tgt.enabled and self.cfg.tgt.export_best:
             names = [t.name for t in self.cfg.teachers]
             for mode in self.cfg.tgt.search:
@@ -461,9 +486,9 @@ class Run:
         return out / str(read_stage(out).summary["selected"])
 
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
-        from training.distill import loss_record
-        from training.export import export_student
-        from training.tracking import software_provenance
+        from training.export.bundle import export_student
+        from training.students.trainer import loss_record
+        from training.tracking.experiments import software_provenance
 
         if self._skip(Stage.EXPORT, out, force):
             return
@@ -485,7 +510,10 @@ class Run:
                     "config": cfg.model_dump(mode="json"),
                     "generator": cfg.generator.model,
                     "teachers": [
-                        f"{n}: {by_name[n].text_model} + {by_name[n].image_model}" for n in names
+                        f"{n}: {by_name[n].text_model} + {by_name[n].image_model}"
+                        if n in by_name
+                        else n  # a method's student may learn from another student
+                        for n in names
                     ],
                     "student_base_model": cfg.student.text_model,
                     "student": key,
@@ -519,13 +547,13 @@ class Run:
             write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
         self.ctx.step(Stage.EXPORT, len(plan), len(plan), f"exported; publishing {selected}")
 
-    # -- the data-free amalgamate mode (training/amalgamate.py) --------------------------------
-    def amalgamate_generate(self, force: bool = False) -> Path:
-        """Steered generation for every amalgamate teacher -> amalgamate/."""
-        from training.amalgamate import run_generation
-        from training.text_generation import resolve_text_cache
+    # -- the data-free StrataNet mode (training/strata/mode.py) ------------------------------
+    def strata_generate(self, force: bool = False) -> Path:
+        """Steered generation for every StrataNet teacher -> strata/."""
+        from training.generation.texts import resolve_text_cache
+        from training.strata.mode import run_generation
 
-        out = self.layout.amalgamate
+        out = self.layout.strata
 
         def stage() -> None:
             if not self._skip(Stage.TGT, out, force):
@@ -535,16 +563,16 @@ class Run:
         distributed.on_main(stage)
         return out
 
-    def amalgamate_student(self, force: bool = False) -> Path:
+    def strata_student(self, force: bool = False) -> Path:
         """Probes, per-sample teacher weights and the union-label student -> student-strata/."""
-        from training.amalgamate import STUDENT_KEY, train_amalgamated_student
+        from training.strata.mode import STUDENT_KEY, train_strata_student
 
         out = self.layout.student(STUDENT_KEY)
         if not self._skip(Stage.DISTILL, out, force):
-            train_amalgamated_student(self.cfg, self.layout.amalgamate, out, self.ctx)
+            train_strata_student(self.cfg, self.layout.strata, out, self.ctx)
         return out
 
-    def amalgamate_mode(
+    def strata_mode(
         self,
         *,
         repository: Path | None = None,
@@ -552,22 +580,22 @@ class Run:
         keep_last: int = 5,
         force_export: bool = False,
     ) -> PipelineResult:
-        """The whole amalgamate mode, resumable: generate -> student -> evaluate (with
+        """The whole StrataNet mode, resumable: generate -> student -> evaluate (with
         data.dev/test) -> export -> publish."""
-        from training.amalgamate import evaluate_amalgamated, export_amalgamated
+        from training.strata.mode import evaluate_strata, export_strata
 
         self.pin_config()
-        self.amalgamate_generate()
-        student = self.amalgamate_student()
+        self.strata_generate()
+        student = self.strata_student()
         cfg = self.cfg
         if (cfg.data.dev or cfg.data.test) and not self._skip(
             Stage.EVALUATE, self.layout.evaluate, False
         ):
             distributed.on_main(
-                lambda: evaluate_amalgamated(cfg, student, self.layout.evaluate, self.ctx)
+                lambda: evaluate_strata(cfg, student, self.layout.evaluate, self.ctx)
             )
         if not self._skip(Stage.EXPORT, self.layout.export, force_export):
-            distributed.on_main(lambda: export_amalgamated(cfg, self.layout, job_id, self.ctx))
+            distributed.on_main(lambda: export_strata(cfg, self.layout, job_id, self.ctx))
         bundle = self.selected_bundle()
         metrics = {
             model: {split: m.model_dump() for split, m in per_split.items()}
@@ -577,6 +605,13 @@ class Run:
         if repository is not None and cfg.export.publish:
             published = self.publish(Path(repository), keep_last)
         return PipelineResult(self.dir, metrics, bundle, published)
+
+    def strata_stage_dirs(self) -> list[Path]:
+        """The StrataNet mode's stage directories, in order (a missing one is not tracked)."""
+        from training.strata.mode import STUDENT_KEY
+
+        layout = self.layout
+        return [layout.strata, layout.student(STUDENT_KEY), layout.evaluate, layout.export]
 
     def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str]:
         """Publish the exported bundle once per run dir, keeping the newest ``keep_last``
@@ -621,8 +656,6 @@ def run_pipeline(
     them over the workers). Relative data paths are taken from the current directory."""
     cfg = resolve_paths(cfg, Path.cwd())
     run = Run(cfg, run_dir, ctx, shards)
-    if cfg.amalgamate.enabled:
-        return run.amalgamate_mode(repository=repository, job_id=job_id, keep_last=keep_last)
     tracker = Tracker(cfg, run.dir)
 
     def track(*dirs: Path | None) -> None:
@@ -633,6 +666,11 @@ def run_pipeline(
 
         distributed.on_main(log)
 
+    if cfg.strata.enabled:
+        result = run.strata_mode(repository=repository, job_id=job_id, keep_last=keep_last)
+        track(*run.strata_stage_dirs())
+        return result
+
     run.pin_config()
     track(run.prepare())
     track(run.generate())
@@ -641,6 +679,7 @@ def run_pipeline(
     track(*run.distill())
     track(*run.tgt_students().values())
     track(run.baseline())
+    track(*run.method_steps())
     track(run.evaluate())
     bundle = run.export(job_id=job_id)
     track(run.layout.export)

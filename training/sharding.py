@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from contracts.jobs import Stage
-from training.progress import RunContext
+from training.tracking.progress import RunContext
 
 
 @dataclass(frozen=True)

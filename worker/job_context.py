@@ -18,7 +18,7 @@ from contracts.errors import JobTimeout, WorkerStopping
 from contracts.jobs import STAGE_ORDER, JobRecord, Progress, Stage
 from jobs.lifecycle import ProgressMeter, enter_publish, report_progress
 from jobs.store import JobStore, JobStoreUnavailable
-from training.progress import RunContext
+from training.tracking.progress import RunContext
 
 log = logging.getLogger(__name__)
 

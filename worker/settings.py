@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from contracts.layout import RunLayout
-from contracts.settings import SharedSettings
+from contracts.settings import SharedSettings, split_list
 from jobs.lifecycle import QUEUE_JOBS, QUEUE_SHARDS, QUEUE_TEACHER
 
 
@@ -56,9 +56,7 @@ class WorkerSettings(SharedSettings):
     @field_validator("queues", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [q.strip() for q in value.split(",") if q.strip()]
-        return value
+        return split_list(value)
 
     @model_validator(mode="after")
     def _check(self) -> WorkerSettings:

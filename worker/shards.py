@@ -7,8 +7,8 @@ it rebuilds the same work list from the job's config and run directory), then wo
 alongside: it claims every shard that nobody holds, runs it,
 and waits for the shards other workers hold. A shard is claimed by a lock with a TTL
 (refreshed while it runs) and is done when all its images are in the content-addressed
-cache (training/generate.py). Why not a Celery chord: a chord's callback never fires
-if one shard's worker dies (its message returns only after the visibility timeout,
+cache (training/generation/generate_images.py). Why not a Celery chord: a chord's callback
+never fires if one shard's worker dies (its message returns only after the visibility timeout,
 hours), and a task that waits for a group inside a worker deadlocks when it is the
 only worker. Here one worker does all shards itself; N workers split them; a dead
 worker's shard lock expires and the job's task takes the shard over.
@@ -28,11 +28,11 @@ from contracts.errors import Cancelled
 from contracts.jobs import JobState, Stage
 from contracts.layout import RunLayout
 from jobs.store import JobNotFound, JobStore, JobStoreUnavailable
-from training.generate import plan_generation, resolve_cache_dir
-from training.images import LazyPipeline
-from training.progress import RunContext
+from training.generation.generate_images import plan_generation, resolve_cache_dir
+from training.generation.images import LazyPipeline
+from training.generation.texts import LazyTextGenerator
 from training.sharding import SHARD_KINDS, Shard, ShardedWork, ShardKind
-from training.text_generation import LazyTextGenerator
+from training.tracking.progress import RunContext
 from worker.job_context import STOPPING, FanOut
 from worker.locks import LockKeeper, lock_owner
 from worker.settings import WorkerSettings
@@ -70,9 +70,9 @@ def cached_text_generator(cfg: PipelineConfig, cache_dir: Path) -> LazyTextGener
 def shard_work(kind: ShardKind, cfg: PipelineConfig, run_dir: Path) -> ShardedWork:
     """The work list a shard of ``kind`` belongs to, rebuilt from the job's config and run
     directory exactly as the job's own task built it."""
-    from training.data import load_prepared
-    from training.text_generation import plan_texts, resolve_text_cache, text_work, texts_for
-    from training.tgt import generated_rows, image_plan, neighbour_requests
+    from training.data.prepare import load_prepared
+    from training.generation.texts import plan_texts, resolve_text_cache, text_work, texts_for
+    from training.tgt.texts import generated_rows, image_plan, neighbour_requests
 
     layout = RunLayout(run_dir)
     data = load_prepared(layout.data)

@@ -51,7 +51,7 @@ def _teacher(teacher_dir: Path, device: Any) -> tuple[Any, Any]:
 
 
 def _generator(cfg: PipelineConfig, cache_dir: Path) -> Any:
-    from training.images import LazyPipeline
+    from training.generation.images import LazyPipeline
 
     key = cfg.generator.model_dump_json(exclude={"batch_size", "num_shards", "cache_dir"})
     if key not in _generators:
@@ -63,7 +63,7 @@ def _images(
     cfg: PipelineConfig, run_dir: Path, prompts: list[str]
 ) -> tuple[list[Image.Image], int]:
     """One image per prompt, drawn into the run's image cache unless there; (images, drawn)."""
-    from training.images import cached_images, image_job, prompt_seed
+    from training.generation.images import cached_images, image_job, prompt_seed
 
     cache_dir = RunLayout(run_dir).image_cache(cfg.generator.cache_dir)
     jobs = [image_job(cfg, p, prompt_seed(cfg.seed, p)) for p in prompts]
@@ -121,7 +121,7 @@ def classify_with_teacher(payload: dict[str, Any], settings: WorkerSettings) -> 
 def _classify(payload: dict[str, Any], settings: WorkerSettings) -> dict[str, Any]:
 
     from models.teacher import pixel_inputs, predict_teacher
-    from training.prompts import make_prompt
+    from training.data.prompts import make_prompt
 
     t0 = time.perf_counter()
     run_dir = settings.run_dir(check_job_id(str(payload["job_id"])))

@@ -68,7 +68,7 @@ def make_random_student(
 
 
 def export_random_bundle(tiny_text_model: Path, root: Path, name: str, text_pair: bool) -> Path:
-    from training.export import export_student
+    from training.export.bundle import export_student
 
     labels = PAIR_LABELS if text_pair else SINGLE_LABELS
     student = make_random_student(tiny_text_model, root / f"{name}-student", labels, text_pair)

@@ -72,8 +72,8 @@ def export_minilm_bundle(out: Path, max_length: int = 512, name: str = "minilm")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from contracts.artifacts import STUDENT_META, TextModelMeta
-    from training.export import export_student
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
+    from training.export.bundle import export_student
 
     torch.manual_seed(0)
     labels = ["a", "b"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import training.pipeline as pipeline
 from contracts.config import PipelineConfig
-from training.progress import RunContext
+from training.tracking.progress import RunContext
 
 
 def main(argv: list[str]) -> int:

@@ -102,7 +102,7 @@ def datasets(
 ) -> Path:
     """The host directory mounted read-only at /data/datasets: CWI 2018 News and two tiny
     RANDOM-weight models (a 2-layer BERT, a ViT) built here from config."""
-    from training.tiny import make_tiny_image_model
+    from models.tiny import make_tiny_image_model
 
     root = tmp_path_factory.mktemp("deploy-datasets")
     (root / "cwi2018").mkdir()

@@ -151,7 +151,7 @@ def make_random_student(
 def repository(tiny_text_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository holding news/v1, exported and published the production way."""
     from contracts.repository import publish
-    from training.export import export_student
+    from training.export.bundle import export_student
 
     root = tmp_path_factory.mktemp("web-repo")
     student = make_random_student(tiny_text_model, root / "student")

@@ -21,7 +21,7 @@ from models.teacher import (
     save_teacher,
 )
 from models.text import encode, load_text_encoder, load_tokenizer
-from training.tiny import make_tiny_image_model, minilm_path
+from models.tiny import make_tiny_image_model, minilm_path
 
 TEXTS = ["the river was cold", "a stone bridge over the water in winter"]
 

@@ -56,7 +56,7 @@ def train_and_save(model, tokenizer, examples, labels: list[str], out: Path, ste
 def bert(out: Path, labels: list[str], examples, steps: int = 60) -> Path:  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     config = BertConfig(
@@ -80,7 +80,7 @@ def distilbert(out: Path, labels: list[str], examples) -> Path:  # type: ignore[
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     config = DistilBertConfig(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts.artifacts import ImageIndex
-from training.data import PreparedData
+from training.data.prepare import PreparedData
 
 # Single WordPiece tokens in the MiniLM vocabulary: one word per text carries the class.
 CLASS_WORDS = (
@@ -41,7 +41,7 @@ def make_keyword_colour_data(
     import numpy as np
     from PIL import Image
 
-    from training.data import Example, PreparedData
+    from training.data.prepare import Example, PreparedData
 
     if not 2 <= num_classes <= len(CLASS_WORDS):
         raise ValueError(f"num_classes must be 2..{len(CLASS_WORDS)}")

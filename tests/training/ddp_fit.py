@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from contracts.jobs import Stage
 from training.distributed import world
-from training.progress import RunContext
-from training.train_loop import Budget, fit, select_runtime
+from training.students.train_loop import Budget, fit, select_runtime
+from training.tracking.progress import RunContext
 
 
 def main(prefix: str) -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from contracts.artifacts import ImageIndex
 from tests.support.keyword_colour import CLASS_WORDS, COLOURS, FILLER
-from training.data import Example, PreparedData
+from training.data.prepare import Example, PreparedData
 
 SPLIT_IDS = {"train": 0, "dev": 1, "test": 2}
 

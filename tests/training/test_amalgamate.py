@@ -1,4 +1,4 @@
-"""The amalgamate mode: the shared weighting module, bad input named by teacher or field,
+"""The StrataNet mode: the shared weighting module, bad input named by teacher or field,
 the job checks, and the CLI end to end (bundle -> runtime/ -> union labels).
 
 Teachers here are tiny random-init BERTs trained here for a few epochs on two classes each
@@ -25,17 +25,17 @@ from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ConfigError, DataError, ModelLoadError
 from runtime.classifier import open_bundle
 from runtime.session import RuntimeOptions
-from training.amalgamate import distinct_ngrams, run_generation
 from training.cli import app
-from training.distill import train_baseline
-from training.losses import teacher_weights as lugpi_teacher_weights
-from training.progress import RunContext
-from training.teacher_weighting import (
+from training.lugpi.distill import train_baseline
+from training.strata.mode import distinct_ngrams, run_generation
+from training.students.losses import teacher_weights as lugpi_teacher_weights
+from training.students.teacher_weighting import (
     confidences,
     layerwise_confidence,
     teacher_weights,
     weights_from_confidence,
 )
+from training.tracking.progress import RunContext
 
 
 # -- the weighting module -------------------------------------------------------------------
@@ -118,7 +118,7 @@ def _raw(
         "distill": {"alpha": 1.0, "beta": 1.0, "tau": 1.0},
         "text_generator": {"model": str(generator), "batch_size": 64},
         "export": {"name": "strata-student", "require_int8": False},
-        "amalgamate": {
+        "strata": {
             "enabled": True,
             "seed_texts": str(seeds),
             "teachers": [{"name": n, "model": str(d), "max_length": 16}
@@ -131,7 +131,7 @@ def _raw(
 
 
 def _gen(cfg: PipelineConfig, tmp: Path) -> Path:
-    return run_generation(cfg, tmp / "amalgamate", RunContext(), text_cache=tmp / "cache")
+    return run_generation(cfg, tmp / "strata", RunContext(), text_cache=tmp / "cache")
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -191,22 +191,29 @@ def test_empty_classes_fail_by_name_or_continue(
 ) -> None:
     seeds = seed_file(tmp_path / "seeds.txt", n=60)
     raw = _raw(teachers, tiny_text_model, tiny_text_generator, seeds)
-    raw["amalgamate"]["steering"]["min_confidence"] = 0.999999  # type: ignore[index]
+    raw["strata"]["steering"]["min_confidence"] = 0.999999  # type: ignore[index]
     with pytest.raises(DataError, match="teacher 'left' accepted no generated text for class"):
         _gen(parse_config(raw), tmp_path / "fail")
-    raw["amalgamate"]["on_empty_class"] = "continue"  # type: ignore[index]
+    raw["strata"]["on_empty_class"] = "continue"  # type: ignore[index]
     with pytest.raises(DataError, match="no generated text was accepted for any teacher"):
         _gen(parse_config(raw), tmp_path / "continue")
 
 
 def test_config_refuses_an_empty_or_ambiguous_teacher_list() -> None:
     with pytest.raises(ConfigError, match="at least one teacher"):
-        parse_config({"amalgamate": {"enabled": True}})
+        parse_config({"strata": {"enabled": True}})
     twice = [{"name": "a", "model": "x"}, {"name": "a", "model": "y"}]
     with pytest.raises(ConfigError, match="unique"):
-        parse_config({"amalgamate": {"enabled": True, "teachers": twice}})
+        parse_config({"strata": {"enabled": True, "teachers": twice}})
     with pytest.raises(ConfigError, match=r"data.train"):
         parse_config({})  # the LUGPI mode still needs its data
+
+
+def test_the_old_amalgamate_key_answers_with_its_new_name() -> None:
+    # The data-free mode was 'amalgamate', a word the LUGPI multi-teacher student
+    # (distill.students: amalgamated) also used; it is 'strata' now.
+    with pytest.raises(ConfigError, match=r"amalgamate.*renamed.*strata"):
+        parse_config({"amalgamate": {"enabled": True}})
 
 
 def test_jobs_may_name_teachers_under_the_artifacts_root_only(tmp_path: Path) -> None:
@@ -222,7 +229,7 @@ def test_jobs_may_name_teachers_under_the_artifacts_root_only(tmp_path: Path) ->
     body = {
         "student": {"text_model": "all-minilm-l6-v2"},
         "text_generator": {"model": "tiny-bbc-masked"},
-        "amalgamate": {
+        "strata": {
             "enabled": True,
             "teachers": [
                 {"name": "ok", "model": "runs/job1"},
@@ -235,12 +242,12 @@ def test_jobs_may_name_teachers_under_the_artifacts_root_only(tmp_path: Path) ->
         check_job_config(PipelineConfig.model_validate(body), settings)
     locs = [err["loc"] for err in e.value.errors()]
     assert locs == [
-        ("body", "amalgamate", "teachers", 1, "model"),
-        ("body", "amalgamate", "teachers", 2, "model"),
+        ("body", "strata", "teachers", 1, "model"),
+        ("body", "strata", "teachers", 2, "model"),
     ]
-    body["amalgamate"]["teachers"] = body["amalgamate"]["teachers"][:1]  # type: ignore[index]
+    body["strata"]["teachers"] = body["strata"]["teachers"][:1]  # type: ignore[index]
     checked = check_job_config(PipelineConfig.model_validate(body), settings)
-    assert checked.amalgamate.teachers[0].model == str(inside.resolve())
+    assert checked.strata.teachers[0].model == str(inside.resolve())
 
 
 # -- end to end -----------------------------------------------------------------------------
@@ -250,14 +257,15 @@ def test_cli_amalgamate_exports_a_bundle_runtime_serves_with_union_labels(
     seeds = seed_file(tmp_path / "seeds.txt", n=60)
     raw = _raw(teachers, tiny_text_model, tiny_text_generator, seeds)
     raw["data"] = {"test": str(write_jsonl(tmp_path / "test.jsonl", held_out(0, 40)))}
-    raw["amalgamate"]["enabled"] = False  # type: ignore[index]  # the command turns it on
-    raw["amalgamate"]["steering"]["rounds"] = 2  # type: ignore[index]
+    raw["strata"]["enabled"] = False  # type: ignore[index]  # the command turns it on
+    raw["strata"]["steering"]["rounds"] = 2  # type: ignore[index]
+    raw["tracking"] = {"mlflow": True}  # tracked like every other mode (a local store)
     config = tmp_path / "strata.yaml"
     import yaml
 
     config.write_text(yaml.safe_dump(raw))
     run_dir, repo = tmp_path / "run", tmp_path / "repo"
-    args = ["amalgamate", str(config), "--run-dir", str(run_dir), "--repository", str(repo), "-q"]
+    args = ["strata", str(config), "--run-dir", str(run_dir), "--repository", str(repo), "-q"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "published: strata-student v1" in result.output
@@ -271,9 +279,11 @@ def test_cli_amalgamate_exports_a_bundle_runtime_serves_with_union_labels(
     )
     probs = clf.predict_proba(["the cloud of a horse", "apple and the river"])
     assert probs.shape == (2, 4)
-    summary = json.loads((run_dir / "amalgamate" / "stage.json").read_text())["summary"]
+    summary = json.loads((run_dir / "strata" / "stage.json").read_text())["summary"]
     assert summary["union_labels"] == ["north", "south", "east", "west"]
     assert summary["teachers"]["left"]["kept_stats"]["texts"] > 0
+    tracked = json.loads((run_dir / "mlflow.json").read_text())["logged"]
+    assert {"strata", "student-strata", "evaluate", "export"} <= set(tracked)
     # A rerun resumes: every stage is complete, nothing is generated again.
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output

@@ -14,7 +14,7 @@ while "right", trained the same way, is less sure even on its own classes). Plai
 averaging then follows "left" on "right"'s texts; last-layer max probability trusts the
 overconfident teacher everywhere; the layer-wise, self-regulated confidence judges each
 teacher against its own texts (probe agreement and typicality per layer,
-training/teacher_weighting.py) and routes most texts to the teacher they were made for.
+training/students/teacher_weighting.py) and routes most texts to the teacher they were made for.
 
 Asserted (test accuracy over the 4 classes): on every seed the layer-wise student beats
 each teacher alone (at most 0.5: half the classes are unknown to it) and the
@@ -43,15 +43,15 @@ from support.strata_fixture import (
 
 from contracts.config import PipelineConfig, parse_config
 from models.text import load_text_classifier, predict_logits
-from training.amalgamate import (
+from training.lugpi.distill import train_baseline
+from training.strata.mode import (
     load_generation,
     run_generation,
-    train_amalgamated_student,
+    train_strata_student,
 )
-from training.amalgamate_teachers import load_teachers, read_teacher
-from training.distill import train_baseline
-from training.progress import RunContext
-from training.train_loop import seed_everything
+from training.strata.teachers import load_teachers, read_teacher
+from training.students.train_loop import seed_everything
+from training.tracking.progress import RunContext
 
 pytestmark = pytest.mark.slow
 SEEDS = (0, 1, 2)
@@ -94,7 +94,7 @@ def amalgamate_config(
                         "learning_rate": 3e-3, "batch_size": 8},
             "distill": {"alpha": 1.0, "beta": 0.0, "tau": 1.0},
             "text_generator": {"model": str(generator), "mask_fraction": 0.2, "batch_size": 64},
-            "amalgamate": {
+            "strata": {
                 "enabled": True,
                 "seed_texts": str(seeds),
                 "teachers": [{"name": n, "model": str(d), "max_length": 16}
@@ -119,7 +119,7 @@ def student_accuracy(model_dir: Path, test: list[tuple[str, str]]) -> float:
 
 def teacher_accuracy(cfg: PipelineConfig, test: list[tuple[str, str]]) -> dict[str, float]:
     out = {}
-    for t in load_teachers(cfg.amalgamate.teachers, torch.device("cpu")):
+    for t in load_teachers(cfg.strata.teachers, torch.device("cpu")):
         answer = read_teacher(t, [x for x, _ in test], []).logits.argmax(-1)
         out[t.name] = float(
             np.mean([t.labels[int(a)] == y for a, (_, y) in zip(answer, test, strict=True)])
@@ -134,14 +134,14 @@ def one_seed(seed: int, root: Path, text_model: Path, generator: Path) -> dict[s
     seeds = seed_file(root / "seeds.txt")
     test = held_out(seed)
     cfg = amalgamate_config(seed, text_model, generator, teachers, seeds)
-    gen_dir = run_generation(cfg, root / "amalgamate", ctx, text_cache=root.parent / "text-cache")
+    gen_dir = run_generation(cfg, root / "strata", ctx, text_cache=root.parent / "text-cache")
     _, summary = load_generation(gen_dir)
     result: dict[str, Any] = {f"teacher_{k}": v for k, v in teacher_accuracy(cfg, test).items()}
     for mode in MODES:
-        d = train_amalgamated_student(cfg, gen_dir, root / f"student-{mode}", ctx, mode=mode)
+        d = train_strata_student(cfg, gen_dir, root / f"student-{mode}", ctx, mode=mode)
         result[mode] = student_accuracy(d, test)
         meta = json.loads((d / "lugpi.json").read_text())
-        result[f"{mode}_routed"] = meta["amalgamate"]["routing"]["routed_to_owner"]
+        result[f"{mode}_routed"] = meta["strata"]["routing"]["routed_to_owner"]
     result["generated"] = summary["generated"]
     result["kept"] = summary["kept"]
     return result
@@ -182,10 +182,10 @@ def test_steering_buys_confidence_and_coverage_over_unsteered_generation(
     stats = {}
     for steer in (True, False):
         cfg = amalgamate_config(0, tiny_text_model, strata_generator, teachers, seeds)
-        a = cfg.amalgamate.model_copy(
-            update={"steering": cfg.amalgamate.steering.model_copy(update={"enabled": steer})}
+        a = cfg.strata.model_copy(
+            update={"steering": cfg.strata.steering.model_copy(update={"enabled": steer})}
         )
-        cfg = cfg.model_copy(update={"amalgamate": a})
+        cfg = cfg.model_copy(update={"strata": a})
         out = run_generation(cfg, tmp_path / f"gen-{steer}", ctx, text_cache=tmp_path / "cache")
         _, summary = load_generation(out)
         stats[steer] = {n: v["kept_stats"] for n, v in summary["teachers"].items()}

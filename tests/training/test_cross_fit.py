@@ -11,14 +11,14 @@ import torch
 from contracts.config import parse_config
 from contracts.errors import ArtifactError, ConfigError
 from models.teacher import load_teacher, predict_teacher
+from models.tiny import make_tiny_image_model
 from tests.training.method_fixture import make_privileged_image_task
-from training.cross_fit import fold_teacher_dir, folds, train_fold_teachers, without_fold
-from training.distill import compute_teacher_targets
-from training.image_tokens import teacher_image_inputs
-from training.progress import RunContext
-from training.tiny import make_tiny_image_model
-from training.train_loop import select_runtime
-from training.train_teacher import train_teacher
+from training.lugpi.cross_fit import fold_teacher_dir, folds, train_fold_teachers, without_fold
+from training.lugpi.distill import compute_teacher_targets
+from training.students.train_loop import select_runtime
+from training.teachers.image_tokens import teacher_image_inputs
+from training.teachers.train_teacher import train_teacher
+from training.tracking.progress import RunContext
 
 
 def test_folds_partition_the_training_set_and_are_seeded() -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from contracts.config import PipelineConfig, parse_config
 from contracts.errors import DataError
-from training.data import load_prepared, prepare_data, stratified_sample
-from training.progress import RunContext
+from training.data.prepare import load_prepared, prepare_data, stratified_sample
+from training.tracking.progress import RunContext
 
 CTX = RunContext()
 

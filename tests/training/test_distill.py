@@ -14,12 +14,12 @@ from contracts.artifacts import TextModelMeta, is_complete
 from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ArtifactError, Cancelled
 from models.text import ClassifierInput, embedding_width, encode, load_student, load_tokenizer
+from models.tiny import make_tiny_image_model, minilm_path
 from tests.support.keyword_colour import make_keyword_colour_data
-from training.data import Example, PreparedData
-from training.distill import distill_student, train_baseline
-from training.progress import RunContext
-from training.tiny import make_tiny_image_model, minilm_path
-from training.train_teacher import train_teacher
+from training.data.prepare import Example, PreparedData
+from training.lugpi.distill import distill_student, train_baseline
+from training.teachers.train_teacher import train_teacher
+from training.tracking.progress import RunContext
 
 SIZES = {"train": 40, "dev": 12, "test": 12}
 TEXTS = ["the river was cold", "a stone bridge over the water in winter"]

@@ -82,7 +82,7 @@ def test_every_process_leaves_the_group_before_the_interpreter_exits(tmp_path: P
 def test_pipeline_under_torchrun_trains_on_both_and_writes_each_artifact_once(
     shared_datasets: Path, tmp_path: Path, tiny_text_model: Path
 ) -> None:
-    from training.tiny import make_tiny_image_model
+    from models.tiny import make_tiny_image_model
 
     tiny_vit = make_tiny_image_model(tmp_path / "tiny-vit-random")
     run_dir, repo = tmp_path / "run", tmp_path / "repo"

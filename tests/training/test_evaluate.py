@@ -15,19 +15,19 @@ from contracts.artifacts import is_complete
 from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ArtifactError
 from models.text import load_text_classifier, predict_logits
+from models.tiny import make_tiny_image_model
 from runtime.metrics import accuracy_f1, confusion_matrix
 from tests.support.keyword_colour import make_keyword_colour_data
-from training.data import PreparedData
-from training.distill import distill_student, train_baseline
-from training.evaluate import (
+from training.data.prepare import PreparedData
+from training.evaluation.evaluate import (
     ResultRow,
     classification_report,
     evaluate,
     markdown_table,
 )
-from training.progress import RunContext
-from training.tiny import make_tiny_image_model
-from training.train_teacher import train_teacher
+from training.lugpi.distill import distill_student, train_baseline
+from training.teachers.train_teacher import train_teacher
+from training.tracking.progress import RunContext
 
 
 def test_metrics_by_hand() -> None:

@@ -26,9 +26,9 @@ from contracts.artifacts import STUDENT_META, TextModelMeta
 from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_INPUTS, TOKENIZER, verify_bundle
 from contracts.errors import ExportCheckError
 from runtime.classifier import OnnxClassifier
-from training import export as export_mod
-from training.export import TRANSFORMERS_DIR, export_command, export_student
-from training.quantize import QUANT_CANDIDATES
+from training.export import bundle as export_mod
+from training.export.bundle import TRANSFORMERS_DIR, export_student
+from training.export.quantize import QUANT_CANDIDATES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_LENGTH = 64
@@ -327,13 +327,15 @@ def test_int8_check_failure_can_ship_fp32_only_when_int8_is_optional_random(
     assert "int8_argmax_agreement below 1.01" in export_info["int8_dropped"]
 
 
-def test_export_command_exports_from_prepared_data_and_publishes_random(
-    student: Path, shared_datasets: Path, tmp_path: Path
+def test_run_export_exports_from_prepared_data_and_publishes_random(
+    tiny_text_model: Path, shared_datasets: Path, tmp_path: Path
 ) -> None:
-    from contracts.config import DataConfig, PipelineConfig
+    """``lugpi export`` and the pipeline export through ``Run.export`` (the standalone
+    export_command this test used to call was used by nothing else)."""
+    from contracts.config import DataConfig, PipelineConfig, StudentConfig, TeacherConfig
     from contracts.repository import list_models
-    from training.data import prepare_data
-    from training.progress import RunContext
+    from training.pipeline import Run
+    from training.tracking.progress import RunContext
 
     d = shared_datasets / "cwi2018"
     data = DataConfig(
@@ -344,11 +346,24 @@ def test_export_command_exports_from_prepared_data_and_publishes_random(
         max_train_samples=50,
         max_eval_samples=60,
     )
-    prepared = prepare_data(PipelineConfig(data=data), tmp_path / "data", RunContext())
-    bundle, published = export_command(
-        student, prepared, tmp_path / "bundle", name="cwi", repository=tmp_path / "repo"
+    model = str(tiny_text_model)
+    cfg = PipelineConfig.model_validate(
+        {
+            "name": "cwi",
+            "device": "cpu",
+            "data": data.model_dump(),
+            "teachers": [TeacherConfig(modality="text", text_model=model, epochs=1).model_dump()],
+            "student": StudentConfig(text_model=model, epochs=1, max_length=32).model_dump(),
+            "export": {"name": "cwi"},
+        }
     )
-    assert published == ("v1", tmp_path / "repo" / "cwi" / "v1")
+    run = Run(cfg, tmp_path / "run", RunContext())
+    run.pin_config()
+    for stage in (run.prepare, run.teachers, run.distill, run.baseline, run.evaluate):
+        stage()
+    bundle = run.export()
+    published = run.publish(tmp_path / "repo")
+    assert published == ("cwi", "v1")
     entry = list_models(tmp_path / "repo")[0]
     assert entry.default and entry.metrics["student"]["test"].n == 60
     assert verify_bundle(bundle).export_checks is not None
@@ -365,7 +380,7 @@ def test_logits_check_names_the_metric() -> None:
 
 
 def test_training_curves_come_from_the_students_history(tmp_path: Path) -> None:
-    from training.export import CURVE_POINTS, training_curves
+    from training.export.bundle import CURVE_POINTS, training_curves
 
     assert training_curves(tmp_path) is None  # an imported model has no history
     steps = [{"step": i, "epoch": i / 100, "loss": 1.0 / i, "lr": 1e-4} for i in range(1, 1001)]

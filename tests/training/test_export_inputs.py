@@ -24,8 +24,8 @@ from contracts.artifacts import STUDENT_META, TextModelMeta
 from contracts.bundle import MODEL_INT8, ONNX_INPUTS, verify_bundle
 from contracts.errors import ArtifactError, DataError, ExportCheckError
 from runtime.encoding import TextEncoder
-from training.export import export_onnx, export_student
-from training.student_checkpoint import TextSplit, check_tokenization, serving_tokenizer
+from training.export.bundle import export_onnx, export_student
+from training.export.student_checkpoint import TextSplit, check_tokenization, serving_tokenizer
 
 MAX_LENGTH = 32
 # Made-up texts (pairs: sentence, target phrase), of different lengths so batches pad.

@@ -16,11 +16,11 @@ from PIL import Image
 from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ModelLoadError
 from contracts.jobs import Stage
-from training import generate as gen
-from training import images as imaging
-from training.data import Example, PreparedData
-from training.progress import RunContext
-from training.tiny_diffusion import build_tiny_pipeline
+from models.tiny_diffusion import build_tiny_pipeline
+from training.data.prepare import Example, PreparedData
+from training.generation import generate_images as gen
+from training.generation import images as imaging
+from training.tracking.progress import RunContext
 
 PROMPTS = {
     "train": ["barren islands", "coral", "flashpoint", "coral", "oil and gas"],

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from contracts.config import DataConfig, PipelineConfig
 from contracts.errors import DataError
 from training.cli import app
-from training.readers import read_rows
+from training.data.readers import read_rows
 
 TOPICS = ["business", "sport"]
 

@@ -15,15 +15,15 @@ from contracts.config import PipelineConfig, parse_config
 from models.image import load_image_encoder
 from models.teacher import Teacher, pixel_inputs, predict_teacher
 from models.text import load_text_encoder, load_tokenizer
+from models.tiny import make_tiny_image_model
 from tests.support.keyword_colour import make_keyword_colour_data
-from training.data import PreparedData
-from training.distill import distill_student
-from training.evaluate import evaluate
-from training.image_tokens import TokenCache, encoder_fingerprint, teacher_image_inputs
-from training.progress import RunContext
-from training.tiny import make_tiny_image_model
-from training.train_loop import select_runtime
-from training.train_teacher import train_teacher
+from training.data.prepare import PreparedData
+from training.evaluation.evaluate import evaluate
+from training.lugpi.distill import distill_student
+from training.students.train_loop import select_runtime
+from training.teachers.image_tokens import TokenCache, encoder_fingerprint, teacher_image_inputs
+from training.teachers.train_teacher import train_teacher
+from training.tracking.progress import RunContext
 
 CPU = select_runtime("cpu", mixed_precision=False)
 

@@ -25,7 +25,7 @@ from api.settings import ApiSettings
 from contracts.bundle import MODEL_INT8, verify_bundle
 from contracts.errors import DataError, ModelLoadError
 from contracts.repository import list_models
-from training.import_model import LabelledFile, import_classifier
+from training.export.import_model import LabelledFile, import_classifier
 
 LABELS = ck.LABELS
 _examples, _bert, _distilbert, _write_csv = ck.examples, ck.bert, ck.distilbert, ck.write_csv

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.losses import (
+from training.students.losses import (
     UNLABELLED,
     Combine,
     EmbeddingLoss,

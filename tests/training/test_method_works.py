@@ -26,13 +26,13 @@ from typing import Any
 import pytest
 
 from contracts.config import PipelineConfig, parse_config
+from models.tiny import make_tiny_image_model
 from tests.training.method_fixture import image_digests, make_privileged_image_task
-from training.cross_fit import train_fold_teachers
-from training.distill import distill_student, train_baseline
-from training.evaluate import evaluate
-from training.progress import RunContext
-from training.tiny import make_tiny_image_model
-from training.train_teacher import train_teacher
+from training.evaluation.evaluate import evaluate
+from training.lugpi.cross_fit import train_fold_teachers
+from training.lugpi.distill import distill_student, train_baseline
+from training.teachers.train_teacher import train_teacher
+from training.tracking.progress import RunContext
 
 pytestmark = pytest.mark.slow
 

@@ -163,7 +163,7 @@ def test_cancelled_run_stops_at_a_stage_boundary_and_publishes_nothing(
     from contracts.errors import Cancelled
     from contracts.jobs import Stage
     from training.pipeline import run_pipeline
-    from training.progress import RunContext
+    from training.tracking.progress import RunContext
 
     opts = _cwi_slice(shared_datasets, tmp_path)
     overrides = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in opts if o != "--set"}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from training.prompts import (
+from training.data.prompts import (
     MAX_PROMPT_WORDS,
     cut_words,
     fit_to_tokenizer,
@@ -64,7 +64,7 @@ def char_clip_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The tiny CLIP tokenizer of the random pipeline: one token per character."""
     from transformers import CLIPTokenizer
 
-    from training.tiny_diffusion import write_byte_level_clip_vocab
+    from models.tiny_diffusion import write_byte_level_clip_vocab
 
     d: Path = tmp_path_factory.mktemp("clip-vocab")
     write_byte_level_clip_vocab(d)

@@ -22,10 +22,10 @@ from runtime.classifier import OnnxClassifier
 from runtime.encoding import TextEncoder
 from runtime.metrics import compare
 from runtime.session import RuntimeOptions
-from training.export import export_onnx
-from training.graph_fusion import fuse_transformer
-from training.quantize import QuantSettings, layer_nodes, quantize, quantize_checked
-from training.student_checkpoint import TextSplit, serving_tokenizer
+from training.export.bundle import export_onnx
+from training.export.graph_fusion import fuse_transformer
+from training.export.quantize import QuantSettings, layer_nodes, quantize, quantize_checked
+from training.export.student_checkpoint import TextSplit, serving_tokenizer
 
 N_TEXTS = 320
 

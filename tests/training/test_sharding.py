@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from models.tiny_diffusion import build_tiny_pipeline
 from tests.training.test_generate import _cfg, _data, _summary
-from training import generate as gen
-from training.progress import RunContext
+from training.generation import generate_images as gen
 from training.sharding import ShardedWork
-from training.tiny_diffusion import build_tiny_pipeline
+from training.tracking.progress import RunContext
 
 
 class Reversed:

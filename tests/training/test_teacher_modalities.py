@@ -14,14 +14,14 @@ from contracts.artifacts import is_complete
 from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ConfigError
 from models.teacher import load_teacher, pixel_inputs, predict_teacher
+from models.tiny import make_tiny_image_model
 from tests.support.keyword_colour import make_keyword_colour_data
-from training.data import PreparedData
-from training.distill import distill_student, train_baseline
-from training.evaluate import evaluate
+from training.data.prepare import PreparedData
+from training.evaluation.evaluate import evaluate
+from training.lugpi.distill import distill_student, train_baseline
 from training.pipeline import Run
-from training.progress import RunContext
-from training.tiny import make_tiny_image_model
-from training.train_teacher import train_teacher
+from training.teachers.train_teacher import train_teacher
+from training.tracking.progress import RunContext
 
 SIZES = {"train": 40, "dev": 12, "test": 12}
 

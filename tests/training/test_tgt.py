@@ -16,13 +16,13 @@ from support.tgt_fixture import KeywordColourPipeline, limited_data
 from contracts.config import PipelineConfig, TextGeneratorConfig, parse_config
 from contracts.errors import Cancelled, ConfigError, DataError, ModelLoadError
 from contracts.jobs import Stage
-from training.data import Example, PreparedData
-from training.losses import lugpi_loss
-from training.near_copies import near_any, normalise, similarity
-from training.progress import RunContext
-from training.text_generation import draw_seed, generate_texts, plan_texts, run_text_shard
-from training.text_generator import TextGenerator, TextRequest
-from training.tgt import filter_generated, load_generated, neighbour_requests, run_tgt
+from models.text_generator import TextGenerator, TextRequest
+from training.data.prepare import Example, PreparedData
+from training.generation.near_copies import near_any, normalise, similarity
+from training.generation.texts import draw_seed, generate_texts, plan_texts, run_text_shard
+from training.students.losses import lugpi_loss
+from training.tgt.texts import filter_generated, load_generated, neighbour_requests, run_tgt
+from training.tracking.progress import RunContext
 
 
 def _cfg(generator: Path, **tgt: object) -> PipelineConfig:
@@ -187,7 +187,7 @@ def test_a_tokenizer_that_does_not_match_the_model_is_refused_trained_generator(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
 
     bad = tmp_path / "mismatch"
     AutoTokenizer.from_pretrained(tiny_text_generator)  # loads as saved

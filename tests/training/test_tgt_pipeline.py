@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from contracts.artifacts import is_complete
+from models.tiny import make_tiny_image_model
 from training.cli import app
-from training.near_copies import normalise
-from training.tiny import make_tiny_image_model
+from training.generation.near_copies import normalise
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -29,13 +29,13 @@ from support.tgt_fixture import KeywordColourPipeline, image_index, limited_data
 
 from contracts.config import PipelineConfig, parse_config
 from models.text import load_text_classifier, predict_logits
-from training.data import PreparedData
-from training.distill import distill_student, train_baseline
-from training.progress import RunContext
-from training.tgt import load_generated, run_tgt
-from training.tgt_distill import train_tgt_student
-from training.tiny import make_tiny_image_model
-from training.train_teacher import train_teacher
+from models.tiny import make_tiny_image_model
+from training.data.prepare import PreparedData
+from training.lugpi.distill import distill_student, train_baseline
+from training.teachers.train_teacher import train_teacher
+from training.tgt.distill import train_tgt_student
+from training.tgt.texts import load_generated, run_tgt
+from training.tracking.progress import RunContext
 
 pytestmark = pytest.mark.slow
 SEEDS = (0, 1, 2)

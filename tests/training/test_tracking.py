@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from contracts.artifacts import write_stage_record
 from contracts.config import PipelineConfig
 from contracts.jobs import Stage
-from training.tracking import STATE_FILE, Tracker, software_provenance
-from training.train_loop import History
+from training.students.train_loop import History
+from training.tracking.experiments import STATE_FILE, Tracker, software_provenance
 
 
 def _config(**tracking: object) -> PipelineConfig:

@@ -229,7 +229,7 @@ class Stack:
 def _make_stack(
     tmp_path_factory: pytest.TempPathFactory, tiny_text_model: Path, shared_datasets: Path
 ) -> Stack:
-    from training.tiny import make_tiny_image_model
+    from models.tiny import make_tiny_image_model
 
     root = tmp_path_factory.mktemp("jobs-e2e")
     image_model = make_tiny_image_model(root / "tiny-image-random")

@@ -164,7 +164,7 @@ def test_tgt_settings_are_checked_like_the_rest_of_the_job(
 def test_amalgamate_jobs_take_teachers_from_the_artifacts_root_only(
     make_client: MakeClient, redis_url: str, tmp_path: Path
 ) -> None:
-    """The data-free amalgamate mode through POST /jobs/train: no data.train, teachers that
+    """The data-free StrataNet mode through POST /jobs/train: no data.train, teachers that
     are run directories under the artifacts root (or allowed models); anything else is a
     422 naming the teacher's field."""
     client = make_client(redis_url=redis_url)
@@ -174,7 +174,7 @@ def test_amalgamate_jobs_take_teachers_from_the_artifacts_root_only(
         "name": "strata-job",
         "student": {"text_model": "all-minilm-l6-v2"},
         "text_generator": {"model": "tiny-bbc-masked"},
-        "amalgamate": {
+        "strata": {
             "enabled": True,
             "teachers": [
                 {"name": "a", "model": "runs/earlier-job"},
@@ -185,10 +185,10 @@ def test_amalgamate_jobs_take_teachers_from_the_artifacts_root_only(
     r = client.post("/jobs/train", json=cfg)
     assert r.status_code == 422
     assert [tuple(e["loc"]) for e in r.json()["detail"]] == [
-        ("body", "amalgamate", "teachers", 1, "model")
+        ("body", "strata", "teachers", 1, "model")
     ]
-    cfg["amalgamate"]["teachers"] = cfg["amalgamate"]["teachers"][:1]
+    cfg["strata"]["teachers"] = cfg["strata"]["teachers"][:1]
     r = client.post("/jobs/train", json=cfg)
     assert r.status_code == 202, r.text
     job = client.get(r.json()["status_url"]).json()
-    assert job["config"]["amalgamate"]["teachers"][0]["model"] == str(earlier.resolve())
+    assert job["config"]["strata"]["teachers"][0]["model"] == str(earlier.resolve())

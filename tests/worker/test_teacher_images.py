@@ -15,10 +15,15 @@ import yaml
 from PIL import Image
 
 from contracts.config import PipelineConfig, parse_config
-from training.generate import GenerationPlan, plan_shards, resolve_cache_dir, run_shard
-from training.images import image_job, image_path, prompt_seed
-from training.progress import RunContext
-from training.tiny_diffusion import build_tiny_pipeline
+from models.tiny_diffusion import build_tiny_pipeline
+from training.generation.generate_images import (
+    GenerationPlan,
+    plan_shards,
+    resolve_cache_dir,
+    run_shard,
+)
+from training.generation.images import image_job, image_path, prompt_seed
+from training.tracking.progress import RunContext
 from worker import teacher_service
 
 PROMPT = "a lighthouse on barren islands"

@@ -17,10 +17,10 @@ import pytest
 from contracts.config import PipelineConfig, load_config
 from jobs.lifecycle import start_attempt
 from jobs.store import JobStore
+from training.generation.texts import plan_texts, resolve_text_cache
 from training.pipeline import Run, resolve_paths
-from training.progress import RunContext
-from training.text_generation import plan_texts, resolve_text_cache
-from training.tgt import neighbour_requests
+from training.tgt.texts import neighbour_requests
+from training.tracking.progress import RunContext
 from worker.settings import WorkerSettings
 from worker.shards import WorkerShards, run_shard_for_job, shard_lock, shard_work
 

@@ -1,0 +1,687 @@
+"""The StrataNet mode (StrataNet): one student over the union of several teachers' label
+sets, without any of their training data (docs/stratanet.md).
+
+    teachers (checked) -> steered generation -> probes + weights -> student -> evaluate
+    -> export -> publish
+
+1. **Steered generation** (``strata/``, job stage ``tgt``: the text-generation stage).
+   For each teacher and each of its classes, seeds are the class's prompts plus the seed
+   texts the teacher scores highest for it. Each round the text generator
+   (models/text_generator.py) rewrites every seed ``draws_per_seed`` times (cached,
+   sharded, resumable: training/generation/texts.py); the teacher scores what comes back;
+   a text is *accepted* for class c when c is the teacher's answer with probability at
+   least the class's bar (``min_confidence``; by default the median probability the
+   teacher gives c on the seed texts it labels c: its own calibration) and it is new;
+   the accepted texts, the most diverse first, seed the next round.
+   ``steering.enabled: false`` is the control: one round from seed texts, every
+   text kept with the teacher's label. The summary measures both what steering buys
+   (confidence, accepted texts per class, distinct n-grams) and the seed texts unsteered.
+2. **Probes and weights** (``student-strata/``, job stage ``distill``). Every teacher
+   reads every generated text; a logistic-regression probe per probed layer learns, on the
+   teacher's own accepted texts, to predict the teacher's classes. Per sample, each
+   teacher's confidence (layer-wise: probe agreement with its answer; or last-layer max
+   probability; or none) becomes a weight (training/students/teacher_weighting.py, chance-corrected
+   and sharpened across teachers of different label counts).
+3. **Student.** The union-label student learns the weighted mixture of the teachers'
+   softened distributions, each teacher putting mass on its own labels only (masked soft
+   targets), plus the embedding term, through the distill stage's trainer
+   (training/lugpi/distill.py: same loss, same loop). Its best epoch is picked on a held-out share
+   of the generated texts labelled by the mixture's argmax: no real data anywhere.
+4. **Evaluate / export.** With ``data.test`` (or ``data.dev``), labelled real texts over
+   the union labels, the student and each teacher are scored (report only). The bundle
+   is exported, checked and published like any other, its provenance naming the teachers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from contracts.artifacts import (
+    atomic_dir,
+    is_complete,
+    read_stage,
+    write_json_atomic,
+    write_stage_record,
+    write_text_atomic,
+)
+from contracts.config import PipelineConfig
+from contracts.errors import ArtifactError, ConfigError, DataError
+from contracts.jobs import Stage
+from contracts.layout import RunLayout
+from models.text_generator import TextRequest
+from runtime.metrics import accuracy_f1
+from training.data.prepare import Example, PreparedData
+from training.devices import torch_device
+from training.generation.near_copies import normalise
+from training.generation.texts import draw_seed, generate_for
+from training.sharding import ShardStrategy
+from training.strata.teachers import (
+    LoadedTeacher,
+    TeacherReadout,
+    check_reads,
+    head_typicality,
+    load_teachers,
+    probe_probs,
+    probe_typicality,
+    probed_layers,
+    read_teacher,
+    train_probes,
+    union_labels,
+)
+from training.students.teacher_weighting import confidences, weights_from_confidence
+from training.tracking.progress import RunContext
+
+STUDENT_KEY = "strata"
+GENERATED_FILE = "generated.jsonl"
+TEACHERS_FILE = "teachers.json"
+MASKED_LOGIT = -1e4  # a teacher's logit for a label it does not have: no probability
+
+
+@dataclass(frozen=True)
+class GeneratedText:
+    teacher: str  # whose class it was generated for (and accepted by)
+    label: str
+    text: str
+    confidence: float  # the teacher's probability of ``label``
+    round: int
+
+
+# -- seeds ----------------------------------------------------------------------------------
+def load_seed_texts(cfg: PipelineConfig) -> list[str]:
+    """strata.seed_texts (one text per line, or a CSV/TSV/JSONL's text column), else
+    the built-in generator's corpus; a seeded sample of ``steering.seed_pool``."""
+    a = cfg.strata
+    if a.seed_texts is not None:
+        path = Path(a.seed_texts)
+        if not path.is_file():
+            raise DataError(f"strata.seed_texts: no such file {path}")
+        if path.suffix == ".txt":
+            texts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        else:
+            from training.data.readers import read_rows
+
+            texts = [r.text for r in read_rows(path, cfg.data, labelled=False, split="unlabelled")]
+    else:
+        from contracts.config import BUILTIN_TEXT_GENERATORS
+
+        if cfg.text_generator.model not in BUILTIN_TEXT_GENERATORS:
+            raise ConfigError(
+                "strata.seed_texts: required with a text generator that is not built in "
+                f"({cfg.text_generator.model!r}); give a file of unlabelled texts in its language"
+            )
+        from training.generation.tiny_text_generator import bbc_sentences
+
+        texts = bbc_sentences()
+    texts = list(dict.fromkeys(t for t in texts if t))
+    if not texts:
+        raise DataError("strata.seed_texts: no texts")
+    n = min(a.steering.seed_pool, len(texts))
+    rng = random.Random(f"lugpi:{cfg.seed}:strata-seeds")
+    return [texts[i] for i in sorted(rng.sample(range(len(texts)), n))]
+
+
+# -- steering statistics --------------------------------------------------------------------
+def distinct_ngrams(texts: Sequence[str], n: int) -> float:
+    """Distinct n-grams / all n-grams over ``texts`` (1.0: no n-gram repeats)."""
+    grams: list[tuple[str, ...]] = []
+    for t in texts:
+        w = t.lower().split()
+        grams += [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def text_stats(
+    texts: Sequence[str], probs: np.ndarray, labels: Sequence[str], bar: Sequence[float]
+) -> dict[str, object]:
+    """What a set of texts gives a teacher: mean confidence, the texts it would accept per
+    class (its answer, with probability >= that class's bar), distinct 1- and 2-grams."""
+    if len(texts) == 0:
+        return {"texts": 0, "mean_confidence": 0.0, "accepted_per_class": {}, "distinct_1": 0.0}
+    top = probs.max(axis=1)
+    answer = probs.argmax(axis=1)
+    accepted = Counter(labels[int(a)] for a, p in zip(answer, top, strict=True) if p >= bar[int(a)])
+    return {
+        "texts": len(texts),
+        "mean_confidence": round(float(top.mean()), 4),
+        "accepted_per_class": {c: accepted.get(c, 0) for c in labels},
+        "classes_covered": sum(accepted.get(c, 0) > 0 for c in labels),
+        "distinct_1": round(distinct_ngrams(texts, 1), 4),
+        "distinct_2": round(distinct_ngrams(texts, 2), 4),
+    }
+
+
+# -- generation -----------------------------------------------------------------------------
+def steer_teacher(
+    cfg: PipelineConfig,
+    t: LoadedTeacher,
+    pool: list[str],
+    pool_probs: np.ndarray,
+    text_cache: Path,
+    ctx: RunContext,
+    strategy: ShardStrategy | None = None,
+) -> tuple[list[GeneratedText], dict[str, Any]]:
+    """The accepted texts of one teacher and a record of every round."""
+    s = cfg.strata.steering
+    k = len(t.labels)
+    seen = {normalise(p) for p in pool}
+    accepted: dict[int, list[GeneratedText]] = {c: [] for c in range(k)}
+    seeds: dict[int, list[str]] = {}
+    bar = thresholds(cfg, t, pool_probs)
+    for c, label in enumerate(t.labels):
+        given = list(t.prompts.get(label, []))
+        answer = pool_probs.argmax(axis=1)
+        sure = [i for i in range(len(pool)) if answer[i] == c and pool_probs[i, c] >= bar[c]]
+        order = sorted(range(len(pool)), key=lambda i: -float(pool_probs[i, c]))
+        picked = diverse_pick([pool[i] for i in sure], [float(pool_probs[i, c]) for i in sure],
+                              s.seeds_per_class)  # fmt: skip
+        rest = [pool[i] for i in order]
+        seeds[c] = list(dict.fromkeys(given + picked + rest))[: max(s.seeds_per_class, len(given))]
+    rounds: list[dict[str, object]] = []
+    generated = 0
+    for r in range(s.rounds):
+        active = [c for c in range(k) if len(accepted[c]) < s.per_class]
+        if not active:
+            break
+        requests, wanted = [], []
+        for c in active:
+            for seed_text in seeds[c]:
+                for j in range(s.draws_per_seed):
+                    tag = f"strata:{t.name}:{t.labels[c]}:{r}\0{seed_text}"
+                    requests.append(TextRequest(seed_text, draw_seed(cfg.seed, tag, j)))
+                    wanted.append(c)
+        texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
+        generated += len(texts)
+        probs = read_teacher(t, texts, []).probs
+        fresh: dict[int, list[GeneratedText]] = {c: [] for c in active}
+        for c, text, p in zip(wanted, texts, probs, strict=True):
+            key = normalise(text)
+            if not key or key in seen:
+                continue
+            if int(p.argmax()) == c and p[c] >= bar[c]:
+                seen.add(key)
+                fresh[c].append(GeneratedText(t.name, t.labels[c], text, float(p[c]), r))
+        for c in active:
+            room = s.per_class - len(accepted[c])
+            accepted[c] += fresh[c][:room]
+            # Re-seed from what the teacher accepted, the most diverse first (keeping to the
+            # most confident texts alone would collapse a class onto a few words); keep old
+            # seeds while few were accepted.
+            best = diverse_pick(
+                [g.text for g in fresh[c]], [g.confidence for g in fresh[c]], s.seeds_per_class
+            )
+            seeds[c] = list(dict.fromkeys(best + seeds[c]))[: s.seeds_per_class]
+        rounds.append(
+            {
+                "round": r,
+                "requested": len(texts),
+                "accepted": {t.labels[c]: len(fresh[c]) for c in active},
+                "mean_confidence": round(float(probs.max(axis=1).mean()), 4) if len(probs) else 0,
+            }
+        )
+    rows = [g for c in range(k) for g in accepted[c]]
+    record = {"rounds": rounds, "generated": generated, "thresholds": [round(b, 4) for b in bar]}
+    return rows, record
+
+
+def diverse_pick(texts: Sequence[str], scores: Sequence[float], n: int) -> list[str]:
+    """Up to ``n`` of ``texts``: greedily the one adding the most words not yet covered by
+    those picked (ties: the higher score), so that seeds spread over the class's words."""
+    left = sorted(range(len(texts)), key=lambda i: -scores[i])
+    words = [set(texts[i].lower().split()) for i in range(len(texts))]
+    covered: set[str] = set()
+    out: list[str] = []
+    while left and len(out) < n:
+        best = max(left, key=lambda i: len(words[i] - covered))  # max keeps the first tie
+        left.remove(best)
+        covered |= words[best]
+        out.append(texts[best])
+    return out
+
+
+def thresholds(cfg: PipelineConfig, t: LoadedTeacher, pool_probs: np.ndarray) -> list[float]:
+    """Per class: the probability a text needs to be accepted (steering.min_confidence, or
+    the median over the seed texts the teacher labels that class)."""
+    fixed = cfg.strata.steering.min_confidence
+    k = len(t.labels)
+    if fixed is not None:
+        return [fixed] * k
+    answer = pool_probs.argmax(axis=1)
+    out = []
+    for c in range(k):
+        mine = pool_probs[answer == c, c]
+        top = float(pool_probs[:, c].max()) if len(pool_probs) else 1.0
+        out.append(float(np.median(mine)) if len(mine) else (1.0 / k + top) / 2)
+    return out
+
+
+def unsteered_teacher(
+    cfg: PipelineConfig,
+    t: LoadedTeacher,
+    pool: list[str],
+    text_cache: Path,
+    ctx: RunContext,
+    strategy: ShardStrategy | None = None,
+) -> tuple[list[GeneratedText], dict[str, Any]]:
+    """The control: as many texts as the steered budget asks for, generated from seed
+    texts the teacher never looked at, each kept with the teacher's answer."""
+    s = cfg.strata.steering
+    n_seeds = math.ceil(len(t.labels) * s.per_class / s.draws_per_seed)
+    rng = random.Random(f"lugpi:{cfg.seed}:strata-unsteered:{t.name}")
+    chosen = [pool[rng.randrange(len(pool))] for _ in range(n_seeds)]
+    requests = [
+        TextRequest(x, draw_seed(cfg.seed, f"strata-unsteered:{t.name}:{i}\0{x}", j))
+        for i, x in enumerate(chosen)
+        for j in range(s.draws_per_seed)
+    ]
+    texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
+    probs = read_teacher(t, texts, []).probs
+    seen: set[str] = set()
+    rows = []
+    for text, p in zip(texts, probs, strict=True):
+        key = normalise(text)
+        if key and key not in seen:
+            seen.add(key)
+            c = int(p.argmax())
+            rows.append(GeneratedText(t.name, t.labels[c], text, float(p[c]), 0))
+    return rows, {"rounds": [{"round": 0, "requested": len(texts)}], "generated": len(texts)}
+
+
+def select_device(cfg: PipelineConfig) -> torch.device:
+    return torch_device(cfg.device)
+
+
+def run_generation(
+    cfg: PipelineConfig,
+    out_dir: Path,
+    ctx: RunContext,
+    *,
+    text_cache: Path,
+    strategy: ShardStrategy | None = None,
+) -> Path:
+    """Steered (or unsteered) generation for every teacher -> ``strata/``."""
+    started = time.perf_counter()
+    a = cfg.strata
+    ctx.step(Stage.TEACHER, 0, len(a.teachers), "loading the teachers")
+    teachers = load_teachers(a.teachers, select_device(cfg))
+    union = union_labels(teachers)
+    pool = load_seed_texts(cfg)
+    rows: list[GeneratedText] = []
+    per_teacher: dict[str, Any] = {}
+    empty: list[str] = []
+    for i, t in enumerate(teachers):
+        ctx.step(Stage.TEACHER, i, len(teachers), f"teacher {t.name}: scoring the seed texts")
+        unknown_share = check_reads(t, pool[:500])
+        pool_probs = read_teacher(t, pool, []).probs
+        if a.steering.enabled:
+            got, record = steer_teacher(cfg, t, pool, pool_probs, text_cache, ctx, strategy)
+        else:
+            got, record = unsteered_teacher(cfg, t, pool, text_cache, ctx, strategy)
+        counts = Counter(g.label for g in got)
+        missing = [c for c in t.labels if counts.get(c, 0) == 0]
+        if missing and a.on_empty_class == "fail":
+            raise DataError(
+                f"strata: teacher {t.name!r} accepted no generated text for class(es) "
+                f"{missing}; add strata.teachers[].prompts for them, lower "
+                "strata.steering.min_confidence, raise steering.rounds, or set "
+                "strata.on_empty_class: continue"
+            )
+        empty += [f"{t.name}:{c}" for c in missing]
+        bar = list(record.get("thresholds") or thresholds(cfg, t, pool_probs))
+        got_probs = read_teacher(t, [g.text for g in got], []).probs
+        per_teacher[t.name] = {
+            "source": t.source,
+            "labels": t.labels,
+            "unknown_token_share": round(unknown_share, 4),
+            "kept": len(got),
+            "kept_per_class": {c: counts.get(c, 0) for c in t.labels},
+            "generated": record["generated"],
+            "rounds": record["rounds"],
+            "thresholds": bar,
+            "kept_stats": text_stats([g.text for g in got], got_probs, t.labels, bar),
+            "seed_stats": text_stats(pool, pool_probs, t.labels, bar),
+        }
+        rows += got
+    if not rows:
+        raise DataError("strata: no generated text was accepted for any teacher")
+    summary: dict[str, object] = {
+        "generator": cfg.text_generator.model,
+        "steering": a.steering.enabled,
+        "union_labels": union,
+        "kept": len(rows),
+        "generated": sum(int(v["generated"]) for v in per_teacher.values()),
+        "empty_classes": empty,
+        "teachers": per_teacher,
+    }
+    with atomic_dir(out_dir, Stage.TGT.value) as tmp:
+        lines = "".join(json.dumps(asdict(g), ensure_ascii=False) + "\n" for g in rows)
+        write_text_atomic(tmp / GENERATED_FILE, lines)
+        write_json_atomic(
+            tmp / TEACHERS_FILE,
+            {t.name: {"source": t.source, "labels": t.labels} for t in teachers},
+        )
+        write_stage_record(tmp, Stage.TGT, time.perf_counter() - started, summary)
+    return out_dir
+
+
+def load_generation(stage_dir: Path) -> tuple[list[GeneratedText], dict[str, Any]]:
+    if not is_complete(stage_dir):
+        raise ArtifactError(f"{stage_dir}: no finished StrataNet generation; rerun the mode")
+    try:
+        with (stage_dir / GENERATED_FILE).open(encoding="utf-8") as f:
+            rows = [GeneratedText(**json.loads(line)) for line in f if line.strip()]
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise ArtifactError(f"{stage_dir}: unreadable ({e}); delete it and rerun") from e
+    return rows, dict(read_stage(stage_dir).summary)
+
+
+# -- targets and the student -----------------------------------------------------------------
+@dataclass
+class AmalgamatedTargets:
+    union: list[str]
+    logits: torch.Tensor  # (M, N, U): each teacher's logits on its own labels, masked elsewhere
+    embeddings: list[torch.Tensor]  # M x (N, D_i)
+    weights: torch.Tensor  # (M, N)
+    names: list[str]
+    probes: dict[str, list[dict[str, float]]]  # teacher -> per layer: train accuracy
+
+
+def strata_targets(
+    cfg: PipelineConfig,
+    teachers: Sequence[LoadedTeacher],
+    rows: Sequence[GeneratedText],
+    ctx: RunContext,
+    mode: str | None = None,
+) -> AmalgamatedTargets:
+    """Every teacher on every text; its probes on its own texts; the per-sample weights of
+    ``mode`` (default strata.weighting)."""
+    a = cfg.strata
+    union = union_labels(teachers)
+    col = {label: j for j, label in enumerate(union)}
+    texts = [r.text for r in rows]
+    n, u = len(texts), len(union)
+    logits = torch.full((len(teachers), n, u), MASKED_LOGIT)
+    own_probs, all_probe_probs, embeddings = [], [], []
+    all_typical, all_head = [], []
+    probes_record: dict[str, list[dict[str, float]]] = {}
+    for i, t in enumerate(teachers):
+        ctx.step(Stage.DISTILL, i, len(teachers), f"teacher {t.name}: layers and probes")
+        layers = probed_layers(t, a.probes.layers)
+        readout = read_teacher(t, texts, layers)
+        cols = [col[label] for label in t.labels]
+        logits[i][:, cols] = torch.from_numpy(readout.logits)
+        own_probs.append(torch.from_numpy(readout.probs))
+        embeddings.append(torch.from_numpy(readout.embedding))
+        mine = np.asarray([r.teacher == t.name for r in rows])
+        index = {label: c for c, label in enumerate(t.labels)}
+        if mine.any():
+
+            def part(keep: np.ndarray, r: TeacherReadout = readout) -> TeacherReadout:
+                return TeacherReadout(
+                    r.logits[keep], {k: v[keep] for k, v in r.layers.items()}, r.embedding[keep]
+                )
+
+            y = np.asarray([index[r.label] for r in rows if r.teacher == t.name])
+            others = part(~mine) if (~mine).any() else None
+            probes = train_probes(part(mine), y, len(t.labels), a.probes, others)
+        else:  # a teacher without texts of its own: its head's answers train the probes
+            probes = train_probes(readout, readout.logits.argmax(1), len(t.labels), a.probes)
+        own_max = readout.probs[mine].max(axis=1) if mine.any() else readout.probs.max(axis=1)
+        all_head.append(head_typicality(own_max, readout.probs.max(axis=1)))
+        all_typical.append(probe_typicality(probes, readout))
+        probes_record[t.name] = [
+            {"layer": p.layer, "train_accuracy": round(p.train_accuracy, 4)} for p in probes
+        ]
+        all_probe_probs.append(probe_probs(probes, readout))
+    weighting = mode or a.weighting
+    conf = confidences(weighting, own_probs, all_probe_probs, all_typical, all_head)  # type: ignore[arg-type]
+    weights = weights_from_confidence(
+        conf, normalise="chance", num_classes=[len(t.labels) for t in teachers],
+        sharpness=a.sharpness,
+    )  # fmt: skip
+    return AmalgamatedTargets(
+        union, logits, embeddings, weights, [t.name for t in teachers], probes_record
+    )
+
+
+def mixture(targets: AmalgamatedTargets, tau: float = 1.0) -> torch.Tensor:
+    """(N, U): the weighted mixture of the teachers' softened distributions."""
+    probs = torch.softmax(targets.logits / tau, dim=-1)
+    return (targets.weights.unsqueeze(-1) * probs).sum(dim=0)
+
+
+def routing(targets: AmalgamatedTargets, rows: Sequence[GeneratedText]) -> dict[str, float]:
+    """How the weights route: the mean weight a teacher gets on its own texts and on the
+    others', and the share of texts whose heaviest teacher is the one they were made for."""
+    out: dict[str, float] = {}
+    heaviest = targets.weights.argmax(dim=0).numpy()
+    owner = np.asarray([targets.names.index(r.teacher) for r in rows])
+    out["routed_to_owner"] = round(float((heaviest == owner).mean()), 4)
+    for i, name in enumerate(targets.names):
+        w = targets.weights[i].numpy()
+        mine = owner == i
+        out[f"{name}_own"] = round(float(w[mine].mean()), 4) if mine.any() else 0.0
+        out[f"{name}_others"] = round(float(w[~mine].mean()), 4) if (~mine).any() else 0.0
+    return out
+
+
+def train_strata_student(
+    cfg: PipelineConfig,
+    generation_dir: Path,
+    out_dir: Path,
+    ctx: RunContext,
+    *,
+    mode: str | None = None,
+) -> Path:
+    """Probes, weights and the union-label student -> ``out_dir`` (a student directory)."""
+    from training.students.train_loop import select_runtime
+    from training.students.trainer import StudentOptions, TeacherTargets, train_text_classifier
+
+    started = time.perf_counter()
+    a = cfg.strata
+    rows, gen_summary = load_generation(generation_dir)
+    if a.budget is not None and len(rows) > a.budget:
+        rng = random.Random(f"lugpi:{cfg.seed}:strata-budget")
+        keep = set(rng.sample(range(len(rows)), a.budget))
+        rows = [r for i, r in enumerate(rows) if i in keep]
+    teachers = load_teachers(a.teachers, select_device(cfg))
+    targets = strata_targets(cfg, teachers, rows, ctx, mode)
+    del teachers
+    # A seeded share of the generated texts, labelled by the mixture, picks the best epoch.
+    rng = random.Random(f"lugpi:{cfg.seed}:strata-dev")
+    n = len(rows)
+    n_dev = max(1, round(n * a.pseudo_dev_fraction)) if n > 1 else 0
+    dev_idx = sorted(rng.sample(range(n), n_dev))
+    dev_set = set(dev_idx)
+    train_idx = [i for i in range(n) if i not in dev_set] or dev_idx
+    pseudo = mixture(targets).argmax(dim=-1).numpy()
+    union = targets.union
+    data = PreparedData(
+        labels=union,
+        text_pair=False,
+        splits={
+            "generated": [Example(rows[i].text, None, None, rows[i].text) for i in train_idx],
+            "dev": [Example(rows[i].text, None, union[pseudo[i]], rows[i].text) for i in dev_idx],
+        },
+    )
+    ti = torch.as_tensor(train_idx)
+    teacher_targets = TeacherTargets(
+        logits=targets.logits[:, ti],
+        embeddings=[e[ti] for e in targets.embeddings],
+        names=targets.names,
+        weights=targets.weights[:, ti],
+    )
+    runtime = select_runtime(cfg.device, cfg.mixed_precision)
+    extra: dict[str, object] = {
+        "strata": {
+            "weighting": mode or a.weighting,
+            "sharpness": a.sharpness,
+            "steering": a.steering.enabled,
+            "union_labels": union,
+            "teachers": {name: gen_summary["teachers"][name]["source"] for name in targets.names},
+            "teacher_labels": {
+                name: gen_summary["teachers"][name]["labels"] for name in targets.names
+            },
+            "probes": targets.probes,
+            "routing": routing(targets, rows),
+            "train_texts": len(train_idx),
+            "pseudo_dev_texts": len(dev_idx),
+            "empty_classes": gen_summary.get("empty_classes", []),
+        }
+    }
+    return train_text_classifier(
+        cfg, data, "student", teacher_targets, ["generated"], runtime, out_dir, ctx, started,
+        StudentOptions(extra_meta=extra),
+    )  # fmt: skip
+
+
+# -- evaluation, export ----------------------------------------------------------------------
+def eval_split(cfg: PipelineConfig, union: list[str], split: str) -> list[tuple[str, str]] | None:
+    """(text, label) of data.<split> when given: real held-out texts, for the report only."""
+    path = getattr(cfg.data, split)
+    if path is None:
+        return None
+    from training.data.readers import read_rows
+
+    rows = read_rows(Path(path), cfg.data, labelled=True, split=split)
+    unknown = sorted({str(r.label) for r in rows} - set(union))
+    if unknown:
+        raise DataError(
+            f"data.{split} {path}: labels {unknown} are in no teacher's label set {union}"
+        )
+    limit = cfg.data.max_eval_samples
+    if limit is not None and len(rows) > limit:
+        rng = random.Random(f"lugpi:{cfg.seed}:{split}")
+        rows = [rows[i] for i in sorted(rng.sample(range(len(rows)), limit))]
+    return [(r.text, str(r.label)) for r in rows]
+
+
+def _scores(
+    pred: np.ndarray, gold: np.ndarray, union: list[str], owners: dict[str, list[str]]
+) -> dict[str, Any]:
+    out: dict[str, Any] = dict(accuracy_f1(gold, pred, len(union)))
+    for name, labels in owners.items():
+        ids = [union.index(label) for label in labels]
+        mask = np.isin(gold, ids)
+        if mask.any():
+            out[f"accuracy_{name}_labels"] = round(float((pred[mask] == gold[mask]).mean()), 4)
+    return out
+
+
+def evaluate_strata(
+    cfg: PipelineConfig, student_dir: Path, out_dir: Path, ctx: RunContext
+) -> dict[str, Any]:
+    """Student and each teacher (its answer mapped into the union) on data.dev/test."""
+    from models.text import load_text_classifier, predict_logits
+
+    started = time.perf_counter()
+    model, tok, meta = load_text_classifier(student_dir, select_device(cfg))
+    union = list(meta.labels)
+    owners = dict(meta.model_extra.get("strata", {}).get("teacher_labels", {}))  # type: ignore[union-attr]
+    results: dict[str, dict[str, Any]] = {}
+    teachers = None
+    for split in ("dev", "test"):
+        rows = eval_split(cfg, union, split)
+        if not rows:
+            continue
+        ctx.step(Stage.EVALUATE, 0, 1, f"scoring on {split}")
+        texts = [t for t, _ in rows]
+        gold = np.asarray([union.index(label) for _, label in rows])
+        logits = predict_logits(
+            model, tok, texts, None, max_length=meta.max_length, batch_size=64, device=model.device
+        )
+        results.setdefault(f"student-{STUDENT_KEY}", {})[split] = _scores(
+            logits.argmax(-1), gold, union, owners
+        )
+        teachers = teachers or load_teachers(cfg.strata.teachers, select_device(cfg))
+        for t in teachers:
+            answer = read_teacher(t, texts, []).logits.argmax(-1)
+            pred = np.asarray([union.index(t.labels[int(a)]) for a in answer])
+            results.setdefault(f"teacher-{t.name}", {})[split] = _scores(pred, gold, union, owners)
+    with atomic_dir(out_dir, Stage.EVALUATE.value) as tmp:
+        write_json_atomic(tmp / "results.json", {"models": results})
+        lines = ["| model | split | accuracy | macro-F1 | n |", "|---|---|---|---|---|"]
+        for model_name, per in results.items():
+            for split, m in per.items():
+                lines.append(
+                    f"| {model_name} | {split} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+                    f"{m['n']} |"
+                )
+        write_text_atomic(tmp / "results.md", "\n".join(lines) + "\n")
+        write_stage_record(tmp, Stage.EVALUATE, time.perf_counter() - started, {"models": results})
+    return results
+
+
+def export_strata(
+    cfg: PipelineConfig, layout: RunLayout, job_id: str | None, ctx: RunContext
+) -> Path:
+    """The student's bundle -> export/strata (the selected, only, bundle)."""
+    from training.export.bundle import export_student
+    from training.tracking.experiments import software_provenance
+
+    student_dir = layout.student(STUDENT_KEY)
+    meta = json.loads((student_dir / "lugpi.json").read_text())
+    union = list(meta["labels"])
+    gen_rows, _ = load_generation(layout.strata)
+    # Export's checks run on held-out generated texts (no real data needed).
+    rng = random.Random(f"lugpi:{cfg.seed}:strata-export")
+    check = [
+        gen_rows[i].text for i in sorted(rng.sample(range(len(gen_rows)), min(64, len(gen_rows))))
+    ]
+    test = eval_split(cfg, union, "test")
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    if is_complete(layout.evaluate):
+        res = json.loads((layout.evaluate / "results.json").read_text())["models"]
+        for model_name, per in res.items():
+            name = "student" if model_name == f"student-{STUDENT_KEY}" else model_name
+            metrics[name] = {
+                s: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for s, m in per.items()
+            }
+    a = meta.get("strata", {})
+    provenance = {
+        "job_id": job_id,
+        "dataset": None,
+        "config": cfg.model_dump(mode="json"),
+        "mode": "strata",
+        "text_generator": cfg.text_generator.model,
+        "teachers": [f"{n}: {src}" for n, src in a.get("teachers", {}).items()],
+        "teacher_labels": a.get("teacher_labels", {}),
+        "weighting": a.get("weighting"),
+        "student_base_model": cfg.student.text_model,
+        "student": STUDENT_KEY,
+        "selected_student": STUDENT_KEY,
+        "software": software_provenance(),
+    }
+    started = time.perf_counter()
+    out = layout.export
+    ctx.step(Stage.EXPORT, 0, 1, "exporting the amalgamated student to ONNX")
+    with atomic_dir(out, Stage.EXPORT.value) as tmp:
+        export_student(
+            student_dir,
+            tmp / STUDENT_KEY,
+            check,
+            None,
+            None,
+            name=cfg.export.name,
+            quantize=cfg.export.quantize,
+            require_int8=cfg.export.require_int8,
+            opset=cfg.export.opset,
+            provenance=provenance,
+            metrics=metrics or None,
+            test_texts=[t for t, _ in test] if test else None,
+            test_labels=[union.index(label) for _, label in test] if test else None,
+        )
+        summary: dict[str, object] = {"selected": STUDENT_KEY, "students": {STUDENT_KEY: a}}
+        write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
+    ctx.step(Stage.EXPORT, 1, 1, f"exported {STUDENT_KEY}")
+    return out / STUDENT_KEY

@@ -1,0 +1,260 @@
+"""The one way a text-classifier student is trained, whatever the method.
+
+LUGPI's distill and baseline stages (training/lugpi/distill.py), TGT's student
+(training/tgt/distill.py) and StrataNet's (training/strata/mode.py) all call
+``train_text_classifier``; what differs between them is the ``TeacherTargets`` they pass and
+the few hooks in ``StudentOptions``. A new method trains its student here too
+(docs/adding-a-method.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from contracts.artifacts import (
+    STUDENT_META,
+    TextModelMeta,
+    atomic_dir,
+    write_json_atomic,
+    write_stage_record,
+)
+from contracts.config import PipelineConfig
+from contracts.jobs import Stage
+from models.text import (
+    ClassifierInput,
+    embedding_width,
+    encode,
+    load_student,
+    load_tokenizer,
+    predict_logits,
+)
+from runtime.metrics import accuracy_f1
+from training import distributed
+from training.data.prepare import PreparedData
+from training.students.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
+from training.students.train_loop import Budget, Runtime, fit, seed_everything
+from training.tracking.progress import RunContext
+
+
+@dataclass
+class TeacherTargets:
+    """Frozen teachers' outputs on the student's training examples."""
+
+    logits: Tensor  # (M, N, k)
+    embeddings: list[Tensor]  # M tensors (N, D_i)
+    names: list[str]
+    # (M, N) per-sample teacher weights fixed in advance (the data-free amalgamation's
+    # layer-wise ones); None: distill.combine computes them from the logits.
+    weights: Tensor | None = None
+
+
+def loss_record(cfg: PipelineConfig) -> dict[str, object]:
+    """The loss a student was trained with, as its stage record and bundle provenance say it."""
+    d = cfg.distill
+    return {
+        "alpha": d.alpha,
+        "beta": d.beta,
+        "tau": d.tau,
+        "kd_form": d.kd_form,
+        "embedding_loss": d.embedding_loss,
+        "combine": d.combine,
+        "use_unlabelled": d.use_unlabelled,
+    }
+
+
+# Splits whose examples carry no label: the teachers' targets only (KD terms).
+UNLABELLED_SPLITS = ("unlabelled", "generated")
+# (epoch, model, tokenizer) -> the rows (into the concatenated splits) that train this epoch.
+RowSelector = Callable[[int, PreTrainedModel, PreTrainedTokenizerBase], np.ndarray]
+
+
+def _label_ids(data: PreparedData, splits: list[str]) -> Tensor:
+    """Label ids of ``splits`` concatenated; unlabelled examples get ``UNLABELLED``."""
+    ids: list[int] = []
+    for s in splits:
+        unlabelled = s in UNLABELLED_SPLITS
+        ids += [UNLABELLED] * len(data.splits[s]) if unlabelled else data.label_ids(s)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class StudentOptions:
+    """What a method may change about how its student trains, in one place.
+
+    Every default trains the plain way: all rows of ``splits`` every epoch, each row's KD
+    terms weighted alike, nothing added to the student's provenance. A method that needs
+    more adds a field here (with a default that changes nothing), not a parameter.
+    """
+
+    # Per row of the concatenated splits: its weight in the KD terms (TGT: a generated
+    # text's weight from the teachers' confidence). None: every row weighs 1.
+    sample_weight: Tensor | None = None
+    # Which rows train in each epoch, always as many (TGT: a fresh share of the generated
+    # texts per epoch). None: every row, every epoch.
+    select_rows: RowSelector | None = None
+    # Written into the student's lugpi.json and stage record (TGT's generation summary,
+    # StrataNet's teachers and union labels): the bundle's provenance reads it from there.
+    extra_meta: Mapping[str, object] = field(default_factory=dict)
+    # The stage the student is recorded and reported under. None: distill for a student,
+    # baseline for a baseline.
+    stage: Stage | None = None
+
+
+def train_text_classifier(
+    cfg: PipelineConfig,
+    data: PreparedData,
+    kind: Literal["student", "baseline"],
+    targets: TeacherTargets | None,
+    splits: list[str],
+    runtime: Runtime,
+    out_dir: Path,
+    ctx: RunContext,
+    started: float,
+    options: StudentOptions | None = None,
+) -> Path:
+    """Train ``cfg.student`` on ``splits`` of ``data`` and save it to ``out_dir`` (a student
+    directory: transformers files, lugpi.json, history.json, stage.json).
+
+    ``kind`` "student" learns from ``targets`` with the KD loss of ``cfg.distill`` (plus
+    cross-entropy on the labelled rows); "baseline" (``targets`` None) from the labels alone.
+    Both start from the same seeded weights and batch order. ``started``: when the stage
+    began (``time.perf_counter()``), for the stage record. ``options``: the method's hooks.
+    """
+    opts = options or StudentOptions()
+    sample_weight, select_rows = opts.sample_weight, opts.select_rows
+    extra_meta = dict(opts.extra_meta)
+    scfg, dcfg = cfg.student, cfg.distill
+    stage = opts.stage or (Stage.DISTILL if kind == "student" else Stage.BASELINE)
+    # Seed, then build the student first: student and baseline start from the same weights.
+    seed_everything(cfg.seed)
+    model = load_student(scfg.text_model, data.labels, runtime.device)
+    tokenizer = load_tokenizer(scfg.text_model)
+    texts = [t for s in splits for t in data.texts(s)]
+    pairs = [p for s in splits for p in (data.pairs(s) or [])] if data.text_pair else None
+    y = _label_ids(data, splits)
+    capture = ClassifierInput(model)
+    projections = nn.ModuleList()
+    # Teachers without embeddings (a text classifier as teacher, e.g. self-distillation)
+    # give no embedding term: the loss is CE + KD.
+    beta = dcfg.beta if targets is not None and targets.embeddings else 0.0
+    if targets is not None and beta > 0:
+        # e_S -> each teacher's e_T width; part of the loss, never of the exported student.
+        d_s = embedding_width(model)
+        for e_t in targets.embeddings:
+            d_t = e_t.shape[1]
+            projections.append(nn.Linear(d_s, d_t) if d_t != d_s else nn.Identity())
+        projections.to(runtime.device)
+    torch.manual_seed(cfg.seed + 1)  # same dropout stream with or without projections
+    active = [np.arange(len(texts)) if select_rows is None else select_rows(0, model, tokenizer)]
+
+    def on_epoch(epoch: int) -> None:
+        if select_rows is not None and epoch > 0:
+            rows = select_rows(epoch, model, tokenizer)
+            assert len(rows) == len(active[0]), "select_rows must keep the epoch size"
+            active[0] = rows
+
+    def step_fn(batch: np.ndarray) -> tuple[Tensor, dict[str, float]]:
+        idx = active[0][batch]
+        enc = encode(
+            tokenizer,
+            [texts[i] for i in idx],
+            [pairs[i] for i in idx] if pairs else None,
+            scfg.max_length,
+        )
+        logits = model(**{k: v.to(runtime.device) for k, v in enc.items()}).logits
+        e_s = capture.pop()
+        labels = y[idx].to(runtime.device)
+        if targets is None:
+            ce = hard_cross_entropy(logits.float(), labels)
+            return ce, {"ce": ce.item()}
+        terms = lugpi_loss(
+            logits,
+            labels,
+            [p(e_s.float()) for p in projections],
+            targets.logits[:, idx].to(runtime.device),
+            [e[idx].to(runtime.device) for e in targets.embeddings],
+            alpha=dcfg.alpha,
+            beta=beta,
+            tau=dcfg.tau,
+            combine=dcfg.combine,
+            kd_form=dcfg.kd_form,
+            embedding_loss=dcfg.embedding_loss,
+            sample_weight=None if sample_weight is None else sample_weight[idx].to(runtime.device),
+            weights=None if targets.weights is None else targets.weights[:, idx],
+        )
+        parts = {"ce": terms.ce.item(), "kd": terms.kd.item(), "emb": terms.emb.item()}
+        return terms.total, parts
+
+    y_dev = np.asarray(data.label_ids("dev"))
+
+    def eval_fn() -> dict[str, float]:
+        logits = predict_logits(
+            model,
+            tokenizer,
+            data.texts("dev"),
+            data.pairs("dev"),
+            max_length=scfg.max_length,
+            batch_size=scfg.batch_size,
+            device=runtime.device,
+            amp_dtype=runtime.amp_dtype,
+        )
+        return accuracy_f1(y_dev, logits.argmax(-1), len(data.labels))
+
+    budget = Budget(
+        n_examples=len(active[0]),
+        batch_size=scfg.batch_size,
+        epochs=scfg.epochs,
+        learning_rate=scfg.learning_rate,
+        weight_decay=scfg.weight_decay,
+        warmup_ratio=scfg.warmup_ratio,
+        seed=cfg.seed,
+    )
+    history, best = fit(
+        model, [model, projections], step_fn, eval_fn, budget, runtime, ctx, stage, on_epoch
+    )
+    capture.remove()
+    meta = TextModelMeta.model_validate(
+        {
+            "kind": kind,
+            "labels": data.labels,
+            "max_length": scfg.max_length,
+            "text_pair": data.text_pair,
+            "base_model": scfg.text_model,
+            "metrics": {"dev": best},
+            # Extra fields (TextModelMeta allows them): provenance for the bundle.
+            "teachers": targets.names if targets is not None else [],
+            "loss": loss_record(cfg) if kind == "student" else {"alpha": 0.0, "beta": 0.0},
+            "train_examples": {s: len(data.splits[s]) for s in splits},
+            **extra_meta,
+        }
+    )
+    summary: dict[str, object] = {
+        "dev": best,
+        "best_epoch": history.best_epoch,
+        "train_seconds": history.train_seconds,
+        "processes": runtime.world.size,
+        **extra_meta,
+    }
+    if kind == "student":
+        summary["teachers"] = targets.names if targets is not None else []
+        summary["loss"] = loss_record(cfg)
+
+    def save() -> None:  # once, by rank 0 under torchrun (every rank holds the same weights)
+        with atomic_dir(out_dir, stage.value) as tmp:
+            model.cpu().save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json_atomic(tmp / STUDENT_META, meta.model_dump(mode="json"))
+            history.save(tmp / "history.json")
+            write_stage_record(tmp, stage, time.perf_counter() - started, summary)
+
+    distributed.on_main(save)
+    return out_dir
