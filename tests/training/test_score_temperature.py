@@ -241,6 +241,22 @@ def test_every_surface_serves_the_bundles_calibrated_probabilities(
             rows = [{d["label"]: d["score"] for d in row} for row in r.json()]
             got = np.array([[row[k] for k in LABELS] for row in rows])
             assert np.abs(got - want).max() < 1e-4, raw
+        # infinity's /v1/classify.
+        r = client.post("/v1/classify", json={"model": "reviews", "input": texts})
+        assert r.status_code == 200, r.text
+        rows = [{x["label"]: x["score"] for x in row} for row in r.json()["data"]]
+        assert np.abs(np.array([[row[k] for k in LABELS] for row in rows]) - expected).max() < 1e-5
+        # Open Inference Protocol: the probabilities tensor, and logits raw.
+        body = {
+            "inputs": [{"name": "text", "shape": [len(texts), 1], "datatype": "BYTES",
+                        "data": [[t] for t in texts]}],
+            "outputs": [{"name": "probabilities"}, {"name": "logits"}],
+        }  # fmt: skip
+        r = client.post("/v2/models/reviews/infer", json=body)
+        assert r.status_code == 200, r.text
+        tensors = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in r.json()["outputs"]}
+        assert np.abs(tensors["probabilities"] - expected).max() < 1e-5
+        assert np.abs(tensors["logits"] - logits).max() < 1e-4
         info = client.get("/models/reviews").json()
         recorded = info["versions"][0]["score_temperature"]
         assert recorded["temperature"] == pytest.approx(temperature)
