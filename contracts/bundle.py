@@ -2,7 +2,7 @@
 
     <model-repository>/<name>/<version>/
         model.onnx  model.int8.onnx  tokenizer.json  bundle.json
-        transformers/  config.json  tokenizer.json  model.safetensors  onnx/model.onnx
+        transformers/  config.json  tokenizer.json  model.safetensors  [onnx/model.onnx: reference]
 
 ``bundle.json`` is a ``BundleManifest``. This is the only definition of it.
 ``transformers/`` (optional) is the student as other tools load a model directory:

@@ -460,7 +460,8 @@ def _save_transformers_copy(
     serving_tokenizer_file: Path,
 ) -> None:
     """The student as save_pretrained (safetensors) for transformers pipelines and
-    text-embeddings-inference (export adds onnx/model.onnx); the API never reads it."""
+    text-embeddings-inference (onnx/model.onnx is a reference in bundle.json: ``materialize``
+    writes it); the API never reads it."""
     model.save_pretrained(dest, safe_serialization=True)
     hf_tok.save_pretrained(dest)
     # The same padding/truncation as the bundle's.
