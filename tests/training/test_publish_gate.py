@@ -25,7 +25,7 @@ from contracts.config import PipelineConfig, PublishGateConfig
 from contracts.errors import RepositoryError
 from contracts.jobs import Stage
 from contracts.model_versions import pin_version, promote, rollback
-from contracts.repository import HELD_FILE, list_models, publish, resolve
+from contracts.repository import HELD_FILE, format_models_table, list_models, publish, resolve
 from training.pipeline import Run
 from training.progress import RunContext
 from training.publish_gate import GateSplit, decide
@@ -192,6 +192,8 @@ def test_held_versions_are_listed_never_default_until_pinned_or_promoted(
     assert entries["v2"].held == "accuracy on test 0.4 < minimum 0.9" and entries["v2"].ok
     assert entries["v1"].default and not entries["v2"].default
     assert resolve(repo, "gate") == entries["v1"].path  # lugpi predict's default
+    table = format_models_table(list_models(repo, "gate"))  # lugpi models
+    assert "| gate | v2 | held |" in table and "| gate | v1 | yes |" in table
     # Pruning never lets held versions push out the served one.
     publish(bundles["b"], repo, "gate", keep_last=1, held="again")
     assert [e.version for e in list_models(repo, "gate")] == ["v1", "v3"]
