@@ -214,7 +214,17 @@ def test_held_versions_are_listed_never_default_until_pinned_or_promoted(
 
     pin_version(repo, "gate", "v3")  # an admin's pin serves it
     assert next(e for e in list_models(repo, "gate") if e.default).version == "v3"
-    promote(repo, "gate", "v3")
+    settings = ApiSettings(
+        model_repository=repo, poll_interval_s=0, intra_op_threads=1, admin_keys=["admin"]
+    )
+    with TestClient(create_app(settings)) as client:
+        url = "/models/gate/versions/v3/promote"
+        assert client.post(url).status_code == 401
+        r = client.post(url, headers={"X-API-Key": "admin"})  # the admin route: promote()
+        assert r.status_code == 200, r.text
+        assert {v["version"]: v["held"] for v in r.json()["versions"]}["v3"] is None
+        again = client.post(url, headers={"X-API-Key": "admin"})
+        assert again.status_code == 400 and "not held" in again.text
     assert not (repo / "gate" / "v3" / HELD_FILE).exists()
     # Rolling back never lands on a held version.
     publish(bundles["b"], repo, "gate", held="held again")
