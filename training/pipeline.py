@@ -40,7 +40,7 @@ from contracts.artifacts import (
 )
 from contracts.bundle import read_manifest
 from contracts.config import PipelineConfig, TeacherConfig
-from contracts.errors import ConfigError
+from contracts.errors import ArtifactError, ConfigError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
 from training import distributed
@@ -643,15 +643,20 @@ class Run:
         self.ctx.step(Stage.PUBLISH, 1, 1, f"published {name} {version}{held}")
 
     def _gate_split(self) -> GateSplit | None:
-        """The texts of ``publish_gate.split`` (None in the amalgamate mode, whose data is
-        not prepared, or when the split has no labels)."""
+        """The texts of ``publish_gate.split``; None in the amalgamate mode, whose data is
+        not prepared, in a run dir without prepared data, or when the split has no labels
+        (the gate's checks that need texts are then skipped, and say so)."""
         from training.publish_gate import GateSplit
 
         split = self.cfg.publish_gate.split
-        if self.cfg.amalgamate.enabled or not self.data.splits.get(split):
+        if self.cfg.amalgamate.enabled:
             return None
         try:
+            if not self.data.splits.get(split):
+                return None
             labels = self.data.label_ids(split)
+        except ArtifactError:  # no prepared data in this run dir (an export made elsewhere)
+            return None
         except ValueError:  # unlabelled texts: nothing to measure on
             return None
         return GateSplit(self.data.texts(split), self.data.pairs(split), labels)
