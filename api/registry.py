@@ -128,16 +128,20 @@ class Snapshot:
     default_model: str | None = None
     # name -> the version an admin pinned as default (contracts.model_versions)
     pinned: dict[str, str] = field(default_factory=dict)
+    # name -> version -> why the publish gate held it back (contracts.repository HELD_FILE)
+    held: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def latest(self, name: str) -> LoadedModel | None:
-        """The default version of ``name``: the pinned one if it is loaded, else the newest."""
+        """The default version of ``name``: the pinned one if it is loaded, else the newest
+        loaded one that is not held (None when every loaded version is held)."""
         versions = self.models.get(name)
         if not versions:
             return None
         pin = self.pinned.get(name)
         if pin is not None and pin in versions:
             return versions[pin]
-        return versions[max(versions, key=version_number)]
+        servable = [v for v in versions if v not in self.held.get(name, {})]
+        return versions[max(servable, key=version_number)] if servable else None
 
 
 class ModelRegistry:
@@ -200,7 +204,12 @@ class ModelRegistry:
             raise ModelNotFound(f"{why} {name!r}; served models: {served}")
         if version is None:
             latest = snap.latest(name)
-            assert latest is not None
+            if latest is None:  # every loaded version is held by the publish gate
+                raise ModelNotFound(
+                    f"every served version of {name!r} is held by the publish gate "
+                    f"({sorted(versions, key=version_number)}); name a version, or an admin "
+                    f"pins one (PUT /models/{name}/default)"
+                )
             return latest
         if version not in versions:
             loaded = sorted(versions, key=version_number, reverse=True)
@@ -242,7 +251,11 @@ class ModelRegistry:
             pinned = {
                 name: e.version for name, dirs in found.items() for e in dirs.values() if e.pinned
             }
-            self.snapshot = Snapshot(models, present, failures, self._default(models), pinned)
+            held = {
+                name: {v: e.held for v, e in dirs.items() if e.held is not None}
+                for name, dirs in found.items()
+            }
+            self.snapshot = Snapshot(models, present, failures, self._default(models), pinned, held)
             self.metrics.models_loaded.set(sum(len(v) for v in models.values()))
             self._close_dropped(old, self.snapshot)
             return self.snapshot

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from contracts.bundle import VERSION_PATTERN
+from contracts.bundle import VERSION_PATTERN, ScoreTemperature
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -137,6 +137,18 @@ class VersionInfo(BaseModel):
     # and the "confusion" matrix (rows: true label, columns: predicted, in label order).
     metrics: dict[str, dict[str, dict[str, float | int | str | list[list[int]]]]] | None = None
     provenance: dict[str, object] | None = None
+    # Issue 26 (trust-a): the score temperature and ECE/NLL/Brier before/after it, and why a
+    # version is held back by the publish gate (contracts/publish_gate.py).
+    score_temperature: ScoreTemperature | None = Field(
+        default=None,
+        description="Probabilities are softmax(logits / temperature); fitted on dev at export, "
+        "with ECE, NLL and Brier before and after. Absent: temperature 1.",
+    )
+    held: str | None = Field(
+        default=None,
+        description="Why the publish gate held this version back: it is never the default "
+        "unless an admin pins it.",
+    )
 
 
 class ModelInfo(BaseModel):

@@ -2,7 +2,7 @@
 
     <model-repository>/<name>/<version>/
         model.onnx  model.int8.onnx  tokenizer.json  bundle.json
-        transformers/  config.json  tokenizer.json  model.safetensors  onnx/model.onnx
+        transformers/  config.json  tokenizer.json  model.safetensors  [onnx/model.onnx: reference]
 
 ``bundle.json`` is a ``BundleManifest``. This is the only definition of it.
 ``transformers/`` (optional) is the student as other tools load a model directory:
@@ -12,6 +12,10 @@ tokenizer and read the ``logits`` output.
 
 Schema versions: 1 (graphs with ``probabilities`` only) and 2 (``logits`` beside them,
 named in ``logits_output``). Both are read; export writes 2.
+A file that would be byte-identical to another (``transformers/onnx/model.onnx`` is
+``model.onnx``) is stored once: ``references`` maps its path to the file that holds it
+(not a symlink: ``bundle_file`` refuses links). ``score_temperature`` (schema 2 only) is the
+scalar the served probabilities are divided by (runtime/score_temperature.py).
 Torch-free and transformers-free: the API imports it.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -93,6 +98,30 @@ class ExportChecks(BaseModel):
     samples: list[CheckedSample] = Field(default_factory=list)
 
 
+class ScoreQuality(BaseModel):
+    """How far probabilities are from what they claim, on one split (lower is better)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ece: float = Field(ge=0, description="expected calibration error, 15 equal-width bins")
+    nll: float = Field(ge=0, description="mean negative log-likelihood of the gold label")
+    brier: float = Field(ge=0, description="mean squared distance to the one-hot label")
+    n: int = Field(ge=1)
+
+
+class ScoreTemperature(BaseModel):
+    """The score temperature T: served probabilities are softmax(logits / T). Fitted by NLL
+    on ``fitted_on`` at export. ``before``/``after``: ``[model][split]`` as in
+    ``BundleManifest.metrics`` (``student``: model.onnx, ``student-int8``), at T = 1 and at T."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(gt=0)
+    fitted_on: str = "dev"
+    before: dict[str, dict[str, ScoreQuality]] = Field(default_factory=dict)
+    after: dict[str, dict[str, ScoreQuality]] = Field(default_factory=dict)
+
+
 class BundleManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -114,13 +143,30 @@ class BundleManifest(BaseModel):
     metrics: dict[str, dict[str, SplitMetrics]] = Field(default_factory=dict)
     export_checks: ExportChecks | None = None
     files: dict[str, str] = Field(description="file name -> sha256 hex digest")
+    # A path that holds the same bytes as a listed file, stored once: path -> listed file.
+    references: dict[str, str] = Field(default_factory=dict)
+    # None (bundles exported before it, or without dev labels): T = 1.
+    score_temperature: ScoreTemperature | None = None
     created_at: datetime
 
     @model_validator(mode="after")
     def _logits_need_schema_2(self) -> BundleManifest:
         if self.schema_version == 1 and self.logits_output is not None:
             raise ValueError("logits_output is a schema 2 field; set schema_version to 2")
+        if self.score_temperature is not None and self.logits_output is None:
+            raise ValueError("score_temperature needs a graph with a logits output")
+        for path, target in self.references.items():
+            if path in self.files or target not in self.files:
+                raise ValueError(
+                    f"references: {path!r} -> {target!r} must name a path not in files and "
+                    "a file that is"
+                )
         return self
+
+    @property
+    def temperature(self) -> float:
+        """The score temperature to serve with (1 when the bundle has none)."""
+        return 1.0 if self.score_temperature is None else self.score_temperature.temperature
 
 
 def sha256_file(path: Path) -> str:
@@ -170,6 +216,27 @@ def bundle_file(bundle_dir: Path, name: str) -> Path:
     return path
 
 
+def materialize(bundle_dir: Path, dest: Path, under: str = "") -> Path:
+    """Copy the verified bundle's files below ``under`` (e.g. ``"transformers"``) to
+    ``dest``, each reference as the bytes it names: a directory other tools can load
+    (text-embeddings-inference's ort backend and optimum want ``onnx/model.onnx`` beside
+    ``config.json``). ``dest`` must not exist. Returns ``dest``."""
+    manifest = verify_bundle(bundle_dir)
+    prefix = PurePosixPath(under) if under else None
+    names = {**{f: f for f in manifest.files}, **manifest.references}
+    dest.mkdir(parents=True)
+    for name, source in sorted(names.items()):
+        rel = PurePosixPath(name)
+        if prefix is not None:
+            if not rel.is_relative_to(prefix):
+                continue
+            rel = rel.relative_to(prefix)
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle_file(bundle_dir, source), target)
+    return dest
+
+
 def verify_bundle(bundle_dir: Path) -> BundleManifest:
     """Read the manifest and check every listed file exists with its sha256.
 
@@ -189,4 +256,6 @@ def verify_bundle(bundle_dir: Path) -> BundleManifest:
                 f"{bundle_dir}: {name} sha256 {actual[:12]}... does not match "
                 f"{MANIFEST} ({digest[:12]}...); the bundle is corrupt"
             )
+    for name in manifest.references:
+        bundle_file(bundle_dir, name)  # a reference is a path in the bundle, like a file
     return manifest

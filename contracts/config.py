@@ -493,6 +493,41 @@ class ExportConfig(_Strict):
     publish: bool = Field(True, description="Publish the bundle into the model repository.")
 
 
+class PublishGateConfig(_Strict):
+    """What a run must reach before its bundle becomes the served default (issue 26).
+
+    Checked on the new run's ``split`` just before publishing (training/export/publish_gate.py):
+    a floor on a named metric; not worse than the current default version on the same
+    texts by more than ``max_drop`` (skipped, and recorded as such, when there is no
+    default or its labels differ); accuracy more than ``majority_margin`` above the
+    majority-class rate. A run that fails is published held (listed, never served by
+    default until an admin pins or promotes it) or not at all, as ``on_fail`` says."""
+
+    metric: Literal["accuracy", "macro_f1"] = Field(
+        "accuracy", description="The metric that minimum and max_drop apply to."
+    )
+    split: Literal["test", "dev"] = Field("test", description="The split the gate measures on.")
+    minimum: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        None, description="Fail below this value of the metric; null: no floor."
+    )
+    max_drop: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        None,
+        description="Fail when the metric is more than this below the current default "
+        "version's on the same split (the default is evaluated on the new run's texts); "
+        "null: no comparison.",
+    )
+    majority_margin: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        0.02,
+        description="Fail when accuracy is not more than this above the majority-class rate "
+        "(always answering the most frequent label); null: no such check.",
+    )
+    on_fail: Literal["hold", "skip"] = Field(
+        "hold",
+        description="hold: publish it marked held (never served by default); skip: do not "
+        "publish it.",
+    )
+
+
 class TrackingConfig(_Strict):
     """Experiment tracking (optional): every stage's metrics, curves, config, provenance."""
 
@@ -524,6 +559,7 @@ class PipelineConfig(_Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     baseline: bool = Field(True, description="Also train the CE-only baseline for comparison.")
     export: ExportConfig = Field(default_factory=ExportConfig)
+    publish_gate: PublishGateConfig = Field(default_factory=PublishGateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     text_generator: TextGeneratorConfig = Field(default_factory=TextGeneratorConfig)
     tgt: TgtConfig = Field(default_factory=TgtConfig)

@@ -1,4 +1,5 @@
-"""Managing the versions of a published model: pin a default, roll back, delete one.
+"""Managing the versions of a published model: pin a default, roll back, delete one,
+promote one the publish gate held back.
 
     <repository>/<name>/.default-version   the pinned version ("v3"); absent: the newest
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from contracts.artifacts import write_text_atomic
 from contracts.errors import RepositoryError
 from contracts.repository import (
+    HELD_FILE,
     PIN_FILE,
     ModelEntry,
     check_name,
@@ -75,6 +77,21 @@ def pin_version(repository: Path, name: str, version: str) -> ModelEntry:
     return entry
 
 
+def promote(repository: Path, name: str, version: str) -> ModelEntry:
+    """Lift the publish gate's hold on ``version`` (an admin's call): it becomes servable,
+    and the default when it is the newest servable version. Returns the entry as it was."""
+    model_dir, _ = _entries(repository, name)
+    try:
+        with locked(model_dir):
+            entry = _valid(_entries(repository, name)[1], name, version)
+            if entry.held is None:
+                raise RepositoryError(f"{name} {version} is not held; nothing to promote")
+            (entry.path / HELD_FILE).unlink()
+    except OSError as e:
+        raise _io(f"promoting {name} {version}", model_dir, e) from e
+    return entry
+
+
 def unpin(repository: Path, name: str) -> str | None:
     """Forget the pin: the newest valid version is the default again. Returns the old pin."""
     model_dir, _ = _entries(repository, name)
@@ -97,7 +114,11 @@ def rollback(repository: Path, name: str) -> ModelEntry:
             if current is None:
                 raise RepositoryError(f"model {name!r} has no valid version to roll back from")
             n = version_number(current.version) or 0
-            older = [e for e in entries if e.ok and (version_number(e.version) or 0) < n]
+            older = [
+                e
+                for e in entries
+                if e.ok and e.held is None and (version_number(e.version) or 0) < n
+            ]
             if not older:
                 raise RepositoryError(
                     f"{name} {current.version} is the oldest valid version; nothing to roll back to"

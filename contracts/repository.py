@@ -1,6 +1,7 @@
 """The model repository: published student bundles, ``<repository>/<name>/<version>/``.
 
     <repository>/<name>/  v1/ v2/ ...   .lock  .last-version  [.tmp-*  .trash-*]
+    <repository>/<name>/v<N>/.held      (optional) why the publish gate held it back
 
 Publishing copies a bundle into a hidden ``.tmp-`` directory beside the versions,
 verifies it, then, holding ``.lock`` (``fcntl.flock``), picks the next version number
@@ -48,6 +49,9 @@ COUNTER_FILE = ".last-version"
 # A version an admin chose as the default (contracts.model_versions); absent: the newest.
 PIN_FILE = ".default-version"
 TMP_PREFIX = ".tmp-"
+# A version the publish gate held back (training/export/publish_gate.py): listed, never the default
+# unless an admin pins it (or promotes it: contracts.model_versions.promote). Holds the reason.
+HELD_FILE = ".held"
 TRASH_PREFIX = ".trash-"
 # A .tmp- dir this old belongs to a publisher that died (copying takes seconds).
 STALE_SECONDS = 3600.0
@@ -72,6 +76,10 @@ class ModelEntry(BaseModel):
         "valid, else the highest valid one",
     )
     pinned: bool = Field(default=False, description="chosen as the default by an admin")
+    held: str | None = Field(
+        default=None,
+        description="why the publish gate held this version back: never the default unless pinned",
+    )
     problems: list[str] = Field(default_factory=list)
 
     @property
@@ -142,6 +150,7 @@ def _entry(name: str, version_dir: Path) -> ModelEntry:
     except OSError as e:
         entry.problems.append(f"vanished while listed: {e.strerror or e}")
         return entry
+    entry.held = read_held(version_dir)
     entry.labels = list(manifest.labels)
     entry.text_pair = manifest.text_pair
     entry.max_length = manifest.max_length
@@ -159,9 +168,20 @@ def _scan_name(name: str, model_dir: Path) -> list[ModelEntry]:
     pinned = [e for e in valid if e.version == pin]
     for e in pinned:
         e.pinned = True
-    if valid:
-        (pinned or valid)[-1].default = True
+    servable = pinned or [e for e in valid if e.held is None]
+    if servable:
+        servable[-1].default = True
     return entries
+
+
+def read_held(version_dir: Path) -> str | None:
+    """Why the publish gate held ``version_dir`` back, or None when it was not."""
+    try:
+        return (version_dir / HELD_FILE).read_text().strip() or "held by the publish gate"
+    except FileNotFoundError:
+        return None
+    except OSError as e:  # unreadable: safer to treat it as held than to serve it
+        return f"held (marker unreadable: {e.strerror or e})"
 
 
 def read_pin(model_dir: Path) -> str | None:
@@ -283,13 +303,18 @@ def _prune(model_dir: Path, keep_last: int) -> list[str]:
     """Delete versions older than the newest ``keep_last`` valid ones, and stale leftovers."""
     entries = _scan_name(model_dir.name, model_dir)
     numbered = [e for e in entries if version_number(e.version) is not None]
-    kept = [e for e in numbered if e.ok][-keep_last:]
+    valid = [e for e in numbered if e.ok]
+    # Held versions never push out servable ones: the newest keep_last servable versions
+    # stay, and held ones only while they are among the newest keep_last of all.
+    kept = [e for e in valid if e.held is None][-keep_last:]
+    newest = {e.version for e in valid[-keep_last:]}
     oldest_kept = version_number(kept[0].version) if kept else 0
     removed = []
     for e in numbered:
         if e.pinned:  # an admin's choice of default outlives any number of newer versions
             continue
-        if (version_number(e.version) or 0) < (oldest_kept or 0):
+        stale_hold = e.held is not None and e.version not in newest
+        if stale_hold or (version_number(e.version) or 0) < (oldest_kept or 0):
             discard(e.path)
             removed.append(e.version)
     now = time.time()
@@ -339,6 +364,7 @@ def publish(
     keep_last: int = 5,
     *,
     once_per_export: bool = False,
+    held: str | None = None,
 ) -> tuple[str, Path]:
     """Copy a verified bundle into ``repository/name/v<N>`` (N = highest ever + 1) and
     delete versions beyond the newest ``keep_last``; return (version, path).
@@ -348,6 +374,8 @@ def publish(
     With ``once_per_export`` (what a run's publish step uses), idempotent per export: a
     bundle already published (a run that crashed after the version was renamed into place,
     then resumed) returns the version it got then instead of adding one.
+    ``held`` (the publish gate's reason) publishes the version marked held: listed, never
+    the default unless pinned. The marker is in place before the version appears.
     """
     check_name(name)
     if keep_last < 1:
@@ -376,6 +404,8 @@ def publish(
         provenance = manifest.provenance.model_copy(update={"export_id": export})
         renamed = manifest.model_copy(update={"name": name, "provenance": provenance})
         (tmp / MANIFEST).write_text(renamed.model_dump_json(indent=2))
+        if held is not None:
+            (tmp / HELD_FILE).write_text(held.strip() + "\n")
         verify_bundle(tmp)
         with locked(model_dir):
             if export is not None and (done := _published_as(model_dir, export)) is not None:
@@ -415,6 +445,7 @@ def format_models_table(entries: list[ModelEntry]) -> str:
         created = e.created_at.strftime("%Y-%m-%d %H:%M") if e.created_at else "-"
         problems = "; ".join(e.problems)[:120] or "-"
         default = ("yes, pinned" if e.pinned else "yes") if e.default else ""
+        default = default or ("held" if e.held else "")
         lines.append(
             f"| {e.name} | {e.version} | {default} | {labels} | {acc} | "
             f"{e.total_bytes / 1e6:.1f} | {created} | {problems} |"

@@ -21,6 +21,7 @@ from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_LOGITS, TOKENIZER, Bun
 from contracts.errors import ModelLoadError
 from contracts.truncation import Cut
 from runtime.encoding import TextEncoder, TokenizerInput
+from runtime.score_temperature import apply as apply_temperature
 from runtime.session import CUDA, RuntimeOptions, choose_providers, make_session
 
 log = logging.getLogger("lugpi.runtime")
@@ -40,7 +41,7 @@ class BundleLimits:
 
 @dataclass(frozen=True)
 class Scores:
-    probs: np.ndarray  # (n, n_labels) float32
+    probs: np.ndarray  # (n, n_labels) float32, at the classifier's score temperature
     logits: np.ndarray | None  # the same shape; None when the graph has no logits output
 
 
@@ -53,7 +54,11 @@ def _shrink_options() -> ort.RunOptions:
 
 
 class OnnxClassifier:
-    """An encoder and a session; ``output`` names the graph output that holds probabilities."""
+    """An encoder and a session; ``output`` names the graph output that holds probabilities.
+
+    ``temperature`` (the bundle's score temperature, 1 when it has none): probabilities are
+    softmax(logits / temperature), so every surface serves the same scaled scores; the
+    logits stay raw."""
 
     def __init__(
         self,
@@ -63,6 +68,7 @@ class OnnxClassifier:
         labels: Sequence[str],
         variant: Variant = "fp32",
         lone_session: ort.InferenceSession | None = None,
+        temperature: float = 1.0,
     ) -> None:
         graph_inputs = {i.name for i in session.get_inputs()}
         if graph_inputs != set(encoder.inputs):
@@ -81,6 +87,12 @@ class OnnxClassifier:
         # Graphs exported before bundle schema 2 have probabilities only.
         self.has_logits = ONNX_LOGITS in {o.name for o in session.get_outputs()}
         self._outputs = [output, *([ONNX_LOGITS] if self.has_logits else [])]
+        if temperature != 1.0 and not (temperature > 0 and self.has_logits):
+            raise ModelLoadError(
+                f"score temperature {temperature} needs a positive value and a graph with "
+                f"a {ONNX_LOGITS!r} output"
+            )
+        self.temperature = temperature
 
     @classmethod
     def from_files(
@@ -94,6 +106,7 @@ class OnnxClassifier:
         labels: Sequence[str],
         options: RuntimeOptions | None = None,
         limits: BundleLimits | None = None,
+        temperature: float = 1.0,
     ) -> OnnxClassifier:
         options = options or RuntimeOptions()
         limits = limits or BundleLimits()
@@ -110,7 +123,7 @@ class OnnxClassifier:
         if options.wants_lone_session and session.get_providers()[0] != CUDA:
             lone = make_session(model_file, replace(options, spinning=True))
         variant: Variant = "int8" if model_file.name == MODEL_INT8 else "fp32"
-        return cls(session, encoder, output, labels, variant, lone)
+        return cls(session, encoder, output, labels, variant, lone, temperature)
 
     # --- the steps, for callers that batch across requests --------------------------------
     def pair_up(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[TokenizerInput]:
@@ -146,6 +159,8 @@ class OnnxClassifier:
         outs = session.run(self._outputs, self.encoder.feed(encodings), options)
         probs = np.asarray(outs[0], dtype=np.float32)
         logits = np.asarray(outs[1], dtype=np.float32) if self.has_logits else None
+        if logits is not None and self.temperature != 1.0:
+            probs = apply_temperature(logits, self.temperature)
         return Scores(probs, logits)
 
     # --- whole calls ----------------------------------------------------------------------
@@ -247,6 +262,7 @@ def open_bundle(
             labels=manifest.labels,
             options=options,
             limits=limits,
+            temperature=manifest.temperature,
         )
         if manifest.logits_output is not None and not clf.has_logits:
             raise ModelLoadError(

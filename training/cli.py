@@ -223,7 +223,7 @@ def run(
             keep_last=_keep_last(),
         )
     _print_result(result, repository, RunLayout(result.run_dir).evaluate / "results.md")
-    if distributed.world().is_main and not result.published:
+    if distributed.world().is_main and not result.published and result.gate is None:
         typer.echo("not published (pass --repository or set LUGPI_MODEL_REPOSITORY)")
 
 
@@ -241,6 +241,9 @@ def _print_result(result: PipelineResult, repository: Path | None, results: Path
             typer.echo(f"  {model:<24} {split:<5} accuracy {acc:.4f}  macro-F1 {f1:.4f}")
     if result.published:
         typer.echo(f"published: {result.published[0]} {result.published[1]} in {repository}")
+    if result.gate is not None and result.gate.get("action") != "publish":
+        failed = [c["detail"] for c in result.gate["checks"] if c["status"] == "failed"]
+        typer.echo(f"publish gate: {result.gate['action']}: {'; '.join(failed)}")
 
 
 @app.command()
@@ -369,8 +372,13 @@ def export(args: StageArgs, *, repository: RepositoryOpt = None) -> None:
     with args.run() as r:
         typer.echo(str(r.export(force=args.force)))
         if repository is not None and r.cfg.export.publish:
-            name, version = r.publish(repository, _keep_last())
-            typer.echo(f"published: {name} {version} in {repository}")
+            published = r.publish(repository, _keep_last())
+            gate = r.gate_record() or {}
+            if published is not None:
+                typer.echo(f"published: {published[0]} {published[1]} in {repository}")
+            if gate.get("action") not in (None, "publish"):
+                failed = [c["detail"] for c in gate["checks"] if c["status"] == "failed"]
+                typer.echo(f"publish gate: {gate['action']}: {'; '.join(failed)}")
 
 
 def _version(show: bool) -> None:

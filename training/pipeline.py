@@ -25,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -40,7 +40,7 @@ from contracts.artifacts import (
 )
 from contracts.bundle import read_manifest
 from contracts.config import PipelineConfig, TeacherConfig
-from contracts.errors import ConfigError
+from contracts.errors import ArtifactError, ConfigError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
 from training import distributed
@@ -55,6 +55,9 @@ from training.sharding import InProcess, ShardStrategy
 from training.tracking.experiments import Tracker
 from training.tracking.progress import RunContext
 
+if TYPE_CHECKING:
+    from training.export.publish_gate import GateSplit
+
 # Settings that change how fast a stage runs or where it publishes, never what it makes.
 _NOT_RESULT_AFFECTING = {
     "device",
@@ -68,6 +71,14 @@ _NOT_RESULT_AFFECTING = {
     # Whether a weak int8 model fails the export or ships fp32 only: a policy, not a result of
     # any stage before export, so a run stopped by the int8 check can be finished with it.
     "export.require_int8",
+    # Whether the bundle is published as the default, held or not at all: decided after
+    # every stage, from their results (training/export/publish_gate.py).
+    "publish_gate.metric",
+    "publish_gate.split",
+    "publish_gate.minimum",
+    "publish_gate.max_drop",
+    "publish_gate.majority_margin",
+    "publish_gate.on_fail",
     # Where the run is reported, not what it computes.
     "tracking.mlflow",
     "tracking.uri",
@@ -81,6 +92,8 @@ class PipelineResult:
     metrics: dict[str, Any]  # model -> split -> {"accuracy", "macro_f1", "n"}
     bundle_dir: Path | None
     published: tuple[str, str] | None  # (name, version)
+    # The publish gate's decision (training/export/publish_gate.py GateDecision), None if not run.
+    gate: dict[str, Any] | None = None
 
 
 def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
@@ -545,6 +558,11 @@ class Run:
                 )
             summary: dict[str, object] = {"selected": selected, "students": students}
             write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
+        # Score temperature (issue 26): each bundle's T and ECE before/after, in results.md.
+        from training.export.score_temperature import results_section, write_results_section
+
+        fitted = {key: read_manifest(out / key).score_temperature for key in plan}
+        write_results_section(self.layout.evaluate / "results.md", results_section(fitted))
         self.ctx.step(Stage.EXPORT, len(plan), len(plan), f"exported; publishing {selected}")
 
     # -- the data-free StrataNet mode (training/strata/mode.py) ------------------------------
@@ -604,7 +622,7 @@ class Run:
         published = None
         if repository is not None and cfg.export.publish:
             published = self.publish(Path(repository), keep_last)
-        return PipelineResult(self.dir, metrics, bundle, published)
+        return PipelineResult(self.dir, metrics, bundle, published, self.gate_record())
 
     def strata_stage_dirs(self) -> list[Path]:
         """The StrataNet mode's stage directories, in order (a missing one is not tracked)."""
@@ -613,31 +631,75 @@ class Run:
         layout = self.layout
         return [layout.strata, layout.student(STUDENT_KEY), layout.evaluate, layout.export]
 
-    def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str]:
+    def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str] | None:
         """Publish the exported bundle once per run dir, keeping the newest ``keep_last``
-        versions of its name; return (name, version)."""
+        versions of its name; return (name, version), or None when the publish gate
+        refused it (``publish_gate.on_fail: skip``; ``gate_record`` says why)."""
         distributed.on_main(lambda: self._publish(repository, keep_last))
         done = json.loads(self.layout.published.read_text())
-        return done["name"], done["version"]
+        return (done["name"], done["version"]) if done.get("version") else None
 
-    def _publish(self, repository: Path, keep_last: int) -> tuple[str, str]:
+    def gate_record(self) -> dict[str, Any] | None:
+        """The publish gate's decision recorded by ``publish`` (None before it ran)."""
+        record = self.layout.published
+        gate = json.loads(record.read_text()).get("gate") if record.is_file() else None
+        return gate if isinstance(gate, dict) else None
+
+    def _publish(self, repository: Path, keep_last: int) -> None:
         from contracts.repository import publish
+        from training.export.publish_gate import decide
 
         record = self.layout.published
         if record.is_file():
             done = json.loads(record.read_text())
-            self.ctx.step(Stage.PUBLISH, 1, 1, f"already published as {done['version']}")
-            return done["name"], done["version"]
-        self.ctx.step(Stage.PUBLISH, 0, 1, f"publishing into {repository}")  # last cancel point
+            was = done["version"] or "not published (publish gate)"
+            self.ctx.step(Stage.PUBLISH, 1, 1, f"already done: {was}")
+            return
         name = self.cfg.export.name
+        # Issue 26: the publish gate, before the last cancel point (it may evaluate the
+        # current default version on this run's texts).
+        self.ctx.step(Stage.PUBLISH, 0, 1, "checking the publish gate")
+        gate = decide(
+            self.cfg.publish_gate, self.selected_bundle(), repository, name, self._gate_split()
+        )
+        if gate.action == "skip":
+            write_json_atomic(record, {"name": name, "version": None, "gate": gate.model_dump()})
+            self.ctx.step(Stage.PUBLISH, 1, 1, gate.summary())
+            return
+        self.ctx.step(Stage.PUBLISH, 0, 1, f"publishing into {repository}")  # last cancel point
         # Once per export: a worker killed after the rename but before the record above
         # was written finds its version on resume instead of publishing it again.
         version, path = publish(
-            self.selected_bundle(), repository, name, keep_last, once_per_export=True
+            self.selected_bundle(),
+            repository,
+            name,
+            keep_last,
+            once_per_export=True,
+            held=gate.reason if gate.action == "hold" else None,
         )
-        write_json_atomic(record, {"name": name, "version": version, "path": str(path)})
-        self.ctx.step(Stage.PUBLISH, 1, 1, f"published {name} {version}")
-        return name, version
+        done = {"name": name, "version": version, "path": str(path), "gate": gate.model_dump()}
+        write_json_atomic(record, done)
+        held = f" (held: {gate.reason})" if gate.action == "hold" else ""
+        self.ctx.step(Stage.PUBLISH, 1, 1, f"published {name} {version}{held}")
+
+    def _gate_split(self) -> GateSplit | None:
+        """The texts of ``publish_gate.split``; None in the StrataNet mode, whose data is
+        not prepared, in a run dir without prepared data, or when the split has no labels
+        (the gate's checks that need texts are then skipped, and say so)."""
+        from training.export.publish_gate import GateSplit
+
+        split = self.cfg.publish_gate.split
+        if self.cfg.strata.enabled:
+            return None
+        try:
+            if not self.data.splits.get(split):
+                return None
+            labels = self.data.label_ids(split)
+        except ArtifactError:  # no prepared data in this run dir (an export made elsewhere)
+            return None
+        except ValueError:  # unlabelled texts: nothing to measure on
+            return None
+        return GateSplit(self.data.texts(split), self.data.pairs(split), labels)
 
 
 def run_pipeline(
@@ -690,4 +752,10 @@ def run_pipeline(
     published = None
     if repository is not None and cfg.export.publish:
         published = run.publish(Path(repository), keep_last)
-    return PipelineResult(run_dir=run.dir, metrics=metrics, bundle_dir=bundle, published=published)
+    return PipelineResult(
+        run_dir=run.dir,
+        metrics=metrics,
+        bundle_dir=bundle,
+        published=published,
+        gate=run.gate_record(),
+    )

@@ -97,6 +97,8 @@ def _outcome(store: JobStore, spec: dict[str, Any], settings: WorkerSettings) ->
         cfg = PipelineConfig.model_validate(rec.config)
         result = stages(cfg, job_id, settings, reporter, fan_out, worker=spec["worker"])
         out = {"state": "succeeded", "metrics": result.metrics, "published": result.published}
+        if result.gate is not None:  # the publish gate's decision: the job record says why
+            out["metrics"] = {**result.metrics, "publish_gate": result.gate}
     except AttemptLost as e:
         log.error("job %s: %s; leaving it to its new owner", job_id, e)
         out = {"state": "lost", "why": str(e)}

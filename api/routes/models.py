@@ -38,7 +38,9 @@ def public_provenance(provenance: dict[str, object]) -> dict[str, object]:
     return {k: _public_name(provenance[k]) for k in PUBLIC_PROVENANCE if provenance.get(k)}
 
 
-def _loaded_info(model: LoadedModel, is_default: bool, admin: bool) -> VersionInfo:
+def _loaded_info(
+    model: LoadedModel, is_default: bool, admin: bool, held: str | None = None
+) -> VersionInfo:
     m = model.manifest
     provenance = m.provenance.model_dump()
     return VersionInfo(
@@ -55,6 +57,8 @@ def _loaded_info(model: LoadedModel, is_default: bool, admin: bool) -> VersionIn
             k: {s: v.model_dump() for s, v in splits.items()} for k, splits in m.metrics.items()
         },
         provenance=provenance if admin else public_provenance(provenance),
+        score_temperature=m.score_temperature,
+        held=held,
     )
 
 
@@ -67,7 +71,8 @@ def describe(snap: Snapshot, name: str, admin: bool = False) -> ModelInfo:
         is_default = latest is not None and latest.version == version
         failure = snap.failures.get((name, version))
         if version in loaded:
-            versions.append(_loaded_info(loaded[version], is_default, admin))
+            held = snap.held.get(name, {}).get(version)
+            versions.append(_loaded_info(loaded[version], is_default, admin, held))
         elif failure is not None:
             versions.append(
                 VersionInfo(
@@ -80,7 +85,14 @@ def describe(snap: Snapshot, name: str, admin: bool = False) -> ModelInfo:
                 )
             )
         else:
-            versions.append(VersionInfo(version=version, status="available", is_default=False))
+            versions.append(
+                VersionInfo(
+                    version=version,
+                    status="available",
+                    is_default=False,
+                    held=snap.held.get(name, {}).get(version),
+                )
+            )
     versions.sort(key=lambda v: version_number(v.version), reverse=True)
     return ModelInfo(
         name=name,

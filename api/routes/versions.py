@@ -1,4 +1,5 @@
-"""Admin routes over a model's versions: pin the default, unpin, roll back, delete one.
+"""Admin routes over a model's versions: pin the default, unpin, roll back, delete one,
+promote one the publish gate held back.
 
 Each change is made in the repository by ``contracts.model_versions`` (under the model's
 lock, atomically), then this model is rescanned at once so that the answer, and the
@@ -80,3 +81,15 @@ async def delete_version(
         raise ModelNotFound(f"invalid version {version!r}: expected v1, v2, ...")
     repo = settings.model_repository
     return await _change(registry, name, lambda: model_versions.delete_version(repo, name, version))
+
+
+@router.post("/{name}/versions/{version}/promote")
+async def promote_version(
+    name: str, version: str, registry: RegistryDep, settings: SettingsDep
+) -> ModelInfo:
+    """Lift the publish gate's hold on a version: it is served as the default when it is the
+    newest servable one (pinning serves it without lifting the hold)."""
+    if not re.match(VERSION_PATTERN, version):
+        raise ModelNotFound(f"invalid version {version!r}: expected v1, v2, ...")
+    repo = settings.model_repository
+    return await _change(registry, name, lambda: model_versions.promote(repo, name, version))

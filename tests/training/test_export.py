@@ -23,7 +23,15 @@ from transformers import (
 )
 
 from contracts.artifacts import STUDENT_META, TextModelMeta
-from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_INPUTS, TOKENIZER, verify_bundle
+from contracts.bundle import (
+    MODEL_FP32,
+    MODEL_INT8,
+    ONNX_INPUTS,
+    TOKENIZER,
+    materialize,
+    sha256_file,
+    verify_bundle,
+)
 from contracts.errors import ExportCheckError
 from runtime.classifier import OnnxClassifier
 from training.export import bundle as export_mod
@@ -241,23 +249,26 @@ def test_transformers_copy_loads_in_a_pipeline_and_matches_onnx_random(
 
 
 def test_transformers_dir_loads_as_onnx_model_dirs_are_read_random(
-    bundle: Path, cwi: dict[str, Split]
+    bundle: Path, cwi: dict[str, Split], tmp_path: Path
 ) -> None:
     """transformers/ read the way text-embeddings-inference's ort backend reads a model
     directory: config.json (a *ForSequenceClassification architecture, id2label and
     label2id), tokenizer.json, onnx/model.onnx fed input_ids/attention_mask (and
     token_type_ids where the graph takes them) padded with 0, scores from "logits".
     optimum's ORTModelForSequenceClassification looks for the same file and output; it
-    cannot be installed next to transformers 5, so it is not run here."""
+    cannot be installed next to transformers 5, so it is not run here. The bundle stores
+    onnx/model.onnx as a reference to model.onnx (issue 26: one copy of each file);
+    ``materialize`` writes the directory those tools read."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    hf_dir = bundle / TRANSFORMERS_DIR
+    hf_dir = materialize(bundle, tmp_path / "hf", TRANSFORMERS_DIR)
     config = json.loads((hf_dir / "config.json").read_text())
     assert any(a.endswith("Classification") for a in config["architectures"])
     assert config["id2label"] == {"0": "0", "1": "1"} and config["label2id"] == {"0": 0, "1": 1}
     assert verify_bundle(bundle).schema_version == 2
-    assert f"{TRANSFORMERS_DIR}/onnx/{MODEL_FP32}" in verify_bundle(bundle).files
+    # Changed by issue 26: a reference in bundle.json, not a second copy of the file.
+    assert verify_bundle(bundle).references == {f"{TRANSFORMERS_DIR}/onnx/{MODEL_FP32}": MODEL_FP32}
 
     tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
     tok.no_padding()
@@ -279,6 +290,21 @@ def test_transformers_dir_loads_as_onnx_model_dirs_are_read_random(
     softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     served = served_fp32(bundle).predict_proba(texts[:8], pairs[:8])
     assert np.abs(softmax - served).max() < 1e-5
+
+
+LARGE_FILE = 1 << 20  # graphs and weights; tokenizer files (~0.7 MB) may repeat
+
+
+def test_a_bundle_holds_no_two_identical_large_files_random(bundle: Path) -> None:
+    """Issue 26: model.onnx and transformers/onnx/model.onnx were the same bytes twice."""
+    files = [p for p in bundle.rglob("*") if p.is_file()]
+    large = [p for p in files if p.stat().st_size >= LARGE_FILE]
+    assert {MODEL_FP32, f"{TRANSFORMERS_DIR}/model.safetensors"} <= {
+        p.relative_to(bundle).as_posix() for p in large
+    }
+    digests = [sha256_file(p) for p in large]
+    assert len(set(digests)) == len(digests), sorted(p.relative_to(bundle) for p in large)
+    assert not any(p.is_symlink() for p in bundle.rglob("*"))
 
 
 def test_a_failing_check_names_the_metric_and_writes_nothing_random(

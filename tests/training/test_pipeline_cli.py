@@ -129,6 +129,13 @@ def test_whole_pipeline_through_the_cli_with_random_tiny_models(
         assert is_complete(run_dir / stage), stage
     assert "published: smoke v1" in out
     assert (repo / "smoke" / "v1" / "bundle.json").is_file()
+    # Issue 26: results.md has each bundle's score temperature; the publish gate's decision
+    # is recorded, and a held version carries its marker (and the CLI says why).
+    assert "## Score temperature" in (run_dir / "evaluate" / "results.md").read_text()
+    gate = json.loads((run_dir / "published.json").read_text())["gate"]
+    held = gate["action"] == "hold"
+    assert held == (repo / "smoke" / "v1" / ".held").is_file(), gate
+    assert held == ("publish gate: hold:" in out), out
     manifest = json.loads((repo / "smoke" / "v1" / "bundle.json").read_text())
     assert manifest["labels"] == ["complex", "simple"] and manifest["text_pair"] is True
     assert {"baseline", "teacher-effnet", "student", "student-effnet"} <= set(manifest["metrics"])

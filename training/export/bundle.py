@@ -52,12 +52,13 @@ from contracts.bundle import (
     verify_bundle,
 )
 from contracts.errors import ArtifactError, ExportCheckError
-from runtime.classifier import OnnxClassifier
+from runtime.classifier import OnnxClassifier, Scores
 from runtime.encoding import TextEncoder
 from runtime.metrics import accuracy_f1, compare, confusion_matrix, softmax
 from runtime.session import RuntimeOptions
 from training.export.graph_fusion import fuse_transformer
 from training.export.quantize import MIN_INT8_AGREEMENT, quantize_checked
+from training.export.score_temperature import fit_score_temperature
 from training.export.student_checkpoint import (
     TextSplit,
     check_tokenization,
@@ -72,6 +73,8 @@ log = logging.getLogger("lugpi.export")
 
 UNPUBLISHED_VERSION = "v0"
 TRANSFORMERS_DIR = "transformers"
+# transformers/onnx/model.onnx: a reference to model.onnx in bundle.json (contracts/bundle.py).
+ONNX_DIR_COPY = f"{TRANSFORMERS_DIR}/onnx/{MODEL_FP32}"
 FP32_TOLERANCE = 1e-4
 N_SAMPLES = 8  # dev texts whose served probabilities bundle.json records
 
@@ -280,7 +283,7 @@ def export_student(
             if split is not None:
                 check_tokenization(hf_tok, encoder, split, meta.max_length, batch_size)
 
-        def classifier(path: Path) -> OnnxClassifier:
+        def classifier(path: Path, temperature: float = 1.0) -> OnnxClassifier:
             return OnnxClassifier.from_files(
                 path,
                 tmp / TOKENIZER,
@@ -289,6 +292,7 @@ def export_student(
                 max_length=meta.max_length,
                 labels=meta.labels,
                 options=_check_options(),
+                temperature=temperature,
             )
 
         def run(path: Path, split: TextSplit) -> np.ndarray:
@@ -298,26 +302,27 @@ def export_student(
         reference_logits = torch_logits(model, hf_tok, dev, meta.max_length, batch_size)
         reference = softmax(reference_logits)
 
-        def checked(path: Path) -> tuple[ExportChecks, np.ndarray]:
+        def checked(path: Path) -> tuple[ExportChecks, Scores]:
             """Probabilities and logits of an fp32 graph against PyTorch's."""
             scores = classifier(path).predict_scores(dev.texts, dev.pairs, batch_size)
             checks = check_fp32(reference, scores.probs, dev)
             checks.fp32_max_rel_logit_diff = check_logits(reference_logits, scores.logits)
-            return checks, scores.probs
+            return checks, scores
 
-        checks, fp32 = checked(tmp / MODEL_FP32)
+        checks, fp32_scores = checked(tmp / MODEL_FP32)
         fused = _fused_fp32(model, tmp / MODEL_FP32, Path(scratch) / "fused.onnx")
         if fused is not None:
             try:
-                fused_checks, fused_probs = checked(fused)
+                fused_checks, fused_scores = checked(fused)
             except ExportCheckError as e:
                 log.warning("fused fp32 graph not shipped: %s", e)
                 export_info["fp32_graph"] = f"traced (fused graph failed its check: {e})"
                 fused = None
             else:
                 shutil.copyfile(fused, tmp / MODEL_FP32)
-                checks, fp32 = fused_checks, fused_probs
+                checks, fp32_scores = fused_checks, fused_scores
                 export_info["fp32_graph"] = "fused (onnxruntime transformer optimizer)"
+        fp32 = fp32_scores.probs
         # probs[(variant, split)]: the dev ones are the check runs, reused for metrics.
         probs = {("student", "dev"): fp32}
         if quantize:
@@ -342,21 +347,40 @@ def export_student(
                 checks.dev_accuracy_int8 = _accuracy(int8, dev.labels)
                 checks.int8_settings = settings.as_dict()
                 probs[("student-int8", "dev")] = int8
-        checks.samples = _samples(
-            [classifier(tmp / f) for f in (MODEL_FP32, MODEL_INT8) if (tmp / f).is_file()], dev
+        # --- score temperature (training/export/score_temperature.py): logits of every shipped
+        # graph on dev and test; T is fitted on model.onnx's dev logits.
+        logits = {("student", "dev"): fp32_scores.logits}
+        for variant, path in (("student", MODEL_FP32), ("student-int8", MODEL_INT8)):
+            for split_name, split in (("dev", dev), ("test", test)):
+                if split is None or split.labels is None or not (tmp / path).is_file():
+                    continue
+                if (variant, split_name) not in logits:
+                    scores = classifier(tmp / path).predict_scores(
+                        split.texts, split.pairs, batch_size
+                    )
+                    logits[(variant, split_name)] = scores.logits
+                    probs.setdefault((variant, split_name), scores.probs)
+        score_temperature = fit_score_temperature(
+            logits, {"dev": dev.labels, "test": test.labels if test is not None else None}
         )
-        if test is not None and test.labels is not None:
-            for variant, path in (("student", MODEL_FP32), ("student-int8", MODEL_INT8)):
-                if (tmp / path).is_file():
-                    probs[(variant, "test")] = run(tmp / path, test)
+        temperature = 1.0 if score_temperature is None else score_temperature.temperature
+        # The samples are what a server returns, so at the score temperature.
+        checks.samples = _samples(
+            [
+                classifier(tmp / f, temperature)
+                for f in (MODEL_FP32, MODEL_INT8)
+                if (tmp / f).is_file()
+            ],
+            dev,
+        )
 
         if with_transformers:
             _save_transformers_copy(
                 model, hf_tok, Path(student_dir), tmp / TRANSFORMERS_DIR, tmp / TOKENIZER
             )
-            # Where TEI's ort backend and optimum look for the graph; they read "logits".
-            (tmp / TRANSFORMERS_DIR / "onnx").mkdir()
-            shutil.copyfile(tmp / MODEL_FP32, tmp / TRANSFORMERS_DIR / "onnx" / MODEL_FP32)
+        # Where TEI's ort backend and optimum look for the graph (they read "logits"): the
+        # same bytes as model.onnx, so a manifest reference, not a second copy (issue 26).
+        references = {ONNX_DIR_COPY: MODEL_FP32} if with_transformers else {}
         curves = training_curves(Path(student_dir))
         prov = Provenance.model_validate(
             {
@@ -380,6 +404,8 @@ def export_student(
             metrics=_recorded_metrics(metrics, probs, {"dev": dev, "test": test}, n),
             export_checks=checks,
             files={p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
+            references=references,
+            score_temperature=score_temperature,
             created_at=datetime.now(UTC),
         )
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
@@ -478,7 +504,8 @@ def _save_transformers_copy(
     serving_tokenizer_file: Path,
 ) -> None:
     """The student as save_pretrained (safetensors) for transformers pipelines and
-    text-embeddings-inference (export adds onnx/model.onnx); the API never reads it."""
+    text-embeddings-inference (onnx/model.onnx is a reference in bundle.json: ``materialize``
+    writes it); the API never reads it."""
     model.save_pretrained(dest, safe_serialization=True)
     hf_tok.save_pretrained(dest)
     # The same padding/truncation as the bundle's.
