@@ -37,6 +37,11 @@ ErrorKind = Literal[
 
 Surface = Literal["native", "tei", "oip", "openai"]
 
+# The most validation errors an error body lists; the rest are counted, not rendered.
+# Together with the bounded lists of the request schemas (api.schemas.MAX_LIST_ITEMS)
+# this keeps a body of many bad items from costing a body of many error messages.
+MAX_REPORTED_ERRORS = 20
+
 _NATIVE_STATUS: dict[ErrorKind, int] = {
     "bad_request": 400,
     "invalid": 422,

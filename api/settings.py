@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from api.schemas import MAX_LIST_ITEMS
 from contracts.settings import SharedSettings
 
 # Ids the job routes accept by default: the paper's models (for users who have the hub)
@@ -155,7 +156,11 @@ class ApiSettings(SharedSettings):
 
     # --- request limits -------------------------------------------------------------------
     max_texts_per_request: int = Field(
-        default=64, ge=1, description="Most texts in one /classify call."
+        default=64,
+        ge=1,
+        le=MAX_LIST_ITEMS,
+        description="Most texts in one /classify call (any surface); at most "
+        f"{MAX_LIST_ITEMS}, the bound every request list has in its schema.",
     )
     max_text_chars: int = Field(
         default=10_000, ge=1, description="Most characters in one text (or text pair item)."

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
 from api.registry import version_number
-from api.schemas import Text
+from api.schemas import MAX_LIST_ITEMS, Text
 from api.scoring import ranked, score
 
 router = APIRouter(prefix="/v1", tags=["infinity / OpenAI"], dependencies=[ClassifyAccess])
@@ -64,7 +64,9 @@ class ClassifyInput(BaseModel):
         json_schema_extra={"examples": [{"model": "sentiment", "input": ["I like you."]}]},
     )
 
-    input: list[Text] = Field(min_length=1, description="Texts to classify.")
+    input: list[Text] = Field(
+        min_length=1, max_length=MAX_LIST_ITEMS, description="Texts to classify."
+    )
     model: str = Field(
         default=UNNAMED, description=f"Model name; {UNNAMED!r}: the server's default model."
     )

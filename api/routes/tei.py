@@ -25,7 +25,7 @@ from api import API_VERSION
 from api.auth import ClassifyAccess
 from api.batching import TruncationSide
 from api.deps import MetricsDep, RegistryDep, SettingsDep
-from api.schemas import NAME_PATTERN, Text
+from api.schemas import MAX_LIST_ITEMS, NAME_PATTERN, Text
 from api.scoring import Scored, ScoreFunction, ranked, score
 from contracts.bundle import VERSION_PATTERN
 from contracts.errors import InvalidInput, LimitExceeded
@@ -76,6 +76,15 @@ TEI_ERRORS = _tei_errors(
 )
 
 
+# Bounded lists (api.schemas.MAX_LIST_ITEMS): pydantic stops at the bound instead of
+# validating every item of a huge list once per branch of the union.
+Texts = Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
+# A batch item is [text] or [text, text_pair].
+Sequences = Annotated[
+    list[Annotated[list[Text], Field(max_length=2)]], Field(max_length=MAX_LIST_ITEMS)
+]
+
+
 class TeiPrediction(BaseModel):
     score: float
     label: str
@@ -94,7 +103,7 @@ class PredictRequest(BaseModel):
         },
     )
 
-    inputs: Text | list[Text] | list[list[Text]] = Field(
+    inputs: Text | Texts | Sequences = Field(
         description="A string, a pair [text, text_pair], or a batch [[text], [text, "
         "text_pair], ...]."
     )
@@ -141,7 +150,12 @@ class HfTextClassificationRequest(BaseModel):
         },
     )
 
-    inputs: Text | list[Text] | TextPairInput | list[TextPairInput] = Field(
+    inputs: (
+        Text
+        | Texts
+        | TextPairInput
+        | Annotated[list[TextPairInput], Field(max_length=MAX_LIST_ITEMS)]
+    ) = Field(
         description="A text, a list of texts, or {text, text_pair} (a list of them) for "
         "pair models."
     )
