@@ -177,6 +177,8 @@ def test_random_a_list_past_the_schema_bound_is_one_error(make_client: MakeClien
     # Past api.schemas.MAX_LIST_ITEMS, pydantic stops counting: one error, not one per item.
     from api.schemas import MAX_LIST_ITEMS
 
-    r = make_client().post("/classify", json={"texts": [1] * (MAX_LIST_ITEMS + 1), "model": "sentiment"})
+    r = make_client().post(
+        "/classify", json={"texts": [1] * (MAX_LIST_ITEMS + 1), "model": "sentiment"}
+    )
     assert r.status_code == 422
     assert [e["type"] for e in r.json()["detail"]] == ["too_long"]
