@@ -10,9 +10,13 @@ A job body names files and models that a worker will open, so before a job is qu
   the built-in names that load nothing a user controls: the offline aliases that ship on
   PyPI and ``tiny-random`` (built from code). Decision: these are always allowed; an
   allow-list entry that is a directory allows that directory (compared resolved).
-- a hub revision (``generator.revision``) is a reference the hub's owners can move: it
-  must be a pinned commit (40 hex digits), or be allowed with its model, as
-  ``<model>@<revision>`` in ``settings.allowed_models``.
+- a hub revision (``generator.revision``, ``text_generator.revision``) is a reference
+  the hub's owners can move: it must be a pinned commit (40 hex digits), or be allowed
+  with its model, as ``<model>@<revision>`` in ``settings.allowed_models``.
+- every field that holds a hub reference is listed once, in ``HUB_FIELDS``, and
+  ``hub_references`` turns a config into the references its job will load; the model
+  and revision rules above run over that list only. A test walks the config schema so
+  that a new such field cannot be added without joining the list.
 - ``generator.cache_dir`` (where the worker *writes*) must lie under ``artifacts_dir``.
 - the amalgamate mode (``amalgamate.enabled``) loads its teachers, not the LUGPI ones:
   each ``amalgamate.teachers[].model`` must be a directory under ``artifacts_dir`` (a run
@@ -26,6 +30,7 @@ Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,60 @@ BUILTIN_MODELS = frozenset(
 )
 DATA_FIELDS = ("train", "dev", "test", "unlabelled")
 PINNED_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+Loc = tuple[str | int, ...]
+
+# Every config field that holds a hub model id, as a dotted path with ``[]`` for list
+# items, with the field holding its hub revision (or None); HUB_FIELDS: all of them.
+HUB_MODELS: dict[str, str | None] = {
+    "student.text_model": None,
+    "generator.model": "generator.revision",
+    "text_generator.model": "text_generator.revision",
+    "teachers[].text_model": None,
+    "teachers[].image_model": None,
+}
+HUB_FIELDS = frozenset(HUB_MODELS) | {rev for rev in HUB_MODELS.values() if rev is not None}
+# A run directory under the artifacts root, or an allowed model: a rule of its own.
+AMALGAMATE_TEACHER_FIELD = "amalgamate.teachers[].model"
+
+
+@dataclass(frozen=True)
+class HubReference:
+    loc: Loc
+    model: str
+    revision: str | None
+
+
+def _loaded(cfg: PipelineConfig, path: str) -> bool:
+    """Whether the job loads what ``path`` names: the amalgamate mode loads neither the
+    image generator nor the LUGPI teachers; the text generator loads in TGT and there."""
+    section = path.split(".", 1)[0]
+    amalgamate = cfg.amalgamate.enabled
+    if section in ("generator", "teachers[]"):
+        return not amalgamate
+    if section == "text_generator":
+        return cfg.tgt.enabled or amalgamate
+    return True
+
+
+def hub_references(cfg: PipelineConfig) -> list[HubReference]:
+    """Every hub reference of ``HUB_MODELS`` the job will load, with where it is."""
+    refs: list[HubReference] = []
+    for path, revision_path in HUB_MODELS.items():
+        if not _loaded(cfg, path):
+            continue
+        section, field = path.split(".")
+        owners: list[tuple[Loc, Any]]
+        if section.endswith("[]"):
+            items = getattr(cfg, section[:-2])
+            owners = [((section[:-2], i, field), item) for i, item in enumerate(items)]
+        else:
+            owners = [((section, field), getattr(cfg, section))]
+        for loc, owner in owners:
+            revision = getattr(owner, revision_path.split(".")[-1]) if revision_path else None
+            refs.append(HubReference(loc, getattr(owner, field), revision))
+    return refs
 
 
 def _error(loc: tuple[str | int, ...], msg: str) -> dict[str, Any]:
@@ -118,16 +177,6 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
             errors.append(_error(("data", field), f"data.{field} {value!r} {e}"))
 
     amalgamate = cfg.amalgamate.enabled
-    models: list[tuple[tuple[str | int, ...], str]] = [
-        (("student", "text_model"), cfg.student.text_model),
-    ]
-    if not amalgamate:
-        models += [(("generator", "model"), cfg.generator.model)]
-    if cfg.tgt.enabled or amalgamate:  # the text generator loads only in these modes
-        models += [(("text_generator", "model"), cfg.text_generator.model)]
-    for i, t in enumerate(cfg.teachers if not amalgamate else []):
-        models += [(("teachers", i, "text_model"), t.text_model)]
-        models += [(("teachers", i, "image_model"), t.image_model)]
     teacher_updates: dict[int, str] = {}
     seed_texts: str | None = None
     if amalgamate:
@@ -150,29 +199,30 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
                 seed_texts = str(resolve_data_path(a.seed_texts, list(settings.data_roots)))
             except ValueError as e:
                 errors.append(_error(("amalgamate", "seed_texts"), f"amalgamate.seed_texts {e}"))
-    for loc, value in models:
-        if not _model_allowed(value, settings):
-            name = ".".join(str(x) for x in loc)
+    for ref in hub_references(cfg):
+        name = ".".join(str(x) for x in ref.loc)
+        if not _model_allowed(ref.model, settings):
             errors.append(
                 _error(
-                    loc,
-                    f"{name} {value!r} is not an allowed model; allowed: "
+                    ref.loc,
+                    f"{name} {ref.model!r} is not an allowed model; allowed: "
                     f"{sorted(BUILTIN_MODELS | set(settings.allowed_models))} "
                     "(LUGPI_ALLOWED_MODELS)",
                 )
             )
-
-    revision = None if amalgamate else cfg.generator.revision
-    pinned = revision is None or PINNED_COMMIT.match(revision)
-    if not pinned and f"{cfg.generator.model}@{revision}" not in settings.allowed_models:
-        errors.append(
-            _error(
-                ("generator", "revision"),
-                f"generator.revision {revision!r} is not a pinned commit (40 hex digits) "
-                f"and {cfg.generator.model}@{revision} is not in LUGPI_ALLOWED_MODELS; "
-                "pin a commit hash or allow the pair",
+        revision = ref.revision
+        if revision is None or PINNED_COMMIT.match(revision):
+            continue
+        if f"{ref.model}@{revision}" not in settings.allowed_models:
+            section = ref.loc[0]
+            errors.append(
+                _error(
+                    (section, "revision"),
+                    f"{section}.revision {revision!r} is not a pinned commit (40 hex digits) "
+                    f"and {ref.model}@{revision} is not in LUGPI_ALLOWED_MODELS; "
+                    "pin a commit hash or allow the pair",
+                )
             )
-        )
 
     caches = (
         ("generator", cfg.generator.cache_dir),

@@ -62,3 +62,87 @@ def test_pinned_or_allowed_revisions_pass(data: Path, tmp_path: Path) -> None:
     other = _settings(tmp_path, "someone/else@fp16")
     with pytest.raises(RequestValidationError):
         check_job_config(_config(data, revision="fp16"), other)
+
+
+# --- every hub reference through one check (issue 27 item 7) ------------------------------
+# ``text_generator.revision = "refs/pr/1"`` with tgt.enabled was accepted and reached
+# from_pretrained(revision=...): only generator.revision was checked.
+
+# Config fields that mention the hub but are not models the job loads from it: data paths
+# are local files only (resolve_data_path refuses hub dataset ids), split names are words.
+NOT_HUB_MODELS = {"data.train", "data.hf_splits"}
+
+
+def _config_fields(model: type[Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Every leaf field of the config schema as a dotted path (``[]`` for list items)."""
+    from pydantic import BaseModel
+
+    out: list[tuple[str, Any]] = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        ann = info.annotation
+        inner = (
+            getattr(ann, "__args__", (None,))[0]
+            if getattr(ann, "__origin__", None) is list
+            else None
+        )
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _config_fields(ann, path + ".")
+        elif isinstance(inner, type) and issubclass(inner, BaseModel):
+            out += _config_fields(inner, path + "[].")
+        else:
+            out.append((path, info))
+    return out
+
+
+def test_the_hub_reference_table_names_every_field_that_holds_one() -> None:
+    """A new field naming a model or revision (or mentioning the hub) fails this test until
+    it is added to ``api.job_checks.HUB_FIELDS``, and so goes through the one check."""
+    from api.job_checks import AMALGAMATE_TEACHER_FIELD, HUB_FIELDS
+
+    found = {
+        path
+        for path, info in _config_fields(PipelineConfig)
+        if path.rsplit(".", 1)[-1].endswith(("model", "revision"))
+        or "hub" in (info.description or "").lower()
+    }
+    assert found - NOT_HUB_MODELS == set(HUB_FIELDS) | {AMALGAMATE_TEACHER_FIELD}
+
+
+def _enable_section(raw: dict[str, Any], path: str) -> None:
+    if path.startswith("text_generator."):
+        raw["tgt"] = {"enabled": True}  # the text generator loads in TGT (and amalgamate)
+
+
+@pytest.mark.parametrize("path", ["student.text_model", "generator.model", "text_generator.model",
+                                  "teachers[].text_model", "teachers[].image_model"])  # fmt: skip
+def test_every_hub_model_field_is_checked(data: Path, tmp_path: Path, path: str) -> None:
+    raw = _config(data).model_dump()
+    _enable_section(raw, path)
+    section, field = path.split(".")
+    target = raw["teachers"][0] if section == "teachers[]" else raw[section]
+    target[field] = "someone/not-allowed"
+    with pytest.raises(RequestValidationError) as e:
+        check_job_config(PipelineConfig.model_validate(raw), _settings(tmp_path))
+    locs = [err["loc"] for err in e.value.errors()]
+    want = ("body", *(("teachers", 0, field) if section == "teachers[]" else (section, field)))
+    assert want in locs
+
+
+@pytest.mark.parametrize("section", ["generator", "text_generator"])
+@pytest.mark.parametrize("revision", ["main", "refs/pr/1"])
+def test_every_hub_revision_field_is_checked(
+    data: Path, tmp_path: Path, section: str, revision: str
+) -> None:
+    raw = _config(data).model_dump()
+    raw["text_generator"]["model"] = "distilbert-base-uncased"
+    _enable_section(raw, f"{section}.revision")
+    raw[section]["revision"] = revision
+    allowed = _settings(tmp_path, "distilbert-base-uncased")
+    with pytest.raises(RequestValidationError) as e:
+        check_job_config(PipelineConfig.model_validate(raw), allowed)
+    (err,) = e.value.errors()
+    assert err["loc"] == ("body", section, "revision")
+    assert "commit" in err["msg"] and "LUGPI_ALLOWED_MODELS" in err["msg"]
+    raw[section]["revision"] = COMMIT
+    check_job_config(PipelineConfig.model_validate(raw), allowed)
