@@ -29,10 +29,12 @@ Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 
@@ -49,6 +51,7 @@ PINNED_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 Loc = tuple[str | int, ...]
+_R = TypeVar("_R")
 
 # Every config field that holds a hub model id, as a dotted path with ``[]`` for list
 # items, with the field holding its hub revision (or None); HUB_FIELDS: all of them.
@@ -106,14 +109,49 @@ def _error(loc: tuple[str | int, ...], msg: str) -> dict[str, Any]:
     return {"type": "value_error", "loc": ("body", *loc), "msg": msg}
 
 
+# Linux's limits: a path component (NAME_MAX) and a whole path (PATH_MAX), in bytes.
+NAME_MAX, PATH_MAX = 255, 4096
+
+
+def local_path(value: str) -> Path:
+    """``value`` as a path, ``~`` expanded; ``ValueError`` for what the OS cannot look up
+    (an unknown user's home, a component or path over the OS limits) instead of the
+    ``RuntimeError`` or ``OSError`` that would answer 500."""
+    if len(value.encode()) > PATH_MAX or any(
+        len(part.encode()) > NAME_MAX for part in Path(value).parts
+    ):
+        raise ValueError(
+            f"is longer than the OS allows ({NAME_MAX} bytes a component, {PATH_MAX} a path)"
+        )
+    try:
+        return Path(value).expanduser()
+    except RuntimeError as e:  # ~user of a user that does not exist
+        raise ValueError(f"names a home directory that does not exist ({e})") from e
+
+
 def _under(path: Path, roots: list[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
+def _os_errors_as_value_errors(lookup: Callable[[str, _R], Path]) -> Callable[[str, _R], Path]:
+    """An OS refusal of a lookup (a path too long once joined to its root...) is the
+    client's path at fault: a ``ValueError`` saying so, not a 500."""
+
+    @functools.wraps(lookup)
+    def checked(value: str, root: _R) -> Path:
+        try:
+            return lookup(value, root)
+        except OSError as e:
+            raise ValueError(f"cannot be looked up: {e.strerror}") from e
+
+    return checked
+
+
+@_os_errors_as_value_errors
 def resolve_data_path(value: str, roots: list[Path]) -> Path:
     """The real file (or save_to_disk directory) ``value`` names under ``roots``;
     ``ValueError`` saying why not. Never a hub id: a job reads local data only."""
-    given = Path(value).expanduser()
+    given = local_path(value)
     if ".." in given.parts:
         raise ValueError("must not contain '..'; give a path under the data roots")
     real_roots = [r.resolve() for r in roots]
@@ -134,16 +172,19 @@ def resolve_data_path(value: str, roots: list[Path]) -> Path:
     )
 
 
+@_os_errors_as_value_errors
 def resolve_artifact_dir(value: str, artifacts_dir: Path) -> Path:
     """The real directory ``value`` names under the artifacts root (relative: to it);
     ``ValueError`` saying why not."""
-    given = Path(value).expanduser()
+    given = local_path(value)
     if ".." in given.parts:
         raise ValueError("must not contain '..'")
     root = Path(artifacts_dir).resolve()
     real = (given if given.is_absolute() else root / given).resolve()
     if not real.is_relative_to(root):
         raise ValueError(f"is not under the artifacts dir {root}")
+    if real == root:
+        raise ValueError("is the artifacts dir itself; name a run directory under it")
     if not real.is_dir():
         raise ValueError(f"is no directory under the artifacts dir {root}")
     return real
@@ -152,10 +193,13 @@ def resolve_artifact_dir(value: str, artifacts_dir: Path) -> Path:
 def _model_allowed(value: str, settings: ApiSettings) -> bool:
     if value in BUILTIN_MODELS or value in settings.allowed_models:
         return True
-    path = Path(value).expanduser()
-    if not path.exists():
+    try:
+        path = local_path(value)
+        if not path.exists():
+            return False
+        real = path.resolve()
+    except (ValueError, OSError):
         return False
-    real = path.resolve()
     return any(
         Path(entry).expanduser().exists() and Path(entry).expanduser().resolve() == real
         for entry in settings.allowed_models
@@ -231,8 +275,11 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
     for section, value in caches:
         if value is None:
             continue
-        cache = Path(value).expanduser()
         artifacts = Path(settings.artifacts_dir).resolve()
+        try:
+            cache = local_path(value)
+        except ValueError:
+            cache = Path("..")  # refused below like any path outside the artifacts dir
         if ".." in cache.parts or not cache.resolve().is_relative_to(artifacts):
             errors.append(
                 _error(

@@ -146,3 +146,57 @@ def test_every_hub_revision_field_is_checked(
     assert "commit" in err["msg"] and "LUGPI_ALLOWED_MODELS" in err["msg"]
     raw[section]["revision"] = COMMIT
     check_job_config(PipelineConfig.model_validate(raw), allowed)
+
+
+# --- paths that made the admin route answer 500 (issue 27 item 8) -------------------------
+# ``~nosuchuser/...`` raised RuntimeError in expanduser; a 300-character component raised
+# OSError (ENAMETOOLONG) in resolve/exists. Each is now a 422 naming the field.
+HOSTILE_PATHS = ["~nosuchuser/train.csv", "x" * 300 + "/train.csv", "a/" + "y" * 300]
+
+
+@pytest.mark.parametrize("value", HOSTILE_PATHS)
+@pytest.mark.parametrize(
+    "where",
+    ["data.train", "student.text_model", "generator.cache_dir", "amalgamate.teachers",
+     "amalgamate.seed_texts"],
+)  # fmt: skip
+def test_hostile_paths_are_a_422_naming_the_field(
+    data: Path, tmp_path: Path, where: str, value: str
+) -> None:
+    raw = _config(data).model_dump()
+    section, field = where.split(".")
+    if section == "amalgamate":
+        raw["amalgamate"] = {"enabled": True, "teachers": [{"name": "t", "model": "runs/x"}]}
+        raw["text_generator"]["model"] = "tiny-bbc-masked"
+        if field == "teachers":
+            raw["amalgamate"]["teachers"][0]["model"] = value
+        else:
+            raw["amalgamate"][field] = value
+    else:
+        raw[section][field] = value
+    settings = ApiSettings(
+        data_roots=[tmp_path / "data"],
+        artifacts_dir=tmp_path / "artifacts",
+        allowed_models=["stabilityai/stable-diffusion-2"],
+    )
+    with pytest.raises(RequestValidationError) as e:
+        check_job_config(PipelineConfig.model_validate(raw), settings)
+    locs = [err["loc"][1:3] for err in e.value.errors()]
+    assert (section, field) in locs, e.value.errors()
+
+
+@pytest.mark.parametrize("value", [".", "", "runs/..", "./"])
+def test_the_artifacts_root_itself_is_no_amalgamation_teacher(tmp_path: Path, value: str) -> None:
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "runs").mkdir(parents=True)
+    settings = ApiSettings(data_roots=[tmp_path], artifacts_dir=artifacts, allowed_models=[])
+    body = {
+        "student": {"text_model": "all-minilm-l6-v2"},
+        "text_generator": {"model": "tiny-bbc-masked"},
+        "amalgamate": {"enabled": True, "teachers": [{"name": "t", "model": value}]},
+    }
+    for teacher in (value, str(artifacts), str(artifacts) + "/"):
+        body["amalgamate"]["teachers"][0]["model"] = teacher  # type: ignore[index]
+        with pytest.raises(RequestValidationError) as e:
+            check_job_config(PipelineConfig.model_validate(body), settings)
+        assert e.value.errors()[0]["loc"] == ("body", "amalgamate", "teachers", 0, "model")
