@@ -26,6 +26,7 @@ from api.metrics import ApiMetrics, MetricsMiddleware
 from api.registry import ModelRegistry
 from api.request_id import RequestIdFilter, RequestIdMiddleware
 from api.routes import classify, health, jobs, models, oip, openai_compat, teacher, tei, versions
+from api.same_origin import SameOriginMiddleware
 from api.settings import ApiSettings
 
 log = logging.getLogger("lugpi.api")
@@ -140,6 +141,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.allow_unauthenticated_admin and not settings.admin_keys:
+        app.add_middleware(SameOriginMiddleware)  # demo mode: no cross-site state changes
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # it times everything below
     app.add_middleware(RequestIdMiddleware)  # outermost: every response gets its id
 
