@@ -154,9 +154,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(teacher.router)
     # Drop-in surfaces for other servers' clients, over the same batcher (README table).
     app.include_router(tei.router)
+    app.include_router(tei.public)
     app.include_router(oip.health)
     app.include_router(oip.router)
     app.include_router(openai_compat.router)
+    app.include_router(openai_compat.public)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", _index, include_in_schema=False)
     # Another part of the API = one more include_router line above.

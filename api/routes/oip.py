@@ -7,7 +7,8 @@ graph has them, ``logits``. The classification extension (``parameters.classific
 strings. JSON tensors and the binary-tensor extension are both accepted.
 
 Versions are the repository's (``v1``, ``v2``...); a bare number (``1``) means the same.
-Health routes are public; the others take the same keys as every other route.
+Health, readiness and model metadata are public (reading what is served, README "Keys");
+inference takes the same keys as every other inference route.
 """
 
 from __future__ import annotations
@@ -132,25 +133,25 @@ async def ready(registry: RegistryDep) -> Response:
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-@router.get("/models/{name}", responses=OIP_ERRORS)
+@health.get("/models/{name}", responses=OIP_ERRORS)
 async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
     """Inputs, outputs and loaded versions (newest first) of a model."""
     return _metadata(registry, _model(registry, name, None))
 
 
-@router.get("/models/{name}/versions/{version}", responses=OIP_ERRORS)
+@health.get("/models/{name}/versions/{version}", responses=OIP_ERRORS)
 async def version_metadata(name: str, version: str, registry: RegistryDep) -> ModelMetadata:
     """The same for one version (``v2`` or ``2``)."""
     return _metadata(registry, _model(registry, name, version))
 
 
-@router.get("/models/{name}/ready", responses=OIP_ERRORS)
+@health.get("/models/{name}/ready", responses=OIP_ERRORS)
 async def model_ready(name: str, registry: RegistryDep) -> Response:
     """200 when the model is loaded and servable; 404 otherwise."""
     return JSONResponse({"name": _model(registry, name, None).name, "ready": True})
 
 
-@router.get("/models/{name}/versions/{version}/ready", responses=OIP_ERRORS)
+@health.get("/models/{name}/versions/{version}/ready", responses=OIP_ERRORS)
 async def version_ready(name: str, version: str, registry: RegistryDep) -> Response:
     """200 when the version is loaded and servable; 404 otherwise."""
     return JSONResponse({"name": _model(registry, name, version).name, "ready": True})

@@ -21,6 +21,8 @@ from api.schemas import MAX_LIST_ITEMS, Text
 from api.scoring import ranked, score
 
 router = APIRouter(prefix="/v1", tags=["infinity / OpenAI"], dependencies=[ClassifyAccess])
+# Reading what is served is public (README, "Keys"): /v1/models like /models.
+public = APIRouter(prefix="/v1", tags=["infinity / OpenAI"])
 
 # infinity's placeholder when a client names no model.
 UNNAMED = "default/not-specified"
@@ -131,7 +133,7 @@ async def classify(
     )
 
 
-@router.get("/models", responses=ERRORS)
+@public.get("/models", responses=ERRORS)
 async def list_models(registry: RegistryDep) -> ModelCardList:
     """The served models in the OpenAI list shape (``id``: the model's name)."""
     snap = registry.snapshot

@@ -41,6 +41,8 @@ async def _known_query(request: Request) -> None:
 
 
 router = APIRouter(tags=["TEI"], dependencies=[ClassifyAccess, Depends(_known_query)])
+# Reading what is served is public (README, "Keys"): /info like /models.
+public = APIRouter(tags=["TEI"], dependencies=[Depends(_known_query)])
 
 ModelQuery = Annotated[
     str | None,
@@ -341,7 +343,7 @@ class TeiInfo(BaseModel):
     docker_label: str | None = None
 
 
-@router.get("/info", responses=TEI_ERRORS)
+@public.get("/info", responses=TEI_ERRORS)
 async def info(
     registry: RegistryDep,
     settings: SettingsDep,
