@@ -21,6 +21,7 @@ from functools import cache
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.header_limit import HeaderSizeLimit
 from api.settings import ApiSettings
 
 log = logging.getLogger("lugpi.api")
@@ -32,7 +33,7 @@ def header_timeout_s() -> float:
     return ApiSettings().header_timeout_s
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
+class HeaderTimeoutProtocol(HeaderSizeLimit, HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:

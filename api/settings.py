@@ -168,6 +168,13 @@ class ApiSettings(SharedSettings):
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
     )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="With `--http api.http_protocol:HeaderTimeoutProtocol`: largest request "
+        "head (request line and headers); a larger one gets 431 and the connection closes.",
+    )
 
     # --- access ---------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
