@@ -81,12 +81,13 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="What went wrong and what to change.")
 
 
-def error_responses(**described: str) -> dict[int | str, dict[str, object]]:
-    """OpenAPI ``responses`` for error statuses: ``error_responses(s404="...")``."""
-    return {
-        int(key[1:]): {"model": ErrorResponse, "description": text}
-        for key, text in described.items()
-    }
+def error_responses(
+    shape: type[BaseModel] = ErrorResponse, **described: str
+) -> dict[int | str, dict[str, object]]:
+    """OpenAPI ``responses`` for error statuses: ``error_responses(s404="...")``, each in
+    the error ``shape`` of the surface (the native ``{"detail"}`` by default). The one
+    helper every surface documents its errors with."""
+    return {int(key[1:]): {"model": shape, "description": text} for key, text in described.items()}
 
 
 class Prediction(BaseModel):

@@ -33,6 +33,7 @@ from api.oip_codec import (
     parse_request,
 )
 from api.registry import LoadedModel, ModelRegistry, version_number
+from api.schemas import error_responses
 from api.scoring import ranked, score
 from api.settings import ApiSettings
 from contracts.bundle import ONNX_LOGITS, ONNX_OUTPUT
@@ -49,15 +50,16 @@ class OipError(BaseModel):
     error: str
 
 
-OIP_ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": OipError, "description": "The request does not fit the model or protocol."},
-    404: {"model": OipError, "description": "Unknown model or version."},
-    413: {"model": OipError, "description": "Over a limit (body, texts, characters)."},
-    429: {"model": OipError, "description": "Overloaded; retry after Retry-After seconds."},
-    503: {"model": OipError, "description": "No model is loaded."},
-    401: {"model": OipError, "description": "Keys are configured and none was sent."},
-    403: {"model": OipError, "description": "The key is not valid."},
-}
+OIP_ERRORS = error_responses(
+    OipError,
+    s400="The request does not fit the model or protocol.",
+    s404="Unknown model or version.",
+    s413="Over a limit (body, texts, characters).",
+    s429="Overloaded; retry after Retry-After seconds.",
+    s503="No model is loaded.",
+    s401="Keys are configured and none was sent.",
+    s403="The key is not valid.",
+)
 
 
 class TensorMetadata(BaseModel):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
 from api.registry import version_number
-from api.schemas import MAX_LIST_ITEMS, Text
+from api.schemas import MAX_LIST_ITEMS, Text, error_responses
 from api.scoring import ranked, score
 
 router = APIRouter(prefix="/v1", tags=["infinity / OpenAI"], dependencies=[ClassifyAccess])
@@ -39,25 +39,17 @@ class OpenAIErrorResponse(BaseModel):
     error: OpenAIError
 
 
-def _errors(**described: str) -> dict[int | str, dict[str, object]]:
-    return {
-        int(k[1:]): {"model": OpenAIErrorResponse, "description": text}
-        for k, text in described.items()
-    }
-
-
-ERRORS = {
-    **_errors(
-        s400="The body is not UTF-8 JSON.",
-        s401="Keys are configured and none was sent (X-API-Key or Authorization: Bearer).",
-        s403="The key is not valid.",
-        s404="Unknown model.",
-        s413="Over a limit (body, texts, characters).",
-        s422="The body does not validate, or the model takes text pairs.",
-        s429="Overloaded; retry after Retry-After seconds.",
-        s503="No model is loaded.",
-    ),
-}
+ERRORS = error_responses(
+    OpenAIErrorResponse,
+    s400="The body is not UTF-8 JSON.",
+    s401="Keys are configured and none was sent (X-API-Key or Authorization: Bearer).",
+    s403="The key is not valid.",
+    s404="Unknown model.",
+    s413="Over a limit (body, texts, characters).",
+    s422="The body does not validate, or the model takes text pairs.",
+    s429="Overloaded; retry after Retry-After seconds.",
+    s503="No model is loaded.",
+)
 
 
 class ClassifyInput(BaseModel):

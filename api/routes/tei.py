@@ -25,7 +25,7 @@ from api import API_VERSION
 from api.auth import ClassifyAccess
 from api.batching import TruncationSide
 from api.deps import MetricsDep, RegistryDep, SettingsDep
-from api.schemas import MAX_LIST_ITEMS, NAME_PATTERN, Text
+from api.schemas import MAX_LIST_ITEMS, NAME_PATTERN, Text, error_responses
 from api.scoring import Scored, ScoreFunction, ranked, score
 from contracts.bundle import VERSION_PATTERN
 from contracts.errors import InvalidInput, LimitExceeded
@@ -58,14 +58,8 @@ class TeiErrorResponse(BaseModel):
     error_type: Literal["Validation", "Unauthorized", "Overloaded", "Unhealthy", "Backend"]
 
 
-def _tei_errors(**described: str) -> dict[int | str, dict[str, object]]:
-    return {
-        int(k[1:]): {"model": TeiErrorResponse, "description": text}
-        for k, text in described.items()
-    }
-
-
-TEI_ERRORS = _tei_errors(
+TEI_ERRORS = error_responses(
+    TeiErrorResponse,
     s401="Keys are configured and none was sent (X-API-Key or Authorization: Bearer).",
     s403="The key is not valid.",
     s404="Unknown ?model= or ?version=; the error lists what is served.",
