@@ -15,9 +15,21 @@ A lone request of one text, arriving while nothing is queued, running or arrivin
 it, is run inline (``run_inline``) on the event loop instead (only with ``max_wait_s`` =
 0): handing it to the batch thread and its answer back costs two thread wake-ups, a
 large part of a lone request's latency on a busy 2-core machine
-(benchmarks/results/peers.md). Its cost is bounded by the model's max_length, so the
-event loop is held for one batch-1 call at most; under load the queue is never empty and
-every request goes through the batch thread as before.
+(benchmarks/results/peers.md). It runs inline only if its text, once tokenized, has at most
+``inline_max_tokens`` tokens: the most whose batch-1 call took at most ``inline_max_ms`` when
+the version was loaded (``calibrate_inline``), capped by the setting. Characters say little
+(punctuation and CJK are a token each: 1,000 '!' are a 512-token call of ~240 ms on a
+MiniLM), so a longer text is handed to the batch thread and the loop is never held for
+more than a few ms; under load the queue is never empty and every request goes through
+the batch thread as before.
+
+Memory: onnxruntime's attention takes texts x heads x length^2 floats per layer (64 x 512
+tokens: about 0.8 GB), and each version's arena used to keep its peak. A group is also cut
+where it would pass ``max_batch_tokens`` padded tokens (texts past 512 tokens counted at
+their attention's cost, ``call_cost``); a call above ``LargeCallGate.large_tokens`` takes
+the process-wide gate, so one large call runs at a time across every loaded version, and
+asks onnxruntime to give its arena back once done. Peak inference memory is then one
+budget-sized call, however many versions are loaded.
 
 Overload: at most ``max_queued_texts`` texts wait; a request beyond that is refused at
 once (``Overloaded``, 429) instead of growing the queue. A request still queued
@@ -90,14 +102,39 @@ class _Pending:
 
 
 _STOP = object()
-# Longest text (in characters, a pair's two texts together) run inline: it bounds how long
-# an inline call holds the event loop (about 200 tokens, a few ms at int8 on a CPU core)
-# whatever the model's max_length; a longer one goes through the batch thread.
+# Longest text (in characters, a pair's two texts together) even tokenized on the event loop
+# to see whether it may run inline: it bounds the cost of that look (well under a ms); the
+# token count then decides (``DynamicBatcher.inline_max_tokens``).
 INLINE_MAX_CHARS = 1000
+# Lengths tried by ``calibrate_inline``, shortest first.
+CALIBRATION_LENGTHS = (8, 16, 32, 64, 128, 256, 512)
 
 
-def length_groups(lengths: Sequence[int], max_size: int) -> list[list[int]]:
-    """Indices sorted by length, cut into groups of at most ``max_size``.
+# Past this length a text's cost is counted by its attention (quadratic), not its tokens.
+ATTENTION_FREE_LENGTH = 512
+
+
+def call_cost(n_texts: int, width: int) -> float:
+    """What a call of ``n_texts`` padded to ``width`` tokens costs in memory, in tokens:
+    n x width, and n x width^2 / 512 past 512 (attention grows with the square)."""
+    return n_texts * width * max(1.0, width / ATTENTION_FREE_LENGTH)
+
+
+class LargeCallGate:
+    """One onnxruntime call above ``large_tokens`` (``call_cost``) at a time in the whole
+    process: each loaded version has its own batch thread, and two large calls at once
+    doubled the peak (two versions under a flood of long texts passed 2 GB)."""
+
+    def __init__(self, large_tokens: float) -> None:
+        self.large_tokens = large_tokens
+        self.lock = threading.Lock()
+
+
+def length_groups(
+    lengths: Sequence[int], max_size: int, max_tokens: float | None = None
+) -> list[list[int]]:
+    """Indices sorted by length, cut into groups of at most ``max_size``, and of at most
+    ``max_tokens`` (``call_cost``) unless the group is a single text.
 
     A group also ends where adding the next (longer) text would make more than a third
     of the group's padded tokens padding, and the padding would exceed 256 tokens:
@@ -111,7 +148,8 @@ def length_groups(lengths: Sequence[int], max_size: int) -> list[list[int]]:
         n = lengths[i]
         padded = (len(current) + 1) * n  # sorted ascending: the new text is the longest
         waste = padded - (real + n)
-        if current and (len(current) >= max_size or (waste > padded / 3 and waste > 256)):
+        over = max_tokens is not None and call_cost(len(current) + 1, n) > max_tokens
+        if current and (len(current) >= max_size or over or (waste > padded / 3 and waste > 256)):
             groups.append(current)
             current, real = [], 0
         current.append(i)
@@ -133,6 +171,10 @@ class DynamicBatcher:
         timeout_s: float | None = None,
         on_drop: DropObserver | None = None,
         inline_lone: bool = False,
+        inline_max_tokens: int = 128,
+        inline_max_ms: float = 5.0,
+        max_batch_tokens: float | None = None,
+        gate: LargeCallGate | None = None,
     ) -> None:
         self.classifier = classifier
         self.max_batch_size = max_batch_size
@@ -149,6 +191,11 @@ class DynamicBatcher:
         # blocks on it, an inline run only tries it.
         self._engine = threading.Lock()
         self.inline_runs = 0  # requests answered by run_inline (tests and curiosity)
+        # Most tokens of a text run inline; ``calibrate_inline`` lowers it to what is cheap.
+        self.inline_max_tokens = inline_max_tokens
+        self.inline_max_ms = inline_max_ms
+        self.max_batch_tokens = max_batch_tokens
+        self.gate = gate
         self._candidate = False  # a request is about to run inline (set on the event loop)
         self._closed = False
         self.name = name
@@ -156,6 +203,37 @@ class DynamicBatcher:
 
     def start(self) -> None:
         self._thread.start()
+
+    def calibrate_inline(self) -> int:
+        """Lower ``inline_max_tokens`` to the longest input whose batch-1 call (the lone
+        session's, as inline runs use it; fastest of 3) took at most ``inline_max_ms``; 0
+        when even the shortest did not. Blocking (a few calls): run it before ``start``, off
+        the event loop. On a loaded machine it measures slower and inlines less: the safe
+        side."""
+        if not self.inline_lone or self.inline_max_tokens <= 0:
+            return self.inline_max_tokens
+        clf = self.classifier
+        bound = min(self.inline_max_tokens, clf.encoder.max_length)
+        words = " ".join(["warm"] * bound)
+        (full,) = clf.encode(clf.pair_up([words], None))
+        best = 0
+        with self._engine:
+            for n in [n for n in CALIBRATION_LENGTHS if n < bound] + [bound]:
+                if not self._cheap(full, n):
+                    break
+                best = n
+        self.inline_max_tokens = best
+        log.info("%s: lone texts of up to %d tokens run inline", self.name, best)
+        return best
+
+    def _cheap(self, full: Cut, n: int) -> bool:
+        cut = Cut(full.ids[:n], full.type_ids[:n], False)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            self.classifier.run_scores([cut], lone=True)
+            times.append(time.perf_counter() - started)
+        return min(times) * 1000 <= self.inline_max_ms
 
     @property
     def queued_texts(self) -> int:
@@ -175,8 +253,9 @@ class DynamicBatcher:
     ) -> BatchOutput | None:
         """The request's output computed on this thread, or None when it must queue: inline
         runs are off, batches wait for company (``max_wait_s`` > 0), it has more than one
-        text or a text over ``INLINE_MAX_CHARS``, the batcher is closed, or other requests
-        are queued, running, or arrived together with it.
+        text or a text over ``INLINE_MAX_CHARS`` or, once tokenized, over
+        ``inline_max_tokens`` tokens, the batcher is closed, or other requests are queued,
+        running, or arrived together with it.
 
         "Together": the first candidate yields to the event loop once before running, and
         requests that reach the batcher meanwhile queue (they see the candidate); if any
@@ -191,6 +270,7 @@ class DynamicBatcher:
             not self.inline_lone
             or self.max_wait_s > 0
             or len(texts) != 1
+            or self.inline_max_tokens <= 0
             or len(texts[0]) + (len(pairs[0]) if pairs else 0) > INLINE_MAX_CHARS
             or self._candidate
             or self._queued_texts
@@ -212,8 +292,18 @@ class DynamicBatcher:
             since = arrived.get() or time.monotonic()
             deadline = since + self.timeout_s if self.timeout_s else float("inf")
             pending = _Pending(texts, pairs, truncation, deadline=deadline)
+            encodings: list[Cut] | None
+            try:
+                encodings = self._encode([pending])  # cheap: at most INLINE_MAX_CHARS
+            except Exception:  # the run below tokenizes again and reports it as usual
+                encodings = None
+            if encodings is not None and (
+                len(encodings[0].ids) > self.inline_max_tokens
+                or self._large(1, len(encodings[0].ids))  # would wait for the gate
+            ):
+                return None  # a call too long to hold the loop for: the batch thread runs it
             if self._live([pending]):
-                self._run_unlocked([pending], lone=True)
+                self._run_unlocked([pending], lone=True, encodings=encodings)
                 self.inline_runs += 1
         finally:
             self._engine.release()
@@ -344,10 +434,13 @@ class DynamicBatcher:
         with self._engine:
             self._run_unlocked(batch)
 
-    def _run_unlocked(self, batch: list[_Pending], *, lone: bool = False) -> None:
-        """``lone``: an inline run on an idle server (``OnnxClassifier.run_scores``)."""
+    def _run_unlocked(
+        self, batch: list[_Pending], *, lone: bool = False, encodings: list[Cut] | None = None
+    ) -> None:
+        """``lone``: an inline run on an idle server (``OnnxClassifier.run_scores``);
+        ``encodings``: the batch's texts, already tokenized."""
         try:
-            outputs = self._infer(batch, lone=lone)
+            outputs = self._infer(batch, lone=lone, encodings=encodings)
         except Exception as e:  # keep the thread alive; each caller gets the error
             if len(batch) > 1:
                 # One bad request must not fail the others it was batched with.
@@ -360,17 +453,26 @@ class DynamicBatcher:
         for p, out in zip(batch, outputs, strict=True):
             p.future.set_result(out)
 
-    def _infer(self, batch: list[_Pending], *, lone: bool = False) -> list[BatchOutput]:
+    def _infer(
+        self, batch: list[_Pending], *, lone: bool = False, encodings: list[Cut] | None = None
+    ) -> list[BatchOutput]:
         clf = self.classifier
         started = time.perf_counter()
-        encodings = self._encode(batch)
+        if encodings is None:
+            encodings = self._encode(batch)
         tokenized = time.perf_counter()
         n_labels = len(clf.labels)
         probs = np.empty((len(encodings), n_labels), dtype=np.float32)
         logits = np.empty_like(probs) if clf.has_logits else None
-        for group in length_groups([len(e.ids) for e in encodings], self.max_batch_size):
+        lengths = [len(e.ids) for e in encodings]
+        for group in length_groups(lengths, self.max_batch_size, self.max_batch_tokens):
             group_started = time.perf_counter()
-            out = clf.run_scores([encodings[i] for i in group], lone=lone)
+            width = max(lengths[i] for i in group)
+            if self.gate is not None and self._large(len(group), width):
+                with self.gate.lock:
+                    out = clf.run_scores([encodings[i] for i in group], shrink=True)
+            else:
+                out = clf.run_scores([encodings[i] for i in group], lone=lone)
             probs[group] = out.probs
             if logits is not None and out.logits is not None:
                 logits[group] = out.logits
@@ -399,6 +501,9 @@ class DynamicBatcher:
             )
             start = end
         return outputs
+
+    def _large(self, n_texts: int, width: int) -> bool:
+        return self.gate is not None and call_cost(n_texts, width) > self.gate.large_tokens
 
     def _encode(self, batch: list[_Pending]) -> list[Cut]:
         """One tokenizer call per truncation side present (nearly always just one)."""

@@ -34,9 +34,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.settings import ApiSettings
-from contracts.errors import JobQueueUnavailable, TeacherUnavailable
+from contracts.errors import ConfigError, JobQueueUnavailable, TeacherUnavailable
 from contracts.jobs import JobRecord, JobState
 from contracts.layout import RunLayout
+from jobs.artifacts import prune_job_artifacts
 from jobs.lifecycle import (
     QUEUE_JOBS,
     QUEUE_TEACHER,
@@ -79,6 +80,7 @@ class JobQueue(ABC):
         self._thread: threading.Thread | None = None
         # The last error the background loop survived, until an iteration succeeds.
         self.last_error: str | None = None
+        self._pruned_at: float | None = None  # monotonic time of the last artifacts prune
 
     def status(self) -> RunnerStatus:
         thread = self._thread
@@ -112,6 +114,23 @@ class JobQueue(ABC):
 
     def _requeue(self, job_id: str) -> None:
         self.submit(job_id)
+
+    # Pruning old jobs' artifacts walks every finished job: hourly is often enough.
+    PRUNE_EVERY_S = 3600.0
+
+    def _prune_artifacts(self) -> None:
+        keep = self.settings.job_artifacts_keep_days
+        now = time.monotonic()
+        if keep is None or (
+            self._pruned_at is not None and now - self._pruned_at < self.PRUNE_EVERY_S
+        ):
+            return
+        self._pruned_at = now
+        pruned = prune_job_artifacts(self.store, Path(self.settings.artifacts_dir), keep)
+        if pruned:
+            log.info(
+                "pruned the artifacts of %d job(s) finished over %g days ago", len(pruned), keep
+            )
 
     def start(self) -> None:
         """Start the background thread (reaper; the embedded queue's runner)."""
@@ -147,6 +166,7 @@ class JobQueue(ABC):
     def _reap_quietly(self) -> None:
         try:
             self.reap()
+            self._prune_artifacts()
         except JobStoreUnavailable as e:  # Redis down: /jobs says so; nothing to do here
             log.debug("reaper: %s", e)
         except Exception:
@@ -164,7 +184,14 @@ class CeleryJobQueue(JobQueue):
 
     def __init__(self, settings: ApiSettings) -> None:
         assert settings.redis_url
-        from celery import Celery  # only to send by name: no task is imported
+        try:
+            import redis  # noqa: F401  (RedisJobStore's; checked here to say it once)
+            from celery import Celery  # only to send by name: no task is imported
+        except ImportError as e:
+            raise ConfigError(
+                f"LUGPI_REDIS_URL is set but {e.name or 'celery'} is not installed: "
+                "pip install 'lugpi[api,queue]' (or unset LUGPI_REDIS_URL for the embedded mode)"
+            ) from e
 
         super().__init__(RedisJobStore(settings.redis_url), settings)
         url = settings.redis_url

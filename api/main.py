@@ -25,7 +25,18 @@ from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.registry import ModelRegistry
 from api.request_id import RequestIdFilter, RequestIdMiddleware
-from api.routes import classify, health, jobs, models, oip, openai_compat, teacher, tei, versions
+from api.routes import (
+    classify,
+    health,
+    jobs,
+    model_import,
+    models,
+    oip,
+    openai_compat,
+    teacher,
+    tei,
+    versions,
+)
 from api.same_origin import SameOriginMiddleware
 from api.settings import ApiSettings
 
@@ -147,6 +158,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # outermost: every response gets its id
 
     app.include_router(classify.router)
+    app.include_router(model_import.router)
     app.include_router(models.router)
     app.include_router(versions.router)
     app.include_router(health.router)

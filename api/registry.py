@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from api.batching import DynamicBatcher
+from api.batching import DynamicBatcher, LargeCallGate
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from contracts.bundle import VERSION_PATTERN, BundleManifest, read_manifest
@@ -31,7 +31,7 @@ from contracts.errors import (
     RepositoryError,
 )
 from contracts.repository import ModelEntry, list_models
-from runtime.classifier import OnnxClassifier, open_bundle
+from runtime.classifier import BundleLimits, OnnxClassifier, open_bundle
 from runtime.session import RuntimeOptions
 
 log = logging.getLogger("lugpi.api")
@@ -150,7 +150,14 @@ class ModelRegistry:
             spinning=settings.ort_spinning,
             lone_spinning=settings.ort_lone_spinning and settings.inline_lone_requests,
         )
+        self.limits = BundleLimits(
+            max_tokenizer_bytes=settings.max_tokenizer_bytes,
+            max_vocab_size=settings.max_vocab_size,
+            max_length=settings.max_model_length,
+        )
         self.snapshot = Snapshot()
+        # One large onnxruntime call at a time across every loaded version (api/batching.py).
+        self.gate = LargeCallGate(settings.large_batch_tokens)
         self.started = False  # set once the start-up load (and warm-up) has finished
         self._refresh_lock = threading.Lock()
 
@@ -288,7 +295,7 @@ class ModelRegistry:
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
         manifest = read_manifest(path)  # list_models has verified every file's sha256
         try:
-            classifier = open_bundle(path, manifest, self.options)
+            classifier = open_bundle(path, manifest, self.options, self.limits)
         except LugpiError:
             raise
         except Exception as e:  # onnxruntime errors on a graph that does not fit the bundle
@@ -303,7 +310,12 @@ class ModelRegistry:
             timeout_s=self.settings.request_timeout_s,
             on_drop=self.metrics.drop_observer(name),
             inline_lone=self.settings.inline_lone_requests,
+            inline_max_tokens=self.settings.inline_max_tokens,
+            inline_max_ms=self.settings.inline_max_ms,
+            max_batch_tokens=self.settings.max_batch_tokens,
+            gate=self.gate,
         )
+        batcher.calibrate_inline()
         batcher.start()
         log.info(
             "loaded %s/%s (%s, %s, %d labels)",

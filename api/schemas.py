@@ -143,8 +143,9 @@ class VersionInfo(BaseModel):
     variant: str | None = Field(default=None, description="int8 or fp32: the ONNX file served.")
     provider: str | None = Field(default=None, description="onnxruntime execution provider.")
     created_at: datetime | None = None
-    # model -> split -> figures; export adds a text "source" (which engine measured them).
-    metrics: dict[str, dict[str, dict[str, float | int | str]]] | None = None
+    # model -> split -> figures; export adds a text "source" (which engine measured them)
+    # and the "confusion" matrix (rows: true label, columns: predicted, in label order).
+    metrics: dict[str, dict[str, dict[str, float | int | str | list[list[int]]]]] | None = None
     provenance: dict[str, object] | None = None
 
 

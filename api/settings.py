@@ -115,10 +115,10 @@ class ApiSettings(SharedSettings):
     )
     inline_lone_requests: bool = Field(
         default=True,
-        description="Run a one-text request (up to 1000 characters) on the event loop when "
-        "nothing is queued or running, skipping the hand-off to the batch thread and back "
-        "(two thread wake-ups); it holds the loop for that one batch-1 call. Under load "
-        "every request is batched.",
+        description="Run a one-text request (up to LUGPI_INLINE_MAX_TOKENS tokens) on the "
+        "event loop when nothing is queued or running, skipping the hand-off to the batch "
+        "thread and back (two thread wake-ups); it holds the loop for that one batch-1 call "
+        "(at most LUGPI_INLINE_MAX_MS). Under load every request is batched.",
     )
 
     # --- teacher (POST /classify/teacher) ---------------------------------------------------
@@ -152,6 +152,80 @@ class ApiSettings(SharedSettings):
         description="With `--http api.http_protocol:HeaderTimeoutProtocol`: a connection that "
         "has not sent a request's headers this long after opening (or after starting the "
         "request) is closed, so slow clients cannot hold file descriptors.",
+    )
+
+    # --- slow clients, inline runs, inference memory, bundle bounds -----------------------
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="With `--http api.http_protocol:HeaderTimeoutProtocol`: a request body not "
+        "complete this long after its headers is cut off (the connection is closed).",
+    )
+    min_body_bytes_per_s: float = Field(
+        default=1024.0,
+        ge=0.0,
+        description="With the same protocol: a body arriving slower than this on average, "
+        "checked every second from its headers on, is cut off (a byte every few seconds "
+        "holds a request slot for nothing); 0 = no rate check, only LUGPI_BODY_TIMEOUT_S.",
+    )
+    max_receiving_requests: int = Field(
+        default=1024,
+        ge=1,
+        description="With the same protocol: most requests still receiving their body; "
+        "beyond, 503. uvicorn's --limit-concurrency then counts only requests being worked "
+        "on (body in), never idle connections nor bodies still arriving.",
+    )
+    inline_max_tokens: int = Field(
+        default=128,
+        ge=0,
+        description="A lone request runs inline on the event loop only if its text has at "
+        "most this many tokens (counted after tokenizing) and a call of that length took at "
+        "most LUGPI_INLINE_MAX_MS when the version was loaded; longer ones go through the "
+        "batch thread. 0 = never inline.",
+    )
+    inline_max_ms: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="Longest a batch-1 call run inline may take (measured per version at "
+        "load, fastest of 3): the time it holds the event loop, and every other request, for.",
+    )
+    max_batch_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Most padded tokens (texts x longest text; past 512 tokens, texts x "
+        "length^2 / 512) in one onnxruntime call: a batch of long texts is cut into calls "
+        "of at most this size (a single text always runs). Attention memory grows with "
+        "texts x length^2: 64 x 512 tokens needs about 0.8 GB per layer, 8 x 512 an eighth.",
+    )
+    large_batch_tokens: int = Field(
+        default=2048,
+        ge=1,
+        description="A call of more padded tokens than this is 'large': one large call runs "
+        "at a time in the whole process (across every loaded version), and onnxruntime's "
+        "arena gives back what it took once the call ends.",
+    )
+    max_tokenizer_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest tokenizer.json a bundle may ship; larger: the version is not "
+        "loaded, nor its file parsed. tokenizers holds the GIL while it parses, so the whole "
+        "server, event loop included, stalls for the parse (on 2 loaded cores: MiniLM's 0.7 "
+        "MB, 0.2 s; 9.8 MB of 500k entries, 4 s; a 42 MB one stalled it for 3.2 s and took "
+        "1.8 GB). BERT, RoBERTa and multilingual BERT ship 0.5-3 MB; raise it for a larger "
+        "one (XLM-R: 17 MB).",
+    )
+    max_vocab_size: int = Field(
+        default=250_000,
+        ge=1,
+        description="Largest vocabulary a bundle's tokenizer may have (XLM-R: 250,002); "
+        "larger: not loaded.",
+    )
+    max_model_length: int = Field(
+        default=2048,
+        ge=1,
+        description="Largest max_length a bundle.json may declare; every version is also "
+        "warmed up with a max_length input before it is served, so one whose graph cannot "
+        "take its max_length never replaces a working version.",
     )
 
     # --- request limits -------------------------------------------------------------------

@@ -15,6 +15,19 @@ beyond what 2 cores answer: how many are answered, refused (429 from the queue b
 client again, right after: does it serve normally; (4) one request at the production
 limits: 64 pairs of 10,000 + 10,000 characters. The server's RSS is sampled throughout
 (max printed). The client shares the cores with the server: its figures are pessimistic.
+
+    python benchmarks/bench_overload.py --attacks [--attack-seconds 20]
+
+The attacks of the second hardening round, each on a fresh server (the image's flags,
+default settings) serving two versions (v1, v2) of the demo's graph (the pretrained
+all-MiniLM-L6-v2, RANDOM 2-label head) exported with max_length 512: validation-error
+amplification (a 2 MB body of a million items that each fail validation, on the four
+JSON surfaces), 260 idle sockets + 260 bodies trickling a byte every 2 s, one client
+sending 1,000 '!' (or CJK) characters back to back, and both versions flooded with 64 x
+10,000-character texts. Throughout each, a prober GETs /healthz every 50 ms and a
+legitimate client POSTs one short text every 250 ms; the table gives /healthz's latency,
+how many legitimate requests were answered, and the server's peak RSS (it is killed past
+``--guard-mb``, so a blow-up is reported, not suffered).
 """
 
 from __future__ import annotations
@@ -158,7 +171,16 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=400)
     p.add_argument("--seconds", type=float, default=90.0, help="cap on the burst phase")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks/results/overload.md")
+    p.add_argument("--attacks", action="store_true", help="run the attack phases instead")
+    p.add_argument("--attack-seconds", type=float, default=20.0, help="length of each attack")
+    p.add_argument("--guard-mb", type=float, default=2500.0, help="kill the server past this")
+    p.add_argument("--only", default="", help="attacks whose name has one of these words")
     args = p.parse_args()
+    if args.attacks:
+        from benchmarks.overload_attacks import run_attacks
+
+        run_attacks(args.out, args.attack_seconds, args.guard_mb, args.only)
+        return
 
     work = Path(tempfile.gettempdir()) / "lugpi-bench"
     work.mkdir(exist_ok=True)

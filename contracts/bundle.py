@@ -170,6 +170,14 @@ def sha256_file(path: Path) -> str:
 def read_manifest(bundle_dir: Path) -> BundleManifest:
     """Parse ``bundle.json`` of a bundle directory; raise ``ArtifactError`` naming the problem."""
     path = bundle_dir / MANIFEST
+    if path.is_symlink():
+        try:
+            inside = path.resolve(strict=True).is_relative_to(bundle_dir.resolve())
+        except (OSError, RuntimeError):  # dangling, or a loop
+            inside = False
+        if not inside:
+            # Read through it, a manifest from anywhere would name this bundle's files.
+            raise ArtifactError(f"{bundle_dir}: {MANIFEST} is a symlink out of the bundle")
     if not path.is_file():
         raise ArtifactError(f"{bundle_dir}: no {MANIFEST}; not a complete bundle")
     try:

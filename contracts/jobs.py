@@ -38,17 +38,36 @@ class Stage(StrEnum):
 
 
 STAGE_ORDER: tuple[Stage, ...] = tuple(Stage)
+# Each stage's share of the overall fraction, from its usual cost on the presets: training
+# and drawing images dominate. A stage that a config skips passes its share at once.
+STAGE_WEIGHTS: dict[Stage, float] = {
+    Stage.PREPARE: 1.0,
+    Stage.GENERATE: 20.0,
+    Stage.TEACHER: 25.0,
+    Stage.TGT: 10.0,
+    Stage.DISTILL: 25.0,
+    Stage.BASELINE: 10.0,
+    Stage.EVALUATE: 4.0,
+    Stage.EXPORT: 4.0,
+    Stage.PUBLISH: 1.0,
+}
 
 
 class Progress(BaseModel):
-    """Where a running job is: ``done`` of ``total`` units of the current stage."""
+    """Where a running job is: ``done`` of ``total`` units of the current stage's current
+    count (a stage may count several things in turn: the teacher's image tokens, then its
+    training steps), and how far the whole job is."""
 
     stage: Stage
     done: int = 0
     total: int = 0
-    # Overall progress over all stages, 0..1.
+    # Overall progress over all stages (weighted by STAGE_WEIGHTS), 0..1; never decreases.
     fraction: float = Field(0.0, ge=0.0, le=1.0)
     message: str = ""
+    # Seconds since the job first started (GET /jobs/{id} brings it up to date).
+    elapsed_s: float | None = Field(None, ge=0.0)
+    # Estimated seconds left, from this attempt's rate so far; None until it can be told.
+    eta_s: float | None = Field(None, ge=0.0)
 
 
 class JobRecord(BaseModel):

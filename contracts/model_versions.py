@@ -109,9 +109,10 @@ def rollback(repository: Path, name: str) -> ModelEntry:
     return target
 
 
-def delete_version(repository: Path, name: str, version: str) -> None:
+def delete_version(repository: Path, name: str, version: str, *, dry_run: bool = False) -> None:
     """Remove one version. The pinned version is refused (pin another or unpin first), and
-    so is the last valid one (a model with nothing to serve is deleted as a directory)."""
+    so is the last valid one (a model with nothing to serve is deleted as a directory).
+    ``dry_run``: only the checks, so that a command refuses before it asks "are you sure?"."""
     model_dir, _ = _entries(repository, name)
     try:
         with _locked(model_dir):
@@ -132,6 +133,7 @@ def delete_version(repository: Path, name: str, version: str) -> None:
                     f"{name} {version} is the last valid version; remove the model directory "
                     "itself to delete the model"
                 )
-            _discard(model_dir / version)
+            if not dry_run:
+                _discard(model_dir / version)
     except OSError as e:
         raise _io(f"deleting {name} {version}", model_dir, e) from e

@@ -220,7 +220,12 @@ def resolve(repository: Path, name: str, version: str | None = None) -> Path:
         for entry in entries:
             if entry.default:
                 return entry.path
-        found = "; ".join(f"{e.version}: {e.problems[0]}" for e in entries) or "nothing published"
+        if not entries:
+            # A typo is the usual cause: name what is there.
+            known = sorted({e.name for e in list_models(repository) if e.ok})
+            found = f"no such model; published: {', '.join(known) or 'none'}"
+        else:
+            found = "; ".join(f"{e.version}: {e.problems[0]}" for e in entries)
         raise RepositoryError(f"no valid version of model {name!r} in {repository} ({found})")
     if _version_number(version) is None:
         raise RepositoryError(f"invalid version {version!r}: expected v1, v2, ... or 'latest'")

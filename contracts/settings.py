@@ -72,6 +72,19 @@ class SharedSettings(BaseSettings):
         "with the reason in its record.",
     )
 
+    job_artifacts_keep_days: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Delete the run directories (artifacts) of jobs that finished more than "
+        "this many days ago; the API's reaper checks hourly. None: keep them (delete by hand: "
+        "DELETE /jobs/{id}/artifacts, lugpi-jobs delete-artifacts).",
+    )
+    verbose_job_log: bool = Field(
+        default=False,
+        description="Keep the libraries' routine output (load reports, token-length and "
+        "deprecation warnings, progress bars, quantizer lines) in a job's log.",
+    )
+
     def shared_env(self) -> dict[str, str]:
         """``LUGPI_*`` variables that give another process these same shared values
         (paths made absolute, so a process started elsewhere finds the same directories)."""

@@ -1,5 +1,5 @@
 # The serving image: CPU only, onnxruntime + tokenizers + numpy. No torch, no transformers,
-# no diffusers: only the `api` extra is installed (the build checks it, and so does
+# no diffusers: only the `api` and `queue` extras are installed (the build checks it, and so does
 # tests/e2e/test_compose_static.py).
 #
 # Build with BuildKit from the repository root (docker/build-images.sh does, with the inputs
@@ -35,7 +35,7 @@ RUN --mount=type=bind,source=docker/build,target=/build \
     --mount=type=secret,id=ca-certificates \
     --mount=type=secret,id=pip.conf \
     --mount=type=secret,id=pip-constraints \
-    python /build/requirements.py /tmp/pyproject.toml api > /tmp/requirements.txt \
+    python /build/requirements.py /tmp/pyproject.toml api queue > /tmp/requirements.txt \
     && /build/pip.sh install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt /tmp/pyproject.toml
 
@@ -71,10 +71,12 @@ EXPOSE 8000
 # python, not curl: the slim image has no curl.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-# --limit-concurrency: beyond 256 connections + tasks uvicorn answers 503 at once (memory and
-# file descriptors stay bounded); --timeout-keep-alive: idle keep-alive connections close
-# after 5 s; HeaderTimeoutProtocol: a client that has not sent its request head within
-# LUGPI_HEADER_TIMEOUT_S is cut off; SIGTERM finishes in-flight requests for up to 20 s.
+# --limit-concurrency: beyond 256 requests being worked on uvicorn answers 503 at once (with
+# HeaderTimeoutProtocol idle connections and bodies still arriving do not count); --timeout-
+# keep-alive: idle keep-alive connections close after 5 s; HeaderTimeoutProtocol: a client
+# that has not sent its request head within LUGPI_HEADER_TIMEOUT_S, or its body within
+# LUGPI_BODY_TIMEOUT_S at LUGPI_MIN_BODY_BYTES_PER_S, is cut off; SIGTERM finishes in-flight
+# requests for up to 20 s.
 # In the compose deployment nginx in front also bounds body and send times (docker/nginx.conf).
 CMD ["uvicorn", "api.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", \
      "--proxy-headers", "--timeout-graceful-shutdown", "20", "--limit-concurrency", "256", \

@@ -16,10 +16,13 @@ job was handed to another) learns so at its next heartbeat and stops. Torch-free
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 from contracts.errors import AttemptLost
-from contracts.jobs import STAGE_ORDER, JobRecord, JobState, Progress, Stage
+from contracts.jobs import STAGE_ORDER, STAGE_WEIGHTS, JobRecord, JobState, Progress, Stage
 from jobs.store import JobStore, now_utc
 
 log = logging.getLogger(__name__)
@@ -35,9 +38,101 @@ QUEUE_TEACHER = "lugpi.teacher"
 
 
 def overall_fraction(stage: Stage, done: int, total: int) -> float:
-    """Progress over all stages, each stage weighing the same."""
-    within = min(1.0, done / total) if total > 0 else 0.0
-    return min(1.0, (STAGE_ORDER.index(stage) + within) / len(STAGE_ORDER))
+    """Progress over all stages (each weighing its ``STAGE_WEIGHTS``), ``done``/``total``
+    of the way through ``stage``."""
+    return _overall(stage, min(1.0, done / total) if total > 0 else 0.0)
+
+
+def _overall(stage: Stage, within: float) -> float:
+    before = sum(STAGE_WEIGHTS[s] for s in STAGE_ORDER[: STAGE_ORDER.index(stage)])
+    return min(1.0, (before + STAGE_WEIGHTS[stage] * within) / sum(STAGE_WEIGHTS.values()))
+
+
+@dataclass(frozen=True)
+class ProgressEstimate:
+    fraction: float
+    elapsed_s: float
+    eta_s: float | None
+
+
+class ProgressMeter:
+    """The overall fraction, elapsed time and ETA of one attempt, from the counts the
+    stages report (``RunContext.step``).
+
+    The fraction never decreases. A stage may count several things in turn (the teacher:
+    image tokens, then training steps; distillation: teacher outputs per split, then steps):
+    a new count (another total, or ``done`` going back) continues from where the stage is,
+    over what is left of its ``part`` (the slice of the stage the code declared with
+    ``RunContext.part``; the whole stage by default). A resumed run re-reports the stages
+    it skips: a stage before the current one changes nothing.
+    """
+
+    # ETA only once this share of the job and this many seconds have passed in the attempt.
+    MIN_PROGRESS = 0.01
+    MIN_SECONDS = 1.0
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, elapsed_before: float = 0.0
+    ) -> None:
+        self._clock = clock
+        self._t0 = clock()
+        self._elapsed_before = max(0.0, elapsed_before)
+        self._stage: Stage | None = None
+        self._within = 0.0  # how far through the current stage, 0..1
+        self._count: tuple[tuple[float, float], int] | None = None  # (part, total) counted
+        self._count_from = 0.0  # where in the stage the current count started
+        self._last_done = 0
+        self._fraction = 0.0
+        self._first: tuple[float, float] | None = None  # (time, fraction) of the 1st report
+
+    def update(
+        self, stage: Stage, done: int, total: int, part: tuple[float, float] = (0.0, 1.0)
+    ) -> ProgressEstimate:
+        now = self._clock()
+        if self._stage is None or STAGE_ORDER.index(stage) >= STAGE_ORDER.index(self._stage):
+            if stage != self._stage:
+                self._stage, self._within, self._count = stage, 0.0, None
+            lo, hi = part
+            if self._count != (part, total) or done < self._last_done:
+                self._count = (part, total)
+                self._count_from = min(hi, max(lo, self._within))
+            self._last_done = done
+            x = min(1.0, done / total) if total > 0 else 0.0
+            within = self._count_from + (hi - self._count_from) * x
+            self._within = max(self._within, within)
+            self._fraction = max(self._fraction, _overall(stage, self._within))
+        if self._first is None:
+            self._first = (now, self._fraction)
+        return self.estimate(now)
+
+    def estimate(self, now: float | None = None) -> ProgressEstimate:
+        now = self._clock() if now is None else now
+        elapsed = self._elapsed_before + (now - self._t0)
+        eta = None
+        if self._first is not None:
+            t1, f1 = self._first
+            gained, spent = self._fraction - f1, now - t1
+            if gained >= self.MIN_PROGRESS and spent >= self.MIN_SECONDS:
+                eta = spent * (1.0 - self._fraction) / gained
+        return ProgressEstimate(self._fraction, elapsed, eta)
+
+
+def live_timing(record: JobRecord, now: datetime | None = None) -> JobRecord:
+    """``record`` with its progress's elapsed time and ETA brought up to ``now`` (they were
+    written at the last progress report, up to a few seconds ago)."""
+    p = record.progress
+    if p is None or record.started_at is None:
+        return record
+    now = now or now_utc()
+    end = record.finished_at if record.state.terminal and record.finished_at else now
+    elapsed = max(0.0, (end - record.started_at).total_seconds())
+    eta = p.eta_s
+    if record.state.terminal:
+        eta = 0.0 if record.state is JobState.SUCCEEDED else None
+    elif eta is not None and record.updated_at is not None:
+        eta = max(0.0, eta - max(0.0, (now - record.updated_at).total_seconds()))
+    progress = p.model_copy(update={"elapsed_s": elapsed, "eta_s": eta})
+    return record.model_copy(update={"progress": progress})
 
 
 def request_cancel(store: JobStore, job_id: str) -> JobRecord:

@@ -29,9 +29,27 @@ Variant = Literal["int8", "fp32"]
 
 
 @dataclass(frozen=True)
+class BundleLimits:
+    """What a bundle may ask of the process that loads it (the API's settings): a bundle is
+    input like any other, and a hot reload must not let one stall or exhaust the server."""
+
+    max_tokenizer_bytes: int | None = None
+    max_vocab_size: int | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
 class Scores:
     probs: np.ndarray  # (n, n_labels) float32
     logits: np.ndarray | None  # the same shape; None when the graph has no logits output
+
+
+def _shrink_options() -> ort.RunOptions:
+    options = ort.RunOptions()
+    # Only the CPU arena: a CUDA session's host copies live there too, and shrinking the
+    # device arena frees memory other calls reuse at once.
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 class OnnxClassifier:
@@ -75,9 +93,18 @@ class OnnxClassifier:
         max_length: int,
         labels: Sequence[str],
         options: RuntimeOptions | None = None,
+        limits: BundleLimits | None = None,
     ) -> OnnxClassifier:
         options = options or RuntimeOptions()
-        encoder = TextEncoder.from_file(tokenizer_file, max_length, inputs)
+        limits = limits or BundleLimits()
+        if limits.max_length is not None and max_length > limits.max_length:
+            raise ModelLoadError(
+                f"max_length {max_length} is more than {limits.max_length} "
+                "(LUGPI_MAX_MODEL_LENGTH); not loaded"
+            )
+        encoder = TextEncoder.from_file(
+            tokenizer_file, max_length, inputs, limits.max_tokenizer_bytes, limits.max_vocab_size
+        )
         session = make_session(model_file, options)
         lone = None
         if options.wants_lone_session and session.get_providers()[0] != CUDA:
@@ -100,16 +127,23 @@ class OnnxClassifier:
         """Probabilities, shape (len(encodings), n_labels); pads to the longest given."""
         return self.run_scores(encodings).probs
 
-    def run_scores(self, encodings: Sequence[Cut], *, lone: bool = False) -> Scores:
+    def run_scores(
+        self, encodings: Sequence[Cut], *, lone: bool = False, shrink: bool = False
+    ) -> Scores:
         """Probabilities and, where the graph has them, logits; pads to the longest given.
 
         ``lone``: the call is the only work of an otherwise idle server (a lone request run
         inline), so it may take the session whose threads spin during the call. Between
         operators a sleeping thread costs a wake-up (a futex and a scheduler round trip)
         that a spinning one does not; under load the same spinning takes cores the event
-        loop needs, so batches keep the main session (benchmarks/results/peers.md)."""
+        loop needs, so batches keep the main session (benchmarks/results/peers.md).
+
+        ``shrink``: give the memory arena's unused chunks back once the call is done. An
+        arena keeps its peak otherwise: one call of 64 long texts left a server at 1.37 GB
+        for good. Worth it after large calls only (the next one allocates again)."""
         session = self.lone_session if lone else self.session
-        outs = session.run(self._outputs, self.encoder.feed(encodings))
+        options = _shrink_options() if shrink else None
+        outs = session.run(self._outputs, self.encoder.feed(encodings), options)
         probs = np.asarray(outs[0], dtype=np.float32)
         logits = np.asarray(outs[1], dtype=np.float32) if self.has_logits else None
         return Scores(probs, logits)
@@ -154,7 +188,10 @@ class OnnxClassifier:
 
     def warm_up(self, text_pair: bool) -> None:
         """Run a batch of 1 and of 8 so that the first request does not pay for allocation;
-        also checks that the output has one column per label."""
+        also checks that the output has one column per label, and that the graph takes an
+        input of max_length tokens (a bundle.json may claim more than its graph's position
+        table holds: such a version would answer every long text with an error)."""
+        self._warm_up_max_length(text_pair)
         for n in (1, 8):
             texts = ["warm up the model"] * n
             encodings = self.encode(self.pair_up(texts, ["warm"] * n if text_pair else None))
@@ -166,6 +203,18 @@ class OnnxClassifier:
                     f"output shape {probs.shape} does not match {n} texts x "
                     f"{len(self.labels)} labels"
                 )
+
+    def _warm_up_max_length(self, text_pair: bool) -> None:
+        n = self.encoder.max_length
+        words = " ".join(["warm"] * n)
+        (cut,) = self.encode(self.pair_up([words], [words] if text_pair else None))
+        try:
+            self.run_scores([cut], shrink=True)
+        except Exception as e:  # onnxruntime's own error types
+            raise ModelLoadError(
+                f"the graph cannot take an input of max_length ({n}) tokens, as bundle.json "
+                f"says it can: {type(e).__name__}: {str(e)[:300]}"
+            ) from e
 
 
 def choose_variant(manifest: BundleManifest, options: RuntimeOptions, on_cuda: bool) -> Variant:
@@ -179,9 +228,12 @@ def choose_variant(manifest: BundleManifest, options: RuntimeOptions, on_cuda: b
 
 
 def open_bundle(
-    bundle_dir: Path, manifest: BundleManifest, options: RuntimeOptions
+    bundle_dir: Path,
+    manifest: BundleManifest,
+    options: RuntimeOptions,
+    limits: BundleLimits | None = None,
 ) -> OnnxClassifier:
-    """The classifier of one verified bundle directory, warmed up."""
+    """The classifier of one verified bundle directory, warmed up (at max_length too)."""
     on_cuda = choose_providers(options.device)[0] == CUDA
     variant = choose_variant(manifest, options, on_cuda)
     model_file = bundle_dir / (MODEL_INT8 if variant == "int8" else MODEL_FP32)
@@ -194,6 +246,7 @@ def open_bundle(
             max_length=manifest.max_length,
             labels=manifest.labels,
             options=options,
+            limits=limits,
         )
         if manifest.logits_output is not None and not clf.has_logits:
             raise ModelLoadError(

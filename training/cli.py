@@ -1,6 +1,6 @@
 """``lugpi``: the command line. One command per stage, ``run`` for all of them.
 
-Every command takes a CONFIG (a YAML file or a preset name from configs/) and a run
+Every command takes a CONFIG (a YAML file or a preset name: `lugpi presets`) and a run
 directory. Stages write complete directories or nothing, so any command can be
 rerun after a crash or Ctrl-C and continues where it stopped. Errors the user can
 fix print one line and exit with status 2.
@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
@@ -43,8 +44,9 @@ app = typer.Typer(
 ConfigArg = Annotated[
     str,
     typer.Argument(
-        help="A YAML config file, or a preset name from configs/: 'offline' (runs here, no "
-        "network), 'paper' (the paper's models; needs the model hub and a GPU), 'smoke'."
+        help="A YAML config file, or a preset name (`lugpi presets` lists them): 'offline' "
+        "(runs here, no network), 'paper' (the paper's models; needs the model hub and a GPU), "
+        "'smoke', 'demo'. A preset's data paths are read from LUGPI_DATA_DIR."
     ),
 ]
 SetOpt = Annotated[
@@ -369,6 +371,56 @@ def export(args: StageArgs, *, repository: RepositoryOpt = None) -> None:
         if repository is not None and r.cfg.export.publish:
             name, version = r.publish(repository, _keep_last())
             typer.echo(f"published: {name} {version} in {repository}")
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"lugpi {version('lugpi')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("lugpi (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """LUGPI: train a text classifier that learned from generated images, then serve it
+    without them."""
+
+
+@app.command()
+def presets() -> None:
+    """The presets a CONFIG argument may name, what each is for, and the data files it reads
+    (relative data paths are read from the data directory: LUGPI_DATA_DIR)."""
+    from contracts.config import DATA_DIR_ENV, PRESETS_DIR, data_dir, load_config, preset_names
+
+    for name in preset_names():
+        lines = (PRESETS_DIR / f"{name}.yaml").read_text().splitlines()
+        comment = takewhile(lambda ln: ln.startswith("#") and ln.strip("# "), lines)
+        # Its first sentence (up to a '.' or ':') says what it is for.
+        about = " ".join(ln.strip("# ") for ln in comment).split(". ")[0].split(": ")[0]
+        typer.echo(f"{name} - {about}")
+        try:
+            cfg = load_config(name)
+        except LugpiError as e:
+            typer.echo(f"    (does not load: {e})")
+            continue
+        for split in ("train", "dev", "test", "unlabelled"):
+            path = getattr(cfg.data, split)
+            if path is not None:
+                there = "" if Path(path).exists() else "  (missing)"
+                typer.echo(f"    data.{split}: {path}{there}")
+    typer.echo(
+        f"\ndata directory: {data_dir()} (set {DATA_DIR_ENV} to change it, or give each file "
+        "with --set data.train=PATH ...)"
+    )
 
 
 # lugpi models [list|pin|unpin|rollback|delete] and lugpi predict (training/cli_models.py).

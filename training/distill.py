@@ -349,12 +349,19 @@ def distill_student(
     started = time.perf_counter()
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
     splits = training_splits(cfg, data)
-    targets = compute_teacher_targets(
-        cfg, data, images, teacher_dirs, splits, runtime, ctx, token_store
-    )
-    return _train_text_classifier(
-        cfg, data, "student", targets, splits, runtime, out_dir, ctx, started
-    )
+    # The teachers' outputs (one forward pass) are a small part of the stage; training the rest.
+    with ctx.part(0.0, TARGETS_SHARE):
+        targets = compute_teacher_targets(
+            cfg, data, images, teacher_dirs, splits, runtime, ctx, token_store
+        )
+    with ctx.part(TARGETS_SHARE, 1.0):
+        return _train_text_classifier(
+            cfg, data, "student", targets, splits, runtime, out_dir, ctx, started
+        )
+
+
+# The share of a distillation stage (job progress) spent on the teachers' outputs.
+TARGETS_SHARE = 0.15
 
 
 def train_baseline(cfg: PipelineConfig, data: PreparedData, out_dir: Path, ctx: RunContext) -> Path:

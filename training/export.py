@@ -19,6 +19,7 @@ The bundle's version is ``v0`` until ``contracts.repository.publish`` assigns on
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -53,7 +54,7 @@ from contracts.bundle import (
 from contracts.errors import ArtifactError, ExportCheckError
 from runtime.classifier import OnnxClassifier
 from runtime.encoding import TextEncoder
-from runtime.metrics import accuracy_f1, compare, softmax
+from runtime.metrics import accuracy_f1, compare, confusion_matrix, softmax
 from runtime.session import RuntimeOptions
 from training.graph_fusion import fuse_transformer
 from training.quantize import MIN_INT8_AGREEMENT, quantize_checked
@@ -356,7 +357,14 @@ def export_student(
             # Where TEI's ort backend and optimum look for the graph; they read "logits".
             (tmp / TRANSFORMERS_DIR / "onnx").mkdir()
             shutil.copyfile(tmp / MODEL_FP32, tmp / TRANSFORMERS_DIR / "onnx" / MODEL_FP32)
-        prov = Provenance.model_validate({**(provenance or {}), "export": export_info})
+        curves = training_curves(Path(student_dir))
+        prov = Provenance.model_validate(
+            {
+                **(provenance or {}),
+                "export": export_info,
+                **({"training_curves": curves} if curves is not None else {}),
+            }
+        )
         prov.student_base_model = prov.student_base_model or meta.base_model
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = BundleManifest(
@@ -377,6 +385,40 @@ def export_student(
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
         verify_bundle(tmp)
     return out_dir
+
+
+# The loss curve keeps at most this many points: enough to draw, small in bundle.json.
+CURVE_POINTS = 200
+
+
+def training_curves(student_dir: Path) -> dict[str, object] | None:
+    """The student's training curves from its ``history.json`` (written by distill): the
+    loss per step (thinned to CURVE_POINTS) and the dev metrics per epoch. The bundle
+    carries them so that whoever serves it (the web page) can show how it was trained
+    without the run directory. None when the student has no history (an imported model)."""
+    path = student_dir / "history.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        steps = [(float(s["step"]), float(s["loss"])) for s in raw.get("steps", [])]
+        epochs = [
+            (float(e["epoch"]), float(e["dev_accuracy"]), float(e["dev_macro_f1"]))
+            for e in raw.get("epochs", [])
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("%s: unreadable, no training curves in the bundle: %s", path, e)
+        return None
+    stride = max(1, -(-len(steps) // CURVE_POINTS))
+    thinned = steps[::stride]
+    if steps and thinned[-1] != steps[-1]:
+        thinned.append(steps[-1])
+    return {
+        "loss": [[s, round(v, 6)] for s, v in thinned],
+        "dev_accuracy": [[e, round(a, 6)] for e, a, _ in epochs],
+        "dev_macro_f1": [[e, round(f, 6)] for e, _, f in epochs],
+        "best_epoch": int(raw.get("best_epoch", 0)),
+    }
 
 
 def _samples(classifiers: Sequence[OnnxClassifier], dev: TextSplit) -> list[CheckedSample]:
@@ -420,8 +462,10 @@ def _recorded_metrics(
             continue
         m = accuracy_f1(split.labels, p.argmax(-1), n_labels)
         source = "onnxruntime " + (MODEL_INT8 if variant.endswith("int8") else MODEL_FP32)
+        # Row = true label, column = predicted (runtime.metrics), for the web page's matrix.
+        confusion = confusion_matrix(np.asarray(split.labels), p.argmax(-1), n_labels).tolist()
         out.setdefault(variant, {})[split_name] = SplitMetrics.model_validate(
-            {**m, "source": source}
+            {**m, "source": source, "confusion": confusion}
         )
     return out
 

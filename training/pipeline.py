@@ -260,7 +260,8 @@ class Run:
         if names is not None and len(wanted) != len(names):
             known = [t.name for t in self.cfg.teachers]
             raise ConfigError(f"unknown teacher name(s) {names}; the config has {known}")
-        for t in wanted:
+        for n, t in enumerate(wanted):
+            self.ctx.stage_part = (n / len(wanted), (n + 1) / len(wanted))  # job progress
             out = self.teacher_dir(t)
             if not self._skip(Stage.TEACHER, out, force):
                 train_teacher(
@@ -275,13 +276,16 @@ class Run:
                 train_fold_teachers(
                     self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
                 )
+        self.ctx.stage_part = (0.0, 1.0)
         return [self.teacher_dir(t) for t in self.cfg.teachers]
 
     def distill(self, force: bool = False) -> list[Path]:
         from training.distill import distill_student
 
         by_name = {t.name: t for t in self.cfg.teachers}
-        for key, names in self.cfg.student_plan().items():
+        plan = self.cfg.student_plan()
+        for i, (key, names) in enumerate(plan.items()):
+            self.ctx.stage_part = (i / len(plan), (i + 1) / len(plan))  # job progress
             out = self.student_dir(key)
             if not self._skip(Stage.DISTILL, out, force):
                 teachers = [self.teacher_dir(by_name[n]) for n in names]
@@ -294,6 +298,7 @@ class Run:
                     self.ctx,
                     token_store=self.token_store,
                 )
+        self.ctx.stage_part = (0.0, 1.0)
         return list(self.student_dirs().values())
 
     def tgt_student_dir(self, mode: str) -> Path:

@@ -8,7 +8,8 @@ progress report and the cancellation point ("stops at the next batch").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from contracts.errors import Cancelled
@@ -29,6 +30,21 @@ def _never() -> bool:
 class RunContext:
     report: ReportFn = field(default=_no_report)
     cancel_requested: Callable[[], bool] = field(default=_never)
+    # The slice (lo, hi) of the current stage that the counts reported now cover; nested
+    # ``part`` blocks narrow it. A job's overall fraction reads it; progress bars do not.
+    stage_part: tuple[float, float] = (0.0, 1.0)
+
+    @contextmanager
+    def part(self, lo: float, hi: float) -> Iterator[None]:
+        """Counts reported inside cover [lo, hi] of what the enclosing part covers, e.g. a
+        cheap pass then training: ``with ctx.part(0, 0.1): ...`` then ``ctx.part(0.1, 1)``."""
+        outer = self.stage_part
+        a, b = outer
+        self.stage_part = (a + (b - a) * lo, a + (b - a) * hi)
+        try:
+            yield
+        finally:
+            self.stage_part = outer
 
     def step(self, stage: Stage, done: int, total: int, message: str = "") -> None:
         """Report ``done``/``total`` for ``stage``; raise ``Cancelled`` if asked to stop."""

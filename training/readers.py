@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.config import DataConfig, DataFormat
+from contracts.config import DataConfig, DataFormat, missing_data_hint
 from contracts.errors import DataError
 
 # CWI 2018 TSV, no header: id, sentence, start, end, target, native annotators,
@@ -74,9 +74,7 @@ def read_rows(
         hf_split = cfg.hf_splits.get(split, split)
         return read_dataset_rows(str(path), hf_split, cfg, labelled=labelled)
     if not path.is_file():
-        raise DataError(
-            f"data file not found: {path} (relative paths are read from the current directory)"
-        )
+        raise DataError(f"data file not found: {path}; {missing_data_hint(split, path)}")
     fmt = resolve_format(path, cfg.format)
     try:
         if fmt == "cwi2018":

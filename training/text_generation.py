@@ -75,7 +75,9 @@ def resolve_text_cache(cfg: PipelineConfig, run_dir: Path) -> Path:
 def plan_texts(
     cfg: PipelineConfig, requests: Sequence[TextRequest], cache_dir: Path
 ) -> TextGenerationPlan:
-    """Distinct requests (first occurrence order) split into the configured shards."""
+    """Distinct requests (first occurrence order) split into the configured shards. Equal
+    requests (a training text that appears twice) become one job, so a caller that needs a
+    text per request reads them with ``texts_for``, never by position in ``jobs``."""
     jobs: list[TextJob] = []
     seen: set[str] = set()
     for r in requests:
@@ -162,6 +164,28 @@ def generate_texts(
     before = sum(plan.path(j).is_file() for j in plan.jobs)
     (strategy or InProcess()).run(text_work(cfg, plan, generator), ctx)
     return [read_text(plan, j) for j in plan.jobs], len(plan.jobs) - before
+
+
+def texts_for(
+    cfg: PipelineConfig, plan: TextGenerationPlan, requests: Sequence[TextRequest]
+) -> list[str]:
+    """One generated text per request, in request order (equal requests share a text)."""
+    by_key = {job.key: job for job in plan.jobs}
+    return [read_text(plan, by_key[text_cache_key(cfg.text_generator, r)]) for r in requests]
+
+
+def generate_for(
+    cfg: PipelineConfig,
+    requests: Sequence[TextRequest],
+    cache_dir: Path,
+    ctx: RunContext,
+    strategy: ShardStrategy | None = None,
+) -> tuple[list[str], int]:
+    """Plan, generate what is missing, and return one text per request (in request order)
+    and how many were newly generated."""
+    plan = plan_texts(cfg, requests, cache_dir)
+    _, made = generate_texts(cfg, plan, ctx, strategy)
+    return texts_for(cfg, plan, requests), made
 
 
 def read_text(plan: TextGenerationPlan, job: TextJob) -> str:

@@ -48,7 +48,7 @@ from training.near_copies import near_any, normalise
 from training.progress import RunContext
 from training.prompts import make_prompt
 from training.sharding import InProcess, ShardStrategy, plan_shards
-from training.text_generation import draw_seed, generate_texts, plan_texts
+from training.text_generation import draw_seed, generate_for
 from training.text_generator import TextRequest
 
 GENERATED_FILE = "generated.jsonl"
@@ -69,34 +69,49 @@ def draws_per_text(cfg: PipelineConfig) -> int:
     return t.k * (t.pool_factor if "disagreement" in t.search else 1)
 
 
-def neighbour_requests(cfg: PipelineConfig, data: PreparedData) -> list[TextRequest]:
+@dataclass(frozen=True)
+class Neighbour:
+    """One request of the stage, with the training row it was made from."""
+
+    source: int  # index into the train split
+    draw: int
+    request: TextRequest
+
+
+def neighbours(cfg: PipelineConfig, data: PreparedData) -> list[Neighbour]:
     """draws_per_text requests per training example, example-major."""
     n = draws_per_text(cfg)
     out = []
-    for ex in data.splits["train"]:
+    for s, ex in enumerate(data.splits["train"]):
         protect = tuple(normalise(ex.text_pair).split()) if ex.text_pair else ()
         out += [
-            TextRequest(ex.text, draw_seed(cfg.seed, ex.text, j), "", protect) for j in range(n)
+            Neighbour(s, j, TextRequest(ex.text, draw_seed(cfg.seed, ex.text, j), "", protect))
+            for j in range(n)
         ]
     return out
+
+
+def neighbour_requests(cfg: PipelineConfig, data: PreparedData) -> list[TextRequest]:
+    return [nb.request for nb in neighbours(cfg, data)]
 
 
 def filter_generated(
     cfg: PipelineConfig, data: PreparedData, texts: list[str]
 ) -> tuple[list[tuple[int, int, str]], Counter[str]]:
-    """(source, draw, text) of the kept texts and the count dropped per reason."""
-    n, train = draws_per_text(cfg), data.splits["train"]
+    """(source, draw, text) of the kept texts and the count dropped per reason. ``texts``:
+    one per request of ``neighbours`` (``text_generation.texts_for``), in that order."""
+    train = data.splits["train"]
     thr = cfg.tgt.max_similarity
     dropped: Counter[str] = Counter()
     seen = {normalise(ex.text) for ex in train}
     candidates: list[tuple[int, int, str]] = []
-    for i, text in enumerate(texts):
+    for nb, text in zip(neighbours(cfg, data), texts, strict=True):
         key = normalise(text)
         if not key or key in seen:
             dropped["duplicate"] += 1
             continue
         seen.add(key)
-        candidates.append((i // n, i % n, text))
+        candidates.append((nb.source, nb.draw, text))
     near_src = [bool(near_any([t], [train[s].text], thr)[0]) for s, _, t in candidates]
     evaluation = [ex.text for split in ("dev", "test") for ex in data.splits.get(split, [])]
     near_eval = near_any([t for _, _, t in candidates], evaluation, thr)
@@ -179,8 +194,7 @@ def run_tgt(
     pipeline (default: the configured generator, loaded on first use). ``strategy`` runs
     the text-generation shards, then the image shards (default: here, in turn)."""
     started = time.perf_counter()
-    plan = plan_texts(cfg, neighbour_requests(cfg, data), text_cache)
-    texts, made = generate_texts(cfg, plan, ctx, strategy)
+    texts, made = generate_for(cfg, neighbour_requests(cfg, data), text_cache, ctx, strategy)
     rows, dropped = generated_rows(cfg, data, texts)
     drawn = 0
     if image_cache is not None:

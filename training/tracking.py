@@ -4,9 +4,10 @@ the software provenance, logged to MLflow when ``tracking.mlflow`` is set.
 One MLflow run per run directory. Its id is kept in ``<run-dir>/mlflow.json`` with the
 stages already logged, so a resumed run continues the same MLflow run and logs each stage
 once. By default the store is a local file store in ``<run-dir>/mlruns`` (view it with
-``mlflow ui --backend-store-uri <run-dir>/mlruns``); ``tracking.uri`` points elsewhere (a
-tracking server, a database). MLflow 3 keeps its file store in maintenance mode behind
-``MLFLOW_ALLOW_FILE_STORE``; this module sets that flag for file stores only.
+``MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri <run-dir>/mlruns``);
+``tracking.uri`` points elsewhere (a tracking server, a database). MLflow 3 keeps its file
+store in maintenance mode behind ``MLFLOW_ALLOW_FILE_STORE``; this module sets that flag for
+file stores only.
 
 ``software_provenance`` (package versions and the project's git commit) also goes into
 every bundle's ``bundle.json``.
@@ -111,7 +112,7 @@ class Tracker:
             from mlflow.tracking import MlflowClient
         except ImportError as e:
             raise ConfigError(
-                "tracking.mlflow is true but MLflow is not installed: pip install mlflow-skinny"
+                "tracking.mlflow is true but MLflow is not installed: pip install 'lugpi[tracking]'"
             ) from e
         self._client = MlflowClient(self.uri)
         state = self._state()

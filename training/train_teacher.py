@@ -52,6 +52,9 @@ from training.image_tokens import TokenCache
 from training.progress import RunContext
 from training.train_loop import Budget, fit, seed_everything, select_runtime
 
+# The share of a teacher's stage (job progress) spent computing its image tokens.
+TOKENS_SHARE = 0.15
+
 
 def check_images(data: PreparedData, images: ImageIndex, splits: Sequence[str]) -> None:
     """Each split needs one image path per example, in the same order."""
@@ -106,14 +109,15 @@ def train_teacher(
     y_dev = np.asarray(data.label_ids("dev"))
     cache_seconds = 0.0
     if reads_images and teacher.freeze_image_encoder:
-        cache = TokenCache(
-            model,
-            images["train"] + images["dev"],
-            runtime,
-            teacher.batch_size,
-            on_batch=lambda d, t: ctx.step(Stage.TEACHER, d, t, "image tokens"),
-            store=token_store,
-        )
+        with ctx.part(0.0, TOKENS_SHARE):  # job progress: one pass, then the training steps
+            cache = TokenCache(
+                model,
+                images["train"] + images["dev"],
+                runtime,
+                teacher.batch_size,
+                on_batch=lambda d, t: ctx.step(Stage.TEACHER, d, t, "image tokens"),
+                store=token_store,
+            )
         train_images, dev_images = cache.inputs(images["train"]), cache.inputs(images["dev"])
         cache_seconds = cache.seconds
     else:  # pixels per batch; for a text-only teacher these inputs are empty
@@ -157,7 +161,8 @@ def train_teacher(
         warmup_ratio=cfg.student.warmup_ratio,
         seed=cfg.seed,
     )
-    history, best = fit(model, [model], step_fn, eval_fn, budget, runtime, ctx, Stage.TEACHER)
+    with ctx.part(TOKENS_SHARE if reads_images and teacher.freeze_image_encoder else 0.0, 1.0):
+        history, best = fit(model, [model], step_fn, eval_fn, budget, runtime, ctx, Stage.TEACHER)
     meta = TeacherMeta(
         name=teacher.name,
         modality=teacher.modality,

@@ -33,6 +33,7 @@ from contracts.errors import Cancelled, JobTimeout, LugpiError
 from jobs.lifecycle import TASK_GENERATE_SHARD, AttemptLost
 from jobs.store import JobStore, open_jobstore
 from worker.job_context import STOPPING, FanOut, JobReporter, WorkerStopping
+from worker.library_noise import quiet_libraries
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("worker.attempt")
@@ -86,6 +87,7 @@ def _outcome(store: JobStore, spec: dict[str, Any], settings: WorkerSettings) ->
         attempt,
         min_interval=settings.progress_interval_s,
         deadline=started + settings.job_timeout_s,
+        started_at=started,
     )
     module, _, name = str(spec["stages"]).partition(":")
     stages = getattr(importlib.import_module(module), name)
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("worker", "training"):
         logging.getLogger(name).setLevel(logging.INFO)
     settings = WorkerSettings.model_validate(spec["settings"])
+    quiet_libraries(settings.verbose_job_log)  # before the stages import them
     store = open_jobstore(settings.redis_url, settings.artifacts_dir)
     try:
         out = _outcome(store, spec, settings)

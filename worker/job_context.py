@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from contracts.errors import JobTimeout, WorkerStopping
 from contracts.jobs import STAGE_ORDER, JobRecord, Progress, Stage
-from jobs.lifecycle import enter_publish, overall_fraction, report_progress
+from jobs.lifecycle import ProgressMeter, enter_publish, report_progress
 from jobs.store import JobStore, JobStoreUnavailable
 from training.progress import RunContext
 
@@ -40,6 +40,7 @@ class JobReporter:
         min_interval: float,
         deadline: float,
         commit_retry_s: float = 60.0,
+        started_at: float | None = None,
     ) -> None:
         self.store, self.job_id, self.attempt = store, job_id, attempt
         self._commit_retry_s = commit_retry_s
@@ -51,9 +52,13 @@ class JobReporter:
         self._last_write = 0.0
         self._cancel = False
         self._mutex = threading.Lock()  # shard threads of the same job report too
+        # started_at: when the job first started (wall clock), so elapsed spans attempts.
+        before = time.time() - started_at if started_at is not None else 0.0
+        self._meter = ProgressMeter(elapsed_before=before)
+        self._ctx = RunContext(report=self.report, cancel_requested=self.cancel_requested)
 
     def context(self) -> RunContext:
-        return RunContext(report=self.report, cancel_requested=self.cancel_requested)
+        return self._ctx
 
     def seen(self, record: JobRecord) -> None:
         """Take the cancel flag from a record read elsewhere."""
@@ -73,6 +78,8 @@ class JobReporter:
                 self._stage
             ):
                 return  # a resumed run re-reports the stages it skips: never go backwards
+            # Every report reaches the meter (it sees each count start), written or not.
+            estimate = self._meter.update(stage, done, total, self._ctx.stage_part)
             if stage != self._stage:
                 finished = self.stage_time(now)
                 self._stage, self._stage_t0 = stage, now
@@ -82,8 +89,10 @@ class JobReporter:
                 stage=stage,
                 done=done,
                 total=total,
-                fraction=overall_fraction(stage, done, total),
+                fraction=estimate.fraction,
                 message=message,
+                elapsed_s=estimate.elapsed_s,
+                eta_s=estimate.eta_s,
             )
             try:
                 self.seen(

@@ -71,7 +71,7 @@ def shard_work(kind: ShardKind, cfg: PipelineConfig, run_dir: Path) -> ShardedWo
     """The work list a shard of ``kind`` belongs to, rebuilt from the job's config and run
     directory exactly as the job's own task built it."""
     from training.data import load_prepared
-    from training.text_generation import plan_texts, read_text, resolve_text_cache, text_work
+    from training.text_generation import plan_texts, resolve_text_cache, text_work, texts_for
     from training.tgt import generated_rows, image_plan, neighbour_requests
 
     layout = RunLayout(run_dir)
@@ -79,11 +79,12 @@ def shard_work(kind: ShardKind, cfg: PipelineConfig, run_dir: Path) -> ShardedWo
     if kind == "images":
         plan = plan_generation(cfg, data, resolve_cache_dir(cfg, layout.images))
         return plan.work(cfg, cached_pipeline(cfg, plan.cache_dir))
-    texts = plan_texts(cfg, neighbour_requests(cfg, data), resolve_text_cache(cfg, run_dir))
+    requests = neighbour_requests(cfg, data)
+    texts = plan_texts(cfg, requests, resolve_text_cache(cfg, run_dir))
     if kind == "texts":
         return text_work(cfg, texts, cached_text_generator(cfg, texts.cache_dir))
     # tgt-images: only sent once every text is generated (the stage draws after them).
-    rows, _ = generated_rows(cfg, data, [read_text(texts, j) for j in texts.jobs])
+    rows, _ = generated_rows(cfg, data, texts_for(cfg, texts, requests))
     iplan = image_plan(cfg, rows, layout.image_cache(cfg.generator.cache_dir))
     return iplan.work(cfg, cached_pipeline(cfg, iplan.cache_dir), Stage.TGT, "tgt-images")
 

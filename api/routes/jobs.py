@@ -5,6 +5,10 @@ are configured.
     GET  /jobs/{job_id}     state, stage, progress with counts, timings, metrics, error
     GET  /jobs              newest first, paged
     POST /jobs/{job_id}/cancel
+    GET  /jobs/{job_id}/logs     the tail of the job's log (embedded mode)
+    DELETE /jobs/{job_id}/artifacts  a finished job's run directory (record and model stay)
+    GET  /jobs/{job_id}/results  results table, per-model metrics with confusion matrices,
+                                 training curves
 
 The job queue (api/jobqueue.py) is opened by this router's lifespan, which also starts
 its reaper. With Redis configured but unreachable these routes answer 503 with the
@@ -14,6 +18,7 @@ reason, while /classify keeps serving (it never touches Redis).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -32,9 +37,11 @@ from api.jobqueue import JobQueue, JobQueueUnavailable, RunnerStatus, open_jobqu
 from api.registry import ModelRegistry
 from api.settings import ApiSettings
 from contracts.config import PipelineConfig
-from contracts.errors import CannotCancel, JobStoreUnavailable
+from contracts.errors import CannotCancel, JobStoreUnavailable, NotFound
 from contracts.jobs import JobRecord, JobState
-from jobs.lifecycle import fail_queued, request_cancel
+from contracts.layout import RunLayout
+from jobs.artifacts import delete_job_artifacts
+from jobs.lifecycle import fail_queued, live_timing, request_cancel
 from jobs.store import (
     JOB_ID_PATTERN,
     SqliteJobStore,
@@ -146,11 +153,12 @@ def _fail_unsent(queue: JobQueue, job_id: str, why: str) -> None:
 
 @router.get("/jobs/{job_id}", name="get_job", responses={404: {}, **_UNAVAILABLE})
 def get_job(job_id: JobId, queue: QueueDep, registry: RegistryDep) -> JobRecord:
-    """State, stage, progress (done/total of the stage, fraction overall), stage timings,
-    metrics and the published model version once succeeded, the error once failed."""
+    """State, stage, progress (done/total of the stage's current count, the overall
+    fraction, which never decreases, elapsed seconds and an ETA), stage timings, metrics and
+    the published model version once succeeded, the error once failed."""
     record = queue.store.get(job_id)
     _serve_published(record, registry, queue)
-    return record
+    return live_timing(record)
 
 
 def _serve_published(record: JobRecord, registry: ModelRegistry, queue: JobQueue) -> None:
@@ -202,3 +210,119 @@ def cancel_job(job_id: JobId, queue: QueueDep) -> JobRecord:
             "longer be cancelled and ends with the version it publishes"
         )
     return record
+
+
+class JobLog(BaseModel):
+    job_id: str
+    lines: list[str] = Field(description="The last lines of the log, oldest first.")
+    truncated: bool = Field(description="Whether the log has more lines before these.")
+    size_bytes: int
+
+
+class JobResults(BaseModel):
+    job_id: str
+    labels: list[str]
+    report_split: str = Field(description="The split the results table reports (test).")
+    models: dict[str, dict[str, Any]] = Field(
+        description="Per model (teacher:NAME, student:KEY, baseline, ...): its kind and, per "
+        "split, accuracy, macro_f1, n, per_class_f1 and the confusion matrix (rows: true "
+        "label, columns: predicted, in the order of labels)."
+    )
+    table_md: str = Field(description="The results table (results.md).")
+    curves: dict[str, dict[str, Any]] = Field(
+        description="Per trained model directory (teacher-NAME, student-KEY, baseline, ...): "
+        "its training history: steps (loss terms, lr) and epochs (dev metrics)."
+    )
+
+
+# A log line longer than this is cut; a tail reads at most this many bytes from the end.
+_MAX_LINE = 4000
+_MAX_TAIL_BYTES = 2_000_000
+
+
+def _run_layout(settings: ApiSettings, queue: JobQueue, job_id: str) -> RunLayout:
+    queue.store.get(job_id)  # 404 for an unknown job
+    return RunLayout.for_job(Path(settings.artifacts_dir), job_id)
+
+
+@router.get("/jobs/{job_id}/logs", responses={404: {}, **_UNAVAILABLE})
+def get_job_log(
+    job_id: JobId,
+    queue: QueueDep,
+    settings: SettingsDep,
+    tail: Annotated[int, Query(ge=1, le=5000, description="How many last lines.")] = 200,
+) -> JobLog:
+    """The last ``tail`` lines of the job's log (``job.log`` in its run directory: the job
+    process's output in the embedded mode; a Celery worker logs to its own output)."""
+    path = _run_layout(settings, queue, job_id).job_log
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            start = max(0, size - _MAX_TAIL_BYTES)
+            f.seek(start)
+            raw = f.read()
+    except FileNotFoundError:
+        raise NotFound(
+            f"job {job_id} has no log here (not started yet, or run by a Celery worker, whose "
+            "own output has it)"
+        ) from None
+    lines = raw.decode("utf-8", "replace").splitlines()
+    if start > 0:
+        lines = lines[1:]  # the first line read is likely cut
+    kept = [line[:_MAX_LINE] for line in lines[-tail:]]
+    return JobLog(
+        job_id=job_id, lines=kept, truncated=start > 0 or len(lines) > tail, size_bytes=size
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@router.get("/jobs/{job_id}/results", responses={404: {}, **_UNAVAILABLE})
+def get_job_results(job_id: JobId, queue: QueueDep, settings: SettingsDep) -> JobResults:
+    """The job's evaluation once its evaluate stage finished: the results table, every
+    model's metrics on dev and test with its confusion matrix, and the training curves."""
+    layout = _run_layout(settings, queue, job_id)
+    written = _read_json(layout.evaluate / "results.json")
+    table = layout.evaluate / "results.md"
+    if not isinstance(written, dict) or not table.is_file():
+        raise NotFound(f"job {job_id} has no results yet (they come with its evaluate stage)")
+    models = {
+        name: {k: v for k, v in entry.items() if k != "dir"}  # no server paths
+        for name, entry in (written.get("models") or {}).items()
+        if isinstance(entry, dict)
+    }
+    curves = {}
+    for history in sorted(layout.root.glob("*/history.json")):
+        data = _read_json(history)
+        if isinstance(data, dict):
+            curves[history.parent.name] = data
+    return JobResults(
+        job_id=job_id,
+        labels=list(written.get("labels") or []),
+        report_split=str(written.get("report_split", "test")),
+        models=models,
+        table_md=table.read_text(encoding="utf-8"),
+        curves=curves,
+    )
+
+
+class ArtifactsDeleted(BaseModel):
+    job_id: str
+    freed_bytes: int = Field(description="0 when they were already gone.")
+
+
+@router.delete(
+    "/jobs/{job_id}/artifacts",
+    responses={404: {}, 409: {"description": "The job has not finished."}, **_UNAVAILABLE},
+)
+def delete_artifacts(job_id: JobId, queue: QueueDep, settings: SettingsDep) -> ArtifactsDeleted:
+    """Delete a finished job's run directory (stage outputs, images, log, results). The
+    job's record stays, and so does any model it published (that lives in the model
+    repository). Old ones go by themselves with ``LUGPI_JOB_ARTIFACTS_KEEP_DAYS``."""
+    freed = delete_job_artifacts(queue.store, Path(settings.artifacts_dir), job_id)
+    return ArtifactsDeleted(job_id=job_id, freed_bytes=freed)

@@ -17,7 +17,14 @@ router = APIRouter(prefix="/models", tags=["models"])
 # What callers without an admin key see of a bundle's provenance: model names, never the
 # job id, the config or a path of this machine (a local path shows as its last part, a
 # run directory as "(a local run)": contracts.bundle.public_reference), in any value.
-PUBLIC_PROVENANCE = ("dataset", "generator", "teachers", "student_base_model")
+PUBLIC_PROVENANCE = (
+    "dataset",
+    "generator",
+    "teachers",
+    "student_base_model",
+    # How the student learned (loss and dev metrics per epoch), drawn by the web page.
+    "training_curves",
+)
 
 
 def _public_name(value: object) -> object:

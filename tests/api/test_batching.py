@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from fastapi.testclient import TestClient
 
-from api.batching import length_groups
+from api.batching import call_cost, length_groups
 from api.registry import ModelRegistry
 from contracts.errors import InferenceError
 
@@ -53,3 +53,15 @@ def test_random_requests_larger_than_a_batch_are_split(client: TestClient, n_tex
     r = client.post("/classify", json={"texts": texts, "model": "sentiment"})
     assert r.status_code == 200
     assert len(r.json()["predictions"]) == n_texts
+
+
+def test_groups_keep_to_the_token_budget() -> None:
+    """64 texts of 512 tokens under a 4,096-token budget: 8 calls of 8 texts; past 512
+    tokens a text costs its attention (a 2,048-token text alone costs 8,192: it still runs,
+    alone)."""
+    groups = length_groups([512] * 64, 64, 4096)
+    assert [len(g) for g in groups] == [8] * 8
+    assert sorted(i for g in groups for i in g) == list(range(64))
+    assert call_cost(8, 512) == 4096 and call_cost(1, 2048) == 8192
+    assert length_groups([2048, 2048, 10], 64, 4096) == [[2], [0], [1]]
+    assert length_groups([512] * 64, 64) == [list(range(64))]  # no budget: one call

@@ -105,7 +105,7 @@ def test_random_lugpi_models_subcommands(three_versions: Path) -> None:
     refused = runner.invoke(cli, ["models", "delete", "sentiment", "v1", "--repository", repo])
     assert refused.exit_code == 2 and "pinned" in refused.output
     assert runner.invoke(cli, ["models", "unpin", "sentiment", "--repository", repo]).exit_code == 0
-    gone = runner.invoke(cli, ["models", "delete", "sentiment", "v1", "--repository", repo])
+    gone = runner.invoke(cli, ["models", "delete", "sentiment", "v1", "--repository", repo, "-y"])
     assert gone.exit_code == 0 and "| v1 |" not in gone.output
 
 

@@ -20,6 +20,7 @@ from tests.api.conftest import (  # noqa: F401  (fixtures of the service tests)
     random_bundles,
     repository,
 )
+from tests.chaos.bundles import export_minilm_bundle
 from tests.chaos.stages import write_plan
 
 # Fixtures of the job tests: the test Redis DB, both stores (``store``), and the module-
@@ -34,6 +35,14 @@ from tests.worker.conftest import store as store
 from worker.settings import WorkerSettings
 
 SCRIPTED = "tests.chaos.stages:scripted"
+
+
+@pytest.fixture(scope="session")
+def minilm512(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's graph (all-MiniLM-L6-v2, RANDOM head) as a bundle of max_length 512."""
+    return export_minilm_bundle(tmp_path_factory.mktemp("minilm512") / "bundle", 512)
+
+
 # A config the schema accepts; the scripted stage never reads its data paths.
 CONFIG: dict[str, Any] = {"name": "chaos", "data": {"train": "unused.tsv"}}
 

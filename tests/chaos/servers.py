@@ -56,11 +56,13 @@ class OrtGate:
         self._run = classifier.run_scores
         classifier.run_scores = self  # type: ignore[method-assign]
 
-    def __call__(self, encodings: Sequence[object], *, lone: bool = False) -> object:
+    def __call__(
+        self, encodings: Sequence[object], *, lone: bool = False, shrink: bool = False
+    ) -> object:
         self.calls += 1
         self.entered.set()
         self._open.wait(60)
-        return self._run(encodings, lone=lone)  # type: ignore[arg-type]
+        return self._run(encodings, lone=lone, shrink=shrink)  # type: ignore[arg-type]
 
     def release(self) -> None:
         self._open.set()

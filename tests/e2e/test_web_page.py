@@ -11,10 +11,12 @@ Install the browser with: apt-get install -y chromium chromium-driver
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,18 @@ LABELS = ["business", "sports", "tech"]
 API_KEY = "web-page-test-key"
 ADMIN_KEY = "web-page-admin-key"  # may classify too, and see the jobs
 DEV_TEXTS = ["Shares rose after the merger.", "The striker scored twice.", "A new phone chip."]
+PAIR_LABELS = ["complex", "simple"]
+DEV_PAIRS = ["merger", "striker", "chip"]
+# A distill history.json (training/train_loop.History) as the pair student's.
+PAIR_HISTORY = {
+    "steps": [{"step": i, "epoch": i / 4, "loss": 1.5 / i, "lr": 1e-4} for i in range(1, 9)],
+    "epochs": [
+        {"epoch": 1, "step": 4, "dev_accuracy": 0.5, "dev_macro_f1": 0.4},
+        {"epoch": 2, "step": 8, "dev_accuracy": 0.75, "dev_macro_f1": 0.7},
+    ],
+    "best_epoch": 2,
+    "train_seconds": 1.0,
+}
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element reference key
 
 
@@ -77,14 +91,25 @@ class Browser:
     def type(self, css: str, text: str) -> None:
         self._call("POST", f"/element/{self.find(css)}/value", {"text": text})
 
+    def _on(self, css: str, method: str, what: str, body: dict[str, Any] | None = None) -> Any:
+        # The page redraws a model's versions after each change: an element found just
+        # before a redraw is stale, so find it again.
+        for attempt in range(5):
+            try:
+                return self._call(method, f"/element/{self.find(css)}/{what}", body)
+            except AssertionError as e:
+                if "stale element" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.2)
+
     def click(self, css: str) -> None:
-        self._call("POST", f"/element/{self.find(css)}/click", {})
+        self._on(css, "POST", "click", {})
 
     def text(self, css: str) -> str:
-        return str(self._call("GET", f"/element/{self.find(css)}/text"))
+        return str(self._on(css, "GET", "text"))
 
     def visible(self, css: str) -> bool:
-        return bool(self._call("GET", f"/element/{self.find(css)}/displayed"))
+        return bool(self._on(css, "GET", "displayed"))
 
     def script(self, source: str) -> Any:
         return self._call("POST", "/execute/sync", {"script": source, "args": []})
@@ -97,7 +122,9 @@ class Browser:
         self.http.close()
 
 
-def make_random_student(tiny_text_model: Path, out: Path) -> Path:
+def make_random_student(
+    tiny_text_model: Path, out: Path, labels: list[str] = LABELS, text_pair: bool = False
+) -> Path:
     """A student dir with a RANDOM head, scaled so its probabilities are far from uniform."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -105,16 +132,16 @@ def make_random_student(tiny_text_model: Path, out: Path) -> Path:
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
         tiny_text_model,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
     )
     with torch.no_grad():
         model.classifier.weight.mul_(30.0)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_text_model).save_pretrained(out)
     meta = TextModelMeta(
-        kind="student", labels=LABELS, max_length=32, text_pair=False, base_model="tiny-random"
+        kind="student", labels=labels, max_length=32, text_pair=text_pair, base_model="tiny-random"
     )
     (out / STUDENT_META).write_text(meta.model_dump_json())
     return out
@@ -142,6 +169,28 @@ def repository(tiny_text_model: Path, tmp_path_factory: pytest.TempPathFactory) 
         with_transformers=False,
     )
     publish(bundle, root / "repository", "news")
+    # A text-pair model whose provenance names a teacher, in two versions (to pin and roll
+    # back), with the training history distill writes beside a student (the bundle carries
+    # its curves).
+    pair_student = make_random_student(
+        tiny_text_model, root / "pair-student", PAIR_LABELS, text_pair=True
+    )
+    (pair_student / "history.json").write_text(json.dumps(PAIR_HISTORY))
+    pair_bundle = export_student(
+        pair_student,
+        root / "pair-bundle",
+        DEV_TEXTS,
+        DEV_PAIRS,
+        [0, 1, 0],
+        name="paired",
+        provenance={"teachers": ["tiny-teacher"]},
+        test_texts=DEV_TEXTS,
+        test_pairs=DEV_PAIRS,
+        test_labels=[0, 1, 0],
+        with_transformers=False,
+    )
+    publish(pair_bundle, root / "repository", "paired")
+    publish(pair_bundle, root / "repository", "paired")
     return root / "repository"
 
 
@@ -210,6 +259,13 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         driver.wait(timeout=20)
 
 
+def choose_model(browser: Browser, name: str) -> None:
+    browser.script(
+        f"const s = document.getElementById('model'); s.value = {json.dumps(name)}; "
+        "s.dispatchEvent(new Event('change'));"
+    )
+
+
 def save_screenshot(png: bytes, tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
     path.write_bytes(png)
@@ -267,14 +323,23 @@ def test_click_through_key_classify_models_jobs(
     assert widths[label] == max(widths.values()) > 0
     assert "model news, version v1" in browser.text(".prediction")
 
-    # The teacher needs a worker and a model trained by a job here: this bundle has neither,
-    # and the page says so instead of failing silently; the student's answer stays.
+    # news names no teacher: the page offers no teacher box, and no text-pair field.
+    assert not browser.visible("#teacher-field") and not browser.visible("#pair-field")
+    # paired names one, but the teacher needs a worker and a model trained by a job here:
+    # this bundle has neither, and the page says so instead of failing silently; the
+    # student's answer stays.
+    choose_model(browser, "paired")
+    assert browser.visible("#teacher-field") and browser.visible("#pair-field")
+    browser.type("#text-pair", "striker")
     browser.click("#use-teacher")
     browser.click("#classify-button")
     wait_until(lambda: "Teacher" in browser.text("#classify-status"), 30, "the teacher's answer")
     assert "409" in browser.text("#classify-status")
     assert len(browser.find_all(".prediction")) == 1
+    assert "model paired, version v2" in browser.text(".prediction")
     browser.click("#use-teacher")
+    choose_model(browser, "news")
+    assert not browser.visible("#teacher-field") and not browser.visible("#pair-field")
 
     # The jobs table follows the store: both jobs, with their progress...
     wait_until(lambda: browser.visible("#jobs-table"), 20, "the jobs table")
@@ -293,3 +358,89 @@ def test_click_through_key_classify_models_jobs(
     assert set(origins) <= {server.rstrip("/")}
     shot = save_screenshot(browser.screenshot(), tmp_path, "web-page-classify.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
+
+
+def _version_text(browser: Browser, version: str) -> str:
+    return browser.text(f"#versions .version[data-version='{version}'] h4")
+
+
+def test_model_versions_results_pin_and_job_detail(
+    server: str, browser: Browser, repository: Path, jobstore: SqliteJobStore, tmp_path: Path
+) -> None:
+    from contracts.bundle import read_manifest
+
+    browser.open(server)
+    browser.script(f"sessionStorage.setItem('lugpi-api-key', {json.dumps(ADMIN_KEY)})")
+    browser.open(server)
+    wait_until(lambda: browser.visible("#jobs-table"), 20, "the jobs table (admin)")
+    wait_until(lambda: browser.visible("#models-table"), 20, "the models table")
+
+    # news: one version; its test metrics and the confusion matrix the bundle carries.
+    browser.click("#models-table tbody tr[data-model='news'] button.details")
+    wait_until(lambda: browser.find_all("#versions .version"), 20, "news' versions")
+    news = read_manifest(repository / "news" / "v1")
+    student_test = news.metrics["student"]["test"]
+    row = browser.text("#versions .version[data-version='v1'] tr[data-metric='student/test']")
+    assert f"{student_test.accuracy:.4f}" in row and row.split()[-1] == str(student_test.n)
+    cells = browser.script(
+        "return [...document.querySelectorAll(\"table.confusion[data-model='student'] tr\")]"
+        ".slice(1).map(r => [...r.querySelectorAll('td')].map(td => Number(td.textContent)))"
+    )
+    assert cells == student_test.model_dump()["confusion"]
+    assert sum(map(sum, cells)) == len(DEV_TEXTS)
+    # The score temperature where export fitted one (on labelled dev texts), else said so;
+    # no history behind this student: said, not broken.
+    details = browser.text("#model-details")
+    raw = json.loads((repository / "news" / "v1" / "bundle.json").read_text())
+    if raw.get("score_temperature"):
+        assert f"score temperature: {raw['score_temperature']['temperature']:.4f}" in details
+    else:
+        assert "No score temperature or calibration error recorded" in details
+    assert "No training curves in this bundle" in details
+    # The shape bundle.json's score_temperature has (fit at export; ECE/NLL/Brier before
+    # and after), as the page words it.
+    fitted = {
+        "temperature": 2.5,
+        "fitted_on": "dev",
+        "before": {"student": {"test": {"ece": 0.31, "nll": 1.2, "brier": 0.5, "n": 10}}},
+        "after": {"student": {"test": {"ece": 0.02, "nll": 0.4, "brier": 0.25, "n": 10}}},
+    }
+    shown = browser.script(f"return calibrationOf({{score_temperature: {json.dumps(fitted)}}})")
+    assert shown == [
+        ["score temperature", "2.5000 (fitted on dev)"],
+        ["student test", "ECE 0.3100 → 0.0200, NLL 1.2000 → 0.4000, Brier 0.5000 → 0.2500"],
+    ]
+    assert "v1 (loaded, default)" in _version_text(browser, "v1")
+
+    # paired: two versions; the newest is the default, the curves come from history.json.
+    browser.click("#models-table tbody tr[data-model='paired'] button.details")
+    wait_until(lambda: len(browser.find_all("#versions .version")) == 2, 20, "paired versions")
+    assert "default" in _version_text(browser, "v2")
+    assert len(browser.find_all("#versions .version[data-version='v2'] svg.curve")) == 3
+    captions = browser.text("#versions .version[data-version='v2'] .curves")
+    assert "dev accuracy per epoch: 0.5000 → 0.7500" in captions
+    assert "training loss per step: 1.5000 → 0.1875" in captions
+
+    # An admin pins v1, unpins it, then rolls back: the page and the repository agree.
+    browser.click("#versions .version[data-version='v1'] button.pin")
+    wait_until(lambda: "pinned" in _version_text(browser, "v1"), 20, "v1 pinned")
+    assert "default" in _version_text(browser, "v1")
+    assert (repository / "paired" / ".default-version").read_text().strip() == "v1"
+    browser.click("#model-actions button.unpin")
+    wait_until(lambda: "default" in _version_text(browser, "v2"), 20, "v2 default again")
+    assert not (repository / "paired" / ".default-version").exists()
+    browser.click("#model-actions button.rollback")
+    wait_until(lambda: "pinned" in _version_text(browser, "v1"), 20, "rolled back to v1")
+    browser.click("#model-actions button.unpin")
+    wait_until(lambda: "default" in _version_text(browser, "v2"), 20, "v2 default at the end")
+
+    # A job's detail view: its state, progress, what it published, and its log (or why not).
+    done = next(r for r in jobstore.list_jobs()[0] if r.state is JobState.SUCCEEDED)
+    browser.click(f"#jobs-table tbody tr[data-job='{done.job_id}'] button.details")
+    wait_until(lambda: browser.visible("#job-detail"), 20, "the job detail")
+    wait_until(lambda: browser.text("#job-log") != "", 20, "the job log")
+    facts = browser.text("#job-facts")
+    assert "succeeded" in facts and "100.0%" in facts and "news v1" in facts
+    assert not browser.text("#job-log").startswith("Cannot read the log")
+    shot = save_screenshot(browser.screenshot(), tmp_path, "web-page-versions.png")
+    assert shot.stat().st_size > 5000

@@ -147,6 +147,10 @@ def test_export_random_tiny_student_writes_a_checked_bundle(bundle: Path) -> Non
     test_acc = manifest.metrics["student"]["test"]
     assert test_acc.n == 300 and 0.0 < test_acc.accuracy < 1.0
     assert manifest.metrics["student-int8"]["test"].n == 300
+    # The confusion matrix beside them (rows: true label), agreeing with the accuracy.
+    cm = test_acc.model_dump()["confusion"]
+    assert len(cm) == 2 and sum(map(sum, cm)) == 300
+    assert (cm[0][0] + cm[1][1]) / 300 == pytest.approx(test_acc.accuracy)
     # Given metrics are kept; evaluate's PyTorch "student" under its own name.
     assert manifest.metrics["baseline"]["test"].accuracy == 0.5
     assert manifest.metrics["student-pytorch"]["test"].accuracy == 0.25
@@ -358,3 +362,25 @@ def test_logits_check_names_the_metric() -> None:
         export_mod.check_logits(ref, ref + np.array([[1.0], [0.0]], dtype=np.float32))
     with pytest.raises(ExportCheckError, match="no 'logits' output"):
         export_mod.check_logits(ref, None)
+
+
+def test_training_curves_come_from_the_students_history(tmp_path: Path) -> None:
+    from training.export import CURVE_POINTS, training_curves
+
+    assert training_curves(tmp_path) is None  # an imported model has no history
+    steps = [{"step": i, "epoch": i / 100, "loss": 1.0 / i, "lr": 1e-4} for i in range(1, 1001)]
+    epochs = [
+        {"epoch": e, "step": 100 * e, "dev_accuracy": 0.1 * e, "dev_macro_f1": 0.05 * e}
+        for e in range(1, 11)
+    ]
+    history = {"steps": steps, "epochs": epochs, "best_epoch": 9, "train_seconds": 3.0}
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    curves = training_curves(tmp_path)
+    assert curves is not None
+    loss = curves["loss"]
+    assert isinstance(loss, list) and len(loss) <= CURVE_POINTS + 1
+    assert loss[0] == [1.0, 1.0] and loss[-1] == [1000.0, 0.001]  # the last step is kept
+    assert curves["dev_accuracy"] == [[float(e), round(0.1 * e, 6)] for e in range(1, 11)]
+    assert curves["best_epoch"] == 9
+    (tmp_path / "history.json").write_text("{not json")
+    assert training_curves(tmp_path) is None  # a broken history costs the curves only

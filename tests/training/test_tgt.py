@@ -20,7 +20,7 @@ from training.data import Example, PreparedData
 from training.losses import lugpi_loss
 from training.near_copies import near_any, normalise, similarity
 from training.progress import RunContext
-from training.text_generation import generate_texts, plan_texts, run_text_shard
+from training.text_generation import draw_seed, generate_texts, plan_texts, run_text_shard
 from training.text_generator import TextGenerator, TextRequest
 from training.tgt import filter_generated, load_generated, neighbour_requests, run_tgt
 
@@ -218,3 +218,33 @@ def test_generated_rows_weigh_lambda_in_kd_and_never_enter_ce() -> None:
     for term in ("kd", "emb"):
         want = (2 * getattr(first_two, term) + 0.5 * 2 * getattr(last_two, term)) / 4
         assert torch.isclose(getattr(weighted, term), want), term
+
+
+def test_generated_texts_keep_their_own_source_after_a_duplicate_trained_generator(
+    tiny_text_generator: Path, tmp_path: Path
+) -> None:
+    """A training text that appears twice asks for the same texts twice; the work list
+    generates them once. Every kept text must still name the row it was generated from
+    (its text is what the generator gives for that row's request), not a row shifted by
+    the duplicates before it."""
+    cfg = _cfg(tiny_text_generator, k=2, max_similarity=1.0)
+    data = limited_data(3, n_train=6)
+    train = data.splits["train"]
+    train = [train[0], train[0], *train[1:]]  # a duplicate row at the front
+    data = PreparedData(data.labels, False, {**data.splits, "train": train})
+    out = run_tgt(
+        cfg,
+        data,
+        tmp_path / "tgt",
+        RunContext(),
+        text_cache=tmp_path / "tc",
+        image_cache=tmp_path / "ic",
+        image_pipe=KeywordColourPipeline(),
+    )
+    rows, _ = load_generated(out)
+    assert {r.source for r in rows} >= {2, len(train) - 1}
+    gen = TextGenerator(cfg.text_generator, tmp_path / "gen")
+    for r in rows:
+        src = train[r.source].text
+        request = TextRequest(src, draw_seed(cfg.seed, src, r.draw))
+        assert gen.generate([request])[0] == r.text, (r.source, r.draw)

@@ -32,6 +32,8 @@ def test_job_runs_without_redis_and_outlives_an_api_restart(embedded_stack: Stac
     assert (s.artifacts / "jobs.sqlite3").is_file()
     job_log = (s.artifacts / "runs" / job_id / "job.log").read_text()
     assert f"job {job_id}: succeeded" in job_log and "Quantization parameters" not in job_log
+    for flood in ("LOAD REPORT", "Loading weights", "Warning:", "requires torchvision"):
+        assert flood not in job_log, f"{flood!r} in the job log:\n{job_log[-2000:]}"
 
     r = client.post("/classify", json={**PAIR, "model": "embedded"})
     assert r.status_code == 200, r.text
