@@ -54,11 +54,10 @@ Send a key as `X-API-Key: <key>` or `Authorization: Bearer <key>` when the serve
 keys configured; admin routes (jobs, reload) and the teacher always need one. Errors are JSON
 `{"detail": ...}` saying what to fix.
 
-Besides the native routes, the same models answer the clients of other servers: Text
-Embeddings Inference (`POST /predict`, `POST /`, `GET /info`; TEI's error shape), the
-Open Inference Protocol v2 of KServe and Triton (`/v2/...`; `{"error"}`), and
-infinity's `POST /v1/classify` with `GET /v1/models` (OpenAI's error shape).
+Besides the native routes, the same models answer the clients of other servers: {surfaces}.
 """
+# The drop-in protocols, each described by its own module (with its error surface).
+PROTOCOLS = (tei, oip, openai_compat)
 
 
 async def _poll(registry: ModelRegistry, interval_s: float) -> None:
@@ -144,7 +143,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="LUGPI inference API",
         version=API_VERSION,
-        description=DESCRIPTION,
+        description=DESCRIPTION.replace("{surfaces}", "; ".join(p.SUMMARY for p in PROTOCOLS)),
         lifespan=lifespan,
     )
     app.state.settings = settings

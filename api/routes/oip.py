@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from api import API_VERSION
 from api.auth import ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
+from api.error_shapes import ErrorKind, ErrorSurface, RenderedError, native_status, register
 from api.metrics import ApiMetrics
 from api.oip_codec import (
     HEADER_LENGTH,
@@ -44,6 +45,22 @@ EXTENSIONS = ["classification", "binary_tensor_data"]
 
 health = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], dependencies=[ClassifyAccess])
+
+
+def _render_error(
+    kind: ErrorKind, message: str, native_detail: object | None, param: str | None
+) -> RenderedError:
+    # Triton and KServe answer every malformed request with 400.
+    status = 400 if kind == "invalid" else native_status(kind)
+    return RenderedError(status, {"error": message})
+
+
+SUMMARY = 'the Open Inference Protocol v2 of KServe and Triton (`/v2/...`; `{"error"}`)'
+ERROR_SURFACE = register(
+    ErrorSurface(
+        "oip", lambda method, path: path == "/v2" or path.startswith("/v2/"), _render_error
+    )
+)
 
 
 class OipError(BaseModel):

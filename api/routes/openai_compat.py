@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
+from api.error_shapes import ErrorKind, ErrorSurface, RenderedError, native_status, register
 from api.registry import version_number
 from api.schemas import MAX_LIST_ITEMS, Text, error_responses
 from api.scoring import ranked, score
@@ -26,6 +27,32 @@ public = APIRouter(prefix="/v1", tags=["infinity / OpenAI"])
 
 # infinity's placeholder when a client names no model.
 UNNAMED = "default/not-specified"
+
+
+_OPENAI_TYPE: dict[ErrorKind, str] = {
+    "unauthorized": "authentication_error",
+    "forbidden": "permission_error",
+    "not_found": "not_found_error",
+    "overloaded": "rate_limit_error",
+    "unavailable": "service_unavailable",
+    "backend": "server_error",
+    "internal": "server_error",
+}
+
+
+def _render_error(
+    kind: ErrorKind, message: str, native_detail: object | None, param: str | None
+) -> RenderedError:
+    status = native_status(kind)
+    kind_type = _OPENAI_TYPE.get(kind, "invalid_request_error")
+    error = {"message": message, "type": kind_type, "param": param, "code": status}
+    return RenderedError(status, {"error": error})
+
+
+SUMMARY = "infinity's `POST /v1/classify` with `GET /v1/models` (OpenAI's error shape)"
+ERROR_SURFACE = register(
+    ErrorSurface("openai", lambda method, path: path.startswith("/v1/"), _render_error)
+)
 
 
 class OpenAIError(BaseModel):

@@ -25,6 +25,7 @@ from api import API_VERSION
 from api.auth import ClassifyAccess
 from api.batching import TruncationSide
 from api.deps import MetricsDep, RegistryDep, SettingsDep
+from api.error_shapes import ErrorKind, ErrorSurface, RenderedError, register
 from api.schemas import MAX_LIST_ITEMS, NAME_PATTERN, Text, error_responses
 from api.scoring import Scored, ScoreFunction, ranked, score
 from contracts.bundle import VERSION_PATTERN
@@ -51,6 +52,42 @@ ModelQuery = Annotated[
 VersionQuery = Annotated[
     str | None, Query(pattern=VERSION_PATTERN, description="Version; default: the newest.")
 ]
+
+
+# TEI's own convention (its ErrorType -> status table): validation 413, unreadable input
+# 422, a failed model 424, shed load 429, not ready 503.
+_TEI: dict[ErrorKind, tuple[int, str]] = {
+    "bad_request": (422, "Validation"),
+    "invalid": (422, "Validation"),
+    "too_large": (413, "Validation"),
+    "unauthorized": (401, "Unauthorized"),
+    "forbidden": (403, "Unauthorized"),
+    "not_found": (404, "Validation"),
+    "conflict": (409, "Validation"),
+    "not_allowed": (405, "Validation"),
+    "overloaded": (429, "Overloaded"),
+    "unavailable": (503, "Unhealthy"),
+    "backend": (424, "Backend"),
+    "internal": (424, "Backend"),
+    "client_gone": (499, "Backend"),
+}
+
+
+def _render_error(
+    kind: ErrorKind, message: str, native_detail: object | None, param: str | None
+) -> RenderedError:
+    status, error_type = _TEI[kind]
+    return RenderedError(status, {"error": message, "error_type": error_type})
+
+
+SUMMARY = "Text Embeddings Inference (`POST /predict`, `POST /`, `GET /info`; TEI's error shape)"
+ERROR_SURFACE = register(
+    ErrorSurface(
+        "tei",
+        lambda method, path: path in ("/predict", "/info") or (path == "/" and method == "POST"),
+        _render_error,
+    )
+)
 
 
 class TeiErrorResponse(BaseModel):
