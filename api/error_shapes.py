@@ -2,13 +2,12 @@
 
 Every error the API answers has a *kind* (what went wrong, from the client's side) and a
 message that says what to fix. ``api.errors`` decides both, whichever route raised;
-this module only renders them in the shape the caller's client library parses:
-
-- native (``/classify``, ``/models``, ``/jobs``...): ``{"detail": ...}``;
-- TEI (``/predict``, ``/info``, ``POST /``): ``{"error", "error_type"}`` with TEI's status
-  convention (413 validation, 422 unreadable input, 424 backend, 429 overloaded);
-- Open Inference Protocol (``/v2/...``): ``{"error": ...}``, 400 for bad requests;
-- infinity / OpenAI style (``/v1/...``): ``{"error": {"message", "type", "param", "code"}}``.
+this module only renders them in the shape the caller's client library parses. The
+native shape (``/classify``, ``/models``, ``/jobs``...) is ``{"detail": ...}``; each other
+protocol declares its own ``ErrorSurface`` (the paths it owns and its renderer) in its
+own module and registers it here: TEI in ``api/routes/tei.py``, the Open Inference
+Protocol in ``api/routes/oip.py``, infinity / OpenAI in ``api/routes/openai_compat.py``.
+A new protocol is one module and one ``include_router`` line.
 
 The surface is chosen by path, not by matched route, so that errors raised before
 routing (a body over the size limit, an unknown path) are shaped like the rest.
@@ -16,6 +15,7 @@ routing (a body over the size limit, an unknown path) are shaped like the rest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +35,11 @@ ErrorKind = Literal[
     "client_gone",  # 499: the client left before its answer; only logs and metrics see it
 ]
 
-Surface = Literal["native", "tei", "oip", "openai"]
+
+# The most validation errors an error body lists; the rest are counted, not rendered.
+# Together with the bounded lists of the request schemas (api.schemas.MAX_LIST_ITEMS)
+# this keeps a body of many bad items from costing a body of many error messages.
+MAX_REPORTED_ERRORS = 20
 
 _NATIVE_STATUS: dict[ErrorKind, int] = {
     "bad_request": 400,
@@ -54,33 +58,6 @@ _NATIVE_STATUS: dict[ErrorKind, int] = {
 }
 _KIND_OF_STATUS: dict[int, ErrorKind] = {s: k for k, s in reversed(_NATIVE_STATUS.items())}
 
-# TEI's own convention (its ErrorType -> status table): validation 413, unreadable input
-# 422, a failed model 424, shed load 429, not ready 503.
-_TEI: dict[ErrorKind, tuple[int, str]] = {
-    "bad_request": (422, "Validation"),
-    "invalid": (422, "Validation"),
-    "too_large": (413, "Validation"),
-    "unauthorized": (401, "Unauthorized"),
-    "forbidden": (403, "Unauthorized"),
-    "not_found": (404, "Validation"),
-    "conflict": (409, "Validation"),
-    "not_allowed": (405, "Validation"),
-    "overloaded": (429, "Overloaded"),
-    "unavailable": (503, "Unhealthy"),
-    "backend": (424, "Backend"),
-    "internal": (424, "Backend"),
-    "client_gone": (499, "Backend"),
-}
-_OPENAI_TYPE: dict[ErrorKind, str] = {
-    "unauthorized": "authentication_error",
-    "forbidden": "permission_error",
-    "not_found": "not_found_error",
-    "overloaded": "rate_limit_error",
-    "unavailable": "service_unavailable",
-    "backend": "server_error",
-    "internal": "server_error",
-}
-
 
 def kind_of_status(status: int) -> ErrorKind:
     if status in _KIND_OF_STATUS:
@@ -92,24 +69,52 @@ def native_status(kind: ErrorKind) -> int:
     return _NATIVE_STATUS[kind]
 
 
-def surface_for(method: str, path: str) -> Surface:
-    if path in ("/predict", "/info") or (path == "/" and method == "POST"):
-        return "tei"
-    if path == "/v2" or path.startswith("/v2/"):
-        return "oip"
-    if path.startswith("/v1/"):
-        return "openai"
-    return "native"
-
-
 @dataclass(frozen=True)
 class RenderedError:
     status: int
     body: dict[str, object]
 
 
+# (kind, message, native_detail, param) -> the status and body a protocol's clients parse.
+Renderer = Callable[[ErrorKind, str, "object | None", "str | None"], RenderedError]
+
+
+@dataclass(frozen=True)
+class ErrorSurface:
+    """One protocol's error convention, declared by the protocol's own module (a route
+    module of ``api.routes``): which requests are its, by method and path (so that errors
+    raised before routing, a body over the limit or an unknown path, are shaped like the
+    rest), and how it renders an error."""
+
+    name: str
+    owns: Callable[[str, str], bool]
+    render: Renderer
+
+
+def _render_native(
+    kind: ErrorKind, message: str, native_detail: object | None, param: str | None
+) -> RenderedError:
+    detail = message if native_detail is None else native_detail
+    return RenderedError(native_status(kind), {"detail": detail})
+
+
+NATIVE = ErrorSurface("native", lambda method, path: True, _render_native)
+_SURFACES: dict[str, ErrorSurface] = {}
+
+
+def register(surface: ErrorSurface) -> ErrorSurface:
+    """Add a protocol's convention (at import of its module); a request no registered
+    surface owns is native."""
+    _SURFACES[surface.name] = surface
+    return surface
+
+
+def surface_for(method: str, path: str) -> str:
+    return next((s.name for s in _SURFACES.values() if s.owns(method, path)), NATIVE.name)
+
+
 def render(
-    surface: Surface,
+    surface: str,
     kind: ErrorKind,
     message: str,
     native_detail: object | None = None,
@@ -121,21 +126,7 @@ def render(
     validation errors keeps its structure there); ``param`` names the offending field
     where the shape has a place for it.
     """
-    if surface == "tei":
-        status, error_type = _TEI[kind]
-        return RenderedError(status, {"error": message, "error_type": error_type})
-    status = native_status(kind)
-    if surface == "oip":
-        if kind == "invalid":
-            status = 400  # Triton and KServe answer every malformed request with 400
-        return RenderedError(status, {"error": message})
-    if surface == "openai":
-        kind_type = _OPENAI_TYPE.get(kind, "invalid_request_error")
-        return RenderedError(
-            status,
-            {"error": {"message": message, "type": kind_type, "param": param, "code": status}},
-        )
-    return RenderedError(status, {"detail": message if native_detail is None else native_detail})
+    return _SURFACES.get(surface, NATIVE).render(kind, message, native_detail, param)
 
 
 def validation_message(errors: list[dict[str, object]]) -> str:

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.error_shapes import (
+    MAX_REPORTED_ERRORS,
     ErrorKind,
     kind_of_status,
     render,
@@ -125,13 +126,21 @@ def install_error_handlers(app: FastAPI) -> None:
         # an unpaired surrogate that cannot even be encoded (a 500). Location and message
         # say what to fix without it. ASCII JSON: whatever a message holds, it encodes.
         assert isinstance(exc, RequestValidationError)
-        detail = []
-        for err in exc.errors():
+        errors = exc.errors()
+        detail: list[dict[str, object]] = []
+        for err in errors[:MAX_REPORTED_ERRORS]:
             item = {"type": err.get("type"), "loc": list(err.get("loc", ())), "msg": err.get("msg")}
             if err.get("ctx"):
-                item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
+                item["ctx"] = {k: str(v)[:200] for k, v in err["ctx"].items()}
             detail.append(item)
-        return error_response(request, "invalid", validation_message(detail), native_detail=detail)
+        message = validation_message(detail)
+        if len(errors) > MAX_REPORTED_ERRORS:
+            hidden = len(errors) - MAX_REPORTED_ERRORS
+            detail.append(
+                {"type": "more_errors", "loc": ["body"], "msg": f"{hidden} more errors not shown"}
+            )
+            message += f" ({len(errors)} errors in all)"
+        return error_response(request, "invalid", message, native_detail=detail)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # Starlette re-raises after this response, so the server logs the traceback once.

@@ -29,6 +29,7 @@ from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.header_limit import HeaderSizeLimit
 from api.settings import ApiSettings
 
 log = logging.getLogger("lugpi.api")
@@ -47,7 +48,7 @@ def header_timeout_s() -> float:
     return _settings().header_timeout_s
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
+class HeaderTimeoutProtocol(HeaderSizeLimit, HttpToolsProtocol):
     # Requests of this process whose head is in and whose body is not (all connections).
     receiving: ClassVar[int] = 0
 

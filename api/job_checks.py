@@ -10,9 +10,13 @@ A job body names files and models that a worker will open, so before a job is qu
   the built-in names that load nothing a user controls: the offline aliases that ship on
   PyPI and ``tiny-random`` (built from code). Decision: these are always allowed; an
   allow-list entry that is a directory allows that directory (compared resolved).
-- a hub revision (``generator.revision``) is a reference the hub's owners can move: it
-  must be a pinned commit (40 hex digits), or be allowed with its model, as
-  ``<model>@<revision>`` in ``settings.allowed_models``.
+- a hub revision (``generator.revision``, ``text_generator.revision``) is a reference
+  the hub's owners can move: it must be a pinned commit (40 hex digits), or be allowed
+  with its model, as ``<model>@<revision>`` in ``settings.allowed_models``.
+- every field that holds a hub reference is listed once, in ``HUB_FIELDS``, and
+  ``hub_references`` turns a config into the references its job will load; the model
+  and revision rules above run over that list only. A test walks the config schema so
+  that a new such field cannot be added without joining the list.
 - ``generator.cache_dir`` (where the worker *writes*) must lie under ``artifacts_dir``.
 - the StrataNet mode (``strata.enabled``) loads its teachers, not the LUGPI ones:
   each ``strata.teachers[].model`` must be a directory under ``artifacts_dir`` (a run
@@ -25,9 +29,12 @@ Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 
@@ -41,18 +48,108 @@ DATA_FIELDS = ("train", "dev", "test", "unlabelled")
 PINNED_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
+Loc = tuple[str | int, ...]
+_R = TypeVar("_R")
+
+# Every config field that holds a hub model id, as a dotted path with ``[]`` for list
+# items, with the field holding its hub revision (or None); HUB_FIELDS: all of them.
+HUB_MODELS: dict[str, str | None] = {
+    "student.text_model": None,
+    "generator.model": "generator.revision",
+    "text_generator.model": "text_generator.revision",
+    "teachers[].text_model": None,
+    "teachers[].image_model": None,
+}
+HUB_FIELDS = frozenset(HUB_MODELS) | {rev for rev in HUB_MODELS.values() if rev is not None}
+# A run directory under the artifacts root, or an allowed model: a rule of its own.
+STRATA_TEACHER_FIELD = "strata.teachers[].model"
+
+
+@dataclass(frozen=True)
+class HubReference:
+    loc: Loc
+    model: str
+    revision: str | None
+
+
+def _loaded(cfg: PipelineConfig, path: str) -> bool:
+    """Whether the job loads what ``path`` names: the StrataNet mode loads neither the
+    image generator nor the LUGPI teachers; the text generator loads in TGT and there."""
+    section = path.split(".", 1)[0]
+    strata = cfg.strata.enabled
+    if section in ("generator", "teachers[]"):
+        return not strata
+    if section == "text_generator":
+        return cfg.tgt.enabled or strata
+    return True
+
+
+def hub_references(cfg: PipelineConfig) -> list[HubReference]:
+    """Every hub reference of ``HUB_MODELS`` the job will load, with where it is."""
+    refs: list[HubReference] = []
+    for path, revision_path in HUB_MODELS.items():
+        if not _loaded(cfg, path):
+            continue
+        section, field = path.split(".")
+        owners: list[tuple[Loc, Any]]
+        if section.endswith("[]"):
+            items = getattr(cfg, section[:-2])
+            owners = [((section[:-2], i, field), item) for i, item in enumerate(items)]
+        else:
+            owners = [((section, field), getattr(cfg, section))]
+        for loc, owner in owners:
+            revision = getattr(owner, revision_path.split(".")[-1]) if revision_path else None
+            refs.append(HubReference(loc, getattr(owner, field), revision))
+    return refs
+
+
 def _error(loc: tuple[str | int, ...], msg: str) -> dict[str, Any]:
     return {"type": "value_error", "loc": ("body", *loc), "msg": msg}
+
+
+# Linux's limits: a path component (NAME_MAX) and a whole path (PATH_MAX), in bytes.
+NAME_MAX, PATH_MAX = 255, 4096
+
+
+def local_path(value: str) -> Path:
+    """``value`` as a path, ``~`` expanded; ``ValueError`` for what the OS cannot look up
+    (an unknown user's home, a component or path over the OS limits) instead of the
+    ``RuntimeError`` or ``OSError`` that would answer 500."""
+    if len(value.encode()) > PATH_MAX or any(
+        len(part.encode()) > NAME_MAX for part in Path(value).parts
+    ):
+        raise ValueError(
+            f"is longer than the OS allows ({NAME_MAX} bytes a component, {PATH_MAX} a path)"
+        )
+    try:
+        return Path(value).expanduser()
+    except RuntimeError as e:  # ~user of a user that does not exist
+        raise ValueError(f"names a home directory that does not exist ({e})") from e
 
 
 def _under(path: Path, roots: list[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
+def _os_errors_as_value_errors(lookup: Callable[[str, _R], Path]) -> Callable[[str, _R], Path]:
+    """An OS refusal of a lookup (a path too long once joined to its root...) is the
+    client's path at fault: a ``ValueError`` saying so, not a 500."""
+
+    @functools.wraps(lookup)
+    def checked(value: str, root: _R) -> Path:
+        try:
+            return lookup(value, root)
+        except OSError as e:
+            raise ValueError(f"cannot be looked up: {e.strerror}") from e
+
+    return checked
+
+
+@_os_errors_as_value_errors
 def resolve_data_path(value: str, roots: list[Path]) -> Path:
     """The real file (or save_to_disk directory) ``value`` names under ``roots``;
     ``ValueError`` saying why not. Never a hub id: a job reads local data only."""
-    given = Path(value).expanduser()
+    given = local_path(value)
     if ".." in given.parts:
         raise ValueError("must not contain '..'; give a path under the data roots")
     real_roots = [r.resolve() for r in roots]
@@ -73,16 +170,19 @@ def resolve_data_path(value: str, roots: list[Path]) -> Path:
     )
 
 
+@_os_errors_as_value_errors
 def resolve_artifact_dir(value: str, artifacts_dir: Path) -> Path:
     """The real directory ``value`` names under the artifacts root (relative: to it);
     ``ValueError`` saying why not."""
-    given = Path(value).expanduser()
+    given = local_path(value)
     if ".." in given.parts:
         raise ValueError("must not contain '..'")
     root = Path(artifacts_dir).resolve()
     real = (given if given.is_absolute() else root / given).resolve()
     if not real.is_relative_to(root):
         raise ValueError(f"is not under the artifacts dir {root}")
+    if real == root:
+        raise ValueError("is the artifacts dir itself; name a run directory under it")
     if not real.is_dir():
         raise ValueError(f"is no directory under the artifacts dir {root}")
     return real
@@ -91,10 +191,13 @@ def resolve_artifact_dir(value: str, artifacts_dir: Path) -> Path:
 def _model_allowed(value: str, settings: ApiSettings) -> bool:
     if value in BUILTIN_MODELS or value in settings.allowed_models:
         return True
-    path = Path(value).expanduser()
-    if not path.exists():
+    try:
+        path = local_path(value)
+        if not path.exists():
+            return False
+        real = path.resolve()
+    except (ValueError, OSError):
         return False
-    real = path.resolve()
     return any(
         Path(entry).expanduser().exists() and Path(entry).expanduser().resolve() == real
         for entry in settings.allowed_models
@@ -115,20 +218,10 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
         except ValueError as e:
             errors.append(_error(("data", field), f"data.{field} {value!r} {e}"))
 
-    amalgamate = cfg.strata.enabled
-    models: list[tuple[tuple[str | int, ...], str]] = [
-        (("student", "text_model"), cfg.student.text_model),
-    ]
-    if not amalgamate:
-        models += [(("generator", "model"), cfg.generator.model)]
-    if cfg.tgt.enabled or amalgamate:  # the text generator loads only in these modes
-        models += [(("text_generator", "model"), cfg.text_generator.model)]
-    for i, t in enumerate(cfg.teachers if not amalgamate else []):
-        models += [(("teachers", i, "text_model"), t.text_model)]
-        models += [(("teachers", i, "image_model"), t.image_model)]
+    strata = cfg.strata.enabled
     teacher_updates: dict[int, str] = {}
     seed_texts: str | None = None
-    if amalgamate:
+    if strata:
         a = cfg.strata
         for i, at in enumerate(a.teachers):
             if _model_allowed(at.model, settings):
@@ -148,29 +241,30 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
                 seed_texts = str(resolve_data_path(a.seed_texts, list(settings.data_roots)))
             except ValueError as e:
                 errors.append(_error(("strata", "seed_texts"), f"strata.seed_texts {e}"))
-    for loc, value in models:
-        if not _model_allowed(value, settings):
-            name = ".".join(str(x) for x in loc)
+    for ref in hub_references(cfg):
+        name = ".".join(str(x) for x in ref.loc)
+        if not _model_allowed(ref.model, settings):
             errors.append(
                 _error(
-                    loc,
-                    f"{name} {value!r} is not an allowed model; allowed: "
+                    ref.loc,
+                    f"{name} {ref.model!r} is not an allowed model; allowed: "
                     f"{sorted(BUILTIN_MODELS | set(settings.allowed_models))} "
                     "(LUGPI_ALLOWED_MODELS)",
                 )
             )
-
-    revision = None if amalgamate else cfg.generator.revision
-    pinned = revision is None or PINNED_COMMIT.match(revision)
-    if not pinned and f"{cfg.generator.model}@{revision}" not in settings.allowed_models:
-        errors.append(
-            _error(
-                ("generator", "revision"),
-                f"generator.revision {revision!r} is not a pinned commit (40 hex digits) "
-                f"and {cfg.generator.model}@{revision} is not in LUGPI_ALLOWED_MODELS; "
-                "pin a commit hash or allow the pair",
+        revision = ref.revision
+        if revision is None or PINNED_COMMIT.match(revision):
+            continue
+        if f"{ref.model}@{revision}" not in settings.allowed_models:
+            section = ref.loc[0]
+            errors.append(
+                _error(
+                    (section, "revision"),
+                    f"{section}.revision {revision!r} is not a pinned commit (40 hex digits) "
+                    f"and {ref.model}@{revision} is not in LUGPI_ALLOWED_MODELS; "
+                    "pin a commit hash or allow the pair",
+                )
             )
-        )
 
     caches = (
         ("generator", cfg.generator.cache_dir),
@@ -179,8 +273,11 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
     for section, value in caches:
         if value is None:
             continue
-        cache = Path(value).expanduser()
         artifacts = Path(settings.artifacts_dir).resolve()
+        try:
+            cache = local_path(value)
+        except ValueError:
+            cache = Path("..")  # refused below like any path outside the artifacts dir
         if ".." in cache.parts or not cache.resolve().is_relative_to(artifacts):
             errors.append(
                 _error(
@@ -203,7 +300,7 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
         raise RequestValidationError(errors)
     data = cfg.data.model_copy(update=data_updates)
     update: dict[str, object] = {"data": data}
-    if amalgamate:
+    if strata:
         a = cfg.strata
         teachers = [
             t.model_copy(update={"model": teacher_updates[i]}) if i in teacher_updates else t

@@ -37,6 +37,7 @@ from api.routes import (
     tei,
     versions,
 )
+from api.same_origin import SameOriginMiddleware
 from api.settings import ApiSettings
 
 log = logging.getLogger("lugpi.api")
@@ -53,11 +54,10 @@ Send a key as `X-API-Key: <key>` or `Authorization: Bearer <key>` when the serve
 keys configured; admin routes (jobs, reload) and the teacher always need one. Errors are JSON
 `{"detail": ...}` saying what to fix.
 
-Besides the native routes, the same models answer the clients of other servers: Text
-Embeddings Inference (`POST /predict`, `POST /`, `GET /info`; TEI's error shape), the
-Open Inference Protocol v2 of KServe and Triton (`/v2/...`; `{"error"}`), and
-infinity's `POST /v1/classify` with `GET /v1/models` (OpenAI's error shape).
+Besides the native routes, the same models answer the clients of other servers: {surfaces}.
 """
+# The drop-in protocols, each described by its own module (with its error surface).
+PROTOCOLS = (tei, oip, openai_compat)
 
 
 async def _poll(registry: ModelRegistry, interval_s: float) -> None:
@@ -143,7 +143,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="LUGPI inference API",
         version=API_VERSION,
-        description=DESCRIPTION,
+        description=DESCRIPTION.replace("{surfaces}", "; ".join(p.SUMMARY for p in PROTOCOLS)),
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -151,6 +151,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.allow_unauthenticated_admin and not settings.admin_keys:
+        app.add_middleware(SameOriginMiddleware)  # demo mode: no cross-site state changes
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # it times everything below
     app.add_middleware(RequestIdMiddleware)  # outermost: every response gets its id
 
@@ -163,9 +165,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(teacher.router)
     # Drop-in surfaces for other servers' clients, over the same batcher (README table).
     app.include_router(tei.router)
+    app.include_router(tei.public)
     app.include_router(oip.health)
     app.include_router(oip.router)
     app.include_router(openai_compat.router)
+    app.include_router(openai_compat.public)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", _index, include_in_schema=False)
     # Another part of the API = one more include_router line above.

@@ -11,6 +11,7 @@ Responses put an output in binary form when it (or the request) asks for
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,20 +19,29 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.errors import InvalidInput
+from api.schemas import MAX_LIST_ITEMS
+from contracts.errors import InvalidInput, LimitExceeded
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# Inputs and outputs a request may name (a classifier has two of each), and the
+# dimensions of a shape: a text tensor has one or two, a longer shape is refused by name.
+MAX_TENSORS = 8
+MAX_DIMS = 8
 
 
 class TensorInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str
-    shape: list[int] = Field(description="[batch] or [batch, 1] for a text input.")
+    shape: list[int] = Field(
+        max_length=MAX_DIMS, description="[batch] or [batch, 1] for a text input."
+    )
     datatype: str = Field(description="BYTES for text.")
     parameters: dict[str, Any] = Field(default_factory=dict)
     data: list[Any] | None = Field(
-        default=None, description="The strings (flat or nested); absent with binary data."
+        default=None,
+        max_length=MAX_LIST_ITEMS,
+        description="The strings (flat, or nested [[text], ...]); absent with binary data.",
     )
 
 
@@ -63,8 +73,8 @@ class InferRequest(BaseModel):
 
     id: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
-    inputs: list[TensorInput] = Field(min_length=1)
-    outputs: list[RequestedOutput] | None = None
+    inputs: list[TensorInput] = Field(min_length=1, max_length=MAX_TENSORS)
+    outputs: list[RequestedOutput] | None = Field(default=None, max_length=MAX_TENSORS)
 
 
 @dataclass
@@ -82,9 +92,18 @@ class ParsedRequest:
     tensors: dict[str, list[str]] = field(default_factory=dict)
 
 
+def _too_many(name: str) -> LimitExceeded:
+    return LimitExceeded(
+        f"inputs.{name}", f"more than {MAX_LIST_ITEMS} elements; split the batch over requests"
+    )
+
+
 def _bytes_elements(raw: bytes, name: str) -> list[str]:
-    out, pos = [], 0
+    out: list[str] = []
+    pos = 0
     while pos < len(raw):
+        if len(out) == MAX_LIST_ITEMS:
+            raise _too_many(name)
         if pos + 4 > len(raw):
             raise InvalidInput(f"inputs.{name}", "binary BYTES data ends inside a length prefix")
         (n,) = struct.unpack_from("<I", raw, pos)
@@ -103,11 +122,47 @@ def _decode(value: bytes, name: str) -> str:
         raise InvalidInput(f"inputs.{name}", f"element is not UTF-8 (byte {e.start})") from e
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    flat: list[Any] = []
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"inputs.{name}.data", "BYTES data must be strings")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: valid JSON, not valid Unicode
+            raise InvalidInput(
+                f"inputs.{name}.data",
+                f"a string holds an unpaired surrogate (character {e.start}); send valid Unicode",
+            ) from e
+    return value
+
+
+def _strings(data: list[Any], name: str) -> list[str]:
+    """The strings of ``data``: flat ``[text, ...]`` or ``[[text], ...]`` (a [batch, 1]
+    tensor); deeper nesting is refused rather than walked, and so is a count past the
+    bound of every request list."""
+    out: list[str] = []
     for item in data:
-        flat.extend(_flatten(item) if isinstance(item, list) else [item])
-    return flat
+        for value in item if isinstance(item, list) else (item,):
+            if isinstance(value, list):
+                raise InvalidInput(
+                    f"inputs.{name}.data", "nested deeper than a text tensor's [batch, 1]"
+                )
+            if len(out) == MAX_LIST_ITEMS:
+                raise _too_many(name)
+            out.append(_text(value, name))
+    return out
+
+
+def _why(e: Exception) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    if isinstance(e, UnicodeDecodeError):
+        return f"not UTF-8 at byte {e.start}"
+    if isinstance(e, json.JSONDecodeError):
+        return f"{e.msg} at character {e.pos}"
+    if "digits" in str(e):
+        return "an integer of more than 4300 digits"
+    return type(e).__name__
 
 
 def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
@@ -123,9 +178,13 @@ def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
     else:
         head, rest = body, b""
     try:
-        request = InferRequest.model_validate(json.loads(head))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidInput("body", f"the inference header is not JSON ({type(e).__name__})") from e
+        document = json.loads(head)
+    except (ValueError, RecursionError) as e:
+        # ValueError: not JSON, not UTF-8, or an integer past Python's 4,300-digit limit;
+        # RecursionError: nested deeper than the decoder goes.
+        raise InvalidInput("body", f"the inference header is not JSON ({_why(e)})") from e
+    try:
+        request = InferRequest.model_validate(document)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
@@ -147,13 +206,11 @@ def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
             values = _bytes_elements(rest[pos : pos + size], tensor.name)
             pos += size
         elif tensor.data is not None:
-            flat = _flatten(tensor.data)
-            if not all(isinstance(v, str) for v in flat):
-                raise InvalidInput(f"inputs.{tensor.name}.data", "BYTES data must be strings")
-            values = [str(v) for v in flat]
+            values = _strings(tensor.data, tensor.name)
         else:
             raise InvalidInput(f"inputs.{tensor.name}", "has neither data nor binary_data_size")
-        n_expected = int(np.prod(tensor.shape)) if tensor.shape else 0
+        # Python's product: numpy's would wrap past 2**63 and could match a wrong count.
+        n_expected = math.prod(tensor.shape) if tensor.shape else 0
         if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
             raise InvalidInput(
                 f"inputs.{tensor.name}.shape",

@@ -343,8 +343,13 @@ class ModelRegistry:
         return LoadedModel(name, version, path, manifest, classifier, batcher, sig)
 
     def _default(self, models: dict[str, dict[str, LoadedModel]]) -> str | None:
+        """LUGPI_DEFAULT_MODEL if set; else the current default while it is served (a
+        model published later never takes over, whatever its name), and the first name
+        in order only when there is none yet (start-up, or the default was removed)."""
         if self.settings.default_model is not None:
             return self.settings.default_model if self.settings.default_model in models else None
+        if self.snapshot.default_model in models:
+            return self.snapshot.default_model
         return min(models) if models else None
 
     @staticmethod

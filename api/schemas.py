@@ -16,6 +16,13 @@ from contracts.bundle import VERSION_PATTERN, ScoreTemperature
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
+# Every list in a request body carries a maximum length in its schema. pydantic counts
+# items as it validates them and stops at the bound, so a body of a million items that
+# each fail validation costs the bound, not a million error objects (issue 27 item 1).
+# The deployment's own limit (LUGPI_MAX_TEXTS_PER_REQUEST, at most this) is checked
+# afterwards with a message naming the setting.
+MAX_LIST_ITEMS = 4096
+
 # pydantic also refuses unpaired surrogates ("\ud800" is valid JSON, not valid Unicode),
 # which the tokenizer could not take.
 Text = Annotated[str, StringConstraints(min_length=1)]
@@ -39,11 +46,13 @@ class ClassifyRequest(BaseModel):
 
     texts: list[Text] = Field(
         min_length=1,
+        max_length=MAX_LIST_ITEMS,
         description="Texts to classify, non-empty strings. At most LUGPI_MAX_TEXTS_PER_REQUEST "
         "(default 64) texts of at most LUGPI_MAX_TEXT_CHARS (default 10000) characters.",
     )
     text_pairs: list[Text] | None = Field(
         default=None,
+        max_length=MAX_LIST_ITEMS,
         description="Second text of each pair, aligned with texts: required by pair models "
         "(e.g. CWI: the target phrase), refused by single-text models.",
     )
@@ -72,12 +81,13 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="What went wrong and what to change.")
 
 
-def error_responses(**described: str) -> dict[int | str, dict[str, object]]:
-    """OpenAPI ``responses`` for error statuses: ``error_responses(s404="...")``."""
-    return {
-        int(key[1:]): {"model": ErrorResponse, "description": text}
-        for key, text in described.items()
-    }
+def error_responses(
+    shape: type[BaseModel] = ErrorResponse, **described: str
+) -> dict[int | str, dict[str, object]]:
+    """OpenAPI ``responses`` for error statuses: ``error_responses(s404="...")``, each in
+    the error ``shape`` of the surface (the native ``{"detail"}`` by default). The one
+    helper every surface documents its errors with."""
+    return {int(key[1:]): {"model": shape, "description": text} for key, text in described.items()}
 
 
 class Prediction(BaseModel):

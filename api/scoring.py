@@ -65,33 +65,82 @@ def ranked(
     return [(labels[i], float(row[i])) for i in order]
 
 
+Loc = tuple[str | int, ...]
+
+
+class RequestRuleBroken(InvalidInput):
+    """A request rule of this module, with where it broke as a path (``("texts", 3)``) and
+    the reason alone, so that the native route can report it in FastAPI's 422 shape."""
+
+    def __init__(self, loc: Loc, reason: str, error_type: str) -> None:
+        super().__init__(_dotted(loc), reason)
+        self.loc, self.reason, self.error_type = loc, reason, error_type
+
+
+class RequestLimitExceeded(RequestRuleBroken, LimitExceeded):
+    """Over a deployment limit (413 on the protocol surfaces, 422 on /classify)."""
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
 def check_limits(
-    settings: ApiSettings, texts: Sequence[str], pairs: Sequence[str] | None, field: str
+    settings: ApiSettings,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    field: str,
+    pair_field: str | None = None,
 ) -> None:
-    """The same limits as /classify, as a ``LimitExceeded`` naming ``field``."""
-    if len(texts) > settings.max_texts_per_request:
-        raise LimitExceeded(
-            field,
-            f"batch size {len(texts)} > maximum allowed batch size "
-            f"{settings.max_texts_per_request} (LUGPI_MAX_TEXTS_PER_REQUEST); split it "
-            "over several requests",
+    """The deployment's limits on every surface: texts per request, characters per text
+    (``pair_field`` names the second texts where they are a field of their own)."""
+    n, most = len(texts), settings.max_texts_per_request
+    if n > most:
+        raise RequestLimitExceeded(
+            (field,),
+            f"batch size {n} > maximum allowed batch size {most}: at most {most} texts per "
+            "request (LUGPI_MAX_TEXTS_PER_REQUEST); split them over several requests",
+            "too_long",
         )
-    for items in (texts, pairs or []):
+    for where, items in ((field, texts), (pair_field or field, pairs or [])):
         for i, text in enumerate(items):
             if len(text) > settings.max_text_chars:
-                raise LimitExceeded(
-                    f"{field}[{i}]",
+                raise RequestLimitExceeded(
+                    (where, i),
                     f"{len(text)} characters; at most {settings.max_text_chars} "
                     "(LUGPI_MAX_TEXT_CHARS): shorten the text",
+                    "string_too_long",
                 )
 
 
-def check_pairs(model: LoadedModel, pairs: Sequence[str] | None, field: str) -> None:
+def check_pairs(
+    model: LoadedModel,
+    pairs: Sequence[str] | None,
+    field: str,
+    *,
+    give: str = "send [text, text_pair]",
+    leave: str = "send each text alone",
+) -> None:
+    """Pairs for a pair model, single texts for the others; ``give`` and ``leave`` say
+    how, in the calling protocol's words."""
     which = f"model {model.name!r} {model.version}"
     if model.manifest.text_pair and pairs is None:
-        raise InvalidInput(field, f"{which} classifies text pairs: send [text, text_pair]")
+        raise RequestRuleBroken((field,), f"{which} classifies text pairs: {give}", "missing")
     if not model.manifest.text_pair and pairs is not None:
-        raise InvalidInput(field, f"{which} classifies single texts: send each text alone")
+        raise RequestRuleBroken(
+            (field,), f"{which} classifies single texts: {leave}", "extra_forbidden"
+        )
+
+
+def count(metrics: ApiMetrics, model: LoadedModel, n_texts: int, out: BatchOutput) -> None:
+    """The request counters every surface keeps."""
+    metrics.classify_requests.labels(model.name, model.version).inc()
+    metrics.classified_texts.labels(model.name, model.version).inc(n_texts)
+    if out.truncated:
+        metrics.truncated_texts.labels(model.name).inc(len(out.truncated))
 
 
 async def run_request(
@@ -132,8 +181,5 @@ async def score(
     check_pairs(loaded, pairs, field)
     check_limits(settings, texts, pairs, field)
     out = await run_request(request, loaded.batcher, texts, pairs, truncation)
-    metrics.classify_requests.labels(loaded.name, loaded.version).inc()
-    metrics.classified_texts.labels(loaded.name, loaded.version).inc(len(texts))
-    if out.truncated:
-        metrics.truncated_texts.labels(loaded.name).inc(len(out.truncated))
+    count(metrics, loaded, len(texts), out)
     return Scored(loaded, out)

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from api.schemas import MAX_LIST_ITEMS
 from contracts.model_names import OFFLINE_ALIASES, TINY_RANDOM
 from contracts.settings import SharedSettings, split_list
 
@@ -218,13 +219,24 @@ class ApiSettings(SharedSettings):
 
     # --- request limits -------------------------------------------------------------------
     max_texts_per_request: int = Field(
-        default=64, ge=1, description="Most texts in one /classify call."
+        default=64,
+        ge=1,
+        le=MAX_LIST_ITEMS,
+        description="Most texts in one /classify call (any surface); at most "
+        f"{MAX_LIST_ITEMS}, the bound every request list has in its schema.",
     )
     max_text_chars: int = Field(
         default=10_000, ge=1, description="Most characters in one text (or text pair item)."
     )
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="With `--http api.http_protocol:HeaderTimeoutProtocol`: largest request "
+        "head (request line and headers); a larger one gets 431 and the connection closes.",
     )
 
     # --- access ---------------------------------------------------------------------------

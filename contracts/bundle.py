@@ -23,12 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from contracts.errors import ArtifactError
 
@@ -45,6 +53,27 @@ ONNX_LOGITS = "logits"
 VERSION_PATTERN = r"^v[0-9]+$"
 
 
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_TOKEN = re.compile(r"\S+")
+
+
+def _public_token(token: str) -> str:
+    # An absolute (or home-relative) local path shows as its last part, unless that part
+    # is a job id (a run directory); hub ids ("org/name") and names are kept.
+    if not (token.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", token)):
+        return token
+    parts = [p for p in re.split(r"[\\/]", token) if p and p != "~"]
+    last = parts[-1] if parts else ""
+    return "(a local run)" if not last or _JOB_ID.match(last) else last
+
+
+def public_reference(value: str) -> str:
+    """What anyone may see of a model reference in provenance: ``"t1: /srv/.../runs/<job>/
+    student-effnet"`` -> ``"t1: student-effnet"``; names and hub ids unchanged. The API's
+    public view applies it to every provenance value it shows (old bundles included)."""
+    return _TOKEN.sub(lambda m: _public_token(m.group()), value)
+
+
 class Provenance(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
@@ -57,6 +86,13 @@ class Provenance(BaseModel):
     # Set by publishing: the export this version was made from (see repository.publish), so
     # that a publish resumed after a crash finds its version instead of adding another.
     export_id: str | None = None
+
+    @field_validator("teachers")
+    @classmethod
+    def _public_teachers(cls, teachers: list[str]) -> list[str]:
+        # Stored as anyone may see them: the full references (paths of this machine, job
+        # ids) are in ``config``, which only admins see.
+        return [public_reference(t) for t in teachers]
 
 
 class SplitMetrics(BaseModel):

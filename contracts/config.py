@@ -22,6 +22,15 @@ DataFormat = Literal["auto", "csv", "tsv", "jsonl", "cwi2018", "hf"]
 PromptStyle = Literal["plain", "html", "newsgroups", "cwi"]
 Device = Literal["auto", "cpu", "cuda"]
 TeacherModality = Literal["text+image", "image", "text"]
+# Upper bounds of every number and list below: generous for any real run, far below what
+# would exhaust a machine (a job once asked for hidden_size 1e12). In the schema, so the
+# command line and POST /jobs/train refuse the same (tests/contracts/test_config_bounds.py).
+MAX_ROWS = 100_000_000  # dataset subsets, generated-text budgets
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds below 2**32
+MAX_TEACHERS = 32
+MAX_LAYERS = 512
+MAX_CLASSES = 10_000
+MAX_PROMPTS = 1_000  # seed texts given for one class
 
 
 class _Strict(BaseModel):
@@ -65,6 +74,7 @@ class DataConfig(_Strict):
         "label", description="Column holding the label name (or a 🤗 datasets ClassLabel)."
     )
     hf_splits: dict[str, str] = Field(
+        max_length=8,
         default_factory=lambda: {
             "train": "train",
             "dev": "validation",
@@ -77,10 +87,10 @@ class DataConfig(_Strict):
     dev_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
         0.1, description="Share of train held out as dev when no dev file is given."
     )
-    max_train_samples: Annotated[int, Field(ge=2)] | None = Field(
+    max_train_samples: Annotated[int, Field(ge=2, le=MAX_ROWS)] | None = Field(
         None, description="Use a seeded subset of train of this size (compute budget)."
     )
-    max_eval_samples: Annotated[int, Field(ge=1)] | None = Field(
+    max_eval_samples: Annotated[int, Field(ge=1, le=MAX_ROWS)] | None = Field(
         None, description="Use a seeded subset of dev and test of this size."
     )
     prompt_style: PromptStyle = Field(
@@ -250,6 +260,7 @@ class TgtConfig(_Strict):
     search: list[TgtSearch] = Field(
         default_factory=lambda: list[TgtSearch](["sampling"]),
         min_length=1,
+        max_length=2,
         description="One TGT student per mode. 'sampling': the K neighbours of every text. "
         "'disagreement': a pool of K * pool_factor neighbours per text, scored each epoch by "
         "the teacher-student divergence; the most disagreed-on K per text (on average) train.",
@@ -260,7 +271,7 @@ class TgtConfig(_Strict):
     pool_factor: Annotated[int, Field(ge=2, le=32)] = Field(
         3, description="'disagreement': the pool holds pool_factor times the kept texts."
     )
-    budget: Annotated[int, Field(ge=1)] | None = Field(
+    budget: Annotated[int, Field(ge=1, le=MAX_ROWS)] | None = Field(
         None, description="Most generated texts kept after filtering (a seeded subset)."
     )
     max_similarity: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
@@ -297,8 +308,9 @@ class AmalgamateTeacher(_Strict):
         "line only; a job may name only run directories under the artifacts root or allowed "
         "models). Its labels are its config's id2label."
     )
-    prompts: dict[str, list[str]] = Field(
+    prompts: dict[str, Annotated[list[str], Field(max_length=MAX_PROMPTS)]] = Field(
         default_factory=dict,
+        max_length=MAX_CLASSES,
         description="Optional class descriptions / seed texts per label of this teacher, "
         "e.g. {'sports': ['the match ended in a draw']}; they seed that class's generation.",
     )
@@ -345,8 +357,9 @@ class SteeringConfig(_Strict):
 class ProbeConfig(_Strict):
     """Light linear probes on a teacher's intermediate layers (layer-wise confidence)."""
 
-    layers: list[int] | None = Field(
+    layers: list[Annotated[int, Field(ge=-MAX_LAYERS, le=MAX_LAYERS)]] | None = Field(
         None,
+        max_length=MAX_LAYERS,
         description="Hidden-state indices probed (0 = embeddings, -1 = last layer); default: "
         "every transformer layer.",
     )
@@ -365,7 +378,7 @@ class StrataConfig(_Strict):
         description="Run the StrataNet mode instead of the LUGPI stages: steered generation "
         "-> probes -> student -> evaluate -> export. Reads no training data.",
     )
-    teachers: list[AmalgamateTeacher] = Field(default_factory=list)
+    teachers: list[AmalgamateTeacher] = Field(default_factory=list, max_length=MAX_TEACHERS)
     seed_texts: str | None = Field(
         None,
         description="Unlabelled seed texts (a .txt file, one per line, or a CSV/TSV/JSONL with "
@@ -383,7 +396,7 @@ class StrataConfig(_Strict):
     )
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
-    budget: Annotated[int, Field(ge=1)] | None = Field(
+    budget: Annotated[int, Field(ge=1, le=MAX_ROWS)] | None = Field(
         None, description="Most generated texts the student trains on (a seeded subset)."
     )
     pseudo_dev_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
@@ -418,8 +431,10 @@ class TeacherConfig(_Strict):
     freeze_image_encoder: bool = Field(
         True, description="Freeze the image encoder and compute its tokens once per image."
     )
-    fusion_heads: Annotated[int, Field(ge=1)] = 8
-    hidden_size: Annotated[int, Field(ge=1)] = Field(768, description="MLP hidden layer width.")
+    fusion_heads: Annotated[int, Field(ge=1, le=256)] = 8
+    hidden_size: Annotated[int, Field(ge=1, le=65_536)] = Field(
+        768, description="MLP hidden layer width."
+    )
     epochs: Annotated[float, Field(gt=0.0, le=100.0)] = 3.0
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-5
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 14
@@ -549,12 +564,14 @@ class PipelineConfig(_Strict):
     """A whole LUGPI run: generate -> teacher(s) -> distill -> baseline -> evaluate -> export."""
 
     name: str = Field("lugpi", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     device: Device = "auto"
     mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on CPU.")
     data: DataConfig = Field(default_factory=DataConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
-    teachers: list[TeacherConfig] = Field(default_factory=lambda: [TeacherConfig()], min_length=1)
+    teachers: list[TeacherConfig] = Field(
+        default_factory=lambda: [TeacherConfig()], min_length=1, max_length=MAX_TEACHERS
+    )
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     baseline: bool = Field(True, description="Also train the CE-only baseline for comparison.")

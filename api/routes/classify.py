@@ -13,42 +13,26 @@ from api.auth import AUTH_RESPONSES, ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
 from api.registry import LoadedModel
 from api.schemas import ClassifyRequest, ClassifyResponse, error_responses
-from api.scoring import run_request
+from api.scoring import RequestRuleBroken, check_limits, check_pairs, count, run_request
 from runtime.metrics import predictions as label_scores
 
 router = APIRouter(tags=["classify"], dependencies=[ClassifyAccess], responses=AUTH_RESPONSES)
 
 
-def _error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any]:
-    # Same shape as FastAPI's own 422 items; the offending input is not echoed back.
-    return {"type": kind, "loc": ("body", *loc), "msg": msg}
+def as_validation_error(e: RequestRuleBroken) -> RequestValidationError:
+    """A rule of ``api.scoring`` in the native 422 shape (FastAPI's own error items); the
+    offending input is not echoed back."""
+    return RequestValidationError(
+        [{"type": e.error_type, "loc": ("body", *e.loc), "msg": e.reason}]
+    )
 
 
 def within_limits(body: ClassifyRequest, settings: SettingsDep) -> ClassifyRequest:
-    """The deployment's limits (settings), checked after the schema's structural rules."""
-    errors = []
-    if len(body.texts) > settings.max_texts_per_request:
-        errors.append(
-            _error(
-                ("texts",),
-                f"{len(body.texts)} texts; at most {settings.max_texts_per_request} per request "
-                "(LUGPI_MAX_TEXTS_PER_REQUEST): split them over several requests",
-                "too_long",
-            )
-        )
-    for field, items in (("texts", body.texts), ("text_pairs", body.text_pairs or [])):
-        for i, text in enumerate(items):
-            if len(text) > settings.max_text_chars:
-                errors.append(
-                    _error(
-                        (field, i),
-                        f"{len(text)} characters; at most {settings.max_text_chars} "
-                        "(LUGPI_MAX_TEXT_CHARS): shorten the text",
-                        "string_too_long",
-                    )
-                )
-    if errors:
-        raise RequestValidationError(errors)
+    """The deployment's limits (``api.scoring.check_limits``), after the schema's rules."""
+    try:
+        check_limits(settings, body.texts, body.text_pairs, "texts", "text_pairs")
+    except RequestRuleBroken as e:
+        raise as_validation_error(e) from None
     return body
 
 
@@ -58,30 +42,6 @@ async def checked_request(body: ClassifyRequest, settings: SettingsDep) -> Class
 
 
 CheckedRequest = Annotated[ClassifyRequest, Depends(checked_request)]
-
-
-def _check_pairs(model: LoadedModel, body: ClassifyRequest) -> None:
-    which = f"model {model.name!r} {model.version}"
-    if model.manifest.text_pair and body.text_pairs is None:
-        raise RequestValidationError(
-            [
-                _error(
-                    ("text_pairs",),
-                    f"{which} classifies text pairs: give text_pairs, one per text",
-                    "missing",
-                )
-            ]
-        )
-    if not model.manifest.text_pair and body.text_pairs is not None:
-        raise RequestValidationError(
-            [
-                _error(
-                    ("text_pairs",),
-                    f"{which} classifies single texts: leave text_pairs out",
-                    "extra_forbidden",
-                )
-            ]
-        )
 
 
 def response_json(model: LoadedModel, predictions: list[Any], truncated: list[int]) -> Response:
@@ -119,12 +79,16 @@ async def classify(
     version it resolved when it arrived, even if a newer version is loaded meanwhile.
     """
     model = registry.resolve(body.model, body.version)  # held for the whole request
-    _check_pairs(model, body)
+    try:
+        check_pairs(
+            model,
+            body.text_pairs,
+            "text_pairs",
+            give="give text_pairs, one per text",
+            leave="leave text_pairs out",
+        )
+    except RequestRuleBroken as e:
+        raise as_validation_error(e) from None
     out = await run_request(request, model.batcher, body.texts, body.text_pairs)
-
-    predictions = label_scores(out.probs, model.labels)
-    metrics.classify_requests.labels(model.name, model.version).inc()
-    metrics.classified_texts.labels(model.name, model.version).inc(len(predictions))
-    if out.truncated:
-        metrics.truncated_texts.labels(model.name).inc(len(out.truncated))
-    return response_json(model, predictions, out.truncated)
+    count(metrics, model, len(body.texts), out)
+    return response_json(model, label_scores(out.probs, model.labels), out.truncated)

@@ -139,7 +139,8 @@ def submit_train_job(
         _fail_unsent(queue, record.job_id, str(e))
         raise
     log.info("job %s queued (%s)", record.job_id, checked.name)
-    url = str(request.url_for("get_job", job_id=record.job_id))
+    # Relative: request.url_for would echo the client's Host header (a forged one too).
+    url = request.app.url_path_for("get_job", job_id=record.job_id)
     return JobAccepted(job_id=record.job_id, status_url=url)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import PurePath
 
 from fastapi import APIRouter
 
@@ -11,11 +10,13 @@ from api.auth import AUTH_RESPONSES, AdminAccess, IsAdmin
 from api.deps import RegistryDep
 from api.registry import LoadedModel, Snapshot, version_number
 from api.schemas import ModelInfo, ModelList, ReloadResponse, VersionInfo, error_responses
+from contracts.bundle import public_reference
 from contracts.errors import ModelNotFound
 
 router = APIRouter(prefix="/models", tags=["models"])
 # What callers without an admin key see of a bundle's provenance: model names, never the
-# job id, the config or a path of this machine (a local path shows as its last part).
+# job id, the config or a path of this machine (a local path shows as its last part, a
+# run directory as "(a local run)": contracts.bundle.public_reference), in any value.
 PUBLIC_PROVENANCE = (
     "dataset",
     "generator",
@@ -27,8 +28,8 @@ PUBLIC_PROVENANCE = (
 
 
 def _public_name(value: object) -> object:
-    if isinstance(value, str) and PurePath(value).is_absolute():
-        return PurePath(value).name
+    if isinstance(value, str):
+        return public_reference(value)
     if isinstance(value, list):
         return [_public_name(v) for v in value]
     return value

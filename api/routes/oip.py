@@ -7,7 +7,8 @@ graph has them, ``logits``. The classification extension (``parameters.classific
 strings. JSON tensors and the binary-tensor extension are both accepted.
 
 Versions are the repository's (``v1``, ``v2``...); a bare number (``1``) means the same.
-Health routes are public; the others take the same keys as every other route.
+Health, readiness and model metadata are public (reading what is served, README "Keys");
+inference takes the same keys as every other inference route.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 from api import API_VERSION
 from api.auth import ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
+from api.error_shapes import ErrorKind, ErrorSurface, RenderedError, native_status, register
 from api.metrics import ApiMetrics
 from api.oip_codec import (
     HEADER_LENGTH,
@@ -32,6 +34,7 @@ from api.oip_codec import (
     parse_request,
 )
 from api.registry import LoadedModel, ModelRegistry, version_number
+from api.schemas import error_responses
 from api.scoring import ranked, score
 from api.settings import ApiSettings
 from contracts.bundle import ONNX_LOGITS, ONNX_OUTPUT
@@ -44,19 +47,36 @@ health = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], dependencies=[ClassifyAccess])
 
 
+def _render_error(
+    kind: ErrorKind, message: str, native_detail: object | None, param: str | None
+) -> RenderedError:
+    # Triton and KServe answer every malformed request with 400.
+    status = 400 if kind == "invalid" else native_status(kind)
+    return RenderedError(status, {"error": message})
+
+
+SUMMARY = 'the Open Inference Protocol v2 of KServe and Triton (`/v2/...`; `{"error"}`)'
+ERROR_SURFACE = register(
+    ErrorSurface(
+        "oip", lambda method, path: path == "/v2" or path.startswith("/v2/"), _render_error
+    )
+)
+
+
 class OipError(BaseModel):
     error: str
 
 
-OIP_ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": OipError, "description": "The request does not fit the model or protocol."},
-    404: {"model": OipError, "description": "Unknown model or version."},
-    413: {"model": OipError, "description": "Over a limit (body, texts, characters)."},
-    429: {"model": OipError, "description": "Overloaded; retry after Retry-After seconds."},
-    503: {"model": OipError, "description": "No model is loaded."},
-    401: {"model": OipError, "description": "Keys are configured and none was sent."},
-    403: {"model": OipError, "description": "The key is not valid."},
-}
+OIP_ERRORS = error_responses(
+    OipError,
+    s400="The request does not fit the model or protocol.",
+    s404="Unknown model or version.",
+    s413="Over a limit (body, texts, characters).",
+    s429="Overloaded; retry after Retry-After seconds.",
+    s503="No model is loaded.",
+    s401="Keys are configured and none was sent.",
+    s403="The key is not valid.",
+)
 
 
 class TensorMetadata(BaseModel):
@@ -132,25 +152,25 @@ async def ready(registry: RegistryDep) -> Response:
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-@router.get("/models/{name}", responses=OIP_ERRORS)
+@health.get("/models/{name}", responses=OIP_ERRORS)
 async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
     """Inputs, outputs and loaded versions (newest first) of a model."""
     return _metadata(registry, _model(registry, name, None))
 
 
-@router.get("/models/{name}/versions/{version}", responses=OIP_ERRORS)
+@health.get("/models/{name}/versions/{version}", responses=OIP_ERRORS)
 async def version_metadata(name: str, version: str, registry: RegistryDep) -> ModelMetadata:
     """The same for one version (``v2`` or ``2``)."""
     return _metadata(registry, _model(registry, name, version))
 
 
-@router.get("/models/{name}/ready", responses=OIP_ERRORS)
+@health.get("/models/{name}/ready", responses=OIP_ERRORS)
 async def model_ready(name: str, registry: RegistryDep) -> Response:
     """200 when the model is loaded and servable; 404 otherwise."""
     return JSONResponse({"name": _model(registry, name, None).name, "ready": True})
 
 
-@router.get("/models/{name}/versions/{version}/ready", responses=OIP_ERRORS)
+@health.get("/models/{name}/versions/{version}/ready", responses=OIP_ERRORS)
 async def version_ready(name: str, version: str, registry: RegistryDep) -> Response:
     """200 when the version is loaded and servable; 404 otherwise."""
     return JSONResponse({"name": _model(registry, name, version).name, "ready": True})

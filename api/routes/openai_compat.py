@@ -16,14 +16,43 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
+from api.error_shapes import ErrorKind, ErrorSurface, RenderedError, native_status, register
 from api.registry import version_number
-from api.schemas import Text
+from api.schemas import MAX_LIST_ITEMS, Text, error_responses
 from api.scoring import ranked, score
 
 router = APIRouter(prefix="/v1", tags=["infinity / OpenAI"], dependencies=[ClassifyAccess])
+# Reading what is served is public (README, "Keys"): /v1/models like /models.
+public = APIRouter(prefix="/v1", tags=["infinity / OpenAI"])
 
 # infinity's placeholder when a client names no model.
 UNNAMED = "default/not-specified"
+
+
+_OPENAI_TYPE: dict[ErrorKind, str] = {
+    "unauthorized": "authentication_error",
+    "forbidden": "permission_error",
+    "not_found": "not_found_error",
+    "overloaded": "rate_limit_error",
+    "unavailable": "service_unavailable",
+    "backend": "server_error",
+    "internal": "server_error",
+}
+
+
+def _render_error(
+    kind: ErrorKind, message: str, native_detail: object | None, param: str | None
+) -> RenderedError:
+    status = native_status(kind)
+    kind_type = _OPENAI_TYPE.get(kind, "invalid_request_error")
+    error = {"message": message, "type": kind_type, "param": param, "code": status}
+    return RenderedError(status, {"error": error})
+
+
+SUMMARY = "infinity's `POST /v1/classify` with `GET /v1/models` (OpenAI's error shape)"
+ERROR_SURFACE = register(
+    ErrorSurface("openai", lambda method, path: path.startswith("/v1/"), _render_error)
+)
 
 
 class OpenAIError(BaseModel):
@@ -37,25 +66,17 @@ class OpenAIErrorResponse(BaseModel):
     error: OpenAIError
 
 
-def _errors(**described: str) -> dict[int | str, dict[str, object]]:
-    return {
-        int(k[1:]): {"model": OpenAIErrorResponse, "description": text}
-        for k, text in described.items()
-    }
-
-
-ERRORS = {
-    **_errors(
-        s400="The body is not UTF-8 JSON.",
-        s401="Keys are configured and none was sent (X-API-Key or Authorization: Bearer).",
-        s403="The key is not valid.",
-        s404="Unknown model.",
-        s413="Over a limit (body, texts, characters).",
-        s422="The body does not validate, or the model takes text pairs.",
-        s429="Overloaded; retry after Retry-After seconds.",
-        s503="No model is loaded.",
-    ),
-}
+ERRORS = error_responses(
+    OpenAIErrorResponse,
+    s400="The body is not UTF-8 JSON.",
+    s401="Keys are configured and none was sent (X-API-Key or Authorization: Bearer).",
+    s403="The key is not valid.",
+    s404="Unknown model.",
+    s413="Over a limit (body, texts, characters).",
+    s422="The body does not validate, or the model takes text pairs.",
+    s429="Overloaded; retry after Retry-After seconds.",
+    s503="No model is loaded.",
+)
 
 
 class ClassifyInput(BaseModel):
@@ -64,7 +85,9 @@ class ClassifyInput(BaseModel):
         json_schema_extra={"examples": [{"model": "sentiment", "input": ["I like you."]}]},
     )
 
-    input: list[Text] = Field(min_length=1, description="Texts to classify.")
+    input: list[Text] = Field(
+        min_length=1, max_length=MAX_LIST_ITEMS, description="Texts to classify."
+    )
     model: str = Field(
         default=UNNAMED, description=f"Model name; {UNNAMED!r}: the server's default model."
     )
@@ -129,7 +152,7 @@ async def classify(
     )
 
 
-@router.get("/models", responses=ERRORS)
+@public.get("/models", responses=ERRORS)
 async def list_models(registry: RegistryDep) -> ModelCardList:
     """The served models in the OpenAI list shape (``id``: the model's name)."""
     snap = registry.snapshot

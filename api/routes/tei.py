@@ -25,7 +25,8 @@ from api import API_VERSION
 from api.auth import ClassifyAccess
 from api.batching import TruncationSide
 from api.deps import MetricsDep, RegistryDep, SettingsDep
-from api.schemas import NAME_PATTERN, Text
+from api.error_shapes import ErrorKind, ErrorSurface, RenderedError, register
+from api.schemas import MAX_LIST_ITEMS, NAME_PATTERN, Text, error_responses
 from api.scoring import Scored, ScoreFunction, ranked, score
 from contracts.bundle import VERSION_PATTERN
 from contracts.errors import InvalidInput, LimitExceeded
@@ -41,6 +42,8 @@ async def _known_query(request: Request) -> None:
 
 
 router = APIRouter(tags=["TEI"], dependencies=[ClassifyAccess, Depends(_known_query)])
+# Reading what is served is public (README, "Keys"): /info like /models.
+public = APIRouter(tags=["TEI"], dependencies=[Depends(_known_query)])
 
 ModelQuery = Annotated[
     str | None,
@@ -51,19 +54,49 @@ VersionQuery = Annotated[
 ]
 
 
+# TEI's own convention (its ErrorType -> status table): validation 413, unreadable input
+# 422, a failed model 424, shed load 429, not ready 503.
+_TEI: dict[ErrorKind, tuple[int, str]] = {
+    "bad_request": (422, "Validation"),
+    "invalid": (422, "Validation"),
+    "too_large": (413, "Validation"),
+    "unauthorized": (401, "Unauthorized"),
+    "forbidden": (403, "Unauthorized"),
+    "not_found": (404, "Validation"),
+    "conflict": (409, "Validation"),
+    "not_allowed": (405, "Validation"),
+    "overloaded": (429, "Overloaded"),
+    "unavailable": (503, "Unhealthy"),
+    "backend": (424, "Backend"),
+    "internal": (424, "Backend"),
+    "client_gone": (499, "Backend"),
+}
+
+
+def _render_error(
+    kind: ErrorKind, message: str, native_detail: object | None, param: str | None
+) -> RenderedError:
+    status, error_type = _TEI[kind]
+    return RenderedError(status, {"error": message, "error_type": error_type})
+
+
+SUMMARY = "Text Embeddings Inference (`POST /predict`, `POST /`, `GET /info`; TEI's error shape)"
+ERROR_SURFACE = register(
+    ErrorSurface(
+        "tei",
+        lambda method, path: path in ("/predict", "/info") or (path == "/" and method == "POST"),
+        _render_error,
+    )
+)
+
+
 class TeiErrorResponse(BaseModel):
     error: str
     error_type: Literal["Validation", "Unauthorized", "Overloaded", "Unhealthy", "Backend"]
 
 
-def _tei_errors(**described: str) -> dict[int | str, dict[str, object]]:
-    return {
-        int(k[1:]): {"model": TeiErrorResponse, "description": text}
-        for k, text in described.items()
-    }
-
-
-TEI_ERRORS = _tei_errors(
+TEI_ERRORS = error_responses(
+    TeiErrorResponse,
     s401="Keys are configured and none was sent (X-API-Key or Authorization: Bearer).",
     s403="The key is not valid.",
     s404="Unknown ?model= or ?version=; the error lists what is served.",
@@ -74,6 +107,15 @@ TEI_ERRORS = _tei_errors(
     s429="The server is overloaded; retry after Retry-After seconds.",
     s503="No model is loaded.",
 )
+
+
+# Bounded lists (api.schemas.MAX_LIST_ITEMS): pydantic stops at the bound instead of
+# validating every item of a huge list once per branch of the union.
+Texts = Annotated[list[Text], Field(max_length=MAX_LIST_ITEMS)]
+# A batch item is [text] or [text, text_pair].
+Sequences = Annotated[
+    list[Annotated[list[Text], Field(max_length=2)]], Field(max_length=MAX_LIST_ITEMS)
+]
 
 
 class TeiPrediction(BaseModel):
@@ -94,7 +136,7 @@ class PredictRequest(BaseModel):
         },
     )
 
-    inputs: Text | list[Text] | list[list[Text]] = Field(
+    inputs: Text | Texts | Sequences = Field(
         description="A string, a pair [text, text_pair], or a batch [[text], [text, "
         "text_pair], ...]."
     )
@@ -141,7 +183,12 @@ class HfTextClassificationRequest(BaseModel):
         },
     )
 
-    inputs: Text | list[Text] | TextPairInput | list[TextPairInput] = Field(
+    inputs: (
+        Text
+        | Texts
+        | TextPairInput
+        | Annotated[list[TextPairInput], Field(max_length=MAX_LIST_ITEMS)]
+    ) = Field(
         description="A text, a list of texts, or {text, text_pair} (a list of them) for "
         "pair models."
     )
@@ -327,7 +374,7 @@ class TeiInfo(BaseModel):
     docker_label: str | None = None
 
 
-@router.get("/info", responses=TEI_ERRORS)
+@public.get("/info", responses=TEI_ERRORS)
 async def info(
     registry: RegistryDep,
     settings: SettingsDep,

@@ -160,3 +160,25 @@ def test_random_wrong_method_and_path_are_json(small: TestClient) -> None:
     assert small.get("/classify").status_code == 405
     r = small.get("/nowhere")
     assert r.status_code == 404 and "detail" in r.json()
+
+
+def test_random_many_bad_items_report_a_bounded_number_of_errors(small: TestClient) -> None:
+    # Each item fails on its own; the body lists MAX_REPORTED_ERRORS of them and counts the rest.
+    from api.error_shapes import MAX_REPORTED_ERRORS
+
+    r = small.post("/classify", json={"texts": [1] * 100, "model": "sentiment"})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert len(detail) == MAX_REPORTED_ERRORS + 1
+    assert detail[-1]["msg"] == f"{100 - MAX_REPORTED_ERRORS} more errors not shown"
+
+
+def test_random_a_list_past_the_schema_bound_is_one_error(make_client: MakeClient) -> None:
+    # Past api.schemas.MAX_LIST_ITEMS, pydantic stops counting: one error, not one per item.
+    from api.schemas import MAX_LIST_ITEMS
+
+    r = make_client().post(
+        "/classify", json={"texts": [1] * (MAX_LIST_ITEMS + 1), "model": "sentiment"}
+    )
+    assert r.status_code == 422
+    assert [e["type"] for e in r.json()["detail"]] == ["too_long"]

@@ -132,3 +132,32 @@ def test_random_requests_at_the_production_limits(make_client: MakeClient, model
     assert more.status_code == 422 and "LUGPI_MAX_TEXTS_PER_REQUEST" in more.text
     longer = client.post("/classify", json=body([text + "x"]))
     assert longer.status_code == 422 and "LUGPI_MAX_TEXT_CHARS" in longer.text
+
+
+# Bodies no generator makes but an attacker sends (issue 27 item 5): JSON nested 100,000
+# deep, an integer past Python's 4,300-digit limit, a lone surrogate in a text. Sent to
+# every JSON operation the schema documents, so that a new surface is covered by default.
+HOSTILE_BODIES = {
+    "deep": b"[" * 100_000 + b"]" * 100_000,
+    "huge_int": b'{"texts": [' + b"7" * 5000 + b"]}",
+    "surrogate": b'{"texts": ["\\ud800"], "inputs": [{"name": "text", "shape": [1], '
+    b'"datatype": "BYTES", "data": ["\\ud800"]}], "input": ["\\ud800"]}',
+}
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE_BODIES))
+def test_random_hostile_bodies_on_every_documented_json_operation(
+    make_client: MakeClient, hostile: str
+) -> None:
+    client = make_client(default_model="sentiment", admin_keys=[ADMIN_KEY])
+    paths = client.get("/openapi.json").json()["paths"]
+    posts = [p for p in INFERENCE_PATHS if "requestBody" in paths.get(p, {}).get("post", {})]
+    assert "/v2/models/{name}/infer" in posts and "/classify" in posts
+    for path in posts:
+        url = path.replace("{name}", "sentiment").replace("{version}", "v1")
+        r = client.post(
+            url,
+            content=HOSTILE_BODIES[hostile],
+            headers={"content-type": "application/json", "X-API-Key": ADMIN_KEY},
+        )
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text[:300])

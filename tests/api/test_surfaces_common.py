@@ -17,17 +17,26 @@ CALLS = [
     ("POST", "/classify", {"texts": ["a film"], "model": "sentiment"}),
     ("POST", "/predict?model=sentiment", {"inputs": "a film"}),
     ("POST", "/?model=sentiment", {"inputs": "a film"}),
-    ("GET", "/info?model=sentiment", None),
     ("POST", "/v1/classify", {"model": "sentiment", "input": ["a film"]}),
-    ("GET", "/v1/models", None),
-    ("GET", "/v2/models/sentiment", None),
     (
         "POST",
         "/v2/models/sentiment/infer",
         {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a film"]}]},
     ),
 ]
-PUBLIC = ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/v2"]
+# Issue 27 item 11 made reading what is served public on every protocol, like /models
+# (/info, /v1/models and /v2/models/{name} needed a key before; tests/api/test_key_rule.py).
+PUBLIC = [
+    "/healthz",
+    "/readyz",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2",
+    "/info?model=sentiment",
+    "/v1/models",
+    "/v2/models/sentiment",
+    "/v2/models/sentiment/ready",
+]
 
 
 @pytest.fixture
