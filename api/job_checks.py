@@ -188,7 +188,7 @@ def resolve_artifact_dir(value: str, artifacts_dir: Path) -> Path:
     return real
 
 
-def _model_allowed(value: str, settings: ApiSettings) -> bool:
+def model_allowed(value: str, settings: ApiSettings) -> bool:
     if value in BUILTIN_MODELS or value in settings.allowed_models:
         return True
     try:
@@ -224,7 +224,7 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
     if strata:
         a = cfg.strata
         for i, at in enumerate(a.teachers):
-            if _model_allowed(at.model, settings):
+            if model_allowed(at.model, settings):
                 continue
             try:
                 teacher_updates[i] = str(resolve_artifact_dir(at.model, settings.artifacts_dir))
@@ -243,7 +243,7 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
                 errors.append(_error(("strata", "seed_texts"), f"strata.seed_texts {e}"))
     for ref in hub_references(cfg):
         name = ".".join(str(x) for x in ref.loc)
-        if not _model_allowed(ref.model, settings):
+        if not model_allowed(ref.model, settings):
             errors.append(
                 _error(
                     ref.loc,

@@ -31,6 +31,7 @@ MAX_TEACHERS = 32
 MAX_LAYERS = 512
 MAX_CLASSES = 10_000
 MAX_PROMPTS = 1_000  # seed texts given for one class
+MAX_METHODS = 64  # sections of ``methods``, and options in one
 
 
 class _Strict(BaseModel):
@@ -581,8 +582,9 @@ class PipelineConfig(_Strict):
     text_generator: TextGeneratorConfig = Field(default_factory=TextGeneratorConfig)
     tgt: TgtConfig = Field(default_factory=TgtConfig)
     strata: StrataConfig = Field(default_factory=StrataConfig)
-    methods: dict[str, dict[str, Any]] = Field(
+    methods: dict[str, Annotated[dict[str, Any], Field(max_length=MAX_METHODS)]] = Field(
         default_factory=dict,
+        max_length=MAX_METHODS,
         description="Options of the methods added through training.methods, by method name "
         "(docs/adding-a-method.md); each method reads and checks its own section.",
     )

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import AUTH_RESPONSES, AdminAccess
 from api.deps import RegistryDep, SettingsDep
-from api.job_checks import BUILTIN_MODELS, _model_allowed, resolve_data_path
+from api.job_checks import BUILTIN_MODELS, model_allowed, resolve_data_path
 from api.routes.models import describe
 from api.schemas import ModelInfo, error_responses
 from api.settings import ApiSettings
@@ -95,7 +95,7 @@ def _command(body: ImportRequest, files: dict[str, Path], repository: Path) -> l
 def _checked_files(body: ImportRequest, settings: ApiSettings) -> dict[str, Path]:
     errors: list[dict[str, Any]] = []
     # The built-in names are encoders and generators, never classifiers to import.
-    if body.source in BUILTIN_MODELS or not _model_allowed(body.source, settings):
+    if body.source in BUILTIN_MODELS or not model_allowed(body.source, settings):
         msg = f"{body.source!r} is not in LUGPI_ALLOWED_MODELS; an admin of this server adds it"
         errors.append({"type": "value_error", "loc": ("body", "source"), "msg": msg})
     files: dict[str, Path] = {}
