@@ -20,7 +20,6 @@ import onnxruntime as ort
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from training.losses import kd_term
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from api.main import create_app
@@ -38,6 +37,7 @@ from runtime.score_temperature import (
 )
 from training.export import export_student
 from training.export.score_temperature import results_section, write_results_section
+from training.students.losses import kd_term
 
 TAU = 8.0
 MAX_LENGTH = 64
