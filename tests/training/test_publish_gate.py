@@ -84,7 +84,7 @@ def bundles(
 ) -> dict[str, Path]:
     """{"a", "b": two random students (a scores higher on test than b), "constant": always
     answers the majority label of test}."""
-    from training.export import export_student
+    from training.export.bundle import export_student
 
     root = tmp_path_factory.mktemp("gate-bundles")
     made = {}

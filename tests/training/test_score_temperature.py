@@ -35,7 +35,7 @@ from runtime.score_temperature import (
     nll,
     score_quality,
 )
-from training.export import export_student
+from training.export.bundle import export_student
 from training.export.score_temperature import results_section, write_results_section
 from training.students.losses import kd_term
 
