@@ -324,3 +324,54 @@ def test_any_transformers_seq2seq_loads_by_path_and_explores(
     found = explore_gradient(bart, texts, teacher, student, distance=DISTANCE, steps=1)
     assert found.sources == [0, 1] and found.distances == pytest.approx([DISTANCE] * 2, rel=1e-4)
     assert all(isinstance(t, str) for t in found.texts)
+
+
+def _teacher(text_model: Path, image_model: Path | None) -> Any:
+    from models.image import load_image_encoder
+    from models.teacher import Teacher
+    from models.text import load_text_encoder, load_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        teacher = Teacher(
+            load_text_encoder(str(text_model)),
+            load_image_encoder(str(image_model)) if image_model else None,
+            load_tokenizer(str(text_model)),
+            num_labels=3,
+            fusion_heads=2,
+            hidden_size=16,
+            freeze_image_encoder=True,
+        )
+    return teacher.eval()
+
+
+def test_text_only_teacher_reads_the_soft_path_as_it_reads_the_text(
+    generator: TinyLatentGenerator, tiny_text_model: Path, minilm_tokenizer: Any
+) -> None:
+    """One-hot distributions through the expected-embedding path give the teacher's logits
+    of the text itself: the gradient mode steers the function that labels the texts."""
+    from training.latent_exploration import teacher_classifier
+
+    teacher = teacher_classifier(_teacher(tiny_text_model, None))
+    text = "the government said on monday that the bank would cut rates"
+    own = generator.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = piece_ids(generator, teacher)
+    assert ids[own].tolist() == minilm_tokenizer(text, add_special_tokens=False)["input_ids"]
+    one_hot = torch.nn.functional.one_hot(torch.tensor([own]), len(generator.tokens)).float()
+    soft = teacher.soft_logits(one_hot, torch.ones(1, len(own), dtype=torch.bool), ids)
+    with torch.no_grad():
+        assert torch.allclose(soft, teacher.logits([text]), atol=1e-5)
+    student = _classifier(2, minilm_tokenizer)
+    found = explore_gradient(generator, [text], teacher, student, distance=DISTANCE, steps=1)
+    assert len(found.texts) == 1
+
+
+def test_gradient_mode_refuses_a_teacher_that_reads_images(
+    tiny_text_model: Path, tmp_path: Path
+) -> None:
+    from training.latent_exploration import teacher_classifier
+    from training.tiny import make_tiny_image_model
+
+    image_model = make_tiny_image_model(tmp_path / "vit")
+    with pytest.raises(ConfigError, match=r"text-only teacher.*'sampling'"):
+        teacher_classifier(_teacher(tiny_text_model, image_model))
