@@ -35,7 +35,10 @@ decoded texts.
 
 One function per job: ``explore_sampling``, ``explore_gradient``, and ``explore_batch``
 (a batch of labelled texts, a teacher, a student and a budget of new texts in, new texts
-out: the entry point for exploring per batch while the student trains).
+out: the entry point for exploring per batch while the student trains). The models are
+used as given: a caller exploring mid-training puts the student in eval mode for the
+search (dropout would make the gradient noisy) and back afterwards. Nothing here updates
+a parameter or its ``.grad``: the gradient is taken with respect to the latent only.
 """
 
 from __future__ import annotations
