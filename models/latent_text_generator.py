@@ -3,7 +3,7 @@
 The latent of a text is its encoder's states (B, L, H) with their padding mask: Teacher
 Guided Training explores around a labelled text by moving that latent (randomly, or along
 the gradient of the teacher-student discrepancy) and decoding what lies there. Trained as a
-denoising autoencoder (training/latent_generator_training.py), the decoder maps a latent
+denoising autoencoder (training/tgt/latent_generator.py), the decoder maps a latent
 near a text's to a text near it.
 
 The decoder reads the latent twice: by cross-attention (the whole text) and, at each step,

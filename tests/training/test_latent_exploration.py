@@ -29,7 +29,7 @@ from torch import Tensor
 
 from contracts.errors import ConfigError
 from models.latent_text_generator import Latent
-from training.latent_exploration import (
+from training.tgt.exploration import (
     TextClassifier,
     explore_batch,
     explore_gradient,
@@ -38,7 +38,7 @@ from training.latent_exploration import (
     piece_ids,
     text_kl,
 )
-from training.latent_generator_training import (
+from training.tgt.latent_generator import (
     WEIGHTS,
     TinyLatentGenerator,
     TrainSettings,
@@ -190,7 +190,7 @@ def _classifier(seed: int, tokenizer: Any) -> TextClassifier:
 def minilm_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
 
     return AutoTokenizer.from_pretrained(minilm_path())
 
@@ -266,7 +266,7 @@ def _child(code: str, *args: str) -> str:
 _BUILD = """
 import json, sys
 from pathlib import Path
-import training.latent_generator_training as m
+import training.tgt.latent_generator as m
 if sys.argv[3] == "forbid-training":
     def refuse(*args, **kwargs):
         raise AssertionError("retrained a cached generator")
@@ -350,7 +350,7 @@ def test_text_only_teacher_reads_the_soft_path_as_it_reads_the_text(
 ) -> None:
     """One-hot distributions through the expected-embedding path give the teacher's logits
     of the text itself: the gradient mode steers the function that labels the texts."""
-    from training.latent_exploration import teacher_classifier
+    from training.tgt.exploration import teacher_classifier
 
     teacher = teacher_classifier(_teacher(tiny_text_model, None))
     text = "the government said on monday that the bank would cut rates"
@@ -369,8 +369,8 @@ def test_text_only_teacher_reads_the_soft_path_as_it_reads_the_text(
 def test_gradient_mode_refuses_a_teacher_that_reads_images(
     tiny_text_model: Path, tmp_path: Path
 ) -> None:
-    from training.latent_exploration import teacher_classifier
-    from training.tiny import make_tiny_image_model
+    from models.tiny import make_tiny_image_model
+    from training.tgt.exploration import teacher_classifier
 
     image_model = make_tiny_image_model(tmp_path / "vit")
     with pytest.raises(ConfigError, match=r"text-only teacher.*'sampling'"):

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from contracts.artifacts import ImageIndex
-from contracts.config import PipelineConfig, TgtSearch
+from contracts.config import PipelineConfig, TgtMode
 from contracts.errors import DataError
 from contracts.jobs import Stage
 from models.text import predict_logits
@@ -114,7 +114,7 @@ def train_tgt_student(
     images: ImageIndex,
     teacher_dirs: list[Path],
     rows: list[Generated],
-    mode: TgtSearch,
+    mode: TgtMode,
     out_dir: Path,
     ctx: RunContext,
     *,
@@ -124,10 +124,10 @@ def train_tgt_student(
     started = time.perf_counter()
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
     k = cfg.tgt.k
-    used = rows if mode == "disagreement" else [r for r in rows if r.draw < k]
+    used = rows if mode == "augment-disagreement" else [r for r in rows if r.draw < k]
     if not used:
         raise DataError(
-            f"tgt.search '{mode}': no generated text left after filtering (of {len(rows)}); "
+            f"tgt.modes '{mode}': no generated text left after filtering (of {len(rows)}); "
             "raise tgt.k or tgt.max_similarity"
         )
     full, full_images = tgt_data(data, images, used)
@@ -140,7 +140,7 @@ def train_tgt_student(
     weight[n_fixed:] = cfg.tgt.weight
     select = None
     n_train = len(used)
-    if mode == "disagreement":
+    if mode == "augment-disagreement":
         pool = np.arange(n_fixed, n_fixed + len(used))
         n_train = max(1, round(len(used) / cfg.tgt.pool_factor))
         select = disagreement_selector(cfg, full, targets, n_fixed, pool, n_train, runtime, ctx)

@@ -66,7 +66,7 @@ class Generated:
 
 def draws_per_text(cfg: PipelineConfig) -> int:
     t = cfg.tgt
-    return t.k * (t.pool_factor if "disagreement" in t.search else 1)
+    return t.k * (t.pool_factor if "augment-disagreement" in t.modes else 1)
 
 
 @dataclass(frozen=True)

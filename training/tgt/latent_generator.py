@@ -2,7 +2,7 @@
 
 A latent generator turns texts into latents and latents into texts (``LatentGenerator``):
 Teacher Guided Training explores the latent around each labelled text
-(training/latent_exploration.py).
+(training/tgt/exploration.py).
 
 - **Built-in** ``tiny-bbc-seq2seq``: models/latent_text_generator.py (2+2 layers, hidden
   128; 1,200 steps of 32 sentences) trained from random init as a denoising autoencoder (a
@@ -40,12 +40,12 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor
 
 from contracts.artifacts import build_dir_once
+from contracts.config import BUILTIN_LATENT_GENERATOR
 from contracts.errors import ConfigError, ModelLoadError
 from models.latent_text_generator import Latent, Seq2SeqConfig, TinySeq2Seq
 
 # Bump when training or the architecture changes what a given key would produce.
 CODE_VERSION = 1
-BUILTIN_LATENT_GENERATOR = "tiny-bbc-seq2seq"
 BUILTIN_MAX_WORDS = 30  # longer sentences would mostly be cut at max_length pieces
 WEIGHTS, CONFIG, TOKENIZER_DIR, RECORD = (
     "model.safetensors",
@@ -93,7 +93,7 @@ def bbc_corpus_split(max_words: int = 40) -> tuple[list[str], list[str]]:
     """BBC News sentences (5 to ``max_words`` words): (training, held out); the held-out
     part is every tenth article's sentences that no other article has, so none was trained
     on."""
-    from training.builtin_datasets import bbc_articles
+    from training.data.builtin_datasets import bbc_articles
 
     train: list[str] = []
     held_out: list[str] = []
@@ -110,7 +110,7 @@ def bbc_corpus_split(max_words: int = 40) -> tuple[list[str], list[str]]:
 def _minilm_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from training.tiny import minilm_path
+    from models.tiny import minilm_path
 
     return AutoTokenizer.from_pretrained(minilm_path())
 

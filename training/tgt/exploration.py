@@ -1,7 +1,7 @@
 """Teacher Guided Training's exploration: new texts from a generator's latent space.
 
-A labelled text is encoded to its latent z (the encoder's states, training/
-latent_generator_training.py); a new latent z' is chosen at a fixed *relative latent
+A labelled text is encoded to its latent z (the encoder's states, training/tgt/
+latent_generator.py); a new latent z' is chosen at a fixed *relative latent
 distance* d from it, ``||z' - z|| = d ||z||`` (Frobenius norm over the text's real
 positions), and decoded greedily. Both modes place every new latent at exactly that
 distance, so they can be compared at equal distance:
@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from contracts.errors import ConfigError
 from models.latent_text_generator import Latent
-from training.latent_generator_training import LatentGenerator
+from training.tgt.latent_generator import LatentGenerator
 
 ExplorationMode = Literal["sampling", "gradient"]
 
