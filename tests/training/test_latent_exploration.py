@@ -2,7 +2,8 @@
 
 The generator is the built-in architecture trained HERE, small (hidden 64, 2,000 pieces,
 160 steps, about 30 s on one thread), on the BBC News training sentences of up to 16
-words; reconstruction is measured on HELD-OUT sentences (every tenth article, never
+words (tests/support/latent_fixture.py, the session fixture ``tiny_latent_generator``);
+reconstruction is measured on HELD-OUT sentences (every tenth article, never
 trained on). The teacher and student are tiny random BERT classifiers on the MiniLM
 vocabulary (different seeds): a mechanism test of the search, not of a useful teacher.
 
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 import torch
+from support.latent_fixture import MAX_WORDS, SETTINGS
 from torch import Tensor
 
 from contracts.errors import ConfigError
@@ -49,10 +51,6 @@ from training.tgt.latent_generator import (
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-SETTINGS = TrainSettings(
-    steps=160, batch_size=16, learning_rate=6e-3, vocab_size=2000, hidden_size=64, max_length=24
-)
-MAX_WORDS = 16
 DISTANCE = 1.0
 # Stated rates (measured values in the report): a generator must reconstruct at least
 # RECONSTRUCT of the held-out texts exactly, change at least DISTINCT of them when the
@@ -66,13 +64,13 @@ def corpus() -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("latent-cache")
+def generator_dir(tiny_latent_generator: Path) -> Path:
+    return tiny_latent_generator
 
 
 @pytest.fixture(scope="module")
-def generator_dir(cache: Path, corpus: tuple[list[str], list[str]]) -> Path:
-    return latent_generator_dir(cache, corpus[0], SETTINGS)
+def cache(generator_dir: Path) -> Path:
+    return generator_dir.parent.parent  # <cache>/_latent_generators/<key>
 
 
 @pytest.fixture(scope="module")

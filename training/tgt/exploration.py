@@ -204,6 +204,22 @@ def explore_sampling(
     return _explored(generator, z, new, per_text)
 
 
+def sample_per_text(
+    generator: LatentGenerator, texts: Sequence[str], seeds: Sequence[int], *, distance: float
+) -> list[str]:
+    """One decode per text of a random latent at relative distance ``distance``, the noise
+    of text i drawn from its own ``seeds[i]`` over its own positions only: a text's draw does
+    not depend on what else is in the batch (the tgt stage caches each by content)."""
+    z = generator.encode(texts)
+    noise = torch.zeros_like(z.states)
+    for i, seed in enumerate(seeds):
+        gen = torch.Generator().manual_seed(int(seed))
+        n = int(z.mask[i].sum())
+        rows = torch.randn((n, z.states.shape[-1]), generator=gen).to(z.states)
+        noise[i, z.mask[i]] = rows
+    return generator.decode(_on_sphere(z, noise, distance))
+
+
 def _explored(generator: LatentGenerator, z: Latent, new: Latent, per_text: int) -> Explored:
     return Explored(
         texts=generator.decode(new),
