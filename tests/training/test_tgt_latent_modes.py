@@ -69,6 +69,14 @@ def _record(d: Path) -> dict[str, Any]:
     return dict(json.loads((d / "stage.json").read_text())["summary"])
 
 
+def _explored(queries: Path) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for line in (queries / "explored.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out.setdefault(row["epoch"], []).append(row["text"])
+    return out
+
+
 def test_sampling_and_gradient_run_in_the_pipeline_online_and_resumable(
     tmp_path: Path, tiny_text_model: Path, tiny_latent_generator: Path
 ) -> None:
@@ -93,12 +101,15 @@ def test_sampling_and_gradient_run_in_the_pipeline_online_and_resumable(
     epochs = online["per_epoch"]
     assert [e["epoch"] for e in epochs] == list(range(EPOCHS))
     assert epochs[0]["explored"] > 0 and epochs[1]["explored"] > 0  # new texts mid-training
-    assert not set(epochs[1]["texts"]) & set(epochs[0]["texts"])
-    assert not set(epochs[0]["texts"]) & set(train)
+    queries = run_dir / "tgt-queries" / "tgt-student-gradient"
+    texts = _explored(queries)
+    assert [len(texts.get(e, [])) for e in range(EPOCHS)] == [e["explored"] for e in epochs]
+    assert not set(texts[1]) & set(texts[0])
+    assert not set(texts[0]) & set(train)
     assert sum(e["explored"] for e in epochs) == online["explored"] <= BUDGET
     assert epochs[-1]["explored"] == 0  # spent before the last epoch
     assert online["teacher_queries"] == online["explored"] and online["cache_hits"] == 0
-    cached = (run_dir / "tgt-queries" / "tgt-student-gradient" / "txt.jsonl").read_text()
+    cached = (queries / "txt.jsonl").read_text()
     assert len(cached.splitlines()) == online["explored"]
     results = json.loads((run_dir / "evaluate" / "results.json").read_text())["models"]
     assert {"tgt:sampling", "tgt:gradient"} <= set(results)
@@ -112,5 +123,40 @@ def test_sampling_and_gradient_run_in_the_pipeline_online_and_resumable(
     again = _record(run_dir / "tgt-student-gradient")["tgt"]
     assert again["teacher_queries"] == 0
     assert again["cache_hits"] == again["explored"] == online["explored"]
-    assert [e["texts"] for e in again["per_epoch"]] == [e["texts"] for e in epochs]
+    assert _explored(queries) == texts
     assert is_complete(run_dir / "tgt-student-sampling")
+
+
+def test_sampling_texts_get_images_and_rebuild_alike_for_a_worker(
+    tmp_path: Path, tiny_latent_generator: Path
+) -> None:
+    """An image-reading teacher keeps the generate-then-draw path for 'sampling': each kept
+    latent sample gets its own image, and the rows a worker rebuilds to draw a shard of
+    them (``stage_texts``, all cached by then) are the stage's, none decoded again."""
+    from support.tgt_fixture import KeywordColourPipeline
+
+    from training.tgt.texts import load_generated, run_tgt, stage_texts
+
+    cfg = parse_config(
+        {
+            "device": "cpu",
+            "data": {"train": "synthetic"},
+            "generator": {"model": "keyword-colour", "image_size": 32, "steps": 1},
+            "tgt": {"enabled": True, "k": 2, "modes": ["sampling"],
+                    "latent_model": str(tiny_latent_generator)},
+        }
+    )  # fmt: skip
+    data = limited_data(0, n_train=8)
+    out = run_tgt(
+        cfg, data, tmp_path / "tgt", RunContext(), text_cache=tmp_path / "texts",
+        image_cache=tmp_path / "images", image_pipe=KeywordColourPipeline(),
+    )  # fmt: skip
+    rows, summary = load_generated(out)
+    assert rows and {r.origin for r in rows} == {"sampling"}
+    assert summary["images_drawn"] == len(rows) == len({r.image for r in rows})
+    assert all(r.image is not None and Path(r.image).is_file() for r in rows)
+    again = stage_texts(cfg, data, tmp_path / "texts", RunContext())
+    assert again.newly_generated == 0
+    assert [(r.text, r.source, r.draw) for r in again.rows] == [
+        (r.text, r.source, r.draw) for r in rows
+    ]

@@ -24,7 +24,8 @@ training/students/trainer.py ``StudentOptions``):
    spent, or everything filtered).
 
 The summary (``summary``: explored, queries, cache hits, per epoch) is written into the
-student's stage record and lugpi.json under ``tgt``.
+student's stage record and lugpi.json under ``tgt``; the explored texts themselves, with
+their epoch and source row, into ``<cache>/explored.jsonl``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from training.data.prepare import PreparedData
 from training.generation.near_copies import near_any, normalise
 from training.students.trainer import AddedRows
 from training.tracking.progress import RunContext
+
+EXPLORED_FILE = "explored.jsonl"
 
 
 class TeacherCache:
@@ -108,6 +111,11 @@ class OnlineExplorer:
         self.explored: list[int] = []  # row ids (into the student's rows) of explored texts
         self.new_rows: list[int] = []  # this epoch's
         self.total_rows = n_fixed
+        # What this run explored, per epoch (rewritten by a restarted run); the texts stay
+        # out of the student's lugpi.json, which the published bundle carries.
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.explored_file = cache_dir / EXPLORED_FILE
+        self.explored_file.write_text("", encoding="utf-8")
         self.summary: dict[str, Any] = {
             "mode": "gradient",
             "generator": cfg.tgt.latent_model,
@@ -132,7 +140,7 @@ class OnlineExplorer:
 
         self.new_rows = []
         left = self.cfg.tgt.query_budget - self.summary["explored"]
-        record: dict[str, Any] = {"epoch": epoch, "explored": 0, "queries": 0, "texts": []}
+        record: dict[str, Any] = {"epoch": epoch, "explored": 0, "queries": 0}
         self.summary["per_epoch"].append(record)
         if left <= 0:
             return None
@@ -190,7 +198,9 @@ class OnlineExplorer:
             logits.append(torch.tensor([cache.rows[t][0] for t in texts]))
             embeddings.append(torch.tensor([cache.rows[t][1] for t in texts]))
         record["explored"] = len(texts)
-        record["texts"] = texts
+        with self.explored_file.open("a", encoding="utf-8") as f:
+            for text, row in kept:
+                f.write(json.dumps({"epoch": epoch, "text": text, "source": row}) + "\n")
         self.summary["explored"] += len(texts)
         self.summary["teacher_queries"] += record["queries"]
         self.new_rows = list(range(self.total_rows, self.total_rows + len(texts)))

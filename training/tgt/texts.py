@@ -198,6 +198,53 @@ def image_plan(cfg: PipelineConfig, rows: list[Generated], cache_dir: Path) -> G
     return GenerationPlan(jobs, shards, cache_dir, {"generated": ids})
 
 
+@dataclass
+class StageTexts:
+    """The kept texts of every origin the modes need, and their counts."""
+
+    rows: list[Generated]
+    by_origin: dict[str, dict[str, object]]
+    requested: int
+    newly_generated: int
+    dropped: Counter[str]
+
+
+def stage_texts(
+    cfg: PipelineConfig,
+    data: PreparedData,
+    text_cache: Path,
+    ctx: RunContext,
+    strategy: ShardStrategy | None = None,
+) -> StageTexts:
+    """Masked-LM rewrites (an 'augment' mode on) then latent samples ('sampling' on), each
+    origin filtered on its own; whatever is not cached is generated. A worker that draws
+    some of the kept texts' images rebuilds the same rows with it (worker/shards.py)."""
+    out = StageTexts([], {}, 0, 0, Counter())
+    if draws_per_text(cfg):
+        texts, n_made = generate_for(cfg, neighbour_requests(cfg, data), text_cache, ctx, strategy)
+        part, why = generated_rows(cfg, data, texts)
+        out.by_origin["augment"] = _origin_summary(
+            cfg.text_generator.model, texts, n_made, part, why
+        )
+        out.rows += part
+        out.requested += len(texts)
+        out.newly_generated += n_made
+        out.dropped += why
+    if "sampling" in cfg.tgt.modes:
+        from training.tgt.latent_texts import latent_requests, latent_sampling_texts
+
+        requests = latent_requests(cfg, data)
+        texts, n_made = latent_sampling_texts(cfg, requests, text_cache, ctx)
+        made_from = [(r.source, r.draw) for r in requests]
+        part, why = generated_rows(cfg, data, texts, made_from, "sampling")
+        out.by_origin["sampling"] = _origin_summary(cfg.tgt.latent_model, texts, n_made, part, why)
+        out.rows += part
+        out.requested += len(texts)
+        out.newly_generated += n_made
+        out.dropped += why
+    return out
+
+
 def run_tgt(
     cfg: PipelineConfig,
     data: PreparedData,
@@ -214,26 +261,8 @@ def run_tgt(
     pipeline (default: the configured generator, loaded on first use). ``strategy`` runs
     the text-generation shards, then the image shards (default: here, in turn)."""
     started = time.perf_counter()
-    rows: list[Generated] = []
-    by_origin: dict[str, dict[str, object]] = {}
-    requested = made = 0
-    dropped: Counter[str] = Counter()
-    if draws_per_text(cfg):
-        texts, n_made = generate_for(cfg, neighbour_requests(cfg, data), text_cache, ctx, strategy)
-        part, why = generated_rows(cfg, data, texts)
-        by_origin["augment"] = _origin_summary(cfg.text_generator.model, texts, n_made, part, why)
-        rows, requested, made = rows + part, requested + len(texts), made + n_made
-        dropped += why
-    if "sampling" in cfg.tgt.modes:
-        from training.tgt.latent_texts import latent_requests, latent_sampling_texts
-
-        requests = latent_requests(cfg, data)
-        texts, n_made = latent_sampling_texts(cfg, requests, text_cache, ctx)
-        made_from = [(r.source, r.draw) for r in requests]
-        part, why = generated_rows(cfg, data, texts, made_from, "sampling")
-        by_origin["sampling"] = _origin_summary(cfg.tgt.latent_model, texts, n_made, part, why)
-        rows, requested, made = rows + part, requested + len(texts), made + n_made
-        dropped += why
+    made = stage_texts(cfg, data, text_cache, ctx, strategy)
+    rows, by_origin, requested, dropped = made.rows, made.by_origin, made.requested, made.dropped
     drawn = 0
     if image_cache is not None:
         iplan = image_plan(cfg, rows, image_cache)
@@ -251,7 +280,7 @@ def run_tgt(
     summary: dict[str, object] = {
         "generator": cfg.text_generator.model if draws_per_text(cfg) else cfg.tgt.latent_model,
         "requested": requested,
-        "newly_generated": made,
+        "newly_generated": made.newly_generated,
         "kept": len(rows),
         # The augment rows that the 'augment' student trains on (draw < k).
         "kept_sampling": sum(r.draw < cfg.tgt.k and r.origin == "augment" for r in rows),
