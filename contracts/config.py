@@ -319,6 +319,12 @@ class TgtConfig(_Strict):
         description="'gradient': labelled texts explored around (one new point each) before "
         "each epoch; that many generated rows train each epoch.",
     )
+    explore_every_steps: Annotated[int, Field(ge=0, le=MAX_ROWS)] = Field(
+        0,
+        description="'gradient': 0 explores before each epoch; N > 0 every N training steps "
+        "instead, around the labelled texts of the batch about to train (at most "
+        "explore_per_epoch), and the new texts train in the same epoch.",
+    )
     query_budget: Annotated[int, Field(ge=1, le=MAX_ROWS)] = Field(
         1024,
         description="'gradient': most teacher queries (distinct new texts labelled) of the "

@@ -37,7 +37,7 @@ def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def _config(tmp: Path, text_model: Path, latent: Path) -> PipelineConfig:
+def _config(tmp: Path, text_model: Path, latent: Path, **tgt: object) -> PipelineConfig:
     data = limited_data(0, n_train=24, seen_words=5, label_noise=0.0)
     files = {
         split: _write(tmp / f"{split}.csv", [(e.text, str(e.label)) for e in examples[:20]])
@@ -58,7 +58,7 @@ def _config(tmp: Path, text_model: Path, latent: Path) -> PipelineConfig:
             "tgt": {
                 "enabled": True, "k": 2, "modes": ["sampling", "gradient"],
                 "latent_model": str(latent), "explore_per_epoch": PER_EPOCH,
-                "query_budget": BUDGET,
+                "query_budget": BUDGET, **tgt,
             },
             "export": {"require_int8": False},
         }
@@ -69,11 +69,11 @@ def _record(d: Path) -> dict[str, Any]:
     return dict(json.loads((d / "stage.json").read_text())["summary"])
 
 
-def _explored(queries: Path) -> dict[int, list[str]]:
+def _explored(queries: Path, by: str = "epoch") -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     for line in (queries / "explored.jsonl").read_text().splitlines():
         row = json.loads(line)
-        out.setdefault(row["epoch"], []).append(row["text"])
+        out.setdefault(row[by], []).append(row["text"])
     return out
 
 
@@ -98,7 +98,8 @@ def test_sampling_and_gradient_run_in_the_pipeline_online_and_resumable(
 
     # gradient: explored before each epoch, within the budget, all queried once.
     online = _record(run_dir / "tgt-student-gradient")["tgt"]
-    epochs = online["per_epoch"]
+    epochs = online["rounds"]
+    assert online["explore_every"] == "epoch"
     assert [e["epoch"] for e in epochs] == list(range(EPOCHS))
     assert epochs[0]["explored"] > 0 and epochs[1]["explored"] > 0  # new texts mid-training
     queries = run_dir / "tgt-queries" / "tgt-student-gradient"
@@ -160,3 +161,26 @@ def test_sampling_texts_get_images_and_rebuild_alike_for_a_worker(
     assert [(r.text, r.source, r.draw) for r in again.rows] == [
         (r.text, r.source, r.draw) for r in rows
     ]
+
+
+def test_gradient_explores_every_n_steps_around_the_current_batch(
+    tmp_path: Path, tiny_text_model: Path, tiny_latent_generator: Path
+) -> None:
+    """``tgt.explore_every_steps: 2``: rounds within an epoch (20 labelled + 8 generated rows
+    in batches of 8: 4 steps, 2 rounds per epoch), around the batch's labelled texts, until
+    the budget is spent."""
+    cfg = _config(
+        tmp_path, tiny_text_model, tiny_latent_generator, modes=["gradient"], explore_every_steps=2
+    )
+    run_dir = tmp_path / "run"
+    run_pipeline(cfg, run_dir, RunContext(), repository=None)
+    online = _record(run_dir / "tgt-student-gradient")["tgt"]
+    rounds = online["rounds"]
+    assert online["explore_every"] == 2
+    assert [r["epoch"] for r in rounds] == [e for e in range(EPOCHS) for _ in range(2)]
+    assert rounds[0]["explored"] > 0 and rounds[1]["explored"] > 0  # twice in epoch 1
+    assert sum(r["explored"] for r in rounds) == online["explored"] <= BUDGET
+    assert rounds[-1]["explored"] == 0  # the budget was spent before the last round
+    texts = _explored(run_dir / "tgt-queries" / "tgt-student-gradient", by="round")
+    assert not set(texts[0]) & set(texts[1])
+    assert online["teacher_queries"] == online["explored"]

@@ -89,9 +89,12 @@ class AddedRows:
     weight: float = 1.0  # their weight in the KD terms (as ``sample_weight``)
 
 
-# (epoch, model, tokenizer) -> rows to append before that epoch; called with gradients
-# enabled (a search may differentiate through the student) and the student in eval mode.
-RowAdder = Callable[[int, PreTrainedModel, PreTrainedTokenizerBase], AddedRows | None]
+# (epoch, model, tokenizer, batch rows) -> rows to append; called with gradients enabled
+# (a search may differentiate through the student) and the student in eval mode. The last
+# argument is None before an epoch, or the rows of the batch about to train mid-epoch.
+RowAdder = Callable[
+    [int, PreTrainedModel, PreTrainedTokenizerBase, np.ndarray | None], AddedRows | None
+]
 
 
 def _label_ids(data: PreparedData, splits: list[str]) -> Tensor:
@@ -122,6 +125,10 @@ class StudentOptions:
     # appended after every existing row; ``select_rows`` then chooses among all of them.
     # None: the rows are fixed. Needs ``targets`` without fixed per-sample weights.
     add_rows: RowAdder | None = None
+    # 0: ``add_rows`` runs before each epoch. N > 0: before every N-th training step
+    # instead (with that step's batch rows), and ``select_rows`` re-chooses the rows of the
+    # epoch's remaining batches, so what it adds trains in the same epoch.
+    add_rows_every: int = 0
     # Written into the student's lugpi.json and stage record (TGT's generation summary,
     # StrataNet's teachers and union labels): the bundle's provenance reads it from there.
     # Read when the student is saved, so a hook may fill it in while the student trains.
@@ -177,14 +184,18 @@ def train_text_classifier(
     torch.manual_seed(cfg.seed + 1)  # same dropout stream with or without projections
     active = [np.arange(len(texts)) if select_rows is None else select_rows(0, model, tokenizer)]
 
-    def add_rows(epoch: int) -> bool:
+    def add_rows(epoch: int, around: np.ndarray | None) -> bool:
         if opts.add_rows is None:
             return False
         assert targets is not None and targets.weights is None, "add_rows needs KD targets"
         nonlocal sample_weight, y
+        was_training = model.training
         model.eval()
-        with torch.enable_grad():
-            added = opts.add_rows(epoch, model, tokenizer)
+        try:
+            with torch.enable_grad():
+                added = opts.add_rows(epoch, model, tokenizer, around)
+        finally:
+            model.train(was_training)
         if added is None or not added.texts:
             return True
         n = len(added.texts)
@@ -201,15 +212,27 @@ def train_text_classifier(
             sample_weight = torch.cat([sample_weight, torch.full((n,), added.weight)])
         return True
 
+    def reselect(epoch: int) -> None:
+        assert select_rows is not None
+        rows = select_rows(epoch, model, tokenizer)
+        assert len(rows) == len(active[0]), "select_rows must keep the epoch size"
+        active[0] = rows
+
+    clock = {"epoch": 0, "steps": 0}  # for add_rows_every
+
     def on_epoch(epoch: int) -> None:
-        added = add_rows(epoch)
+        clock["epoch"] = epoch
+        added = add_rows(epoch, None) if not opts.add_rows_every else False
         if select_rows is not None and (epoch > 0 or added):
-            rows = select_rows(epoch, model, tokenizer)
-            assert len(rows) == len(active[0]), "select_rows must keep the epoch size"
-            active[0] = rows
+            reselect(epoch)
 
     def step_fn(batch: np.ndarray) -> tuple[Tensor, dict[str, float]]:
         idx = active[0][batch]
+        clock["steps"] += 1
+        every = opts.add_rows_every
+        due = bool(every) and clock["steps"] % every == 0
+        if due and add_rows(clock["epoch"], idx) and select_rows is not None:
+            reselect(clock["epoch"])  # the epoch's remaining batches see the new rows
         enc = encode(
             tokenizer,
             [texts[i] for i in idx],

@@ -208,6 +208,7 @@ def _train_online(
         sample_weight=torch.ones(n_fixed),
         select_rows=explorer.select_rows,
         add_rows=explorer.add_rows,
+        add_rows_every=cfg.tgt.explore_every_steps,
         extra_meta=meta,
     )
     return train_text_classifier(

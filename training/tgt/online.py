@@ -1,10 +1,12 @@
 """TGT's 'gradient' mode, online: new texts explored while the student trains.
 
-Before each epoch of the TGT student (the ``add_rows`` hook of
-training/students/trainer.py ``StudentOptions``):
+Before each epoch of the TGT student, or with ``tgt.explore_every_steps`` N > 0 every N
+training steps (the ``add_rows`` hook of training/students/trainer.py
+``StudentOptions``), one round:
 
-1. **Choose** ``tgt.explore_per_epoch`` labelled training texts (a seeded permutation per
-   epoch, cycling through the set: the "current batch" of the exploration).
+1. **Choose** labelled training texts: before an epoch, ``tgt.explore_per_epoch`` of them
+   (a seeded permutation per epoch, cycling through the set); every N steps, the labelled
+   rows of the batch about to train (at most ``explore_per_epoch``).
 2. **Explore** around them with ``explore_batch`` (training/tgt/exploration.py): each
    latent moved along the gradient of KL(teacher || student) of the *current* student, on
    the sphere of relative radius ``tgt.latent_distance``, decoded. The first teacher
@@ -19,11 +21,12 @@ training/students/trainer.py ``StudentOptions``):
    texts (seeded, and the student's weights at each epoch are the same) and re-queries
    nothing it had labelled.
 5. The new rows join the training set; each epoch trains on the labelled rows and
-   ``tgt.explore_per_epoch`` generated rows: that epoch's new texts first, then earlier
-   ones (seeded), then labelled rows again if the exploration has found fewer (budget
-   spent, or everything filtered).
+   ``tgt.explore_per_epoch`` generated rows: the last round's new texts first, then
+   earlier ones (seeded), then labelled rows again if the exploration has found fewer
+   (budget spent, or everything filtered). A round every N steps re-chooses the generated
+   rows of the epoch's remaining batches, so its texts train in the same epoch.
 
-The summary (``summary``: explored, queries, cache hits, per epoch) is written into the
+The summary (``summary``: explored, queries, cache hits, per round) is written into the
 student's stage record and lugpi.json under ``tgt``; the explored texts themselves, with
 their epoch and source row, into ``<cache>/explored.jsonl``.
 """
@@ -121,10 +124,12 @@ class OnlineExplorer:
             "generator": cfg.tgt.latent_model,
             "query_budget": cfg.tgt.query_budget,
             "explore_per_epoch": self.per_epoch,
+            # "epoch": a round before each epoch; N: a round every N training steps.
+            "explore_every": cfg.tgt.explore_every_steps or "epoch",
             "explored": 0,
             "teacher_queries": 0,
             "cache_hits": 0,
-            "per_epoch": [],
+            "rounds": [],
         }
 
     def _chosen(self, epoch: int) -> list[int]:
@@ -134,18 +139,31 @@ class OnlineExplorer:
         return (order[start:] + order[:start])[: self.per_epoch]
 
     def add_rows(
-        self, epoch: int, model: PreTrainedModel, tok: PreTrainedTokenizerBase
+        self,
+        epoch: int,
+        model: PreTrainedModel,
+        tok: PreTrainedTokenizerBase,
+        around: np.ndarray | None = None,
     ) -> AddedRows | None:
+        """Explore around ``explore_per_epoch`` labelled texts (``around`` None: before an
+        epoch, a seeded choice) or around the labelled rows of the current batch."""
         from training.tgt.exploration import explore_batch, hf_classifier
 
         self.new_rows = []
         left = self.cfg.tgt.query_budget - self.summary["explored"]
-        record: dict[str, Any] = {"epoch": epoch, "explored": 0, "queries": 0}
-        self.summary["per_epoch"].append(record)
+        n_round = len(self.summary["rounds"])
+        record: dict[str, Any] = {"round": n_round, "epoch": epoch, "explored": 0, "queries": 0}
+        self.summary["rounds"].append(record)
         if left <= 0:
             return None
-        self.ctx.step(Stage.DISTILL, 0, 1, f"tgt: exploring before epoch {epoch + 1}")
-        chosen = self._chosen(epoch)
+        self.ctx.step(Stage.DISTILL, 0, 1, f"tgt: exploring, epoch {epoch + 1}")
+        if around is None:
+            chosen = self._chosen(epoch)
+        else:
+            in_train = (int(i) for i in around if int(i) < len(self.train))
+            chosen = list(dict.fromkeys(in_train))[: self.per_epoch]
+        if not chosen:
+            return None
         student = hf_classifier(model, tok, self.cfg.student.max_length)
         found = explore_batch(
             self.generator,
@@ -155,7 +173,7 @@ class OnlineExplorer:
             mode="gradient",
             budget=len(chosen),
             distance=self.cfg.tgt.latent_distance,
-            seed=self.cfg.seed * 1_000_003 + epoch,
+            seed=self.cfg.seed * 1_000_003 + n_round,
             steps=self.cfg.tgt.gradient_steps,
         )
         thr = self.cfg.tgt.max_similarity
@@ -200,7 +218,8 @@ class OnlineExplorer:
         record["explored"] = len(texts)
         with self.explored_file.open("a", encoding="utf-8") as f:
             for text, row in kept:
-                f.write(json.dumps({"epoch": epoch, "text": text, "source": row}) + "\n")
+                line = {"round": n_round, "epoch": epoch, "text": text, "source": row}
+                f.write(json.dumps(line) + "\n")
         self.summary["explored"] += len(texts)
         self.summary["teacher_queries"] += record["queries"]
         self.new_rows = list(range(self.total_rows, self.total_rows + len(texts)))
