@@ -110,6 +110,9 @@ def test_sampling_and_gradient_run_in_the_pipeline_online_and_resumable(
     assert sum(e["explored"] for e in epochs) == online["explored"] <= BUDGET
     assert epochs[-1]["explored"] == 0  # spent before the last epoch
     assert online["teacher_queries"] == online["explored"] and online["cache_hits"] == 0
+    # The explored texts train: the epoch after each round trains on them (or all there are).
+    selected = online["trained_explored"]
+    assert selected[-1] == min(PER_EPOCH, online["explored"]) > 0
     cached = (queries / "txt.jsonl").read_text()
     assert len(cached.splitlines()) == online["explored"]
     results = json.loads((run_dir / "evaluate" / "results.json").read_text())["models"]

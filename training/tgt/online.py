@@ -130,6 +130,7 @@ class OnlineExplorer:
             "teacher_queries": 0,
             "cache_hits": 0,
             "rounds": [],
+            "trained_explored": [],  # per selection of the training rows
         }
 
     def _chosen(self, epoch: int) -> list[int]:
@@ -237,6 +238,8 @@ class OnlineExplorer:
         rng = random.Random(f"lugpi:{self.cfg.seed}:tgt-online-select:{epoch}")
         rng.shuffle(earlier)
         picked += earlier[: self.per_epoch - len(picked)]
+        # How many explored texts the rows about to train hold (the rest: labelled again).
+        self.summary["trained_explored"].append(len(picked))
         while len(picked) < self.per_epoch:
             picked.append(rng.randrange(self.n_fixed))
         return np.concatenate([np.arange(self.n_fixed), np.asarray(picked, dtype=np.int64)])
