@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
-from contracts.config import PipelineConfig, is_saved_dataset
+from contracts.config import LATENT_MODES, PipelineConfig, is_saved_dataset
 from contracts.model_names import BUILTIN_MODELS as BUILTIN_MODEL_NAMES
 
 # Names that load only what ships with the code (contracts/model_names.py).
@@ -59,6 +59,7 @@ HUB_MODELS: dict[str, str | None] = {
     "text_generator.model": "text_generator.revision",
     "teachers[].text_model": None,
     "teachers[].image_model": None,
+    "tgt.latent_model": None,  # the built-in name, a local directory or a hub seq2seq model
 }
 HUB_FIELDS = frozenset(HUB_MODELS) | {rev for rev in HUB_MODELS.values() if rev is not None}
 # A run directory under the artifacts root, or an allowed model: a rule of its own.
@@ -74,13 +75,17 @@ class HubReference:
 
 def _loaded(cfg: PipelineConfig, path: str) -> bool:
     """Whether the job loads what ``path`` names: the StrataNet mode loads neither the
-    image generator nor the LUGPI teachers; the text generator loads in TGT and there."""
+    image generator nor the LUGPI teachers; the text generator loads there and in TGT's
+    masked-LM baselines ('augment*'), the latent generator in TGT's latent modes."""
     section = path.split(".", 1)[0]
     strata = cfg.strata.enabled
+    tgt = cfg.tgt.enabled and not strata
     if section in ("generator", "teachers[]"):
         return not strata
     if section == "text_generator":
-        return cfg.tgt.enabled or strata
+        return strata or (tgt and any(m.startswith("augment") for m in cfg.tgt.modes))
+    if section == "tgt":
+        return tgt and any(m in LATENT_MODES for m in cfg.tgt.modes)
     return True
 
 

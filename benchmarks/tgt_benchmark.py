@@ -30,8 +30,9 @@ ROWS = (
     ("baseline", "Baseline (text only, CE)"),
     ("teacher:effnet", "Teacher"),
     ("student:effnet", "Student (LUGPI)"),
-    ("tgt:sampling", "Student (TGT, sampling)"),
-    ("tgt:disagreement", "Student (TGT, disagreement)"),
+    # The masked-LM rewriting baselines (before issue 24: TGT's 'sampling'/'disagreement').
+    ("tgt:augment", "Student (augment)"),
+    ("tgt:augment-disagreement", "Student (augment, disagreement)"),
 )
 
 
@@ -62,7 +63,7 @@ def overrides(args: argparse.Namespace, seed: int) -> dict[str, object]:
         "text_generator.cache_dir": str(Path(args.runs_dir) / "text-cache"),
         "tgt.enabled": True,
         "tgt.k": args.k,
-        "tgt.search": ["sampling", "disagreement"],
+        "tgt.modes": ["augment", "augment-disagreement"],
         "tgt.pool_factor": 2,
         "export.require_int8": False,
     }
@@ -85,7 +86,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     tgt = json.loads((run.layout.tgt / "stage.json").read_text())["summary"]
     per_epoch = {
         m: results["models"][f"tgt:{m}"].get("tgt", {}).get("generated_per_epoch")
-        for m in cfg.tgt.search
+        for m in cfg.tgt.modes
     }
     stage_seconds = {}
     for d in sorted(run.dir.iterdir()):

@@ -196,7 +196,15 @@ class GeneratorConfig(_Strict):
 
 
 TextGeneratorKind = Literal["auto", "masked", "causal"]
-TgtSearch = Literal["sampling", "disagreement"]
+# TGT's students, one per mode. 'sampling' and 'gradient' explore the latent space of a
+# generator (the method); 'augment' and 'augment-disagreement' are the masked-LM rewriting
+# baselines (what `tgt.search: [sampling, disagreement]` meant before).
+TgtMode = Literal["augment", "augment-disagreement", "sampling", "gradient"]
+LATENT_MODES = ("sampling", "gradient")
+BUILTIN_LATENT_GENERATOR = "tiny-bbc-seq2seq"
+# The key `tgt.search` was renamed `tgt.modes` when its values changed meaning: an old
+# config must not run latent sampling where it meant masked-LM rewriting.
+OLD_TGT_SEARCH = {"sampling": "augment", "disagreement": "augment-disagreement"}
 # Text generators built and trained here on BBC News (training/tiny_text_generator.py).
 BUILTIN_TEXT_GENERATORS = ("tiny-bbc-masked", "tiny-bbc-causal")
 
@@ -255,22 +263,79 @@ class TgtConfig(_Strict):
     set, the teacher(s) label what it finds, and extra students learn from both."""
 
     enabled: bool = Field(False, description="Run the tgt stage and train the TGT students.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_search(cls, data: object) -> object:
+        if isinstance(data, dict) and "search" in data:
+            old = data["search"]
+            olds = old if isinstance(old, list) else [old]
+            new = [OLD_TGT_SEARCH.get(str(m), str(m)) for m in olds]
+            raise ValueError(
+                f"tgt.search: renamed to tgt.modes, and its values changed meaning: masked-LM "
+                f"rewriting is now the baseline 'augment' (was 'sampling') and "
+                f"'augment-disagreement' (was 'disagreement'); TGT's own modes 'sampling' and "
+                f"'gradient' explore a generator's latent space. For what {old!r} meant, write "
+                f"tgt.modes: {new}"
+            )
+        return data
+
     k: Annotated[int, Field(ge=1, le=64)] = Field(
         4, description="Neighbours drawn per labelled text (before filtering)."
     )
-    search: list[TgtSearch] = Field(
-        default_factory=lambda: list[TgtSearch](["sampling"]),
+    modes: list[TgtMode] = Field(
+        default_factory=lambda: list[TgtMode](["sampling"]),
         min_length=1,
-        max_length=2,
-        description="One TGT student per mode. 'sampling': the K neighbours of every text. "
-        "'disagreement': a pool of K * pool_factor neighbours per text, scored each epoch by "
-        "the teacher-student divergence; the most disagreed-on K per text (on average) train.",
+        max_length=4,
+        description="One TGT student per mode. 'sampling': K decodes of random points at "
+        "latent_distance around each labelled text's latent (the tgt stage). 'gradient': "
+        "online, while the student trains: each epoch, points around labelled texts moved "
+        "along the gradient of KL(teacher || student), decoded and labelled by the teacher "
+        "(text-only teachers). Baselines, not TGT: 'augment': K masked-LM rewrites per text "
+        "(text_generator); 'augment-disagreement': a pool of K * pool_factor rewrites per "
+        "text, the most disagreed-on K per text (on average) train each epoch.",
+    )
+    latent_model: str = Field(
+        BUILTIN_LATENT_GENERATOR,
+        min_length=1,
+        description="The latent generator of 'sampling' and 'gradient': "
+        f"'{BUILTIN_LATENT_GENERATOR}' (built in: a tiny encoder-decoder trained once per cache "
+        "on BBC News, on the student's MiniLM WordPiece vocabulary), a directory it wrote, or "
+        "any transformers seq2seq model (hub id or save_pretrained directory; 'gradient' "
+        "needs its vocabulary to be the models').",
+    )
+    latent_distance: Annotated[float, Field(gt=0.0, le=10.0)] = Field(
+        1.0,
+        description="Relative latent distance of every explored point: ||z' - z|| = d ||z||.",
+    )
+    gradient_steps: Annotated[int, Field(ge=1, le=50)] = Field(
+        3, description="'gradient': steps of ascent on KL(teacher || student) on the sphere."
+    )
+    gradient_step_size: Annotated[float, Field(gt=0.0, le=10.0)] = Field(
+        0.5, description="'gradient': each step's length, as a fraction of the sphere's radius."
+    )
+    explore_per_epoch: Annotated[int, Field(ge=1, le=MAX_ROWS)] = Field(
+        64,
+        description="'gradient': labelled texts explored around (one new point each) before "
+        "each epoch; that many generated rows train each epoch.",
+    )
+    explore_every_steps: Annotated[int, Field(ge=0, le=MAX_ROWS)] = Field(
+        0,
+        description="'gradient': 0 explores before each epoch; N > 0 every N training steps "
+        "instead, around the labelled texts of the batch about to train (at most "
+        "explore_per_epoch), and the new texts train in the same epoch.",
+    )
+    query_budget: Annotated[int, Field(ge=1, le=MAX_ROWS)] = Field(
+        1024,
+        description="'gradient': most teacher queries (distinct new texts labelled) of the "
+        "whole online exploration; the student's stage record states how many it used.",
     )
     weight: Annotated[float, Field(gt=0.0, le=100.0)] = Field(
         1.0, description="lambda: weight of the generated texts' distillation terms."
     )
     pool_factor: Annotated[int, Field(ge=2, le=32)] = Field(
-        3, description="'disagreement': the pool holds pool_factor times the kept texts."
+        3,
+        description="'augment-disagreement': the pool holds pool_factor times the kept texts.",
     )
     budget: Annotated[int, Field(ge=1, le=MAX_ROWS)] | None = Field(
         None, description="Most generated texts kept after filtering (a seeded subset)."
@@ -631,8 +696,16 @@ class PipelineConfig(_Strict):
                 "tgt.enabled: generated texts train only through distill.alpha and "
                 "distill.beta, and both are 0; raise one of them or disable tgt"
             )
-        if len(set(self.tgt.search)) != len(self.tgt.search):
-            raise ValueError(f"tgt.search lists a mode twice: {self.tgt.search}")
+        if len(set(self.tgt.modes)) != len(self.tgt.modes):
+            raise ValueError(f"tgt.modes lists a mode twice: {self.tgt.modes}")
+        if self.tgt.enabled and "gradient" in self.tgt.modes:
+            reads_images = [t.name for t in self.teachers if t.modality != "text"]
+            if reads_images:
+                raise ValueError(
+                    f"tgt.modes 'gradient' needs text-only teachers; {reads_images} read an "
+                    "image drawn from the text, and no gradient flows through a drawn image: "
+                    "set their modality to 'text', or use tgt.modes 'sampling' (docs/tgt.md)"
+                )
         return self
 
     def student_plan(self) -> dict[str, list[str]]:

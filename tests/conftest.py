@@ -49,6 +49,15 @@ def tiny_text_generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_fixture_generator(tmp_path_factory.mktemp("tiny-text-generator-trained"))
 
 
+@pytest.fixture(scope="session")
+def tiny_latent_generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TGT's latent generator, small, TRAINED HERE once per session (about 30 s on one
+    thread; tests/support/latent_fixture.py): a directory ``tgt.latent_model`` accepts."""
+    from support.latent_fixture import train_fixture_latent_generator
+
+    return train_fixture_latent_generator(tmp_path_factory.mktemp("latent-cache"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     try:
         import torch

@@ -343,7 +343,7 @@ def tgt(
 
 @stage_command
 def tgt_distill(args: StageArgs) -> None:
-    """Train one TGT student per tgt.search mode on the labelled and the generated texts
+    """Train one TGT student per tgt.modes mode on the labelled and the generated texts
     -> <run-dir>/tgt-student-<mode>."""
     with args.run() as r:
         for d in r.tgt_students(force=args.force).values():

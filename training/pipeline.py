@@ -358,7 +358,7 @@ class Run:
             return {}
         out: dict[str, Path] = {}
         rows: list[Any] | None = None
-        for mode in self.cfg.tgt.search:
+        for mode in self.cfg.tgt.modes:
             d = out[mode] = self.tgt_student_dir(mode)
             if self._skip(Stage.DISTILL, d, force):
                 continue
@@ -425,7 +425,7 @@ class Run:
             if self.cfg.tgt.enabled:
                 from training.tgt.texts import load_generated
 
-                tgt_dirs = {str(m): self.tgt_student_dir(m) for m in self.cfg.tgt.search}
+                tgt_dirs = {str(m): self.tgt_student_dir(m) for m in self.cfg.tgt.modes}
                 tgt_summary = load_generated(self.layout.tgt)[1]
             evaluate(
                 self.cfg,
@@ -470,7 +470,7 @@ class Run:
             out[key] = (student.dir, student.teachers, f"student-{key}")
         if self.cfg.tgt.enabled and self.cfg.tgt.export_best:
             names = [t.name for t in self.cfg.teachers]
-            for mode in self.cfg.tgt.search:
+            for mode in self.cfg.tgt.modes:
                 out[f"tgt-{mode}"] = (self.tgt_student_dir(mode), names, f"tgt-{mode}")
         return out
 

@@ -71,8 +71,8 @@ def shard_work(kind: ShardKind, cfg: PipelineConfig, run_dir: Path) -> ShardedWo
     """The work list a shard of ``kind`` belongs to, rebuilt from the job's config and run
     directory exactly as the job's own task built it."""
     from training.data.prepare import load_prepared
-    from training.generation.texts import plan_texts, resolve_text_cache, text_work, texts_for
-    from training.tgt.texts import generated_rows, image_plan, neighbour_requests
+    from training.generation.texts import plan_texts, resolve_text_cache, text_work
+    from training.tgt.texts import image_plan, neighbour_requests, stage_texts
 
     layout = RunLayout(run_dir)
     data = load_prepared(layout.data)
@@ -83,8 +83,9 @@ def shard_work(kind: ShardKind, cfg: PipelineConfig, run_dir: Path) -> ShardedWo
     texts = plan_texts(cfg, requests, resolve_text_cache(cfg, run_dir))
     if kind == "texts":
         return text_work(cfg, texts, cached_text_generator(cfg, texts.cache_dir))
-    # tgt-images: only sent once every text is generated (the stage draws after them).
-    rows, _ = generated_rows(cfg, data, texts_for(cfg, texts, requests))
+    # tgt-images: only sent once every text is generated (the stage draws after them);
+    # the rows of every origin, as the stage keeps them (masked-LM and latent samples).
+    rows = stage_texts(cfg, data, texts.cache_dir, RunContext()).rows
     iplan = image_plan(cfg, rows, layout.image_cache(cfg.generator.cache_dir))
     return iplan.work(cfg, cached_pipeline(cfg, iplan.cache_dir), Stage.TGT, "tgt-images")
 

@@ -111,11 +111,15 @@ def test_the_hub_reference_table_names_every_field_that_holds_one() -> None:
 
 def _enable_section(raw: dict[str, Any], path: str) -> None:
     if path.startswith("text_generator."):
-        raw["tgt"] = {"enabled": True}  # the text generator loads in TGT (and StrataNet)
+        # The text generator loads in TGT's masked-LM baseline (and StrataNet).
+        raw["tgt"] = {"enabled": True, "modes": ["augment"]}
+    if path.startswith("tgt."):
+        raw["tgt"] = {"enabled": True, "modes": ["sampling"]}  # the latent generator loads
 
 
 @pytest.mark.parametrize("path", ["student.text_model", "generator.model", "text_generator.model",
-                                  "teachers[].text_model", "teachers[].image_model"])  # fmt: skip
+                                  "teachers[].text_model", "teachers[].image_model",
+                                  "tgt.latent_model"])  # fmt: skip
 def test_every_hub_model_field_is_checked(data: Path, tmp_path: Path, path: str) -> None:
     raw = _config(data).model_dump()
     _enable_section(raw, path)

@@ -33,7 +33,7 @@ def _cfg(generator: Path, **tgt: object) -> PipelineConfig:
             "data": {"train": "synthetic"},
             "generator": {"model": "keyword-colour", "image_size": 32, "steps": 1},
             "text_generator": {"model": str(generator), "batch_size": 4, "mask_fraction": 0.4},
-            "tgt": {"enabled": True, "k": 3, **tgt},
+            "tgt": {"enabled": True, "k": 3, "modes": ["augment"], **tgt},
         }
     )
 
@@ -107,7 +107,9 @@ def test_shards_split_the_work_and_the_stage_finds_it_cached_trained_generator(
 
 
 def test_filter_drops_duplicates_near_source_and_near_eval() -> None:
-    cfg = parse_config({"data": {"train": "x"}, "tgt": {"enabled": True, "k": 1}})
+    cfg = parse_config(
+        {"data": {"train": "x"}, "tgt": {"enabled": True, "k": 1, "modes": ["augment"]}}
+    )
     train = [
         Example("the river was cold today", None, "a", "p"),
         Example("a stone bridge", None, "b", "p"),
@@ -163,7 +165,7 @@ def test_empty_pool_after_filtering_names_the_field_trained_generator(
     ("tgt", "field"),
     [({"k": 0}, "tgt.k"), ({"k": 65}, "tgt.k"), ({"weight": 0}, "tgt.weight"),
      ({"weight": -1}, "tgt.weight"), ({"pool_factor": 1}, "tgt.pool_factor"),
-     ({"search": []}, "tgt.search"), ({"max_similarity": 1.5}, "tgt.max_similarity")],
+     ({"modes": []}, "tgt.modes"), ({"max_similarity": 1.5}, "tgt.max_similarity")],
 )  # fmt: skip
 def test_out_of_range_tgt_settings_name_the_field(tgt: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
@@ -248,3 +250,38 @@ def test_generated_texts_keep_their_own_source_after_a_duplicate_trained_generat
         src = train[r.source].text
         request = TextRequest(src, draw_seed(cfg.seed, src, r.draw))
         assert gen.generate([request])[0] == r.text, (r.source, r.draw)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(["sampling"], "['augment']"), (["sampling", "disagreement"],
+     "['augment', 'augment-disagreement']"), ("disagreement", "['augment-disagreement']")],
+)  # fmt: skip
+def test_the_old_search_key_names_the_new_key_and_values(old: object, new: str) -> None:
+    """'sampling' meant masked-LM rewriting; it now means latent sampling: an old config
+    must be refused, not silently run another method."""
+    with pytest.raises(ConfigError) as e:
+        parse_config({"data": {"train": "x"}, "tgt": {"enabled": True, "search": old}})
+    said = str(e.value)
+    assert "tgt.modes" in said and new in said and "'gradient'" in said
+
+
+def test_old_mode_names_are_not_modes() -> None:
+    with pytest.raises(ConfigError, match=r"tgt\.modes"):
+        parse_config({"data": {"train": "x"}, "tgt": {"enabled": True, "modes": ["disagreement"]}})
+
+
+def test_gradient_mode_refuses_image_reading_teachers_at_config_time() -> None:
+    base = {"data": {"train": "x"}, "tgt": {"enabled": True, "modes": ["gradient"]}}
+    with pytest.raises(ConfigError, match=r"'gradient' needs text-only teachers.*'sampling'"):
+        parse_config(base)
+    cfg = parse_config({**base, "teachers": [{"modality": "text"}]})
+    assert cfg.tgt.modes == ["gradient"]
+
+
+def test_presets_use_the_new_mode_names() -> None:
+    from contracts.config import load_config
+
+    cfg = load_config("offline", {"tgt.enabled": True})
+    assert cfg.tgt.modes == ["sampling", "augment"]
+    assert cfg.tgt.latent_model == "tiny-bbc-seq2seq"

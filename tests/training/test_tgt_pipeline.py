@@ -43,7 +43,7 @@ def _opts(shared: Path, tmp: Path, text_model: Path, generator: Path, vit: Path)
         "text_generator.batch_size": 8,
         "tgt.enabled": "true",
         "tgt.k": 2,
-        "tgt.search": "[sampling, disagreement]",
+        "tgt.modes": "[augment, augment-disagreement]",
         "tgt.pool_factor": 2,
         "export.require_int8": "false",
     }
@@ -81,20 +81,20 @@ def test_tgt_runs_in_the_pipeline_sharded_and_resumable_trained_generator_random
     assert all(
         set(normalise(r["text_pair"]).split()) <= set(normalise(r["text"]).split()) for r in rows
     )
-    for mode in ("sampling", "disagreement"):
+    for mode in ("augment", "augment-disagreement"):
         assert is_complete(run_dir / f"tgt-student-{mode}")
     results = json.loads((run_dir / "evaluate" / "results.json").read_text())["models"]
-    assert {"student:effnet", "baseline", "tgt:sampling", "tgt:disagreement"} <= set(results)
-    per_epoch = results["tgt:disagreement"]["tgt"]["generated_per_epoch"]
-    assert per_epoch == round(results["tgt:disagreement"]["tgt"]["generated_available"] / 2)
+    assert {"student:effnet", "baseline", "tgt:augment", "tgt:augment-disagreement"} <= set(results)
+    per_epoch = results["tgt:augment-disagreement"]["tgt"]["generated_per_epoch"]
+    assert per_epoch == round(results["tgt:augment-disagreement"]["tgt"]["generated_available"] / 2)
     table = (run_dir / "evaluate" / "results.md").read_text()
-    assert "Student (TGT, sampling" in table and "Student (TGT, disagreement" in table
+    assert "Student (TGT, augment" in table and "Student (TGT, augment-disagreement" in table
     assert f"{record['kept']} kept" in table
     # Every student is exported; the one of the best dev accuracy is selected.
     selected = json.loads((run_dir / "export" / "stage.json").read_text())["summary"]["selected"]
-    assert selected in ("effnet", "tgt-sampling", "tgt-disagreement")
-    bundle = json.loads((run_dir / "export" / "tgt-sampling" / "bundle.json").read_text())
+    assert selected in ("effnet", "tgt-augment", "tgt-augment-disagreement")
+    bundle = json.loads((run_dir / "export" / "tgt-augment" / "bundle.json").read_text())
     assert bundle["provenance"]["text_generator"] == str(tiny_text_generator)
-    assert bundle["provenance"]["tgt"]["search"] == ["sampling", "disagreement"]
-    own, recorded = bundle["metrics"]["student"]["test"], bundle["metrics"]["tgt-sampling"]["test"]
+    assert bundle["provenance"]["tgt"]["modes"] == ["augment", "augment-disagreement"]
+    own, recorded = bundle["metrics"]["student"]["test"], bundle["metrics"]["tgt-augment"]["test"]
     assert own["accuracy"] == recorded["accuracy"]  # the ONNX bundle reproduces its student

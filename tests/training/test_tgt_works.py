@@ -59,7 +59,7 @@ def _config(
             # tau = 1: the soft term is the same whether the student's logits are softened.
             "distill": {"alpha": 10.0, "beta": 1.0, "tau": 1.0},
             "text_generator": {"model": str(generator), "mask_fraction": 0.4, "batch_size": 64},
-            "tgt": {"enabled": True, "k": 4, "search": ["sampling"], **tgt},
+            "tgt": {"enabled": True, "k": 4, "modes": ["augment"], **tgt},
         }
     )  # fmt: skip
 
@@ -94,7 +94,7 @@ def _one_seed(
         )  # fmt: skip
         rows, summary = load_generated(out)
         student = train_tgt_student(
-            c, data, images, [teacher], rows, "sampling", root / f"student-{name}", ctx
+            c, data, images, [teacher], rows, "augment", root / f"student-{name}", ctx
         )
         acc[name] = _test_accuracy(student, data)
         acc[f"{name}_kept"] = summary["kept"]

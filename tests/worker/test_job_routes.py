@@ -149,12 +149,20 @@ def test_tgt_settings_are_checked_like_the_rest_of_the_job(
     assert r.status_code == 422
     locs = {tuple(e["loc"]) for e in r.json()["detail"]}
     assert {("body", "tgt", "k"), ("body", "tgt", "weight")} <= locs
-    cfg = body(CWI, tgt={"enabled": True}, text_generator={"model": "/etc", "cache_dir": "/tmp"})
+    cfg = body(
+        CWI,
+        tgt={"enabled": True, "modes": ["augment"]},
+        text_generator={"model": "/etc", "cache_dir": "/tmp"},
+    )
     r = client.post("/jobs/train", json=cfg)
     assert r.status_code == 422
     locs = {tuple(e["loc"]) for e in r.json()["detail"]}
     assert locs == {("body", "text_generator", "model"), ("body", "text_generator", "cache_dir")}
-    good = body(CWI, tgt={"enabled": True, "k": 2}, text_generator={"model": "tiny-bbc-masked"})
+    good = body(
+        CWI,
+        tgt={"enabled": True, "k": 2, "modes": ["augment"]},
+        text_generator={"model": "tiny-bbc-masked"},
+    )
     r = client.post("/jobs/train", json=good)
     assert r.status_code == 202, r.text
     job = client.get(r.json()["status_url"]).json()

@@ -43,7 +43,7 @@ def _cfg(shared: Path, tmp: Path, generator: Path) -> PipelineConfig:
         "text_generator.batch_size": 8,
         "tgt.enabled": True,
         "tgt.k": 2,
-        "tgt.search": ["sampling"],
+        "tgt.modes": ["augment"],
     }
     return resolve_paths(load_config("smoke", sets), tmp)
 

@@ -77,6 +77,26 @@ UNLABELLED_SPLITS = ("unlabelled", "generated")
 RowSelector = Callable[[int, PreTrainedModel, PreTrainedTokenizerBase], np.ndarray]
 
 
+@dataclass(frozen=True)
+class AddedRows:
+    """Unlabelled rows a method adds while the student trains, with the teachers' targets
+    on them (TGT's online exploration: new texts the teachers labelled on the fly)."""
+
+    texts: list[str]
+    pairs: list[str] | None  # the second texts, when the data are text pairs
+    logits: Tensor  # (M, n, k) the teachers' logits
+    embeddings: list[Tensor]  # M tensors (n, D_i)
+    weight: float = 1.0  # their weight in the KD terms (as ``sample_weight``)
+
+
+# (epoch, model, tokenizer, batch rows) -> rows to append; called with gradients enabled
+# (a search may differentiate through the student) and the student in eval mode. The last
+# argument is None before an epoch, or the rows of the batch about to train mid-epoch.
+RowAdder = Callable[
+    [int, PreTrainedModel, PreTrainedTokenizerBase, np.ndarray | None], AddedRows | None
+]
+
+
 def _label_ids(data: PreparedData, splits: list[str]) -> Tensor:
     """Label ids of ``splits`` concatenated; unlabelled examples get ``UNLABELLED``."""
     ids: list[int] = []
@@ -101,8 +121,17 @@ class StudentOptions:
     # Which rows train in each epoch, always as many (TGT: a fresh share of the generated
     # texts per epoch). None: every row, every epoch.
     select_rows: RowSelector | None = None
+    # Before each epoch (the first included): new unlabelled rows and their teacher targets,
+    # appended after every existing row; ``select_rows`` then chooses among all of them.
+    # None: the rows are fixed. Needs ``targets`` without fixed per-sample weights.
+    add_rows: RowAdder | None = None
+    # 0: ``add_rows`` runs before each epoch. N > 0: before every N-th training step
+    # instead (with that step's batch rows), and ``select_rows`` re-chooses the rows of the
+    # epoch's remaining batches, so what it adds trains in the same epoch.
+    add_rows_every: int = 0
     # Written into the student's lugpi.json and stage record (TGT's generation summary,
     # StrataNet's teachers and union labels): the bundle's provenance reads it from there.
+    # Read when the student is saved, so a hook may fill it in while the student trains.
     extra_meta: Mapping[str, object] = field(default_factory=dict)
     # The stage the student is recorded and reported under. None: distill for a student,
     # baseline for a baseline.
@@ -131,7 +160,6 @@ def train_text_classifier(
     """
     opts = options or StudentOptions()
     sample_weight, select_rows = opts.sample_weight, opts.select_rows
-    extra_meta = dict(opts.extra_meta)
     scfg, dcfg = cfg.student, cfg.distill
     stage = opts.stage or (Stage.DISTILL if kind == "student" else Stage.BASELINE)
     # Seed, then build the student first: student and baseline start from the same weights.
@@ -156,14 +184,55 @@ def train_text_classifier(
     torch.manual_seed(cfg.seed + 1)  # same dropout stream with or without projections
     active = [np.arange(len(texts)) if select_rows is None else select_rows(0, model, tokenizer)]
 
+    def add_rows(epoch: int, around: np.ndarray | None) -> bool:
+        if opts.add_rows is None:
+            return False
+        assert targets is not None and targets.weights is None, "add_rows needs KD targets"
+        nonlocal sample_weight, y
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                added = opts.add_rows(epoch, model, tokenizer, around)
+        finally:
+            model.train(was_training)
+        if added is None or not added.texts:
+            return True
+        n = len(added.texts)
+        texts.extend(added.texts)
+        if pairs is not None:
+            pairs.extend(added.pairs or [""] * n)
+        y = torch.cat([y, torch.full((n,), UNLABELLED, dtype=y.dtype)])
+        targets.logits = torch.cat([targets.logits, added.logits.to(targets.logits)], dim=1)
+        targets.embeddings = [
+            torch.cat([e, a.to(e)])
+            for e, a in zip(targets.embeddings, added.embeddings, strict=True)
+        ]
+        if sample_weight is not None:
+            sample_weight = torch.cat([sample_weight, torch.full((n,), added.weight)])
+        return True
+
+    def reselect(epoch: int) -> None:
+        assert select_rows is not None
+        rows = select_rows(epoch, model, tokenizer)
+        assert len(rows) == len(active[0]), "select_rows must keep the epoch size"
+        active[0] = rows
+
+    clock = {"epoch": 0, "steps": 0}  # for add_rows_every
+
     def on_epoch(epoch: int) -> None:
-        if select_rows is not None and epoch > 0:
-            rows = select_rows(epoch, model, tokenizer)
-            assert len(rows) == len(active[0]), "select_rows must keep the epoch size"
-            active[0] = rows
+        clock["epoch"] = epoch
+        added = add_rows(epoch, None) if not opts.add_rows_every else False
+        if select_rows is not None and (epoch > 0 or added):
+            reselect(epoch)
 
     def step_fn(batch: np.ndarray) -> tuple[Tensor, dict[str, float]]:
         idx = active[0][batch]
+        clock["steps"] += 1
+        every = opts.add_rows_every
+        due = bool(every) and clock["steps"] % every == 0
+        if due and add_rows(clock["epoch"], idx) and select_rows is not None:
+            reselect(clock["epoch"])  # the epoch's remaining batches see the new rows
         enc = encode(
             tokenizer,
             [texts[i] for i in idx],
@@ -222,6 +291,7 @@ def train_text_classifier(
         model, [model, projections], step_fn, eval_fn, budget, runtime, ctx, stage, on_epoch
     )
     capture.remove()
+    extra_meta = dict(opts.extra_meta)
     meta = TextModelMeta.model_validate(
         {
             "kind": kind,

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from contracts.artifacts import ImageIndex
-from contracts.config import PipelineConfig, TgtSearch
+from contracts.config import PipelineConfig, TgtMode
 from contracts.errors import DataError
 from contracts.jobs import Stage
 from models.text import predict_logits
@@ -114,20 +114,27 @@ def train_tgt_student(
     images: ImageIndex,
     teacher_dirs: list[Path],
     rows: list[Generated],
-    mode: TgtSearch,
+    mode: TgtMode,
     out_dir: Path,
     ctx: RunContext,
     *,
     token_store: Path | None = None,
 ) -> Path:
-    """Train one TGT student (``mode``) into ``out_dir``."""
+    """Train one TGT student (``mode``) into ``out_dir``: on the stage's rows of its
+    origin, or ('gradient') on texts explored while it trains (training/tgt/online.py)."""
     started = time.perf_counter()
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
+    if mode == "gradient":
+        return _train_online(cfg, data, images, teacher_dirs, out_dir, ctx, runtime, started)
     k = cfg.tgt.k
-    used = rows if mode == "disagreement" else [r for r in rows if r.draw < k]
+    if mode == "sampling":
+        used = [r for r in rows if r.origin == "sampling"]
+    else:
+        used = [r for r in rows if r.origin == "augment"]
+        used = used if mode == "augment-disagreement" else [r for r in used if r.draw < k]
     if not used:
         raise DataError(
-            f"tgt.search '{mode}': no generated text left after filtering (of {len(rows)}); "
+            f"tgt.modes '{mode}': no generated text left after filtering (of {len(rows)}); "
             "raise tgt.k or tgt.max_similarity"
         )
     full, full_images = tgt_data(data, images, used)
@@ -140,7 +147,7 @@ def train_tgt_student(
     weight[n_fixed:] = cfg.tgt.weight
     select = None
     n_train = len(used)
-    if mode == "disagreement":
+    if mode == "augment-disagreement":
         pool = np.arange(n_fixed, n_fixed + len(used))
         n_train = max(1, round(len(used) / cfg.tgt.pool_factor))
         select = disagreement_selector(cfg, full, targets, n_fixed, pool, n_train, runtime, ctx)
@@ -164,4 +171,46 @@ def train_tgt_student(
         ctx,
         started,
         StudentOptions(sample_weight=weight, select_rows=select, extra_meta=meta),
+    )
+
+
+def _train_online(
+    cfg: PipelineConfig,
+    data: PreparedData,
+    images: ImageIndex,
+    teacher_dirs: list[Path],
+    out_dir: Path,
+    ctx: RunContext,
+    runtime: Runtime,
+    started: float,
+) -> Path:
+    """The 'gradient' student: the labelled splits, plus texts explored before each epoch
+    around labelled texts and labelled by the teachers then. Teacher outputs are cached by
+    text under ``<run dir>/tgt-queries/<student dir name>/`` (kept across a restart)."""
+    from training.generation.texts import resolve_text_cache
+    from training.tgt.online import OnlineExplorer
+
+    splits = training_splits(cfg, data)
+    targets = compute_teacher_targets(cfg, data, images, teacher_dirs, splits, runtime, ctx)
+    n_fixed = sum(len(data.splits[s]) for s in splits)
+    explorer = OnlineExplorer(
+        cfg,
+        data,
+        teacher_dirs,
+        n_fixed,
+        out_dir.parent / "tgt-queries" / out_dir.name,
+        ctx,
+        runtime.device,
+        resolve_text_cache(cfg, out_dir.parent),
+    )
+    meta: dict[str, object] = {"tgt": explorer.summary}
+    options = StudentOptions(
+        sample_weight=torch.ones(n_fixed),
+        select_rows=explorer.select_rows,
+        add_rows=explorer.add_rows,
+        add_rows_every=cfg.tgt.explore_every_steps,
+        extra_meta=meta,
+    )
+    return train_text_classifier(
+        cfg, data, "student", targets, splits, runtime, out_dir, ctx, started, options
     )

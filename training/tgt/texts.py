@@ -32,6 +32,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,11 +63,17 @@ class Generated:
     draw: int  # 0 .. draws per text - 1; draw < tgt.k is the 'sampling' set
     prompt: str
     image: str | None  # path of its image; None when no teacher reads images
+    # Which mode's texts: 'augment' (masked-LM rewrites, both augment modes) or 'sampling'
+    # (latent samples). Stage directories written before issue 24 hold 'augment' rows only.
+    origin: str = "augment"
 
 
 def draws_per_text(cfg: PipelineConfig) -> int:
+    """Masked-LM rewrites per labelled text: none unless an 'augment' mode is on."""
     t = cfg.tgt
-    return t.k * (t.pool_factor if "disagreement" in t.search else 1)
+    if not any(m.startswith("augment") for m in t.modes):
+        return 0
+    return t.k * (t.pool_factor if "augment-disagreement" in t.modes else 1)
 
 
 @dataclass(frozen=True)
@@ -96,22 +103,28 @@ def neighbour_requests(cfg: PipelineConfig, data: PreparedData) -> list[TextRequ
 
 
 def filter_generated(
-    cfg: PipelineConfig, data: PreparedData, texts: list[str]
+    cfg: PipelineConfig,
+    data: PreparedData,
+    texts: list[str],
+    made_from: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[list[tuple[int, int, str]], Counter[str]]:
     """(source, draw, text) of the kept texts and the count dropped per reason. ``texts``:
-    one per request of ``neighbours`` (``text_generation.texts_for``), in that order."""
+    one per (source, draw) of ``made_from`` (default: the requests of ``neighbours``, as
+    ``text_generation.texts_for`` returns them), in that order."""
     train = data.splits["train"]
     thr = cfg.tgt.max_similarity
     dropped: Counter[str] = Counter()
     seen = {normalise(ex.text) for ex in train}
     candidates: list[tuple[int, int, str]] = []
-    for nb, text in zip(neighbours(cfg, data), texts, strict=True):
+    if made_from is None:
+        made_from = [(nb.source, nb.draw) for nb in neighbours(cfg, data)]
+    for (source, draw), text in zip(made_from, texts, strict=True):
         key = normalise(text)
         if not key or key in seen:
             dropped["duplicate"] += 1
             continue
         seen.add(key)
-        candidates.append((nb.source, nb.draw, text))
+        candidates.append((source, draw, text))
     near_src = [bool(near_any([t], [train[s].text], thr)[0]) for s, _, t in candidates]
     evaluation = [ex.text for split in ("dev", "test") for ex in data.splits.get(split, [])]
     near_eval = near_any([t for _, _, t in candidates], evaluation, thr)
@@ -136,12 +149,16 @@ def filter_generated(
 
 
 def generated_rows(
-    cfg: PipelineConfig, data: PreparedData, texts: list[str]
+    cfg: PipelineConfig,
+    data: PreparedData,
+    texts: list[str],
+    made_from: Sequence[tuple[int, int]] | None = None,
+    origin: str = "augment",
 ) -> tuple[list[Generated], Counter[str]]:
     """The kept texts (filtered, budgeted; copies of their sources under the control) as
     rows without images yet, and the count dropped per reason. Deterministic in the
     texts, so a worker that draws some of their images rebuilds the same rows."""
-    kept, dropped = filter_generated(cfg, data, texts)
+    kept, dropped = filter_generated(cfg, data, texts, made_from)
     if not kept:
         raise DataError(
             f"tgt: all {len(texts)} generated texts were dropped ({dict(dropped)}); lower "
@@ -155,7 +172,7 @@ def generated_rows(
         src = train[s]
         text = src.text if cfg.tgt.control == "copies" else t
         prompt = src.prompt if cfg.tgt.control == "copies" else make_prompt(t, src.text_pair, style)
-        rows.append(Generated(text, src.text_pair, s, j, prompt, None))
+        rows.append(Generated(text, src.text_pair, s, j, prompt, None, origin))
     return rows, dropped
 
 
@@ -167,15 +184,65 @@ def image_plan(cfg: PipelineConfig, rows: list[Generated], cache_dir: Path) -> G
     jobs: list[ImageJob] = []
     index: dict[str, int] = {}
     ids = []
-    n = draws_per_text(cfg)
+    n = max(draws_per_text(cfg), cfg.tgt.k)
     for r in rows:
         if not cfg.generator.share_identical_prompts or r.prompt not in index:
-            seed = sample_seed(cfg.seed, "generated", r.source * n + r.draw, r.prompt)
+            # Latent samples seed under a name of their own: (source, draw) repeats across
+            # origins.
+            split = "generated" if r.origin == "augment" else f"generated-{r.origin}"
+            seed = sample_seed(cfg.seed, split, r.source * n + r.draw, r.prompt)
             index[r.prompt] = len(jobs)
             jobs.append(image_job(cfg, r.prompt, seed))
         ids.append(index[r.prompt])
     shards = plan_shards(len(jobs), cfg.generator.num_shards)
     return GenerationPlan(jobs, shards, cache_dir, {"generated": ids})
+
+
+@dataclass
+class StageTexts:
+    """The kept texts of every origin the modes need, and their counts."""
+
+    rows: list[Generated]
+    by_origin: dict[str, dict[str, object]]
+    requested: int
+    newly_generated: int
+    dropped: Counter[str]
+
+
+def stage_texts(
+    cfg: PipelineConfig,
+    data: PreparedData,
+    text_cache: Path,
+    ctx: RunContext,
+    strategy: ShardStrategy | None = None,
+) -> StageTexts:
+    """Masked-LM rewrites (an 'augment' mode on) then latent samples ('sampling' on), each
+    origin filtered on its own; whatever is not cached is generated. A worker that draws
+    some of the kept texts' images rebuilds the same rows with it (worker/shards.py)."""
+    out = StageTexts([], {}, 0, 0, Counter())
+    if draws_per_text(cfg):
+        texts, n_made = generate_for(cfg, neighbour_requests(cfg, data), text_cache, ctx, strategy)
+        part, why = generated_rows(cfg, data, texts)
+        out.by_origin["augment"] = _origin_summary(
+            cfg.text_generator.model, texts, n_made, part, why
+        )
+        out.rows += part
+        out.requested += len(texts)
+        out.newly_generated += n_made
+        out.dropped += why
+    if "sampling" in cfg.tgt.modes:
+        from training.tgt.latent_texts import latent_requests, latent_sampling_texts
+
+        requests = latent_requests(cfg, data)
+        texts, n_made = latent_sampling_texts(cfg, requests, text_cache, ctx)
+        made_from = [(r.source, r.draw) for r in requests]
+        part, why = generated_rows(cfg, data, texts, made_from, "sampling")
+        out.by_origin["sampling"] = _origin_summary(cfg.tgt.latent_model, texts, n_made, part, why)
+        out.rows += part
+        out.requested += len(texts)
+        out.newly_generated += n_made
+        out.dropped += why
+    return out
 
 
 def run_tgt(
@@ -194,8 +261,8 @@ def run_tgt(
     pipeline (default: the configured generator, loaded on first use). ``strategy`` runs
     the text-generation shards, then the image shards (default: here, in turn)."""
     started = time.perf_counter()
-    texts, made = generate_for(cfg, neighbour_requests(cfg, data), text_cache, ctx, strategy)
-    rows, dropped = generated_rows(cfg, data, texts)
+    made = stage_texts(cfg, data, text_cache, ctx, strategy)
+    rows, by_origin, requested, dropped = made.rows, made.by_origin, made.requested, made.dropped
     drawn = 0
     if image_cache is not None:
         iplan = image_plan(cfg, rows, image_cache)
@@ -211,14 +278,16 @@ def run_tgt(
         paths = [str(iplan.path(iplan.jobs[i]).resolve()) for i in iplan.example_jobs["generated"]]
         rows = [Generated(**{**r.__dict__, "image": p}) for r, p in zip(rows, paths, strict=True)]
     summary: dict[str, object] = {
-        "generator": cfg.text_generator.model,
-        "requested": len(texts),
-        "newly_generated": made,
+        "generator": cfg.text_generator.model if draws_per_text(cfg) else cfg.tgt.latent_model,
+        "requested": requested,
+        "newly_generated": made.newly_generated,
         "kept": len(rows),
-        "kept_sampling": sum(r.draw < cfg.tgt.k for r in rows),
+        # The augment rows that the 'augment' student trains on (draw < k).
+        "kept_sampling": sum(r.draw < cfg.tgt.k and r.origin == "augment" for r in rows),
         "dropped": dict(sorted(dropped.items())),
         "control": cfg.tgt.control,
         "images_drawn": drawn,
+        "by_origin": by_origin,
     }
     with atomic_dir(out_dir, Stage.TGT.value) as tmp:
         with (tmp / GENERATED_FILE).open("w", encoding="utf-8") as f:
@@ -232,6 +301,18 @@ def run_tgt(
         )
         write_json_atomic(tmp / STAGE_FILE, record.model_dump(mode="json"))
     return out_dir
+
+
+def _origin_summary(
+    generator: str, texts: list[str], made: int, rows: list[Generated], dropped: Counter[str]
+) -> dict[str, object]:
+    return {
+        "generator": generator,
+        "requested": len(texts),
+        "newly_generated": made,
+        "kept": len(rows),
+        "dropped": dict(sorted(dropped.items())),
+    }
 
 
 def load_generated(stage_dir: Path) -> tuple[list[Generated], dict[str, Any]]:
