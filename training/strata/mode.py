@@ -4,7 +4,7 @@ sets, without any of their training data (docs/stratanet.md).
     teachers (checked) -> steered generation -> probes + weights -> student -> evaluate
     -> export -> publish
 
-1. **Steered generation** (``strata/``, job stage ``tgt``: the text-generation stage).
+1. **Steered generation** (``strata/``, job stage ``strata-texts``).
    For each teacher and each of its classes, seeds are the class's prompts plus the seed
    texts the teacher scores highest for it. Each round the text generator
    (models/text_generator.py) rewrites every seed ``draws_per_seed`` times (cached,
@@ -16,7 +16,7 @@ sets, without any of their training data (docs/stratanet.md).
    ``steering.enabled: false`` is the control: one round from seed texts, every
    text kept with the teacher's label. The summary measures both what steering buys
    (confidence, accepted texts per class, distinct n-grams) and the seed texts unsteered.
-2. **Probes and weights** (``student-strata/``, job stage ``distill``). Every teacher
+2. **Probes and weights** (``student-strata/``, job stage ``strata-student``). Every teacher
    reads every generated text; a logistic-regression probe per probed layer learns, on the
    teacher's own accepted texts, to predict the teacher's classes. Per sample, each
    teacher's confidence (layer-wise: probe agreement with its answer; or last-layer max
@@ -200,7 +200,7 @@ def steer_teacher(
                     tag = f"strata:{t.name}:{t.labels[c]}:{r}\0{seed_text}"
                     requests.append(TextRequest(seed_text, draw_seed(cfg.seed, tag, j)))
                     wanted.append(c)
-        texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
+        texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy, Stage.STRATA_TEXTS)
         generated += len(texts)
         probs = read_teacher(t, texts, []).probs
         fresh: dict[int, list[GeneratedText]] = {c: [] for c in active}
@@ -284,7 +284,7 @@ def unsteered_teacher(
         for i, x in enumerate(chosen)
         for j in range(s.draws_per_seed)
     ]
-    texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
+    texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy, Stage.STRATA_TEXTS)
     probs = read_teacher(t, texts, []).probs
     seen: set[str] = set()
     rows = []
@@ -312,7 +312,7 @@ def run_generation(
     """Steered (or unsteered) generation for every teacher -> ``strata/``."""
     started = time.perf_counter()
     a = cfg.strata
-    ctx.step(Stage.TEACHER, 0, len(a.teachers), "loading the teachers")
+    ctx.step(Stage.STRATA_TEXTS, 0, len(a.teachers), "loading the teachers")
     teachers = load_teachers(a.teachers, select_device(cfg))
     union = union_labels(teachers)
     pool = load_seed_texts(cfg)
@@ -320,7 +320,7 @@ def run_generation(
     per_teacher: dict[str, Any] = {}
     empty: list[str] = []
     for i, t in enumerate(teachers):
-        ctx.step(Stage.TEACHER, i, len(teachers), f"teacher {t.name}: scoring the seed texts")
+        ctx.step(Stage.STRATA_TEXTS, i, len(teachers), f"teacher {t.name}: scoring the seed texts")
         unknown_share = check_reads(t, pool[:500])
         pool_probs = read_teacher(t, pool, []).probs
         if a.steering.enabled:
@@ -363,14 +363,14 @@ def run_generation(
         "empty_classes": empty,
         "teachers": per_teacher,
     }
-    with atomic_dir(out_dir, Stage.TGT.value) as tmp:
+    with atomic_dir(out_dir, Stage.STRATA_TEXTS.value) as tmp:
         lines = "".join(json.dumps(asdict(g), ensure_ascii=False) + "\n" for g in rows)
         write_text_atomic(tmp / GENERATED_FILE, lines)
         write_json_atomic(
             tmp / TEACHERS_FILE,
             {t.name: {"source": t.source, "labels": t.labels} for t in teachers},
         )
-        write_stage_record(tmp, Stage.TGT, time.perf_counter() - started, summary)
+        write_stage_record(tmp, Stage.STRATA_TEXTS, time.perf_counter() - started, summary)
     return out_dir
 
 
@@ -415,7 +415,7 @@ def strata_targets(
     all_typical, all_head = [], []
     probes_record: dict[str, list[dict[str, float]]] = {}
     for i, t in enumerate(teachers):
-        ctx.step(Stage.DISTILL, i, len(teachers), f"teacher {t.name}: layers and probes")
+        ctx.step(Stage.STRATA_STUDENT, i, len(teachers), f"teacher {t.name}: layers and probes")
         layers = probed_layers(t, a.probes.layers)
         readout = read_teacher(t, texts, layers)
         cols = [col[label] for label in t.labels]
@@ -541,7 +541,7 @@ def train_strata_student(
     }
     return train_text_classifier(
         cfg, data, "student", teacher_targets, ["generated"], runtime, out_dir, ctx, started,
-        StudentOptions(extra_meta=extra),
+        StudentOptions(extra_meta=extra, stage=Stage.STRATA_STUDENT),
     )  # fmt: skip
 
 
