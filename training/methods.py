@@ -134,19 +134,20 @@ class Method(Protocol):
 
 
 @runtime_checkable
-class EvaluatesItself(Protocol):
-    """A method that brings its own evaluation texts and export checks, because it trains
-    on no prepared data (StrataNet): the pipeline runs its ``evaluate`` and ``export`` in
-    place of the shared ones (same stage directories, skip/resume and publish), and it
-    runs alone."""
+class BringsItsOwnTexts(Protocol):
+    """A method that trains on no prepared data (StrataNet) and so brings the texts its
+    students are scored on, and the rows of models the shared evaluation cannot load. The
+    pipeline evaluates, exports and publishes its students like every other's; it runs
+    alone (the run has one set of evaluation texts)."""
 
-    def evaluate(self, run: Run, out: Path) -> bool:
-        """Write the evaluate stage into ``out``; False (nothing written) when there is
-        nothing to score on."""
+    def own_texts(self, run: Run) -> PreparedData:
+        """Labelled "dev" and/or "test" splits over its students' labels (none: nothing is
+        evaluated), and, without "dev", unlabelled "check" texts for export's checks."""
         ...
 
-    def export(self, run: Run, job_id: str | None) -> None:
-        """Write the export stage (``run.layout.export``) with its selected bundle."""
+    def extra_results(self, run: Run, data: PreparedData) -> dict[str, dict[str, object]]:
+        """Results rows it scores itself on ``data``: key ("teacher:<name>", ...) -> entry
+        with a ``classification_report`` per split, merged into results.json."""
         ...
 
 

@@ -51,7 +51,7 @@ from training.data.prepare import PreparedData, load_prepared
 from training.export.score_temperature import results_section, write_results_section
 from training.generation.generate_images import ImageIndex, load_image_index
 from training.methods import (
-    EvaluatesItself,
+    BringsItsOwnTexts,
     Method,
     MethodStudent,
     Step,
@@ -192,6 +192,7 @@ class Run:
         self.shards = shards or InProcess()
         self._data: PreparedData | None = None
         self._images: ImageIndex | None = None
+        self._eval_data: PreparedData | None = None
 
     # -- layout -----------------------------------------------------------------------------
     @property
@@ -298,15 +299,23 @@ class Run:
             make()
         self.ctx.stage_part = (0.0, 1.0)
 
-    def evaluates_itself(self) -> EvaluatesItself | None:
-        """The enabled method that scores and exports its students itself, if any (it
-        runs alone)."""
+    def brings_its_own_texts(self) -> BringsItsOwnTexts | None:
+        """The enabled method that trains on no prepared data, if any (it runs alone)."""
         methods = self.methods()
-        own = [m for m in methods if isinstance(m, EvaluatesItself)]
+        own = [m for m in methods if isinstance(m, BringsItsOwnTexts)]
         if own and len(methods) > 1:
             names = [m.name for m in methods]
             raise ConfigError(f"method {own[0].name} runs alone; this config enables {names}")
         return own[0] if own else None
+
+    @property
+    def eval_data(self) -> PreparedData:
+        """The texts every student is scored and checked on: the prepared data, or those
+        of a method that brings its own."""
+        if self._eval_data is None:
+            own = self.brings_its_own_texts()
+            self._eval_data = own.own_texts(self) if own is not None else self.data
+        return self._eval_data
 
     def students(self) -> list[MethodStudent]:
         """Every model the enabled methods trained, in method order (a key used twice is
@@ -328,8 +337,9 @@ class Run:
     def _evaluate(self, out: Path, force: bool) -> None:
         if self._skip(Stage.EVALUATE, out, force):
             return
-        if (own := self.evaluates_itself()) is not None:
-            own.evaluate(self, out)
+        data, own = self.eval_data, self.brings_its_own_texts()
+        if not any(data.splits.get(s) for s in ("dev", "test")):
+            self.ctx.step(Stage.EVALUATE, 1, 1, "no dev or test texts; nothing evaluated")
             return
         # torch: the evaluate stage runs models; imported here so the CLI starts without it.
         from training.evaluation.evaluate import evaluate
@@ -338,8 +348,8 @@ class Run:
         teachers = list(dict.fromkeys(d for r in reports for d in r.teachers))
         evaluate(
             self.cfg,
-            self.data,
-            self.images,
+            data,
+            self.images if own is None else {},
             teachers,
             {},
             None,
@@ -348,6 +358,7 @@ class Run:
             token_store=self.token_store,
             models={s.results: s.dir for s in self.students()},
             notes=[n for r in reports for n in r.notes],
+            scored=own.extra_results(self, data) if own is not None else None,
         )
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -356,7 +367,10 @@ class Run:
         # torch (beside the constant): imported here so the CLI starts without it.
         from training.evaluation.evaluate import RESULTS_FILE
 
-        results = json.loads((self.layout.evaluate / RESULTS_FILE).read_text())
+        path = self.layout.evaluate / RESULTS_FILE
+        if not path.is_file():  # nothing to evaluate on (a method's own texts had none)
+            return {}
+        results = json.loads(path.read_text())
         out: dict[str, dict[str, dict[str, float]]] = {}
         for model, entry in results["models"].items():
             name = model.replace(":", "-", 1)
@@ -381,7 +395,8 @@ class Run:
         keys = list(candidates)
 
         def score(key: str) -> tuple[float, float, int]:
-            dev = metrics[candidates[key][2]]["dev"]
+            # Without dev scores (nothing evaluated) the first student is the one.
+            dev = metrics.get(candidates[key][2], {}).get("dev", {"accuracy": 0, "macro_f1": 0})
             return dev["accuracy"], dev["macro_f1"], -keys.index(key)
 
         return max(keys, key=score)
@@ -400,23 +415,23 @@ class Run:
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
         if self._skip(Stage.EXPORT, out, force):
             return
-        if (itself := self.evaluates_itself()) is not None:
-            itself.export(self, job_id)
-            return
         # torch, onnx: the export stage converts models; imported here so the CLI starts
         # without them.
         from training.export.bundle import export_student
         from training.students.trainer import loss_record
 
-        cfg, data = self.cfg, self.data
+        cfg, data = self.cfg, self.eval_data
         plan, metrics, selected = self.export_candidates(), self.metrics(), self.best_student()
         by_name = {t.name: t for t in cfg.teachers}
         students = {
-            key: {"teachers": names, "dev": metrics[mkey]["dev"]}
+            key: {"teachers": names, "dev": metrics.get(mkey, {}).get("dev")}
             for key, (_, names, mkey) in plan.items()
         }
         extra = {k: v for m in self.methods() for k, v in method_report(m, self).provenance.items()}
         has_test = bool(data.splits.get("test"))
+        # Export's checks run on dev; a method's own texts without dev bring unlabelled ones.
+        check = "dev" if data.splits.get("dev") else "check"
+        labelled = all(ex.label is not None for ex in data.splits[check])
         started = time.perf_counter()
         with atomic_dir(out, Stage.EXPORT.value) as tmp:
             for i, (key, (student_dir, names, mkey)) in enumerate(plan.items()):
@@ -441,13 +456,13 @@ class Run:
                     **extra,
                 }
                 # This bundle's own student is "student"; the others keep their keys.
-                own = {**metrics, "student": metrics[mkey]}
+                own = {**metrics, "student": metrics[mkey]} if mkey in metrics else None
                 export_student(
                     student_dir,
                     tmp / key,
-                    data.texts("dev"),
-                    data.pairs("dev"),
-                    data.label_ids("dev"),
+                    data.texts(check),
+                    data.pairs(check),
+                    data.label_ids(check) if labelled else None,
                     name=cfg.export.name,
                     quantize=cfg.export.quantize,
                     require_int8=cfg.export.require_int8,

@@ -155,6 +155,7 @@ def evaluate(
     tgt_summary: dict[str, object] | None = None,
     models: Mapping[str, Path] | None = None,
     notes: list[str] | None = None,
+    scored: Mapping[str, dict[str, object]] | None = None,
 ) -> Path:
     """Score every model on dev and test; write results.json, results.md and curves.png.
 
@@ -166,7 +167,8 @@ def evaluate(
     tgt stage's counts) is printed under the table.
     ``models`` (results key -> text classifier dir: "student:<key>", "baseline",
     "tgt:<mode>", as the methods name them) adds rows too; ``notes`` (markdown) go under
-    the table.
+    the table. ``scored`` (results key -> entry): rows scored elsewhere (a method's models
+    this function cannot load), each with a ``classification_report`` per split.
     """
     import torch
 
@@ -262,6 +264,7 @@ def evaluate(
         if (h := _history(mdir)) is not None:
             histories[name] = h
         del model
+    results.update(scored or {})
     if runtime.device.type == "cuda":
         torch.cuda.empty_cache()
 

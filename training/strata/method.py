@@ -3,24 +3,26 @@ mode (training/strata/mode.py, docs/stratanet.md).
 
     strata (steered generation; stage strata-texts) -> student-strata (stage strata-student)
 
-It trains on no prepared data, so it lists none of the shared data stages and it scores
-and exports its student itself (``evaluate`` and ``export`` below: the union labels, the
-teachers' own label sets, checks on generated texts).
+It trains on no prepared data, so it lists none of the shared data stages and brings
+the texts its student is scored and checked on (``own_texts``: data.dev/test over the
+union labels, else generated texts for export's checks) and the rows of its teachers,
+hub classifiers with label sets of their own (``extra_results``). The pipeline's one
+evaluation, export (provenance: ``report``) and publish do the rest.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from contracts.config import PipelineConfig
 from contracts.jobs import Stage
+from training.data.prepare import PreparedData
 from training.generation.texts import resolve_text_cache
-from training.methods import MethodStudent, Run, Step
+from training.methods import MethodReport, MethodStudent, Run, Step
 from training.strata.mode import (
     STUDENT_KEY,
-    evaluate_strata,
-    export_strata,
+    evaluation_texts,
+    provenance,
     run_generation,
+    score_teachers,
     train_strata_student,
 )
 
@@ -53,14 +55,11 @@ class StrataNet:
         names = [t.name for t in run.cfg.strata.teachers]
         return [MethodStudent(STUDENT_KEY, run.layout.student(STUDENT_KEY), names)]
 
-    def evaluate(self, run: Run, out: Path) -> bool:
-        """Score the student and each teacher on data.dev/test over the union labels; False
-        (nothing written) when neither is given."""
-        cfg = run.cfg
-        if not (cfg.data.dev or cfg.data.test):
-            return False
-        evaluate_strata(cfg, run.layout.student(STUDENT_KEY), out, run.ctx)
-        return True
+    def report(self, run: Run) -> MethodReport:
+        return MethodReport(provenance=provenance(run.cfg, run.layout))
 
-    def export(self, run: Run, job_id: str | None) -> None:
-        export_strata(run.cfg, run.layout, job_id, run.ctx)
+    def own_texts(self, run: Run) -> PreparedData:
+        return evaluation_texts(run.cfg, run.layout)
+
+    def extra_results(self, run: Run, data: PreparedData) -> dict[str, dict[str, object]]:
+        return score_teachers(run.cfg, data)
