@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from training.progress import RunContext
 
 from api.main import create_app
 from api.settings import ApiSettings
@@ -29,6 +28,7 @@ from contracts.model_versions import pin_version, promote, rollback
 from contracts.repository import HELD_FILE, format_models_table, list_models, publish, resolve
 from training.export.publish_gate import GateSplit, decide
 from training.pipeline import Run
+from training.tracking.progress import RunContext
 
 LABELS = ["negative", "positive"]
 N = 60  # texts per split
@@ -84,7 +84,7 @@ def bundles(
 ) -> dict[str, Path]:
     """{"a", "b": two random students (a scores higher on test than b), "constant": always
     answers the majority label of test}."""
-    from training.export import export_student
+    from training.export.bundle import export_student
 
     root = tmp_path_factory.mktemp("gate-bundles")
     made = {}
