@@ -98,9 +98,9 @@ def teacher_run(args: argparse.Namespace, half: str, train: str, dev: str) -> Pa
     cfg = resolve_paths(load_config("offline", overrides), ROOT)
     run = Run(cfg, Path(args.runs_dir) / f"teacher-{half}", RunContext())
     run.pin_config()
-    run.prepare()
-    run.teachers()
-    run.distill()
+    run.make("prepare")
+    run.make("teacher")
+    run.make("distill")
     run.evaluate()
     run.export()
     return run.dir
@@ -258,7 +258,7 @@ def main() -> None:
     run = Run(cfg, Path(args.runs_dir) / "strata", RunContext())
     started = time.perf_counter()
     run.pin_config()
-    gen_dir = run.strata_generate()
+    gen_dir = run.make("strata-texts")[0]
     _, summary = load_generation(gen_dir)
     result["generation"] = {
         "generated": summary["generated"],

@@ -90,7 +90,7 @@ def open_run(cfg: PipelineConfig, run_dir: Path, ctx: RunContext) -> Run:
 
 def _first_student(run: Run) -> Path:
     """The student of the run's first teacher (the benchmark trains one per teacher)."""
-    return next(iter(run.student_dirs().values()))
+    return run.layout.student(next(iter(run.cfg.student_plan())))
 
 
 def tiny_models(args: argparse.Namespace) -> TinyModels | None:
@@ -121,8 +121,8 @@ def choose_learning_rates(args: argparse.Namespace, ctx: RunContext) -> dict[str
             )
             run = open_run(cfg, grid_dir(args.runs_dir, key, lr), ctx)
             log(f"{key}: learning-rate grid, baseline at {lr:g}")
-            run.prepare()
-            run.baseline()
+            run.make("prepare")
+            run.make("baseline")
             grid[f"{lr:g}"] = read_stage(run.layout.baseline).summary["dev"]["accuracy"]
         best = max(grid.values())
         lr = min(float(k) for k, v in grid.items() if v == best)
@@ -159,11 +159,11 @@ def run_models(
     evaluation of all of them."""
     main = open_run(cfg, root / "lugpi", ctx)
     log(f"{cfg.name}: data, images, teacher(s), LUGPI student, baseline")
-    main.prepare()
-    main.generate()
-    main.teachers()
-    main.distill()
-    main.baseline()
+    main.make("prepare")
+    main.make("generate")
+    main.make("teacher")
+    main.make("distill")
+    main.make("baseline")
     runs = {v: open_run(variant_config(cfg, v), root / v, ctx) for v in variants}
     for variant, run in runs.items():
         log(f"{cfg.name}: {variant}")
@@ -174,18 +174,19 @@ def run_models(
             for t in cfg.teachers:
                 link_stage(main.layout.teacher(t.name), run.layout.teacher(t.name))
         else:
-            run.teachers()
+            run.make("teacher")
         if variant != "image-only":
-            run.distill()
+            run.make("distill")
     out = RunLayout(root).evaluate
     if not is_complete(out):
         from training.evaluation.evaluate import evaluate
 
         log(f"{cfg.name}: evaluate every model on dev and test")
-        teachers = [main.teacher_dir(t) for t in cfg.teachers]
+        teachers = [main.layout.teacher(t.name) for t in cfg.teachers]
         for variant in ("image-only", "self-distill"):
             if variant in runs:
-                teachers += [runs[variant].teacher_dir(t) for t in runs[variant].cfg.teachers]
+                other = runs[variant]
+                teachers += [other.layout.teacher(t.name) for t in other.cfg.teachers]
         names = {"alpha0": "alpha=0", "beta0": "beta=0", "self-distill": "self-distill"}
         ablations = {names[v]: _first_student(run) for v, run in runs.items() if v in names}
         student, baseline = _first_student(main), main.layout.baseline
@@ -292,7 +293,7 @@ def prepare_and_estimate(jobs: list[Job], ctx: RunContext, smoke: bool) -> dict[
     estimates: dict[str, float] = defaultdict(float)
     for spec, _, cfg, root in jobs:
         run = open_run(cfg, root / "lugpi", ctx)
-        run.prepare()
+        run.make("prepare")
         if smoke:  # the speeds are the offline preset's; tiny models take seconds
             continue
         tokenizer = load_tokenizer(cfg.student.text_model)

@@ -30,13 +30,18 @@ class Stage(StrEnum):
     GENERATE = "generate"
     TEACHER = "teacher"
     TGT = "tgt"  # Teacher Guided Training: generated texts (and their images)
-    DISTILL = "distill"
+    STRATA_TEXTS = "strata-texts"  # StrataNet: steered generation, scored by its teachers
+    # Before the students: a method's student may learn from the baseline (a method's steps
+    # run in this order, training/methods.py).
     BASELINE = "baseline"
+    DISTILL = "distill"
+    STRATA_STUDENT = "strata-student"  # StrataNet: probes, weights and its student
     EVALUATE = "evaluate"
     EXPORT = "export"
     PUBLISH = "publish"
 
 
+# The order a run makes its stages in (a stage's steps may use every earlier stage's).
 STAGE_ORDER: tuple[Stage, ...] = tuple(Stage)
 # Each stage's share of the overall fraction, from its usual cost on the presets: training
 # and drawing images dominate. A stage that a config skips passes its share at once.
@@ -45,8 +50,10 @@ STAGE_WEIGHTS: dict[Stage, float] = {
     Stage.GENERATE: 20.0,
     Stage.TEACHER: 25.0,
     Stage.TGT: 10.0,
-    Stage.DISTILL: 25.0,
+    Stage.STRATA_TEXTS: 10.0,
     Stage.BASELINE: 10.0,
+    Stage.DISTILL: 25.0,
+    Stage.STRATA_STUDENT: 10.0,
     Stage.EVALUATE: 4.0,
     Stage.EXPORT: 4.0,
     Stage.PUBLISH: 1.0,

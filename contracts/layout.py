@@ -114,6 +114,7 @@ class RunLayout:
             Stage.PREPARE: self.data,
             Stage.GENERATE: self.images,
             Stage.TGT: self.tgt,
+            Stage.STRATA_TEXTS: self.strata,
             Stage.BASELINE: self.baseline,
             Stage.EVALUATE: self.evaluate,
             Stage.EXPORT: self.export,

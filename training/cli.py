@@ -27,13 +27,14 @@ from contracts.jobs import Stage
 from contracts.layout import RunLayout
 from training import distributed
 from training.cli_models import models_app, predict
+from training.generation.generate_images import generate_images
 from training.pipeline import PipelineResult, Run, resolve_paths, run_pipeline
 from training.tracking.progress import RunContext
 
 app = typer.Typer(
     name="lugpi",
     help="LUGPI: train a text classifier that learned from generated images, then serve it "
-    "without them. Stages: prepare -> generate -> teacher -> distill -> baseline -> "
+    "without them. Stages: prepare -> generate -> teacher -> baseline -> distill -> "
     "evaluate -> export (tgt and tgt-distill with tgt.enabled); `strata`: the data-free "
     "multi-teacher mode. Start with:  lugpi run offline",
     no_args_is_help=True,
@@ -278,7 +279,8 @@ def strata(
 def prepare(args: StageArgs) -> None:
     """Read the dataset files, hold out dev, subsample, clean prompts -> <run-dir>/data."""
     with args.run() as r:
-        typer.echo(str(r.prepare(force=args.force)))
+        for d in r.make("prepare", force=args.force):
+            typer.echo(str(d))
 
 
 @stage_command
@@ -295,7 +297,14 @@ def generate(
 ) -> None:
     """Draw one image per distinct prompt with the text-to-image model -> <run-dir>/images."""
     with args.run() as r:
-        typer.echo(str(r.generate(shard=shard, force=args.force)))
+        if shard is not None:  # one machine's share: fills the cache, writes no index
+            distributed.on_main(
+                lambda: generate_images(r.cfg, r.data, r.layout.images, r.ctx, shard=shard)
+            )
+            typer.echo(str(r.layout.images))
+            return
+        made = r.make("generate", force=args.force)
+        typer.echo(str(made[0]) if made else "no teacher reads images; nothing to do")
 
 
 @stage_command
@@ -309,7 +318,7 @@ def teacher(
 ) -> None:
     """Train the multimodal teacher(s) on texts + images -> <run-dir>/teacher-<name>."""
     with args.run() as r:
-        for d in r.teachers(names=name, force=args.force):
+        for d in r.make("teacher", force=args.force, labels=name):
             typer.echo(str(d))
 
 
@@ -318,7 +327,7 @@ def distill(args: StageArgs) -> None:
     """Train the text-only student(s) from labels + teacher(s): one per teacher and/or one
     from all of them (distill.students) -> <run-dir>/student-<teacher name | amalgamated>."""
     with args.run() as r:
-        for d in r.distill(force=args.force):
+        for d in r.make("distill", force=args.force):
             typer.echo(str(d))
 
 
@@ -337,8 +346,17 @@ def tgt(
     """Teacher Guided Training: generate neighbours of every training text, drop copies and
     near-copies of dev/test, draw their images -> <run-dir>/tgt (needs tgt.enabled)."""
     with args.run() as r:
-        out = r.tgt(shard=shard, force=args.force)
-        typer.echo(str(out) if out is not None else "tgt.enabled is false; nothing to do")
+        if not r.cfg.tgt.enabled:
+            typer.echo("tgt.enabled is false; nothing to do")
+        elif shard is not None:  # one machine's share of the texts, into the text cache
+            # torch (the text generator): imported here so the CLI starts without it.
+            from training.tgt.method import text_shard
+
+            distributed.on_main(lambda: text_shard(r, shard))
+            typer.echo(str(r.layout.tgt))
+        else:
+            for d in r.make("tgt", force=args.force):
+                typer.echo(str(d))
 
 
 @stage_command
@@ -346,7 +364,7 @@ def tgt_distill(args: StageArgs) -> None:
     """Train one TGT student per tgt.modes mode on the labelled and the generated texts
     -> <run-dir>/tgt-student-<mode>."""
     with args.run() as r:
-        for d in r.tgt_students(force=args.force).values():
+        for d in r.make("tgt-distill", force=args.force):
             typer.echo(str(d))
 
 
@@ -354,7 +372,8 @@ def tgt_distill(args: StageArgs) -> None:
 def baseline(args: StageArgs) -> None:
     """Train the same text model with labels only, for comparison -> <run-dir>/baseline."""
     with args.run() as r:
-        typer.echo(str(r.baseline(force=args.force) or "baseline: false in the config; skipped"))
+        made = r.make("baseline", force=args.force)
+        typer.echo(str(made[0]) if made else "baseline: false in the config; skipped")
 
 
 @stage_command

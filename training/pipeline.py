@@ -1,25 +1,27 @@
-"""The whole LUGPI recipe, one stage after another, resumable.
+"""A run: the steps every enabled method contributes, in stage order, resumable; then
+one evaluation, one export and one publish for every method's students.
 
-    prepare -> generate -> teacher(s) -> [tgt] -> distill [+ TGT students] -> baseline
-    -> evaluate -> export -> publish
+    [steps of LUGPI, TGT, StrataNet, added methods: prepare -> generate -> teacher(s) ->
+     tgt -> baseline -> distill + TGT students ...] -> evaluate -> export -> publish
 
-Run directory: ``contracts.layout.RunLayout`` (every stage dir is atomic: complete with
-``stage.json`` or absent).
-
-One student per teacher (``student-<teacher name>``, the paper's Table 1), and/or the
-amalgamated one (``student-amalgamated``), as ``distill.students`` says
-(``PipelineConfig.student_plan``). Every student is evaluated and exported
-(``export/<key>/`` is its bundle); ``export/stage.json`` names the one with the best dev
-accuracy, which is what the run publishes under ``export.name``.
+The methods (training/methods.py) say what is made; this module only runs it. Run
+directory: ``contracts.layout.RunLayout`` (every stage dir is atomic: complete with
+``stage.json`` or absent). Every student is evaluated and exported (``export/<key>/`` is
+its bundle); ``export/stage.json`` names the one with the best dev accuracy, which is
+what the run publishes under ``export.name``.
 
 A stage whose directory is complete is skipped, so rerunning after a crash or a
 cancellation resumes where it stopped. ``config.yaml`` pins the config of the run: a
 rerun with a config that would change the results is refused. Publishing comes last
 and only after every stage succeeded, so a failed or cancelled run publishes nothing.
+
+This module imports no torch (``lugpi --help`` and ``lugpi presets`` start without it):
+the few imports of torch-side modules below are inside the functions that need them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -39,20 +41,25 @@ from contracts.artifacts import (
     write_text_atomic,
 )
 from contracts.bundle import read_manifest
-from contracts.config import PipelineConfig, TeacherConfig
+from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError, ConfigError
-from contracts.jobs import Stage
+from contracts.jobs import STAGE_ORDER, Stage
 from contracts.layout import RunLayout
+from contracts.repository import publish as publish_bundle
 from training import distributed
-from training.data.prepare import PreparedData, load_prepared, prepare_data
-from training.generation.generate_images import (
-    ImageIndex,
-    generate_images,
-    load_image_index,
+from training.data.prepare import PreparedData, load_prepared
+from training.export.score_temperature import results_section, write_results_section
+from training.generation.generate_images import ImageIndex, load_image_index
+from training.methods import (
+    BringsItsOwnTexts,
+    Method,
+    MethodStudent,
+    Step,
+    enabled_methods,
+    method_report,
 )
-from training.methods import MethodStudent, enabled_methods
 from training.sharding import InProcess, ShardStrategy
-from training.tracking.experiments import Tracker
+from training.tracking.experiments import Tracker, software_provenance
 from training.tracking.progress import RunContext
 
 if TYPE_CHECKING:
@@ -137,6 +144,17 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
     )
 
 
+@functools.cache
+def builtin_methods() -> tuple[Method, ...]:
+    """LUGPI, TGT and StrataNet, in this order (before any registered method)."""
+    # torch: the methods train models; imported on first use so the CLI starts without it.
+    from training.lugpi.method import Lugpi
+    from training.strata.method import StrataNet
+    from training.tgt.method import Tgt
+
+    return (Lugpi(), Tgt(), StrataNet())
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in tree.items():
@@ -157,7 +175,9 @@ def _current_schema(pinned: dict[str, Any]) -> dict[str, Any]:
 
 
 class Run:
-    """One run directory: each method runs one stage unless its directory is complete."""
+    """One run directory: the layout, the pinned config, and the steps of every enabled
+    method (training/methods.py), each made unless its directory is complete; then the
+    one evaluation, export and publish of every method's students."""
 
     def __init__(
         self,
@@ -168,25 +188,17 @@ class Run:
     ) -> None:
         self.cfg, self.dir, self.ctx = cfg, Path(run_dir), ctx
         self.layout = RunLayout(self.dir)
-        # How the generate stage's shards are run: here, one after another, by default.
+        # How sharded work (images, texts) is run: here, one after another, by default.
         self.shards = shards or InProcess()
         self._data: PreparedData | None = None
         self._images: ImageIndex | None = None
+        self._eval_data: PreparedData | None = None
 
     # -- layout -----------------------------------------------------------------------------
-    def teacher_dir(self, t: TeacherConfig) -> Path:
-        return self.layout.teacher(t.name)
-
-    def student_dir(self, key: str) -> Path:
-        return self.layout.student(key)
-
-    def student_dirs(self) -> dict[str, Path]:
-        """Student key -> its directory, for every student of ``cfg.student_plan()``."""
-        return {key: self.student_dir(key) for key in self.cfg.student_plan()}
-
     @property
     def token_store(self) -> Path:
         """Frozen image-encoder tokens, beside the images they encode (shared with them)."""
+        # torch (image_tokens encodes images): imported here so the CLI starts without it.
         from training.teachers.image_tokens import TOKEN_STORE_DIR
 
         return self.layout.image_cache(self.cfg.generator.cache_dir) / TOKEN_STORE_DIR
@@ -222,7 +234,7 @@ class Run:
             shutil.rmtree(out)
         return False
 
-    # -- inputs of later stages ---------------------------------------------------------------
+    # -- inputs of the steps ------------------------------------------------------------------
     @property
     def data(self) -> PreparedData:
         if self._data is None:
@@ -241,212 +253,124 @@ class Run:
             self._images = load_image_index(self.layout.images) if reads else {}
         return self._images
 
-    # -- stages -------------------------------------------------------------------------------
-    def prepare(self, force: bool = False) -> Path:
-        out = self.layout.data
+    # -- the steps ----------------------------------------------------------------------------
+    def methods(self) -> list[Method]:
+        """The built-in methods this config runs, then the registered ones."""
+        builtin = [m for m in builtin_methods() if m.enabled(self.cfg)]
+        return [*builtin, *enabled_methods(self.cfg)]
 
-        def stage() -> None:
-            if not self._skip(Stage.PREPARE, out, force):
-                prepare_data(self.cfg, out, self.ctx)
+    def steps(self) -> list[Step]:
+        """Every enabled method's steps in stage order (training/methods.py ``Step``), a
+        directory listed by several methods once."""
+        seen: set[Path] = set()
+        steps = []
+        for method in self.methods():
+            for step in method.steps(self):
+                if step.out not in seen:
+                    seen.add(step.out)
+                    steps.append(step)
+        return sorted(steps, key=lambda s: STAGE_ORDER.index(s.stage))  # stable
 
-        distributed.on_main(stage)
-        return out
+    def make(
+        self, command: str | None = None, force: bool = False, labels: list[str] | None = None
+    ) -> list[Path]:
+        """Make every step (or those of one ``lugpi`` stage ``command``; of those, with
+        ``labels``, only the ones making these names) unless complete; return their dirs."""
+        steps = [s for s in self.steps() if command is None or s.name == command]
+        if labels is not None:
+            known = list(dict.fromkeys(s.label for s in steps if s.label))
+            if unknown := [n for n in labels if n not in known]:
+                raise ConfigError(f"unknown {command} name(s) {unknown}; the config has {known}")
+            steps = [s for s in steps if s.label in labels]
+        for step in steps:
+            self._make(step, force)
+        return [s.out for s in steps]
 
-    def generate(self, shard: int | None = None, force: bool = False) -> Path:
-        out = self.layout.images
-        if not self.reads_images:
-            self.ctx.step(Stage.GENERATE, 1, 1, "no teacher reads images; skipped")
-            return out
+    def _make(self, step: Step, force: bool) -> None:
+        self.ctx.stage_part = step.part
 
-        def stage() -> None:
-            if shard is not None:  # one worker's share: fills the cache, writes no index
-                generate_images(self.cfg, self.data, out, self.ctx, shard=shard)
-            elif not self._skip(Stage.GENERATE, out, force):
-                generate_images(self.cfg, self.data, out, self.ctx, strategy=self.shards)
+        def make() -> None:
+            if not self._skip(step.stage, step.out, force):
+                step.make()
 
-        distributed.on_main(stage)
-        return out
-
-    def teachers(self, names: list[str] | None = None, force: bool = False) -> list[Path]:
-        from training.teachers.train_teacher import train_teacher
-
-        wanted = [t for t in self.cfg.teachers if names is None or t.name in names]
-        if names is not None and len(wanted) != len(names):
-            known = [t.name for t in self.cfg.teachers]
-            raise ConfigError(f"unknown teacher name(s) {names}; the config has {known}")
-        for n, t in enumerate(wanted):
-            self.ctx.stage_part = (n / len(wanted), (n + 1) / len(wanted))  # job progress
-            out = self.teacher_dir(t)
-            if not self._skip(Stage.TEACHER, out, force):
-                train_teacher(
-                    self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
-                )
-            if self.cfg.distill.cross_fit_folds >= 2:
-                from training.lugpi.cross_fit import fold_teacher_dir, train_fold_teachers
-
-                k = self.cfg.distill.cross_fit_folds
-                for i in range(k) if force else ():
-                    self._skip(Stage.TEACHER, fold_teacher_dir(out, i, k), force)
-                train_fold_teachers(
-                    self.cfg, t, self.data, self.images, out, self.ctx, token_store=self.token_store
-                )
+        if step.main_only:
+            distributed.on_main(make)
+        else:
+            make()
         self.ctx.stage_part = (0.0, 1.0)
-        return [self.teacher_dir(t) for t in self.cfg.teachers]
 
-    def distill(self, force: bool = False) -> list[Path]:
-        from training.lugpi.distill import distill_student
+    def brings_its_own_texts(self) -> BringsItsOwnTexts | None:
+        """The enabled method that trains on no prepared data, if any (it runs alone)."""
+        methods = self.methods()
+        own = [m for m in methods if isinstance(m, BringsItsOwnTexts)]
+        if own and len(methods) > 1:
+            names = [m.name for m in methods]
+            raise ConfigError(f"method {own[0].name} runs alone; this config enables {names}")
+        return own[0] if own else None
 
-        by_name = {t.name: t for t in self.cfg.teachers}
-        plan = self.cfg.student_plan()
-        for i, (key, names) in enumerate(plan.items()):
-            self.ctx.stage_part = (i / len(plan), (i + 1) / len(plan))  # job progress
-            out = self.student_dir(key)
-            if not self._skip(Stage.DISTILL, out, force):
-                teachers = [self.teacher_dir(by_name[n]) for n in names]
-                distill_student(
-                    self.cfg,
-                    self.data,
-                    self.images,
-                    teachers,
-                    out,
-                    self.ctx,
-                    token_store=self.token_store,
-                )
-        self.ctx.stage_part = (0.0, 1.0)
-        return list(self.student_dirs().values())
+    @property
+    def eval_data(self) -> PreparedData:
+        """The texts every student is scored and checked on: the prepared data, or those
+        of a method that brings its own."""
+        if self._eval_data is None:
+            own = self.brings_its_own_texts()
+            self._eval_data = own.own_texts(self) if own is not None else self.data
+        return self._eval_data
 
-    def tgt_student_dir(self, mode: str) -> Path:
-        return self.layout.tgt_student(mode)
-
-    def tgt(self, shard: int | None = None, force: bool = False) -> Path | None:
-        """The tgt stage: generated texts, filtered, with their images. ``shard``: only
-        that shard of the text generation, into the text cache (one worker's share)."""
-        from training.generation.texts import plan_texts, resolve_text_cache, run_text_shard
-        from training.tgt.texts import neighbour_requests, run_tgt
-
-        if not self.cfg.tgt.enabled:
-            self.ctx.step(Stage.TGT, 1, 1, "tgt.enabled is false; skipped")
-            return None
-        out = self.layout.tgt
-        text_cache = resolve_text_cache(self.cfg, self.dir)
-
-        def stage() -> None:
-            if shard is not None:
-                plan = plan_texts(self.cfg, neighbour_requests(self.cfg, self.data), text_cache)
-                run_text_shard(self.cfg, plan, shard, self.ctx)
-            elif not self._skip(Stage.TGT, out, force):
-                cache = self.layout.image_cache(self.cfg.generator.cache_dir)
-                images = cache if self.reads_images else None
-                run_tgt(
-                    self.cfg,
-                    self.data,
-                    out,
-                    self.ctx,
-                    text_cache=text_cache,
-                    image_cache=images,
-                    strategy=self.shards,
-                )
-
-        distributed.on_main(stage)
-        return out
-
-    def tgt_students(self, force: bool = False) -> dict[str, Path]:
-        from training.tgt.distill import train_tgt_student
-        from training.tgt.texts import load_generated
-
-        if not self.cfg.tgt.enabled:
-            return {}
-        out: dict[str, Path] = {}
-        rows: list[Any] | None = None
-        for mode in self.cfg.tgt.modes:
-            d = out[mode] = self.tgt_student_dir(mode)
-            if self._skip(Stage.DISTILL, d, force):
-                continue
-            if rows is None:
-                rows, _ = load_generated(self.layout.tgt)
-            teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
-            train_tgt_student(
-                self.cfg,
-                self.data,
-                self.images,
-                teachers,
-                rows,
-                mode,
-                d,
-                self.ctx,
-                token_store=self.token_store,
-            )
-        return out
-
-    def method_students(self) -> dict[str, MethodStudent]:
-        """Key -> student of every method added through training.methods that this config
-        runs; they are evaluated, exported and offered for publishing with the others."""
+    def students(self) -> list[MethodStudent]:
+        """Every model the enabled methods trained, in method order (a key used twice is
+        refused)."""
         out: dict[str, MethodStudent] = {}
-        for method in enabled_methods(self.cfg):
+        for method in self.methods():
             for s in method.students(self):
-                if s.key in out or s.key in self.cfg.student_plan():
+                if s.key in out or any(s.results == o.results for o in out.values()):
                     raise ConfigError(f"method {method.name}: student key {s.key!r} is taken")
                 out[s.key] = s
-        return out
+        return list(out.values())
 
-    def method_steps(self, force: bool = False) -> list[Path]:
-        """Make every step of the added methods (training.methods) that is not complete;
-        return their directories."""
-        made = []
-        for method in enabled_methods(self.cfg):
-            for step in method.steps(self):
-                if not self._skip(step.stage, step.out, force):
-                    step.make()
-                made.append(step.out)
-        return made
-
-    def baseline(self, force: bool = False) -> Path | None:
-        from training.lugpi.distill import train_baseline
-
-        if not self.cfg.baseline:
-            return None
-        out = self.layout.baseline
-        if not self._skip(Stage.BASELINE, out, force):
-            train_baseline(self.cfg, self.data, out, self.ctx)
-        return out
-
+    # -- the one evaluation, export and publish --------------------------------------------------
     def evaluate(self, force: bool = False) -> Path:
         out = self.layout.evaluate
         distributed.on_main(lambda: self._evaluate(out, force))
         return out
 
     def _evaluate(self, out: Path, force: bool) -> None:
+        if self._skip(Stage.EVALUATE, out, force):
+            return
+        data, own = self.eval_data, self.brings_its_own_texts()
+        if not any(data.splits.get(s) for s in ("dev", "test")):
+            self.ctx.step(Stage.EVALUATE, 1, 1, "no dev or test texts; nothing evaluated")
+            return
+        # torch: the evaluate stage runs models; imported here so the CLI starts without it.
         from training.evaluation.evaluate import evaluate
 
-        if not self._skip(Stage.EVALUATE, out, force):
-            teachers = [self.teacher_dir(t) for t in self.cfg.teachers]
-            baseline = self.layout.baseline if self.cfg.baseline else None
-            tgt_dirs, tgt_summary = None, None
-            if self.cfg.tgt.enabled:
-                from training.tgt.texts import load_generated
-
-                tgt_dirs = {str(m): self.tgt_student_dir(m) for m in self.cfg.tgt.modes}
-                tgt_summary = load_generated(self.layout.tgt)[1]
-            evaluate(
-                self.cfg,
-                self.data,
-                self.images,
-                teachers,
-                {**self.student_dirs(), **{k: m.dir for k, m in self.method_students().items()}},
-                baseline,
-                out,
-                self.ctx,
-                token_store=self.token_store,
-                tgt_dirs=tgt_dirs,
-                tgt_summary=tgt_summary,
-            )
+        reports = [method_report(m, self) for m in self.methods()]
+        teachers = list(dict.fromkeys(d for r in reports for d in r.teachers))
+        evaluate(
+            self.cfg,
+            data,
+            self.images if own is None else {},
+            teachers,
+            {},
+            None,
+            out,
+            self.ctx,
+            token_store=self.token_store,
+            models={s.results: s.dir for s in self.students()},
+            notes=[n for r in reports for n in r.notes],
+            scored=own.extra_results(self, data) if own is not None else None,
+        )
 
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """evaluate/results.json as bundle metrics: model -> split -> accuracy, macro_f1, n.
         Students are ``student-<key>``."""
+        # torch (beside the constant): imported here so the CLI starts without it.
         from training.evaluation.evaluate import RESULTS_FILE
 
-        results = json.loads((self.layout.evaluate / RESULTS_FILE).read_text())
+        path = self.layout.evaluate / RESULTS_FILE
+        if not path.is_file():  # nothing to evaluate on (a method's own texts had none)
+            return {}
+        results = json.loads(path.read_text())
         out: dict[str, dict[str, dict[str, float]]] = {}
         for model, entry in results["models"].items():
             name = model.replace(":", "-", 1)
@@ -459,30 +383,20 @@ class Run:
         return out
 
     def export_candidates(self) -> dict[str, tuple[Path, list[str], str]]:
-        """Student key -> (its directory, the teachers it learned from, its metrics key): the
-        students of ``cfg.student_plan()``, and with ``tgt.export_best`` the TGT students
-        (keys ``tgt-<mode>``, learning from every teacher)."""
-        out = {
-            key: (self.student_dir(key), names, f"student-{key}")
-            for key, names in self.cfg.student_plan().items()
-        }
-        for key, student in self.method_students().items():
-            out[key] = (student.dir, student.teachers, f"student-{key}")
-        if self.cfg.tgt.enabled and self.cfg.tgt.export_best:
-            names = [t.name for t in self.cfg.teachers]
-            for mode in self.cfg.tgt.modes:
-                out[f"tgt-{mode}"] = (self.tgt_student_dir(mode), names, f"tgt-{mode}")
-        return out
+        """Student key -> (its directory, the teachers it learned from, its metrics key):
+        every exported student of the enabled methods, in method order."""
+        return {s.key: (s.dir, s.teachers, s.metrics_key) for s in self.students() if s.exported}
 
     def best_student(self) -> str:
-        """The key of the student with the best dev accuracy (then macro-F1; then plan order,
-        the TGT students last)."""
+        """The key of the student with the best dev accuracy (then macro-F1; then method
+        order: LUGPI's plan order, then TGT's, then added methods')."""
         metrics = self.metrics()
         candidates = self.export_candidates()
         keys = list(candidates)
 
         def score(key: str) -> tuple[float, float, int]:
-            dev = metrics[candidates[key][2]]["dev"]
+            # Without dev scores (nothing evaluated) the first student is the one.
+            dev = metrics.get(candidates[key][2], {}).get("dev", {"accuracy": 0, "macro_f1": 0})
             return dev["accuracy"], dev["macro_f1"], -keys.index(key)
 
         return max(keys, key=score)
@@ -499,20 +413,25 @@ class Run:
         return out / str(read_stage(out).summary["selected"])
 
     def _export(self, out: Path, job_id: str | None, force: bool) -> None:
-        from training.export.bundle import export_student
-        from training.students.trainer import loss_record
-        from training.tracking.experiments import software_provenance
-
         if self._skip(Stage.EXPORT, out, force):
             return
-        cfg, data = self.cfg, self.data
+        # torch, onnx: the export stage converts models; imported here so the CLI starts
+        # without them.
+        from training.export.bundle import export_student
+        from training.students.trainer import loss_record
+
+        cfg, data = self.cfg, self.eval_data
         plan, metrics, selected = self.export_candidates(), self.metrics(), self.best_student()
         by_name = {t.name: t for t in cfg.teachers}
         students = {
-            key: {"teachers": names, "dev": metrics[mkey]["dev"]}
+            key: {"teachers": names, "dev": metrics.get(mkey, {}).get("dev")}
             for key, (_, names, mkey) in plan.items()
         }
+        extra = {k: v for m in self.methods() for k, v in method_report(m, self).provenance.items()}
         has_test = bool(data.splits.get("test"))
+        # Export's checks run on dev; a method's own texts without dev bring unlabelled ones.
+        check = "dev" if data.splits.get("dev") else "check"
+        labelled = all(ex.label is not None for ex in data.splits[check])
         started = time.perf_counter()
         with atomic_dir(out, Stage.EXPORT.value) as tmp:
             for i, (key, (student_dir, names, mkey)) in enumerate(plan.items()):
@@ -534,18 +453,16 @@ class Run:
                     "students": students,
                     "selected_student": selected,
                     "software": software_provenance(),
+                    **extra,
                 }
-                if cfg.tgt.enabled:
-                    provenance["text_generator"] = cfg.text_generator.model
-                    provenance["tgt"] = cfg.tgt.model_dump(mode="json")
                 # This bundle's own student is "student"; the others keep their keys.
-                own = {**metrics, "student": metrics[mkey]}
+                own = {**metrics, "student": metrics[mkey]} if mkey in metrics else None
                 export_student(
                     student_dir,
                     tmp / key,
-                    data.texts("dev"),
-                    data.pairs("dev"),
-                    data.label_ids("dev"),
+                    data.texts(check),
+                    data.pairs(check),
+                    data.label_ids(check) if labelled else None,
                     name=cfg.export.name,
                     quantize=cfg.export.quantize,
                     require_int8=cfg.export.require_int8,
@@ -559,77 +476,9 @@ class Run:
             summary: dict[str, object] = {"selected": selected, "students": students}
             write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
         # Score temperature (issue 26): each bundle's T and ECE before/after, in results.md.
-        from training.export.score_temperature import results_section, write_results_section
-
         fitted = {key: read_manifest(out / key).score_temperature for key in plan}
         write_results_section(self.layout.evaluate / "results.md", results_section(fitted))
         self.ctx.step(Stage.EXPORT, len(plan), len(plan), f"exported; publishing {selected}")
-
-    # -- the data-free StrataNet mode (training/strata/mode.py) ------------------------------
-    def strata_generate(self, force: bool = False) -> Path:
-        """Steered generation for every StrataNet teacher -> strata/."""
-        from training.generation.texts import resolve_text_cache
-        from training.strata.mode import run_generation
-
-        out = self.layout.strata
-
-        def stage() -> None:
-            if not self._skip(Stage.TGT, out, force):
-                cache = resolve_text_cache(self.cfg, self.dir)
-                run_generation(self.cfg, out, self.ctx, text_cache=cache, strategy=self.shards)
-
-        distributed.on_main(stage)
-        return out
-
-    def strata_student(self, force: bool = False) -> Path:
-        """Probes, per-sample teacher weights and the union-label student -> student-strata/."""
-        from training.strata.mode import STUDENT_KEY, train_strata_student
-
-        out = self.layout.student(STUDENT_KEY)
-        if not self._skip(Stage.DISTILL, out, force):
-            train_strata_student(self.cfg, self.layout.strata, out, self.ctx)
-        return out
-
-    def strata_mode(
-        self,
-        *,
-        repository: Path | None = None,
-        job_id: str | None = None,
-        keep_last: int = 5,
-        force_export: bool = False,
-    ) -> PipelineResult:
-        """The whole StrataNet mode, resumable: generate -> student -> evaluate (with
-        data.dev/test) -> export -> publish."""
-        from training.strata.mode import evaluate_strata, export_strata
-
-        self.pin_config()
-        self.strata_generate()
-        student = self.strata_student()
-        cfg = self.cfg
-        if (cfg.data.dev or cfg.data.test) and not self._skip(
-            Stage.EVALUATE, self.layout.evaluate, False
-        ):
-            distributed.on_main(
-                lambda: evaluate_strata(cfg, student, self.layout.evaluate, self.ctx)
-            )
-        if not self._skip(Stage.EXPORT, self.layout.export, force_export):
-            distributed.on_main(lambda: export_strata(cfg, self.layout, job_id, self.ctx))
-        bundle = self.selected_bundle()
-        metrics = {
-            model: {split: m.model_dump() for split, m in per_split.items()}
-            for model, per_split in read_manifest(bundle).metrics.items()
-        }
-        published = None
-        if repository is not None and cfg.export.publish:
-            published = self.publish(Path(repository), keep_last)
-        return PipelineResult(self.dir, metrics, bundle, published, self.gate_record())
-
-    def strata_stage_dirs(self) -> list[Path]:
-        """The StrataNet mode's stage directories, in order (a missing one is not tracked)."""
-        from training.strata.mode import STUDENT_KEY
-
-        layout = self.layout
-        return [layout.strata, layout.student(STUDENT_KEY), layout.evaluate, layout.export]
 
     def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str] | None:
         """Publish the exported bundle once per run dir, keeping the newest ``keep_last``
@@ -646,7 +495,7 @@ class Run:
         return gate if isinstance(gate, dict) else None
 
     def _publish(self, repository: Path, keep_last: int) -> None:
-        from contracts.repository import publish
+        # onnxruntime (the gate may score the current default): not needed to start the CLI.
         from training.export.publish_gate import decide
 
         record = self.layout.published
@@ -669,7 +518,7 @@ class Run:
         self.ctx.step(Stage.PUBLISH, 0, 1, f"publishing into {repository}")  # last cancel point
         # Once per export: a worker killed after the rename but before the record above
         # was written finds its version on resume instead of publishing it again.
-        version, path = publish(
+        version, path = publish_bundle(
             self.selected_bundle(),
             repository,
             name,
@@ -683,14 +532,13 @@ class Run:
         self.ctx.step(Stage.PUBLISH, 1, 1, f"published {name} {version}{held}")
 
     def _gate_split(self) -> GateSplit | None:
-        """The texts of ``publish_gate.split``; None in the StrataNet mode, whose data is
-        not prepared, in a run dir without prepared data, or when the split has no labels
+        """The texts of ``publish_gate.split``; None in a run dir without prepared data
+        (the StrataNet mode, an export made elsewhere), or when the split has no labels
         (the gate's checks that need texts are then skipped, and say so)."""
+        # onnxruntime, as in _publish.
         from training.export.publish_gate import GateSplit
 
         split = self.cfg.publish_gate.split
-        if self.cfg.strata.enabled:
-            return None
         try:
             if not self.data.splits.get(split):
                 return None
@@ -728,20 +576,10 @@ def run_pipeline(
 
         distributed.on_main(log)
 
-    if cfg.strata.enabled:
-        result = run.strata_mode(repository=repository, job_id=job_id, keep_last=keep_last)
-        track(*run.strata_stage_dirs())
-        return result
-
     run.pin_config()
-    track(run.prepare())
-    track(run.generate())
-    track(*run.teachers())
-    track(run.tgt())
-    track(*run.distill())
-    track(*run.tgt_students().values())
-    track(run.baseline())
-    track(*run.method_steps())
+    for step in run.steps():
+        run._make(step, force=False)
+        track(step.out)
     track(run.evaluate())
     bundle = run.export(job_id=job_id)
     track(run.layout.export)

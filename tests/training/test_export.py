@@ -385,8 +385,9 @@ def test_run_export_exports_from_prepared_data_and_publishes_random(
     )
     run = Run(cfg, tmp_path / "run", RunContext())
     run.pin_config()
-    for stage in (run.prepare, run.teachers, run.distill, run.baseline, run.evaluate):
-        stage()
+    for command in ("prepare", "teacher", "distill", "baseline"):
+        run.make(command)
+    run.evaluate()
     bundle = run.export()
     published = run.publish(tmp_path / "repo")
     assert published == ("cwi", "v1")

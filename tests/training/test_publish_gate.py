@@ -254,7 +254,7 @@ def test_a_run_that_fails_the_gate_is_held_or_skipped_and_its_record_says_why(
         "publish_gate": {"minimum": 0.99, "on_fail": on_fail},
     })  # fmt: skip
     run = Run(cfg, tmp_path / "run", RunContext())
-    run.prepare()
+    run.make("prepare")
     # The export stage, as it leaves its directory: one bundle, selected.
     export = run.layout.export
     export.mkdir(parents=True)

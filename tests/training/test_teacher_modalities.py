@@ -111,8 +111,8 @@ def test_pipeline_with_only_a_text_teacher_draws_no_images(
     text_cfg = cfg.model_copy(update={"teachers": cfg.teachers[:1], "data": data_cfg})
     run = Run(text_cfg, tmp_path / "run", RunContext())
     assert not run.reads_images
-    for stage in (run.prepare, run.generate, run.teachers, run.distill, run.baseline):
-        stage()
+    for command in ("prepare", "generate", "teacher", "distill", "baseline"):
+        run.make(command)
     run.evaluate()
     assert not (tmp_path / "run" / "images").exists()
     done = ("teacher-text-only", "student-text-only")

@@ -57,7 +57,7 @@ def test_text_and_tgt_image_shards_go_to_other_workers_by_kind_trained_generator
     assert start_attempt(store, job_id, "w1") is not None
     run_dir = settings.run_dir(job_id)
     run = Run(cfg, run_dir, RunContext())
-    run.prepare()
+    run.make("prepare")
     plan = plan_texts(cfg, neighbour_requests(cfg, run.data), resolve_text_cache(cfg, run_dir))
     assert [s.size for s in plan.shards] == [6, 6, 6]  # 9 texts x k=2, in 3 shards
 
@@ -75,7 +75,7 @@ def test_text_and_tgt_image_shards_go_to_other_workers_by_kind_trained_generator
     # The job's own task: one message per missing shard, with its kind; it does the rest.
     sent: list[tuple[str, int, str]] = []
     fan_out = WorkerShards(store, job_id, settings, "w1", lambda *m: sent.append(m))
-    Run(cfg, run_dir, RunContext(), fan_out).tgt()
+    Run(cfg, run_dir, RunContext(), fan_out).make("tgt")
     texts_sent = [(job_id, 0, "texts"), (job_id, 2, "texts")]
     assert sent[:2] == texts_sent
     images_sent = sent[2:]

@@ -165,6 +165,9 @@ def evaluate(
     token_store: Path | None = None,
     tgt_dirs: dict[str, Path] | None = None,
     tgt_summary: dict[str, object] | None = None,
+    models: Mapping[str, Path] | None = None,
+    notes: list[str] | None = None,
+    scored: Mapping[str, dict[str, object]] | None = None,
 ) -> Path:
     """Score every model on dev and test; write results.json, results.md and curves.png.
 
@@ -174,6 +177,10 @@ def evaluate(
     ``token_store``: frozen image-encoder tokens shared with the other stages.
     ``tgt_dirs`` (search mode -> TGT student dir) adds Table 1 rows; ``tgt_summary`` (the
     tgt stage's counts) is printed under the table.
+    ``models`` (results key -> text classifier dir: "student:<key>", "baseline",
+    "tgt:<mode>", as the methods name them) adds rows too; ``notes`` (markdown) go under
+    the table. ``scored`` (results key -> entry): rows scored elsewhere (a method's models
+    this function cannot load), each with a ``classification_report`` per split.
     """
     import torch
 
@@ -191,6 +198,7 @@ def evaluate(
         text_models["baseline"] = baseline_dir
     text_models.update({f"tgt:{k}": v for k, v in (tgt_dirs or {}).items()})
     text_models.update({f"ablation:{k}": v for k, v in (ablation_dirs or {}).items()})
+    text_models.update(models or {})
     n_models = len(teacher_dirs) + len(text_models)
     bs = cfg.student.batch_size
     total = n_models * sum(math.ceil(len(data.splits[s]) / bs) for s in splits)
@@ -268,6 +276,7 @@ def evaluate(
         if (h := _history(mdir)) is not None:
             histories[name] = h
         del model
+    results.update(scored or {})
     if runtime.device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -304,6 +313,8 @@ def evaluate(
         text = results_markdown(title, table1, table2)
         if tgt_summary is not None:
             text += "\n" + tgt_counts_markdown(tgt_summary)
+        for note in notes or []:
+            text += "\n" + note
         (tmp / "results.md").write_text(text)
         plot_curves(histories, tmp / "curves.png")
     return out_dir

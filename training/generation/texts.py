@@ -128,8 +128,10 @@ def run_text_shard(
     shard: int,
     ctx: RunContext,
     generator: LazyTextGenerator | None = None,
+    stage: Stage = Stage.TGT,
 ) -> int:
-    """Generate the missing texts of one shard; return how many were generated."""
+    """Generate the missing texts of one shard; return how many were generated. ``stage``:
+    the job stage it is reported as (TGT's texts, or StrataNet's)."""
     if not 0 <= shard < len(plan.shards):
         raise ArtifactError(
             f"shard {shard} out of range: text_generator.num_shards is {len(plan.shards)}"
@@ -137,7 +139,7 @@ def run_text_shard(
     s = plan.shards[shard]
     todo = [j for j in plan.jobs[s.start : s.stop] if not plan.path(j).is_file()]
     total, done = s.stop - s.start, s.stop - s.start - len(todo)
-    ctx.step(Stage.TGT, done, total, f"texts, shard {shard}: {done} cached")
+    ctx.step(stage, done, total, f"texts, shard {shard}: {done} cached")
     generator = generator or LazyTextGenerator(cfg, plan.cache_dir)
     bs = cfg.text_generator.batch_size
     for i in range(0, len(todo), bs):
@@ -146,12 +148,15 @@ def run_text_shard(
         for job, text in zip(batch, texts, strict=True):
             _save(plan.path(job), job, text)
         done += len(batch)
-        ctx.step(Stage.TGT, done, total, f"texts, shard {shard}")
+        ctx.step(stage, done, total, f"texts, shard {shard}")
     return len(todo)
 
 
 def text_work(
-    cfg: PipelineConfig, plan: TextGenerationPlan, generator: LazyTextGenerator
+    cfg: PipelineConfig,
+    plan: TextGenerationPlan,
+    generator: LazyTextGenerator,
+    stage: Stage = Stage.TGT,
 ) -> ShardedWork:
     """The plan as work for a ``ShardStrategy``: a text is done when it is cached."""
 
@@ -159,9 +164,9 @@ def text_work(
         return sum(plan.path(j).is_file() for j in plan.jobs[shard.start : shard.stop])
 
     def run(shard: Shard, ctx: RunContext) -> None:
-        run_text_shard(cfg, plan, shard.index, ctx, generator)
+        run_text_shard(cfg, plan, shard.index, ctx, generator, stage)
 
-    return ShardedWork(Stage.TGT, "texts", plan.shards, done_in, run)
+    return ShardedWork(stage, "texts", plan.shards, done_in, run)
 
 
 def generate_texts(
@@ -169,12 +174,13 @@ def generate_texts(
     plan: TextGenerationPlan,
     ctx: RunContext,
     strategy: ShardStrategy | None = None,
+    stage: Stage = Stage.TGT,
 ) -> tuple[list[str], int]:
     """Every shard, run by ``strategy`` (default: here, in turn; cached texts cost nothing);
     the texts in plan order and how many were newly generated."""
     generator = LazyTextGenerator(cfg, plan.cache_dir)
     before = sum(plan.path(j).is_file() for j in plan.jobs)
-    (strategy or InProcess()).run(text_work(cfg, plan, generator), ctx)
+    (strategy or InProcess()).run(text_work(cfg, plan, generator, stage), ctx)
     return [read_text(plan, j) for j in plan.jobs], len(plan.jobs) - before
 
 
@@ -192,11 +198,12 @@ def generate_for(
     cache_dir: Path,
     ctx: RunContext,
     strategy: ShardStrategy | None = None,
+    stage: Stage = Stage.TGT,
 ) -> tuple[list[str], int]:
     """Plan, generate what is missing, and return one text per request (in request order)
     and how many were newly generated."""
     plan = plan_texts(cfg, requests, cache_dir)
-    _, made = generate_texts(cfg, plan, ctx, strategy)
+    _, made = generate_texts(cfg, plan, ctx, strategy, stage)
     return texts_for(cfg, plan, requests), made
 
 

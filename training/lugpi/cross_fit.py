@@ -24,6 +24,7 @@ import numpy as np
 from contracts.artifacts import ImageIndex, is_complete
 from contracts.config import PipelineConfig, TeacherConfig
 from training.data.prepare import PreparedData
+from training.teachers.train_teacher import train_teacher
 from training.tracking.progress import RunContext
 
 
@@ -62,16 +63,30 @@ def train_fold_teachers(
     token_store: Path | None = None,
 ) -> list[Path]:
     """Train (or find complete) the k fold teachers of ``teacher``; return their dirs."""
-    from training.teachers.train_teacher import train_teacher
-
     k = cfg.distill.cross_fit_folds
     out = []
-    for i, held_out in enumerate(folds(len(data.splits["train"]), k, cfg.seed)):
+    for i in range(k):
         fold_dir = fold_teacher_dir(teacher_dir, i, k)
         if not is_complete(fold_dir):
-            fold_data, fold_images = without_fold(data, images, held_out)
-            train_teacher(
-                cfg, teacher, fold_data, fold_images, fold_dir, ctx, token_store=token_store
-            )
+            train_fold_teacher(cfg, teacher, data, images, teacher_dir, i, ctx, token_store)
         out.append(fold_dir)
     return out
+
+
+def train_fold_teacher(
+    cfg: PipelineConfig,
+    teacher: TeacherConfig,
+    data: PreparedData,
+    images: ImageIndex,
+    teacher_dir: Path,
+    i: int,
+    ctx: RunContext,
+    token_store: Path | None = None,
+) -> Path:
+    """Train fold teacher ``i`` of ``teacher`` (every training sample but fold i's)."""
+    k = cfg.distill.cross_fit_folds
+    held_out = folds(len(data.splits["train"]), k, cfg.seed)[i]
+    fold_data, fold_images = without_fold(data, images, held_out)
+    fold_dir = fold_teacher_dir(teacher_dir, i, k)
+    store = token_store
+    return train_teacher(cfg, teacher, fold_data, fold_images, fold_dir, ctx, token_store=store)

@@ -4,7 +4,7 @@ sets, without any of their training data (docs/stratanet.md).
     teachers (checked) -> steered generation -> probes + weights -> student -> evaluate
     -> export -> publish
 
-1. **Steered generation** (``strata/``, job stage ``tgt``: the text-generation stage).
+1. **Steered generation** (``strata/``, job stage ``strata-texts``).
    For each teacher and each of its classes, seeds are the class's prompts plus the seed
    texts the teacher scores highest for it. Each round the text generator
    (models/text_generator.py) rewrites every seed ``draws_per_seed`` times (cached,
@@ -16,7 +16,7 @@ sets, without any of their training data (docs/stratanet.md).
    ``steering.enabled: false`` is the control: one round from seed texts, every
    text kept with the teacher's label. The summary measures both what steering buys
    (confidence, accepted texts per class, distinct n-grams) and the seed texts unsteered.
-2. **Probes and weights** (``student-strata/``, job stage ``distill``). Every teacher
+2. **Probes and weights** (``student-strata/``, job stage ``strata-student``). Every teacher
    reads every generated text; a logistic-regression probe per probed layer learns, on the
    teacher's own accepted texts, to predict the teacher's classes. Per sample, each
    teacher's confidence (layer-wise: probe agreement with its answer; or last-layer max
@@ -28,8 +28,9 @@ sets, without any of their training data (docs/stratanet.md).
    (training/lugpi/distill.py: same loss, same loop). Its best epoch is picked on a held-out share
    of the generated texts labelled by the mixture's argmax: no real data anywhere.
 4. **Evaluate / export.** With ``data.test`` (or ``data.dev``), labelled real texts over
-   the union labels, the student and each teacher are scored (report only). The bundle
-   is exported, checked and published like any other, its provenance naming the teachers.
+   the union labels, the student and each teacher are scored (report only), by the
+   pipeline's one evaluation (``evaluation_texts``, ``score_teachers``). The bundle is
+   exported, checked and published like any other, its provenance naming the teachers.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ from contracts.errors import ArtifactError, ConfigError, DataError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
 from models.text_generator import TextRequest
-from runtime.metrics import accuracy_f1
 from training.data.prepare import Example, PreparedData
 from training.devices import torch_device
+from training.evaluation.evaluate import classification_report
 from training.generation.near_copies import normalise
 from training.generation.texts import draw_seed, generate_for
 from training.sharding import ShardStrategy
@@ -200,7 +201,7 @@ def steer_teacher(
                     tag = f"strata:{t.name}:{t.labels[c]}:{r}\0{seed_text}"
                     requests.append(TextRequest(seed_text, draw_seed(cfg.seed, tag, j)))
                     wanted.append(c)
-        texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
+        texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy, Stage.STRATA_TEXTS)
         generated += len(texts)
         probs = read_teacher(t, texts, []).probs
         fresh: dict[int, list[GeneratedText]] = {c: [] for c in active}
@@ -284,7 +285,7 @@ def unsteered_teacher(
         for i, x in enumerate(chosen)
         for j in range(s.draws_per_seed)
     ]
-    texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy)
+    texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy, Stage.STRATA_TEXTS)
     probs = read_teacher(t, texts, []).probs
     seen: set[str] = set()
     rows = []
@@ -312,7 +313,7 @@ def run_generation(
     """Steered (or unsteered) generation for every teacher -> ``strata/``."""
     started = time.perf_counter()
     a = cfg.strata
-    ctx.step(Stage.TEACHER, 0, len(a.teachers), "loading the teachers")
+    ctx.step(Stage.STRATA_TEXTS, 0, len(a.teachers), "loading the teachers")
     teachers = load_teachers(a.teachers, select_device(cfg))
     union = union_labels(teachers)
     pool = load_seed_texts(cfg)
@@ -320,7 +321,7 @@ def run_generation(
     per_teacher: dict[str, Any] = {}
     empty: list[str] = []
     for i, t in enumerate(teachers):
-        ctx.step(Stage.TEACHER, i, len(teachers), f"teacher {t.name}: scoring the seed texts")
+        ctx.step(Stage.STRATA_TEXTS, i, len(teachers), f"teacher {t.name}: scoring the seed texts")
         unknown_share = check_reads(t, pool[:500])
         pool_probs = read_teacher(t, pool, []).probs
         if a.steering.enabled:
@@ -363,14 +364,14 @@ def run_generation(
         "empty_classes": empty,
         "teachers": per_teacher,
     }
-    with atomic_dir(out_dir, Stage.TGT.value) as tmp:
+    with atomic_dir(out_dir, Stage.STRATA_TEXTS.value) as tmp:
         lines = "".join(json.dumps(asdict(g), ensure_ascii=False) + "\n" for g in rows)
         write_text_atomic(tmp / GENERATED_FILE, lines)
         write_json_atomic(
             tmp / TEACHERS_FILE,
             {t.name: {"source": t.source, "labels": t.labels} for t in teachers},
         )
-        write_stage_record(tmp, Stage.TGT, time.perf_counter() - started, summary)
+        write_stage_record(tmp, Stage.STRATA_TEXTS, time.perf_counter() - started, summary)
     return out_dir
 
 
@@ -415,7 +416,7 @@ def strata_targets(
     all_typical, all_head = [], []
     probes_record: dict[str, list[dict[str, float]]] = {}
     for i, t in enumerate(teachers):
-        ctx.step(Stage.DISTILL, i, len(teachers), f"teacher {t.name}: layers and probes")
+        ctx.step(Stage.STRATA_STUDENT, i, len(teachers), f"teacher {t.name}: layers and probes")
         layers = probed_layers(t, a.probes.layers)
         readout = read_teacher(t, texts, layers)
         cols = [col[label] for label in t.labels]
@@ -541,11 +542,11 @@ def train_strata_student(
     }
     return train_text_classifier(
         cfg, data, "student", teacher_targets, ["generated"], runtime, out_dir, ctx, started,
-        StudentOptions(extra_meta=extra),
+        StudentOptions(extra_meta=extra, stage=Stage.STRATA_STUDENT),
     )  # fmt: skip
 
 
-# -- evaluation, export ----------------------------------------------------------------------
+# -- what the shared evaluation and export need (training/strata/method.py) -----------------
 def eval_split(cfg: PipelineConfig, union: list[str], split: str) -> list[tuple[str, str]] | None:
     """(text, label) of data.<split> when given: real held-out texts, for the report only."""
     path = getattr(cfg.data, split)
@@ -566,122 +567,54 @@ def eval_split(cfg: PipelineConfig, union: list[str], split: str) -> list[tuple[
     return [(r.text, str(r.label)) for r in rows]
 
 
-def _scores(
-    pred: np.ndarray, gold: np.ndarray, union: list[str], owners: dict[str, list[str]]
-) -> dict[str, Any]:
-    out: dict[str, Any] = dict(accuracy_f1(gold, pred, len(union)))
-    for name, labels in owners.items():
-        ids = [union.index(label) for label in labels]
-        mask = np.isin(gold, ids)
-        if mask.any():
-            out[f"accuracy_{name}_labels"] = round(float((pred[mask] == gold[mask]).mean()), 4)
+def evaluation_texts(cfg: PipelineConfig, layout: RunLayout) -> PreparedData:
+    """The texts the StrataNet student is scored and checked on, over its union labels:
+    data.dev/test when given (real held-out texts, report only); without data.dev, a
+    seeded share of the generated texts (unlabelled) for export's checks ("check")."""
+    meta = json.loads((layout.student(STUDENT_KEY) / "lugpi.json").read_text())
+    union = list(meta["labels"])
+    splits: dict[str, list[Example]] = {}
+    for split in ("dev", "test"):
+        if rows := eval_split(cfg, union, split):
+            splits[split] = [Example(text, None, label, text) for text, label in rows]
+    if "dev" not in splits:
+        generated, _ = load_generation(layout.strata)
+        rng = random.Random(f"lugpi:{cfg.seed}:strata-export")
+        picked = sorted(rng.sample(range(len(generated)), min(64, len(generated))))
+        splits["check"] = [
+            Example(generated[i].text, None, None, generated[i].text) for i in picked
+        ]
+    return PreparedData(labels=union, text_pair=False, splits=splits)
+
+
+def score_teachers(cfg: PipelineConfig, data: PreparedData) -> dict[str, dict[str, object]]:
+    """Each teacher on the labelled splits of ``data``, its answer mapped into the union
+    labels (results rows "teacher:<name>")."""
+    splits = [s for s in ("dev", "test") if data.splits.get(s)]
+    if not splits:
+        return {}
+    union = data.labels
+    out: dict[str, dict[str, object]] = {}
+    for t in load_teachers(cfg.strata.teachers, select_device(cfg)):
+        entry: dict[str, object] = {"kind": "teacher", "modality": "text", "dir": t.source}
+        for split in splits:
+            answer = read_teacher(t, data.texts(split), []).logits.argmax(-1)
+            pred = np.asarray([union.index(t.labels[int(a)]) for a in answer])
+            gold = np.asarray(data.label_ids(split))
+            entry[split] = classification_report(gold, pred, union)
+        out[f"teacher:{t.name}"] = entry
     return out
 
 
-def evaluate_strata(
-    cfg: PipelineConfig, student_dir: Path, out_dir: Path, ctx: RunContext
-) -> dict[str, Any]:
-    """Student and each teacher (its answer mapped into the union) on data.dev/test."""
-    from models.text import load_text_classifier, predict_logits
-
-    started = time.perf_counter()
-    model, tok, meta = load_text_classifier(student_dir, select_device(cfg))
-    union = list(meta.labels)
-    owners = dict(meta.model_extra.get("strata", {}).get("teacher_labels", {}))  # type: ignore[union-attr]
-    results: dict[str, dict[str, Any]] = {}
-    teachers = None
-    for split in ("dev", "test"):
-        rows = eval_split(cfg, union, split)
-        if not rows:
-            continue
-        ctx.step(Stage.EVALUATE, 0, 1, f"scoring on {split}")
-        texts = [t for t, _ in rows]
-        gold = np.asarray([union.index(label) for _, label in rows])
-        logits = predict_logits(
-            model, tok, texts, None, max_length=meta.max_length, batch_size=64, device=model.device
-        )
-        results.setdefault(f"student-{STUDENT_KEY}", {})[split] = _scores(
-            logits.argmax(-1), gold, union, owners
-        )
-        teachers = teachers or load_teachers(cfg.strata.teachers, select_device(cfg))
-        for t in teachers:
-            answer = read_teacher(t, texts, []).logits.argmax(-1)
-            pred = np.asarray([union.index(t.labels[int(a)]) for a in answer])
-            results.setdefault(f"teacher-{t.name}", {})[split] = _scores(pred, gold, union, owners)
-    with atomic_dir(out_dir, Stage.EVALUATE.value) as tmp:
-        write_json_atomic(tmp / "results.json", {"models": results})
-        lines = ["| model | split | accuracy | macro-F1 | n |", "|---|---|---|---|---|"]
-        for model_name, per in results.items():
-            for split, m in per.items():
-                lines.append(
-                    f"| {model_name} | {split} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
-                    f"{m['n']} |"
-                )
-        write_text_atomic(tmp / "results.md", "\n".join(lines) + "\n")
-        write_stage_record(tmp, Stage.EVALUATE, time.perf_counter() - started, {"models": results})
-    return results
-
-
-def export_strata(
-    cfg: PipelineConfig, layout: RunLayout, job_id: str | None, ctx: RunContext
-) -> Path:
-    """The student's bundle -> export/strata (the selected, only, bundle)."""
-    from training.export.bundle import export_student
-    from training.tracking.experiments import software_provenance
-
-    student_dir = layout.student(STUDENT_KEY)
-    meta = json.loads((student_dir / "lugpi.json").read_text())
-    union = list(meta["labels"])
-    gen_rows, _ = load_generation(layout.strata)
-    # Export's checks run on held-out generated texts (no real data needed).
-    rng = random.Random(f"lugpi:{cfg.seed}:strata-export")
-    check = [
-        gen_rows[i].text for i in sorted(rng.sample(range(len(gen_rows)), min(64, len(gen_rows))))
-    ]
-    test = eval_split(cfg, union, "test")
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
-    if is_complete(layout.evaluate):
-        res = json.loads((layout.evaluate / "results.json").read_text())["models"]
-        for model_name, per in res.items():
-            name = "student" if model_name == f"student-{STUDENT_KEY}" else model_name
-            metrics[name] = {
-                s: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for s, m in per.items()
-            }
+def provenance(cfg: PipelineConfig, layout: RunLayout) -> dict[str, object]:
+    """What a StrataNet bundle's provenance adds: the mode, its teachers (name: source) and
+    their label sets, the weighting, the text generator."""
+    meta = json.loads((layout.student(STUDENT_KEY) / "lugpi.json").read_text())
     a = meta.get("strata", {})
-    provenance = {
-        "job_id": job_id,
-        "dataset": None,
-        "config": cfg.model_dump(mode="json"),
+    return {
         "mode": "strata",
         "text_generator": cfg.text_generator.model,
         "teachers": [f"{n}: {src}" for n, src in a.get("teachers", {}).items()],
         "teacher_labels": a.get("teacher_labels", {}),
         "weighting": a.get("weighting"),
-        "student_base_model": cfg.student.text_model,
-        "student": STUDENT_KEY,
-        "selected_student": STUDENT_KEY,
-        "software": software_provenance(),
     }
-    started = time.perf_counter()
-    out = layout.export
-    ctx.step(Stage.EXPORT, 0, 1, "exporting the amalgamated student to ONNX")
-    with atomic_dir(out, Stage.EXPORT.value) as tmp:
-        export_student(
-            student_dir,
-            tmp / STUDENT_KEY,
-            check,
-            None,
-            None,
-            name=cfg.export.name,
-            quantize=cfg.export.quantize,
-            require_int8=cfg.export.require_int8,
-            opset=cfg.export.opset,
-            provenance=provenance,
-            metrics=metrics or None,
-            test_texts=[t for t, _ in test] if test else None,
-            test_labels=[union.index(label) for _, label in test] if test else None,
-        )
-        summary: dict[str, object] = {"selected": STUDENT_KEY, "students": {STUDENT_KEY: a}}
-        write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
-    ctx.step(Stage.EXPORT, 1, 1, f"exported {STUDENT_KEY}")
-    return out / STUDENT_KEY

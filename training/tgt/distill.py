@@ -10,16 +10,15 @@ rows (split "generated", label id -1). Per batch:
 so λ scales what the generated texts teach, and they never enter the hard-label CE. The
 teachers (frozen) label every generated text once, from its text and its image.
 
-Search modes (``tgt.search``; one student each, ``tgt-student-<mode>/``):
+Modes (``tgt.modes``; one student each, ``tgt-student-<mode>/``):
 
-- **sampling**: the kept neighbours with draw < K (K per text before filtering).
-- **disagreement**: our gradient-free stand-in for TGT's gradient-based search. The pool
-  is every kept neighbour (K * pool_factor per text); before each epoch the current
-  student scores the pool by KL(teacher || student) and the top 1/pool_factor of it
-  trains that epoch. Why not perturb embeddings along the gradient of the divergence and
-  decode: the multimodal teacher reads an image that a diffusion model draws from the
-  text, and that path has no gradient to the text; scoring sampled texts needs only
-  forward passes of both models, and every scored point is a real, decodable text.
+- **sampling**: the stage's latent samples around each labelled text (origin "sampling").
+- **gradient**: texts explored online, while this student trains, along the gradient of
+  KL(teacher || student) in the latent space (training/tgt/online.py).
+- **augment**: the masked-LM rewrites with draw < K (a baseline, not TGT).
+- **augment-disagreement**: the baseline's pool (K * pool_factor rewrites per text),
+  re-ranked before each epoch by KL(teacher || student); the top 1/pool_factor trains
+  that epoch. Gradient-free: it needs only forward passes of both models.
 """
 
 from __future__ import annotations
