@@ -1,4 +1,4 @@
-"""``lugpi models ...`` (list, pin, unpin, rollback, delete) and ``lugpi predict``.
+"""``lugpi models ...`` (list, pin, unpin, rollback, promote, delete, import) and ``lugpi predict``.
 
 ``lugpi models`` alone lists the repository as before. The version commands change the
 repository the way the API's admin routes do (``contracts.model_versions``: under the
@@ -17,7 +17,8 @@ from contracts.errors import LugpiError, RepositoryError
 
 models_app = typer.Typer(
     help="The published models: list them (default), pin a default version, roll back, "
-    "delete a version. --repository may come before or after the subcommand.",
+    "promote a held version, delete a version, import a classifier. --repository may come "
+    "before or after the subcommand.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -138,6 +139,23 @@ def rollback(ctx: typer.Context, name: NameArg, repository: SubRepository = None
         raise _fail(e) from e
 
 
+@models_app.command("promote")
+def promote(
+    ctx: typer.Context, name: NameArg, version: VersionArg, repository: SubRepository = None
+) -> None:
+    """Lift the publish gate's hold on VERSION: it becomes servable, and the default when it
+    is the newest servable version (as POST /models/{name}/versions/{v}/promote does)."""
+    from contracts import model_versions
+
+    try:
+        repo = _repository(ctx, repository)
+        entry = model_versions.promote(repo, name, version)
+        typer.echo(f"{name} {version}: no longer held (was: {entry.held})")
+        typer.echo(_table(repo, name))
+    except LugpiError as e:
+        raise _fail(e) from e
+
+
 @models_app.command("delete")
 def delete(
     ctx: typer.Context,
@@ -211,7 +229,8 @@ def import_model(
         str,
         typer.Argument(
             help="A transformers *ForSequenceClassification checkpoint: a save_pretrained "
-            "directory, or a model hub id (needs a network)."
+            "directory, or a model hub id (needs a network). Or an exported ONNX classifier: "
+            "a directory with the graph (model.onnx) and its tokenizer, or the .onnx file."
         ),
     ],
     ctx: typer.Context,
@@ -250,6 +269,13 @@ def import_model(
     require_int8: Annotated[
         bool, typer.Option(help="Fail when int8 disagrees with PyTorch, instead of fp32 only.")
     ] = False,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="ONNX graphs: the label names in the order of the graph's outputs, "
+            "comma-separated (default: config.json's id2label beside the graph)."
+        ),
+    ] = None,
 ) -> None:
     """Import a classifier trained elsewhere: export, check, checksum and publish it."""
     from training.export.import_model import LabelledFile, import_classifier
@@ -275,6 +301,7 @@ def import_model(
             max_length=max_length,
             quantize=quantize,
             require_int8=require_int8,
+            labels=[x.strip() for x in labels.split(",")] if labels else None,
         )
     except LugpiError as e:
         raise _fail(e) from e

@@ -55,7 +55,7 @@ class ImportRequest(BaseModel):
 
     source: str = Field(
         description="A transformers *ForSequenceClassification checkpoint directory (or "
-        "hub id) allowed in LUGPI_ALLOWED_MODELS."
+        "hub id), or an exported ONNX classifier's directory, allowed in LUGPI_ALLOWED_MODELS."
     )
     name: str = Field(pattern=NAME_PATTERN, description="The model name to publish under.")
     sample: str | None = Field(
@@ -70,6 +70,12 @@ class ImportRequest(BaseModel):
     text_pair: bool = False
     max_length: int | None = Field(None, ge=1)
     quantize: bool = True
+    labels: list[str] | None = Field(
+        None,
+        min_length=2,
+        description="An ONNX graph's label names in the order of its outputs (default: "
+        "config.json's id2label beside it).",
+    )
 
 
 def _command(body: ImportRequest, files: dict[str, Path], repository: Path) -> list[str]:
@@ -85,6 +91,8 @@ def _command(body: ImportRequest, files: dict[str, Path], repository: Path) -> l
     ):
         if value is not None:
             args += [flag, str(value)]
+    if body.labels:
+        args += ["--labels", ",".join(body.labels)]
     if body.text_pair:
         args.append("--text-pair")
     if not body.quantize:

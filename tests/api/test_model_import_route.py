@@ -103,3 +103,25 @@ def test_import_refuses_what_it_may_not_load(tmp_path: Path, checkpoint: Path) -
         assert reply.status_code == 422, reply.text
         assert "not the model's labels" in reply.text
     assert list_models(tmp_path / "repo") == []
+
+
+def test_admin_imports_an_onnx_classifier_with_its_labels(tmp_path: Path, checkpoint: Path) -> None:
+    """An exported ONNX graph with no config.json: the labels and the length come with
+    the request (``labels``, ``max_length``) and reach the CLI."""
+    graph = ck.export_onnx(checkpoint, tmp_path / "onnx", output="scores")
+    (graph / "config.json").unlink()
+    with _client(tmp_path, graph) as client:
+        body: dict[str, object] = {"source": str(graph), "name": "topics-onnx", "max_length": 64}
+        reply = client.post("/models/import", json=body, headers=ADMIN)
+        assert reply.status_code == 422 and "--labels" in reply.text
+        body["labels"] = ck.LABELS
+        reply = client.post("/models/import", json=body, headers=ADMIN)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["versions"][0]["labels"] == ck.LABELS
+        scored = client.post(
+            "/classify",
+            json={"texts": ["the goal was big again"], "model": "topics-onnx"},
+            headers=ADMIN,
+        )
+        assert scored.status_code == 200, scored.text
+        assert scored.json()["predictions"][0]["label"] == "sport"

@@ -110,3 +110,21 @@ def test_random_delete_asks_first(
     accepted = runner.invoke(cli, args, input="y\n")
     assert accepted.exit_code == 0, accepted.output
     assert _versions(repository, "sentiment") == ["v2"]
+
+
+def test_random_promote_lifts_the_hold_through_the_group_repository(
+    repository: Path, random_bundles: dict[str, Path], elsewhere: Path
+) -> None:
+    publish(random_bundles["single"], repository, "sentiment", held="accuracy 0.40 < 0.80")
+    assert _default(repository, "sentiment") == "v1"  # held: listed, not the default
+    repo = str(repository)
+    result = runner.invoke(cli, ["models", "--repository", repo, "promote", "sentiment", "v2"])
+    assert result.exit_code == 0, result.output
+    assert "no longer held (was: accuracy 0.40 < 0.80)" in result.output
+    assert _default(repository, "sentiment") == "v2"
+    assert not (elsewhere / "model-repository").exists()
+    # Twice, or a version that does not exist: a one-line error, exit 2.
+    again = runner.invoke(cli, ["models", "--repository", repo, "promote", "sentiment", "v2"])
+    assert again.exit_code == 2 and "is not held" in again.output
+    missing = runner.invoke(cli, ["models", "promote", "sentiment", "v9", "--repository", repo])
+    assert missing.exit_code == 2 and "v9" in missing.output

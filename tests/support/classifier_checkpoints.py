@@ -99,6 +99,57 @@ def distilbert(out: Path, labels: list[str], examples) -> Path:  # type: ignore[
     )
 
 
+def export_onnx(
+    checkpoint: Path,
+    out: Path,
+    *,
+    output: str = "logits",
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids"),
+    softmax: bool = False,
+    dynamic: bool = True,
+) -> Path:
+    """``checkpoint`` as a user's ONNX export (``torch.onnx.export`` of the logits, or
+    of softmax with ``softmax``): the graph, the tokenizer, config.json."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        checkpoint, attn_implementation="eager"
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            logits = self.model(**dict(zip(inputs, tensors, strict=True))).logits
+            return torch.softmax(logits, -1) if softmax else logits
+
+    enc = tokenizer(
+        ["a short one", "a somewhat longer text here"], padding=True, return_tensors="pt"
+    )
+    out.mkdir(parents=True)
+    torch.onnx.export(
+        Head().eval(),
+        tuple(enc[name] for name in inputs),
+        str(out / "model.onnx"),
+        input_names=list(inputs),
+        output_names=[output],
+        dynamic_axes=(
+            {**{n: {0: "batch", 1: "sequence"} for n in inputs}, output: {0: "batch"}}
+            if dynamic
+            else None
+        ),
+        opset_version=17,
+        dynamo=False,
+    )
+    tokenizer.save_pretrained(out)
+    model.config.save_pretrained(out)
+    return out
+
+
 def write_csv(path: Path, rows: list[tuple[str, str | None, str]], pair: bool) -> Path:
     with path.open("w", newline="") as f:
         w = csv.writer(f)

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import onnx
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from contracts.artifacts import STUDENT_META, atomic_dir
+from contracts.artifacts import STUDENT_META, TextModelMeta, atomic_dir
 from contracts.bundle import (
     MANIFEST,
     MODEL_FP32,
@@ -283,104 +283,12 @@ def export_student(
             if split is not None:
                 check_tokenization(hf_tok, encoder, split, meta.max_length, batch_size)
 
-        def classifier(path: Path, temperature: float = 1.0) -> OnnxClassifier:
-            return OnnxClassifier.from_files(
-                path,
-                tmp / TOKENIZER,
-                inputs=inputs,
-                output=ONNX_OUTPUT,
-                max_length=meta.max_length,
-                labels=meta.labels,
-                options=_check_options(),
-                temperature=temperature,
-            )
-
-        def run(path: Path, split: TextSplit) -> np.ndarray:
-            return classifier(path).predict_proba(split.texts, split.pairs, batch_size)
-
         export_onnx(model, hf_tok, inputs, dev, tmp / MODEL_FP32, opset, max_length=meta.max_length)
         reference_logits = torch_logits(model, hf_tok, dev, meta.max_length, batch_size)
-        reference = softmax(reference_logits)
-
-        def checked(path: Path) -> tuple[ExportChecks, Scores]:
-            """Probabilities and logits of an fp32 graph against PyTorch's."""
-            scores = classifier(path).predict_scores(dev.texts, dev.pairs, batch_size)
-            checks = check_fp32(reference, scores.probs, dev)
-            checks.fp32_max_rel_logit_diff = check_logits(reference_logits, scores.logits)
-            return checks, scores
-
-        checks, fp32_scores = checked(tmp / MODEL_FP32)
-        fused = _fused_fp32(model, tmp / MODEL_FP32, Path(scratch) / "fused.onnx")
-        if fused is not None:
-            try:
-                fused_checks, fused_scores = checked(fused)
-            except ExportCheckError as e:
-                log.warning("fused fp32 graph not shipped: %s", e)
-                export_info["fp32_graph"] = f"traced (fused graph failed its check: {e})"
-                fused = None
-            else:
-                shutil.copyfile(fused, tmp / MODEL_FP32)
-                checks, fp32_scores = fused_checks, fused_scores
-                export_info["fp32_graph"] = "fused (onnxruntime transformer optimizer)"
-        fp32 = fp32_scores.probs
-        # probs[(variant, split)]: the dev ones are the check runs, reused for metrics.
-        probs = {("student", "dev"): fp32}
-        if quantize:
-            try:
-                settings, int8 = quantize_checked(
-                    tmp / MODEL_FP32,
-                    tmp / MODEL_INT8,
-                    reference,
-                    lambda path: run(path, dev),
-                    min_int8_agreement,
-                    fused=fused,
-                    calibration=lambda: calibration_feeds(encoder, dev, batch_size),
-                )
-            except ExportCheckError as e:
-                if require_int8:
-                    raise
-                log.warning("%s; shipping fp32 only", e)
-                export_info["int8_dropped"] = str(e)
-            else:
-                diff, agreement = compare(reference, int8)
-                checks.int8_max_abs_prob_diff, checks.int8_argmax_agreement = diff, agreement
-                checks.dev_accuracy_int8 = _accuracy(int8, dev.labels)
-                checks.int8_settings = settings.as_dict()
-                probs[("student-int8", "dev")] = int8
-        # --- score temperature (training/export/score_temperature.py): logits of every shipped
-        # graph on dev and test; T is fitted on model.onnx's dev logits.
-        logits = {("student", "dev"): fp32_scores.logits}
-        for variant, path in (("student", MODEL_FP32), ("student-int8", MODEL_INT8)):
-            for split_name, split in (("dev", dev), ("test", test)):
-                if split is None or split.labels is None or not (tmp / path).is_file():
-                    continue
-                if (variant, split_name) not in logits:
-                    scores = classifier(tmp / path).predict_scores(
-                        split.texts, split.pairs, batch_size
-                    )
-                    logits[(variant, split_name)] = scores.logits
-                    probs.setdefault((variant, split_name), scores.probs)
-        score_temperature = fit_score_temperature(
-            logits, {"dev": dev.labels, "test": test.labels if test is not None else None}
-        )
-        temperature = 1.0 if score_temperature is None else score_temperature.temperature
-        # The samples are what a server returns, so at the score temperature.
-        checks.samples = _samples(
-            [
-                classifier(tmp / f, temperature)
-                for f in (MODEL_FP32, MODEL_INT8)
-                if (tmp / f).is_file()
-            ],
-            dev,
-        )
-
         if with_transformers:
             _save_transformers_copy(
                 model, hf_tok, Path(student_dir), tmp / TRANSFORMERS_DIR, tmp / TOKENIZER
             )
-        # Where TEI's ort backend and optimum look for the graph (they read "logits"): the
-        # same bytes as model.onnx, so a manifest reference, not a second copy (issue 26).
-        references = {ONNX_DIR_COPY: MODEL_FP32} if with_transformers else {}
         curves = training_curves(Path(student_dir))
         prov = Provenance.model_validate(
             {
@@ -390,27 +298,168 @@ def export_student(
             }
         )
         prov.student_base_model = prov.student_base_model or meta.base_model
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = BundleManifest(
-            schema_version=SCHEMA_VERSION,
+        write_checked_bundle(
+            tmp,
+            Path(scratch),
             name=name,
-            version=UNPUBLISHED_VERSION,
-            labels=meta.labels,
-            max_length=meta.max_length,
-            text_pair=meta.text_pair,
+            meta=meta,
             inputs=inputs,
-            logits_output=ONNX_LOGITS,
+            encoder=encoder,
+            dev=dev,
+            test=test,
+            reference_logits=reference_logits,
+            fuse=lambda traced, dst: _fused_fp32(model, traced, dst),
+            quantize=quantize,
+            require_int8=require_int8,
+            min_int8_agreement=min_int8_agreement,
             provenance=prov,
-            metrics=_recorded_metrics(metrics, probs, {"dev": dev, "test": test}, n),
-            export_checks=checks,
-            files={p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
-            references=references,
-            score_temperature=score_temperature,
-            created_at=datetime.now(UTC),
+            metrics=metrics,
+            # Where TEI's ort backend and optimum look for the graph (they read "logits"):
+            # the same bytes as model.onnx, so a manifest reference, not a second copy.
+            references={ONNX_DIR_COPY: MODEL_FP32} if with_transformers else {},
+            batch_size=batch_size,
         )
-        (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
-        verify_bundle(tmp)
     return out_dir
+
+
+def write_checked_bundle(
+    tmp: Path,
+    scratch: Path,
+    *,
+    name: str,
+    meta: TextModelMeta,
+    inputs: Sequence[str],
+    encoder: TextEncoder,
+    dev: TextSplit,
+    test: TextSplit | None,
+    reference_logits: np.ndarray,
+    fuse: Callable[[Path, Path], Path | None] | None,
+    quantize: bool,
+    require_int8: bool,
+    min_int8_agreement: float,
+    provenance: Provenance,
+    metrics: Mapping[str, Mapping[str, Mapping[str, float]]] | None,
+    references: Mapping[str, str],
+    batch_size: int,
+) -> None:
+    """Check the fp32 graph at ``tmp/model.onnx`` (beside ``tmp/tokenizer.json``) against
+    ``reference_logits`` (the source model's own logits on ``dev``), add the int8 graph that
+    passes its agreement check, fit the score temperature, and write ``bundle.json`` with
+    every file's checksum; then verify the bundle. The one path by which every bundle is
+    finished, whatever the source: a student traced here (``export_student``) or an ONNX
+    classifier brought by a user (``training/export/onnx_import.py``).
+
+    ``fuse(traced, dst)``: the fused fp32 graph at ``dst``, or None (no patterns for the
+    encoder); with ``fuse=None`` the graph ships as given. ``provenance.export`` gets what
+    happened to the graphs."""
+    export_info = provenance.model_dump().get("export")
+    info: dict[str, object] = dict(export_info) if isinstance(export_info, dict) else {}
+    n = len(meta.labels)
+
+    def classifier(path: Path, temperature: float = 1.0) -> OnnxClassifier:
+        return OnnxClassifier.from_files(
+            path,
+            tmp / TOKENIZER,
+            inputs=inputs,
+            output=ONNX_OUTPUT,
+            max_length=meta.max_length,
+            labels=meta.labels,
+            options=_check_options(),
+            temperature=temperature,
+        )
+
+    def run(path: Path, split: TextSplit) -> np.ndarray:
+        return classifier(path).predict_proba(split.texts, split.pairs, batch_size)
+
+    reference = softmax(reference_logits)
+
+    def checked(path: Path) -> tuple[ExportChecks, Scores]:
+        """Probabilities and logits of an fp32 graph against the reference's."""
+        scores = classifier(path).predict_scores(dev.texts, dev.pairs, batch_size)
+        checks = check_fp32(reference, scores.probs, dev)
+        checks.fp32_max_rel_logit_diff = check_logits(reference_logits, scores.logits)
+        return checks, scores
+
+    checks, fp32_scores = checked(tmp / MODEL_FP32)
+    fused = None if fuse is None else fuse(tmp / MODEL_FP32, scratch / "fused.onnx")
+    if fused is not None:
+        try:
+            fused_checks, fused_scores = checked(fused)
+        except ExportCheckError as e:
+            log.warning("fused fp32 graph not shipped: %s", e)
+            info["fp32_graph"] = f"traced (fused graph failed its check: {e})"
+            fused = None
+        else:
+            shutil.copyfile(fused, tmp / MODEL_FP32)
+            checks, fp32_scores = fused_checks, fused_scores
+            info["fp32_graph"] = "fused (onnxruntime transformer optimizer)"
+    fp32 = fp32_scores.probs
+    # probs[(variant, split)]: the dev ones are the check runs, reused for metrics.
+    probs = {("student", "dev"): fp32}
+    if quantize:
+        try:
+            settings, int8 = quantize_checked(
+                tmp / MODEL_FP32,
+                tmp / MODEL_INT8,
+                reference,
+                lambda path: run(path, dev),
+                min_int8_agreement,
+                fused=fused,
+                calibration=lambda: calibration_feeds(encoder, dev, batch_size),
+            )
+        except ExportCheckError as e:
+            if require_int8:
+                raise
+            log.warning("%s; shipping fp32 only", e)
+            info["int8_dropped"] = str(e)
+        else:
+            diff, agreement = compare(reference, int8)
+            checks.int8_max_abs_prob_diff, checks.int8_argmax_agreement = diff, agreement
+            checks.dev_accuracy_int8 = _accuracy(int8, dev.labels)
+            checks.int8_settings = settings.as_dict()
+            probs[("student-int8", "dev")] = int8
+    # --- score temperature (training/export/score_temperature.py): logits of every shipped
+    # graph on dev and test; T is fitted on model.onnx's dev logits.
+    logits = {("student", "dev"): fp32_scores.logits}
+    for variant, path in (("student", MODEL_FP32), ("student-int8", MODEL_INT8)):
+        for split_name, split in (("dev", dev), ("test", test)):
+            if split is None or split.labels is None or not (tmp / path).is_file():
+                continue
+            if (variant, split_name) not in logits:
+                scores = classifier(tmp / path).predict_scores(split.texts, split.pairs, batch_size)
+                logits[(variant, split_name)] = scores.logits
+                probs.setdefault((variant, split_name), scores.probs)
+    score_temperature = fit_score_temperature(
+        logits, {"dev": dev.labels, "test": test.labels if test is not None else None}
+    )
+    temperature = 1.0 if score_temperature is None else score_temperature.temperature
+    # The samples are what a server returns, so at the score temperature.
+    checks.samples = _samples(
+        [classifier(tmp / f, temperature) for f in (MODEL_FP32, MODEL_INT8) if (tmp / f).is_file()],
+        dev,
+    )
+
+    prov = Provenance.model_validate({**provenance.model_dump(), "export": info})
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = BundleManifest(
+        schema_version=SCHEMA_VERSION,
+        name=name,
+        version=UNPUBLISHED_VERSION,
+        labels=meta.labels,
+        max_length=meta.max_length,
+        text_pair=meta.text_pair,
+        inputs=inputs,
+        logits_output=ONNX_LOGITS,
+        provenance=prov,
+        metrics=_recorded_metrics(metrics, probs, {"dev": dev, "test": test}, n),
+        export_checks=checks,
+        files={p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
+        references=dict(references),
+        score_temperature=score_temperature,
+        created_at=datetime.now(UTC),
+    )
+    (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+    verify_bundle(tmp)
 
 
 # The loss curve keeps at most this many points: enough to draw, small in bundle.json.

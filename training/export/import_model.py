@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,55 +207,102 @@ def import_classifier(
     quantize: bool = True,
     require_int8: bool = False,
     keep_last: int = 5,
+    labels: Sequence[str] | None = None,
 ) -> ImportResult:
     """Export ``source`` (a checkpoint directory or hub id) as a bundle named ``name`` and
     publish it into ``repository`` (or only write it to ``out_dir`` when ``repository`` is
     None). int8 is tried only with a ``sample``; with ``require_int8`` an int8 model that
-    fails its agreement check fails the import, else the bundle ships fp32 only."""
+    fails its agreement check fails the import, else the bundle ships fp32 only.
+
+    ``source`` may also be an exported ONNX classifier: a directory with its graph and
+    tokenizer (or the ``.onnx`` file), read as ``training/export/onnx_import.py`` says;
+    ``labels`` names its outputs where no config.json beside it does."""
     from contracts.repository import publish
     from training.export.bundle import export_student
+    from training.export.onnx_import import (
+        config_labels,
+        export_onnx_classifier,
+        onnx_source,
+        source_dir,
+    )
+    from training.export.student_checkpoint import TextSplit
 
     if repository is None and out_dir is None:
         raise ArtifactError("give a model repository to publish into, or an output directory")
     if not re.match(NAME_PATTERN, name):
         raise ArtifactError(f"invalid model name {name!r}: use lowercase letters, digits, - _")
-    model_dir = resolve_source(source)
-    labels = checkpoint_labels(model_dir)
-    length = model_max_length(model_dir, max_length)
+    graph = onnx_source(Path(source).expanduser())
+    if graph is not None:
+        model_dir = source_dir(graph)
+        names = list(labels) if labels else config_labels(model_dir)
+        if names is None:
+            raise ModelLoadError(
+                f"{source}: no config.json with id2label beside the ONNX graph; give the "
+                "label names in the order of the graph's outputs (--labels a,b,c)"
+            )
+    else:
+        if labels:
+            raise ModelLoadError(
+                f"{source}: --labels is for ONNX graphs; a transformers checkpoint's labels "
+                "come from its config.json (id2label)"
+            )
+        model_dir = resolve_source(source)
+        names = checkpoint_labels(model_dir)
+        length = model_max_length(model_dir, max_length)
     pair = text_pair or (sample is not None and sample.pair_column is not None)
     if sample is not None:
-        dev = read_split(sample, labels, pair, "dev")
+        dev = read_split(sample, names, pair, "dev")
     else:
         texts = list(CHECK_TEXTS)
         dev = Split(texts, texts[1:] + texts[:1] if pair else None, None)
-    test_split = read_split(test, labels, pair, "test") if test is not None else None
+    test_split = read_split(test, names, pair, "test") if test is not None else None
     if test_split is not None and test_split.labels is None:
         raise DataError(f"{test.path if test else ''}: a test file needs its label column")
-    meta = TextModelMeta(
-        kind="student", labels=labels, max_length=length, text_pair=pair, base_model=source
-    )
     provenance: dict[str, object] = {
         "imported_from": source,
         "student_base_model": source,
         "dataset": str(sample.path) if sample else None,
     }
     with tempfile.TemporaryDirectory(prefix="lugpi-import-") as scratch:
-        student = _student_dir(model_dir, Path(scratch) / "student", meta)
         bundle = Path(out_dir) if out_dir is not None else Path(scratch) / "bundle"
-        export_student(
-            student,
-            bundle,
-            dev.texts,
-            dev.pairs,
-            dev.labels,
-            name=name,
-            quantize=quantize and sample is not None,
-            require_int8=require_int8,
-            provenance=provenance,
-            test_texts=test_split.texts if test_split else None,
-            test_pairs=test_split.pairs if test_split else None,
-            test_labels=test_split.labels if test_split else None,
-        )
+        if graph is not None:
+            export_onnx_classifier(
+                graph,
+                bundle,
+                TextSplit(dev.texts, dev.pairs, dev.labels),
+                name=name,
+                labels=names,
+                max_length=max_length,
+                text_pair=pair,
+                source=source,
+                test=(
+                    TextSplit(test_split.texts, test_split.pairs, test_split.labels)
+                    if test_split
+                    else None
+                ),
+                quantize=quantize and sample is not None,
+                require_int8=require_int8,
+                provenance=provenance,
+            )
+        else:
+            meta = TextModelMeta(
+                kind="student", labels=names, max_length=length, text_pair=pair, base_model=source
+            )
+            student = _student_dir(model_dir, Path(scratch) / "student", meta)
+            export_student(
+                student,
+                bundle,
+                dev.texts,
+                dev.pairs,
+                dev.labels,
+                name=name,
+                quantize=quantize and sample is not None,
+                require_int8=require_int8,
+                provenance=provenance,
+                test_texts=test_split.texts if test_split else None,
+                test_pairs=test_split.pairs if test_split else None,
+                test_labels=test_split.labels if test_split else None,
+            )
         int8 = (bundle / "model.int8.onnx").is_file()
         if repository is None:
             return ImportResult(name, bundle, None, None, int8)
