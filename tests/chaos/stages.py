@@ -24,6 +24,7 @@ PLAN_FILE, STEPS_FILE = "plan.json", "steps.log"
 class ScriptedResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     published: tuple[str, str] | None = None
+    gate: dict[str, Any] | None = None  # PipelineResult.gate: the publish gate's decision
 
 
 def write_plan(run_dir: Path, *, steps: int, interval: float = 0.05, then: str = "return") -> None:
