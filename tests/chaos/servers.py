@@ -39,6 +39,19 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` (EOF or a reset) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        while True:
+            if sock.recv(1024) == b"":
+                return True
+    except TimeoutError:
+        return False
+    except OSError:  # a reset or a broken pipe: closed too
+        return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.chaos.servers import REPO_ROOT, ChildServer, wait_until
+from tests.chaos.servers import REPO_ROOT, ChildServer, closed_by_server, wait_until
 
 TEXT = {"texts": ["a fine film"], "model": "sentiment"}
 
@@ -68,18 +68,6 @@ def child(repository: Path, tmp_path: Path) -> Iterator[object]:
         s.close()
 
 
-def _closed_by_server(sock: socket.socket, within: float) -> bool:
-    sock.settimeout(within)
-    try:
-        while True:
-            if sock.recv(1024) == b"":
-                return True
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
-
-
 def test_slow_clients_are_cut_off_by_the_header_timeout(child: object) -> None:
     server = child(LUGPI_HEADER_TIMEOUT_S="1")  # type: ignore[operator]
     idle = socket.create_connection(("127.0.0.1", server.port))
@@ -93,9 +81,9 @@ def test_slow_clients_are_cut_off_by_the_header_timeout(child: object) -> None:
             trickle.sendall(b"X-Slow: 1\r\n")
         except OSError:
             break
-    assert _closed_by_server(idle, 10)
-    assert _closed_by_server(partial, 10)
-    assert _closed_by_server(trickle, 10)
+    assert closed_by_server(idle, 10)
+    assert closed_by_server(partial, 10)
+    assert closed_by_server(trickle, 10)
     # a normal client is not affected, also across a keep-alive connection
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/healthz").status_code == 200

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.chaos.servers import ChildServer
+from tests.chaos.servers import ChildServer, closed_by_server
 from tests.chaos.test_child_server import deployed_uvicorn_flags
 
 TEXT = {"texts": ["a fine film"], "model": "sentiment"}
@@ -50,18 +50,6 @@ def _slow_head(port: int) -> socket.socket:
     return sock
 
 
-def _closed_by_server(sock: socket.socket, within: float) -> bool:
-    sock.settimeout(within)
-    try:
-        while True:
-            if sock.recv(1024) == b"":
-                return True
-    except TimeoutError:
-        return False
-    except OSError:
-        return True
-
-
 class Attack:
     """N idle sockets and N slow-body requests, each reopened as soon as it is closed,
     until ``stop``."""
@@ -76,7 +64,7 @@ class Attack:
         socks: list[socket.socket | None] = [None] * N
         while not self.stop.is_set():
             for i, s in enumerate(socks):
-                if s is None or _closed_by_server(s, 0.001):
+                if s is None or closed_by_server(s, 0.001):
                     if s is not None:
                         s.close()
                     try:
@@ -147,7 +135,7 @@ def test_a_slow_body_is_cut_off(server: ChildServer) -> None:
     try:
         # A byte every 2 s is far below the minimum body rate: closed within seconds,
         # long before the body would be complete (1,000 bytes: 33 minutes).
-        assert _closed_by_server(sock, 20)
+        assert closed_by_server(sock, 20)
     finally:
         stop.set()
         sock.close()
