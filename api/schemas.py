@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
 
 from contracts.bundle import VERSION_PATTERN, ScoreTemperature
 
@@ -26,6 +26,11 @@ MAX_LIST_ITEMS = 4096
 # pydantic also refuses unpaired surrogates ("\ud800" is valid JSON, not valid Unicode),
 # which the tokenizer could not take.
 Text = Annotated[str, StringConstraints(min_length=1)]
+# A request's booleans and integers take only that JSON type. pydantic's lax mode reads 0.0
+# or "true" as a boolean and "2" or 2.0 as an integer: a client that sent the wrong type
+# would get an answer to a question it did not ask, where a 422 tells it what to fix.
+Flag = Annotated[bool, Strict()]
+Count = Annotated[int, Strict()]
 
 
 class ClassifyRequest(BaseModel):

@@ -29,7 +29,7 @@ from api.auth import AUTH_RESPONSES, AdminAccess
 from api.deps import RegistryDep, SettingsDep
 from api.job_checks import BUILTIN_MODELS, model_allowed, resolve_data_path
 from api.routes.models import describe
-from api.schemas import ModelInfo, error_responses
+from api.schemas import Count, Flag, ModelInfo, error_responses
 from api.settings import ApiSettings
 from contracts.errors import InternalError, InvalidInput, Unavailable
 from contracts.repository import NAME_PATTERN
@@ -67,9 +67,9 @@ class ImportRequest(BaseModel):
     text_column: str = "text"
     pair_column: str | None = None
     label_column: str | None = Field(None, description="Label names: makes the sample labelled.")
-    text_pair: bool = False
-    max_length: int | None = Field(None, ge=1)
-    quantize: bool = True
+    text_pair: Flag = False
+    max_length: Count | None = Field(None, ge=1)
+    quantize: Flag = True
     labels: list[str] | None = Field(
         None,
         min_length=2,

@@ -18,7 +18,7 @@ from api.auth import ClassifyAccess
 from api.deps import MetricsDep, RegistryDep, SettingsDep
 from api.error_shapes import ErrorKind, ErrorSurface, RenderedError, native_status, register
 from api.registry import version_number
-from api.schemas import MAX_LIST_ITEMS, Text, error_responses
+from api.schemas import MAX_LIST_ITEMS, Flag, Text, error_responses
 from api.scoring import ranked, score
 
 router = APIRouter(prefix="/v1", tags=["infinity / OpenAI"], dependencies=[ClassifyAccess])
@@ -91,7 +91,7 @@ class ClassifyInput(BaseModel):
     model: str = Field(
         default=UNNAMED, description=f"Model name; {UNNAMED!r}: the server's default model."
     )
-    raw_scores: bool = Field(default=False, description="Logits instead of probabilities.")
+    raw_scores: Flag = Field(default=False, description="Logits instead of probabilities.")
 
 
 class LabelScore(BaseModel):

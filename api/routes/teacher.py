@@ -27,7 +27,7 @@ from api.deps import RegistryDep, SettingsDep
 from api.disconnect import unless_disconnected
 from api.routes.classify import within_limits
 from api.routes.jobs import QueueDep
-from api.schemas import ClassifyRequest, Prediction
+from api.schemas import ClassifyRequest, Flag, Prediction
 from api.settings import ApiSettings
 from contracts.errors import NoTeacher, Overloaded, TeacherRefused
 from runtime.metrics import predictions
@@ -37,7 +37,7 @@ router = APIRouter(tags=["classify"], dependencies=[TeacherAccess], responses=AU
 
 
 class TeacherRequest(ClassifyRequest):
-    return_images: bool = Field(
+    return_images: Flag = Field(
         default=False, description="Also return each generated image (PNG, base64)."
     )
     teacher: str | None = Field(

@@ -26,7 +26,7 @@ from api.auth import ClassifyAccess
 from api.batching import TruncationSide
 from api.deps import MetricsDep, RegistryDep, SettingsDep
 from api.error_shapes import ErrorKind, ErrorSurface, RenderedError, register
-from api.schemas import MAX_LIST_ITEMS, NAME_PATTERN, Text, error_responses
+from api.schemas import MAX_LIST_ITEMS, NAME_PATTERN, Count, Flag, Text, error_responses
 from api.scoring import Scored, ScoreFunction, ranked, score
 from contracts.bundle import VERSION_PATTERN
 from contracts.errors import InvalidInput, LimitExceeded
@@ -140,7 +140,7 @@ class PredictRequest(BaseModel):
         description="A string, a pair [text, text_pair], or a batch [[text], [text, "
         "text_pair], ...]."
     )
-    truncate: bool | None = Field(
+    truncate: Flag | None = Field(
         default=None,
         description="Cut inputs longer than max_input_length tokens. Default: the server's "
         "auto_truncate (true); false refuses such inputs with 413.",
@@ -148,7 +148,7 @@ class PredictRequest(BaseModel):
     truncation_direction: Literal["right", "left", "Right", "Left"] = Field(
         default="right", description="Which end of a too-long input is cut off."
     )
-    raw_scores: bool = Field(
+    raw_scores: Flag = Field(
         default=False, description="Logits instead of probabilities (bundles with logits)."
     )
 
@@ -159,7 +159,7 @@ class HfParameters(BaseModel):
     function_to_apply: ScoreFunction | None = Field(
         default=None, description="softmax (default): probabilities; sigmoid; none: logits."
     )
-    top_k: int | None = Field(default=None, ge=1, description="Only the k best labels.")
+    top_k: Count | None = Field(default=None, ge=1, description="Only the k best labels.")
 
 
 class TextPairInput(BaseModel):
