@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.schemas import MAX_LIST_ITEMS
+from api.schemas import MAX_LIST_ITEMS, Count
 from contracts.errors import InvalidInput, LimitExceeded
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -33,7 +33,7 @@ class TensorInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str
-    shape: list[int] = Field(
+    shape: list[Count] = Field(
         max_length=MAX_DIMS, description="[batch] or [batch, 1] for a text input."
     )
     datatype: str = Field(description="BYTES for text.")
