@@ -131,8 +131,8 @@ class VersionInfo(BaseModel):
 
     version: str
     status: Literal["loaded", "failed", "available"] = Field(
-        description="loaded: servable; failed: did not verify or load (see error); available: "
-        "valid on disk but older than the loaded versions."
+        description="loaded: in memory, answering; failed: did not verify or load (see "
+        "error); available: valid on disk, loaded by the first inference request naming it."
     )
     is_default: bool = Field(description="Served when a request names no version.")
     error_code: Literal["bundle_invalid", "load_failed"] | None = Field(
@@ -163,6 +163,16 @@ class VersionInfo(BaseModel):
         default=None,
         description="Why the publish gate held this version back: it is never the default "
         "unless an admin pins it.",
+    )
+    memory_mb: float | None = Field(
+        default=None,
+        description="A loaded version: what loading it added to the process's resident memory "
+        "(MiB), counted against LUGPI_MAX_LOADED_MB.",
+    )
+    warm: bool | None = Field(
+        default=None,
+        description="A loaded version: kept loaded as its model's default (never unloaded to "
+        "make room); the others are unloaded least recently used first.",
     )
 
 

@@ -80,9 +80,21 @@ class ApiSettings(SharedSettings):
         "LUGPI_ORT_SPINNING on, or on CUDA.",
     )
     max_loaded_versions: int = Field(
-        default=2,
+        default=16,
         ge=1,
-        description="Per model, the newest N valid versions are loaded and servable.",
+        description="Most model versions loaded at once in the process, all models together. "
+        "Each model's default version is loaded at start-up and stays loaded; any other "
+        "version is loaded on its first inference request, and the least recently used "
+        "non-default versions are unloaded to stay within this bound and LUGPI_MAX_LOADED_MB. "
+        "A request for a version that cannot fit (the defaults fill the bound) gets 429.",
+    )
+    max_loaded_mb: float = Field(
+        default=4096.0,
+        ge=0.0,
+        description="Most memory the loaded versions may take together, in MiB: each one's "
+        "is what the process's resident set grew by while it loaded (a MiniLM-size int8 "
+        "version: about 60 MB, benchmarks/results/many_models.md). 0 = no memory bound. "
+        "Inference memory is bounded apart (LUGPI_MAX_BATCH_TOKENS, LUGPI_LARGE_BATCH_TOKENS).",
     )
     poll_interval_s: float = Field(
         default=10.0,

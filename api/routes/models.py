@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from api.auth import AUTH_RESPONSES, AdminAccess, IsAdmin
 from api.deps import RegistryDep
 from api.registry import LoadedModel, Snapshot, version_number
+from api.residency import MB
 from api.schemas import ModelInfo, ModelList, ReloadResponse, VersionInfo, error_responses
 from contracts.bundle import public_reference
 from contracts.errors import ModelNotFound
@@ -40,7 +41,7 @@ def public_provenance(provenance: dict[str, object]) -> dict[str, object]:
 
 
 def _loaded_info(
-    model: LoadedModel, is_default: bool, admin: bool, held: str | None = None
+    model: LoadedModel, is_default: bool, admin: bool, held: str | None = None, warm: bool = False
 ) -> VersionInfo:
     m = model.manifest
     provenance = m.provenance.model_dump()
@@ -60,6 +61,8 @@ def _loaded_info(
         provenance=provenance if admin else public_provenance(provenance),
         score_temperature=m.score_temperature,
         held=held,
+        memory_mb=round(model.memory_bytes / MB, 1),
+        warm=warm,
     )
 
 
@@ -73,7 +76,8 @@ def describe(snap: Snapshot, name: str, admin: bool = False) -> ModelInfo:
         failure = snap.failures.get((name, version))
         if version in loaded:
             held = snap.held.get(name, {}).get(version)
-            versions.append(_loaded_info(loaded[version], is_default, admin, held))
+            warm = snap.warm.get(name) == version
+            versions.append(_loaded_info(loaded[version], is_default, admin, held, warm))
         elif failure is not None:
             versions.append(
                 VersionInfo(
