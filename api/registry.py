@@ -25,9 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from api.batching import DynamicBatcher, LargeCallGate
+from api.execution import CostCurve, Overrides, Plan, engines
 from api.metrics import ApiMetrics
 from api.residency import MB, Key, Resident, plan_evictions, resident_bytes
-from api.settings import ApiSettings
+from api.settings import ApiSettings, usable_cores
 from contracts.bundle import (
     MODEL_FP32,
     MODEL_INT8,
@@ -46,6 +47,7 @@ from contracts.errors import (
 )
 from contracts.repository import ModelEntry, list_models
 from contracts.repository import version_number as parse_version_number
+from contracts.truncation import Cut
 from runtime.classifier import BundleLimits, OnnxClassifier, open_bundle
 from runtime.session import RuntimeOptions
 
@@ -79,6 +81,18 @@ def scan_repository(root: Path) -> dict[str, dict[str, ModelEntry]]:
     return found
 
 
+def bundle_samples(classifier: OnnxClassifier, manifest: BundleManifest) -> list[Cut]:
+    """The dev texts export checked (bundle.json), tokenized: what a version's cost curve is
+    measured on; a stock sentence where the bundle has none."""
+    checks = manifest.export_checks
+    samples = checks.samples[:8] if checks is not None else []
+    texts = [s.text for s in samples] or ["the quick brown fox jumps over the lazy dog"]
+    pairs = [s.text_pair or "" for s in samples] if manifest.text_pair else None
+    if pairs is not None and not samples:
+        pairs = ["fox"]
+    return classifier.encode(classifier.pair_up(texts, pairs))
+
+
 def signature(bundle_dir: Path) -> Signature:
     try:
         entries = sorted(os.scandir(bundle_dir), key=lambda e: e.name)
@@ -98,6 +112,7 @@ class LoadedModel:
     classifier: OnnxClassifier
     batcher: DynamicBatcher
     signature: Signature
+    plan: Plan  # how it runs, and why (api.execution)
     memory_bytes: int = 0  # what loading it added to the process (api.residency)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -175,7 +190,7 @@ class ModelRegistry:
             device=settings.device,
             intra_op_threads=settings.ort_intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
-            spinning=settings.ort_spinning,
+            spinning=bool(settings.ort_spinning),
             lone_spinning=settings.ort_lone_spinning and settings.inline_lone_requests,
         )
         self.limits = BundleLimits(
@@ -188,6 +203,8 @@ class ModelRegistry:
         self.gate = LargeCallGate(settings.large_batch_tokens)
         self.started = False  # set once the start-up load (and warm-up) has finished
         self._refresh_lock = threading.Lock()
+        # graph sha256 -> its cost curve: versions of one graph are measured once
+        self._curves: dict[str, CostCurve] = {}
 
     # --- reading (event loop; never blocks) -----------------------------------------------
     @property
@@ -422,14 +439,22 @@ class ModelRegistry:
             if loaded is not None:
                 models.setdefault(name, {})[version] = loaded
             snap = replace(snap, models=models, failures=failures)
-            # The measured size may pass a bound the estimate did not: unload more, never it.
+            # The measured size may pass a bound the estimate did not: unload more, never it
+            # (it has a request to answer); where even that is not enough, every other
+            # version that is not warm.
+            others = [r for r in self._residents(snap) if r.key != (name, version)]
             more = plan_evictions(
-                [r for r in self._residents(snap) if r.key != (name, version)],
+                others,
                 *self._bounds(),
                 loaded.memory_bytes if loaded is not None else 0,
                 1 if loaded is not None else 0,
             )
-            self._publish(self.snapshot, self._drop(models, more or []), failures)
+            if more is None:
+                log.warning(
+                    "%s/%s took more than the bounds leave: unloading the rest", name, version
+                )
+                more = [r.key for r in others if not r.warm]
+            self._publish(self.snapshot, self._drop(models, more), failures)
             if loaded is None:
                 return self.resolve(name, version)  # raises, with the failure's reason
             return loaded
@@ -489,15 +514,34 @@ class ModelRegistry:
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
         manifest = read_manifest(path)  # list_models has verified every file's sha256
         before = resident_bytes()
+        # Opened with one thread: the measurement's first session, and the instances'
+        # own when one thread per instance is chosen (api.execution).
+        one_thread = replace(self.options, intra_op_threads=1, spinning=False, lone_spinning=False)
         try:
-            classifier = open_bundle(path, manifest, self.options, self.limits)
+            base = open_bundle(path, manifest, one_thread, self.limits)
+            graph_sha = manifest.files.get(base.model_file.name if base.model_file else "", "")
+            instances, plan = engines(
+                base,
+                self.options,
+                bundle_samples(base, manifest),
+                usable_cores(),
+                self.settings.max_batch_size,
+                Overrides(*self.settings.execution_overrides),
+                measure_on=self.settings.measure_execution,
+                lone_allowed=self.options.lone_spinning,
+                known=self._curves.get(graph_sha),
+            )
         except LugpiError:
             raise
         except Exception as e:  # onnxruntime errors on a graph that does not fit the bundle
             raise ModelLoadError(f"{path}: warm-up failed: {e}") from e
+        if plan.curve is not None and graph_sha:
+            self._curves[graph_sha] = plan.curve
+        classifier = instances[0]
+        log.info("%s/%s runs as: %s", name, version, "; ".join(plan.why))
         batcher = DynamicBatcher(
             classifier,
-            max_batch_size=self.settings.max_batch_size,
+            max_batch_size=plan.batch_cap,
             max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
             name=f"{name}-{version}",
             on_batch=self.metrics.batch_observer(name),
@@ -509,6 +553,7 @@ class ModelRegistry:
             inline_max_ms=self.settings.inline_max_ms,
             max_batch_tokens=self.settings.max_batch_tokens,
             gate=self.gate,
+            instances=instances,
         )
         batcher.calibrate_inline()
         batcher.start()
@@ -524,7 +569,7 @@ class ModelRegistry:
         after = resident_bytes()
         grew = after - before if after is not None and before is not None else 0
         memory = max(grew, graph.stat().st_size)
-        return LoadedModel(name, version, path, manifest, classifier, batcher, sig, memory)
+        return LoadedModel(name, version, path, manifest, classifier, batcher, sig, plan, memory)
 
     def _default(self, models: dict[str, dict[str, LoadedModel]]) -> str | None:
         """LUGPI_DEFAULT_MODEL if set; else the current default while it is served (a

@@ -114,7 +114,9 @@ def test_random_memory_bound_is_kept_by_the_measured_sizes(
     five_versions: Path, make_client: MakeClient
 ) -> None:
     """Room for the defaults and about one more version: the loaded versions' measured
-    memory never passes the bound, and every request is still answered."""
+    memory never passes the bound, unless the version just loaded measured more than its
+    estimate (RSS growth of a tiny graph is mostly the allocator's noise): then it is the
+    only one loaded besides the defaults. Every request is answered."""
     client = make_client(max_loaded_versions=10, max_loaded_mb=0)
     registry: ModelRegistry = client.app.state.registry  # type: ignore[attr-defined]
     assert classify(client, "v1") == "v1"  # measure one cold version
@@ -126,7 +128,8 @@ def test_random_memory_bound_is_kept_by_the_measured_sizes(
     for version in ("v2", "v3", "v4", "v1"):
         assert classify(client, version) == version
         sizes = [m.memory_bytes for vs in registry.snapshot.models.values() for m in vs.values()]
-        assert sum(sizes) <= bound, (version, sizes)
+        cold_loaded = sorted(set(registry.snapshot.models["sentiment"]) - {"v5"})
+        assert sum(sizes) <= bound or cold_loaded == [version], (version, sizes)
         assert "v5" in registry.snapshot.models["sentiment"]
     assert len(registry.snapshot.models["sentiment"]) < 5  # the bound unloaded some
 

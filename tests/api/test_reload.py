@@ -150,4 +150,4 @@ def test_random_requests_in_flight_finish_on_their_version(
     assert {r.json()["version"] for r in responses} <= {"v1", "v2"}
     assert served_version(client) == "v2"
     assert held_v1.version == "v1" and late.probs.shape == (1, 3)  # type: ignore[attr-defined]
-    wait_for(lambda: not held_v1.batcher._thread.is_alive())  # drained, then exited
+    wait_for(lambda: not held_v1.batcher.running)  # drained, then exited
