@@ -135,7 +135,10 @@ def main() -> None:
             for n in range(1, args.versions):
                 cold.append(post(port, texts[n], f"v{n}"))
                 rss_after.append(ba.rss_mb(proc.pid)[0])
-                print(f"  v{n}: first answer {cold[-1] * 1e3:.0f} ms, RSS {rss_after[-1]:.0f} MB")
+                print(
+                    f"  v{n}: first answer {cold[-1] * 1e3:.0f} ms, RSS {rss_after[-1]:.0f} MB",
+                    flush=True,
+                )
             hot.phase = "alone, after"
             time.sleep(args.seconds)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/models/{ba.MODEL_NAME}") as r:
