@@ -117,7 +117,7 @@ class ApiSettings(SharedSettings):
         ge=0.0,
         description="Most memory the loaded versions may take together, in MiB: each one's "
         "is what the process's resident set grew by while it loaded (a MiniLM-size int8 "
-        "version: about 60 MB, benchmarks/results/many_models.md). 0 = no memory bound. "
+        "version: 60-75 MB, benchmarks/results/many_models.md). 0 = no memory bound. "
         "Inference memory is bounded apart (LUGPI_MAX_BATCH_TOKENS, LUGPI_LARGE_BATCH_TOKENS).",
     )
     poll_interval_s: float = Field(
