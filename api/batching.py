@@ -1,6 +1,7 @@
 """Dynamic batching: concurrent requests to one model version share onnxruntime calls.
 
-One daemon thread per loaded version runs the loop, so inference never blocks the
+One daemon thread per engine instance of a loaded version (api/execution.py: N instances
+take work from the version's one queue) runs the loop, so inference never blocks the
 event loop (a server that infers on the loop shows multi-second maxima at
 concurrency >= 32, docs/environment.md). The loop takes the first queued request, then
 everything else already queued (and, if ``max_wait_s`` > 0, what arrives within it)
