@@ -532,13 +532,14 @@ def paired(new: Row, old: Row) -> list[str]:
     one = LOCKSTEP if new.levels.get(LOCKSTEP) and old.levels.get(LOCKSTEP) else 1
     p50 = per_pass(one, lambda lv: ba.percentile(lv.latencies, 0.5))
     tput = per_pass(64, lambda lv: lv.n / lv.seconds)
+    tput8 = per_pass(8, lambda lv: lv.n / lv.seconds)
     cpu1 = per_pass(one, lambda lv: lv.server_cpu / max(lv.n, 1))
     cpu64 = per_pass(64, lambda lv: lv.server_cpu / max(lv.n, 1))
     how = "in lockstep" if one == LOCKSTEP else "alone"
     return [
         f"- This checkout over {old.name}, median of per-pass ratios: c=1 ({how}) p50 "
-        f"**{p50:.2f}x**, CPU ms/req {cpu1:.2f}x; c=64 req/s **{tput:.2f}x**, CPU ms/req "
-        f"{cpu64:.2f}x."
+        f"**{p50:.2f}x**, CPU ms/req {cpu1:.2f}x; c=8 req/s **{tput8:.2f}x**; c=64 req/s "
+        f"**{tput:.2f}x**, CPU ms/req {cpu64:.2f}x."
     ]
 
 
