@@ -420,9 +420,7 @@ class ModelRegistry:
             entry = entries.get(version)
             if entry is None:
                 raise ModelNotFound(f"no version {version!r} of model {name!r} in the repository")
-            room = plan_evictions(
-                self._residents(snap), *self._bounds(), self._estimate(snap, entry), 1
-            )
+            room = plan_evictions(self._residents(snap), *self._bounds(), self._estimate(entry), 1)
             if room is None:
                 raise Overloaded(
                     f"no room to load {name}/{version}: the default versions alone fill "
@@ -477,14 +475,16 @@ class ModelRegistry:
             for v, m in versions.items()
         ]
 
-    def _estimate(self, snap: Snapshot, entry: ModelEntry) -> int:
-        """What loading ``entry`` will add, before it is loaded: the most any loaded version
-        of the same model took, and at least its graph and tokenizer files."""
+    def _estimate(self, entry: ModelEntry) -> int:
+        """What loading ``entry`` will add, before it is loaded: its graph and tokenizer
+        files, a floor (a MiniLM int8 version takes about 3x them: the load's measured size
+        then unloads more, ``load_on_demand``). Not the sizes other versions measured: the
+        first load of a process also pays onnxruntime's own start, and a guess from it
+        refused versions that fit."""
         graph = MODEL_FP32 if self.options.variant == "fp32" else MODEL_INT8
-        files = entry.sizes.get(graph, entry.sizes.get(MODEL_FP32, 0))
-        files += entry.sizes.get(TOKENIZER, 0)
-        same = [m.memory_bytes for m in snap.models.get(entry.name, {}).values()]
-        return max([files, *same])
+        return entry.sizes.get(graph, entry.sizes.get(MODEL_FP32, 0)) + entry.sizes.get(
+            TOKENIZER, 0
+        )
 
     @staticmethod
     def _drop(
@@ -568,7 +568,7 @@ class ModelRegistry:
         graph = path / (MODEL_INT8 if classifier.variant == "int8" else MODEL_FP32)
         after = resident_bytes()
         grew = after - before if after is not None and before is not None else 0
-        memory = max(grew, graph.stat().st_size)
+        memory = max(grew, graph.stat().st_size + (path / TOKENIZER).stat().st_size)
         return LoadedModel(name, version, path, manifest, classifier, batcher, sig, plan, memory)
 
     def _default(self, models: dict[str, dict[str, LoadedModel]]) -> str | None:
