@@ -280,7 +280,9 @@ def engines(
             cores,
             base.encoder.max_length,
         )
-    plan = choose(curve, cores, max_batch, forced, lone_allowed and base.provider != CUDA)
+    on_cuda = base.provider == CUDA
+    # On CUDA one session runs every call on the device: threads and instances are moot.
+    plan = choose(curve, 1 if on_cuda else cores, max_batch, forced, lone_allowed and not on_cuda)
     main = session(plan.threads, plan.spinning)
     lone = session(cores, True).session if plan.lone_session else main.session
     main.lone_session = lone
