@@ -1,6 +1,7 @@
 """Dynamic batching: concurrent requests to one model version share onnxruntime calls.
 
-One daemon thread per loaded version runs the loop, so inference never blocks the
+One daemon thread per engine instance of a loaded version (api/execution.py: N instances
+take work from the version's one queue) runs the loop, so inference never blocks the
 event loop (a server that infers on the loop shows multi-second maxima at
 concurrency >= 32, docs/environment.md). The loop takes the first queued request, then
 everything else already queued (and, if ``max_wait_s`` > 0, what arrives within it)
@@ -160,6 +161,9 @@ def length_groups(
 
 
 class DynamicBatcher:
+    """``instances``: the version's engine instances (api.execution), each run by a thread
+    of its own taking batches from the one queue; default: ``classifier`` alone."""
+
     def __init__(
         self,
         classifier: OnnxClassifier,
@@ -175,8 +179,10 @@ class DynamicBatcher:
         inline_max_ms: float = 5.0,
         max_batch_tokens: float | None = None,
         gate: LargeCallGate | None = None,
+        instances: Sequence[OnnxClassifier] | None = None,
     ) -> None:
         self.classifier = classifier
+        self.instances = list(instances or [classifier])
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch
@@ -187,9 +193,9 @@ class DynamicBatcher:
         self._lock = threading.Lock()
         self._queued_texts = 0  # texts put in the queue and not yet taken by the loop
         self.inline_lone = inline_lone
-        # Held around every use of the classifier (not thread-safe): the batch thread
-        # blocks on it, an inline run only tries it.
-        self._engine = threading.Lock()
+        # One per instance, held around every use of it (a classifier is not thread-safe):
+        # its batch thread blocks on it, an inline run only tries it.
+        self._engines = [threading.Lock() for _ in self.instances]
         self.inline_runs = 0  # requests answered by run_inline (tests and curiosity)
         # Most tokens of a text run inline; ``calibrate_inline`` lowers it to what is cheap.
         self.inline_max_tokens = inline_max_tokens
@@ -199,10 +205,19 @@ class DynamicBatcher:
         self._candidate = False  # a request is about to run inline (set on the event loop)
         self._closed = False
         self.name = name
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._loop, args=(i,), name=f"batcher-{name}-{i}", daemon=True)
+            for i in range(len(self.instances))
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether any of its threads still runs (after ``close``: until the queue drains)."""
+        return any(t.is_alive() for t in self._threads)
 
     def calibrate_inline(self) -> int:
         """Lower ``inline_max_tokens`` to the longest input whose batch-1 call (the lone
@@ -217,7 +232,7 @@ class DynamicBatcher:
         words = " ".join(["warm"] * bound)
         (full,) = clf.encode(clf.pair_up([words], None))
         best = 0
-        with self._engine:
+        with self._engines[0]:
             for n in [n for n in CALIBRATION_LENGTHS if n < bound] + [bound]:
                 if not self._cheap(full, n):
                     break
@@ -284,8 +299,10 @@ class DynamicBatcher:
             self._candidate = False
         if self._queued_texts or self._closed:
             return None
-        if not self._engine.acquire(blocking=False):  # the batch thread is running a batch
+        engine = next((e for e in self._engines if e.acquire(blocking=False)), None)
+        if engine is None:  # every instance is running a batch
             return None
+        clf = self.instances[self._engines.index(engine)]
         try:
             if self._queued_texts:  # queued by another thread meanwhile: keep the order
                 return None
@@ -303,10 +320,10 @@ class DynamicBatcher:
             ):
                 return None  # a call too long to hold the loop for: the batch thread runs it
             if self._live([pending]):
-                self._run_unlocked([pending], lone=True, encodings=encodings)
+                self._run_unlocked([pending], clf, lone=True, encodings=encodings)
                 self.inline_runs += 1
         finally:
-            self._engine.release()
+            engine.release()
         return pending.future.result()
 
     async def classify(
@@ -357,12 +374,15 @@ class DynamicBatcher:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
-        if self._thread.is_alive() and timeout is not None:
-            self._thread.join(timeout)
+            for _ in self._threads:  # after every queued request: each thread drains, then stops
+                self._queue.put(_STOP)
+        if timeout is not None:
+            for thread in self._threads:
+                if thread.is_alive():
+                    thread.join(timeout)
 
     def _run_alone(self, pending: _Pending) -> BatchOutput:
-        self._run([pending])
+        self._run([pending], 0)
         return pending.future.result()
 
     def _dropped(self, reason: str) -> None:
@@ -389,12 +409,12 @@ class DynamicBatcher:
                 live.append(p)
         return live
 
-    def _loop(self) -> None:
+    def _loop(self, instance: int) -> None:
         while True:
             batch, stop = self._collect()
             live = self._live(batch)
             if live:
-                self._run(live)
+                self._run(live, instance)
             if stop:
                 return
 
@@ -430,22 +450,27 @@ class DynamicBatcher:
             n_texts += len(item.texts)
         return batch, False
 
-    def _run(self, batch: list[_Pending]) -> None:
-        with self._engine:
-            self._run_unlocked(batch)
+    def _run(self, batch: list[_Pending], instance: int) -> None:
+        with self._engines[instance]:
+            self._run_unlocked(batch, self.instances[instance])
 
     def _run_unlocked(
-        self, batch: list[_Pending], *, lone: bool = False, encodings: list[Cut] | None = None
+        self,
+        batch: list[_Pending],
+        clf: OnnxClassifier,
+        *,
+        lone: bool = False,
+        encodings: list[Cut] | None = None,
     ) -> None:
-        """``lone``: an inline run on an idle server (``OnnxClassifier.run_scores``);
-        ``encodings``: the batch's texts, already tokenized."""
+        """On instance ``clf`` (its lock held). ``lone``: an inline run on an idle server
+        (``OnnxClassifier.run_scores``); ``encodings``: the batch's texts, tokenized."""
         try:
-            outputs = self._infer(batch, lone=lone, encodings=encodings)
+            outputs = self._infer(batch, clf, lone=lone, encodings=encodings)
         except Exception as e:  # keep the thread alive; each caller gets the error
             if len(batch) > 1:
                 # One bad request must not fail the others it was batched with.
                 for p in batch:
-                    self._run_unlocked([p])
+                    self._run_unlocked([p], clf)
                 return
             log.exception("inference failed on a request of %d texts", len(batch[0].texts))
             batch[0].future.set_exception(InferenceError(f"inference failed: {type(e).__name__}"))
@@ -454,9 +479,13 @@ class DynamicBatcher:
             p.future.set_result(out)
 
     def _infer(
-        self, batch: list[_Pending], *, lone: bool = False, encodings: list[Cut] | None = None
+        self,
+        batch: list[_Pending],
+        clf: OnnxClassifier,
+        *,
+        lone: bool = False,
+        encodings: list[Cut] | None = None,
     ) -> list[BatchOutput]:
-        clf = self.classifier
         started = time.perf_counter()
         if encodings is None:
             encodings = self._encode(batch)

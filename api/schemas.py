@@ -126,13 +126,31 @@ class ClassifyResponse(BaseModel):
     )
 
 
+class ExecutionInfo(BaseModel):
+    """api.execution.Plan as callers see it."""
+
+    instances: int = Field(description="Engine instances taking work from the version's queue.")
+    intra_op_threads: int
+    spinning: bool
+    batch_cap: int = Field(description="Most texts in one onnxruntime call.")
+    lone_session: bool = Field(
+        description="Lone requests run on a spinning session of every core of their own."
+    )
+    why: list[str] = Field(description="Each choice and the measurement (or setting) behind it.")
+    cost_curve_ms: dict[str, dict[str, float]] | None = Field(
+        default=None,
+        description="Measured at load: tokens per text -> batch size -> ms per text (one "
+        "thread), and batch-1 ms with one thread and with every core (spinning or not).",
+    )
+
+
 class VersionInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     version: str
     status: Literal["loaded", "failed", "available"] = Field(
-        description="loaded: servable; failed: did not verify or load (see error); available: "
-        "valid on disk but older than the loaded versions."
+        description="loaded: in memory, answering; failed: did not verify or load (see "
+        "error); available: valid on disk, loaded by the first inference request naming it."
     )
     is_default: bool = Field(description="Served when a request names no version.")
     error_code: Literal["bundle_invalid", "load_failed"] | None = Field(
@@ -163,6 +181,21 @@ class VersionInfo(BaseModel):
         default=None,
         description="Why the publish gate held this version back: it is never the default "
         "unless an admin pins it.",
+    )
+    memory_mb: float | None = Field(
+        default=None,
+        description="A loaded version: what loading it added to the process's resident memory "
+        "(MiB), counted against LUGPI_MAX_LOADED_MB.",
+    )
+    execution: ExecutionInfo | None = Field(
+        default=None,
+        description="A loaded version: how it runs (engine instances, threads, spinning, batch "
+        "cap), why, and the cost curve measured at load.",
+    )
+    warm: bool | None = Field(
+        default=None,
+        description="A loaded version: kept loaded as its model's default (never unloaded to "
+        "make room); the others are unloaded least recently used first.",
     )
 
 

@@ -177,7 +177,7 @@ async def score(
     dropped unrun if the client disconnects first."""
     if not texts:
         raise InvalidInput(field, "no texts given; send at least one")
-    loaded = registry.resolve(model, version)
+    loaded = await registry.get(model, version)
     check_pairs(loaded, pairs, field)
     check_limits(settings, texts, pairs, field)
     out = await run_request(request, loaded.batcher, texts, pairs, truncation)

@@ -58,16 +58,40 @@ class ApiSettings(SharedSettings):
         description="'auto': CUDAExecutionProvider when onnxruntime-gpu offers it, else CPU.",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="onnxruntime threads inside one operator; 0 = usable cores."
+        default=0,
+        ge=0,
+        description="onnxruntime threads inside one operator, per engine instance; 0 = chosen "
+        "per version from a cost curve measured at load (api/execution.py, GET /models/{name} "
+        "says what and why).",
+    )
+    instances: int = Field(
+        default=0,
+        ge=0,
+        description="Engine instances per loaded version, each taking batches from the version's "
+        "one queue (Triton's instance groups); 0 = usable cores / intra-op threads.",
+    )
+    batch_cap: int = Field(
+        default=0,
+        ge=0,
+        description="Most texts in one onnxruntime call; 0 = measured at load: the batch size "
+        "of the lowest per-text cost, or 1 where batching does not lower it. At most "
+        "LUGPI_MAX_BATCH_SIZE.",
+    )
+    measure_execution: bool = Field(
+        default=True,
+        description="Measure each version's cost curve at load (a few hundred ms of calls on "
+        "its own texts; once per graph file) and choose instances, threads, spinning and the "
+        "batch cap from it. Off: one instance on every core, no spinning, batches up to "
+        "LUGPI_MAX_BATCH_SIZE, lone requests on a spinning session (the behaviour before).",
     )
     inter_op_threads: int = Field(
         default=1, ge=1, description="onnxruntime threads across operators."
     )
-    ort_spinning: bool = Field(
-        default=False,
+    ort_spinning: bool | None = Field(
+        default=None,
         description="Let onnxruntime's threads spin between the operators of a call (never "
-        "after it). Off: spinning threads steal the cores the event loop needs to parse "
-        "requests, which costs more than it saves (benchmarks/results/peers.md).",
+        "after it: they spin only while there is work). Unset: on where the measurement at "
+        "load found it faster (on busy cores it is slower), with more than one intra-op thread.",
     )
     ort_lone_spinning: bool = Field(
         default=True,
@@ -80,9 +104,21 @@ class ApiSettings(SharedSettings):
         "LUGPI_ORT_SPINNING on, or on CUDA.",
     )
     max_loaded_versions: int = Field(
-        default=2,
+        default=16,
         ge=1,
-        description="Per model, the newest N valid versions are loaded and servable.",
+        description="Most model versions loaded at once in the process, all models together. "
+        "Each model's default version is loaded at start-up and stays loaded; any other "
+        "version is loaded on its first inference request, and the least recently used "
+        "non-default versions are unloaded to stay within this bound and LUGPI_MAX_LOADED_MB. "
+        "A request for a version that cannot fit (the defaults fill the bound) gets 429.",
+    )
+    max_loaded_mb: float = Field(
+        default=4096.0,
+        ge=0.0,
+        description="Most memory the loaded versions may take together, in MiB: each one's "
+        "is what the process's resident set grew by while it loaded (a MiniLM-size int8 "
+        "version: 60-75 MB, benchmarks/results/many_models.md). 0 = no memory bound. "
+        "Inference memory is bounded apart (LUGPI_MAX_BATCH_TOKENS, LUGPI_LARGE_BATCH_TOKENS).",
     )
     poll_interval_s: float = Field(
         default=10.0,
@@ -296,3 +332,14 @@ class ApiSettings(SharedSettings):
     @property
     def ort_intra_op_threads(self) -> int:
         return self.intra_op_threads or usable_cores()
+
+    @property
+    def execution_overrides(self) -> tuple[int | None, int | None, bool | None, int | None]:
+        """(instances, intra-op threads, spinning, batch cap) forced by settings; None where
+        each is measured (api.execution.Overrides)."""
+        return (
+            self.instances or None,
+            self.intra_op_threads or None,
+            self.ort_spinning,
+            self.batch_cap or None,
+        )

@@ -121,7 +121,7 @@ def load_classifier(bundle: Path, spinning: bool | None = None) -> Any:
     from runtime.session import RuntimeOptions
 
     s = ApiSettings()
-    spin = s.ort_spinning if spinning is None else spinning
+    spin = bool(s.ort_spinning) if spinning is None else spinning
     options = RuntimeOptions(
         s.model_variant, "cpu", s.ort_intra_op_threads, s.inter_op_threads, spin
     )

@@ -7,10 +7,13 @@ Rows: our API at this checkout; our API at an older commit (``git worktree add``
 this process (batch 1 with threads spinning, batch 1 with the API's setting, and the
 API's length-grouped batches of 32); a one-at-a-time FastAPI + onnxruntime server and a
 transformers pipeline server (fp32 torch) from benchmarks/peer_servers.py; infinity-emb
-only where it is installed (else the reason is printed).
+from its own virtual environment (``--infinity-venv``: its pins never touch this one;
+``--setup-infinity`` creates it under ``--work``); raw OpenVINO (fp32 graph, batch 1 and
+length-grouped 32) where the ``openvino`` package is importable
+(benchmarks/openvino_runner.py says why not its int8 graph).
 
 Method: every server is started once and warmed up. Each pass drives each row ALONE
-(the others idle) at c=1 and c=64 with bench_api.py's closed-loop loopback client,
+(the others idle) at c=1, c=8 and c=64 with bench_api.py's closed-loop loopback client,
 ``--seconds`` per level after 1 s of warm-up, the rows' order rotated from pass to pass;
 and, for the paired ratio of this checkout over the old commit, c=1 of our rows and raw
 onnxruntime (no spinning) in lockstep: one request in flight in all, the same text sent
@@ -52,7 +55,7 @@ RESULTS = REPO_ROOT / "benchmarks" / "results" / "peers.md"
 # The commit before issue #17's request-path changes (inline lone requests, one-pass
 # responses): the "old" row by default, so that their effect is a ratio in one run.
 DEFAULT_OLD_REF = "3a1f2f9"
-LEVELS = (1, 64)
+LEVELS = (1, 8, 64)
 LOCKSTEP = 0  # Row.levels key of the c=1 lockstep measurements (ours and raw, no spinning)
 
 
@@ -67,6 +70,8 @@ class Row:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     note: str = ""
+    bodies: list[bytes] | None = None  # its own request bodies (a peer with another schema)
+    peer: bool = False  # another project's server (the "ahead of every peer" comparison)
 
 
 def old_worktree(ref: str, work: Path) -> Path:
@@ -93,7 +98,9 @@ def remove_worktree(path: Path) -> None:
     )
 
 
-def start_rows(args: argparse.Namespace, bundle: Path, repo: Path) -> tuple[list[Row], list[str]]:
+def start_rows(
+    args: argparse.Namespace, bundle: Path, repo: Path, texts: list[str]
+) -> tuple[list[Row], list[str]]:
     """Every server row started and ready; the reasons of the rows skipped."""
     from contracts.bundle import MODEL_INT8, TOKENIZER, read_manifest
 
@@ -101,14 +108,21 @@ def start_rows(args: argparse.Namespace, bundle: Path, repo: Path) -> tuple[list
     rows: list[Row] = []
     skipped: list[str] = []
 
-    def server(name: str, start: Callable[[int], subprocess.Popen[bytes]], note: str) -> None:
+    def server(
+        name: str,
+        start: Callable[[int], subprocess.Popen[bytes]],
+        note: str,
+        bodies: Callable[[list[str]], list[bytes]] | None = None,
+    ) -> None:
         port = ba.free_port()
         print(f"starting {name} ...", flush=True)
         proc = start(port)
-        row = Row(name, proc=proc, port=port, note=note)
+        row = Row(name, proc=proc, port=port, note=note, peer=not name.startswith("ours"))
+        if bodies is not None:
+            row.bodies = bodies(texts)
         # Warm: a few requests so that first-call allocation is not in any figure.
         for _ in range(20):
-            post(port, "warm up the server")
+            post(port, "warm up the server", row.bodies)
         row.rss = ba.rss_mb(proc.pid)
         rows.append(row)
 
@@ -155,23 +169,120 @@ def start_rows(args: argparse.Namespace, bundle: Path, repo: Path) -> tuple[list
         )
     else:
         skipped.append(f"transformers pipeline: no student directory ({args.student})")
-    if importlib.util.find_spec("infinity_emb") is None:
+    venv = args.infinity_venv
+    if venv is None or not (venv / "bin" / "infinity_emb").exists():
         skipped.append(
-            "infinity-emb: not installed in this environment. It is on the package index, "
-            "but its extras pin their own torch / optimum / transformers, which would replace "
-            "this venv's; the issue's table measured 0.0.78 at 2.0x our c=1 p50 and 0.52x our "
-            "c=64 throughput"
+            f"infinity-emb: no virtual environment with it at {venv} (--infinity-venv; "
+            "--setup-infinity creates one under --work: `python -m venv` + `pip install "
+            "'infinity-emb[all]'`, kept apart because its extras pin their own torch, "
+            "optimum and transformers)"
         )
+    elif args.student is None or not args.student.is_dir():
+        skipped.append(f"infinity-emb: no student directory for it to load ({args.student})")
     else:
-        skipped.append("infinity-emb: installed, but its runner is not written yet")
+        server(
+            "infinity-emb (own venv, torch engine)",
+            lambda p: start_infinity(venv, args.student, p),
+            "its /classify route, the student's PyTorch weights",
+            infinity_bodies,
+        )
     return rows, skipped
 
 
-def post(port: int, text: str) -> None:
-    body = json.dumps({"texts": [text]}).encode()
+INFINITY_MODEL = "student"  # the name infinity serves the student under
+
+
+def start_infinity(venv: Path, student: Path, port: int) -> subprocess.Popen[bytes]:
+    """``infinity_emb v2`` of ``venv`` on the student's save_pretrained directory, returned
+    once its /health answers."""
+    cmd = [
+        str(venv / "bin" / "infinity_emb"),
+        "v2",
+        "--model-id",
+        str(student),
+        "--served-model-name",
+        INFINITY_MODEL,
+        "--engine",
+        "torch",
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--no-bettertransformer",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.Popen(cmd, env={**env, "INFINITY_ANONYMOUS_USAGE_STATS": "0"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise SystemExit(f"infinity_emb exited with {proc.returncode}")
+    proc.terminate()
+    raise SystemExit("infinity_emb not ready after 300 s")
+
+
+def infinity_bodies(texts: list[str]) -> list[bytes]:
+    """infinity's POST /classify: {"model", "input": [...]}, one text per request."""
+    out = []
+    for text in texts:
+        body = json.dumps({"model": INFINITY_MODEL, "input": [text]}).encode()
+        out.append(
+            b"POST /classify HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+    return out
+
+
+def setup_infinity(work: Path) -> Path:
+    """A virtual environment of its own for infinity-emb under ``work`` (created once)."""
+    venv = work / "infinity-venv"
+    if not (venv / "bin" / "infinity_emb").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "pip"), "install", "--quiet"]
+        subprocess.run([*pip, "infinity-emb[all]"], check=True)
+    return venv
+
+
+def start_openvino(clf: Any, bundle: Path, texts: list[str], raws: dict[str, Row]) -> Any:
+    """The OpenVINO classifier of the raw rows (and its rows in ``raws``), or None with the
+    reason in ``raws["ov_b1"].note`` when ``openvino`` is not importable."""
+    raws["ov_b1"] = Row("raw OpenVINO fp32 b1")
+    raws["ov_grouped"] = Row("raw OpenVINO fp32 grouped 32")
+    if importlib.util.find_spec("openvino") is None:
+        raws["ov_b1"].note = (
+            "OpenVINO: the openvino package is not installed in this environment (`pip "
+            "install openvino`: 2026.4.1 on PyPI reads the bundle's fp32 model.onnx; not "
+            "its int8 graph, whose com.microsoft.QAttention it cannot convert)"
+        )
+        return None
+    from benchmarks.openvino_runner import OpenVinoClassifier, agreement
+
+    ov = OpenVinoClassifier(clf, bundle, clf.session.get_session_options().intra_op_num_threads)
+    agree, worst = agreement(ov, texts[:200])
+    raws["ov_b1"].note = (
+        f"OpenVINO fp32 against the served onnxruntime int8 graph on 200 texts: argmax "
+        f"agreement {agree:.3f}, max |prob difference| {worst:.4f}"
+    )
+    return ov
+
+
+def post(port: int, text: str, bodies: list[bytes] | None = None) -> None:
+    """One request: ours' body, or the first of a row's own ``bodies`` (another schema)."""
+    if bodies is not None:
+        data = bodies[0].split(b"\r\n\r\n", 1)[1]
+    else:
+        data = json.dumps({"texts": [text]}).encode()
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/classify",
-        data=body,
+        data=data,
         headers={"content-type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=60) as r:
@@ -194,8 +305,9 @@ def batch_stats(port: int) -> tuple[float, float] | None:
 
 
 def drive(row: Row, bodies: list[bytes], seconds: float) -> None:
-    """c=1 and c=64 on this server alone: bench_api.py's closed loop, 1 s of warm-up each."""
+    """Each level on this server alone: bench_api.py's closed loop, 1 s of warm-up each."""
     assert row.proc is not None
+    bodies = row.bodies or bodies
     runner: Callable[[Any], ba.Level] = asyncio.run
     if ba._importable("uvloop"):
         import uvloop
@@ -313,29 +425,43 @@ def render(
         "CPU ms/req: the server process's CPU time (every thread) over requests answered; for "
         "raw rows, this process's CPU time per text. Ratios: c=1 p50 over raw batch 1 with "
         "spinning on; c=64 req/s and CPU over raw length-grouped batches of 32 (what the "
-        "API's batcher runs).",
+        "API's batcher runs). c=8: the same closed loop with 8 clients.",
         "",
-        "| | c=1 p50 ms | p50 / raw | c=1 req/s | c=1 CPU ms/req | c=64 req/s "
-        "| req/s / raw | c=64 max ms | c=64 CPU ms/req | CPU / raw | RSS warm / peak MB |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| | c=1 p50 ms | p50 / raw | c=1 req/s | c=1 CPU ms/req | c=8 req/s | c=8 p50 ms "
+        "| c=64 req/s | req/s / raw | c=64 max ms | c=64 CPU ms/req | CPU / raw "
+        "| RSS warm / peak MB |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         f"| raw onnxruntime b1, spinning on | {fmt(spin['b1_p50_ms'], 2)} | 1.00x "
-        f"| {fmt(spin['b1_per_s'], 0)} | {fmt(spin['b1_cpu_ms'], 2)} | | | | | | |",
-        f"| raw b1, spinning off (the API's setting) | {fmt(nospin['b1_p50_ms'], 2)} "
+        f"| {fmt(spin['b1_per_s'], 0)} | {fmt(spin['b1_cpu_ms'], 2)} | | | | | | | | |",
+        f"| raw b1, spinning off | {fmt(nospin['b1_p50_ms'], 2)} "
         f"| {ratio(nospin['b1_p50_ms'], spin['b1_p50_ms'])} | {fmt(nospin['b1_per_s'], 0)} "
-        f"| {fmt(nospin['b1_cpu_ms'], 2)} | | | | | | |",
-        f"| raw, length-grouped batches of 32 | | | | | {fmt(grouped['per_s'], 0)} | 1.00x | "
-        f"| {fmt(grouped['cpu_ms'], 2)} | 1.00x | |",
+        f"| {fmt(nospin['b1_cpu_ms'], 2)} | | | | | | | | |",
+        f"| raw, length-grouped batches of 32 | | | | | | | {fmt(grouped['per_s'], 0)} | 1.00x "
+        f"| | {fmt(grouped['cpu_ms'], 2)} | 1.00x | |",
     ]
+    if raws["ov_b1"].raw:
+        ov1 = {k: med([r[k] for r in raws["ov_b1"].raw]) for k in b1}
+        ov32 = {k: med([r[k] for r in raws["ov_grouped"].raw]) for k in ("per_s", "cpu_ms")}
+        lines += [
+            f"| raw OpenVINO fp32 b1 | {fmt(ov1['b1_p50_ms'], 2)} "
+            f"| {ratio(ov1['b1_p50_ms'], spin['b1_p50_ms'])} | {fmt(ov1['b1_per_s'], 0)} "
+            f"| {fmt(ov1['b1_cpu_ms'], 2)} | | | | | | | | |",
+            f"| raw OpenVINO fp32, length-grouped 32 | | | | | | | {fmt(ov32['per_s'], 0)} "
+            f"| {ratio(ov32['per_s'], grouped['per_s'])} | | {fmt(ov32['cpu_ms'], 2)} "
+            f"| {ratio(ov32['cpu_ms'], grouped['cpu_ms'])} | |",
+        ]
     for row in rows:
         one = level_figures(row.levels.get(1, []))
+        mid = level_figures(row.levels.get(8, []))
         many = level_figures(row.levels.get(64, []))
-        errors = int(one["errors"] + many["errors"])
+        errors = int(one["errors"] + mid["errors"] + many["errors"])
         name = f"**{row.name}**" if row is rows[0] else row.name
         if errors:
             name += f" ({errors} errors)"
         lines.append(
             f"| {name} | {fmt(one['p50'], 2)} | {ratio(one['p50'], spin['b1_p50_ms'])} "
-            f"| {fmt(one['per_s'], 0)} | {fmt(one['cpu'], 2)} | {fmt(many['per_s'], 0)} "
+            f"| {fmt(one['per_s'], 0)} | {fmt(one['cpu'], 2)} | {fmt(mid['per_s'], 0)} "
+            f"| {fmt(mid['p50'], 2)} | {fmt(many['per_s'], 0)} "
             f"| {ratio(many['per_s'], grouped['per_s'])} | {fmt(many['max'], 0)} "
             f"| {fmt(many['cpu'], 2)} | {ratio(many['cpu'], grouped['cpu_ms'])} "
             f"| {fmt(row.rss[0], 0)} / {fmt(row.rss[1], 0)} |"
@@ -349,6 +475,9 @@ def render(
         if other.name.startswith("ours"):
             lines += paired(rows[0], other)
     lines += lockstep_lines([*rows, raws["nospin"]])
+    lines += done_when(rows, spin, grouped)
+    if raws["ov_b1"].note:
+        lines.append(f"- {raws['ov_b1'].note}.")
     batches = [f"{r.name}: {med(r.mean_batch):.1f}" for r in rows if r.mean_batch]
     if batches:
         lines.append(
@@ -359,6 +488,37 @@ def render(
     for reason in skipped:
         lines.append(f"- Not run: {reason}.")
     return "\n".join(lines) + "\n"
+
+
+def done_when(rows: list[Row], spin: dict[str, float], grouped: dict[str, float]) -> list[str]:
+    """Issue 28's bars for this checkout, from this run's medians."""
+    if not rows:
+        return []
+    ours = rows[0]
+    one = level_figures(ours.levels.get(1, []))
+    cpu64 = level_figures(ours.levels.get(64, []))["cpu"]
+    best_raw_cpu = min(spin["b1_cpu_ms"], grouped["cpu_ms"])
+    out = [
+        f"- Bars (issue 28), {ours.name}: c=64 CPU ms/req over the best raw CPU ms/text "
+        f"(the lower of b1 spinning and grouped 32) **{ratio(cpu64, best_raw_cpu)}** (bar "
+        f"1.10x); c=1 p50 over raw b1 spinning **{ratio(one['p50'], spin['b1_p50_ms'])}** "
+        "(bar 1.25x)."
+    ]
+    for c in (1, 8, 64):
+        mine = level_figures(ours.levels.get(c, []))
+        for peer in (r for r in rows if r.peer and r.levels.get(c)):
+            theirs = level_figures(peer.levels[c])
+            if c == 1:
+                out.append(
+                    f"- c=1 p50, ours over {peer.name}: {ratio(mine['p50'], theirs['p50'])} "
+                    "(bar: below 1)."
+                )
+            else:
+                out.append(
+                    f"- c={c} req/s, ours over {peer.name}: "
+                    f"{ratio(mine['per_s'], theirs['per_s'])} (bar 1.2x)."
+                )
+    return out
 
 
 def paired(new: Row, old: Row) -> list[str]:
@@ -372,13 +532,14 @@ def paired(new: Row, old: Row) -> list[str]:
     one = LOCKSTEP if new.levels.get(LOCKSTEP) and old.levels.get(LOCKSTEP) else 1
     p50 = per_pass(one, lambda lv: ba.percentile(lv.latencies, 0.5))
     tput = per_pass(64, lambda lv: lv.n / lv.seconds)
+    tput8 = per_pass(8, lambda lv: lv.n / lv.seconds)
     cpu1 = per_pass(one, lambda lv: lv.server_cpu / max(lv.n, 1))
     cpu64 = per_pass(64, lambda lv: lv.server_cpu / max(lv.n, 1))
     how = "in lockstep" if one == LOCKSTEP else "alone"
     return [
         f"- This checkout over {old.name}, median of per-pass ratios: c=1 ({how}) p50 "
-        f"**{p50:.2f}x**, CPU ms/req {cpu1:.2f}x; c=64 req/s **{tput:.2f}x**, CPU ms/req "
-        f"{cpu64:.2f}x."
+        f"**{p50:.2f}x**, CPU ms/req {cpu1:.2f}x; c=8 req/s **{tput8:.2f}x**; c=64 req/s "
+        f"**{tput:.2f}x**, CPU ms/req {cpu64:.2f}x."
     ]
 
 
@@ -415,6 +576,16 @@ def main() -> None:
         help="one more row: this checkout with that setting (repeatable)",
     )
     ap.add_argument("--ours-only", action="store_true", help="no peer servers, only ours + raw")
+    ap.add_argument(
+        "--infinity-venv",
+        type=Path,
+        help="a virtual environment with infinity-emb (default: WORK/infinity-venv if present)",
+    )
+    ap.add_argument(
+        "--setup-infinity",
+        action="store_true",
+        help="create WORK/infinity-venv (python -m venv + pip install 'infinity-emb[all]') first",
+    )
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lugpi-bench-api")
     ap.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
     args = ap.parse_args()
@@ -426,6 +597,10 @@ def main() -> None:
     bundle = ba.ensure_bundle(args.bundle, args.work, texts)
     if args.student is None and args.bundle is None:
         args.student = args.work / "minilm-random-bundle-student"
+    if args.setup_infinity:
+        args.infinity_venv = setup_infinity(args.work)
+    elif args.infinity_venv is None and (args.work / "infinity-venv").is_dir():
+        args.infinity_venv = args.work / "infinity-venv"
     loads = [uptime()]
 
     from contracts.repository import publish
@@ -440,9 +615,10 @@ def main() -> None:
     }
     clf_spin = ba.load_classifier(bundle, spinning=True)
     clf = ba.load_classifier(bundle, spinning=False)
+    openvino = start_openvino(clf, bundle, texts, raws)
     rows: list[Row] = []
     try:
-        rows, skipped = start_rows(args, bundle, repo)
+        rows, skipped = start_rows(args, bundle, repo, texts)
         bodies = ba.request_bytes(texts)
         runner: Callable[[Any], None] = asyncio.run
         if ba._importable("uvloop"):
@@ -463,6 +639,16 @@ def main() -> None:
                     raws["nospin"].raw.append(ba.raw_batch1(clf, texts, args.seconds))
                     grouped = ba.raw_batched(clf, texts, args.seconds, 32, grouped=True)
                     raws["grouped"].raw.append(grouped)
+                    if openvino is not None:
+                        raws["ov_b1"].raw.append(ba.raw_batch1(openvino, texts, args.seconds))
+                        ov32 = ba.raw_batched(openvino, texts, args.seconds, 32, grouped=True)
+                        raws["ov_grouped"].raw.append(ov32)
+                        print(
+                            f"  raw OpenVINO fp32: b1 {raws['ov_b1'].raw[-1]['b1_p50_ms']:.2f} "
+                            f"ms; length-grouped 32: {ov32['per_s']:.0f} texts/s, "
+                            f"{ov32['cpu_ms']:.2f} CPU ms/text",
+                            flush=True,
+                        )
                     print(
                         f"  raw: b1 spinning {raws['spin'].raw[-1]['b1_p50_ms']:.2f} ms, "
                         f"not spinning {raws['nospin'].raw[-1]['b1_p50_ms']:.2f} ms; "

@@ -69,6 +69,7 @@ class OnnxClassifier:
         variant: Variant = "fp32",
         lone_session: ort.InferenceSession | None = None,
         temperature: float = 1.0,
+        model_file: Path | None = None,
     ) -> None:
         graph_inputs = {i.name for i in session.get_inputs()}
         if graph_inputs != set(encoder.inputs):
@@ -93,6 +94,27 @@ class OnnxClassifier:
                 f"a {ONNX_LOGITS!r} output"
             )
         self.temperature = temperature
+        self.model_file = model_file  # what ``sibling`` opens again
+
+    def sibling(
+        self, options: RuntimeOptions, lone_session: ort.InferenceSession | None = None
+    ) -> OnnxClassifier:
+        """The same graph, encoder and labels on a new session built with ``options``: one
+        more engine instance of a version (api.execution), or a session measured at load.
+        ``lone_session``: the sibling's session for lone calls (default: its own)."""
+        if self.model_file is None:
+            raise ModelLoadError("this classifier was not opened from a file")
+        session = make_session(self.model_file, options)
+        return OnnxClassifier(
+            session,
+            self.encoder,
+            self.output,
+            self.labels,
+            self.variant,
+            lone_session,
+            self.temperature,
+            self.model_file,
+        )
 
     @classmethod
     def from_files(
@@ -123,7 +145,7 @@ class OnnxClassifier:
         if options.wants_lone_session and session.get_providers()[0] != CUDA:
             lone = make_session(model_file, replace(options, spinning=True))
         variant: Variant = "int8" if model_file.name == MODEL_INT8 else "fp32"
-        return cls(session, encoder, output, labels, variant, lone, temperature)
+        return cls(session, encoder, output, labels, variant, lone, temperature, model_file)
 
     # --- the steps, for callers that batch across requests --------------------------------
     def pair_up(self, texts: Sequence[str], pairs: Sequence[str] | None) -> list[TokenizerInput]:

@@ -78,7 +78,7 @@ async def classify(
     Concurrent requests are batched together; each request runs entirely on the model
     version it resolved when it arrived, even if a newer version is loaded meanwhile.
     """
-    model = registry.resolve(body.model, body.version)  # held for the whole request
+    model = await registry.get(body.model, body.version)  # held for the whole request
     try:
         check_pairs(
             model,

@@ -8,8 +8,17 @@ from fastapi import APIRouter
 
 from api.auth import AUTH_RESPONSES, AdminAccess, IsAdmin
 from api.deps import RegistryDep
+from api.execution import Plan
 from api.registry import LoadedModel, Snapshot, version_number
-from api.schemas import ModelInfo, ModelList, ReloadResponse, VersionInfo, error_responses
+from api.residency import MB
+from api.schemas import (
+    ExecutionInfo,
+    ModelInfo,
+    ModelList,
+    ReloadResponse,
+    VersionInfo,
+    error_responses,
+)
 from contracts.bundle import public_reference
 from contracts.errors import ModelNotFound
 
@@ -39,8 +48,32 @@ def public_provenance(provenance: dict[str, object]) -> dict[str, object]:
     return {k: _public_name(provenance[k]) for k in PUBLIC_PROVENANCE if provenance.get(k)}
 
 
+def execution_info(plan: Plan) -> ExecutionInfo:
+    curve = plan.curve
+    table: dict[str, dict[str, float]] | None = None
+    if curve is not None:
+        table = {
+            f"{length} tokens": {f"b{b}": round(ms, 3) for b, ms in costs.items()}
+            for length, costs in curve.per_text_ms.items()
+        }
+        table["batch 1"] = {
+            "one thread": round(curve.b1_one_thread_ms, 3),
+            f"{curve.cores} threads": round(curve.b1_all_cores_ms, 3),
+            f"{curve.cores} threads spinning": round(curve.b1_all_cores_spinning_ms, 3),
+        }
+    return ExecutionInfo(
+        instances=plan.instances,
+        intra_op_threads=plan.threads,
+        spinning=plan.spinning,
+        batch_cap=plan.batch_cap,
+        lone_session=plan.lone_session,
+        why=plan.why,
+        cost_curve_ms=table,
+    )
+
+
 def _loaded_info(
-    model: LoadedModel, is_default: bool, admin: bool, held: str | None = None
+    model: LoadedModel, is_default: bool, admin: bool, held: str | None = None, warm: bool = False
 ) -> VersionInfo:
     m = model.manifest
     provenance = m.provenance.model_dump()
@@ -60,6 +93,9 @@ def _loaded_info(
         provenance=provenance if admin else public_provenance(provenance),
         score_temperature=m.score_temperature,
         held=held,
+        memory_mb=round(model.memory_bytes / MB, 1),
+        execution=execution_info(model.plan),
+        warm=warm,
     )
 
 
@@ -73,7 +109,8 @@ def describe(snap: Snapshot, name: str, admin: bool = False) -> ModelInfo:
         failure = snap.failures.get((name, version))
         if version in loaded:
             held = snap.held.get(name, {}).get(version)
-            versions.append(_loaded_info(loaded[version], is_default, admin, held))
+            warm = snap.warm.get(name) == version
+            versions.append(_loaded_info(loaded[version], is_default, admin, held, warm))
         elif failure is not None:
             versions.append(
                 VersionInfo(

@@ -116,7 +116,9 @@ def _model(registry: ModelRegistry, name: str, version: str | None) -> LoadedMod
 
 
 def _metadata(registry: ModelRegistry, model: LoadedModel) -> ModelMetadata:
-    loaded = registry.snapshot.models.get(model.name, {})
+    snap = registry.snapshot
+    # Servable: loaded, or loaded by the first inference request naming it (api.registry).
+    servable = [v for v in snap.present.get(model.name, []) if (model.name, v) not in snap.failures]
     n = len(model.labels)
     inputs = [TensorMetadata(name=TEXT, datatype="BYTES", shape=[-1])]
     if model.manifest.text_pair:
@@ -126,7 +128,7 @@ def _metadata(registry: ModelRegistry, model: LoadedModel) -> ModelMetadata:
         outputs.append(TensorMetadata(name=ONNX_LOGITS, datatype="FP32", shape=[-1, n]))
     return ModelMetadata(
         name=model.name,
-        versions=sorted(loaded, key=version_number, reverse=True),
+        versions=sorted(servable, key=version_number, reverse=True),
         platform="onnxruntime_onnx",
         inputs=inputs,
         outputs=outputs,
@@ -154,7 +156,8 @@ async def ready(registry: RegistryDep) -> Response:
 
 @health.get("/models/{name}", responses=OIP_ERRORS)
 async def model_metadata(name: str, registry: RegistryDep) -> ModelMetadata:
-    """Inputs, outputs and loaded versions (newest first) of a model."""
+    """Inputs, outputs and servable versions (newest first) of a model; a version not
+    loaded yet is loaded by its first inference request, and is ready from then on."""
     return _metadata(registry, _model(registry, name, None))
 
 
@@ -278,7 +281,7 @@ async def _infer(
     metrics: ApiMetrics,
 ) -> Response:
     parsed = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
-    model = _model(registry, name, version)
+    model = await registry.get(name, _version(version))  # loads a published, unloaded one
     texts, pairs = _texts(parsed.tensors, model)
     scored = await score(
         request,

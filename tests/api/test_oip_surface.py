@@ -81,6 +81,10 @@ def test_random_tritonclient_health_and_metadata(client: triton.InferenceServerC
     pair_meta = client.get_model_metadata("cwi", headers=auth())
     assert [i["name"] for i in pair_meta["inputs"]] == ["text", "text_pair"]
     assert client.is_model_ready("sentiment", headers=auth())
+    # v1 is servable but not loaded (only defaults load at start-up): not ready until an
+    # inference request naming it has loaded it.
+    assert not client.is_model_ready("sentiment", "1", headers=auth())
+    client.infer("sentiment", [_text_input("text", ["x"], False)], "1", headers=auth())
     assert client.is_model_ready("sentiment", "1", headers=auth())  # a bare number = v1
     assert not client.is_model_ready("sentiment", "v9", headers=auth())
     assert not client.is_model_ready("nope", headers=auth())

@@ -78,23 +78,32 @@ def test_random_polling_serves_new_version_and_skips_corrupt_one(
 def test_random_admin_reload_loads_now_and_reports_failures(
     make_client: MakeClient, repository: Path, random_bundles: dict[str, Path]
 ) -> None:
-    client = make_client(max_loaded_versions=2, allow_unauthenticated_admin=True)
+    # 3 in the process: cwi/v1 (the other model's default) and two of sentiment
+    client = make_client(max_loaded_versions=3, allow_unauthenticated_admin=True)
     publish(random_bundles["single"], repository, "sentiment")
     publish(random_bundles["single"], repository, "sentiment")
     assert served_version(client) == "v1"  # no polling: nothing changes by itself
 
     body = client.post("/models/sentiment/reload").json()
-    assert body["loaded"] == ["v3", "v2"] and body["failed"] == []
+    # The new default is loaded; v1, loaded before, stays under the bound; v2 waits
+    # for a request that names it.
+    assert body["loaded"] == ["v3", "v1"] and body["failed"] == []
     assert served_version(client) == "v3"
     versions = {v["version"]: v["status"] for v in body["model"]["versions"]}
-    assert versions == {"v3": "loaded", "v2": "loaded", "v1": "available"}
-    r = client.post("/classify", json={**SENTIMENT, "version": "v1"})
-    assert r.status_code == 404 and "not loaded" in r.json()["detail"]
+    assert versions == {"v3": "loaded", "v2": "available", "v1": "loaded"}
+    r = client.post("/classify", json={**SENTIMENT, "version": "v2"})
+    assert r.status_code == 200 and r.json()["version"] == "v2"  # loaded on demand
+    statuses = {
+        v["version"]: v["status"] for v in client.get("/models/sentiment").json()["versions"]
+    }
+    assert statuses == {"v3": "loaded", "v2": "loaded", "v1": "available"}  # v1 made room
 
     publish_corrupt(random_bundles["single"], repository, "v4")
     body = client.post("/models/sentiment/reload").json()
     assert body["loaded"] == ["v3", "v2"] and [f["version"] for f in body["failed"]] == ["v4"]
     assert served_version(client) == "v3"
+    r = client.post("/classify", json={**SENTIMENT, "version": "v4"})
+    assert r.status_code == 404 and "failed to load" in r.json()["detail"]
 
     missing = client.post("/models/nope/reload")
     assert missing.status_code == 404 and "sentiment" in missing.json()["detail"]
@@ -141,4 +150,4 @@ def test_random_requests_in_flight_finish_on_their_version(
     assert {r.json()["version"] for r in responses} <= {"v1", "v2"}
     assert served_version(client) == "v2"
     assert held_v1.version == "v1" and late.probs.shape == (1, 3)  # type: ignore[attr-defined]
-    wait_for(lambda: not held_v1.batcher._thread.is_alive())  # drained, then exited
+    wait_for(lambda: not held_v1.batcher.running)  # drained, then exited

@@ -39,6 +39,9 @@ def serve(repository: Path) -> Iterator[object]:
             # short text), and these tests need the server answering while the batch
             # thread is held.
             "inline_lone_requests": False,
+            # One engine instance, which the gate holds: with more, the next request would
+            # run on another instance instead of waiting in the queue these tests watch.
+            "instances": 1,
         }
         fields.update(overrides)
         app = create_app(ApiSettings(**fields))  # type: ignore[arg-type]

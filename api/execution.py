@@ -1,0 +1,302 @@
+"""How a model version runs: N engine instances x k intra-op threads, spinning or not, and
+a batch cap, chosen from a cost curve measured when the version loads.
+
+Triton's instance groups: N onnxruntime sessions (N x k <= the usable cores), each run by
+a thread of the version's batcher taking work from the one queue. With k = 1 the N
+threads share one session (onnxruntime runs a call on its caller's thread, and a session
+takes concurrent calls), so the instances cost no memory.
+
+The measurement (``measure``) takes a few hundred milliseconds of calls on the bundle's
+own texts (the dev samples export checked, else a stock sentence): per-text cost at
+batch sizes 1, 4 and 16 with one thread, at the texts' own length and at twice it, and the
+batch-1 latency with every core, spinning and not. ``choose`` is a pure function of
+those figures:
+
+- threads: every core on one instance (k = cores, N = 1) only when it makes a call at
+  least ``PARALLEL_EFFICIENCY`` x cores faster than one thread; else one thread per
+  instance and one instance per core (short texts: splitting a small call over threads
+  costs more in wake-ups than it saves).
+- spinning: only with k > 1, and only when the spinning call measured at least
+  ``SPIN_GAIN`` faster (on busy cores it is slower, and the measurement shows it).
+  onnxruntime's threads then spin between the operators of a call and stop when it
+  returns (runtime.session), so they spin only while there is work.
+- batch cap: the batch size of the lowest per-text cost, if that is at least ``BATCH_GAIN``
+  below batch 1's (mean over the measured lengths); else 1: batching only where the
+  measured per-text cost falls with the batch size. Still falling at the largest size
+  measured (16): up to LUGPI_MAX_BATCH_SIZE.
+
+Each choice can be forced by a setting (``Overrides``: LUGPI_INSTANCES,
+LUGPI_INTRA_OP_THREADS, LUGPI_ORT_SPINNING, LUGPI_BATCH_CAP); LUGPI_MAX_BATCH_SIZE bounds
+the cap. ``Plan.why`` says in words what was chosen and from which figures
+(GET /models/{name}).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from contracts.truncation import Cut
+from runtime.classifier import OnnxClassifier
+from runtime.session import CUDA, RuntimeOptions
+
+BATCH_SIZES = (1, 4, 16)
+PARALLEL_EFFICIENCY = 0.8
+SPIN_GAIN = 0.9  # spinning must take at most this fraction of the non-spinning latency
+BATCH_GAIN = 0.9  # a batch's per-text cost must be at most this fraction of batch 1's
+REPEATS = 3  # fastest of: the least disturbed by other work on the machine
+
+
+@dataclass(frozen=True)
+class CostCurve:
+    """What one version's calls cost on this machine, measured at load (milliseconds)."""
+
+    cores: int
+    lengths: tuple[int, ...]  # tokens per text of each measured length
+    # length -> batch size -> ms per text, one intra-op thread, no spinning
+    per_text_ms: dict[int, dict[int, float]]
+    b1_one_thread_ms: float  # batch 1 at the first length, one thread
+    b1_all_cores_ms: float  # the same with ``cores`` threads, not spinning
+    b1_all_cores_spinning_ms: float  # ... spinning
+
+    def relative_cost(self, batch: int) -> float:
+        """Per-text cost at ``batch`` over batch 1's, mean over the lengths measured."""
+        ratios = [c[batch] / c[1] for c in self.per_text_ms.values() if batch in c and c[1] > 0]
+        return sum(ratios) / len(ratios) if ratios else 1.0
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Settings that force one choice (None: measured)."""
+
+    instances: int | None = None
+    threads: int | None = None
+    spinning: bool | None = None
+    batch_cap: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    instances: int
+    threads: int  # intra-op threads per instance
+    spinning: bool
+    batch_cap: int
+    lone_session: bool = False  # a spinning all-cores session for lone inline requests
+    why: list[str] = field(default_factory=list)
+    curve: CostCurve | None = None
+
+
+def choose(
+    curve: CostCurve | None,
+    cores: int,
+    max_batch: int,
+    forced: Overrides,
+    lone_allowed: bool = False,
+) -> Plan:
+    """The plan for one version: ``forced`` where set, else from ``curve`` (None: no
+    measurement, then one instance on every core, no spinning, batches up to
+    ``max_batch``, the behaviour before plans existed). ``lone_allowed``: a lone request
+    may run on a spinning all-cores session of its own (LUGPI_ORT_LONE_SPINNING) where it
+    measured faster than the instance it would otherwise run on."""
+    why: list[str] = []
+    if forced.threads is not None:
+        threads = max(1, min(forced.threads, cores))
+        why.append(f"{threads} intra-op threads: LUGPI_INTRA_OP_THREADS")
+    elif curve is None or cores == 1:
+        threads = cores
+        why.append(f"{threads} intra-op threads: every usable core (not measured)")
+    else:
+        fastest = min(curve.b1_all_cores_ms, curve.b1_all_cores_spinning_ms)
+        speedup = curve.b1_one_thread_ms / fastest if fastest > 0 else 1.0
+        efficient = speedup >= PARALLEL_EFFICIENCY * cores
+        threads = cores if efficient else 1
+        why.append(
+            f"{threads} intra-op thread{'s' if threads > 1 else ''}: {cores} threads made a "
+            f"batch-1 call {speedup:.2f}x faster than one ({curve.b1_one_thread_ms:.2f} vs "
+            f"{fastest:.2f} ms), {'at least' if efficient else 'less than'} "
+            f"{PARALLEL_EFFICIENCY:g} x {cores}"
+        )
+    if forced.instances is not None:
+        instances = max(1, forced.instances)
+        why.append(f"{instances} instances: LUGPI_INSTANCES")
+    else:
+        instances = max(1, cores // threads)
+        why.append(f"{instances} instance{'s' if instances > 1 else ''}: {cores} cores / {threads}")
+    if forced.spinning is not None:
+        spinning = forced.spinning and threads > 1
+        why.append(f"spinning {'on' if spinning else 'off'}: LUGPI_ORT_SPINNING")
+    elif threads == 1 or curve is None:
+        spinning = False
+        why.append("spinning off: " + ("one thread" if threads == 1 else "not measured"))
+    else:
+        gain = curve.b1_all_cores_spinning_ms / max(curve.b1_all_cores_ms, 1e-9)
+        spinning = gain <= SPIN_GAIN
+        why.append(
+            f"spinning {'on' if spinning else 'off'}: a spinning call took {gain:.2f}x the "
+            f"time of a sleeping one (on if at most {SPIN_GAIN:g})"
+        )
+    if forced.batch_cap is not None:
+        cap = max(1, min(forced.batch_cap, max_batch))
+        why.append(f"batches of at most {cap}: LUGPI_BATCH_CAP")
+    elif curve is None:
+        cap = max_batch
+        why.append(f"batches of at most {cap}: LUGPI_MAX_BATCH_SIZE (not measured)")
+    else:
+        sizes = sorted({b for c in curve.per_text_ms.values() for b in c if b <= max_batch})
+        best = min(sizes, key=curve.relative_cost) if sizes else 1
+        rel = curve.relative_cost(best)
+        cap = best if rel <= BATCH_GAIN else 1
+        below = [b for b in sizes if b < best]
+        # Still falling at the largest size measured: batches up to the bound.
+        if (
+            cap > 1
+            and best == sizes[-1]
+            and below
+            and rel <= BATCH_GAIN * curve.relative_cost(below[-1])
+        ):
+            cap = max_batch
+        costs = ", ".join(f"b{b} {curve.relative_cost(b):.2f}" for b in sizes)
+        why.append(
+            f"batches of at most {cap}: per-text cost relative to batch 1 ({costs}); "
+            f"batching only where it falls to {BATCH_GAIN:g} or below, up to "
+            "LUGPI_MAX_BATCH_SIZE where it still falls at the largest size measured"
+        )
+    lone = False
+    if not lone_allowed or cores == 1 or (threads == cores and spinning):
+        pass
+    elif curve is None:
+        lone = threads > 1 and not spinning
+    else:
+        plain = curve.b1_one_thread_ms if threads == 1 else curve.b1_all_cores_ms
+        lone = curve.b1_all_cores_spinning_ms <= SPIN_GAIN * plain
+        why.append(
+            f"lone requests {'on a spinning session of every core' if lone else 'on an instance'}"
+            f": {curve.b1_all_cores_spinning_ms:.2f} vs {plain:.2f} ms "
+            f"(its own session if at most {SPIN_GAIN:g}x)"
+        )
+    return Plan(instances, threads, spinning, cap, lone, why, curve)
+
+
+# --- measurement ----------------------------------------------------------------------------
+Call = Callable[[Sequence[Cut]], object]
+
+
+def _fastest(trials: dict[str, tuple[Call, Sequence[Cut]]]) -> dict[str, float]:
+    """Milliseconds of the fastest of ``REPEATS`` calls of each trial, the trials taken in
+    turn (round robin) so that the machine's drifting load falls on all of them alike."""
+    best = dict.fromkeys(trials, float("inf"))
+    for _ in range(REPEATS):
+        for key, (call, encodings) in trials.items():
+            started = time.perf_counter()
+            call(encodings)
+            best[key] = min(best[key], time.perf_counter() - started)
+    return {key: t * 1e3 for key, t in best.items()}
+
+
+def measure(
+    samples: Sequence[Cut],
+    one_thread: Call,
+    all_cores: Call,
+    all_cores_spinning: Call,
+    cores: int,
+    max_length: int,
+) -> CostCurve:
+    """The cost curve of a graph: ``samples`` are the bundle's texts tokenized; the calls
+    run a batch on a session of one thread, of ``cores`` threads, and of ``cores``
+    spinning threads. Each text is measured at its own length and repeated to twice it
+    (capped at ``max_length``)."""
+    base = list(samples) or [Cut([101, 102], [0, 0], False)]
+    longer = [_doubled(c, max_length) for c in base]
+    trials: dict[str, tuple[Call, Sequence[Cut]]] = {}
+    lengths: list[int] = []
+    for texts in (base, longer):
+        length = round(sum(len(c.ids) for c in texts) / len(texts))
+        if length in lengths:
+            continue
+        lengths.append(length)
+        for b in BATCH_SIZES:
+            trials[f"{length}/{b}"] = (one_thread, [texts[i % len(texts)] for i in range(b)])
+    first = base[:1]
+    trials["all"] = (all_cores, first)
+    trials["spin"] = (all_cores_spinning, first)
+    for call, encodings in trials.values():  # a shape's first call allocates: not a figure
+        call(encodings)
+    ms = _fastest(trials)
+    per_text = {n: {b: ms[f"{n}/{b}"] / b for b in BATCH_SIZES} for n in lengths}
+    return CostCurve(
+        cores=cores,
+        lengths=tuple(lengths),
+        per_text_ms=per_text,
+        b1_one_thread_ms=per_text[lengths[0]][1],
+        b1_all_cores_ms=ms["all"],
+        b1_all_cores_spinning_ms=ms["spin"],
+    )
+
+
+def _doubled(cut: Cut, max_length: int) -> Cut:
+    """The text's tokens twice over (special tokens kept at the ends), at most max_length."""
+    inner_ids, inner_types = cut.ids[1:-1], cut.type_ids[1:-1]
+    n = min(max_length - 2, 2 * len(inner_ids))
+    ids = (inner_ids * 2)[:n]
+    types = (inner_types * 2)[:n]
+    return Cut([cut.ids[0], *ids, cut.ids[-1]], [cut.type_ids[0], *types, cut.type_ids[-1]], False)
+
+
+# --- engine instances -----------------------------------------------------------------------
+def engines(
+    base: OnnxClassifier,
+    options: RuntimeOptions,
+    samples: Sequence[Cut],
+    cores: int,
+    max_batch: int,
+    forced: Overrides,
+    *,
+    measure_on: bool,
+    lone_allowed: bool,
+    known: CostCurve | None = None,
+) -> tuple[list[OnnxClassifier], Plan]:
+    """The instances of one version and the plan they follow. ``base``: the version opened
+    with one intra-op thread, not spinning, warmed up; ``known``: the curve of the same
+    graph measured before (not measured again). Sessions measured and not chosen are
+    dropped; the ones chosen are warmed up on ``samples``."""
+    made: dict[tuple[int, bool], OnnxClassifier] = {(1, False): base}
+
+    def session(threads: int, spinning: bool) -> OnnxClassifier:
+        if (threads, spinning) not in made:
+            made[(threads, spinning)] = base.sibling(
+                replace(options, intra_op_threads=threads, spinning=spinning, lone_spinning=False)
+            )
+        return made[(threads, spinning)]
+
+    measurable = measure_on and base.provider != CUDA and cores > 1
+    curve = known if measurable else None
+    if measurable and curve is None:
+        curve = measure(
+            samples,
+            base.run_scores,
+            session(cores, False).run_scores,
+            session(cores, True).run_scores,
+            cores,
+            base.encoder.max_length,
+        )
+    on_cuda = base.provider == CUDA
+    # On CUDA one session runs every call on the device: threads and instances are moot.
+    plan = choose(curve, 1 if on_cuda else cores, max_batch, forced, lone_allowed and not on_cuda)
+    main = session(plan.threads, plan.spinning)
+    lone = session(cores, True).session if plan.lone_session else main.session
+    main.lone_session = lone
+    if plan.threads == 1:  # calls run on their caller's thread: one session serves them all
+        instances = [main] * plan.instances
+    else:
+        instances = [main] + [
+            main.sibling(
+                replace(options, intra_op_threads=plan.threads, spinning=plan.spinning), lone
+            )
+            for _ in range(plan.instances - 1)
+        ]
+    warm = list(samples[:1]) or [Cut([101, 102], [0, 0], False)]
+    for instance in {id(i): i for i in instances}.values():
+        instance.run_scores(warm)
+        instance.run_scores(warm, lone=True)
+    return instances, plan

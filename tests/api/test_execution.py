@@ -1,0 +1,140 @@
+"""Execution chosen from a measured cost curve (api.execution): the chooser on synthetic
+curves, then the measurement and the instances on a real bundle and onnxruntime."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi.testclient import TestClient
+
+from api.execution import CostCurve, Overrides, choose
+from api.registry import ModelRegistry
+from api.settings import usable_cores
+from tests.api.conftest import MakeClient
+
+
+def curve(
+    per_text: dict[int, float],
+    one: float = 2.0,
+    all_cores: float = 1.8,
+    spinning: float = 1.7,
+    cores: int = 2,
+) -> CostCurve:
+    """A curve at one length; ``per_text``: batch size -> ms per text."""
+    return CostCurve(cores, (20,), {20: per_text}, one, all_cores, spinning)
+
+
+FLAT = {1: 2.0, 4: 1.98, 16: 1.95}
+FALLING = {1: 2.0, 4: 1.2, 16: 1.1}  # levelling off by 16
+STILL_FALLING = {1: 2.0, 4: 1.2, 16: 0.6}
+NONE = Overrides()
+
+
+def test_flat_cost_curve_means_no_batching() -> None:
+    plan = choose(curve(FLAT), cores=2, max_batch=32, forced=NONE)
+    assert plan.batch_cap == 1
+    assert any("batches of at most 1" in why for why in plan.why)
+
+
+def test_falling_cost_curve_batches_at_its_cheapest_size() -> None:
+    assert choose(curve(FALLING), 2, 32, NONE).batch_cap == 16
+    # Still falling steeply at 16: up to the bound.
+    assert choose(curve(STILL_FALLING), 2, 32, NONE).batch_cap == 32
+    # A bound below 16: falling up to 4, the largest size measured under it: the bound.
+    assert choose(curve(FALLING), 2, 8, NONE).batch_cap == 8
+    # Rising past 4 but 4 is 15 % cheaper than 1: 4.
+    assert choose(curve({1: 2.0, 4: 1.7, 16: 2.5}), 2, 32, NONE).batch_cap == 4
+    # 8 % cheaper is within noise: no batching.
+    assert choose(curve({1: 2.0, 4: 1.84, 16: 1.9}), 2, 32, NONE).batch_cap == 1
+
+
+def test_the_batch_cap_follows_the_mean_over_lengths() -> None:
+    both = CostCurve(2, (20, 40), {20: FLAT, 40: {1: 4.0, 4: 2.0, 16: 1.6}}, 2, 2, 2)
+    # b4: (0.99 + 0.5) / 2 = 0.745; b16: (0.975 + 0.4) / 2 = 0.69, not 10 % below b4
+    assert choose(both, 2, 32, NONE).batch_cap == 16
+
+
+def test_threads_split_into_instances_unless_a_call_scales() -> None:
+    # Two threads make a call 2.0 / 1.8 = 1.1x faster: one thread per instance, 2 instances.
+    plan = choose(curve(FLAT, one=2.0, all_cores=1.8, spinning=1.9), 2, 32, NONE)
+    assert (plan.instances, plan.threads, plan.spinning) == (2, 1, False)
+    # 2.0 / 1.1 = 1.8x >= 0.8 x 2: every core on one instance.
+    plan = choose(curve(FLAT, one=2.0, all_cores=1.1, spinning=1.2), 2, 32, NONE)
+    assert (plan.instances, plan.threads) == (1, 2)
+    # On 8 cores the same rule: 8 instances of one thread, or one of 8.
+    plan = choose(curve(FLAT, one=8.0, all_cores=4.0, spinning=4.0, cores=8), 8, 32, NONE)
+    assert (plan.instances, plan.threads) == (8, 1)
+
+
+def test_spinning_only_where_measured_faster_and_with_threads() -> None:
+    fast_spin = choose(curve(FLAT, one=2.0, all_cores=1.2, spinning=1.0), 2, 32, NONE)
+    assert fast_spin.threads == 2 and fast_spin.spinning
+    slow_spin = choose(curve(FLAT, one=2.0, all_cores=1.2, spinning=1.15), 2, 32, NONE)
+    assert slow_spin.threads == 2 and not slow_spin.spinning  # 0.96x: not worth the cores
+    one_thread = choose(curve(FLAT, one=2.0, all_cores=1.9, spinning=1.0), 2, 32, NONE)
+    assert one_thread.threads == 2  # spinning made the call 2x faster: threads pay off
+    assert one_thread.spinning
+
+
+def test_lone_session_only_where_it_beats_the_instance() -> None:
+    # Instances of one thread (2.0 ms); a spinning 2-thread call 1.5 ms: lone session.
+    plan = choose(curve(FLAT, one=2.0, all_cores=1.9, spinning=1.5), 2, 32, NONE, True)
+    assert plan.threads == 1 and plan.lone_session
+    plan = choose(curve(FLAT, one=2.0, all_cores=1.9, spinning=1.9), 2, 32, NONE, True)
+    assert not plan.lone_session
+    assert not choose(curve(FLAT, one=2.0, all_cores=1.9, spinning=1.5), 2, 32, NONE).lone_session
+
+
+def test_settings_override_each_choice() -> None:
+    forced = Overrides(instances=3, threads=1, spinning=True, batch_cap=8)
+    plan = choose(curve(FALLING, one=2.0, all_cores=1.0, spinning=0.9), 2, 32, forced)
+    assert (plan.instances, plan.threads, plan.batch_cap) == (3, 1, 8)
+    assert not plan.spinning  # nothing to spin with one thread
+    assert sum("LUGPI_" in why for why in plan.why) == 4
+    assert choose(curve(FLAT), 2, 4, Overrides(batch_cap=64)).batch_cap == 4  # max_batch bounds
+
+
+def test_without_a_curve_the_old_behaviour() -> None:
+    plan = choose(None, cores=2, max_batch=32, forced=NONE, lone_allowed=True)
+    assert (plan.instances, plan.threads, plan.spinning, plan.batch_cap) == (1, 2, False, 32)
+    assert plan.lone_session
+
+
+def test_random_measured_plan_is_shown_and_its_instances_answer(make_client: MakeClient) -> None:
+    """The real measurement on a real bundle: the plan's invariants (whatever this loaded
+    machine measured), GET /models shows it, and concurrent requests are all answered by
+    its instances."""
+    client: TestClient = make_client(intra_op_threads=0)
+    registry: ModelRegistry = client.app.state.registry  # type: ignore[attr-defined]
+    loaded = registry.resolve("sentiment", None)
+    plan = loaded.plan
+    cores = usable_cores()
+    assert plan.curve is not None and plan.instances * plan.threads <= max(cores, plan.threads)
+    assert len(loaded.batcher.instances) == plan.instances
+    assert loaded.batcher.max_batch_size == plan.batch_cap
+    if plan.threads == 1:  # one session serves every instance
+        assert len({id(i.session) for i in loaded.batcher.instances}) == 1
+    info = client.get("/models/sentiment").json()["versions"][0]["execution"]
+    assert info["instances"] == plan.instances and info["batch_cap"] == plan.batch_cap
+    assert len(info["why"]) >= 4 and "batch 1" in info["cost_curve_ms"]
+    # The pair model's graph is another: measured on its own.
+    assert registry.resolve("cwi", None).plan.curve is not plan.curve
+
+    async def burst() -> list[object]:
+        return list(
+            await asyncio.gather(
+                *[loaded.batcher.classify([f"text {i}"] * (1 + i % 3), None) for i in range(24)]
+            )
+        )
+
+    outs = asyncio.run(burst())
+    assert [o.probs.shape[0] for o in outs] == [1 + i % 3 for i in range(24)]  # type: ignore[attr-defined]
+
+
+def test_random_overrides_reach_the_batcher(make_client: MakeClient) -> None:
+    client = make_client(intra_op_threads=1, instances=3, batch_cap=4)
+    loaded = client.app.state.registry.resolve("sentiment", None)  # type: ignore[attr-defined]
+    assert (loaded.plan.instances, loaded.plan.threads, loaded.plan.batch_cap) == (3, 1, 4)
+    assert len(loaded.batcher.instances) == 3 and loaded.batcher.max_batch_size == 4
+    r = client.post("/classify", json={"texts": ["a"] * 9, "model": "sentiment"})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 9
