@@ -411,13 +411,14 @@ class SteeringConfig(_Strict):
         None,
         description="A text is accepted for class c when c is the teacher's answer with at "
         "least this probability. Default (null): per teacher and class, the median "
-        "probability the teacher gives c on the seed texts it labels c (its own calibration: "
-        "the more confident half), so over- and under-confident teachers are steered alike.",
+        "probability the teacher gives c on the seed texts it labels c (without seed texts: "
+        "on the first round's texts; its own calibration: the more confident half), so "
+        "over- and under-confident teachers are steered alike.",
     )
     seed_pool: Annotated[int, Field(ge=1, le=1000000)] = Field(
         2000,
-        description="Seed texts the teacher scores in round 0 (from strata.seed_texts, "
-        "or the built-in generator's corpus) to pick each class's first seeds.",
+        description="Seed texts the teacher scores in round 0 (a sample of "
+        "strata.seed_texts, when given) to pick each class's first seeds.",
     )
 
 

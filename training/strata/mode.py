@@ -1,32 +1,35 @@
 """The StrataNet mode (StrataNet): one student over the union of several teachers' label
 sets, without any of their training data (docs/stratanet.md).
 
-    teachers (checked) -> steered generation -> probes + weights -> student -> evaluate
-    -> export -> publish
+    teachers (checked) -> steered generation -> RMD confidences + weights -> student
+    -> evaluate -> export -> publish
 
 1. **Steered generation** (``strata/``, job stage ``strata-texts``).
-   For each teacher and each of its classes, seeds are the class's prompts plus the seed
-   texts the teacher scores highest for it. Each round the text generator
-   (models/text_generator.py) rewrites every seed ``draws_per_seed`` times (cached,
-   sharded, resumable: training/generation/texts.py); the teacher scores what comes back;
-   a text is *accepted* for class c when c is the teacher's answer with probability at
-   least the class's bar (``min_confidence``; by default the median probability the
-   teacher gives c on the seed texts it labels c: its own calibration) and it is new;
-   the accepted texts, the most diverse first, seed the next round.
-   ``steering.enabled: false`` is the control: one round from seed texts, every
-   text kept with the teacher's label. The summary measures both what steering buys
-   (confidence, accepted texts per class, distinct n-grams) and the seed texts unsteered.
-2. **Probes and weights** (``student-strata/``, job stage ``strata-student``). Every teacher
-   reads every generated text; a logistic-regression probe per probed layer learns, on the
-   teacher's own accepted texts, to predict the teacher's classes. Per sample, each
-   teacher's confidence (layer-wise: probe agreement with its answer; or last-layer max
-   probability; or none) becomes a weight (training/students/teacher_weighting.py, chance-corrected
-   and sharpened across teachers of different label counts).
+   For each teacher and each of its classes, generation starts from the class's
+   descriptions (``teachers[].prompts``, else its name): data-free. With
+   ``strata.seed_texts`` (optional; never the teachers' data or a test set) the seeds also
+   include the pool texts the teacher scores highest for the class. Each round the text
+   generator (models/text_generator.py) rewrites every seed ``draws_per_seed`` times
+   (cached, sharded, resumable: training/generation/texts.py); the teacher scores what
+   comes back; a text is *accepted* for class c when c is the teacher's answer with
+   probability at least the class's bar (``min_confidence``; by default the median
+   probability the teacher gives c on the seed texts it labels c, or without seed texts
+   on the first round's texts: its own calibration) and it is new; the accepted texts,
+   the most diverse first, seed the next round. ``steering.enabled: false`` is the
+   control: one round, every text kept with the teacher's label.
+2. **Confidences and weights** (``student-strata/``, job stage ``strata-student``). Every
+   teacher reads every generated text; per chosen layer, its Relative-Mahalanobis
+   confidence is fitted on part of the texts and scored on the rest (training/strata/
+   rmd.py); the weighting module (training/students/teacher_weighting.py) combines the
+   layers by their reliability and turns confidences into per-sample weights
+   (``weighting``: rmd, max_prob, mean, or the owner-routing control).
 3. **Student.** The union-label student learns the weighted mixture of the teachers'
    softened distributions, each teacher putting mass on its own labels only (masked soft
-   targets), plus the embedding term, through the distill stage's trainer
-   (training/lugpi/distill.py: same loss, same loop). Its best epoch is picked on a held-out share
-   of the generated texts labelled by the mixture's argmax: no real data anywhere.
+   targets), through the one student trainer (training/students/trainer.py); with
+   ``transfer: blocks`` its blocks also learn the teachers' corresponding blocks, gated per
+   sample by each teacher's layer confidence (training/strata/blocks.py). Its best epoch
+   is picked on a held-out share of the generated texts labelled by the mixture's argmax:
+   no real data anywhere.
 4. **Evaluate / export.** With ``data.test`` (or ``data.dev``), labelled real texts over
    the union labels, the student and each teacher are scored (report only), by the
    pipeline's one evaluation (``evaluation_texts``, ``score_teachers``). The bundle is
@@ -36,7 +39,6 @@ sets, without any of their training data (docs/stratanet.md).
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 import time
@@ -281,11 +283,13 @@ def unsteered_teacher(
     ctx: RunContext,
     strategy: ShardStrategy | None = None,
 ) -> tuple[list[GeneratedText], dict[str, Any]]:
-    """The control: as many texts as the steered budget asks for, generated from seed
-    texts (else from every class's descriptions) the teacher never looked at, each kept
-    with the teacher's answer."""
+    """The control: the most texts the steered rounds may generate (rounds x classes x
+    seeds_per_class x draws_per_seed; steering stops early once a class is full), from
+    seed texts (else from every class's descriptions) the teacher never looked at, each
+    kept with the teacher's answer. The report scores both with the same acceptance
+    filter (``text_stats``: the teacher's answer at its class's bar)."""
     s = cfg.strata.steering
-    n_seeds = math.ceil(len(t.labels) * s.per_class / s.draws_per_seed)
+    n_seeds = s.rounds * len(t.labels) * s.seeds_per_class
     rng = random.Random(f"lugpi:{cfg.seed}:strata-unsteered:{t.name}")
     sources = pool or [d for label in t.labels for d in class_descriptions(t, label)]
     chosen = [sources[rng.randrange(len(sources))] for _ in range(n_seeds)]
