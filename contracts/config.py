@@ -447,7 +447,7 @@ class StrataConfig(_Strict):
     enabled: bool = Field(
         False,
         description="Run the StrataNet mode instead of the LUGPI stages: steered generation "
-        "-> probes -> student -> evaluate -> export. Reads no training data.",
+        "-> RMD confidences -> student -> evaluate -> export. Reads no training data.",
     )
     teachers: list[AmalgamateTeacher] = Field(default_factory=list, max_length=MAX_TEACHERS)
     seed_texts: str | None = Field(
