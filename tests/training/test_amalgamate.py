@@ -363,6 +363,14 @@ def test_cli_amalgamate_exports_a_bundle_runtime_serves_with_union_labels(
     probs = clf.predict_proba(["the cloud of a horse", "apple and the river"])
     assert probs.shape == (2, 4)
     summary = json.loads((run_dir / "strata" / "stage.json").read_text())["summary"]
+    # The default: RMD weights and the block-wise transfer, each 2-layer teacher mapped
+    # onto the 2-block student, the block term trained beside the output-level one.
+    strata = json.loads((run_dir / "student-strata" / "lugpi.json").read_text())["strata"]
+    assert (strata["weighting"], strata["transfer"]) == ("rmd", "blocks")
+    assert strata["layer_map"] == {"left": [1, 2], "right": [1, 2]}
+    steps = json.loads((run_dir / "student-strata" / "history.json").read_text())["steps"]
+    assert all(step["block"] > 0 for step in steps)
+    assert (provenance.model_extra or {}).get("transfer") == "blocks"
     assert summary["union_labels"] == ["north", "south", "east", "west"]
     assert summary["teachers"]["left"]["kept_stats"]["texts"] > 0
     tracked = json.loads((run_dir / "mlflow.json").read_text())["logged"]
