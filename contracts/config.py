@@ -358,7 +358,8 @@ class TgtConfig(_Strict):
     )
 
 
-TeacherWeighting = Literal["mean", "max_prob", "layerwise"]
+TeacherWeighting = Literal["mean", "max_prob", "owner", "rmd"]
+StrataTransfer = Literal["blocks", "output"]
 OnEmptyClass = Literal["fail", "continue"]
 
 
@@ -410,28 +411,32 @@ class SteeringConfig(_Strict):
         None,
         description="A text is accepted for class c when c is the teacher's answer with at "
         "least this probability. Default (null): per teacher and class, the median "
-        "probability the teacher gives c on the seed texts it labels c (its own calibration: "
-        "the more confident half), so over- and under-confident teachers are steered alike.",
+        "probability the teacher gives c on the seed texts it labels c (without seed texts: "
+        "on the first round's texts; its own calibration: the more confident half), so "
+        "over- and under-confident teachers are steered alike.",
     )
     seed_pool: Annotated[int, Field(ge=1, le=1000000)] = Field(
         2000,
-        description="Seed texts the teacher scores in round 0 (from strata.seed_texts, "
-        "or the built-in generator's corpus) to pick each class's first seeds.",
+        description="Seed texts the teacher scores in round 0 (a sample of "
+        "strata.seed_texts, when given) to pick each class's first seeds.",
     )
 
 
-class ProbeConfig(_Strict):
-    """Light linear probes on a teacher's intermediate layers (layer-wise confidence)."""
+class ConfidenceConfig(_Strict):
+    """Relative-Mahalanobis confidence per teacher layer (docs/stratanet.md)."""
 
     layers: list[Annotated[int, Field(ge=-MAX_LAYERS, le=MAX_LAYERS)]] | None = Field(
         None,
         max_length=MAX_LAYERS,
-        description="Hidden-state indices probed (0 = embeddings, -1 = last layer); default: "
+        description="Hidden-state indices scored (0 = embeddings, -1 = last layer); default: "
         "every transformer layer.",
     )
-    epochs: Annotated[int, Field(ge=1, le=1000)] = 100
-    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.05
-    weight_decay: Annotated[float, Field(ge=0.0, le=10.0)] = 1e-3
+    folds: Annotated[int, Field(ge=2, le=10)] = Field(
+        2,
+        description="Each teacher's own texts are split into this many folds; the Gaussians "
+        "fitted on the others score a fold (and calibrate), so no text is scored by a fit "
+        "that saw it.",
+    )
 
 
 class StrataConfig(_Strict):
@@ -442,26 +447,40 @@ class StrataConfig(_Strict):
     enabled: bool = Field(
         False,
         description="Run the StrataNet mode instead of the LUGPI stages: steered generation "
-        "-> probes -> student -> evaluate -> export. Reads no training data.",
+        "-> RMD confidences -> student -> evaluate -> export. Reads no training data.",
     )
     teachers: list[AmalgamateTeacher] = Field(default_factory=list, max_length=MAX_TEACHERS)
     seed_texts: str | None = Field(
         None,
-        description="Unlabelled seed texts (a .txt file, one per line, or a CSV/TSV/JSONL with "
-        "data.text_column); default: the built-in generator's corpus (BBC News).",
+        description="Optional unlabelled seed texts (a .txt file, one per line, or a "
+        "CSV/TSV/JSONL with data.text_column), never the teachers' data or a test set; "
+        "default (null): none, generation starts from each class's prompts or, without "
+        "them, its name (data-free).",
     )
     weighting: TeacherWeighting = Field(
-        "layerwise",
-        description="Per-sample weight of each teacher: 'layerwise' (probe agreement across "
-        "layers), 'max_prob' (last-layer max probability), 'mean' (plain averaging).",
+        "rmd",
+        description="Per-sample weight of each teacher on the output-level soft targets: "
+        "'rmd' (Relative-Mahalanobis confidence per layer, self-regulated across layers), "
+        "'max_prob' (last-layer max probability), 'mean' (plain averaging), 'owner' (the "
+        "control: weight 1 on the teacher the text was generated for).",
     )
     sharpness: Annotated[float, Field(gt=0.0, le=100.0)] = Field(
-        4.0,
-        description="gamma: weights are proportional to confidence^gamma after chance "
-        "correction (docs/stratanet.md).",
+        1.0,
+        description="gamma: weights are proportional to confidence^gamma ('rmd', and "
+        "'max_prob' after chance correction); 1 = no extra sharpening (docs/stratanet.md).",
+    )
+    transfer: StrataTransfer = Field(
+        "blocks",
+        description="'blocks': block-wise selective amalgamation (ST-amalg), each student "
+        "block learns the teachers' corresponding blocks gated per sample by their layer "
+        "confidence, beside the output-level soft targets; 'output': the output-level soft "
+        "targets (and distill.beta's embedding term) only, the ablation.",
+    )
+    block_weight: Annotated[float, Field(ge=0.0, le=100.0)] = Field(
+        1.0, description="Weight of the block-wise term ('transfer: blocks')."
     )
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
-    probes: ProbeConfig = Field(default_factory=ProbeConfig)
+    confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
     budget: Annotated[int, Field(ge=1, le=MAX_ROWS)] | None = Field(
         None, description="Most generated texts the student trains on (a seeded subset)."
     )

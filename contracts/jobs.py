@@ -35,7 +35,7 @@ class Stage(StrEnum):
     # run in this order, training/methods.py).
     BASELINE = "baseline"
     DISTILL = "distill"
-    STRATA_STUDENT = "strata-student"  # StrataNet: probes, weights and its student
+    STRATA_STUDENT = "strata-student"  # StrataNet: RMD confidences, weights, its student
     EVALUATE = "evaluate"
     EXPORT = "export"
     PUBLISH = "publish"

@@ -47,6 +47,12 @@ def text_encoder_width(name: str) -> int:
     return int(config.hidden_size)
 
 
+def text_encoder_shape(name: str) -> tuple[int, int]:
+    """(transformer blocks, hidden width) of the text encoder ``name``, from its config."""
+    config = load_or_raise(lambda p: AutoConfig.from_pretrained(p), name, "text encoder config")
+    return int(config.num_hidden_layers), int(config.hidden_size)
+
+
 def text_encoder_from_config(config_dir: Path) -> PreTrainedModel:
     """The same architecture with uninitialised weights (a saved teacher loads its own)."""
     return AutoModel.from_config(AutoConfig.from_pretrained(config_dir))

@@ -6,10 +6,14 @@ task split between two teachers, each trained on two classes only.
   east/west (sets 2, 3). Each is a tiny random-init BERT trained here on its own labelled
   texts. Neither can label the other's classes: alone, each is right on at most half of
   a balanced 4-class test set.
-- The generator (a tiny masked LM trained here from random init) and the seed texts come
-  from an unlabelled corpus over the same vocabulary (every keyword and the filler words,
-  plus BBC News sentences), drawn with other seeds than every labelled text, and never
-  seen by a teacher. Held-out test texts are drawn apart from all of them.
+- The generator (a tiny masked LM trained here from random init) learns from an unlabelled
+  corpus over the same vocabulary (every keyword and the filler words, plus BBC News
+  sentences), drawn with other seeds than every labelled text, and with every text a
+  teacher trained on or a test set holds removed (``generator_corpus``).
+- Data-free: generation starts from each class's description (``DESCRIPTIONS``: a few of
+  its keywords, the fixture's analogue of a class name such as "sports: football,
+  tennis"); no seed text is drawn from the test distribution. Held-out test texts are
+  drawn apart from all of them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ CLASS_WORDS = (
 FILLER = ("the", "a", "of", "and", "to", "in", "is", "was", "for", "on", "with", "as", "by")
 LABELS = ("north", "south", "east", "west")
 TEACHER_CLASSES = {"left": (0, 1), "right": (2, 3)}
+# Per class, three descriptions naming three of its keywords each: what generation starts
+# from.
+DESCRIPTIONS = {
+    LABELS[c]: [" and ".join(words[i : i + 3]) for i in (0, 3, 6)]
+    for c, words in enumerate(CLASS_WORDS)
+}
 
 
 def _text(rng: random.Random, c: int) -> str:
@@ -75,11 +85,27 @@ def seed_file(path: Path, n: int = 400, seed: int = 777) -> Path:
     return path
 
 
-def train_strata_generator(out_dir: Path) -> Path:
-    """A tiny masked LM trained here (random init) on BBC News plus the domain corpus."""
-    from training.generation.tiny_text_generator import bbc_sentences, train_text_generator
+def generator_corpus(seeds: range = range(10)) -> list[str]:
+    """BBC News sentences plus the unlabelled domain corpus, without any text a teacher of
+    ``seeds`` trained on or a held-out set of ``seeds`` holds."""
+    from training.generation.tiny_text_generator import bbc_sentences
 
-    corpus = bbc_sentences()[:2000] + domain_corpus(3000, seed=99)
+    used = {
+        ex.text
+        for seed in seeds
+        for name in TEACHER_CLASSES
+        for rows in teacher_data(name, seed).splits.values()
+        for ex in rows
+    }
+    used |= {t for seed in seeds for t, _ in held_out(seed)}
+    return [t for t in bbc_sentences()[:2000] + domain_corpus(3000, seed=99) if t not in used]
+
+
+def train_strata_generator(out_dir: Path) -> Path:
+    """A tiny masked LM trained here (random init) on ``generator_corpus``."""
+    from training.generation.tiny_text_generator import train_text_generator
+
+    corpus = generator_corpus()
     return train_text_generator(
         out_dir, corpus, "masked", steps=300, hidden_size=64, max_length=24, batch_size=32
     )

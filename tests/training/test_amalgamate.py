@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fastapi.exceptions import RequestValidationError
@@ -27,11 +28,14 @@ from runtime.classifier import open_bundle
 from runtime.session import RuntimeOptions
 from training.cli import app
 from training.lugpi.distill import train_baseline
+from training.strata.blocks import BlockTransfer, layer_map
 from training.strata.mode import distinct_ngrams, run_generation
+from training.strata.rmd import fit_rmd, layer_confidences, p_values
 from training.students.losses import teacher_weights as lugpi_teacher_weights
 from training.students.teacher_weighting import (
-    confidences,
-    layerwise_confidence,
+    block_gates,
+    rmd_confidence,
+    strata_weights,
     teacher_weights,
     weights_from_confidence,
 )
@@ -62,25 +66,104 @@ def test_chance_correction_compares_teachers_of_different_label_counts() -> None
     assert sharp[0, 0] > flat[0, 0] > 0.5
 
 
-def test_layerwise_confidence_drops_when_layers_disagree_or_are_atypical() -> None:
-    final = torch.tensor([[0.95, 0.05], [0.95, 0.05]])
-    agree = [torch.tensor([[0.9, 0.1], [0.1, 0.9]])]  # sample 1: the layer says the opposite
-    plain = layerwise_confidence(final, agree)
-    assert plain[0] > plain[1]
-    typical = [torch.tensor([0.9, 0.9])]
-    atypical = [torch.tensor([0.02, 0.02])]
-    head = torch.tensor([0.8, 0.8])
-    c_typ = layerwise_confidence(final, agree, typical, head)
-    c_atyp = layerwise_confidence(final, agree, atypical, head)
-    assert (c_typ >= 0.5).all() and (c_typ <= 1).all()  # on a probability's scale, chance 1/K
-    assert c_typ[0] > c_atyp[0]
-    conf = confidences(
-        "layerwise", [final, final], [agree, agree], [typical, atypical], [head, head]
+def _gaussian_teacher(
+    rng: np.random.Generator, n: int, dim: int, shift: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """States of ``n`` texts of two classes (class means +-2 on the first dimension),
+    moved by ``shift`` on the next eight: (states, classes)."""
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, dim))
+    x[:, 0] += np.where(y == 0, -2.0, 2.0)
+    x[:, 1:9] += shift
+    return x, y
+
+
+def test_rmd_confidence_is_scored_by_fits_that_never_saw_the_text() -> None:
+    # 48 dimensions, 60 own texts: a fit that saw a text would find it closer than a fresh
+    # text of the same distribution. Texts of the same distribution not marked "own" must
+    # score like the own ones (about uniform p-values), texts from elsewhere near 0.
+    rng = np.random.default_rng(0)
+    own_x, own_y = _gaussian_teacher(rng, 60, 48)
+    twin_x, _ = _gaussian_teacher(rng, 60, 48)
+    far_x, _ = _gaussian_teacher(rng, 60, 48, shift=3.0)
+    x = np.concatenate([own_x, twin_x, far_x])
+    own = np.arange(len(x)) < 60
+    labels = np.concatenate([own_y, np.zeros(120, np.int64)])
+    (fitted,) = layer_confidences({3: x}, own, labels, 2, folds=2, seed=0)
+    conf = fitted.confidence
+    assert 0.4 < conf[:60].mean() < 0.6  # conformal: about uniform on the own texts
+    assert 0.35 < conf[60:120].mean() < 0.65, conf[60:120].mean()  # fresh twins alike
+    assert conf[120:].mean() < 0.1
+    # In-sample fitting (the defect this replaces) would rank the fresh twins below the
+    # own texts: a fit on every own text, calibrated on the same texts.
+    g = fit_rmd(own_x, own_y, 2, x)
+    leaked = p_values(g.distances(own_x), g.distances(twin_x))
+    assert leaked.mean() < conf[60:120].mean() - 0.1
+
+
+def test_layer_reliability_and_the_self_regulating_rule() -> None:
+    rng = np.random.default_rng(1)
+    informative, y = _gaussian_teacher(rng, 80, 8)
+    noise = rng.normal(size=(80, 8))  # carries no class
+    own = np.ones(80, dtype=bool)
+    by_layer = {f.layer: f for f in layer_confidences({1: noise, 2: informative}, own, y, 2)}
+    assert by_layer[1].reliability < 0.3 < 0.9 < by_layer[2].reliability
+    # The rule: layers weigh by reliability; an unreliable layer has no say; none
+    # reliable -> the plain mean.
+    layer_conf = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    assert torch.allclose(
+        rmd_confidence(layer_conf, torch.tensor([0.0, 1.0])), torch.tensor([0.2, 0.8])
     )
-    w = weights_from_confidence(conf, normalise="chance", num_classes=[2, 2], sharpness=4.0)
-    assert w[0, 0] > 0.9  # the teacher whose layer looks like its own texts dominates
-    with pytest.raises(ValueError, match="probe_probs"):
-        confidences("layerwise", [final], None)
+    assert torch.allclose(
+        rmd_confidence(layer_conf, torch.tensor([0.0, 0.0])), torch.tensor([0.55, 0.45])
+    )
+    mixed = rmd_confidence(layer_conf, torch.tensor([0.25, 0.75]))
+    assert torch.allclose(mixed, torch.tensor([0.375, 0.625]))
+
+
+def test_weighting_modes_in_the_one_module() -> None:
+    probs = [torch.tensor([[0.99, 0.01], [0.6, 0.4]]), torch.tensor([[0.7, 0.3], [0.9, 0.1]])]
+    w = strata_weights("owner", probs, owner=torch.tensor([1, 0]))
+    assert torch.equal(w, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert torch.allclose(strata_weights("mean", probs), torch.full((2, 2), 0.5))
+    # max_prob: chance-corrected, and not sharpened by default (0.98 : 0.4 stays 0.98 : 0.4)
+    w = strata_weights("max_prob", probs)
+    assert torch.allclose(w[:, 0], torch.tensor([0.98, 0.4]) / 1.38, atol=1e-3)
+    conf = [torch.tensor([[0.9, 0.001]]), torch.tensor([[0.001, 0.001]])]
+    w = strata_weights("rmd", probs, layer_confidence=conf, reliability=[torch.ones(1)] * 2)
+    assert w[0, 0] > 0.99  # only teacher 0 finds text 0 its own
+    assert torch.allclose(w[:, 1], torch.tensor([0.5, 0.5]), atol=0.01)  # nobody's: equal
+    with pytest.raises(ValueError, match="owner"):
+        strata_weights("owner", probs)
+    g = block_gates([torch.tensor([[0.9], [0.1]]), torch.tensor([[0.3], [0.1]])])
+    assert g.shape == (2, 2, 1) and torch.allclose(g.sum(0), torch.ones(2, 1))
+    assert abs(float(g[0, 0, 0]) - 0.75) < 1e-3
+
+
+def test_block_transfer_maps_layers_and_gates_each_teacher() -> None:
+    assert layer_map(2, 2) == [1, 2]
+    assert layer_map(2, 6) == [3, 6]  # a deeper teacher: the last block meets its last
+    assert layer_map(4, 2) == [1, 1, 2, 2]
+    torch.manual_seed(0)
+    n, width = 6, 4
+    states = [torch.randn(n, 2, 3), torch.randn(n, 2, 4)]  # teacher 0 is wider: projected
+    gates = torch.zeros(2, 2, n)
+    gates[0, :, :3] = 1.0  # teacher 0 on rows 0-2, teacher 1 on rows 3-5
+    gates[1, :, 3:] = 1.0
+    term = BlockTransfer(width, states, gates, weight=1.0)
+    assert isinstance(term.proj[0][0], torch.nn.Linear)  # type: ignore[index]
+    hidden = [torch.randn(3, 5, width, requires_grad=True) for _ in range(3)]
+    mask = torch.ones(3, 5)
+    rows = np.array([0, 1, 2])
+    loss = term(hidden, mask, rows)
+    loss.backward()
+    assert float(loss.detach()) > 0 and hidden[2].grad is not None
+    # Teacher 1 is gated off rows 0-2: its targets there do not count.
+    other = BlockTransfer(width, [states[0], torch.randn(n, 2, 4) * 100], gates, weight=1.0)
+    other.load_state_dict(term.state_dict())
+    assert torch.allclose(other(hidden, mask, rows), loss)
+    with pytest.raises(ValueError, match="blocks"):
+        term(hidden[:2], mask, rows)
 
 
 def test_distinct_ngrams() -> None:
@@ -280,6 +363,14 @@ def test_cli_amalgamate_exports_a_bundle_runtime_serves_with_union_labels(
     probs = clf.predict_proba(["the cloud of a horse", "apple and the river"])
     assert probs.shape == (2, 4)
     summary = json.loads((run_dir / "strata" / "stage.json").read_text())["summary"]
+    # The default: RMD weights and the block-wise transfer, each 2-layer teacher mapped
+    # onto the 2-block student, the block term trained beside the output-level one.
+    strata = json.loads((run_dir / "student-strata" / "lugpi.json").read_text())["strata"]
+    assert (strata["weighting"], strata["transfer"]) == ("rmd", "blocks")
+    assert strata["layer_map"] == {"left": [1, 2], "right": [1, 2]}
+    steps = json.loads((run_dir / "student-strata" / "history.json").read_text())["steps"]
+    assert all(step["block"] > 0 for step in steps)
+    assert (provenance.model_extra or {}).get("transfer") == "blocks"
     assert summary["union_labels"] == ["north", "south", "east", "west"]
     assert summary["teachers"]["left"]["kept_stats"]["texts"] > 0
     tracked = json.loads((run_dir / "mlflow.json").read_text())["logged"]

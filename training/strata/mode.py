@@ -1,32 +1,35 @@
 """The StrataNet mode (StrataNet): one student over the union of several teachers' label
 sets, without any of their training data (docs/stratanet.md).
 
-    teachers (checked) -> steered generation -> probes + weights -> student -> evaluate
-    -> export -> publish
+    teachers (checked) -> steered generation -> RMD confidences + weights -> student
+    -> evaluate -> export -> publish
 
 1. **Steered generation** (``strata/``, job stage ``strata-texts``).
-   For each teacher and each of its classes, seeds are the class's prompts plus the seed
-   texts the teacher scores highest for it. Each round the text generator
-   (models/text_generator.py) rewrites every seed ``draws_per_seed`` times (cached,
-   sharded, resumable: training/generation/texts.py); the teacher scores what comes back;
-   a text is *accepted* for class c when c is the teacher's answer with probability at
-   least the class's bar (``min_confidence``; by default the median probability the
-   teacher gives c on the seed texts it labels c: its own calibration) and it is new;
-   the accepted texts, the most diverse first, seed the next round.
-   ``steering.enabled: false`` is the control: one round from seed texts, every
-   text kept with the teacher's label. The summary measures both what steering buys
-   (confidence, accepted texts per class, distinct n-grams) and the seed texts unsteered.
-2. **Probes and weights** (``student-strata/``, job stage ``strata-student``). Every teacher
-   reads every generated text; a logistic-regression probe per probed layer learns, on the
-   teacher's own accepted texts, to predict the teacher's classes. Per sample, each
-   teacher's confidence (layer-wise: probe agreement with its answer; or last-layer max
-   probability; or none) becomes a weight (training/students/teacher_weighting.py, chance-corrected
-   and sharpened across teachers of different label counts).
+   For each teacher and each of its classes, generation starts from the class's
+   descriptions (``teachers[].prompts``, else its name): data-free. With
+   ``strata.seed_texts`` (optional; never the teachers' data or a test set) the seeds also
+   include the pool texts the teacher scores highest for the class. Each round the text
+   generator (models/text_generator.py) rewrites every seed ``draws_per_seed`` times
+   (cached, sharded, resumable: training/generation/texts.py); the teacher scores what
+   comes back; a text is *accepted* for class c when c is the teacher's answer with
+   probability at least the class's bar (``min_confidence``; by default the median
+   probability the teacher gives c on the seed texts it labels c, or without seed texts
+   on the first round's texts: its own calibration) and it is new; the accepted texts,
+   the most diverse first, seed the next round. ``steering.enabled: false`` is the
+   control: one round, every text kept with the teacher's label.
+2. **Confidences and weights** (``student-strata/``, job stage ``strata-student``). Every
+   teacher reads every generated text; per chosen layer, its Relative-Mahalanobis
+   confidence is fitted on part of the texts and scored on the rest (training/strata/
+   rmd.py); the weighting module (training/students/teacher_weighting.py) combines the
+   layers by their reliability and turns confidences into per-sample weights
+   (``weighting``: rmd, max_prob, mean, or the owner-routing control).
 3. **Student.** The union-label student learns the weighted mixture of the teachers'
    softened distributions, each teacher putting mass on its own labels only (masked soft
-   targets), plus the embedding term, through the distill stage's trainer
-   (training/lugpi/distill.py: same loss, same loop). Its best epoch is picked on a held-out share
-   of the generated texts labelled by the mixture's argmax: no real data anywhere.
+   targets), through the one student trainer (training/students/trainer.py); with
+   ``transfer: blocks`` its blocks also learn the teachers' corresponding blocks, gated per
+   sample by each teacher's layer confidence (training/strata/blocks.py). Its best epoch
+   is picked on a held-out share of the generated texts labelled by the mixture's argmax:
+   no real data anywhere.
 4. **Evaluate / export.** With ``data.test`` (or ``data.dev``), labelled real texts over
    the union labels, the student and each teacher are scored (report only), by the
    pipeline's one evaluation (``evaluation_texts``, ``score_teachers``). The bundle is
@@ -36,8 +39,8 @@ sets, without any of their training data (docs/stratanet.md).
 from __future__ import annotations
 
 import json
-import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -57,9 +60,10 @@ from contracts.artifacts import (
     write_text_atomic,
 )
 from contracts.config import PipelineConfig
-from contracts.errors import ArtifactError, ConfigError, DataError
+from contracts.errors import ArtifactError, DataError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
+from models.text import text_encoder_shape
 from models.text_generator import TextRequest
 from training.data.prepare import Example, PreparedData
 from training.devices import torch_device
@@ -67,20 +71,18 @@ from training.evaluation.evaluate import classification_report
 from training.generation.near_copies import normalise
 from training.generation.texts import draw_seed, generate_for
 from training.sharding import ShardStrategy
+from training.strata.blocks import BlockTransfer, layer_map, standardise
+from training.strata.rmd import layer_confidences
 from training.strata.teachers import (
     LoadedTeacher,
-    TeacherReadout,
     check_reads,
-    head_typicality,
+    chosen_layers,
     load_teachers,
-    probe_probs,
-    probe_typicality,
-    probed_layers,
+    num_layers,
     read_teacher,
-    train_probes,
     union_labels,
 )
-from training.students.teacher_weighting import confidences, weights_from_confidence
+from training.students.teacher_weighting import block_gates, strata_weights
 from training.tracking.progress import RunContext
 
 STUDENT_KEY = "strata"
@@ -100,36 +102,34 @@ class GeneratedText:
 
 # -- seeds ----------------------------------------------------------------------------------
 def load_seed_texts(cfg: PipelineConfig) -> list[str]:
-    """strata.seed_texts (one text per line, or a CSV/TSV/JSONL's text column), else
-    the built-in generator's corpus; a seeded sample of ``steering.seed_pool``."""
+    """strata.seed_texts (one text per line, or a CSV/TSV/JSONL's text column), a seeded
+    sample of ``steering.seed_pool``; none when it is not given: the mode is data-free and
+    starts from the class descriptions (``class_descriptions``)."""
     a = cfg.strata
-    if a.seed_texts is not None:
-        path = Path(a.seed_texts)
-        if not path.is_file():
-            raise DataError(f"strata.seed_texts: no such file {path}")
-        if path.suffix == ".txt":
-            texts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        else:
-            from training.data.readers import read_rows
-
-            texts = [r.text for r in read_rows(path, cfg.data, labelled=False, split="unlabelled")]
+    if a.seed_texts is None:
+        return []
+    path = Path(a.seed_texts)
+    if not path.is_file():
+        raise DataError(f"strata.seed_texts: no such file {path}")
+    if path.suffix == ".txt":
+        texts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     else:
-        from contracts.config import BUILTIN_TEXT_GENERATORS
+        from training.data.readers import read_rows
 
-        if cfg.text_generator.model not in BUILTIN_TEXT_GENERATORS:
-            raise ConfigError(
-                "strata.seed_texts: required with a text generator that is not built in "
-                f"({cfg.text_generator.model!r}); give a file of unlabelled texts in its language"
-            )
-        from training.generation.tiny_text_generator import bbc_sentences
-
-        texts = bbc_sentences()
+        texts = [r.text for r in read_rows(path, cfg.data, labelled=False, split="unlabelled")]
     texts = list(dict.fromkeys(t for t in texts if t))
     if not texts:
         raise DataError("strata.seed_texts: no texts")
     n = min(a.steering.seed_pool, len(texts))
     rng = random.Random(f"lugpi:{cfg.seed}:strata-seeds")
     return [texts[i] for i in sorted(rng.sample(range(len(texts)), n))]
+
+
+def class_descriptions(t: LoadedTeacher, label: str) -> list[str]:
+    """What generation starts from for one class: its prompts, else its name (with
+    separators read as spaces: ``sci.space`` -> ``sci space``)."""
+    given = [p for p in t.prompts.get(label, []) if p.strip()]
+    return given or [re.sub(r"[._/-]+", " ", label).strip() or label]
 
 
 # -- steering statistics --------------------------------------------------------------------
@@ -178,9 +178,15 @@ def steer_teacher(
     seen = {normalise(p) for p in pool}
     accepted: dict[int, list[GeneratedText]] = {c: [] for c in range(k)}
     seeds: dict[int, list[str]] = {}
-    bar = thresholds(cfg, t, pool_probs)
+    # Without seed texts the bar comes from the first round's texts (the teacher's own
+    # calibration on what the generator wrote from the class descriptions).
+    bar = thresholds(cfg, t, pool_probs) if len(pool) else None
     for c, label in enumerate(t.labels):
-        given = list(t.prompts.get(label, []))
+        given = class_descriptions(t, label)
+        if not len(pool):
+            seeds[c] = given
+            continue
+        assert bar is not None
         answer = pool_probs.argmax(axis=1)
         sure = [i for i in range(len(pool)) if answer[i] == c and pool_probs[i, c] >= bar[c]]
         order = sorted(range(len(pool)), key=lambda i: -float(pool_probs[i, c]))
@@ -204,6 +210,8 @@ def steer_teacher(
         texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy, Stage.STRATA_TEXTS)
         generated += len(texts)
         probs = read_teacher(t, texts, []).probs
+        if bar is None:
+            bar = thresholds(cfg, t, probs)
         fresh: dict[int, list[GeneratedText]] = {c: [] for c in active}
         for c, text, p in zip(wanted, texts, probs, strict=True):
             key = normalise(text)
@@ -231,7 +239,8 @@ def steer_teacher(
             }
         )
     rows = [g for c in range(k) for g in accepted[c]]
-    record = {"rounds": rounds, "generated": generated, "thresholds": [round(b, 4) for b in bar]}
+    kept_bar = [round(b, 4) for b in bar or []]
+    record = {"rounds": rounds, "generated": generated, "thresholds": kept_bar}
     return rows, record
 
 
@@ -257,7 +266,7 @@ def thresholds(cfg: PipelineConfig, t: LoadedTeacher, pool_probs: np.ndarray) ->
     k = len(t.labels)
     if fixed is not None:
         return [fixed] * k
-    answer = pool_probs.argmax(axis=1)
+    answer = pool_probs.argmax(axis=1) if len(pool_probs) else np.zeros(0, np.int64)
     out = []
     for c in range(k):
         mine = pool_probs[answer == c, c]
@@ -274,12 +283,16 @@ def unsteered_teacher(
     ctx: RunContext,
     strategy: ShardStrategy | None = None,
 ) -> tuple[list[GeneratedText], dict[str, Any]]:
-    """The control: as many texts as the steered budget asks for, generated from seed
-    texts the teacher never looked at, each kept with the teacher's answer."""
+    """The control: the most texts the steered rounds may generate (rounds x classes x
+    seeds_per_class x draws_per_seed; steering stops early once a class is full), from
+    seed texts (else from every class's descriptions) the teacher never looked at, each
+    kept with the teacher's answer. The report scores both with the same acceptance
+    filter (``text_stats``: the teacher's answer at its class's bar)."""
     s = cfg.strata.steering
-    n_seeds = math.ceil(len(t.labels) * s.per_class / s.draws_per_seed)
+    n_seeds = s.rounds * len(t.labels) * s.seeds_per_class
     rng = random.Random(f"lugpi:{cfg.seed}:strata-unsteered:{t.name}")
-    chosen = [pool[rng.randrange(len(pool))] for _ in range(n_seeds)]
+    sources = pool or [d for label in t.labels for d in class_descriptions(t, label)]
+    chosen = [sources[rng.randrange(len(sources))] for _ in range(n_seeds)]
     requests = [
         TextRequest(x, draw_seed(cfg.seed, f"strata-unsteered:{t.name}:{i}\0{x}", j))
         for i, x in enumerate(chosen)
@@ -322,7 +335,8 @@ def run_generation(
     empty: list[str] = []
     for i, t in enumerate(teachers):
         ctx.step(Stage.STRATA_TEXTS, i, len(teachers), f"teacher {t.name}: scoring the seed texts")
-        unknown_share = check_reads(t, pool[:500])
+        described = [d for label in t.labels for d in class_descriptions(t, label)]
+        unknown_share = check_reads(t, (pool or described)[:500])
         pool_probs = read_teacher(t, pool, []).probs
         if a.steering.enabled:
             got, record = steer_teacher(cfg, t, pool, pool_probs, text_cache, ctx, strategy)
@@ -338,8 +352,10 @@ def run_generation(
                 "strata.on_empty_class: continue"
             )
         empty += [f"{t.name}:{c}" for c in missing]
-        bar = list(record.get("thresholds") or thresholds(cfg, t, pool_probs))
         got_probs = read_teacher(t, [g.text for g in got], []).probs
+        bar = list(
+            record.get("thresholds") or thresholds(cfg, t, pool_probs if pool else got_probs)
+        )
         per_teacher[t.name] = {
             "source": t.source,
             "labels": t.labels,
@@ -351,6 +367,7 @@ def run_generation(
             "thresholds": bar,
             "kept_stats": text_stats([g.text for g in got], got_probs, t.labels, bar),
             "seed_stats": text_stats(pool, pool_probs, t.labels, bar),
+            "seeds": "seed_texts" if pool else "class descriptions",
         }
         rows += got
     if not rows:
@@ -394,7 +411,13 @@ class AmalgamatedTargets:
     embeddings: list[torch.Tensor]  # M x (N, D_i)
     weights: torch.Tensor  # (M, N)
     names: list[str]
-    probes: dict[str, list[dict[str, float]]]  # teacher -> per layer: train accuracy
+    # Per teacher: hidden-state index -> (N,) RMD confidence, and -> reliability.
+    layer_confidence: list[dict[int, np.ndarray]]
+    reliability: list[dict[int, float]]
+    # Per teacher: hidden-state index -> (N, D_i) pooled states (the block-wise transfer's
+    # targets); empty unless asked for.
+    states: list[dict[int, np.ndarray]]
+    record: dict[str, list[dict[str, float]]]  # teacher -> per layer: reliability, accuracy
 
 
 def strata_targets(
@@ -403,56 +426,85 @@ def strata_targets(
     rows: Sequence[GeneratedText],
     ctx: RunContext,
     mode: str | None = None,
+    *,
+    keep_states: bool = False,
 ) -> AmalgamatedTargets:
-    """Every teacher on every text; its probes on its own texts; the per-sample weights of
-    ``mode`` (default strata.weighting)."""
+    """Every teacher on every text; its RMD confidence per layer (fitted on part of its own
+    texts, training/strata/rmd.py); the per-sample weights of ``mode`` (default
+    strata.weighting). ``keep_states``: also every layer's pooled states (block-wise)."""
     a = cfg.strata
     union = union_labels(teachers)
     col = {label: j for j, label in enumerate(union)}
     texts = [r.text for r in rows]
     n, u = len(texts), len(union)
     logits = torch.full((len(teachers), n, u), MASKED_LOGIT)
-    own_probs, all_probe_probs, embeddings = [], [], []
-    all_typical, all_head = [], []
-    probes_record: dict[str, list[dict[str, float]]] = {}
+    own_probs, embeddings, confs, rels, states = [], [], [], [], []
+    chosen_conf, chosen_rel = [], []
+    record: dict[str, list[dict[str, float]]] = {}
     for i, t in enumerate(teachers):
-        ctx.step(Stage.STRATA_STUDENT, i, len(teachers), f"teacher {t.name}: layers and probes")
-        layers = probed_layers(t, a.probes.layers)
-        readout = read_teacher(t, texts, layers)
+        ctx.step(Stage.STRATA_STUDENT, i, len(teachers), f"teacher {t.name}: layers and RMD")
+        chosen = chosen_layers(t, a.confidence.layers)
+        every = list(range(1, num_layers(t) + 1)) if keep_states else []
+        read = sorted(set(chosen) | set(every))
+        readout = read_teacher(t, texts, read)
         cols = [col[label] for label in t.labels]
         logits[i][:, cols] = torch.from_numpy(readout.logits)
         own_probs.append(torch.from_numpy(readout.probs))
         embeddings.append(torch.from_numpy(readout.embedding))
         mine = np.asarray([r.teacher == t.name for r in rows])
         index = {label: c for c, label in enumerate(t.labels)}
-        if mine.any():
-
-            def part(keep: np.ndarray, r: TeacherReadout = readout) -> TeacherReadout:
-                return TeacherReadout(
-                    r.logits[keep], {k: v[keep] for k, v in r.layers.items()}, r.embedding[keep]
-                )
-
-            y = np.asarray([index[r.label] for r in rows if r.teacher == t.name])
-            others = part(~mine) if (~mine).any() else None
-            probes = train_probes(part(mine), y, len(t.labels), a.probes, others)
-        else:  # a teacher without texts of its own: its head's answers train the probes
-            probes = train_probes(readout, readout.logits.argmax(1), len(t.labels), a.probes)
-        own_max = readout.probs[mine].max(axis=1) if mine.any() else readout.probs.max(axis=1)
-        all_head.append(head_typicality(own_max, readout.probs.max(axis=1)))
-        all_typical.append(probe_typicality(probes, readout))
-        probes_record[t.name] = [
-            {"layer": p.layer, "train_accuracy": round(p.train_accuracy, 4)} for p in probes
-        ]
-        all_probe_probs.append(probe_probs(probes, readout))
-    weighting = mode or a.weighting
-    conf = confidences(weighting, own_probs, all_probe_probs, all_typical, all_head)  # type: ignore[arg-type]
-    weights = weights_from_confidence(
-        conf, normalise="chance", num_classes=[len(t.labels) for t in teachers],
+        y = np.asarray([index.get(r.label, 0) if r.teacher == t.name else 0 for r in rows])
+        if int(mine.sum()) >= 2 * a.confidence.folds:
+            fitted = layer_confidences(
+                {layer: readout.layers[layer] for layer in read}, mine, y, len(t.labels),
+                folds=a.confidence.folds, seed=cfg.seed,
+            )  # fmt: skip
+            conf = {f.layer: f.confidence for f in fitted}
+            rel = {f.layer: f.reliability for f in fitted}
+            record[t.name] = [
+                {"layer": f.layer, "reliability": round(f.reliability, 4),
+                 "held_out_accuracy": round(f.held_out_accuracy, 4)}
+                for f in fitted if f.layer in chosen
+            ]  # fmt: skip
+        else:  # too few texts of its own to fit and score apart: no text is its own
+            conf = {layer: np.zeros(n) for layer in read}
+            rel = {layer: 0.0 for layer in read}
+            record[t.name] = []
+        confs.append(conf)
+        rels.append(rel)
+        chosen_conf.append(torch.from_numpy(np.stack([conf[layer] for layer in chosen])))
+        chosen_rel.append(torch.tensor([rel[layer] for layer in chosen]))
+        states.append({layer: readout.layers[layer] for layer in every})
+    owner = torch.tensor([[t.name for t in teachers].index(r.teacher) for r in rows])
+    weights = strata_weights(
+        (mode or a.weighting),  # type: ignore[arg-type]
+        own_probs, layer_confidence=chosen_conf, reliability=chosen_rel, owner=owner,
         sharpness=a.sharpness,
     )  # fmt: skip
     return AmalgamatedTargets(
-        union, logits, embeddings, weights, [t.name for t in teachers], probes_record
-    )
+        union, logits, embeddings, weights, [t.name for t in teachers], confs, rels, states,
+        record,
+    )  # fmt: skip
+
+
+def block_transfer(
+    cfg: PipelineConfig, targets: AmalgamatedTargets, rows: torch.Tensor
+) -> tuple[BlockTransfer, dict[str, list[int]]]:
+    """The block-wise term on training ``rows``: each teacher's layers mapped onto the
+    student's blocks, its states standardised, its gates from its layer confidences."""
+    depth, width = text_encoder_shape(cfg.student.text_model)
+    idx = rows.numpy()
+    mapped: dict[str, list[int]] = {}
+    teacher_states, gate_parts = [], []
+    for name, conf, st in zip(targets.names, targets.layer_confidence, targets.states, strict=True):
+        layers = layer_map(depth, max(st))
+        mapped[name] = layers
+        teacher_states.append(
+            torch.from_numpy(np.stack([standardise(st[layer])[idx] for layer in layers], axis=1))
+        )
+        gate_parts.append(torch.from_numpy(np.stack([conf[layer][idx] for layer in layers])))
+    gates = block_gates(gate_parts)
+    return BlockTransfer(width, teacher_states, gates, cfg.strata.block_weight), mapped
 
 
 def mixture(targets: AmalgamatedTargets, tau: float = 1.0) -> torch.Tensor:
@@ -463,7 +515,9 @@ def mixture(targets: AmalgamatedTargets, tau: float = 1.0) -> torch.Tensor:
 
 def routing(targets: AmalgamatedTargets, rows: Sequence[GeneratedText]) -> dict[str, float]:
     """How the weights route: the mean weight a teacher gets on its own texts and on the
-    others', and the share of texts whose heaviest teacher is the one they were made for."""
+    others', the share of texts whose heaviest teacher is the one they were made for, and
+    how much a teacher's weight varies across its own texts (a per-sample gate, not a
+    constant per teacher)."""
     out: dict[str, float] = {}
     heaviest = targets.weights.argmax(dim=0).numpy()
     owner = np.asarray([targets.names.index(r.teacher) for r in rows])
@@ -473,6 +527,7 @@ def routing(targets: AmalgamatedTargets, rows: Sequence[GeneratedText]) -> dict[
         mine = owner == i
         out[f"{name}_own"] = round(float(w[mine].mean()), 4) if mine.any() else 0.0
         out[f"{name}_others"] = round(float(w[~mine].mean()), 4) if (~mine).any() else 0.0
+        out[f"{name}_own_std"] = round(float(w[mine].std()), 4) if mine.any() else 0.0
     return out
 
 
@@ -483,8 +538,10 @@ def train_strata_student(
     ctx: RunContext,
     *,
     mode: str | None = None,
+    transfer: str | None = None,
 ) -> Path:
-    """Probes, weights and the union-label student -> ``out_dir`` (a student directory)."""
+    """RMD confidences, weights (and block gates) and the union-label student -> ``out_dir``
+    (a student directory). ``mode``/``transfer``: override strata.weighting/transfer."""
     from training.students.train_loop import select_runtime
     from training.students.trainer import StudentOptions, TeacherTargets, train_text_classifier
 
@@ -496,7 +553,8 @@ def train_strata_student(
         keep = set(rng.sample(range(len(rows)), a.budget))
         rows = [r for i, r in enumerate(rows) if i in keep]
     teachers = load_teachers(a.teachers, select_device(cfg))
-    targets = strata_targets(cfg, teachers, rows, ctx, mode)
+    blocks = (transfer or a.transfer) == "blocks"
+    targets = strata_targets(cfg, teachers, rows, ctx, mode, keep_states=blocks)
     del teachers
     # A seeded share of the generated texts, labelled by the mixture, picks the best epoch.
     rng = random.Random(f"lugpi:{cfg.seed}:strata-dev")
@@ -523,9 +581,12 @@ def train_strata_student(
         weights=targets.weights[:, ti],
     )
     runtime = select_runtime(cfg.device, cfg.mixed_precision)
+    aux, mapped = block_transfer(cfg, targets, ti) if blocks else (None, {})
     extra: dict[str, object] = {
         "strata": {
             "weighting": mode or a.weighting,
+            "transfer": transfer or a.transfer,
+            "layer_map": mapped,
             "sharpness": a.sharpness,
             "steering": a.steering.enabled,
             "union_labels": union,
@@ -533,7 +594,7 @@ def train_strata_student(
             "teacher_labels": {
                 name: gen_summary["teachers"][name]["labels"] for name in targets.names
             },
-            "probes": targets.probes,
+            "confidence_layers": targets.record,
             "routing": routing(targets, rows),
             "train_texts": len(train_idx),
             "pseudo_dev_texts": len(dev_idx),
@@ -542,7 +603,7 @@ def train_strata_student(
     }
     return train_text_classifier(
         cfg, data, "student", teacher_targets, ["generated"], runtime, out_dir, ctx, started,
-        StudentOptions(extra_meta=extra, stage=Stage.STRATA_STUDENT),
+        StudentOptions(extra_meta=extra, stage=Stage.STRATA_STUDENT, aux_loss=aux),
     )  # fmt: skip
 
 
@@ -617,4 +678,5 @@ def provenance(cfg: PipelineConfig, layout: RunLayout) -> dict[str, object]:
         "teachers": [f"{n}: {src}" for n, src in a.get("teachers", {}).items()],
         "teacher_labels": a.get("teacher_labels", {}),
         "weighting": a.get("weighting"),
+        "transfer": a.get("transfer"),
     }

@@ -1,7 +1,8 @@
 """The teachers of the data-free amalgamation: loading them, checking that they can be
-amalgamated, reading their intermediate layers, and the light probes on those layers.
+amalgamated, and reading their outputs and intermediate layers (the RMD confidence,
+training/strata/rmd.py, and the block-wise transfer, training/strata/blocks.py, read them).
 
-A teacher is a torch sequence classifier, because probes need its hidden states:
+A teacher is a torch sequence classifier, because both need its hidden states:
 
 - a run directory of this project (``config.yaml`` + a finished ``export/``): the student
   its export selected (``student-<key>/`` or ``tgt-student-<mode>/``), the model it serves;
@@ -21,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -30,8 +30,8 @@ from transformers import (
 )
 
 from contracts.artifacts import STUDENT_META, TextModelMeta, is_complete, read_stage
-from contracts.config import AmalgamateTeacher, ProbeConfig
-from contracts.errors import ArtifactError, ConfigError, LugpiError, ModelLoadError
+from contracts.config import AmalgamateTeacher
+from contracts.errors import ConfigError, LugpiError, ModelLoadError
 from contracts.layout import RunLayout
 from models.hub import looks_like_path, resolve_model
 from models.text import ClassifierInput, encode
@@ -205,18 +205,23 @@ class TeacherReadout:
         return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
 
 
-def probed_layers(t: LoadedTeacher, wanted: list[int] | None) -> list[int]:
-    """Hidden-state indices (0: embeddings ... L: last layer) to probe; default 1..L."""
+def num_layers(t: LoadedTeacher) -> int:
     n = int(getattr(t.model.config, "num_hidden_layers", 0) or 0)
     if n < 1:
-        raise ModelLoadError(f"{t.where}: its config has no num_hidden_layers to probe")
+        raise ModelLoadError(f"{t.where}: its config has no num_hidden_layers to read")
+    return n
+
+
+def chosen_layers(t: LoadedTeacher, wanted: list[int] | None) -> list[int]:
+    """Hidden-state indices (0: embeddings ... L: last layer) scored; default 1..L."""
+    n = num_layers(t)
     if wanted is None:
         return list(range(1, n + 1))
     out = []
     for i in wanted:
         j = i + n + 1 if i < 0 else i
         if not 0 <= j <= n:
-            raise ConfigError(f"strata.probes.layers: {i} is outside 0..{n} for {t.where}")
+            raise ConfigError(f"strata.confidence.layers: {i} is outside 0..{n} for {t.where}")
         out.append(j)
     return sorted(set(out))
 
@@ -257,138 +262,3 @@ def read_teacher(
         {i: np.concatenate(v) if v else np.zeros((0, 1), np.float32) for i, v in pooled.items()},
         np.concatenate(embs) if embs else np.zeros((0, 1), np.float32),
     )
-
-
-@dataclass
-class Probe:
-    """Light heads on one layer's standardised pooled state, fitted on the generated texts:
-
-    - a logistic regression on the teacher's own accepted texts: does this layer point to
-      the answer the head gives?
-    - typicality: is this layer's state like those of the teacher's own texts? With other
-      teachers, a logistic "domain" head separating the teacher's own texts from the texts
-      generated for the others (its probability of "own"); alone, the Mahalanobis distance
-      to the nearest class mean as a tail probability among its own texts.
-    """
-
-    layer: int
-    mean: np.ndarray
-    std: np.ndarray
-    weight: np.ndarray  # (H, K)
-    bias: np.ndarray  # (K,)
-    class_means: np.ndarray  # (K, H), standardised space
-    inv_var: np.ndarray  # (H,)
-    own_distances: np.ndarray  # sorted distances of the teacher's own texts
-    train_accuracy: float
-    domain: tuple[np.ndarray, np.ndarray] | None = None  # (H, 2) weight, (2,) bias
-
-    def _z(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray((features - self.mean) / self.std, dtype=np.float32)
-
-    def probs(self, features: np.ndarray) -> np.ndarray:
-        return _softmax(self._z(features) @ self.weight + self.bias)
-
-    def distances(self, features: np.ndarray) -> np.ndarray:
-        z = self._z(features)
-        d = (((z[:, None, :] - self.class_means[None]) ** 2) * self.inv_var).sum(-1)
-        return np.asarray(d.min(axis=1), dtype=np.float64)
-
-    def typicality(self, features: np.ndarray) -> np.ndarray:
-        """In [0, 1]: high on texts like the teacher's own, low on texts unlike them."""
-        if self.domain is not None:
-            w, b = self.domain
-            return _softmax(self._z(features) @ w + b)[:, 1]
-        d = self.distances(features)
-        n = len(self.own_distances)
-        farther = n - np.searchsorted(self.own_distances, d, side="left")
-        return np.asarray((farther + 1) / (n + 1), dtype=np.float32)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
-
-
-def _fit_logistic(
-    x: np.ndarray, y: np.ndarray, k: int, cfg: ProbeConfig, balanced: bool = False
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Full-batch softmax regression from zero weights: deterministic, no seed needed.
-    ``balanced``: each class weighs the same in the loss, whatever its count."""
-    xt = torch.from_numpy(x.astype(np.float32))
-    yt = torch.from_numpy(y.astype(np.int64))
-    counts = torch.bincount(yt, minlength=k).clamp(min=1).float()
-    class_weight = (counts.sum() / (k * counts)) if balanced else None
-    w = torch.zeros(x.shape[1], k, requires_grad=True)
-    b = torch.zeros(k, requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=cfg.learning_rate)
-    for _ in range(cfg.epochs):
-        opt.zero_grad()
-        ce = torch.nn.functional.cross_entropy(xt @ w + b, yt, weight=class_weight)
-        loss = ce + cfg.weight_decay * w.pow(2).sum()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        acc = float(((xt @ w + b).argmax(-1) == yt).float().mean())
-    return w.detach().numpy(), b.detach().numpy(), acc
-
-
-def train_probe(
-    layer: int,
-    features: np.ndarray,
-    labels: np.ndarray,
-    k: int,
-    cfg: ProbeConfig,
-    foreign: np.ndarray | None = None,
-) -> Probe:
-    """The heads of one layer (``Probe``). ``foreign``: the same layer's states on the
-    texts generated for the other teachers, for the domain head."""
-    mean = features.mean(axis=0)
-    std = features.std(axis=0) + 1e-6
-    zn = ((features - mean) / std).astype(np.float32)
-    w, b, acc = _fit_logistic(zn, labels, k, cfg)
-    means = np.stack(
-        [zn[labels == c].mean(0) if (labels == c).any() else zn.mean(0) for c in range(k)]
-    )
-    resid = zn - means[labels]
-    var = resid.var(axis=0) + 0.1  # shrinkage: a dimension constant on own texts stays usable
-    probe = Probe(layer, mean, std, w, b, means, 1.0 / var, np.zeros(0), acc)
-    probe.own_distances = np.sort(probe.distances(features))
-    if foreign is not None and len(foreign):
-        zf = ((foreign - mean) / std).astype(np.float32)
-        x = np.concatenate([zf, zn])
-        y = np.concatenate([np.zeros(len(zf), np.int64), np.ones(len(zn), np.int64)])
-        dw, db, _ = _fit_logistic(x, y, 2, cfg, balanced=True)
-        probe.domain = (dw, db)
-    return probe
-
-
-def train_probes(
-    readout: TeacherReadout,
-    labels: np.ndarray,
-    k: int,
-    cfg: ProbeConfig,
-    foreign: TeacherReadout | None = None,
-) -> list[Probe]:
-    if len(labels) == 0:
-        raise ArtifactError("probes need at least one accepted text")
-    return [
-        train_probe(i, f, labels, k, cfg, foreign.layers[i] if foreign is not None else None)
-        for i, f in sorted(readout.layers.items())
-    ]
-
-
-def probe_probs(probes: Sequence[Probe], readout: TeacherReadout) -> list[Tensor]:
-    return [torch.from_numpy(p.probs(readout.layers[p.layer])) for p in probes]
-
-
-def probe_typicality(probes: Sequence[Probe], readout: TeacherReadout) -> list[Tensor]:
-    return [torch.from_numpy(p.typicality(readout.layers[p.layer])) for p in probes]
-
-
-def head_typicality(own_max_probs: np.ndarray, max_probs: np.ndarray) -> Tensor:
-    """Share of the teacher's own texts on which its head was at most this sure: its
-    confidence judged against its own calibration, not against another teacher's."""
-    own = np.sort(own_max_probs)
-    below = np.searchsorted(own, max_probs, side="right")
-    return torch.from_numpy(((below + 1) / (len(own) + 1)).astype(np.float32))

@@ -2,38 +2,35 @@
 use (the LUGPI amalgamated student, training/lugpi/distill.py through
 training/students/losses.py, and the data-free StrataNet student, training/strata/mode.py).
 
-A weighting turns each teacher's *confidence* on each sample, c_ib in [0, 1], into weights
-w_ib that sum to 1 over the teachers of sample b. Three ways to measure confidence:
+A weighting gives each teacher i a weight w_ib on each sample b, summing to 1 over the
+teachers of b. The StrataNet modes (``strata_weights``):
 
 - ``mean``: every teacher 1/M (plain averaging).
-- ``max_prob``: the last layer's max probability, m_ib = max_k softmax(t_ib)_k.
-- ``layerwise``: light probes on several of the teacher's layers
-  (training/strata/teachers.py trains them on the generated texts), in two forms:
+- ``max_prob``: the last layer's max probability m_ib, compared above each teacher's own
+  chance level (teachers may have different label counts k_i):
+  c~_ib = clip((m_ib - 1/k_i) / (1 - 1/k_i), 0, 1), w_ib = (c~_ib^gamma + eps) / sum_j (...).
+  gamma = 1 by default: no extra sharpening (which would favour an overconfident teacher).
+- ``owner``: the control that knows what no data-free method may: weight 1 on the teacher
+  the text was generated for, 0 on the others.
+- ``rmd``: each teacher's Relative-Mahalanobis confidence per layer, p_ibl in (0, 1]
+  (training/strata/rmd.py: fitted on part of the teacher's own texts, a conformal p-value
+  against the rest), combined across its layers by the **self-regulating rule**
 
-  plain (no typicality given): the mean, over the L probes and the head, of the
-  probability each gives to the head's answer ŷ_ib = argmax_k t_ibk,
-      c_ib = (1 / (L + 1)) * (sum_l pi_ibl[ŷ_ib] + m_ib);
+      c_ib = sum_l r_il p_ibl / sum_l r_il      (the plain mean over layers if all r_il = 0)
 
-  self-regulated (what the StrataNet mode uses): each layer's chance-corrected agreement
-  a_ibl = clip((pi_ibl[ŷ_ib] - 1/k_i) / (1 - 1/k_i), 0, 1) times its typicality s_ibl in
-  [0, 1] (how much the layer's state looks like the teacher's own texts rather than the
-  other teachers'), averaged with q_ib, the quantile of the head's max probability among
-  the teacher's own texts, and put back on a probability's scale:
-      c~_ib = (sum_l a_ibl * s_ibl + q_ib) / (L + 1),   c_ib = 1/k_i + (1 - 1/k_i) c~_ib.
+  where r_il in [0, 1] is layer l's reliability: how well that layer's class Gaussians
+  recover the teacher's classes on its held-out own texts, chance-corrected. A layer that
+  does not tell the teacher's classes apart has no say in whether a text is the teacher's;
+  each teacher is judged against its own texts, never by comparing raw probabilities
+  across teachers of different sharpness. Then w_ib = (c_ib^gamma + eps) / sum_j (...):
+  where no teacher finds a text its own, the weights fall back to equal.
 
-  Each teacher is judged against itself (its own texts, its own calibration), not by
-  comparing raw probabilities across teachers of different sharpness: a teacher whose head
-  is sure on a text its layers find foreign, or disagree about, is not trusted there.
+Block gates for the block-wise transfer (``block_gates``): the same per-layer confidences,
+normalised over the teachers block by block, g_ijb = (p_ib,map_i(j) + eps) / sum_m (...).
 
-Two normalisations:
-
-- ``normalise="plain"``: w_ib = c_ib / sum_j c_jb. The LUGPI default (``distill.combine:
-  confidence``), kept as it was: same-label teachers, where c lies in [1/k, 1] for all.
-- ``normalise="chance"``: teachers with different label sets (k_i classes) are compared
-  above their own chance level, c~_ib = clip((c_ib - 1/k_i) / (1 - 1/k_i), 0, 1), then
-  sharpened, w_ib = (c~_ib^gamma + eps) / sum_j (c~_jb^gamma + eps). A 2-class teacher at
-  0.5 knows nothing; a 10-class teacher at 0.5 knows a lot; gamma > 1 lets the sure
-  teacher dominate instead of splitting a sample half and half.
+The LUGPI amalgamated student (same label set for every teacher) keeps ``teacher_weights``:
+``mean`` 1/M, or the plain-normalised max probability w_ib = m_ib / sum_j m_jb
+(``distill.combine: confidence``).
 """
 
 from __future__ import annotations
@@ -45,8 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-WeightMode = Literal["mean", "max_prob", "layerwise"]
-Normalise = Literal["plain", "chance"]
+WeightMode = Literal["mean", "max_prob", "owner", "rmd"]
 _EPS = 1e-4
 
 
@@ -56,82 +52,83 @@ def max_prob_confidence(teacher_logits: Tensor) -> Tensor:
     return F.softmax(teacher_logits.float(), dim=-1).amax(dim=-1)
 
 
-def layerwise_confidence(
-    final_probs: Tensor,
-    probe_probs: Sequence[Tensor],
-    typicality: Sequence[Tensor] | None = None,
-    head_typicality: Tensor | None = None,
-) -> Tensor:
-    """One teacher on B texts -> (B,) confidences on the scale of a probability (chance
-    level 1/K). final_probs: (B, K); probe_probs: L probes' (B, K); typicality: per probe
-    (B,) in [0, 1], how typical the layer's state is of the teacher's own texts;
-    head_typicality: (B,) the head's max probability as a quantile of its own texts'.
-
-    Without typicality: the mean over probes and head of the probability each gives the
-    head's answer. With it (the self-regulated form, module docstring): each layer's
-    chance-corrected agreement times its typicality, averaged with the head's quantile."""
-    k = final_probs.shape[-1]
-    answer = final_probs.argmax(dim=-1, keepdim=True)
-    agree = [p.float().gather(-1, answer).squeeze(-1) for p in probe_probs]
-    if typicality is None or head_typicality is None:
-        agree.append(final_probs.float().gather(-1, answer).squeeze(-1))
-        return torch.stack(agree).mean(dim=0)
-    parts = [
-        ((a - 1.0 / k) / (1.0 - 1.0 / k)).clamp(min=0.0) * s.float()
-        for a, s in zip(agree, typicality, strict=True)
-    ]
-    parts.append(head_typicality.float())
-    c = torch.stack(parts).mean(dim=0)
-    return 1.0 / k + (1.0 - 1.0 / k) * c
-
-
 def weights_from_confidence(
     confidence: Tensor,
     *,
-    normalise: Normalise = "plain",
+    normalise: Literal["plain", "chance"] = "plain",
     num_classes: Sequence[int] | None = None,
     sharpness: float = 1.0,
 ) -> Tensor:
-    """(M, B) confidences -> (M, B) weights, each column summing to 1 (module docstring).
-    ``num_classes``: k_i per teacher, for ``normalise="chance"``."""
+    """(M, B) confidences -> (M, B) weights, each column summing to 1. ``plain``:
+    c / sum c; ``chance``: above each teacher's chance level 1/k_i, to the power
+    ``sharpness``, plus eps (module docstring)."""
     c = confidence.float()
     if normalise == "plain":
         return c / c.sum(dim=0, keepdim=True)
     if num_classes is None or len(num_classes) != c.shape[0]:
         raise ValueError("normalise='chance' needs num_classes, one per teacher")
     chance = torch.tensor([1.0 / k for k in num_classes], device=c.device).unsqueeze(1)
-    above = ((c - chance) / (1.0 - chance)).clamp(0.0, 1.0)
-    raw = above.pow(sharpness) + _EPS
+    return _power_normalise(((c - chance) / (1.0 - chance)).clamp(0.0, 1.0), sharpness)
+
+
+def _power_normalise(c: Tensor, sharpness: float) -> Tensor:
+    raw = c.clamp(min=0.0).pow(sharpness) + _EPS
     return raw / raw.sum(dim=0, keepdim=True)
 
 
-def confidences(
+def rmd_confidence(layer_confidence: Tensor, reliability: Tensor) -> Tensor:
+    """The self-regulating rule: (L, B) per-layer confidences and (L,) layer reliabilities
+    of one teacher -> (B,) their reliability-weighted mean (the plain mean when no layer is
+    reliable)."""
+    r = reliability.float().clamp(0.0, 1.0)
+    if float(r.sum()) <= 0.0:
+        r = torch.ones_like(r)
+    return (r[:, None] * layer_confidence.float()).sum(dim=0) / r.sum()
+
+
+def owner_weights(owner: Tensor, num_teachers: int) -> Tensor:
+    """(B,) index of the teacher each text was generated for -> (M, B) one-hot weights."""
+    return F.one_hot(owner.long(), num_teachers).T.float()
+
+
+def strata_weights(
     mode: WeightMode,
     own_probs: Sequence[Tensor],
-    probe_probs: Sequence[Sequence[Tensor]] | None = None,
-    typicality: Sequence[Sequence[Tensor]] | None = None,
-    head_typicality: Sequence[Tensor] | None = None,
+    *,
+    layer_confidence: Sequence[Tensor] | None = None,
+    reliability: Sequence[Tensor] | None = None,
+    owner: Tensor | None = None,
+    sharpness: float = 1.0,
 ) -> Tensor:
     """Teachers with their own label sets: own_probs[i] is teacher i's (B, K_i) softmax over
-    its own labels, probe_probs[i] its probes' (B, K_i) distributions (``layerwise`` only).
-    Returns (M, B) confidences; ``mean`` gives ones (equal weights after normalising)."""
+    its own labels; ``layer_confidence[i]`` (L_i, B) and ``reliability[i]`` (L_i,) for
+    ``rmd``; ``owner`` (B,) for ``owner``. Returns (M, B) weights (module docstring)."""
+    m, b = len(own_probs), own_probs[0].shape[0]
     if mode == "mean":
-        return torch.ones(len(own_probs), own_probs[0].shape[0], device=own_probs[0].device)
+        return torch.full((m, b), 1.0 / m)
     if mode == "max_prob":
-        return torch.stack([p.float().amax(dim=-1) for p in own_probs])
-    if probe_probs is None or len(probe_probs) != len(own_probs):
-        raise ValueError("layerwise weighting needs probe_probs, one list per teacher")
-    return torch.stack(
-        [
-            layerwise_confidence(
-                p,
-                probe_probs[i],
-                typicality[i] if typicality is not None else None,
-                head_typicality[i] if head_typicality is not None else None,
-            )
-            for i, p in enumerate(own_probs)
-        ]
-    )
+        conf = torch.stack([p.float().amax(dim=-1) for p in own_probs])
+        k = [p.shape[-1] for p in own_probs]
+        return weights_from_confidence(conf, normalise="chance", num_classes=k, sharpness=sharpness)
+    if mode == "owner":
+        if owner is None:
+            raise ValueError("owner weighting needs the owner of every text")
+        return owner_weights(owner, m)
+    if mode == "rmd":
+        if layer_confidence is None or reliability is None or len(layer_confidence) != m:
+            raise ValueError("rmd weighting needs layer_confidence and reliability per teacher")
+        conf = torch.stack(
+            [rmd_confidence(c, r) for c, r in zip(layer_confidence, reliability, strict=True)]
+        )
+        return _power_normalise(conf, sharpness)
+    raise ValueError(f"unknown weighting {mode!r}")
+
+
+def block_gates(layer_confidence: Sequence[Tensor]) -> Tensor:
+    """Per teacher i its (J, B) confidences at the layers mapped to the student's J blocks
+    -> (M, J, B) gates, normalised over the teachers block by block."""
+    raw = torch.stack([c.float() for c in layer_confidence]) + _EPS
+    return raw / raw.sum(dim=0, keepdim=True)
 
 
 def teacher_weights(teacher_logits: Tensor, mode: Literal["mean", "max_prob"]) -> Tensor:

@@ -136,6 +136,12 @@ class StudentOptions:
     # The stage the student is recorded and reported under. None: distill for a student,
     # baseline for a baseline.
     stage: Stage | None = None
+    # A term added to the loss from the student's hidden states (StrataNet's block-wise
+    # transfer, training/strata/blocks.py): a module called as
+    # ``aux_loss(hidden_states, attention_mask, rows)`` -> a scalar, whose parameters train
+    # with the student (never exported). Rows index the concatenated ``splits``; it cannot
+    # be combined with ``add_rows``. None: no such term.
+    aux_loss: nn.Module | None = None
 
 
 def train_text_classifier(
@@ -181,6 +187,10 @@ def train_text_classifier(
             d_t = e_t.shape[1]
             projections.append(nn.Linear(d_s, d_t) if d_t != d_s else nn.Identity())
         projections.to(runtime.device)
+    aux = opts.aux_loss
+    if aux is not None:
+        assert opts.add_rows is None, "aux_loss indexes fixed rows; add_rows would move them"
+        aux.to(runtime.device)
     torch.manual_seed(cfg.seed + 1)  # same dropout stream with or without projections
     active = [np.arange(len(texts)) if select_rows is None else select_rows(0, model, tokenizer)]
 
@@ -239,7 +249,9 @@ def train_text_classifier(
             [pairs[i] for i in idx] if pairs else None,
             scfg.max_length,
         )
-        logits = model(**{k: v.to(runtime.device) for k, v in enc.items()}).logits
+        inputs = {k: v.to(runtime.device) for k, v in enc.items()}
+        out = model(**inputs, output_hidden_states=aux is not None)
+        logits = out.logits
         e_s = capture.pop()
         labels = y[idx].to(runtime.device)
         if targets is None:
@@ -261,7 +273,11 @@ def train_text_classifier(
             weights=None if targets.weights is None else targets.weights[:, idx],
         )
         parts = {"ce": terms.ce.item(), "kd": terms.kd.item(), "emb": terms.emb.item()}
-        return terms.total, parts
+        if aux is None:
+            return terms.total, parts
+        block = aux(out.hidden_states, inputs["attention_mask"], idx)
+        parts["block"] = block.item()
+        return terms.total + block, parts
 
     y_dev = np.asarray(data.label_ids("dev"))
 
@@ -287,9 +303,8 @@ def train_text_classifier(
         warmup_ratio=scfg.warmup_ratio,
         seed=cfg.seed,
     )
-    history, best = fit(
-        model, [model, projections], step_fn, eval_fn, budget, runtime, ctx, stage, on_epoch
-    )
+    trainable = [model, projections] + ([aux] if aux is not None else [])
+    history, best = fit(model, trainable, step_fn, eval_fn, budget, runtime, ctx, stage, on_epoch)
     capture.remove()
     extra_meta = dict(opts.extra_meta)
     meta = TextModelMeta.model_validate(
