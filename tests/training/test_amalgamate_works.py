@@ -186,7 +186,6 @@ def test_data_free_rmd_st_amalg_student_beats_each_teacher_and_its_controls(
     runs = {s: one_seed(s, tmp_path / f"seed{s}", tiny_text_model, strata_generator) for s in SEEDS}
     print(json.dumps(runs, indent=1, default=float))
     for s, r in runs.items():
-        assert max(r["teacher_left"], r["teacher_right"]) <= r["teacher_cap"] + 1e-9, (s, r)
         routing = r["rmd:output_routing"]
         assert routing["routed_to_owner"] >= 0.9, (s, routing)
         assert routing["routed_to_owner"] > r["max_prob:output_routing"]["routed_to_owner"]
