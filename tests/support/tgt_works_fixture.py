@@ -2,7 +2,7 @@
 seed of the five-row comparison, with no oracle anywhere.
 
 The task: a text is one keyword among filler words; its label is the keyword's class.
-There are ``WORDS`` keywords per class.
+There are 16 keywords per class.
 - The **student** has a few labelled texts over ``student_words`` keywords per class.
 - The **teacher** (text only, no image) is trained on a larger labelled set over
   ``teacher_words`` keywords per class (a superset): it knows more keywords than the
@@ -52,7 +52,6 @@ CLASS_WORDS = (
     ("stone", "engine", "winter", "castle", "letter", "bridge", "camera", "bottle",
      "planet", "hammer", "rocket", "tower", "wheel", "pencil", "mirror", "ladder"),
 )  # fmt: skip
-WORDS = len(CLASS_WORDS[0])
 FILLER = ("the", "a", "of", "and", "to", "in", "is", "was", "for", "on", "with", "as", "by")
 LABELS = ["class0", "class1"]
 CORPUS_SIZE = 3000
@@ -61,7 +60,8 @@ ROWS = ("ce", "kd", "augment", "sampling", "gradient")
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a row's result depends on besides the seed."""
+    """Everything a row's result depends on besides the seed. The defaults are the
+    settings chosen on the tuning seeds (tests/training/test_tgt_works.py says how)."""
 
     n_student: int = 16
     student_words: int = 3
@@ -161,6 +161,7 @@ def make_config(
                                "batch_size": 64, "cache_dir": str(cache)},
             "tgt": {
                 "enabled": True, "modes": ["sampling", "augment", "gradient"],
+                # Twice the budget requested, so that the filters leave enough to keep.
                 "k": min(64, -(-2 * s.n_generated // s.n_student)), "budget": s.n_generated,
                 "latent_model": str(latent), "latent_distance": s.latent_distance,
                 "gradient_steps": s.gradient_steps, "explore_per_epoch": s.per_epoch,
