@@ -55,7 +55,9 @@ def _config(
                  "hidden_size": 32, "epochs": 20, "learning_rate": 1e-3, "batch_size": 8}
             ],
             "student": {"text_model": str(text_model), "max_length": 16, "epochs": 30,
-                        "learning_rate": 3e-3, "batch_size": 8},
+                        "learning_rate": 3e-3, "batch_size": 8,
+                        # chosen before a 10 % warm-up became the default
+                        "warmup_ratio": 0.0},
             # tau = 1: the soft term is the same whether the student's logits are softened.
             "distill": {"alpha": 10.0, "beta": 1.0, "tau": 1.0},
             "text_generator": {"model": str(generator), "mask_fraction": 0.4, "batch_size": 64},
