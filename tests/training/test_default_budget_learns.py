@@ -10,9 +10,13 @@ offline preset's 2 epochs of batch 32 were 20 steps and the smoke preset's stude
 200 of them answered one class (test accuracy 0.62 = the majority rate).
 
 The train size and the evaluation size were chosen on seed 0 (and the subsets it draws);
-the assertion runs on seed 1, other subsets and another initialisation of the head.
+the assertion runs on seed 1, other subsets and another initialisation of the head. The
+margin is thin: on seed 0 the same budget scored test 0.71 against a majority rate of
+0.62 (+0.09, dev 0.66 against 0.61), below the 0.10 asserted here on seed 1, where it
+passed. 100 test texts put one standard error near 0.045.
 Cost: 300 optimiser steps of MiniLM at batch 14 plus 14 dev passes over 100 texts, about
-4 CPU-minutes with one thread; 5 to 15 minutes of wall time on the shared 2-core machine.
+6 CPU-minutes with one thread (5 min 42 s user time measured); 35 minutes of wall time on
+the shared 2-core machine at load 15-20 (nice 10).
 """
 
 from __future__ import annotations
