@@ -13,7 +13,9 @@ The train size and the evaluation size were chosen on seed 0 (and the subsets it
 the assertion runs on seed 1, other subsets and another initialisation of the head. The
 margin is thin: on seed 0 the same budget scored test 0.71 against a majority rate of
 0.62 (+0.09, dev 0.66 against 0.61), below the 0.10 asserted here on seed 1, where it
-passed. 100 test texts put one standard error near 0.045.
+passed. 100 test texts put one standard error near 0.045. With learning rate 1e-4 instead
+of the default 5e-5 (everything else the same; measured, not the default): seed 0 test
+0.75 (+0.13, dev 0.67), seed 1 test 0.73 (+0.11, dev 0.75).
 Cost: 300 optimiser steps of MiniLM at batch 14 plus 14 dev passes over 100 texts, about
 6 CPU-minutes with one thread (5 min 42 s user time measured); 35 minutes of wall time on
 the shared 2-core machine at load 15-20 (nice 10).
