@@ -20,6 +20,7 @@ import numpy as np
 
 from contracts.config import PipelineConfig
 from training.data.prepare import PreparedData
+from training.students.budget import planned_epochs
 
 IMAGE_TOKENS = 50  # EfficientNet-Lite0: 7x7 grid + the teacher's learned CLS
 TEXT_LAYERS = 6  # all-MiniLM-L6-v2 (and DistilBERT): the fusion block is one more layer
@@ -71,7 +72,9 @@ def estimate_seconds(
     n_tr, n_dev = len(data.splits["train"]), len(data.splits["dev"])
     n_eval = n_dev + len(data.splits.get("test", []))
     n_teachers = len(cfg.teachers)
-    t_epochs, s_epochs = cfg.teachers[0].epochs, cfg.student.epochs
+    t, s, floor = cfg.teachers[0], cfg.student, cfg.student.min_steps
+    t_epochs = planned_epochs(n_tr, t.batch_size, t.epochs, floor)[0]
+    s_epochs = planned_epochs(n_tr, s.batch_size, s.epochs, floor)[0]
     fusion_text = tokens * (1 + 1 / TEXT_LAYERS)  # text encoder + fusion over the text
     multimodal = fusion_text + IMAGE_TOKENS / TEXT_LAYERS  # ... + fusion over image tokens
     image_only = IMAGE_TOKENS / TEXT_LAYERS

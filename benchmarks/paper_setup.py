@@ -15,13 +15,20 @@ are the same config with one thing changed:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from contracts.config import DataFormat, PipelineConfig, PromptStyle, load_config, parse_config
+from contracts.config import (
+    AUTO_LEARNING_RATES,
+    DataFormat,
+    PipelineConfig,
+    PromptStyle,
+    load_config,
+    parse_config,
+)
 from training.pipeline import resolve_paths
+from training.students.budget import planned_epochs
 
 Budget = Literal["smoke", "quick", "cpu", "full"]
 VARIANTS = ("alpha0", "beta0", "image-only", "self-distill")
@@ -120,15 +127,15 @@ SMOKE_SUBSETS = Subsets(train=40, eval=20)
 QUICK_SUBSETS = Subsets(train=800, eval=500)
 QUICK_MAX_LENGTH = 128  # only 20 Newsgroups is longer (256): half its cost, most of its text
 # A small train set is few optimisation steps an epoch, and too few steps left models at
-# the majority class (CWI News seed 1 of the old quick budget: baseline 0.618 = majority).
-# So every model of every budget gets a warmup, and at least MIN_STEPS steps: on a small
-# subset more epochs (or a smaller batch), never a larger learning rate. The learning rate
-# itself is chosen per dataset on dev, for the baseline of seed 0, over LR_GRID, and used
-# for every model of that dataset (reproduce_paper.py --lr-grid).
-WARMUP_RATIO = 0.1
-MIN_STEPS = 300
-LR_GRID = (5e-5, 1e-4, 2e-4)
-QUICK_TRAINING = {"epochs": 3, "batch_size": 8}
+# the majority class (CWI News seed 1 of an old quick budget: baseline 0.618 = majority).
+# Every budget leaves the epochs to the library's plan (training/students/budget.py: at
+# least student.min_steps steps, a warm-up; on a small subset more epochs, never a larger
+# learning rate), pinned in each run's config by with_planned_epochs. The learning rate is
+# chosen per dataset on dev, for the baseline of seed 0, over the rates that
+# ``learning_rate: auto`` tries (reproduce_paper.py --lr-grid), and used for every model of
+# that dataset.
+LR_GRID = AUTO_LEARNING_RATES
+QUICK_TRAINING: dict[str, object] = {"epochs": None, "batch_size": 8}
 
 
 @dataclass(frozen=True)
@@ -196,8 +203,6 @@ def build_config(
     if budget == "quick":
         for key, value in QUICK_TRAINING.items():
             overrides |= {f"teachers.0.{key}": value, f"student.{key}": value}
-    # The student's warmup ratio is the teacher's too (training/teachers/train_teacher.py).
-    overrides["student.warmup_ratio"] = WARMUP_RATIO
     if tiny is not None:
         overrides |= {
             "teachers": [
@@ -222,18 +227,21 @@ def build_config(
     if learning_rate is not None:
         overrides |= {"teachers.0.learning_rate": learning_rate}
         overrides |= {"student.learning_rate": learning_rate}
-    return with_min_steps(resolve_paths(load_config(preset, overrides), Path.cwd()))
+    return with_planned_epochs(resolve_paths(load_config(preset, overrides), Path.cwd()))
 
 
-def with_min_steps(cfg: PipelineConfig) -> PipelineConfig:
-    """More epochs where the train subset gives fewer than MIN_STEPS optimisation steps."""
+def with_planned_epochs(cfg: PipelineConfig) -> PipelineConfig:
+    """The epochs the library's plan gives each model whose config leaves them to the data,
+    written into the config, so that the run's pinned config and the report state them.
+    Unchanged where the train subset's size is not known before the data is read."""
     n_train = cfg.data.max_train_samples
-    if n_train is None or n_train <= 100:  # the whole set, or the smoke budget's 40
+    if n_train is None:
         return cfg
     raw = cfg.model_dump(mode="json")
     for model in [raw["student"], *raw["teachers"]]:
-        steps_per_epoch = math.ceil(n_train / model["batch_size"])
-        model["epochs"] = max(model["epochs"], math.ceil(MIN_STEPS / steps_per_epoch))
+        model["epochs"], _ = planned_epochs(
+            n_train, model["batch_size"], model["epochs"], cfg.student.min_steps
+        )
     return parse_config(raw, source=cfg.name)
 
 

@@ -53,7 +53,9 @@ from contracts.artifacts import is_complete, read_stage, write_json_atomic  # no
 from contracts.config import PipelineConfig  # noqa: E402
 from contracts.errors import ArtifactError, LugpiError  # noqa: E402
 from contracts.layout import RunLayout  # noqa: E402
+from training.data.prepare import PreparedData  # noqa: E402
 from training.pipeline import Run  # noqa: E402
+from training.students.budget import choose_learning_rate, planned_epochs  # noqa: E402
 from training.tracking.progress import RunContext  # noqa: E402
 
 SHARED = Path(os.environ.get("LUGPI_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -103,8 +105,9 @@ def grid_dir(runs_dir: Path, key: str, lr: float) -> Path:
 
 
 def choose_learning_rates(args: argparse.Namespace, ctx: RunContext) -> dict[str, Any]:
-    """Per dataset: train seed 0's baseline at every rate of --lr-grid, keep the best dev
-    accuracy (ties: the smaller rate). Returns key -> {"grid": {lr: dev}, "chosen": lr}.
+    """Per dataset: train seed 0's baseline at every rate of --lr-grid, keep the best on dev
+    (training/students/budget.py's choice, as ``learning_rate: auto`` makes it). Returns
+    key -> {"grid": {lr: dev accuracy}, "chosen": lr}.
 
     The winner's run has exactly seed 0's main config, so that run reuses its data and
     baseline (see run_models) instead of training them again."""
@@ -113,7 +116,7 @@ def choose_learning_rates(args: argparse.Namespace, ctx: RunContext) -> dict[str
         return chosen
     tiny = tiny_models(args)
     for key in args.datasets:
-        spec, grid = DATASETS[key], {}
+        spec, dev = DATASETS[key], {}
         for lr in sorted(args.lr_grid):
             cache = args.runs_dir / "image-cache"
             cfg = build_config(
@@ -123,9 +126,9 @@ def choose_learning_rates(args: argparse.Namespace, ctx: RunContext) -> dict[str
             log(f"{key}: learning-rate grid, baseline at {lr:g}")
             run.make("prepare")
             run.make("baseline")
-            grid[f"{lr:g}"] = read_stage(run.layout.baseline).summary["dev"]["accuracy"]
-        best = max(grid.values())
-        lr = min(float(k) for k, v in grid.items() if v == best)
+            dev[lr] = read_stage(run.layout.baseline).summary["dev"]
+        grid = {f"{rate:g}": metrics["accuracy"] for rate, metrics in dev.items()}
+        lr = choose_learning_rate(dev)
         log(f"{key}: learning rate {lr:g} (dev accuracy per rate: {grid})")
         chosen[key] = {"grid": grid, "chosen": lr}
     return chosen
@@ -315,6 +318,11 @@ def prepare_and_estimate(jobs: list[Job], ctx: RunContext, smoke: bool) -> dict[
     return estimates
 
 
+def epochs_of(cfg: PipelineConfig, data: PreparedData, batch: int, epochs: float | None) -> float:
+    """The epochs a model of the run trained (its plan, on the run's train split)."""
+    return planned_epochs(len(data.splits["train"]), batch, epochs, cfg.student.min_steps)[0]
+
+
 def build_report(
     args: argparse.Namespace,
     argv: list[str],
@@ -341,10 +349,11 @@ def build_report(
             "student": spec.paper_student,
             "note": spec.note,
         }
+        teacher = cfg.teachers[0]
         ds["budget"] = {
             **{k: len(data.splits.get(k, [])) for k in ("train", "dev", "test")},
-            "teacher_epochs": cfg.teachers[0].epochs,
-            "student_epochs": cfg.student.epochs,
+            "teacher_epochs": epochs_of(cfg, data, teacher.batch_size, teacher.epochs),
+            "student_epochs": epochs_of(cfg, data, cfg.student.batch_size, cfg.student.epochs),
             "max_length": cfg.student.max_length,
             "batch_size": cfg.student.batch_size,
             "learning_rate": cfg.student.learning_rate,

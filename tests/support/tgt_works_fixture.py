@@ -155,7 +155,9 @@ def make_config(
                  "batch_size": 16}
             ],
             "student": {"text_model": str(text_model), "max_length": 16, "epochs": s.epochs,
-                        "learning_rate": s.learning_rate, "batch_size": s.batch_size},
+                        "learning_rate": s.learning_rate, "batch_size": s.batch_size,
+                        # Chosen before a 10 % warm-up became the default (teachers too).
+                        "warmup_ratio": 0.0},
             "distill": {"alpha": s.alpha, "beta": s.beta, "tau": s.tau},
             "text_generator": {"model": str(masked_lm), "mask_fraction": s.mask_fraction,
                                "batch_size": 64, "cache_dir": str(cache)},

@@ -113,7 +113,8 @@ def amalgamate_config(
             "seed": seed,
             "device": "cpu",
             "student": {"text_model": str(text_model), "max_length": 16, "epochs": 12,
-                        "learning_rate": 3e-3, "batch_size": 16},
+                        "learning_rate": 3e-3, "batch_size": 16,
+                        "warmup_ratio": 0.0},  # chosen before warm-up was the default
             "distill": {"alpha": 1.0, "beta": 0.0, "tau": 1.0},
             "text_generator": {"model": str(generator), "mask_fraction": 0.2, "batch_size": 64},
             "strata": {

@@ -274,3 +274,63 @@ def test_a_run_that_fails_the_gate_is_held_or_skipped_and_its_record_says_why(
     else:
         assert published is None and not (repo / "gate").exists()
     assert run.publish(repo) == published  # resumed: the same answer, nothing published again
+
+
+def test_a_model_within_the_margin_above_the_majority_rate_is_refused(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """Above the majority rate but by no more than the default margin (0.02): refused. The
+    constant bundle scores 40/60 = 0.6667 on test; scored against labels whose majority
+    rate is 0.65 (13 of 20), it is 0.0167 above it: within the margin."""
+    labels = [1] * 13 + [0] * 7
+    split = GateSplit(["a text"] * 20, None, labels)
+    d = decide(PublishGateConfig(), bundles["constant"], tmp_path / "r", "gate", split)
+    assert d.action == "hold" and _status(d, "above_majority") == "failed"
+    assert "accuracy on test 0.6667 vs majority-class rate 0.6500 ('positive') + margin 0.02" in (
+        d.reason
+    )
+    # The same bundle against a majority rate 0.03 below its accuracy passes the check.
+    split = GateSplit(["a text"] * 100, None, [1] * 63 + [0] * 37)
+    d = decide(PublishGateConfig(), bundles["constant"], tmp_path / "r", "gate", split)
+    assert _status(d, "above_majority") == "passed" and d.action == "publish"
+
+
+def test_a_run_that_learned_nothing_is_not_published_as_the_default_with_the_defaults(
+    bundles: dict[str, Path],
+    splits: dict[str, tuple[list[str], list[int]]],
+    shared_datasets: Path,
+    tmp_path: Path,
+) -> None:
+    """A run with the default config (no publish_gate section) whose selected bundle always
+    answers the majority label of its test split (the texts it was exported with): published
+    held, never the served default, and its publish record and the held marker say why."""
+    files = {}
+    for split in ("dev", "test"):
+        texts, labels = splits[split]
+        pairs = zip(texts, labels, strict=True)
+        rows = [json.dumps({"text": t, "label": LABELS[y]}) for t, y in pairs]
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text("\n".join(rows) + "\n")
+    train = shared_datasets / "rotten-tomatoes" / "train.jsonl"
+    cfg = PipelineConfig.model_validate({
+        "data": {"train": str(train), "dev": str(files["dev"]), "test": str(files["test"]),
+                 "max_train_samples": 20},
+        "export": {"name": "gate"},
+    })  # fmt: skip
+    assert cfg.publish_gate == PublishGateConfig()
+    run = Run(cfg, tmp_path / "run", RunContext())
+    run.make("prepare")
+    export = run.layout.export
+    export.mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(bundles["constant"], export / "tiny")
+    write_stage_record(export, Stage.EXPORT, 0.0, {"selected": "tiny"})
+    repo = tmp_path / "repo"
+    assert run.publish(repo) == ("gate", "v1")
+    gate = run.gate_record()
+    assert gate is not None and gate["action"] == "hold"
+    why = next(c for c in gate["checks"] if c["name"] == "above_majority")
+    assert why["status"] == "failed" and "vs majority-class rate" in why["detail"]
+    assert why["detail"] in (repo / "gate" / "v1" / HELD_FILE).read_text()
+    assert not any(e.default for e in list_models(repo, "gate"))

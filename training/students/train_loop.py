@@ -10,6 +10,7 @@ batch. Every rank also scores the whole dev split, so all of them keep the same 
 ``fit`` runs AdamW with linear decay (optional warmup), clips gradients at 1.0, calls
 ``ctx.step`` once per batch (progress and cancellation), evaluates on dev after every epoch,
 keeps the weights of the best dev accuracy (never test) and restores them at the end.
+How long and at which rate a model trains is planned in training/students/budget.py.
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _better(new: dict[str, float], best: dict[str, float] | None) -> bool:
+def better_dev(new: dict[str, float], best: dict[str, float] | None) -> bool:
+    """Whether dev metrics ``new`` beat ``best``: accuracy, then macro-F1; a tie does not."""
     if best is None:
         return True
     return (new["accuracy"], new["macro_f1"]) > (best["accuracy"], best["macro_f1"])
@@ -257,7 +259,7 @@ def fit(
                 "dev_macro_f1": metrics["macro_f1"],
             }
         )
-        if _better(metrics, best):
+        if better_dev(metrics, best):
             best, best_state, history.best_epoch = metrics, _snapshot(model), epoch
     history.train_seconds = time.perf_counter() - started
     model.load_state_dict(best_state)

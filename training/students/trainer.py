@@ -40,8 +40,9 @@ from models.text import (
 from runtime.metrics import accuracy_f1
 from training import distributed
 from training.data.prepare import PreparedData
+from training.students.budget import fit_planned, plan_training
 from training.students.losses import UNLABELLED, hard_cross_entropy, lugpi_loss
-from training.students.train_loop import Budget, Runtime, fit, seed_everything
+from training.students.train_loop import Runtime, seed_everything
 from training.tracking.progress import RunContext
 
 
@@ -230,11 +231,15 @@ def train_text_classifier(
 
     clock = {"epoch": 0, "steps": 0}  # for add_rows_every
 
+    first_rows = active[0]
+
     def on_epoch(epoch: int) -> None:
         clock["epoch"] = epoch
         added = add_rows(epoch, None) if not opts.add_rows_every else False
         if select_rows is not None and (epoch > 0 or added):
             reselect(epoch)
+        elif epoch == 0:  # a learning-rate search starts every rate on the same rows
+            active[0] = first_rows
 
     def step_fn(batch: np.ndarray) -> tuple[Tensor, dict[str, float]]:
         idx = active[0][batch]
@@ -294,17 +299,19 @@ def train_text_classifier(
         )
         return accuracy_f1(y_dev, logits.argmax(-1), len(data.labels))
 
-    budget = Budget(
-        n_examples=len(active[0]),
-        batch_size=scfg.batch_size,
-        epochs=scfg.epochs,
-        learning_rate=scfg.learning_rate,
-        weight_decay=scfg.weight_decay,
+    plan = plan_training(
+        len(active[0]),
+        scfg.batch_size,
+        scfg.epochs,
+        scfg.learning_rate,
+        min_steps=scfg.min_steps,
         warmup_ratio=scfg.warmup_ratio,
+        weight_decay=scfg.weight_decay,
         seed=cfg.seed,
     )
     trainable = [model, projections] + ([aux] if aux is not None else [])
-    history, best = fit(model, trainable, step_fn, eval_fn, budget, runtime, ctx, stage, on_epoch)
+    fitted = fit_planned(plan, model, trainable, step_fn, eval_fn, runtime, ctx, stage, on_epoch)
+    history, best = fitted.history, fitted.best
     capture.remove()
     extra_meta = dict(opts.extra_meta)
     meta = TextModelMeta.model_validate(
@@ -324,6 +331,7 @@ def train_text_classifier(
     )
     summary: dict[str, object] = {
         "dev": best,
+        "budget": fitted.record,
         "best_epoch": history.best_epoch,
         "train_seconds": history.train_seconds,
         "processes": runtime.world.size,

@@ -12,8 +12,8 @@ With ``freeze_image_encoder`` the encoder's tokens are computed once per distinc
 file (or read from the token store, training/teachers/image_tokens.py) and held in memory for the
 run, so each step only runs the text encoder and the fusion head.
 
-TeacherConfig has no max_length, weight decay or warmup of its own: the teacher reads the
-same texts as the student, so it takes those from ``cfg.student``.
+TeacherConfig has no max_length, weight decay, warmup or step floor of its own: the teacher
+reads the same texts as the student, so it takes those from ``cfg.student``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from models.text import encode, load_text_encoder, load_tokenizer, text_encoder_
 from runtime.metrics import accuracy_f1
 from training import distributed
 from training.data.prepare import PreparedData
-from training.students.train_loop import Budget, fit, seed_everything, select_runtime
+from training.students.budget import fit_planned, plan_training
+from training.students.train_loop import seed_everything, select_runtime
 from training.teachers.image_tokens import TokenCache
 from training.tracking.progress import RunContext
 
@@ -152,17 +153,19 @@ def train_teacher(
         )
         return accuracy_f1(y_dev, logits.argmax(-1), len(data.labels))
 
-    budget = Budget(
-        n_examples=len(texts),
-        batch_size=teacher.batch_size,
-        epochs=teacher.epochs,
-        learning_rate=teacher.learning_rate,
-        weight_decay=cfg.student.weight_decay,
+    plan = plan_training(
+        len(texts),
+        teacher.batch_size,
+        teacher.epochs,
+        teacher.learning_rate,
+        min_steps=cfg.student.min_steps,
         warmup_ratio=cfg.student.warmup_ratio,
+        weight_decay=cfg.student.weight_decay,
         seed=cfg.seed,
     )
     with ctx.part(TOKENS_SHARE if reads_images and teacher.freeze_image_encoder else 0.0, 1.0):
-        history, best = fit(model, [model], step_fn, eval_fn, budget, runtime, ctx, Stage.TEACHER)
+        fitted = fit_planned(plan, model, [model], step_fn, eval_fn, runtime, ctx, Stage.TEACHER)
+    history, best = fitted.history, fitted.best
     meta = TeacherMeta(
         name=teacher.name,
         modality=teacher.modality,
@@ -180,6 +183,7 @@ def train_teacher(
     )
     metrics = {
         "dev": best,
+        "budget": fitted.record,
         "best_epoch": history.best_epoch,
         "train_seconds": history.train_seconds,
         "image_token_cache_seconds": cache_seconds,

@@ -1,0 +1,179 @@
+"""The README's benchmark figures, generated from ``benchmarks/results/*.json``.
+
+Each generated block sits in README.md between two marker comments::
+
+    <!-- results:NAME begin (benchmarks/readme_blocks.py writes this block) -->
+    ...
+    <!-- results:NAME end -->
+
+    python benchmarks/readme_blocks.py          # rewrite the blocks in README.md
+    python benchmarks/readme_blocks.py --check  # exit 1 and name the stale blocks
+
+``tests/test_readme_blocks.py`` fails when a block differs from what this script makes of
+the results files, so a rerun that changes a JSON file cannot leave a stale figure behind.
+Figures outside the blocks (results with no JSON file) are written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from training.export.quantize import MIN_INT8_AGREEMENT, QUANT_CANDIDATES  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+README = REPO / "README.md"
+MARKER = re.compile(
+    r"(?P<begin><!-- results:(?P<name>[a-z0-9-]+) begin [^>]*-->\n)"
+    r"(?P<body>.*?)"
+    r"(?P<end><!-- results:(?P=name) end -->)",
+    re.S,
+)
+
+
+def _load(name: str) -> Any:
+    return json.loads((RESULTS / name).read_text())
+
+
+# -- int8: the variant export ships for each real student ------------------------------------
+# Which measured students the README's table shows, in order: (results file, the student's
+# model directory as the file names it, how the README names it).
+INT8_STUDENTS = (
+    ("int8.json", "runs/demo/run/student", "demo BBC News student"),
+    ("int8_cwi_news.json", "/work/runs/item3/baseline", "CWI News CE baseline, full train set"),
+    (
+        "int8_cwi_news_student.json",
+        "/work/runs/paper-quick/cwi-news/seed0/lugpi/student-effnet",
+        "CWI News LUGPI student, offline preset, quick budget",
+    ),
+    (
+        "int8_cwi_wikinews.json",
+        "/work/runs/wikinews-ce/baseline",
+        "WikiNews CE baseline, 2,000 train rows",
+    ),
+)
+
+
+def shipped_row(result: dict[str, Any]) -> dict[str, Any]:
+    """The row of the variant export ships today: the first of the export's candidates (in
+    its current order) that agrees with PyTorch on enough of dev, else the layer search's
+    row. (A results file records what export shipped with the order it had then.)"""
+    rows = {r["variant"]: r for r in result["rows"]}
+    for settings in QUANT_CANDIDATES:
+        row = rows.get("int8 " + settings.label)
+        if row is not None and row["dev_agreement"] >= MIN_INT8_AGREEMENT:
+            return row
+    search = [r for r in result["rows"] if r["variant"].endswith("(search)")]
+    if not search:
+        raise ValueError(f"{result['model']}: no variant passes and no search row")
+    return search[0]
+
+
+def int8_table() -> str:
+    lines = [
+        "| student | variant export ships | agree dev | agree test | b1 CPU vs fp32 "
+        "| b32 throughput vs fp32 | table |",
+        "|---|---|--:|--:|--:|--:|---|",
+    ]
+    for file, model, title in INT8_STUDENTS:
+        result = next(r for r in _load(file) if r["model"] == model)
+        row, fp32 = shipped_row(result), result["rows"][0]
+        assert fp32["variant"] == "fp32 traced", file
+        variant = row["variant"].removeprefix("int8 ")
+        lines.append(
+            f"| {title} ({result['n_dev']} dev; test acc {result['test_accuracy_torch']:.3f}) "
+            f"| {variant} | {row['dev_agreement']:.4f} | {row['test_agreement']:.4f} "
+            f"| {row['b1_ms'] / fp32['b1_ms']:.2f}× "
+            f"| {row['b32_texts_per_s'] / fp32['b32_texts_per_s']:.2f}× "
+            f"| `{file.removesuffix('.json')}.md` |"
+        )
+    return "\n".join(lines)
+
+
+# -- Teacher Guided Training on Rotten Tomatoes ----------------------------------------------
+TGT_MODELS = (
+    ("baseline", "baseline"),
+    ("student:effnet", "plain student"),
+    ("tgt:sampling", "TGT sampling"),
+    ("tgt:disagreement", "TGT disagreement"),
+)
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def tgt_rotten_tomatoes() -> str:
+    result = _load("tgt_rotten_tomatoes.json")
+    seeds = result["seeds"]
+    acc = {key: [s["test_accuracy"][key] for s in seeds] for key, _ in TGT_MODELS}
+    cells = ", ".join(f"{title} {_mean_sd(acc[key])}" for key, title in TGT_MODELS)
+    diff = [a - b for a, b in zip(acc["tgt:sampling"], acc["student:effnet"], strict=True)]
+    kept = [s["tgt"]["kept"] for s in seeds]
+    generated = {s["tgt"]["newly_generated"] for s in seeds}
+    minutes = sum(s["wall_seconds"] for s in seeds) / 60
+    return (
+        f"Test accuracy, mean ± sd over {len(seeds)} seeds: {cells}. Paired by seed, TGT "
+        f"sampling − plain student is {statistics.fmean(diff):+.3f} (sd "
+        f"{statistics.stdev(diff):.3f}). Each seed generated "
+        f"{' / '.join(map(str, sorted(generated)))} texts and kept {min(kept)}–{max(kept)}. "
+        f"The run took {minutes:.0f} min of wall time on the loaded machine."
+    )
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "int8-students": int8_table,
+    "tgt-rotten-tomatoes": tgt_rotten_tomatoes,
+}
+
+
+def render(readme: str) -> str:
+    """``readme`` with every marked block replaced by what its generator makes now."""
+    seen: set[str] = set()
+
+    def fill(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in BLOCKS:
+            raise KeyError(f"README block {name!r} has no generator in {__file__}")
+        seen.add(name)
+        return f"{m['begin']}{BLOCKS[name]()}\n{m['end']}"
+
+    out = MARKER.sub(fill, readme)
+    if missing := set(BLOCKS) - seen:
+        raise KeyError(f"README.md has no block for {sorted(missing)}")
+    return out
+
+
+def stale_blocks(readme: str) -> list[str]:
+    """The names of the blocks whose text differs from what the results files give."""
+    now = {m["name"]: m["body"] for m in MARKER.finditer(readme)}
+    fresh = {m["name"]: m["body"] for m in MARKER.finditer(render(readme))}
+    return sorted(name for name in fresh if fresh[name] != now.get(name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="only report stale blocks")
+    p.add_argument("--readme", type=Path, default=README)
+    args = p.parse_args(argv)
+    text = args.readme.read_text()
+    if args.check:
+        stale = stale_blocks(text)
+        for name in stale:
+            print(f"stale README block: {name} (run python benchmarks/readme_blocks.py)")
+        return 1 if stale else 0
+    args.readme.write_text(render(text))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
