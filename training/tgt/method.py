@@ -17,6 +17,7 @@ from typing import Any
 
 from contracts.config import PipelineConfig, TgtMode
 from contracts.jobs import Stage
+from training.data.prepare import student_train_record
 from training.evaluation.evaluate import tgt_counts_markdown
 from training.generation.texts import plan_texts, resolve_text_cache, run_text_shard
 from training.lugpi.method import teacher_steps
@@ -43,12 +44,13 @@ class Tgt:
             images = layout.image_cache(cfg.generator.cache_dir) if reads_images else None
             run_tgt(
                 cfg,
-                run.data,
+                run.student_data,
                 layout.tgt,
                 run.ctx,
                 text_cache=resolve_text_cache(cfg, layout.root),
                 image_cache=images,
                 strategy=run.shards,
+                record=student_train_record(cfg, run.data),
             )
 
         steps = [
@@ -91,8 +93,8 @@ def _student(
         teachers = [run.layout.teacher(t.name) for t in run.cfg.teachers]
         train_tgt_student(
             run.cfg,
-            run.data,
-            run.images,
+            run.student_data,
+            run.student_images,
             teachers,
             generated["rows"],
             mode,
@@ -109,5 +111,5 @@ def text_shard(run: Run, shard: int) -> None:
     machine's share; `lugpi tgt --shard`)."""
     cfg = run.cfg
     cache = resolve_text_cache(cfg, run.layout.root)
-    plan = plan_texts(cfg, neighbour_requests(cfg, run.data), cache)
+    plan = plan_texts(cfg, neighbour_requests(cfg, run.student_data), cache)
     run_text_shard(cfg, plan, shard, run.ctx)
