@@ -6,7 +6,9 @@ learning from every LUGPI teacher on the labelled and the generated texts.
     [prepare -> generate -> teacher(s), shared with LUGPI] -> tgt -> tgt-student-<mode>
 
 Its students are scored as ``tgt:<mode>``; with ``tgt.export_best`` they are exported
-(``export/tgt-<mode>/``) and may be the one published.
+(``export/tgt-<mode>/``) and may be the one published. ``tgt.teacher`` names their
+teacher: the run's own (``pipeline``) or one made elsewhere (training/tgt/teacher_source.py);
+with ``tgt.student_train_samples`` every student sees only that many labelled texts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from contracts.config import PipelineConfig, TgtMode
+from contracts.config import TGT_PIPELINE_TEACHER, PipelineConfig, TgtMode
 from contracts.jobs import Stage
 from training.data.prepare import student_train_record
 from training.evaluation.evaluate import tgt_counts_markdown
@@ -23,6 +25,7 @@ from training.generation.texts import plan_texts, resolve_text_cache, run_text_s
 from training.lugpi.method import teacher_steps
 from training.methods import MethodReport, MethodStudent, Run, Step, data_steps
 from training.tgt.distill import train_tgt_student
+from training.tgt.teacher_source import tgt_teacher_dirs
 from training.tgt.texts import load_generated, neighbour_requests, run_tgt
 
 STUDENTS_COMMAND = "tgt-distill"  # the `lugpi` command that trains the TGT students alone
@@ -50,7 +53,7 @@ class Tgt:
                 text_cache=resolve_text_cache(cfg, layout.root),
                 image_cache=images,
                 strategy=run.shards,
-                record=student_train_record(cfg, run.data),
+                extra=student_train_record(cfg, run.data),
             )
 
         steps = [
@@ -66,8 +69,10 @@ class Tgt:
         return steps
 
     def students(self, run: Run) -> list[MethodStudent]:
-        names = [t.name for t in run.cfg.teachers]
-        export = run.cfg.tgt.export_best
+        cfg = run.cfg
+        own = cfg.tgt.teacher == TGT_PIPELINE_TEACHER
+        names = [t.name for t in cfg.teachers] if own else [cfg.tgt.teacher]
+        export = cfg.tgt.export_best
         return [
             MethodStudent(f"tgt-{m}", run.layout.tgt_student(m), names, f"tgt:{m}", export)
             for m in run.cfg.tgt.modes
@@ -90,7 +95,7 @@ def _student(
     def make() -> None:
         if "rows" not in generated:
             generated["rows"] = load_generated(run.layout.tgt)[0]
-        teachers = [run.layout.teacher(t.name) for t in run.cfg.teachers]
+        teachers = tgt_teacher_dirs(run.cfg, run.layout)
         train_tgt_student(
             run.cfg,
             run.student_data,
