@@ -218,6 +218,7 @@ def setting_overrides(args: argparse.Namespace, seed: int, subset: bool) -> dict
         "tgt.explore_per_epoch": g,
         "tgt.explore_every_steps": 4,
         "tgt.student_train_samples": args.student_train if subset else None,
+        "tgt.latent_model": args.latent_model,
         "export.require_int8": False,
     }
 
@@ -282,7 +283,8 @@ def setting_seed(args: argparse.Namespace, seed: int, teacher: Path) -> dict[str
         **{f"tgt:{m}": run.layout.tgt_student(m) for m in SETTING_MODES},
     }
     student_meta = json.loads((run.layout.student(TEACHER) / "lugpi.json").read_text())
-    grad = results["models"]["tgt:gradient"].get("tgt", {})
+    grad = json.loads((run.layout.tgt_student("gradient") / "stage.json").read_text())
+    grad = grad["summary"]["tgt"]
     counts = {
         "augment": {
             "generated": tgt["by_origin"]["augment"]["requested"],
@@ -516,6 +518,7 @@ def main() -> None:
     p.add_argument("--teacher-only", action="store_true", help="tgt: train the teacher, stop")
     p.add_argument("--teacher-train", type=int, default=None, help="tgt: cut the train split")
     p.add_argument("--results-dir", default=str(RESULTS))
+    p.add_argument("--latent-model", default="tiny-bbc-seq2seq", help="tgt: tgt.latent_model")
     p.add_argument("--commit", action="store_true", help="tgt: git-commit results per seed")
     p.add_argument("--train", type=int, default=200)
     p.add_argument("--eval", type=int, default=300)
