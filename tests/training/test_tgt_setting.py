@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from support.tgt_setting import (
     N_STUDENT,
     N_TRAIN,
@@ -27,9 +28,11 @@ from support.tgt_setting import (
     train_texts,
     write_data,
 )
+from typer.testing import CliRunner
 
 from contracts.config import parse_config
 from contracts.errors import ConfigError, DataError, ModelLoadError
+from training.cli import app
 from training.data.prepare import student_train_rows
 from training.pipeline import Run, resolve_paths
 from training.tracking.progress import RunContext
@@ -57,28 +60,29 @@ def test_students_learn_from_the_subset_while_the_teacher_sees_every_row(
     assert other is not None and other != rows
     assert student_train_rows(cfg, run.data) == rows
 
-    # The TGT students' teacher from elsewhere, without training this run's own: this
-    # run's directory (its teacher 'txt'), then its baseline as a plain transformers
-    # sequence classifier (the online 'gradient' mode steers by it through its input
-    # embeddings).
+    # From the CLI, the TGT students' teacher from elsewhere, without training this run's
+    # own: this run's directory (its teacher 'txt'), then its baseline as a plain
+    # transformers sequence classifier (the online 'gradient' mode steers by it through
+    # its input embeddings).
+    raw = raw_config(files, tiny_text_model, tiny_latent_generator)
+    raw["teachers"][0]["name"] = "own"
+    config = tmp_path / "elsewhere.yaml"
+    config.write_text(yaml.safe_dump(raw))
     for source, mode, name in (
         (run.dir, "sampling", "txt"),
         (run.dir / "baseline", "gradient", "baseline"),
     ):
-        raw = raw_config(
-            files, tiny_text_model, tiny_latent_generator, teacher=str(source), modes=[mode],
-            explore_per_epoch=4, query_budget=4,
-        )  # fmt: skip
-        raw["teachers"][0]["name"] = "own"
-        cfg2 = resolve_paths(parse_config(raw), tmp_path)
-        run2 = Run(cfg2, tmp_path / f"elsewhere-{mode}", RunContext())
-        run2.pin_config()
-        for stage in ("prepare", "tgt", "tgt-distill"):
-            run2.make(stage)
-        student = run2.layout.tgt_student(mode)
+        run_dir = tmp_path / f"elsewhere-{mode}"
+        sets = [f"tgt.teacher={source}", f"tgt.modes=[{mode}]", "tgt.explore_per_epoch=4",
+                "tgt.query_budget=4"]  # fmt: skip
+        for command in ("prepare", "tgt", "tgt-distill"):
+            args = [command, str(config), "--run-dir", str(run_dir), "-q"]
+            result = CliRunner().invoke(app, [*args, *(x for s in sets for x in ("--set", s))])
+            assert result.exit_code == 0, result.output
+        student = run_dir / f"tgt-student-{mode}"
         assert summary(student)["teachers"] == [name]
         assert train_texts(student) == N_STUDENT
-        assert not run2.layout.teacher("own").exists()  # its own teacher was never needed
+        assert not (run_dir / "teacher-own").exists()  # its own teacher was never needed
         if mode == "gradient":
             online = summary(student)["tgt"]
             assert 0 < online["teacher_queries"] <= 4
