@@ -297,7 +297,7 @@ def setting_seed(args: argparse.Namespace, seed: int, teacher: Path) -> dict[str
             "queried": tgt["by_origin"]["sampling"]["kept"],
         },
         "gradient": {
-            "generated": sum(r.get("explored", 0) for r in grad.get("rounds", [])),
+            "generated": sum(r.get("decoded", 0) for r in grad.get("rounds", [])),
             "kept": grad.get("explored"),
             "queried": grad.get("teacher_queries"),
         },
@@ -311,7 +311,7 @@ def setting_seed(args: argparse.Namespace, seed: int, teacher: Path) -> dict[str
         "seed": seed,
         "test_accuracy": {k: results["models"][k]["test"]["accuracy"] for k, _ in SETTING_ROWS},
         "teacher_test_accuracy": results["models"][f"teacher:{TEACHER}"]["test"]["accuracy"],
-        "student_train_examples": student_meta["train_examples"],
+        "student_train_examples": student_meta["train_examples"]["train"],
         "student_train": tgt.get("student_train"),
         "counts": counts,
         "optimiser_steps": {k: _steps(d) for k, d in dirs.items()},

@@ -86,6 +86,7 @@ def test_students_learn_from_the_subset_while_the_teacher_sees_every_row(
         if mode == "gradient":
             online = summary(student)["tgt"]
             assert 0 < online["teacher_queries"] <= 4
+            assert sum(r["decoded"] for r in online["rounds"]) >= online["explored"]
 
 
 def test_bad_settings_are_refused_by_name(
