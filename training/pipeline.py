@@ -41,7 +41,7 @@ from contracts.artifacts import (
     write_text_atomic,
 )
 from contracts.bundle import read_manifest
-from contracts.config import PipelineConfig
+from contracts.config import TGT_PIPELINE_TEACHER, PipelineConfig
 from contracts.errors import ArtifactError, ConfigError
 from contracts.jobs import STAGE_ORDER, Stage
 from contracts.layout import RunLayout
@@ -139,12 +139,16 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
             "teachers": [t.model_copy(update={"model": model_path(t.model)}) for t in a.teachers],
         }
     )
+    # tgt.teacher as a local path (a run, teacher or classifier directory) is pinned too.
+    t = cfg.tgt.teacher
+    tgt = cfg.tgt.model_copy(update={"teacher": t if t == TGT_PIPELINE_TEACHER else model_path(t)})
     return cfg.model_copy(
         update={
             "data": data,
             "generator": gen,
             "text_generator": text_gen,
             "strata": strata,
+            "tgt": tgt,
         }
     )
 
