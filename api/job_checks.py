@@ -23,6 +23,10 @@ A job body names files and models that a worker will open, so before a job is qu
   directory of an earlier job, or a student directory in one), resolved like the data
   paths, or an allowed model; ``strata.seed_texts`` is a data path. The image
   generator and ``teachers[]`` are not loaded then, so they are not checked.
+- ``tgt.teacher`` (the TGT students' teacher, when TGT runs) is ``pipeline`` (the job's
+  own teachers) or follows the rule of ``strata.teachers[].model``: a directory under
+  ``artifacts_dir`` (a run directory, a teacher or classifier directory in one) or an
+  allowed model.
 
 Each failure is one FastAPI-shaped 422 item whose ``loc`` names the field.
 """
@@ -39,7 +43,7 @@ from typing import Any, TypeVar
 from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
-from contracts.config import LATENT_MODES, PipelineConfig, is_saved_dataset
+from contracts.config import LATENT_MODES, TGT_PIPELINE_TEACHER, PipelineConfig, is_saved_dataset
 from contracts.model_names import BUILTIN_MODELS as BUILTIN_MODEL_NAMES
 
 # Names that load only what ships with the code (contracts/model_names.py).
@@ -64,6 +68,8 @@ HUB_MODELS: dict[str, str | None] = {
 HUB_FIELDS = frozenset(HUB_MODELS) | {rev for rev in HUB_MODELS.values() if rev is not None}
 # A run directory under the artifacts root, or an allowed model: a rule of its own.
 STRATA_TEACHER_FIELD = "strata.teachers[].model"
+TGT_TEACHER_FIELD = "tgt.teacher"  # the same rule; its value 'pipeline' loads nothing new
+ARTIFACT_OR_MODEL_FIELDS = frozenset({STRATA_TEACHER_FIELD, TGT_TEACHER_FIELD})
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,20 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
                 seed_texts = str(resolve_data_path(a.seed_texts, list(settings.data_roots)))
             except ValueError as e:
                 errors.append(_error(("strata", "seed_texts"), f"strata.seed_texts {e}"))
+    tgt_teacher: str | None = None
+    source = cfg.tgt.teacher
+    elsewhere = cfg.tgt.enabled and not strata and source != TGT_PIPELINE_TEACHER
+    if elsewhere and not model_allowed(source, settings):
+        try:
+            tgt_teacher = str(resolve_artifact_dir(source, settings.artifacts_dir))
+        except ValueError as e:
+            errors.append(
+                _error(
+                    ("tgt", "teacher"),
+                    f"tgt.teacher {source!r} {e}; or name 'pipeline' or an allowed model "
+                    "(LUGPI_ALLOWED_MODELS)",
+                )
+            )
     for ref in hub_references(cfg):
         name = ".".join(str(x) for x in ref.loc)
         if not model_allowed(ref.model, settings):
@@ -314,4 +334,6 @@ def check_job_config(cfg: PipelineConfig, settings: ApiSettings) -> PipelineConf
         update["strata"] = a.model_copy(
             update={"teachers": teachers, "seed_texts": seed_texts or a.seed_texts}
         )
+    if tgt_teacher is not None:
+        update["tgt"] = cfg.tgt.model_copy(update={"teacher": tgt_teacher})
     return cfg.model_copy(update=update)

@@ -203,6 +203,8 @@ TextGeneratorKind = Literal["auto", "masked", "causal"]
 # baselines (what `tgt.search: [sampling, disagreement]` meant before).
 TgtMode = Literal["augment", "augment-disagreement", "sampling", "gradient"]
 LATENT_MODES = ("sampling", "gradient")
+# tgt.teacher: the config's own teachers, trained in the run (else a directory or model id).
+TGT_PIPELINE_TEACHER = "pipeline"
 BUILTIN_LATENT_GENERATOR = "tiny-bbc-seq2seq"
 # The key `tgt.search` was renamed `tgt.modes` when its values changed meaning: an old
 # config must not run latent sampling where it meant masked-LM rewriting.
@@ -357,6 +359,25 @@ class TgtConfig(_Strict):
         True,
         description="Export the student (plain or TGT) with the best dev accuracy; false "
         "always exports the plain student.",
+    )
+    student_train_samples: Annotated[int, Field(ge=2, le=MAX_ROWS)] | None = Field(
+        None,
+        description="The setting where TGT pays: every student of the run (the CE baseline, "
+        "the distilled students, the TGT students) learns from only this many labelled "
+        "training texts (a stratified subset, seeded by `seed`), while the config's teachers "
+        "train on the whole train split (after data.max_train_samples). The TGT exploration "
+        "starts from the student's texts. Null: students and teachers see the same texts.",
+    )
+    teacher: str = Field(
+        TGT_PIPELINE_TEACHER,
+        min_length=1,
+        description="The teacher of the TGT students: 'pipeline' (every teacher of "
+        "`teachers`, trained in this run), or one made elsewhere: a run directory of this "
+        "project (its teachers), one of its teacher directories (teacher-<name>/), or any "
+        "transformers sequence classifier (save_pretrained directory, or a hub id on the "
+        "command line; a job may name only run directories under the artifacts root or "
+        "allowed models). Its labels must be the data's. The distilled (LUGPI) students keep "
+        "the config's teachers.",
     )
 
 
@@ -766,7 +787,20 @@ class PipelineConfig(_Strict):
                 "start, and tgt.modes 'gradient' queries the teachers while the student trains "
                 "(its query budget would be spent per rate): give a learning rate"
             )
-        if self.tgt.enabled and "gradient" in self.tgt.modes:
+        if self.tgt.student_train_samples is not None and not self.tgt.enabled:
+            raise ValueError(
+                "tgt.student_train_samples is set but tgt.enabled is false; enable tgt, or "
+                "set tgt.student_train_samples: null"
+            )
+        if self.tgt.student_train_samples is not None and self.distill.cross_fit_folds >= 2:
+            raise ValueError(
+                "tgt.student_train_samples and distill.cross_fit_folds: cross-fitting gives each "
+                "of the student's rows a teacher that never saw it, but with "
+                "student_train_samples the teachers are meant to see more than the student; "
+                "set distill.cross_fit_folds: 0"
+            )
+        uses_pipeline = self.tgt.teacher == TGT_PIPELINE_TEACHER
+        if self.tgt.enabled and "gradient" in self.tgt.modes and uses_pipeline:
             reads_images = [t.name for t in self.teachers if t.modality != "text"]
             if reads_images:
                 raise ValueError(

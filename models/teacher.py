@@ -125,6 +125,15 @@ class Teacher(nn.Module):
         self.classifier = nn.Linear(hidden_size, num_labels)
 
     @property
+    def num_labels(self) -> int:
+        return self.classifier.out_features
+
+    @property
+    def embedding_width(self) -> int:
+        """The width of e_T."""
+        return self.mlp_hidden.out_features
+
+    @property
     def modality(self) -> TeacherModality:
         if self.text_encoder is None:
             return "image"
@@ -202,10 +211,102 @@ def save_teacher(teacher: Teacher, meta: TeacherMeta, out_dir: Path) -> None:
         teacher.image_encoder.save_config(out_dir / IMAGE_DIR)
 
 
-def load_teacher(teacher_dir: Path) -> tuple[Teacher, TeacherMeta]:
-    """Load a teacher saved by ``save_teacher`` (CPU, eval mode)."""
+class ClassifierTeacher(nn.Module):
+    """Any transformers sequence classifier, seen as a text-only teacher: its logits, and
+    as e_T its last hidden state at the first position (the [CLS] its head reads). What
+    ``predict_teacher``, the distillation targets and the gradient exploration use of a
+    ``Teacher`` it has: ``tokenizer``, ``text_encoder`` (the classifier itself: its input
+    embeddings, and ``inputs_embeds`` in place of ids), ``image_encoder`` None."""
+
+    image_encoder: None = None
+    freeze_image_encoder = False
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__()
+        self.text_encoder = model
+        self.tokenizer = tokenizer
+
+    @property
+    def modality(self) -> TeacherModality:
+        return "text"
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.text_encoder.config.num_labels or 0)
+
+    @property
+    def embedding_width(self) -> int:
+        return int(self.text_encoder.config.hidden_size)
+
+    def forward(self, text_inputs: dict[str, Tensor] | None = None, **_: object) -> TeacherOutput:
+        """``text_inputs``: tokenizer output (or ``inputs_embeds`` with its mask); image
+        inputs are ignored, like a text-only ``Teacher``'s."""
+        if text_inputs is None:
+            raise ValueError("this teacher reads text: give text_inputs")
+        out = self.text_encoder(**text_inputs, output_hidden_states=True)
+        return TeacherOutput(logits=out.logits, embedding=out.hidden_states[-1][:, 0])
+
+
+AnyTeacher = Teacher | ClassifierTeacher
+
+
+def load_classifier_teacher(source: str, name: str = "") -> tuple[ClassifierTeacher, TeacherMeta]:
+    """A transformers sequence classifier (a ``save_pretrained`` directory, a student or
+    baseline directory of this project, or a hub id) as a text-only teacher. Its labels:
+    the student's ``lugpi.json`` beside it, else its config's ``id2label``; so are its text
+    pairing and input length (default 128)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from contracts.artifacts import STUDENT_META, TextModelMeta
+    from contracts.errors import ModelLoadError
+    from models.hub import load_or_raise
+
+    what = "the teacher (a sequence classifier)"
+    model = load_or_raise(AutoModelForSequenceClassification.from_pretrained, source, what)
+    tokenizer = load_or_raise(AutoTokenizer.from_pretrained, source, f"{what}'s tokenizer")
+    student_meta = Path(source).expanduser() / STUDENT_META
+    text_pair, max_length = False, 128
+    if student_meta.is_file():
+        sm = TextModelMeta.model_validate_json(student_meta.read_text())
+        labels, text_pair, max_length = list(sm.labels), sm.text_pair, sm.max_length
+    else:
+        id2label = getattr(model.config, "id2label", None) or {}
+        labels = [str(id2label[i]) for i in sorted(id2label)]
+    if len(labels) != int(model.config.num_labels or 0):
+        raise ModelLoadError(
+            f"{source}: {len(labels)} label names for a head of {model.config.num_labels} outputs"
+        )
+    hidden = int(model.config.hidden_size)
+    meta = TeacherMeta(
+        name=name or Path(source).name or "classifier",
+        modality="text",
+        text_model=source,
+        image_model="",
+        labels=labels,
+        text_pair=text_pair,
+        max_length=max_length,
+        text_width=hidden,
+        image_width=None,
+        fusion_width=hidden,
+        fusion_heads=1,
+        hidden_size=hidden,
+        freeze_image_encoder=False,
+    )
+    return ClassifierTeacher(model, tokenizer).eval(), meta
+
+
+def load_teacher(teacher_dir: Path) -> tuple[AnyTeacher, TeacherMeta]:
+    """Load a teacher saved by ``save_teacher`` (CPU, eval mode); a directory without
+    ``teacher.json`` but with a transformers ``config.json``, or a hub id (``org/name``,
+    no such path here), loads as a ``ClassifierTeacher``."""
     meta_path = teacher_dir / META_FILE
     if not meta_path.is_file():
+        from models.hub import looks_like_path
+
+        given = str(teacher_dir)
+        hub_id = not teacher_dir.exists() and not looks_like_path(given)
+        if (teacher_dir / "config.json").is_file() or hub_id:
+            return load_classifier_teacher(given)
         raise ArtifactError(f"{teacher_dir}: no {META_FILE}; rerun the teacher stage")
     meta = TeacherMeta.model_validate_json(meta_path.read_text())
     reads_text, reads_images = meta.modality != "image", meta.modality != "text"
@@ -226,7 +327,7 @@ def load_teacher(teacher_dir: Path) -> tuple[Teacher, TeacherMeta]:
     return teacher.eval(), meta
 
 
-def pixel_inputs(teacher: Teacher, images: Sequence[Path | Image.Image]) -> ImageInputs:
+def pixel_inputs(teacher: AnyTeacher, images: Sequence[Path | Image.Image]) -> ImageInputs:
     """Image inputs read (and preprocessed) per batch from paths or PIL images; none at all
     for a text-only teacher (``images`` may then be empty)."""
     encoder = teacher.image_encoder
@@ -243,7 +344,7 @@ def pixel_inputs(teacher: Teacher, images: Sequence[Path | Image.Image]) -> Imag
 
 @torch.no_grad()
 def predict_teacher(
-    teacher: Teacher,
+    teacher: AnyTeacher,
     texts: Sequence[str],
     pairs: Sequence[str] | None,
     image_inputs: ImageInputs,
@@ -278,6 +379,7 @@ def predict_teacher(
         if on_batch is not None:
             on_batch(b + 1, n_batches)
     if not logits:
-        k = teacher.classifier.out_features
-        return np.zeros((0, k), np.float32), np.zeros((0, teacher.mlp_hidden.out_features))
+        return np.zeros((0, teacher.num_labels), np.float32), np.zeros(
+            (0, teacher.embedding_width), np.float32
+        )
     return np.concatenate(logits), np.concatenate(embeddings)

@@ -36,7 +36,9 @@ from training.tracking.progress import RunContext
 class Run(Protocol):
     """What a method sees of the run (training.pipeline.Run has it): its pinned config, its
     layout, the prepared data and the progress/cancellation context; the images and image
-    tokens of the generate stage; how sharded work is spread."""
+    tokens of the generate stage; how sharded work is spread. ``student_data`` and
+    ``student_images`` are what the students learn from: the same, except that with
+    ``tgt.student_train_samples`` their train split is that subset (teachers: ``data``)."""
 
     @property
     def cfg(self) -> PipelineConfig: ...
@@ -44,6 +46,10 @@ class Run(Protocol):
     def layout(self) -> RunLayout: ...
     @property
     def data(self) -> PreparedData: ...
+    @property
+    def student_data(self) -> PreparedData: ...
+    @property
+    def student_images(self) -> ImageIndex: ...
     @property
     def ctx(self) -> RunContext: ...
     @property

@@ -41,13 +41,18 @@ from contracts.artifacts import (
     write_text_atomic,
 )
 from contracts.bundle import read_manifest
-from contracts.config import PipelineConfig
+from contracts.config import TGT_PIPELINE_TEACHER, PipelineConfig
 from contracts.errors import ArtifactError, ConfigError
 from contracts.jobs import STAGE_ORDER, Stage
 from contracts.layout import RunLayout
 from contracts.repository import publish as publish_bundle
 from training import distributed
-from training.data.prepare import PreparedData, load_prepared
+from training.data.prepare import (
+    PreparedData,
+    load_prepared,
+    student_train_rows,
+    student_view,
+)
 from training.export.score_temperature import results_section, write_results_section
 from training.generation.generate_images import ImageIndex, load_image_index
 from training.methods import (
@@ -134,12 +139,16 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
             "teachers": [t.model_copy(update={"model": model_path(t.model)}) for t in a.teachers],
         }
     )
+    # tgt.teacher as a local path (a run, teacher or classifier directory) is pinned too.
+    t = cfg.tgt.teacher
+    tgt = cfg.tgt.model_copy(update={"teacher": t if t == TGT_PIPELINE_TEACHER else model_path(t)})
     return cfg.model_copy(
         update={
             "data": data,
             "generator": gen,
             "text_generator": text_gen,
             "strata": strata,
+            "tgt": tgt,
         }
     )
 
@@ -191,6 +200,7 @@ class Run:
         # How sharded work (images, texts) is run: here, one after another, by default.
         self.shards = shards or InProcess()
         self._data: PreparedData | None = None
+        self._student_data: PreparedData | None = None
         self._images: ImageIndex | None = None
         self._eval_data: PreparedData | None = None
 
@@ -240,6 +250,24 @@ class Run:
         if self._data is None:
             self._data = load_prepared(self.layout.data)
         return self._data
+
+    @property
+    def student_data(self) -> PreparedData:
+        """The prepared data the students see (``tgt.student_train_samples``: its train
+        split is that stratified subset; the teachers train on ``data``)."""
+        if self._student_data is None:
+            self._student_data = student_view(self.cfg, self.data)
+        return self._student_data
+
+    @property
+    def student_images(self) -> ImageIndex:
+        """``images`` aligned with ``student_data``."""
+        rows = student_train_rows(self.cfg, self.data)
+        images = self.images
+        if rows is None or not images.get("train"):
+            return images
+        train = images["train"]
+        return {**images, "train": [train[i] for i in rows]}
 
     @property
     def reads_images(self) -> bool:

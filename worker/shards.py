@@ -70,7 +70,7 @@ def cached_text_generator(cfg: PipelineConfig, cache_dir: Path) -> LazyTextGener
 def shard_work(kind: ShardKind, cfg: PipelineConfig, run_dir: Path) -> ShardedWork:
     """The work list a shard of ``kind`` belongs to, rebuilt from the job's config and run
     directory exactly as the job's own task built it."""
-    from training.data.prepare import load_prepared
+    from training.data.prepare import load_prepared, student_view
     from training.generation.texts import plan_texts, resolve_text_cache, text_work
     from training.tgt.texts import image_plan, neighbour_requests, stage_texts
 
@@ -79,6 +79,7 @@ def shard_work(kind: ShardKind, cfg: PipelineConfig, run_dir: Path) -> ShardedWo
     if kind == "images":
         plan = plan_generation(cfg, data, resolve_cache_dir(cfg, layout.images))
         return plan.work(cfg, cached_pipeline(cfg, plan.cache_dir))
+    data = student_view(cfg, data)  # the tgt stage explores around the students' texts
     requests = neighbour_requests(cfg, data)
     texts = plan_texts(cfg, requests, resolve_text_cache(cfg, run_dir))
     if kind == "texts":

@@ -182,6 +182,53 @@ def prepare_data(cfg: PipelineConfig, out_dir: Path, ctx: RunContext) -> Path:
     return out_dir
 
 
+STUDENT_TRAIN_PURPOSE = "student-train"  # the seed stream of tgt.student_train_samples
+
+
+def student_train_rows(cfg: PipelineConfig, data: PreparedData) -> list[int] | None:
+    """Rows of the train split the students learn from when ``tgt.student_train_samples``
+    is set (stratified, seeded by ``cfg.seed``, in file order); None: all of them. The
+    teachers always train on the whole split."""
+    n = cfg.tgt.student_train_samples
+    if n is None or not cfg.tgt.enabled:
+        return None
+    train = data.splits["train"]
+    if n >= len(train):
+        raise DataError(
+            f"tgt.student_train_samples is {n} but the train split has {len(train)} texts: "
+            "the teachers would see nothing the students do not; lower it, or raise "
+            "data.max_train_samples"
+        )
+    return stratified_sample([ex.label for ex in train], n, _rng(cfg.seed, STUDENT_TRAIN_PURPOSE))
+
+
+def student_view(cfg: PipelineConfig, data: PreparedData) -> PreparedData:
+    """``data`` as the students see it: the train split cut to ``student_train_rows``."""
+    rows = student_train_rows(cfg, data)
+    if rows is None:
+        return data
+    train = data.splits["train"]
+    splits = {**data.splits, "train": [train[i] for i in rows]}
+    return PreparedData(data.labels, data.text_pair, splits)
+
+
+def student_train_record(cfg: PipelineConfig, data: PreparedData) -> dict[str, object]:
+    """What a stage record says of the setting: the students' and the teachers' labelled
+    counts (empty when students and teachers see the same texts)."""
+    rows = student_train_rows(cfg, data)
+    if rows is None:
+        return {}
+    labels = [str(data.splits["train"][i].label) for i in rows]
+    return {
+        "student_train": {
+            "samples": len(rows),
+            "of": len(data.splits["train"]),
+            "seed": cfg.seed,
+            "label_counts": dict(sorted(Counter(labels).items())),
+        }
+    }
+
+
 def load_prepared(stage_dir: Path) -> PreparedData:
     """Read what ``prepare_data`` wrote; ``ArtifactError`` if it is missing or incomplete."""
     if not is_complete(stage_dir):

@@ -29,7 +29,7 @@ from contracts.artifacts import ImageIndex, is_complete
 from contracts.config import PipelineConfig
 from contracts.errors import ArtifactError
 from contracts.jobs import Stage
-from models.teacher import Teacher, load_teacher, predict_teacher
+from models.teacher import AnyTeacher, load_teacher, predict_teacher
 from training.data.prepare import PreparedData
 from training.lugpi.cross_fit import fold_teacher_dir, folds
 from training.students.train_loop import Runtime, select_runtime
@@ -79,7 +79,7 @@ def compute_teacher_targets(
             ctx.step(Stage.DISTILL, done, total, message)
 
         def outputs(
-            model: Teacher, split: str, idx: np.ndarray | None, max_length: int = meta.max_length
+            model: AnyTeacher, split: str, idx: np.ndarray | None, max_length: int = meta.max_length
         ) -> tuple[Any, Any]:
             """``model``'s logits and e_T on ``split`` (only its samples ``idx`` if given)."""
             texts, pairs, imgs = data.texts(split), data.pairs(split), images.get(split, [])

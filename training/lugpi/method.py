@@ -6,7 +6,9 @@ their cross-fitted fold teachers), the baseline and the distilled students.
 One student per teacher (``student-<teacher name>``, the paper's Table 1), and/or the
 amalgamated one (``student-amalgamated``), as ``distill.students`` says
 (``PipelineConfig.student_plan``). The baseline (labels only) is scored beside them and
-never exported. LUGPI runs whenever the StrataNet mode is off.
+never exported. Teachers train on the prepared train split; the baseline and the students
+on ``run.student_data`` (the same, or ``tgt.student_train_samples`` of it). LUGPI runs
+whenever the StrataNet mode is off.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class Lugpi:
         if cfg.baseline:
 
             def baseline() -> None:
-                train_baseline(cfg, run.data, layout.baseline, run.ctx)
+                train_baseline(cfg, run.student_data, layout.baseline, run.ctx)
 
             steps.append(Step(Stage.BASELINE, layout.baseline, baseline))
         plan = cfg.student_plan()
@@ -96,7 +98,7 @@ class Lugpi:
 def _student(run: Run, names: list[str], out: Path) -> Callable[[], None]:
     def make() -> None:
         teachers = [run.layout.teacher(n) for n in names]
-        data, images, store = run.data, run.images, run.token_store
+        data, images, store = run.student_data, run.student_images, run.token_store
         distill_student(run.cfg, data, images, teachers, out, run.ctx, token_store=store)
 
     return make

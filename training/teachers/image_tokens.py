@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from models.image import ImageEncoder, load_image
-from models.teacher import ImageInputs, Teacher, pixel_inputs
+from models.teacher import AnyTeacher, ImageInputs, Teacher, pixel_inputs
 from training.students.train_loop import Runtime
 
 TOKEN_STORE_DIR = "image-tokens"
@@ -119,7 +119,7 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def teacher_image_inputs(
-    teacher: Teacher,
+    teacher: AnyTeacher,
     paths: Sequence[Path],
     runtime: Runtime,
     batch_size: int,
@@ -128,6 +128,8 @@ def teacher_image_inputs(
 ) -> ImageInputs:
     """Cached tokens for a frozen image encoder, else pixels read per batch (and nothing at
     all for a text-only teacher)."""
-    if teacher.image_encoder is None or not teacher.freeze_image_encoder or not paths:
+    if not isinstance(teacher, Teacher) or teacher.image_encoder is None:
+        return pixel_inputs(teacher, paths)  # reads text only
+    if not teacher.freeze_image_encoder or not paths:
         return pixel_inputs(teacher, paths)
     return TokenCache(teacher, paths, runtime, batch_size, on_batch, store).inputs(paths)

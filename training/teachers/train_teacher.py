@@ -184,6 +184,7 @@ def train_teacher(
     metrics = {
         "dev": best,
         "budget": fitted.record,
+        "train_examples": len(data.splits["train"]),
         "best_epoch": history.best_epoch,
         "train_seconds": history.train_seconds,
         "image_token_cache_seconds": cache_seconds,

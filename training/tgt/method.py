@@ -6,7 +6,9 @@ learning from every LUGPI teacher on the labelled and the generated texts.
     [prepare -> generate -> teacher(s), shared with LUGPI] -> tgt -> tgt-student-<mode>
 
 Its students are scored as ``tgt:<mode>``; with ``tgt.export_best`` they are exported
-(``export/tgt-<mode>/``) and may be the one published.
+(``export/tgt-<mode>/``) and may be the one published. ``tgt.teacher`` names their
+teacher: the run's own (``pipeline``) or one made elsewhere (training/tgt/teacher_source.py);
+with ``tgt.student_train_samples`` every student sees only that many labelled texts.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from contracts.config import PipelineConfig, TgtMode
+from contracts.config import TGT_PIPELINE_TEACHER, PipelineConfig, TgtMode
 from contracts.jobs import Stage
+from training.data.prepare import student_train_record
 from training.evaluation.evaluate import tgt_counts_markdown
 from training.generation.texts import plan_texts, resolve_text_cache, run_text_shard
 from training.lugpi.method import teacher_steps
 from training.methods import MethodReport, MethodStudent, Run, Step, data_steps
 from training.tgt.distill import train_tgt_student
+from training.tgt.teacher_source import tgt_teacher_dirs
 from training.tgt.texts import load_generated, neighbour_requests, run_tgt
 
 STUDENTS_COMMAND = "tgt-distill"  # the `lugpi` command that trains the TGT students alone
@@ -43,12 +47,13 @@ class Tgt:
             images = layout.image_cache(cfg.generator.cache_dir) if reads_images else None
             run_tgt(
                 cfg,
-                run.data,
+                run.student_data,
                 layout.tgt,
                 run.ctx,
                 text_cache=resolve_text_cache(cfg, layout.root),
                 image_cache=images,
                 strategy=run.shards,
+                extra=student_train_record(cfg, run.data),
             )
 
         steps = [
@@ -64,8 +69,10 @@ class Tgt:
         return steps
 
     def students(self, run: Run) -> list[MethodStudent]:
-        names = [t.name for t in run.cfg.teachers]
-        export = run.cfg.tgt.export_best
+        cfg = run.cfg
+        own = cfg.tgt.teacher == TGT_PIPELINE_TEACHER
+        names = [t.name for t in cfg.teachers] if own else [cfg.tgt.teacher]
+        export = cfg.tgt.export_best
         return [
             MethodStudent(f"tgt-{m}", run.layout.tgt_student(m), names, f"tgt:{m}", export)
             for m in run.cfg.tgt.modes
@@ -88,11 +95,11 @@ def _student(
     def make() -> None:
         if "rows" not in generated:
             generated["rows"] = load_generated(run.layout.tgt)[0]
-        teachers = [run.layout.teacher(t.name) for t in run.cfg.teachers]
+        teachers = tgt_teacher_dirs(run.cfg, run.layout)
         train_tgt_student(
             run.cfg,
-            run.data,
-            run.images,
+            run.student_data,
+            run.student_images,
             teachers,
             generated["rows"],
             mode,
@@ -109,5 +116,5 @@ def text_shard(run: Run, shard: int) -> None:
     machine's share; `lugpi tgt --shard`)."""
     cfg = run.cfg
     cache = resolve_text_cache(cfg, run.layout.root)
-    plan = plan_texts(cfg, neighbour_requests(cfg, run.data), cache)
+    plan = plan_texts(cfg, neighbour_requests(cfg, run.student_data), cache)
     run_text_shard(cfg, plan, shard, run.ctx)

@@ -153,7 +153,9 @@ class OnlineExplorer:
         self.new_rows = []
         left = self.cfg.tgt.query_budget - self.summary["explored"]
         n_round = len(self.summary["rounds"])
-        record: dict[str, Any] = {"round": n_round, "epoch": epoch, "explored": 0, "queries": 0}
+        record: dict[str, Any] = {
+            "round": n_round, "epoch": epoch, "decoded": 0, "explored": 0, "queries": 0
+        }  # fmt: skip
         self.summary["rounds"].append(record)
         if left <= 0:
             return None
@@ -177,6 +179,7 @@ class OnlineExplorer:
             seed=self.cfg.seed * 1_000_003 + n_round,
             steps=self.cfg.tgt.gradient_steps,
         )
+        record["decoded"] = len(found.texts)  # before filtering
         thr = self.cfg.tgt.max_similarity
         near_eval = near_any(found.texts, self.evaluation, thr)
         kept: list[tuple[str, int]] = []

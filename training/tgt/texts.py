@@ -255,8 +255,10 @@ def run_tgt(
     image_cache: Path | None,
     image_pipe: Any = None,
     strategy: ShardStrategy | None = None,
+    extra: dict[str, object] | None = None,
 ) -> Path:
-    """Generate, filter and draw; write the stage directory. ``image_cache`` None: no
+    """Generate, filter and draw; write the stage directory. ``extra``: more for its stage
+    record (the students' labelled subset). ``image_cache`` None: no
     teacher reads images. ``image_pipe``: an object with ``get()`` returning a text-to-image
     pipeline (default: the configured generator, loaded on first use). ``strategy`` runs
     the text-generation shards, then the image shards (default: here, in turn)."""
@@ -288,6 +290,7 @@ def run_tgt(
         "control": cfg.tgt.control,
         "images_drawn": drawn,
         "by_origin": by_origin,
+        **(extra or {}),
     }
     with atomic_dir(out_dir, Stage.TGT.value) as tmp:
         with (tmp / GENERATED_FILE).open("w", encoding="utf-8") as f:
