@@ -2,20 +2,32 @@
 
 ``collect_run`` turns one dataset-and-seed run (its combined ``evaluate/results.json`` and
 the ``stage.json`` of every stage it ran) into plain numbers; ``render`` turns the whole
-report (what ``paper_tables.json`` holds) into ``paper_tables.md``. Cells over several
-seeds are mean ± sample standard deviation; differences (student − baseline, ...) are
-taken per seed first, so the spread is that of the paired difference.
+report (what ``paper_tables.json`` holds) into ``paper_tables.md``; ``merge`` joins the
+reports of several calls (say one per dataset) into one. Cells over several seeds are
+mean ± sample standard deviation; differences (student − baseline, ...) are taken per
+seed first, so the spread is that of the paired difference.
+
+    python benchmarks/paper_report.py benchmarks/results/paper/*/paper_tables.json \
+        --out-dir benchmarks/results          # the merged paper_tables.json and .md
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+import sys
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from contracts.artifacts import is_complete, read_stage
+if __name__ == "__main__":  # run as a script: the repository's packages are importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.paper_setup import DATASETS
+from contracts.artifacts import is_complete, read_stage, write_json_atomic
+from contracts.config import PipelineConfig, load_config
 
 Report = dict[str, Any]  # what paper_tables.json holds
 METRICS = ("accuracy", "macro_f1")
@@ -178,6 +190,7 @@ def table1(report: Report, metric: str) -> str:
     names = _teachers(first)
     header += [f"Image only ({n})" for n in names] + [f"Teacher ({n})" for n in names]
     header += ["Student", "Student − baseline"]
+    header += ["What differs from the paper"] if paper_column else []
     rows = []
     for ds in report["datasets"].values():
         seeds = f" ({len(ds['runs'])} seeds)" if len(ds["runs"]) > 1 else ""
@@ -190,8 +203,40 @@ def table1(report: Report, metric: str) -> str:
         row += [_cell(_values(ds, f"image-only:{n}", metric)) for n in names]
         row += [_cell(_values(ds, f"teacher:{n}", metric)) for n in names]
         row += [_cell(_values(ds, "student", metric)), _diff(ds, "student", "baseline", metric)]
+        row += [differs_from_paper(report, ds)] if paper_column else []
         rows.append(row)
     return _table(header, rows)
+
+
+@cache
+def paper_config() -> PipelineConfig:
+    """The paper's setup, as the ``paper`` preset states it (models, schedule, images)."""
+    return load_config("paper")
+
+
+def _short(model: str) -> str:
+    return model.rsplit("/", 1)[-1]
+
+
+def differs_from_paper(report: Report, ds: dict[str, Any]) -> str:
+    """One cell: how this dataset's runs differ from the paper's (models, images, budget,
+    data), so that the paper's number is never read as a like-for-like comparison."""
+    paper, b = paper_config(), ds["budget"]
+    ours_image = ", ".join(b["image_models"])
+    paper_image = ", ".join(_short(t.image_model or "") for t in paper.teachers)
+    images = "noise images" if report["generator"] == "tiny-random" else report["generator"]
+    paper_train = paper.data.max_train_samples or "all"
+    parts = [
+        f"{b['text_model']} (paper {_short(paper.student.text_model)})",
+        f"{ours_image} on {images} (paper {paper_image} on {_short(paper.generator.model)})",
+        f"{b['train']} train examples (paper {paper_train}), {b['student_epochs']:g} epochs "
+        f"(paper {paper.student.epochs:g}), batch {b['batch_size']} "
+        f"(paper {paper.student.batch_size}), lr {b['learning_rate']:g} "
+        f"(paper {paper.student.learning_rate:g})",
+    ]
+    if ds["paper"]["note"]:
+        parts.append(ds["paper"]["note"])
+    return "; ".join(parts)
 
 
 def same_seeds(ds: dict[str, Any], roles: Sequence[str]) -> dict[str, Any]:
@@ -294,6 +339,66 @@ def lr_lines(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def reproduce_lines(report: Report) -> list[str]:
+    """The command(s) that made the numbers: one, or one per dataset for a merged report
+    (a later call with more seeds resumes the earlier ones, so its command is the one)."""
+    made = f"budget `{report['budget']}`, preset `{report['preset']}`"
+    calls = {ds.get("command", report["command"]) for ds in report["datasets"].values()}
+    if len(calls) == 1:
+        return [
+            f"Reproduce with `{calls.pop()}` ({report['created_at']}; {made}; {report['machine']})."
+        ]
+    lines = [f"Reproduce with one call per dataset ({made}):", ""]
+    for ds in report["datasets"].values():
+        lines.append(f"- {ds['title']}: `{ds['command']}` ({ds['created_at']}; {ds['machine']})")
+    return lines
+
+
+def merge(reports: Sequence[Report]) -> Report:
+    """One report from several calls of reproduce_paper.py (a call per dataset, say).
+
+    Each dataset keeps the command, date and machine of the call that made it; a dataset
+    in several reports is taken from the last. Reports of another budget, preset or
+    generator are refused: their numbers do not belong in one table."""
+    shared = ("budget", "preset", "generator", "images_note")
+    first = reports[0]
+    for other in reports[1:]:
+        if differ := [k for k in shared if other[k] != first[k]]:
+            raise ValueError(f"reports differ in {', '.join(differ)}: not one set of tables")
+    datasets: dict[str, Any] = {}
+    for report in reports:
+        for key, ds in report["datasets"].items():
+            call = {k: ds.get(k, report[k]) for k in ("command", "created_at", "machine")}
+            datasets[key] = {**ds, **call}
+    order = list(DATASETS)
+    keys = sorted(datasets, key=lambda k: order.index(k) if k in order else len(order))
+    calls = {ds["command"] for ds in datasets.values()}
+    return {
+        **{k: first[k] for k in shared},
+        "created_at": max(ds["created_at"] for ds in datasets.values()),
+        "command": calls.pop() if len(calls) == 1 else "one call per dataset",
+        "machine": "; ".join(sorted({ds["machine"] for ds in datasets.values()})),
+        "datasets": {k: datasets[k] for k in keys},
+    }
+
+
+def write(report: Report, out_dir: Path) -> None:
+    """``out_dir``/paper_tables.json (every number) and paper_tables.md (the tables)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "paper_tables.json", report)
+    (out_dir / "paper_tables.md").write_text(render(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Merge paper_tables.json reports, write the tables")
+    p.add_argument("reports", type=Path, nargs="+", help="paper_tables.json of each call")
+    p.add_argument("--out-dir", type=Path, required=True)
+    args = p.parse_args(argv)
+    write(merge([json.loads(path.read_text()) for path in args.reports]), args.out_dir)
+    print(f"wrote {args.out_dir / 'paper_tables.md'} and paper_tables.json")
+    return 0
+
+
 def render(report: Report) -> str:
     """paper_tables.md: every table, with what the numbers mean beside them."""
     datasets = report["datasets"].values()
@@ -301,8 +406,7 @@ def render(report: Report) -> str:
     parts = [
         "# LUGPI: the paper's tables on our data",
         "",
-        f"Reproduce with `{report['command']}` ({report['created_at']}; budget "
-        f"`{report['budget']}`, preset `{report['preset']}`; {report['machine']}).",
+        *reproduce_lines(report),
         "",
         f"> **About the images:** {report['images_note']}",
         "",
@@ -358,3 +462,7 @@ def render(report: Report) -> str:
             parts += ["", f"## {ds['title']}: every seed (test accuracy)", "", seeds_table(ds)]
     parts += ["", "## Compute budget", "", budget_table(report), ""]
     return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

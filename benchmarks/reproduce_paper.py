@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.paper_estimate import estimate_seconds, format_seconds, padded_tokens  # noqa: E402
-from benchmarks.paper_report import collect_run, render, summarize  # noqa: E402
+from benchmarks.paper_report import collect_run, summarize, write  # noqa: E402
 from benchmarks.paper_setup import (  # noqa: E402
     DATASETS,
     LR_GRID,
@@ -49,7 +49,7 @@ from benchmarks.paper_setup import (  # noqa: E402
     make_tiny_models,
     variant_config,
 )
-from contracts.artifacts import is_complete, read_stage, write_json_atomic  # noqa: E402
+from contracts.artifacts import is_complete, read_stage  # noqa: E402
 from contracts.config import PipelineConfig  # noqa: E402
 from contracts.errors import ArtifactError, LugpiError  # noqa: E402
 from contracts.layout import RunLayout  # noqa: E402
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             run_models(cfg, root, ctx, tuple(args.variants))
             wall[spec.key] += time.perf_counter() - started
             # The tables so far after every run: a run stopped later still leaves them.
-            write_report(args, build_report(args, argv, jobs[: i + 1], estimates, wall, rates))
+            write(build_report(args, argv, jobs[: i + 1], estimates, wall, rates), args.out_dir)
     except LugpiError as e:
         bars.close()
         print(f"error: {e}", file=sys.stderr)
@@ -431,12 +431,6 @@ def _grid_source(
     if seed != 0 or spec.key not in rates:
         return None
     return grid_dir(args.runs_dir, spec.key, rates[spec.key]["chosen"])
-
-
-def write_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out_dir / "paper_tables.json", report)
-    (args.out_dir / "paper_tables.md").write_text(render(report))
 
 
 if __name__ == "__main__":
