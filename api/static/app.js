@@ -476,7 +476,8 @@ function renderVersion(name, v) {
   // Held back by the publish gate: listed, served only by name or once an admin pins it.
   if (v.held) tags.push(`held: ${v.held}`);
   title.append(`${v.version} (${tags.join(", ")})`);
-  if (isAdmin && v.status === "loaded" && !v.is_default) {
+  // A version on disk but not in memory (loaded on its first request) can be pinned too.
+  if (isAdmin && v.status !== "failed" && !v.is_default) {
     const pin = el("button", { type: "button", class: "small pin" }, "Make default");
     pin.addEventListener("click", () => changeVersions(
       "PUT", `models/${encodeURIComponent(name)}/default`, { version: v.version },
