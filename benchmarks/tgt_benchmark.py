@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.paper_report import paired_interval
 from contracts.artifacts import is_complete
 from contracts.config import load_config
 from training.pipeline import Run, resolve_paths
@@ -57,16 +58,23 @@ ROWS = (
 )
 
 
-def overrides(args: argparse.Namespace, seed: int) -> dict[str, object]:
+def rotten_tomatoes(args: argparse.Namespace) -> dict[str, object]:
+    """The data overrides both settings share."""
     data = Path(args.datasets) / "rotten-tomatoes"
     return {
-        "name": f"tgt-rt-{seed}",
-        "seed": seed,
         "data.train": str(data / "train.jsonl"),
         "data.dev": str(data / "dev.jsonl"),
         "data.test": str(data / "test.jsonl"),
         "data.format": "jsonl",
         "data.prompt_style": "plain",
+    }
+
+
+def overrides(args: argparse.Namespace, seed: int) -> dict[str, object]:
+    return {
+        "name": f"tgt-rt-{seed}",
+        "seed": seed,
+        **rotten_tomatoes(args),
         "data.max_train_samples": args.train,
         "data.max_eval_samples": args.eval,
         "generator.image_size": 32,
@@ -178,21 +186,14 @@ SETTING_ROWS = (
 )
 SETTING_MODES = ["augment", "sampling", "gradient"]
 TEACHER = "teacher"
-# Two-sided 95 % t quantiles by degrees of freedom (n - 1 seeds).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 
 
 def setting_overrides(args: argparse.Namespace, seed: int, subset: bool) -> dict[str, object]:
-    data = Path(args.datasets) / "rotten-tomatoes"
     g = args.generated
     return {
         "name": f"tgt-setting-rt-{seed}",
         "seed": seed,
-        "data.train": str(data / "train.jsonl"),
-        "data.dev": str(data / "dev.jsonl"),
-        "data.test": str(data / "test.jsonl"),
-        "data.format": "jsonl",
-        "data.prompt_style": "plain",
+        **rotten_tomatoes(args),
         "data.max_train_samples": args.teacher_train,  # None: the whole split
         "data.max_eval_samples": args.eval,
         "teachers.0.name": TEACHER,
@@ -362,11 +363,9 @@ def paired(done: list[dict[str, Any]], a: str, b: str) -> tuple[list[float], flo
     """Per-seed differences a - b, their mean and the half-width of the paired 95 % t
     interval (nan with one seed)."""
     diffs = [r["test_accuracy"][a] - r["test_accuracy"][b] for r in done]
-    mean = statistics.mean(diffs)
-    if len(diffs) < 2:
-        return diffs, mean, math.nan
-    half = T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return diffs, mean, half
+    ci = paired_interval(diffs)
+    half = math.nan if ci is None else ci["high"] - ci["mean"]
+    return diffs, statistics.mean(diffs), half
 
 
 def setting_table(done: list[dict[str, Any]]) -> str:
