@@ -36,9 +36,12 @@ import math
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
 
 from benchmarks.paper_report import paired_interval
 from contracts.artifacts import is_complete
