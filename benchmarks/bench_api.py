@@ -248,18 +248,25 @@ def start_uvicorn(
         if _importable(module):
             cmd += flag
     proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env})
+    return wait_ready(proc, f"http://127.0.0.1:{port}/readyz", app, ready_s)
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], url: str, name: str, ready_s: float, poll_s: float = 0.3
+) -> subprocess.Popen[bytes]:
+    """``proc`` once ``url`` answers 200; exits the benchmark if it dies or takes too long."""
     deadline = time.monotonic() + ready_s
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return proc
         except OSError:
-            time.sleep(0.3)
+            time.sleep(poll_s)
         if proc.poll() is not None:
-            raise SystemExit(f"{app} exited with {proc.returncode}")
+            raise SystemExit(f"{name} exited with {proc.returncode}")
     proc.terminate()
-    raise SystemExit(f"{app} not ready after {ready_s:.0f} s")
+    raise SystemExit(f"{name} not ready after {ready_s:.0f} s")
 
 
 def _importable(module: str) -> bool:

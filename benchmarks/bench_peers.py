@@ -214,18 +214,7 @@ def start_infinity(venv: Path, student: Path, port: int) -> subprocess.Popen[byt
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.Popen(cmd, env={**env, "INFINITY_ANONYMOUS_USAGE_STATS": "0"})
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            raise SystemExit(f"infinity_emb exited with {proc.returncode}")
-    proc.terminate()
-    raise SystemExit("infinity_emb not ready after 300 s")
+    return ba.wait_ready(proc, f"http://127.0.0.1:{port}/health", "infinity_emb", 300, 0.5)
 
 
 def infinity_bodies(texts: list[str]) -> list[bytes]:
