@@ -354,12 +354,36 @@ def reproduce_lines(report: Report) -> list[str]:
     return lines
 
 
+def _merge_seeds(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """One dataset's runs from two calls (seed 0 in one, seeds 1-2 in a later one, say):
+    the union of their seeds, the later call's run where both have a seed, the summary
+    recomputed. Calls with another budget (learning rate included) are refused."""
+    if before["budget"] != after["budget"]:
+        raise ValueError(f"{after['title']}: the calls differ in budget: not one set of seeds")
+    runs = {**before["runs"], **after["runs"]}
+    # A later call that covers every earlier seed reproduces them all on its own.
+    covers = set(before["runs"]) <= set(after["runs"])
+    calls = [after["command"]] if covers else [before["command"], after["command"]]
+    estimates = [e for e in (before["estimate_seconds"], after["estimate_seconds"]) if e]
+    return {
+        **before,
+        **after,  # the chosen rate's record (seed 0's call) survives: a later call has none
+        "runs": dict(sorted(runs.items(), key=lambda kv: int(kv[0]))),
+        "summary": summarize(runs),
+        "wall_seconds": before["wall_seconds"] + after["wall_seconds"],
+        "estimate_seconds": estimates[-1] if estimates else None,
+        "command": "`, then `".join(dict.fromkeys(calls)),
+        "created_at": max(before["created_at"], after["created_at"]),
+        "machine": "; ".join(dict.fromkeys([before["machine"], after["machine"]])),
+    }
+
+
 def merge(reports: Sequence[Report]) -> Report:
     """One report from several calls of reproduce_paper.py (a call per dataset, say).
 
     Each dataset keeps the command, date and machine of the call that made it; a dataset
-    in several reports is taken from the last. Reports of another budget, preset or
-    generator are refused: their numbers do not belong in one table."""
+    in several reports gets the union of their seeds (``_merge_seeds``). Reports of another
+    budget, preset or generator are refused: their numbers do not belong in one table."""
     shared = ("budget", "preset", "generator", "images_note")
     first = reports[0]
     for other in reports[1:]:
@@ -369,7 +393,8 @@ def merge(reports: Sequence[Report]) -> Report:
     for report in reports:
         for key, ds in report["datasets"].items():
             call = {k: ds.get(k, report[k]) for k in ("command", "created_at", "machine")}
-            datasets[key] = {**ds, **call}
+            ds = {**ds, **call}
+            datasets[key] = _merge_seeds(datasets[key], ds) if key in datasets else ds
     order = list(DATASETS)
     keys = sorted(datasets, key=lambda k: order.index(k) if k in order else len(order))
     calls = {ds["command"] for ds in datasets.values()}

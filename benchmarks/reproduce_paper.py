@@ -220,6 +220,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "report call then names them all with --seeds",
     )
     p.add_argument(
+        "--other-seed-list",
+        type=int,
+        nargs="+",
+        help="run exactly these seeds on the other datasets (e.g. 1 2 after an earlier call "
+        "ran seed 0; pass that call's chosen rate as --lr-grid), then merge both calls' "
+        "paper_tables.json with benchmarks/paper_report.py",
+    )
+    p.add_argument(
         "--budget",
         choices=["smoke", "quick", "cpu", "full"],
         default="cpu",
@@ -274,7 +282,8 @@ def plan_jobs(args: argparse.Namespace, rates: dict[str, Any]) -> list[Job]:
         seeds = args.seed_list or range(args.seeds)
         fixed = args.lr_grid[0] if len(args.lr_grid) == 1 else None
         lr = rates[key]["chosen"] if key in rates else fixed
-        for seed in seeds if key == "cwi-news" else range(args.other_seeds):
+        others = args.other_seed_list or range(args.other_seeds)
+        for seed in seeds if key == "cwi-news" else others:
             cfg = build_config(
                 args.preset,
                 spec,

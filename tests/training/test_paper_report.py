@@ -99,6 +99,26 @@ def test_a_later_report_of_a_dataset_replaces_the_earlier() -> None:
     assert "Reproduce with `python x --seeds 2`" in render(merged)
 
 
+def test_seeds_of_one_dataset_from_two_calls_are_pooled() -> None:
+    one = _report("rotten-tomatoes", "RT", "python x --other-seeds 1", {"0": (0.7, 0.72)})
+    two = _report(
+        "rotten-tomatoes",
+        "RT",
+        "python x --other-seed-list 1 2",
+        {"1": (0.74, 0.74), "2": (0.72, 0.76)},
+    )
+    ds = merge([one, two])["datasets"]["rotten-tomatoes"]
+    assert list(ds["runs"]) == ["0", "1", "2"]
+    assert ds["summary"]["student"]["accuracy"]["n"] == 3
+    assert ds["summary"]["student"]["accuracy"]["mean"] == pytest.approx(0.74)
+    assert ds["command"] == "python x --other-seeds 1`, then `python x --other-seed-list 1 2"
+    assert ds["wall_seconds"] == 120.0
+    other_rate = _report("rotten-tomatoes", "RT", "c", {"1": (0.7, 0.7)})
+    other_rate["datasets"]["rotten-tomatoes"]["budget"]["learning_rate"] = 2e-4
+    with pytest.raises(ValueError, match="budget"):
+        merge([one, other_rate])
+
+
 def test_reports_of_another_budget_are_not_merged() -> None:
     quick = _report("cwi-news", "News", "a", {"0": (0.8, 0.82)})
     full = {**_report("rotten-tomatoes", "RT", "b", {"0": (0.7, 0.7)}), "budget": "full"}
