@@ -130,9 +130,54 @@ def tgt_rotten_tomatoes() -> str:
     )
 
 
+def tgt_setting() -> str:
+    """The TGT-setting benchmark (a teacher on the full split, students on a subset): the
+    reported seeds' table and paired differences, as tgt_benchmark.py renders them."""
+    from benchmarks.tgt_benchmark import paired, setting_table
+
+    state = _load("tgt_setting.json")
+    chosen = set(state["args"]["choose_seeds"])
+    reported = [r for r in state["seeds"] if r["seed"] not in chosen]
+    if not reported:
+        return "No reported seed has finished yet."
+    lines = [f"Reported seeds {', '.join(str(r['seed']) for r in reported)}:", ""]
+    lines += [setting_table(reported), ""]
+    names = dict(TGT_SETTING_PAIRS)
+    for (a, b), title in names.items():
+        diffs, mean, half = paired(reported, a, b)
+        ci = "" if half != half else f", 95 % interval [{mean - half:+.3f}, {mean + half:+.3f}]"
+        lines.append(f"- {title}: {mean:+.3f}{ci} (per seed {' / '.join(f'{d:+.3f}' for d in diffs)})")
+    if "ceiling" in state:
+        c = state["ceiling"]
+        lines.append(
+            f"- Ceiling, the student on the full train split ({c['train_examples']} texts, "
+            f"seed 0): {c['test_accuracy']:.3f}"
+        )
+    return "\n".join(lines)
+
+
+TGT_SETTING_PAIRS = (
+    (("tgt:sampling", "tgt:augment"), "TGT sampling − augment"),
+    (("tgt:gradient", "tgt:augment"), "TGT gradient − augment"),
+    (("tgt:sampling", "student:teacher"), "TGT sampling − plain KD"),
+    (("tgt:gradient", "student:teacher"), "TGT gradient − plain KD"),
+    (("student:teacher", "baseline"), "plain KD − CE baseline"),
+)
+
+
+def paper_tables() -> str:
+    """Table 1 and the paired intervals of every dataset, as paper_report.py renders them."""
+    from benchmarks.paper_report import intervals_table, table1
+
+    report = _load("paper_tables.json")
+    return f"{table1(report, 'accuracy')}\n\n{intervals_table(report)}"
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "int8-students": int8_table,
     "tgt-rotten-tomatoes": tgt_rotten_tomatoes,
+    "tgt-setting": tgt_setting,
+    "paper-tables": paper_tables,
 }
 
 
