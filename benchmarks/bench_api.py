@@ -55,13 +55,12 @@ def cwi_sentences(path: Path) -> list[str]:
 
 def export_random_minilm(out_dir: Path, dev_texts: list[str]) -> Path:
     """all-MiniLM-L6-v2 (pretrained encoder) + a RANDOM 2-label head, as a bundle."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from contracts.artifacts import STUDENT_META, TextModelMeta
     from models.tiny import minilm_path
     from training.export.bundle import export_student
-
-    import torch
 
     student = out_dir.with_name(out_dir.name + "-student")
     shutil.rmtree(student, ignore_errors=True)

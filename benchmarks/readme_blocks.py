@@ -146,7 +146,8 @@ def tgt_setting() -> str:
     for (a, b), title in names.items():
         diffs, mean, half = paired(reported, a, b)
         ci = "" if half != half else f", 95 % interval [{mean - half:+.3f}, {mean + half:+.3f}]"
-        lines.append(f"- {title}: {mean:+.3f}{ci} (per seed {' / '.join(f'{d:+.3f}' for d in diffs)})")
+        per_seed = " / ".join(f"{d:+.3f}" for d in diffs)
+        lines.append(f"- {title}: {mean:+.3f}{ci} (per seed {per_seed})")
     if "ceiling" in state:
         c = state["ceiling"]
         lines.append(
