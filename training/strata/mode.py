@@ -574,6 +574,7 @@ def steered_arms(
     record: dict[str, Any] = {}
     if s.method == "learned" and gap is None:
         got, record, arms = learned_teacher(cfg, t, pool, pool_probs, latent.get(), ctx)
+        out["learning"] = record["learning"]
     else:
         if s.method == "learned":
             out["steering_method"] = "reseed"
