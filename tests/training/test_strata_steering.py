@@ -28,7 +28,6 @@ untrained teacher) and more texts accepted than the control on every teacher (se
 right: 32 vs 40; seed 3 right 34 vs 44). Without the diversity term the steered texts
 collapse onto a repeated word ("as as as ...").
 """
-"""
 
 from __future__ import annotations
 

@@ -33,6 +33,10 @@ steering by the text branch would climb a different discrepancy than the one the
 is taught. Such a teacher keeps the ``sampling`` mode, which needs only forward passes on
 decoded texts.
 
+The path itself is ``soft_read`` (shared with StrataNet's learned steering,
+training/strata/learned.py, which reads it straight-through: the forward pass on the
+one-hot greedy tokens, the gradient through the distributions).
+
 One function per job: ``explore_sampling``, ``explore_gradient``, and ``explore_batch``
 (a batch of labelled texts, a teacher, a student and a budget of new texts in, new texts
 out: the entry point for exploring per batch while the student trains). The models are
