@@ -331,6 +331,39 @@ def test_learned_steering_records_every_arm_at_one_budget_and_falls_back_by_name
     assert "steering_report" not in other  # reseeding alone: nothing to compare
 
 
+def test_cli_runs_learned_steering_from_the_config(
+    tmp_path: Path,
+    teachers: dict[str, Path],
+    tiny_text_model: Path,
+    tiny_text_generator: Path,
+    tiny_latent_generator: Path,
+) -> None:
+    """``lugpi strata CONFIG --set strata.steering.method=learned``: the stage record and
+    the student's say which steering ran, and the report compares the arms. Without
+    data.dev/test (data-free, nothing to evaluate): this failed at export, which wrote
+    the score-temperature section into evaluate/results.md when no evaluate stage ran."""
+    import yaml
+
+    raw = _raw(teachers, tiny_text_model, tiny_text_generator, seed_file(tmp_path / "s.txt", n=60))
+    raw["strata"]["steering"]["learned_steps"] = 2  # type: ignore[index]
+    raw["strata"]["on_empty_class"] = "continue"  # type: ignore[index]
+    raw["tgt"] = {"latent_model": str(tiny_latent_generator)}
+    config = tmp_path / "strata.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run_dir = tmp_path / "run"
+    sets = ["--set", "strata.steering.method=learned", "--set", "strata.steering.compare=true"]
+    result = CliRunner().invoke(
+        app, ["strata", str(config), *sets, "--run-dir", str(run_dir), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run_dir / "strata" / "stage.json").read_text())["summary"]
+    assert summary["steering_method"] == "learned"
+    arms = summary["teachers"]["left"]["steering_report"]["arms"]
+    assert set(arms) == {"learned", "unsteered", "reseed"}
+    strata = json.loads((run_dir / "student-strata" / "lugpi.json").read_text())["strata"]
+    assert strata["steering_method"] == "learned"
+
+
 def test_learned_steering_config_and_job_checks(tmp_path: Path) -> None:
     teacher = [{"name": "t", "model": "runs/job1"}]
     off = {"enabled": False, "method": "learned"}
