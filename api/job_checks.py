@@ -82,7 +82,9 @@ class HubReference:
 def _loaded(cfg: PipelineConfig, path: str) -> bool:
     """Whether the job loads what ``path`` names: the StrataNet mode loads neither the
     image generator nor the LUGPI teachers; the text generator loads there and in TGT's
-    masked-LM baselines ('augment*'), the latent generator in TGT's latent modes."""
+    masked-LM baselines ('augment*'), the latent generator (``tgt.latent_model``) in TGT's
+    latent modes and in StrataNet's learned steering (``strata.steering.method: learned``,
+    or ``compare``)."""
     section = path.split(".", 1)[0]
     strata = cfg.strata.enabled
     tgt = cfg.tgt.enabled and not strata
@@ -91,7 +93,9 @@ def _loaded(cfg: PipelineConfig, path: str) -> bool:
     if section == "text_generator":
         return strata or (tgt and any(m.startswith("augment") for m in cfg.tgt.modes))
     if section == "tgt":
-        return tgt and any(m in LATENT_MODES for m in cfg.tgt.modes)
+        s = cfg.strata.steering
+        learned = strata and s.enabled and (s.method == "learned" or s.compare)
+        return learned or (tgt and any(m in LATENT_MODES for m in cfg.tgt.modes))
     return True
 
 

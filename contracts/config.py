@@ -302,7 +302,8 @@ class TgtConfig(_Strict):
     latent_model: str = Field(
         BUILTIN_LATENT_GENERATOR,
         min_length=1,
-        description="The latent generator of 'sampling' and 'gradient': "
+        description="The latent generator of 'sampling' and 'gradient' (and of StrataNet's "
+        "learned steering, strata.steering.method 'learned'): "
         f"'{BUILTIN_LATENT_GENERATOR}' (built in: a tiny encoder-decoder trained once per cache "
         "on BBC News, on the student's MiniLM WordPiece vocabulary), a directory it wrote, or "
         "any transformers seq2seq model (hub id or save_pretrained directory; 'gradient' "
@@ -383,6 +384,10 @@ class TgtConfig(_Strict):
 
 TeacherWeighting = Literal["mean", "max_prob", "owner", "rmd"]
 StrataTransfer = Literal["blocks", "output"]
+# How StrataNet steers its generator per teacher and class (docs/stratanet.md): 'reseed'
+# selects and re-seeds from what the teacher accepts; 'learned' optimises a steering vector
+# on the latent generator's encoder states against the teacher's loss for the class.
+SteeringMethod = Literal["reseed", "learned"]
 OnEmptyClass = Literal["fail", "continue"]
 
 
@@ -442,6 +447,39 @@ class SteeringConfig(_Strict):
         2000,
         description="Seed texts the teacher scores in round 0 (a sample of "
         "strata.seed_texts, when given) to pick each class's first seeds.",
+    )
+    method: SteeringMethod = Field(
+        "reseed",
+        description="'reseed': the text generator rewrites seeds, the teacher's accepted texts "
+        "re-seed the next round. 'learned': per teacher and class a steering vector added to "
+        "the latent generator's (tgt.latent_model) encoder states is optimised against the "
+        "teacher's cross-entropy for the class plus a diversity term, then perturbations "
+        "around the steered starts are decoded and filtered alike; a teacher whose "
+        "vocabulary lacks the generator's pieces falls back to 'reseed' (recorded).",
+    )
+    learned_steps: Annotated[int, Field(ge=1, le=500)] = Field(
+        20, description="'learned': optimiser steps of each class's steering vector."
+    )
+    learned_rate: Annotated[float, Field(gt=0.0, le=10.0)] = Field(
+        0.1,
+        description="'learned': Adam's step size, in units of the latent states' RMS value.",
+    )
+    diversity: Annotated[float, Field(ge=0.0, le=100.0)] = Field(
+        0.3,
+        description="'learned': weight of the diversity term (the mean pairwise cosine "
+        "similarity of the decoded texts' token distributions); 0 = off.",
+    )
+    latent_distance: Annotated[float, Field(gt=0.0, le=10.0)] = Field(
+        1.0,
+        description="'learned': relative latent distance of each decoded perturbation "
+        "around a steered start: ||z' - z|| = d ||z||.",
+    )
+    compare: bool = Field(
+        False,
+        description="Also run the other steering arms for the steering report, at the same "
+        "acceptance filter and generation budget: 'learned', its unsteered control (the same "
+        "latent decodes without the vector) and 'reseed' (only the method's arm trains the "
+        "student). With 'learned' its unsteered control is always reported.",
     )
 
 
@@ -762,6 +800,13 @@ class PipelineConfig(_Strict):
                 )
             if self.tgt.enabled:
                 raise ValueError("strata.enabled and tgt.enabled: choose one mode")
+            s = a.steering
+            if not s.enabled and (s.method != "reseed" or s.compare):
+                raise ValueError(
+                    "strata.steering.enabled is false (the unsteered control), so "
+                    f"strata.steering.method {s.method!r} / compare {s.compare} would not run; "
+                    "enable steering, or leave method 'reseed' and compare false"
+                )
         elif self.data.train is None:
             raise ValueError("data.train: required (only the StrataNet mode reads no data)")
         names = [t.name for t in self.teachers]

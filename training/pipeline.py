@@ -505,7 +505,10 @@ class Run:
             write_stage_record(tmp, Stage.EXPORT, time.perf_counter() - started, summary)
         # Score temperature (issue 26): each bundle's T and ECE before/after, in results.md.
         fitted = {key: read_manifest(out / key).score_temperature for key in plan}
-        write_results_section(self.layout.evaluate / "results.md", results_section(fitted))
+        # Without labelled dev/test texts (the data-free StrataNet mode's default) nothing was
+        # evaluated and there is no report to add to: the manifests keep the temperatures.
+        if self.layout.evaluate.is_dir():
+            write_results_section(self.layout.evaluate / "results.md", results_section(fitted))
         self.ctx.step(Stage.EXPORT, len(plan), len(plan), f"exported; publishing {selected}")
 
     def publish(self, repository: Path, keep_last: int = 5) -> tuple[str, str] | None:

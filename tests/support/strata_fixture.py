@@ -117,3 +117,72 @@ def keyword_class(text: str) -> int | None:
             if word in words:
                 return c
     return None
+
+
+def train_teachers(root: Path, seed: int, text_model: Path) -> dict[str, Path]:
+    """Each teacher on its own two classes (CE, the pipeline's trainer)."""
+    from contracts.config import parse_config
+    from training.lugpi.distill import train_baseline
+    from training.tracking.progress import RunContext
+
+    out = {}
+    for name in TEACHER_CLASSES:
+        cfg = parse_config(
+            {
+                "seed": seed,
+                "device": "cpu",
+                "data": {"train": "synthetic"},
+                "student": {"text_model": str(text_model), "max_length": 16, "epochs": 30,
+                            "learning_rate": 3e-3, "batch_size": 16},
+            }
+        )  # fmt: skip
+        out[name] = train_baseline(
+            cfg, teacher_data(name, seed), root / f"teacher-{name}", RunContext()
+        )
+    return out
+
+
+def neutral_seed_texts(n: int = 300) -> list[str]:
+    """Unlabelled seed texts without any of the task's keywords: BBC News sentences of up
+    to 14 words from past the slice ``generator_corpus`` takes (so neither a teacher's
+    data nor a test text, and not what the generator trained on)."""
+    from training.generation.tiny_text_generator import bbc_sentences
+
+    texts = bbc_sentences()[5000:6000]
+    return [t for t in texts if len(t.split()) <= 14 and keyword_class(t) is None][:n]
+
+
+def train_strata_latent_generator(cache: Path) -> Path:
+    """TGT's latent generator, small (tests/support/latent_fixture.py's settings), trained
+    here on ``generator_corpus``: what learned steering steers."""
+    from support.latent_fixture import SETTINGS
+    from training.tgt.latent_generator import latent_generator_dir
+
+    return latent_generator_dir(cache, generator_corpus(), SETTINGS)
+
+
+def foreign_vocabulary_teacher(out_dir: Path) -> Path:
+    """A tiny random BERT classifier over north/south whose WordPiece vocabulary is its own
+    (specials, single characters, the task's words): not the MiniLM vocabulary the latent
+    generator writes, so learned steering cannot read it through the generator."""
+    import string
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    words = [w for ws in CLASS_WORDS for w in ws] + list(FILLER) + list(LABELS)
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars]
+    vocab = {p: i for i, p in enumerate(dict.fromkeys(pieces + words))}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, id2label={0: "north", 1: "south"},
+        label2id={"north": 0, "south": 1},
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from fastapi.exceptions import RequestValidationError
-from support.strata_fixture import TEACHER_CLASSES, held_out, seed_file, teacher_data, write_jsonl
+from support.strata_fixture import (
+    TEACHER_CLASSES,
+    foreign_vocabulary_teacher,
+    held_out,
+    seed_file,
+    teacher_data,
+    write_jsonl,
+)
 from typer.testing import CliRunner
 
 from api.job_checks import check_job_config
@@ -29,7 +37,7 @@ from runtime.session import RuntimeOptions
 from training.cli import app
 from training.lugpi.distill import train_baseline
 from training.strata.blocks import BlockTransfer, layer_map
-from training.strata.mode import distinct_ngrams, run_generation
+from training.strata.mode import distinct_ngrams, load_generation, run_generation
 from training.strata.rmd import fit_rmd, layer_confidences, p_values
 from training.students.losses import teacher_weights as lugpi_teacher_weights
 from training.students.teacher_weighting import (
@@ -280,6 +288,112 @@ def test_empty_classes_fail_by_name_or_continue(
     raw["strata"]["on_empty_class"] = "continue"  # type: ignore[index]
     with pytest.raises(DataError, match="no generated text was accepted for any teacher"):
         _gen(parse_config(raw), tmp_path / "continue")
+
+
+def test_learned_steering_records_every_arm_at_one_budget_and_falls_back_by_name(
+    tmp_path: Path,
+    teachers: dict[str, Path],
+    tiny_text_model: Path,
+    tiny_text_generator: Path,
+    tiny_latent_generator: Path,
+) -> None:
+    """The stage record of learned steering with ``compare``: per teacher the steering
+    report of the learned arm, its unsteered control and reseeding at one filter (the
+    learned run's bar) and one budget per class; a teacher on another vocabulary than the
+    latent generator's is steered by reseeding, and the record says why, naming the
+    settings."""
+    foreign = foreign_vocabulary_teacher(tmp_path / "foreign")
+    raw = _raw(teachers, tiny_text_model, tiny_text_generator, seed_file(tmp_path / "s.txt", n=60))
+    a = raw["strata"]
+    a["teachers"] = [a["teachers"][0], {"name": "foreign", "model": str(foreign)}]  # type: ignore[index]
+    a["steering"].update(method="learned", compare=True, learned_steps=3)  # type: ignore[index]
+    a["on_empty_class"] = "continue"  # type: ignore[index]
+    raw["tgt"] = {"latent_model": str(tiny_latent_generator)}
+    summary = load_generation(_gen(parse_config(raw), tmp_path))[1]
+    assert summary["steering_method"] == "learned"
+    left = summary["teachers"]["left"]
+    assert left["steering_method"] == "learned" and "steering_fallback" not in left
+    report = left["steering_report"]
+    assert set(report["arms"]) == {"learned", "unsteered", "reseed"}
+    budget = sum(report["budget_per_class"].values())
+    assert budget > 0
+    assert report["thresholds"] == left["thresholds"]  # one filter: the learned run's bar
+    for arm in report["arms"].values():
+        assert arm["decoded"] == budget  # one budget
+        assert set(arm["accepted_per_class"]) == {"north", "south"}
+        assert {"mean_class_confidence", "distinct_2", "embedding_spread"} <= set(arm)
+    assert set(left["learning"]) == {"north", "south"}
+    other = summary["teachers"]["foreign"]
+    assert other["steering_method"] == "reseed"
+    assert "strata.steering.method 'learned'" in other["steering_fallback"]
+    assert "tgt.latent_model" in other["steering_fallback"]
+    assert "not in the model's" in other["steering_vocabulary"]
+    assert "steering_report" not in other  # reseeding alone: nothing to compare
+
+
+def test_cli_runs_learned_steering_from_the_config(
+    tmp_path: Path,
+    teachers: dict[str, Path],
+    tiny_text_model: Path,
+    tiny_text_generator: Path,
+    tiny_latent_generator: Path,
+) -> None:
+    """``lugpi strata CONFIG --set strata.steering.method=learned``: the stage record and
+    the student's say which steering ran, and the report compares the arms. Without
+    data.dev/test (data-free, nothing to evaluate): this failed at export, which wrote
+    the score-temperature section into evaluate/results.md when no evaluate stage ran."""
+    import yaml
+
+    raw = _raw(teachers, tiny_text_model, tiny_text_generator, seed_file(tmp_path / "s.txt", n=60))
+    raw["strata"]["steering"]["learned_steps"] = 2  # type: ignore[index]
+    raw["strata"]["on_empty_class"] = "continue"  # type: ignore[index]
+    raw["tgt"] = {"latent_model": str(tiny_latent_generator)}
+    config = tmp_path / "strata.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run_dir = tmp_path / "run"
+    sets = ["--set", "strata.steering.method=learned", "--set", "strata.steering.compare=true"]
+    result = CliRunner().invoke(
+        app, ["strata", str(config), *sets, "--run-dir", str(run_dir), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run_dir / "strata" / "stage.json").read_text())["summary"]
+    assert summary["steering_method"] == "learned"
+    arms = summary["teachers"]["left"]["steering_report"]["arms"]
+    assert set(arms) == {"learned", "unsteered", "reseed"}
+    strata = json.loads((run_dir / "student-strata" / "lugpi.json").read_text())["strata"]
+    assert strata["steering_method"] == "learned"
+
+
+def test_learned_steering_config_and_job_checks(tmp_path: Path) -> None:
+    teacher = [{"name": "t", "model": "runs/job1"}]
+    off = {"enabled": False, "method": "learned"}
+    with pytest.raises(ConfigError, match=r"strata.steering.enabled is false.*'learned'"):
+        parse_config({"strata": {"enabled": True, "teachers": teacher, "steering": off}})
+    with pytest.raises(ConfigError, match=r"strata.steering.method"):
+        parse_config({"strata": {"enabled": True, "teachers": teacher,
+                                 "steering": {"method": "gradient"}}})  # fmt: skip
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "runs" / "job1").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    settings = ApiSettings(
+        data_roots=[tmp_path / "data"], artifacts_dir=artifacts, allowed_models=[]
+    )
+    body: dict[str, Any] = {
+        "student": {"text_model": "all-minilm-l6-v2"},
+        "text_generator": {"model": "tiny-bbc-masked"},
+        "tgt": {"latent_model": "someone/seq2seq"},
+        "strata": {"enabled": True, "teachers": teacher, "steering": {"method": "learned"}},
+    }
+    # Learned steering loads tgt.latent_model: it goes through the allow-list.
+    with pytest.raises(RequestValidationError) as e:
+        check_job_config(PipelineConfig.model_validate(body), settings)
+    assert [err["loc"] for err in e.value.errors()] == [("body", "tgt", "latent_model")]
+    body["tgt"]["latent_model"] = "tiny-bbc-seq2seq"
+    check_job_config(PipelineConfig.model_validate(body), settings)
+    # Reseeding without compare never loads it.
+    body["tgt"]["latent_model"] = "someone/seq2seq"
+    body["strata"]["steering"] = {"method": "reseed"}
+    check_job_config(PipelineConfig.model_validate(body), settings)
 
 
 def test_config_refuses_an_empty_or_ambiguous_teacher_list() -> None:

@@ -59,13 +59,12 @@ from support.strata_fixture import (
     TEACHER_CLASSES,
     generator_corpus,
     held_out,
-    teacher_data,
     train_strata_generator,
+    train_teachers,
 )
 
 from contracts.config import PipelineConfig, parse_config
 from models.text import load_text_classifier, predict_logits
-from training.lugpi.distill import train_baseline
 from training.strata.mode import (
     load_generation,
     run_generation,
@@ -83,25 +82,6 @@ ROWS = (("rmd", "output"), ("rmd", "blocks"), ("owner", "output"), ("max_prob", 
 @pytest.fixture(scope="module")
 def strata_generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_strata_generator(tmp_path_factory.mktemp("strata-generator-trained"))
-
-
-def train_teachers(root: Path, seed: int, text_model: Path) -> dict[str, Path]:
-    """Each teacher on its own two classes (CE, the pipeline's trainer)."""
-    out = {}
-    for name in TEACHER_CLASSES:
-        cfg = parse_config(
-            {
-                "seed": seed,
-                "device": "cpu",
-                "data": {"train": "synthetic"},
-                "student": {"text_model": str(text_model), "max_length": 16, "epochs": 30,
-                            "learning_rate": 3e-3, "batch_size": 16},
-            }
-        )  # fmt: skip
-        out[name] = train_baseline(
-            cfg, teacher_data(name, seed), root / f"teacher-{name}", RunContext()
-        )
-    return out
 
 
 def amalgamate_config(

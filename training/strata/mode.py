@@ -39,6 +39,7 @@ sets, without any of their training data (docs/stratanet.md).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import time
@@ -60,9 +61,10 @@ from contracts.artifacts import (
     write_text_atomic,
 )
 from contracts.config import PipelineConfig
-from contracts.errors import ArtifactError, DataError
+from contracts.errors import ArtifactError, ConfigError, DataError
 from contracts.jobs import Stage
 from contracts.layout import RunLayout
+from models.latent_text_generator import Latent
 from models.text import text_encoder_shape
 from models.text_generator import TextRequest
 from training.data.prepare import Example, PreparedData
@@ -83,8 +85,10 @@ from training.strata.teachers import (
     union_labels,
 )
 from training.students.teacher_weighting import block_gates, strata_weights
+from training.tgt.latent_generator import LatentGenerator
 from training.tracking.progress import RunContext
 
+log = logging.getLogger("lugpi.strata")
 STUDENT_KEY = "strata"
 GENERATED_FILE = "generated.jsonl"
 TEACHERS_FILE = "teachers.json"
@@ -162,25 +166,83 @@ def text_stats(
     }
 
 
+def steering_report(
+    t: LoadedTeacher, arms: dict[str, Decoded], bar: Sequence[float]
+) -> dict[str, Any]:
+    """The steering arms of one teacher side by side, at one acceptance filter (``accept``
+    at ``bar``) and one generation budget: per class, every arm's first n_c decodes for it,
+    n_c the fewest any arm decoded for it. Per arm: the teacher's mean probability of the
+    class each text was decoded for, the texts accepted per class, distinct 2-grams of the
+    decodes and of the accepted texts, and the embedding spread (the mean pairwise cosine
+    distance of the teacher's sentence embeddings of a class's decodes, averaged over the
+    classes)."""
+    k = len(t.labels)
+    budget = [min(sum(w == c for w in a.wanted) for a in arms.values()) for c in range(k)]
+    out: dict[str, Any] = {
+        "budget_per_class": {t.labels[c]: budget[c] for c in range(k)},
+        "thresholds": [round(float(b), 4) for b in bar],
+        "arms": {},
+    }
+    for name, arm in arms.items():
+        taken: list[int] = []
+        for c in range(k):
+            taken += [i for i, w in enumerate(arm.wanted) if w == c][: budget[c]]
+        texts = [arm.texts[i] for i in taken]
+        wanted = [arm.wanted[i] for i in taken]
+        readout = read_teacher(t, texts, [])
+        probs = readout.probs
+        fresh = accept(t, texts, wanted, probs, bar, set(), 0) if texts else {}
+        got = [g.text for c in fresh for g in fresh[c]]
+        conf = [float(probs[i, c]) for i, c in enumerate(wanted)]
+        spread = [
+            embedding_spread(readout.embedding[[i for i, w in enumerate(wanted) if w == c]])
+            for c in range(k)
+            if budget[c] >= 2
+        ]
+        out["arms"][name] = {
+            "decoded": len(texts),
+            "mean_class_confidence": round(float(np.mean(conf)), 4) if conf else 0.0,
+            "accepted_per_class": {t.labels[c]: len(fresh.get(c, [])) for c in range(k)},
+            "accepted": len(got),
+            "distinct_2": round(distinct_ngrams(texts, 2), 4),
+            "distinct_2_accepted": round(distinct_ngrams(got, 2), 4),
+            "embedding_spread": round(float(np.mean(spread)), 4) if spread else 0.0,
+        }
+    return out
+
+
+def embedding_spread(emb: np.ndarray) -> float:
+    """Mean pairwise cosine distance of the rows of ``emb`` (0: all point the same way)."""
+    if len(emb) < 2:
+        return 0.0
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T
+    n = len(emb)
+    return float(1.0 - (sim.sum() - np.trace(sim)) / (n * (n - 1)))
+
+
 # -- generation -----------------------------------------------------------------------------
-def steer_teacher(
+@dataclass
+class Decoded:
+    """Every text one steering arm decoded for a teacher, in order, with the class it was
+    decoded for (index into the teacher's labels): what the steering report compares."""
+
+    texts: list[str]
+    wanted: list[int]
+
+
+def first_seeds(
     cfg: PipelineConfig,
     t: LoadedTeacher,
     pool: list[str],
     pool_probs: np.ndarray,
-    text_cache: Path,
-    ctx: RunContext,
-    strategy: ShardStrategy | None = None,
-) -> tuple[list[GeneratedText], dict[str, Any]]:
-    """The accepted texts of one teacher and a record of every round."""
+    bar: Sequence[float] | None,
+) -> dict[int, list[str]]:
+    """Per class, what generation starts from: its descriptions; with seed texts also the
+    pool texts the teacher labels it above the bar (the most diverse first), then the most
+    probable for it."""
     s = cfg.strata.steering
-    k = len(t.labels)
-    seen = {normalise(p) for p in pool}
-    accepted: dict[int, list[GeneratedText]] = {c: [] for c in range(k)}
     seeds: dict[int, list[str]] = {}
-    # Without seed texts the bar comes from the first round's texts (the teacher's own
-    # calibration on what the generator wrote from the class descriptions).
-    bar = thresholds(cfg, t, pool_probs) if len(pool) else None
     for c, label in enumerate(t.labels):
         given = class_descriptions(t, label)
         if not len(pool):
@@ -194,6 +256,32 @@ def steer_teacher(
                               s.seeds_per_class)  # fmt: skip
         rest = [pool[i] for i in order]
         seeds[c] = list(dict.fromkeys(given + picked + rest))[: max(s.seeds_per_class, len(given))]
+    return seeds
+
+
+def steer_teacher(
+    cfg: PipelineConfig,
+    t: LoadedTeacher,
+    pool: list[str],
+    pool_probs: np.ndarray,
+    text_cache: Path,
+    ctx: RunContext,
+    strategy: ShardStrategy | None = None,
+    bar: Sequence[float] | None = None,
+) -> tuple[list[GeneratedText], dict[str, Any], Decoded]:
+    """Reject-and-reseed: the accepted texts of one teacher, a record of every round and
+    every text decoded. ``bar``: a fixed acceptance bar (the steering report runs every
+    arm at one filter); default from the seed texts, else from the first round."""
+    s = cfg.strata.steering
+    k = len(t.labels)
+    seen = {normalise(p) for p in pool}
+    accepted: dict[int, list[GeneratedText]] = {c: [] for c in range(k)}
+    # Without seed texts the bar comes from the first round's texts (the teacher's own
+    # calibration on what the generator wrote from the class descriptions).
+    if bar is None and len(pool):
+        bar = thresholds(cfg, t, pool_probs)
+    seeds = first_seeds(cfg, t, pool, pool_probs, bar)
+    decoded = Decoded([], [])
     rounds: list[dict[str, object]] = []
     generated = 0
     for r in range(s.rounds):
@@ -209,17 +297,12 @@ def steer_teacher(
                     wanted.append(c)
         texts, _ = generate_for(cfg, requests, text_cache, ctx, strategy, Stage.STRATA_TEXTS)
         generated += len(texts)
+        decoded.texts += texts
+        decoded.wanted += wanted
         probs = read_teacher(t, texts, []).probs
         if bar is None:
             bar = thresholds(cfg, t, probs)
-        fresh: dict[int, list[GeneratedText]] = {c: [] for c in active}
-        for c, text, p in zip(wanted, texts, probs, strict=True):
-            key = normalise(text)
-            if not key or key in seen:
-                continue
-            if int(p.argmax()) == c and p[c] >= bar[c]:
-                seen.add(key)
-                fresh[c].append(GeneratedText(t.name, t.labels[c], text, float(p[c]), r))
+        fresh = accept(t, texts, wanted, probs, bar, seen, r)
         for c in active:
             room = s.per_class - len(accepted[c])
             accepted[c] += fresh[c][:room]
@@ -230,18 +313,49 @@ def steer_teacher(
                 [g.text for g in fresh[c]], [g.confidence for g in fresh[c]], s.seeds_per_class
             )
             seeds[c] = list(dict.fromkeys(best + seeds[c]))[: s.seeds_per_class]
-        rounds.append(
-            {
-                "round": r,
-                "requested": len(texts),
-                "accepted": {t.labels[c]: len(fresh[c]) for c in active},
-                "mean_confidence": round(float(probs.max(axis=1).mean()), 4) if len(probs) else 0,
-            }
-        )
+        rounds.append(round_record(t, r, active, fresh, probs))
     rows = [g for c in range(k) for g in accepted[c]]
     kept_bar = [round(b, 4) for b in bar or []]
     record = {"rounds": rounds, "generated": generated, "thresholds": kept_bar}
-    return rows, record
+    return rows, record, decoded
+
+
+def accept(
+    t: LoadedTeacher,
+    texts: Sequence[str],
+    wanted: Sequence[int],
+    probs: np.ndarray,
+    bar: Sequence[float],
+    seen: set[str],
+    r: int,
+) -> dict[int, list[GeneratedText]]:
+    """The acceptance filter of every steering arm: a text decoded for class c is accepted
+    when c is the teacher's answer with probability at least bar[c] and it is new
+    (normalised; ``seen`` is updated)."""
+    fresh: dict[int, list[GeneratedText]] = {c: [] for c in sorted(set(wanted))}
+    for c, text, p in zip(wanted, texts, probs, strict=True):
+        key = normalise(text)
+        if not key or key in seen:
+            continue
+        if int(p.argmax()) == c and p[c] >= bar[c]:
+            seen.add(key)
+            fresh[c].append(GeneratedText(t.name, t.labels[c], text, float(p[c]), r))
+    return fresh
+
+
+def round_record(
+    t: LoadedTeacher,
+    r: int,
+    active: Sequence[int],
+    fresh: dict[int, list[GeneratedText]],
+    probs: np.ndarray,
+) -> dict[str, object]:
+    return {
+        "round": r,
+        "requested": len(probs),
+        "accepted": {t.labels[c]: len(fresh.get(c, [])) for c in active},
+        "mean_confidence": round(float(probs.max(axis=1).mean()), 4) if len(probs) else 0,
+    }
 
 
 def diverse_pick(texts: Sequence[str], scores: Sequence[float], n: int) -> list[str]:
@@ -311,6 +425,181 @@ def unsteered_teacher(
     return rows, {"rounds": [{"round": 0, "requested": len(texts)}], "generated": len(texts)}
 
 
+def round_tag(t: LoadedTeacher, label: str, r: int) -> str:
+    """What seeds the perturbations of learned steering's round ``r`` for one class."""
+    return f"strata-learned:{t.name}:{label}:{r}"
+
+
+def learned_teacher(
+    cfg: PipelineConfig,
+    t: LoadedTeacher,
+    pool: list[str],
+    pool_probs: np.ndarray,
+    generator: LatentGenerator,
+    ctx: RunContext,
+    bar: Sequence[float] | None = None,
+) -> tuple[list[GeneratedText], dict[str, Any], dict[str, Decoded]]:
+    """Learned steering (training/strata/learned.py): per class a steering vector on the
+    latent generator's states of the class's starts (``first_seeds``), then rounds of
+    ``seeds_per_class`` x ``draws_per_seed`` decodes at seeded perturbations around the
+    steered starts, each filtered like reseeding's (``accept``), until ``per_class`` are
+    accepted. Returns the accepted texts, the record, and the decodes of the arm and of
+    its unsteered control (the same requests without the vector). ``ConfigError`` when
+    the teacher's vocabulary lacks the generator's pieces."""
+    from training.strata.learned import LearnedSettings, decode_around, learn_vector
+    from training.tgt.exploration import hf_classifier, piece_ids
+
+    s = cfg.strata.steering
+    k = len(t.labels)
+    classifier = hf_classifier(t.model, t.tokenizer, t.max_length)
+    ids = piece_ids(generator, classifier)
+    if bar is None and len(pool):
+        bar = thresholds(cfg, t, pool_probs)
+    seeds = first_seeds(cfg, t, pool, pool_probs, bar)
+    settings = LearnedSettings(s.learned_steps, s.learned_rate, s.diversity, s.latent_distance)
+    starts, vectors, learning = {}, {}, {}
+    per_round = s.seeds_per_class * s.draws_per_seed
+    for c, label in enumerate(t.labels):
+        ctx.step(Stage.STRATA_TEXTS, c, k, f"teacher {t.name}: learning to steer to {label}")
+        starts[c] = generator.encode(seeds[c])
+        # It learns on a batch shaped like a round's: every start, perturbed as often as
+        # a round decodes it (the diversity term needs several rows even from one start).
+        picks = [j % len(seeds[c]) for j in range(per_round)]
+        batch = Latent(starts[c].states[picks], starts[c].mask[picks])
+        # The perturbations of round 0's decodes: the vector is fitted where it is used.
+        row_seeds = [draw_seed(cfg.seed, round_tag(t, label, 0), j) for j in range(per_round)]
+        vectors[c], history = learn_vector(
+            generator, classifier, ids, batch, c, settings, row_seeds
+        )
+        best = min(range(len(history)), key=lambda i: history[i]["loss"])
+        learning[label] = {
+            "starts": len(seeds[c]),
+            "start": history[0],
+            "kept": {"step": best, **history[best]},
+            "vector_norm": round(float(vectors[c].norm()), 4),
+        }
+    seen = {normalise(p) for p in pool}
+    accepted: dict[int, list[GeneratedText]] = {c: [] for c in range(k)}
+    asked: dict[int, list[tuple[int, int]]] = {c: [] for c in range(k)}  # (start, seed)
+    steered = Decoded([], [])
+    rounds: list[dict[str, object]] = []
+    for r in range(s.rounds):
+        active = [c for c in range(k) if len(accepted[c]) < s.per_class]
+        if not active:
+            break
+        texts, wanted = [], []
+        for c in active:
+            picks = [j % len(seeds[c]) for j in range(per_round)]
+            draws = [draw_seed(cfg.seed, round_tag(t, t.labels[c], r), j) for j in range(per_round)]
+            asked[c] += list(zip(picks, draws, strict=True))
+            texts += decode_around(
+                generator, starts[c], vectors[c], picks, draws, s.latent_distance
+            )
+            wanted += [c] * per_round
+        steered.texts += texts
+        steered.wanted += wanted
+        probs = read_teacher(t, texts, []).probs
+        if bar is None:
+            bar = thresholds(cfg, t, probs)
+        fresh = accept(t, texts, wanted, probs, bar, seen, r)
+        for c in active:
+            accepted[c] += fresh[c][: s.per_class - len(accepted[c])]
+        rounds.append(round_record(t, r, active, fresh, probs))
+    control = Decoded([], [])
+    for c in range(k):
+        picks, draws = [p for p, _ in asked[c]], [d for _, d in asked[c]]
+        control.texts += decode_around(generator, starts[c], None, picks, draws, s.latent_distance)
+        control.wanted += [c] * len(picks)
+    rows = [g for c in range(k) for g in accepted[c]]
+    record = {
+        "rounds": rounds,
+        "generated": len(steered.texts),
+        "thresholds": [round(b, 4) for b in bar or []],
+        "learning": learning,
+    }
+    return rows, record, {"learned": steered, "unsteered": control}
+
+
+class LatentSource:
+    """The latent generator (tgt.latent_model), loaded on first use: only learned steering
+    and the steering report's learned arms need it."""
+
+    def __init__(self, cfg: PipelineConfig, text_cache: Path) -> None:
+        self.cfg, self.cache = cfg, text_cache
+        self.loaded: LatentGenerator | None = None
+
+    def get(self) -> LatentGenerator:
+        if self.loaded is None:
+            from training.tgt.latent_generator import load_latent_generator
+
+            device = str(select_device(self.cfg))
+            self.loaded = load_latent_generator(self.cfg.tgt.latent_model, self.cache, device)
+        return self.loaded
+
+
+def vocabulary_gap(generator: LatentGenerator, t: LoadedTeacher) -> str | None:
+    """Why the teacher cannot be steered through the latent generator's differentiable path
+    (some of the generator's pieces are not in its vocabulary), or None."""
+    from training.tgt.exploration import hf_classifier, piece_ids
+
+    try:
+        piece_ids(generator, hf_classifier(t.model, t.tokenizer, t.max_length))
+    except ConfigError as e:
+        return str(e).split(";")[0]
+    return None
+
+
+def steered_arms(
+    cfg: PipelineConfig,
+    t: LoadedTeacher,
+    pool: list[str],
+    pool_probs: np.ndarray,
+    latent: LatentSource,
+    text_cache: Path,
+    ctx: RunContext,
+    strategy: ShardStrategy | None,
+) -> tuple[list[GeneratedText], dict[str, Any], dict[str, Any]]:
+    """One teacher's steered texts by ``steering.method``, and what the stage record adds:
+    the method used (a teacher whose vocabulary lacks the latent generator's pieces falls
+    back to 'reseed', with the reason) and the steering report. The report compares the
+    arms run: the method's, learned steering's unsteered control, and with
+    ``steering.compare`` the other method's, every one at the method's bar."""
+    s = cfg.strata.steering
+    out: dict[str, Any] = {"steering_method": s.method}
+    arms: dict[str, Decoded] = {}
+    gap = vocabulary_gap(latent.get(), t) if s.method == "learned" or s.compare else None
+    if gap is not None:
+        out["steering_vocabulary"] = gap
+    got: list[GeneratedText] = []
+    record: dict[str, Any] = {}
+    if s.method == "learned" and gap is None:
+        got, record, arms = learned_teacher(cfg, t, pool, pool_probs, latent.get(), ctx)
+        out["learning"] = record["learning"]
+    else:
+        if s.method == "learned":
+            out["steering_method"] = "reseed"
+            out["steering_fallback"] = (
+                f"strata.steering.method 'learned' needs teacher {t.name!r} to read the latent "
+                f"generator tgt.latent_model {cfg.tgt.latent_model!r}: {gap}; this teacher was "
+                "steered by 'reseed'"
+            )
+            log.warning("strata: %s", out["steering_fallback"])
+        got, record, arms["reseed"] = steer_teacher(
+            cfg, t, pool, pool_probs, text_cache, ctx, strategy
+        )
+    bar = record["thresholds"]
+    if s.compare and "reseed" not in arms:
+        _, _, arms["reseed"] = steer_teacher(
+            cfg, t, pool, pool_probs, text_cache, ctx, strategy, bar=bar
+        )
+    if s.compare and gap is None and "learned" not in arms:
+        _, _, more = learned_teacher(cfg, t, pool, pool_probs, latent.get(), ctx, bar=bar)
+        arms.update(more)
+    if len(arms) > 1 and bar:
+        out["steering_report"] = steering_report(t, arms, bar)
+    return got, record, out
+
+
 def select_device(cfg: PipelineConfig) -> torch.device:
     return torch_device(cfg.device)
 
@@ -330,6 +619,7 @@ def run_generation(
     teachers = load_teachers(a.teachers, select_device(cfg))
     union = union_labels(teachers)
     pool = load_seed_texts(cfg)
+    latent = LatentSource(cfg, text_cache)
     rows: list[GeneratedText] = []
     per_teacher: dict[str, Any] = {}
     empty: list[str] = []
@@ -338,8 +628,11 @@ def run_generation(
         described = [d for label in t.labels for d in class_descriptions(t, label)]
         unknown_share = check_reads(t, (pool or described)[:500])
         pool_probs = read_teacher(t, pool, []).probs
+        steering: dict[str, Any] = {}
         if a.steering.enabled:
-            got, record = steer_teacher(cfg, t, pool, pool_probs, text_cache, ctx, strategy)
+            got, record, steering = steered_arms(
+                cfg, t, pool, pool_probs, latent, text_cache, ctx, strategy
+            )
         else:
             got, record = unsteered_teacher(cfg, t, pool, text_cache, ctx, strategy)
         counts = Counter(g.label for g in got)
@@ -368,6 +661,7 @@ def run_generation(
             "kept_stats": text_stats([g.text for g in got], got_probs, t.labels, bar),
             "seed_stats": text_stats(pool, pool_probs, t.labels, bar),
             "seeds": "seed_texts" if pool else "class descriptions",
+            **steering,
         }
         rows += got
     if not rows:
@@ -375,6 +669,7 @@ def run_generation(
     summary: dict[str, object] = {
         "generator": cfg.text_generator.model,
         "steering": a.steering.enabled,
+        "steering_method": a.steering.method if a.steering.enabled else "unsteered",
         "union_labels": union,
         "kept": len(rows),
         "generated": sum(int(v["generated"]) for v in per_teacher.values()),
@@ -589,6 +884,7 @@ def train_strata_student(
             "layer_map": mapped,
             "sharpness": a.sharpness,
             "steering": a.steering.enabled,
+            "steering_method": gen_summary.get("steering_method"),
             "union_labels": union,
             "teachers": {name: gen_summary["teachers"][name]["source"] for name in targets.names},
             "teacher_labels": {

@@ -33,6 +33,10 @@ steering by the text branch would climb a different discrepancy than the one the
 is taught. Such a teacher keeps the ``sampling`` mode, which needs only forward passes on
 decoded texts.
 
+The path itself is ``soft_read`` (shared with StrataNet's learned steering,
+training/strata/learned.py, which reads it straight-through: the forward pass on the
+one-hot greedy tokens, the gradient through the distributions).
+
 One function per job: ``explore_sampling``, ``explore_gradient``, and ``explore_batch``
 (a batch of labelled texts, a teacher, a student and a budget of new texts in, new texts
 out: the entry point for exploring per batch while the student trains). The models are
@@ -147,34 +151,68 @@ def piece_ids(generator: LatentGenerator, model: TextClassifier) -> Tensor:
     return torch.tensor([vocab[t] for t in generator.tokens], device=model.embeddings.weight.device)
 
 
-def _norms(x: Tensor, mask: Tensor) -> Tensor:
+def latent_norms(x: Tensor, mask: Tensor) -> Tensor:
     """Per-text Frobenius norm over real positions: (B,)."""
     return (x.pow(2).sum(-1) * mask).sum(-1).sqrt()
 
 
 def relative_distance(a: Latent, b: Latent) -> Tensor:
     """||a - b|| / ||b|| per text, over b's real positions."""
-    return _norms(a.states - b.states, b.mask) / _norms(b.states, b.mask)
+    return latent_norms(a.states - b.states, b.mask) / latent_norms(b.states, b.mask)
 
 
-def _on_sphere(latent: Latent, delta: Tensor, distance: float) -> Latent:
+def on_sphere(latent: Latent, delta: Tensor, distance: float) -> Latent:
     """``latent`` moved by ``delta`` rescaled to exactly ``distance`` ||z|| (padding untouched)."""
     m = latent.mask[..., None].to(delta.dtype)
     delta = delta * m
     scale = (
-        distance * _norms(latent.states, latent.mask) / _norms(delta, latent.mask).clamp_min(1e-12)
+        distance
+        * latent_norms(latent.states, latent.mask)
+        / latent_norms(delta, latent.mask).clamp_min(1e-12)
     )
     return latent.with_states(latent.states + delta * scale[:, None, None])
 
 
-def _repeat(latent: Latent, n: int) -> Latent:
+def repeat_latent(latent: Latent, n: int) -> Latent:
     return Latent(latent.states.repeat_interleave(n, 0), latent.mask.repeat_interleave(n, 0))
 
 
 def _sampled(latent: Latent, distance: float, seed: int) -> Latent:
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(latent.states.shape, generator=gen).to(latent.states)
-    return _on_sphere(latent, noise, distance)
+    return on_sphere(latent, noise, distance)
+
+
+@dataclass
+class SoftRead:
+    """What classifiers read from a latent through the differentiable path: each one's
+    logits (B, K_i), the decoder's token distributions (B, T, V) and the text positions
+    (B, T)."""
+
+    logits: list[Tensor]
+    probs: Tensor
+    keep: Tensor
+
+
+def soft_read(
+    generator: LatentGenerator,
+    latent: Latent,
+    models: Sequence[tuple[TextClassifier, Tensor]],
+    temperature: float = 1.0,
+    *,
+    straight_through: bool = False,
+) -> SoftRead:
+    """The differentiable path (module docstring): the decoder's distributions of the
+    greedy decode of ``latent`` (its prefix held fixed), read by each (classifier, its
+    ``piece_ids``) as expected input embeddings; differentiable in ``latent.states``.
+    ``straight_through``: the forward pass reads the greedy decode itself (one-hot rows:
+    the argmax of each distribution is the greedy token) and the gradient is the
+    distributions', so the value is the hard text's and only the gradient is approximate."""
+    probs, keep = generator.token_distributions(latent, temperature)
+    if straight_through:
+        hard = F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)
+        probs = hard + probs - probs.detach()
+    return SoftRead([m.soft_logits(probs, keep, ids) for m, ids in models], probs, keep)
 
 
 def kl_teacher_student(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
@@ -199,7 +237,7 @@ def explore_sampling(
 ) -> Explored:
     """``per_text`` decodes of random latents at relative distance ``distance`` around each
     text's latent (``distance=0`` decodes the text's own latent: reconstruction)."""
-    z = _repeat(generator.encode(texts), per_text)
+    z = repeat_latent(generator.encode(texts), per_text)
     new = _sampled(z, distance, seed) if distance > 0 else z
     return _explored(generator, z, new, per_text)
 
@@ -211,13 +249,20 @@ def sample_per_text(
     of text i drawn from its own ``seeds[i]`` over its own positions only: a text's draw does
     not depend on what else is in the batch (the tgt stage caches each by content)."""
     z = generator.encode(texts)
-    noise = torch.zeros_like(z.states)
+    return generator.decode(on_sphere(z, seeded_noise(z, seeds), distance))
+
+
+def seeded_noise(latent: Latent, seeds: Sequence[int]) -> Tensor:
+    """Gaussian noise shaped like ``latent.states``: row i drawn from its own ``seeds[i]``
+    over its own real positions only (zero on padding), so a row's draw does not depend
+    on the rest of the batch."""
+    noise = torch.zeros_like(latent.states)
     for i, seed in enumerate(seeds):
         gen = torch.Generator().manual_seed(int(seed))
-        n = int(z.mask[i].sum())
-        rows = torch.randn((n, z.states.shape[-1]), generator=gen).to(z.states)
-        noise[i, z.mask[i]] = rows
-    return generator.decode(_on_sphere(z, noise, distance))
+        n = int(latent.mask[i].sum())
+        rows = torch.randn((n, latent.states.shape[-1]), generator=gen).to(latent.states)
+        noise[i, latent.mask[i]] = rows
+    return noise
 
 
 def _explored(generator: LatentGenerator, z: Latent, new: Latent, per_text: int) -> Explored:
@@ -246,20 +291,23 @@ def explore_gradient(
     moves ``step_size`` times the radius along the normalised gradient, then projects back
     onto the sphere)."""
     t_ids, s_ids = piece_ids(generator, teacher), piece_ids(generator, student)
-    z = _repeat(generator.encode(texts), per_text)
+    z = repeat_latent(generator.encode(texts), per_text)
     current = _sampled(z, distance, seed)
-    radius = distance * _norms(z.states, z.mask)
+    radius = distance * latent_norms(z.states, z.mask)
     for _ in range(steps):
         states = current.states.detach().requires_grad_(True)
-        probs, keep = generator.token_distributions(current.with_states(states), temperature)
-        kl = kl_teacher_student(
-            teacher.soft_logits(probs, keep, t_ids), student.soft_logits(probs, keep, s_ids)
+        read = soft_read(
+            generator,
+            current.with_states(states),
+            [(teacher, t_ids), (student, s_ids)],
+            temperature,
         )
+        kl = kl_teacher_student(*read.logits)
         (grad,) = torch.autograd.grad(kl.sum(), states)
         grad = grad * z.mask[..., None]
-        unit = grad / _norms(grad, z.mask).clamp_min(1e-12)[:, None, None]
+        unit = grad / latent_norms(grad, z.mask).clamp_min(1e-12)[:, None, None]
         delta = states.detach() - z.states + step_size * radius[:, None, None] * unit
-        current = _on_sphere(z, delta, distance)
+        current = on_sphere(z, delta, distance)
     return _explored(generator, z, current.with_states(current.states.detach()), per_text)
 
 
