@@ -197,6 +197,7 @@ class DynamicBatcher:
         # its batch thread blocks on it, an inline run only tries it.
         self._engines = [threading.Lock() for _ in self.instances]
         self.inline_runs = 0  # requests answered by run_inline (tests and curiosity)
+        self.lone_queued_runs = 0  # lone requests the batch threads ran on the lone session
         # Most tokens of a text run inline; ``calibrate_inline`` lowers it to what is cheap.
         self.inline_max_tokens = inline_max_tokens
         self.inline_max_ms = inline_max_ms
@@ -452,7 +453,31 @@ class DynamicBatcher:
 
     def _run(self, batch: list[_Pending], instance: int) -> None:
         with self._engines[instance]:
+            if self._run_lone(batch, instance):
+                return
             self._run_unlocked(batch, self.instances[instance])
+
+    def _run_lone(self, batch: list[_Pending], instance: int) -> bool:
+        """Run a lone one-text request on the lone session (every core, spinning) when it is
+        the only work: nothing queued and every other instance idle, whose locks are held
+        for the call so that no batch starts beside it on cores it spins on. A lone request
+        too long to run inline comes this way; with one-thread instances it would otherwise
+        run on one core (the bench_peers run of issue 28: c=1 p50 1.48x that of a plan of
+        every core on one instance)."""
+        clf = self.instances[instance]
+        if len(batch) != 1 or len(batch[0].texts) != 1 or clf.lone_session is clf.session:
+            return False
+        others = [e for i, e in enumerate(self._engines) if i != instance]
+        held = [e for e in others if e.acquire(blocking=False)]
+        try:
+            if len(held) < len(others) or self._queued_texts:
+                return False
+            self._run_unlocked(batch, clf, lone=True)
+            self.lone_queued_runs += 1
+            return True
+        finally:
+            for e in held:
+                e.release()
 
     def _run_unlocked(
         self,

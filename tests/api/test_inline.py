@@ -189,3 +189,38 @@ def test_random_no_second_session_where_it_would_not_differ(
 ) -> None:
     clf = _batcher(make_client(**overrides)).classifier
     assert clf.lone_session is clf.session
+
+
+def test_random_a_lone_queued_request_runs_on_the_lone_session(make_client: MakeClient) -> None:
+    """One-thread instances and a lone session (what the plan chooses where a call does not
+    scale): a lone request that does not run inline (inline off here; too long in general)
+    is run by its batch thread on the lone session, with the instances' outputs; a burst
+    is batched on the instances instead."""
+    from runtime.session import RuntimeOptions
+
+    client = make_client(model_variant="fp32", inline_lone_requests=False)
+    base = _batcher(client).instances[0]
+    one = RuntimeOptions("fp32", "cpu", intra_op_threads=1, spinning=False)
+    lone = base.sibling(RuntimeOptions("fp32", "cpu", intra_op_threads=2, spinning=True))
+    clf = base.sibling(one, lone.session)
+    batcher = DynamicBatcher(clf, 32, 0.0, "lone-test", instances=[clf, clf])
+    plain = DynamicBatcher(base.sibling(one), 32, 0.0, "plain-test")
+    batcher.start()
+    plain.start()
+    try:
+        got = asyncio.run(batcher.classify([TEXTS[0]], None))
+        want = asyncio.run(plain.classify([TEXTS[0]], None))
+        assert batcher.lone_queued_runs == 1 and plain.lone_queued_runs == 0
+        assert got.probs == pytest.approx(want.probs, abs=1e-5)
+
+        async def burst() -> list[object]:
+            return list(
+                await asyncio.gather(*(batcher.classify([f"text {i}"], None) for i in range(24)))
+            )
+
+        outs = asyncio.run(burst())
+        assert len(outs) == 24
+        assert batcher.lone_queued_runs < 1 + 24  # queued company: batched on the instances
+    finally:
+        batcher.close(timeout=10)
+        plain.close(timeout=10)
