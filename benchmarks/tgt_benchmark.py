@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
 
 from benchmarks.paper_report import paired_interval
-from contracts.artifacts import is_complete
+from contracts.artifacts import is_complete, read_stage
 from contracts.config import load_config
 from training.pipeline import Run, resolve_paths
 from training.tracking.progress import RunContext
@@ -101,6 +101,11 @@ def overrides(args: argparse.Namespace, seed: int) -> dict[str, object]:
     }
 
 
+def stage_seconds_of(run_dir: Path) -> dict[str, float]:
+    """Seconds of every finished stage of a run, by stage directory."""
+    return {d.name: read_stage(d).seconds for d in sorted(run_dir.iterdir()) if is_complete(d)}
+
+
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     cfg = resolve_paths(load_config("offline", overrides(args, seed)), ROOT)
     run = Run(cfg, Path(args.runs_dir) / f"seed{seed}", RunContext())
@@ -120,11 +125,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         m: results["models"][f"tgt:{m}"].get("tgt", {}).get("generated_per_epoch")
         for m in cfg.tgt.modes
     }
-    stage_seconds = {}
-    for d in sorted(run.dir.iterdir()):
-        record = d / "stage.json"
-        if record.is_file():
-            stage_seconds[d.name] = json.loads(record.read_text()).get("seconds")
+    stage_seconds = stage_seconds_of(run.dir)
     return {
         "seed": seed,
         "test_accuracy": {k: results["models"][k]["test"]["accuracy"] for k, _ in ROWS},
@@ -307,11 +308,7 @@ def setting_seed(args: argparse.Namespace, seed: int, teacher: Path) -> dict[str
             "queried": grad.get("teacher_queries"),
         },
     }
-    stage_seconds = {}
-    for d in sorted(run.dir.iterdir()):
-        record = d / "stage.json"
-        if record.is_file():
-            stage_seconds[d.name] = json.loads(record.read_text()).get("seconds")
+    stage_seconds = stage_seconds_of(run.dir)
     return {
         "seed": seed,
         "latent_distance": cfg.tgt.latent_distance,
