@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 
 from contracts.truncation import Cut
 from runtime.classifier import OnnxClassifier
-from runtime.session import CUDA, RuntimeOptions
+from runtime.session import CUDA, RuntimeOptions, shares_calls
 
 BATCH_SIZES = (1, 4, 16)
 PARALLEL_EFFICIENCY = 0.95  # of linear scaling: see the module docstring
@@ -289,12 +289,17 @@ def engines(
     main = session(plan.threads, plan.spinning)
     lone = session(cores, True).session if plan.lone_session else main.session
     main.lone_session = lone
-    if plan.threads == 1:  # calls run on their caller's thread: one session serves them all
+    if plan.threads == 1 and shares_calls(main.session):
+        # Calls run on their caller's thread: one session serves them all.
         instances = [main] * plan.instances
     else:
+        # Without a lone session of its own, each instance runs lone calls itself (an
+        # OpenVINO session runs one call at a time: sharing instance 0's would queue them).
+        shared_lone = lone if plan.lone_session else None
         instances = [main] + [
             main.sibling(
-                replace(options, intra_op_threads=plan.threads, spinning=plan.spinning), lone
+                replace(options, intra_op_threads=plan.threads, spinning=plan.spinning),
+                shared_lone,
             )
             for _ in range(plan.instances - 1)
         ]

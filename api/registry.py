@@ -187,11 +187,15 @@ class ModelRegistry:
         self.metrics = metrics
         self.options = RuntimeOptions(
             variant=settings.model_variant,
+            engine=settings.engine,
             device=settings.device,
             intra_op_threads=settings.ort_intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             spinning=bool(settings.ort_spinning),
-            lone_spinning=settings.ort_lone_spinning and settings.inline_lone_requests,
+            # OpenVINO's threads have no spinning switch: nothing for a lone session to add.
+            lone_spinning=settings.ort_lone_spinning
+            and settings.inline_lone_requests
+            and settings.engine == "onnxruntime",
         )
         self.limits = BundleLimits(
             max_tokenizer_bytes=settings.max_tokenizer_bytes,

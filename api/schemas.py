@@ -164,7 +164,11 @@ class VersionInfo(BaseModel):
     max_length: int | None = None
     text_pair: bool | None = None
     variant: str | None = Field(default=None, description="int8 or fp32: the ONNX file served.")
-    provider: str | None = Field(default=None, description="onnxruntime execution provider.")
+    provider: str | None = Field(
+        default=None,
+        description="What runs the graph: an onnxruntime execution provider, or 'OpenVINO CPU' "
+        "(LUGPI_ENGINE=openvino).",
+    )
     created_at: datetime | None = None
     # model -> split -> figures; export adds a text "source" (which engine measured them)
     # and the "confusion" matrix (rows: true label, columns: predicted, in label order).

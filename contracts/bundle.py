@@ -105,6 +105,11 @@ class SplitMetrics(BaseModel):
     n: int
 
 
+# onnxruntime fp32 against PyTorch at export, and any other engine against the
+# probabilities export recorded (bundle.json samples): at most this apart.
+FP32_TOLERANCE = 1e-4
+
+
 class CheckedSample(BaseModel):
     """A dev text and the probabilities export measured for it with each shipped graph,
     the text alone in its batch: a server given the same text alone returns these numbers

@@ -17,12 +17,19 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from contracts.bundle import MODEL_FP32, MODEL_INT8, ONNX_LOGITS, TOKENIZER, BundleManifest
+from contracts.bundle import (
+    FP32_TOLERANCE,
+    MODEL_FP32,
+    MODEL_INT8,
+    ONNX_LOGITS,
+    TOKENIZER,
+    BundleManifest,
+)
 from contracts.errors import ModelLoadError
 from contracts.truncation import Cut
 from runtime.encoding import TextEncoder, TokenizerInput
 from runtime.score_temperature import apply as apply_temperature
-from runtime.session import CUDA, RuntimeOptions, choose_providers, make_session
+from runtime.session import CUDA, RuntimeOptions, Session, choose_providers, make_session
 
 log = logging.getLogger("lugpi.runtime")
 
@@ -62,12 +69,12 @@ class OnnxClassifier:
 
     def __init__(
         self,
-        session: ort.InferenceSession,
+        session: Session,
         encoder: TextEncoder,
         output: str,
         labels: Sequence[str],
         variant: Variant = "fp32",
-        lone_session: ort.InferenceSession | None = None,
+        lone_session: Session | None = None,
         temperature: float = 1.0,
         model_file: Path | None = None,
     ) -> None:
@@ -79,7 +86,7 @@ class OnnxClassifier:
             )
         self.session = session
         # Runs what ``run_scores(..., lone=True)`` is given; the main session if none.
-        self.lone_session = lone_session or session
+        self.lone_session: Session = lone_session or session
         self.encoder = encoder
         self.output = output
         self.labels: list[str] = list(labels)
@@ -97,7 +104,7 @@ class OnnxClassifier:
         self.model_file = model_file  # what ``sibling`` opens again
 
     def sibling(
-        self, options: RuntimeOptions, lone_session: ort.InferenceSession | None = None
+        self, options: RuntimeOptions, lone_session: Session | None = None
     ) -> OnnxClassifier:
         """The same graph, encoder and labels on a new session built with ``options``: one
         more engine instance of a version (api.execution), or a session measured at load.
@@ -142,7 +149,11 @@ class OnnxClassifier:
         )
         session = make_session(model_file, options)
         lone = None
-        if options.wants_lone_session and session.get_providers()[0] != CUDA:
+        if (
+            options.wants_lone_session
+            and options.engine == "onnxruntime"
+            and session.get_providers()[0] != CUDA
+        ):
             lone = make_session(model_file, replace(options, spinning=True))
         variant: Variant = "int8" if model_file.name == MODEL_INT8 else "fp32"
         return cls(session, encoder, output, labels, variant, lone, temperature, model_file)
@@ -255,6 +266,13 @@ class OnnxClassifier:
 
 
 def choose_variant(manifest: BundleManifest, options: RuntimeOptions, on_cuda: bool) -> Variant:
+    if options.engine == "openvino":
+        if options.variant == "int8":
+            raise ModelLoadError(
+                "LUGPI_ENGINE=openvino serves the fp32 graph (OpenVINO cannot read the int8 "
+                "graph's onnxruntime operators); unset LUGPI_MODEL_VARIANT or set it to fp32"
+            )
+        return "fp32"
     wanted: Variant = (
         options.variant if options.variant != "auto" else ("fp32" if on_cuda else "int8")
     )
@@ -270,8 +288,9 @@ def open_bundle(
     options: RuntimeOptions,
     limits: BundleLimits | None = None,
 ) -> OnnxClassifier:
-    """The classifier of one verified bundle directory, warmed up (at max_length too)."""
-    on_cuda = choose_providers(options.device)[0] == CUDA
+    """The classifier of one verified bundle directory, warmed up (at max_length too); on
+    an engine other than onnxruntime, checked against the probabilities export recorded."""
+    on_cuda = options.engine == "onnxruntime" and choose_providers(options.device)[0] == CUDA
     variant = choose_variant(manifest, options, on_cuda)
     model_file = bundle_dir / (MODEL_INT8 if variant == "int8" else MODEL_FP32)
     try:
@@ -291,6 +310,27 @@ def open_bundle(
                 f"bundle.json names a {manifest.logits_output!r} output the graph lacks"
             )
         clf.warm_up(manifest.text_pair)
+        if options.engine != "onnxruntime":
+            _check_recorded(clf, manifest, options.engine)
     except ModelLoadError as e:
         raise ModelLoadError(f"{bundle_dir} ({manifest.name}/{manifest.version}): {e}") from e
     return clf
+
+
+def _check_recorded(clf: OnnxClassifier, manifest: BundleManifest, engine: str) -> None:
+    """The engine's probabilities for the bundle's samples, each alone in its batch, against
+    the ones export recorded with onnxruntime: the bar export held onnxruntime to."""
+    from runtime.openvino_engine import check_agreement
+
+    checks = manifest.export_checks
+    samples = [s for s in (checks.samples if checks else []) if MODEL_FP32 in s.probabilities]
+    if not samples:
+        raise ModelLoadError(
+            f"LUGPI_ENGINE={engine}: bundle.json records no fp32 probabilities to check "
+            "the engine against; serve it with LUGPI_ENGINE=onnxruntime"
+        )
+    ours = [
+        clf.predict([s.text], [s.text_pair] if s.text_pair is not None else None)[0][0]
+        for s in samples
+    ]
+    check_agreement(ours, [s.probabilities[MODEL_FP32] for s in samples], FP32_TOLERANCE)

@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
+import numpy as np
 import onnxruntime as ort
 
 from contracts.errors import ModelLoadError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+Engine = Literal["onnxruntime", "openvino"]
+
+
+class Port(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class Session(Protocol):
+    """What the classifier calls on an engine's session: onnxruntime's InferenceSession,
+    or runtime.openvino_engine.OpenVinoSession, which has the same slice of it."""
+
+    def run(
+        self, output_names: Sequence[str], feed: Mapping[str, np.ndarray], run_options: Any = None
+    ) -> Sequence[Any]: ...
+
+    def get_inputs(self) -> Sequence[Port]: ...
+
+    def get_outputs(self) -> Sequence[Port]: ...
+
+    def get_providers(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -23,6 +46,8 @@ class RuntimeOptions:
     """
 
     variant: Literal["auto", "int8", "fp32"] = "auto"
+    # openvino: CPU only, the fp32 graph (runtime.openvino_engine says why).
+    engine: Engine = "onnxruntime"
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     intra_op_threads: int = 1
     inter_op_threads: int = 1
@@ -50,8 +75,18 @@ def choose_providers(device: str) -> list[str]:
     return [CPU]
 
 
-def make_session(model_file: Path, options: RuntimeOptions) -> ort.InferenceSession:
+def shares_calls(session: Session) -> bool:
+    """Whether threads calling one session run their calls at once (onnxruntime runs a call
+    on its caller's thread), so that one-thread instances can share it."""
+    return bool(getattr(session, "shares_calls", True))
+
+
+def make_session(model_file: Path, options: RuntimeOptions) -> Session:
     """A session with full graph optimisation; a file that does not load is a ModelLoadError."""
+    if options.engine == "openvino":
+        from runtime.openvino_engine import OpenVinoSession  # openvino is an optional extra
+
+        return OpenVinoSession(model_file, options.intra_op_threads)
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = options.inter_op_threads

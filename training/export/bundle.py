@@ -36,6 +36,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from contracts.artifacts import STUDENT_META, TextModelMeta, atomic_dir
 from contracts.bundle import (
+    FP32_TOLERANCE,
     MANIFEST,
     MODEL_FP32,
     MODEL_INT8,
@@ -75,7 +76,6 @@ UNPUBLISHED_VERSION = "v0"
 TRANSFORMERS_DIR = "transformers"
 # transformers/onnx/model.onnx: a reference to model.onnx in bundle.json (contracts/bundle.py).
 ONNX_DIR_COPY = f"{TRANSFORMERS_DIR}/onnx/{MODEL_FP32}"
-FP32_TOLERANCE = 1e-4
 N_SAMPLES = 8  # dev texts whose served probabilities bundle.json records
 
 

@@ -1,0 +1,127 @@
+"""LUGPI_ENGINE=openvino: the fp32 graph on OpenVINO, served through the same batcher,
+instances and scores as onnxruntime, and held to the probabilities export recorded.
+
+Bundles: tiny RANDOM-weight BERTs exported by ``training.export.export_student``
+(tests/api/conftest.py); the real OpenVINO runtime (the openvino extra) runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from api.execution import Overrides, engines
+from api.registry import bundle_samples
+from contracts.bundle import FP32_TOLERANCE, MANIFEST, MODEL_FP32, read_manifest
+from contracts.repository import publish
+from runtime.classifier import open_bundle
+from runtime.openvino_engine import PROVIDER
+from runtime.session import RuntimeOptions
+from tests.api.conftest import MakeClient
+
+OPENVINO = RuntimeOptions(variant="auto", engine="openvino")
+
+
+def _scores(client: object, body: dict[str, object], labels: list[str]) -> np.ndarray:
+    r = client.post("/classify", json=body)  # type: ignore[attr-defined]
+    assert r.status_code == 200, r.text
+    scores = r.json()["predictions"][0]["scores"]
+    return np.array([scores[label] for label in labels])
+
+
+def test_random_openvino_serves_the_probabilities_export_recorded(
+    make_client: MakeClient, random_bundles: dict[str, Path]
+) -> None:
+    client = make_client(engine="openvino")
+    for name, kind in (("sentiment", "single"), ("cwi", "pair")):
+        info = client.get(f"/models/{name}").json()["versions"][0]
+        assert info["status"] == "loaded", info
+        assert (info["provider"], info["variant"]) == (PROVIDER, "fp32")
+        manifest = read_manifest(random_bundles[kind])
+        assert manifest.export_checks is not None
+        for sample in manifest.export_checks.samples:
+            body: dict[str, object] = {"texts": [sample.text], "model": name}
+            if manifest.text_pair:
+                body["text_pairs"] = [sample.text_pair]
+            served = _scores(client, body, manifest.labels)
+            recorded = np.array(sample.probabilities[MODEL_FP32])
+            assert np.abs(served - recorded).max() <= FP32_TOLERANCE, (name, sample.text)
+            assert served.argmax() == recorded.argmax()
+
+
+def test_random_a_version_openvino_disagrees_with_is_refused_and_onnxruntime_still_serves_it(
+    make_client: MakeClient, repository: Path, random_bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    # bundle.json's recorded probabilities moved by 0.01 (its files' hashes do not cover
+    # bundle.json): what a graph OpenVINO runs differently from onnxruntime would look like.
+    bundle = tmp_path / "shifted"
+    shutil.copytree(random_bundles["single"], bundle)
+    raw = json.loads((bundle / MANIFEST).read_text())
+    for sample in raw["export_checks"]["samples"]:
+        probs = sample["probabilities"][MODEL_FP32]
+        probs[0], probs[1] = probs[0] + 0.01, probs[1] - 0.01
+    (bundle / MANIFEST).write_text(json.dumps(raw))
+    publish(bundle, repository, "shifted")
+
+    on_openvino = make_client(engine="openvino", api_keys=["k"], admin_keys=["admin"])
+    admin = {"X-API-Key": "admin"}
+    version = on_openvino.get("/models/shifted", headers=admin).json()["versions"][0]
+    assert version["status"] == "failed"
+    assert "OpenVINO disagrees" in version["error_detail"]
+    assert "LUGPI_ENGINE=onnxruntime" in version["error_detail"]
+    good = on_openvino.get("/models/sentiment", headers=admin).json()["versions"][0]
+    assert good["status"] == "loaded"  # one refused version costs the others nothing
+
+    on_onnxruntime = make_client()
+    r = on_onnxruntime.post("/classify", json={"texts": ["fine"], "model": "shifted"})
+    assert r.status_code == 200, r.text
+
+
+def test_random_openvino_with_the_int8_variant_is_a_clear_load_error(
+    make_client: MakeClient,
+) -> None:
+    client = make_client(engine="openvino", model_variant="int8", api_keys=["k"], admin_keys=["a"])
+    version = client.get("/models/sentiment", headers={"X-API-Key": "a"}).json()["versions"][0]
+    assert version["status"] == "failed"
+    assert "serves the fp32 graph" in version["error_detail"]
+
+
+def test_random_openvino_instances_each_get_a_session_and_run_at_once(
+    random_bundles: dict[str, Path],
+) -> None:
+    """An OpenVINO session runs one call at a time, so one-thread instances must not share
+    one (onnxruntime's do); concurrent calls on them give the serial answers."""
+    path = random_bundles["single"]
+    manifest = read_manifest(path)
+    base = open_bundle(path, manifest, OPENVINO)
+    samples = bundle_samples(base, manifest)
+    instances, plan = engines(
+        base,
+        OPENVINO,
+        samples,
+        cores=2,
+        max_batch=8,
+        forced=Overrides(instances=2, threads=1, batch_cap=8),
+        measure_on=False,
+        lone_allowed=False,
+    )
+    assert (plan.instances, plan.threads) == (2, 1)
+    assert instances[0].session is not instances[1].session
+    assert all(i.lone_session is i.session for i in instances)
+    serial = [instances[0].run_scores([s]).probs[0] for s in samples]
+    out: dict[int, list[np.ndarray]] = {}
+
+    def work(k: int) -> None:
+        out[k] = [instances[k].run_scores([s]).probs[0] for s in samples * 5]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(2):
+        np.testing.assert_allclose(np.array(out[k]), np.array(serial * 5), atol=1e-6)
