@@ -127,7 +127,11 @@ def load_classifier(bundle: Path, spinning: bool | None = None) -> Any:
     s = ApiSettings()
     spin = bool(s.ort_spinning) if spinning is None else spinning
     options = RuntimeOptions(
-        s.model_variant, "cpu", s.ort_intra_op_threads, s.inter_op_threads, spin
+        variant=s.model_variant,
+        device="cpu",
+        intra_op_threads=s.ort_intra_op_threads,
+        inter_op_threads=s.inter_op_threads,
+        spinning=spin,
     )
     return open_bundle(bundle, read_manifest(bundle), options)
 

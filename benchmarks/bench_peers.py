@@ -9,8 +9,8 @@ API's length-grouped batches of 32); a one-at-a-time FastAPI + onnxruntime serve
 transformers pipeline server (fp32 torch) from benchmarks/peer_servers.py; infinity-emb
 from its own virtual environment (``--infinity-venv``: its pins never touch this one;
 ``--setup-infinity`` creates it under ``--work``); raw OpenVINO (fp32 graph, batch 1 and
-length-grouped 32) where the ``openvino`` package is importable
-(benchmarks/openvino_runner.py says why not its int8 graph).
+length-grouped 32, the runtime's engine of LUGPI_ENGINE=openvino) where the ``openvino``
+package is importable (runtime/openvino_engine.py says why not its int8 graph).
 
 Method: every server is started once and warmed up. Each pass drives each row ALONE
 (the others idle) at c=1, c=8 and c=64 with bench_api.py's closed-loop loopback client,
@@ -241,24 +241,38 @@ def setup_infinity(work: Path) -> Path:
 
 
 def start_openvino(clf: Any, bundle: Path, texts: list[str], raws: dict[str, Row]) -> Any:
-    """The OpenVINO classifier of the raw rows (and its rows in ``raws``), or None with the
-    reason in ``raws["ov_b1"].note`` when ``openvino`` is not importable."""
+    """The raw rows' OpenVINO classifier: the runtime's own engine (LUGPI_ENGINE=openvino)
+    on the bundle's fp32 graph, with ``clf``'s encoder, so that only the engine differs; or
+    None with the reason in ``raws["ov_b1"].note`` when ``openvino`` is not importable."""
     raws["ov_b1"] = Row("raw OpenVINO fp32 b1")
     raws["ov_grouped"] = Row("raw OpenVINO fp32 grouped 32")
     if importlib.util.find_spec("openvino") is None:
         raws["ov_b1"].note = (
             "OpenVINO: the openvino package is not installed in this environment (`pip "
-            "install openvino`: 2026.4.1 on PyPI reads the bundle's fp32 model.onnx; not "
-            "its int8 graph, whose com.microsoft.QAttention it cannot convert)"
+            "install 'lugpi[openvino]'`; it reads the bundle's fp32 model.onnx, not its int8 "
+            "graph, whose com.microsoft.QAttention it cannot convert)"
         )
         return None
-    from benchmarks.openvino_runner import OpenVinoClassifier, agreement
+    from contracts.bundle import MODEL_FP32
+    from runtime.classifier import OnnxClassifier
+    from runtime.session import RuntimeOptions, make_session
 
-    ov = OpenVinoClassifier(clf, bundle, clf.session.get_session_options().intra_op_num_threads)
-    agree, worst = agreement(ov, texts[:200])
+    threads = clf.session.get_session_options().intra_op_num_threads
+    options = RuntimeOptions(engine="openvino", intra_op_threads=threads)
+    graph = bundle / MODEL_FP32
+    ov = OnnxClassifier(
+        make_session(graph, options), clf.encoder, clf.output, clf.labels, "fp32",
+        temperature=clf.temperature, model_file=graph,
+    )  # fmt: skip
+    same, worst = 0, 0.0
+    for text in texts[:200]:  # each alone in its batch, as the server's int8 runs it
+        enc = ov.encode([text])
+        a, b = ov.run_scores(enc).probs[0], clf.run_scores(enc).probs[0]
+        same += int(a.argmax() == b.argmax())
+        worst = max(worst, float(abs(a - b).max()))
     raws["ov_b1"].note = (
         f"OpenVINO fp32 against the served onnxruntime int8 graph on 200 texts: argmax "
-        f"agreement {agree:.3f}, max |prob difference| {worst:.4f}"
+        f"agreement {same / 200:.3f}, max |prob difference| {worst:.4f}"
     )
     return ov
 

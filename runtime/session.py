@@ -37,7 +37,7 @@ class Session(Protocol):
     def get_providers(self) -> list[str]: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RuntimeOptions:
     """How sessions are built (the API takes them from ``ApiSettings``).
 

@@ -200,8 +200,10 @@ def test_random_a_lone_queued_request_runs_on_the_lone_session(make_client: Make
 
     client = make_client(model_variant="fp32", inline_lone_requests=False)
     base = _batcher(client).instances[0]
-    one = RuntimeOptions("fp32", "cpu", intra_op_threads=1, spinning=False)
-    lone = base.sibling(RuntimeOptions("fp32", "cpu", intra_op_threads=2, spinning=True))
+    one = RuntimeOptions(variant="fp32", device="cpu", intra_op_threads=1, spinning=False)
+    lone = base.sibling(
+        RuntimeOptions(variant="fp32", device="cpu", intra_op_threads=2, spinning=True)
+    )
     clf = base.sibling(one, lone.session)
     batcher = DynamicBatcher(clf, 32, 0.0, "lone-test", instances=[clf, clf])
     plain = DynamicBatcher(base.sibling(one), 32, 0.0, "plain-test")
