@@ -299,13 +299,9 @@ def steer_teacher(
         generated += len(texts)
         decoded.texts += texts
         decoded.wanted += wanted
-        probs = read_teacher(t, texts, []).probs
-        if bar is None:
-            bar = thresholds(cfg, t, probs)
-        fresh = accept(t, texts, wanted, probs, bar, seen, r)
+        fresh, bar, this_round = score_round(cfg, t, texts, wanted, bar, seen, r, active)
         for c in active:
-            room = s.per_class - len(accepted[c])
-            accepted[c] += fresh[c][:room]
+            accepted[c] += fresh[c][: s.per_class - len(accepted[c])]
             # Re-seed from what the teacher accepted, the most diverse first (keeping to the
             # most confident texts alone would collapse a class onto a few words); keep old
             # seeds while few were accepted.
@@ -313,11 +309,31 @@ def steer_teacher(
                 [g.text for g in fresh[c]], [g.confidence for g in fresh[c]], s.seeds_per_class
             )
             seeds[c] = list(dict.fromkeys(best + seeds[c]))[: s.seeds_per_class]
-        rounds.append(round_record(t, r, active, fresh, probs))
+        rounds.append(this_round)
     rows = [g for c in range(k) for g in accepted[c]]
     kept_bar = [round(b, 4) for b in bar or []]
     record = {"rounds": rounds, "generated": generated, "thresholds": kept_bar}
     return rows, record, decoded
+
+
+def score_round(
+    cfg: PipelineConfig,
+    t: LoadedTeacher,
+    texts: Sequence[str],
+    wanted: Sequence[int],
+    bar: Sequence[float] | None,
+    seen: set[str],
+    r: int,
+    active: Sequence[int],
+) -> tuple[dict[int, list[GeneratedText]], Sequence[float], dict[str, object]]:
+    """One round of any steering arm as the teacher sees it: its answers on the round's
+    decodes, the acceptance bar (fixed from this round when none was given), the texts
+    accepted per class and the round's record."""
+    probs = read_teacher(t, texts, []).probs
+    if bar is None:
+        bar = thresholds(cfg, t, probs)
+    fresh = accept(t, texts, wanted, probs, bar, seen, r)
+    return fresh, bar, round_record(t, r, active, fresh, probs)
 
 
 def accept(
@@ -498,13 +514,10 @@ def learned_teacher(
             wanted += [c] * per_round
         steered.texts += texts
         steered.wanted += wanted
-        probs = read_teacher(t, texts, []).probs
-        if bar is None:
-            bar = thresholds(cfg, t, probs)
-        fresh = accept(t, texts, wanted, probs, bar, seen, r)
+        fresh, bar, this_round = score_round(cfg, t, texts, wanted, bar, seen, r, active)
         for c in active:
             accepted[c] += fresh[c][: s.per_class - len(accepted[c])]
-        rounds.append(round_record(t, r, active, fresh, probs))
+        rounds.append(this_round)
     control = Decoded([], [])
     for c in range(k):
         picks, draws = [p for p, _ in asked[c]], [d for _, d in asked[c]]
