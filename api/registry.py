@@ -485,7 +485,8 @@ class ModelRegistry:
         then unloads more, ``load_on_demand``). Not the sizes other versions measured: the
         first load of a process also pays onnxruntime's own start, and a guess from it
         refused versions that fit."""
-        graph = MODEL_FP32 if self.options.variant == "fp32" else MODEL_INT8
+        fp32 = self.options.variant == "fp32" or self.options.engine == "openvino"
+        graph = MODEL_FP32 if fp32 else MODEL_INT8
         return entry.sizes.get(graph, entry.sizes.get(MODEL_FP32, 0)) + entry.sizes.get(
             TOKENIZER, 0
         )
