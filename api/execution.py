@@ -42,13 +42,17 @@ from dataclasses import dataclass, field, replace
 
 from contracts.truncation import Cut
 from runtime.classifier import OnnxClassifier
-from runtime.session import CUDA, RuntimeOptions, shares_calls
+from runtime.session import CUDA, Engine, RuntimeOptions, shares_calls
 
 BATCH_SIZES = (1, 4, 16)
 PARALLEL_EFFICIENCY = 0.95  # of linear scaling: see the module docstring
 SPIN_GAIN = 0.9  # spinning must take at most this fraction of the non-spinning latency
 BATCH_GAIN = 0.9  # a batch's per-text cost must be at most this fraction of batch 1's
 REPEATS = 3  # fastest of: the least disturbed by other work on the machine
+# LUGPI_ENGINE=auto: OpenVINO only where its per-text cost is at most this fraction of
+# onnxruntime's (mean over the batch sizes measured), so noise never flips the engine.
+ENGINE_GAIN = 0.9
+ENGINE_BATCHES = (1, 16)
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,39 @@ def measure(
         b1_one_thread_ms=per_text[lengths[0]][1],
         b1_all_cores_ms=ms["all"],
         b1_all_cores_spinning_ms=ms["spin"],
+    )
+
+
+def measure_engines(
+    samples: Sequence[Cut], calls: dict[Engine, Call]
+) -> dict[Engine, dict[int, float]]:
+    """Per-text milliseconds of each engine's one-thread session at ``ENGINE_BATCHES`` on the
+    bundle's own texts, the engines taken in turn (``_fastest``)."""
+    base = list(samples) or [Cut([101, 102], [0, 0], False)]
+    trials: dict[str, tuple[Call, Sequence[Cut]]] = {}
+    for engine, call in calls.items():
+        for b in ENGINE_BATCHES:
+            trials[f"{engine}/{b}"] = (call, [base[i % len(base)] for i in range(b)])
+    for call, encodings in trials.values():  # a shape's first call allocates: not a figure
+        call(encodings)
+    ms = _fastest(trials)
+    return {e: {b: ms[f"{e}/{b}"] / b for b in ENGINE_BATCHES} for e in calls}
+
+
+def choose_engine(costs: dict[Engine, dict[int, float]]) -> tuple[Engine, str]:
+    """OpenVINO where ``costs`` has it and it costs at most ``ENGINE_GAIN`` of onnxruntime
+    per text (mean ratio over the batch sizes); else onnxruntime. Returns the engine and
+    the sentence GET /models/{name} shows."""
+    ort_ms, ov_ms = costs["onnxruntime"], costs.get("openvino")
+    if not ov_ms:
+        return "onnxruntime", "engine onnxruntime: OpenVINO not measured"
+    sizes = [b for b in ort_ms if b in ov_ms and ort_ms[b] > 0]
+    ratio = sum(ov_ms[b] / ort_ms[b] for b in sizes) / len(sizes) if sizes else 1.0
+    engine: Engine = "openvino" if ratio <= ENGINE_GAIN else "onnxruntime"
+    figures = ", ".join(f"b{b} {ov_ms[b]:.2f} vs {ort_ms[b]:.2f}" for b in sizes)
+    return engine, (
+        f"engine {engine}: OpenVINO fp32 cost {ratio:.2f}x onnxruntime per text, one thread "
+        f"({figures} ms); OpenVINO if at most {ENGINE_GAIN:g}x (LUGPI_ENGINE=auto)"
     )
 
 

@@ -16,6 +16,7 @@ a bundle that did not verify) by the poller with a backoff.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import re
@@ -25,7 +26,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from api.batching import DynamicBatcher, LargeCallGate
-from api.execution import CostCurve, Overrides, Plan, engines
+from api.execution import (
+    Call,
+    CostCurve,
+    Overrides,
+    Plan,
+    choose_engine,
+    engines,
+    measure_engines,
+)
 from api.metrics import ApiMetrics
 from api.residency import MB, Key, Resident, plan_evictions, resident_bytes
 from api.settings import ApiSettings, usable_cores
@@ -49,7 +58,7 @@ from contracts.repository import ModelEntry, list_models
 from contracts.repository import version_number as parse_version_number
 from contracts.truncation import Cut
 from runtime.classifier import BundleLimits, OnnxClassifier, open_bundle
-from runtime.session import RuntimeOptions
+from runtime.session import CUDA, Engine, RuntimeOptions
 
 log = logging.getLogger("lugpi.api")
 
@@ -187,7 +196,8 @@ class ModelRegistry:
         self.metrics = metrics
         self.options = RuntimeOptions(
             variant=settings.model_variant,
-            engine=settings.engine,
+            # auto: onnxruntime until a version's measurement says otherwise (_engine).
+            engine="openvino" if settings.engine == "openvino" else "onnxruntime",
             device=settings.device,
             intra_op_threads=settings.ort_intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
@@ -195,7 +205,7 @@ class ModelRegistry:
             # OpenVINO's threads have no spinning switch: nothing for a lone session to add.
             lone_spinning=settings.ort_lone_spinning
             and settings.inline_lone_requests
-            and settings.engine == "onnxruntime",
+            and settings.engine != "openvino",
         )
         self.limits = BundleLimits(
             max_tokenizer_bytes=settings.max_tokenizer_bytes,
@@ -208,7 +218,9 @@ class ModelRegistry:
         self.started = False  # set once the start-up load (and warm-up) has finished
         self._refresh_lock = threading.Lock()
         # graph sha256 -> its cost curve: versions of one graph are measured once
-        self._curves: dict[str, CostCurve] = {}
+        self._curves: dict[str, CostCurve] = {}  # "<engine>:<graph sha256>" -> measured
+        # LUGPI_ENGINE=auto: fp32 graph sha256 -> engine -> batch -> ms per text.
+        self._engine_costs: dict[str, dict[Engine, dict[int, float]]] = {}
 
     # --- reading (event loop; never blocks) -----------------------------------------------
     @property
@@ -516,6 +528,30 @@ class ModelRegistry:
         self._close_dropped([old, *([also] if also is not None else [])], self.snapshot)
         return self.snapshot
 
+    def _engine(
+        self, path: Path, manifest: BundleManifest, base: OnnxClassifier, one_thread: RuntimeOptions
+    ) -> tuple[OnnxClassifier, RuntimeOptions, str]:
+        """LUGPI_ENGINE=auto: the classifier, options and reason to serve a version with:
+        OpenVINO on the fp32 graph where it passes this bundle's check against the
+        probabilities export recorded and costs less per text than ``base`` (onnxruntime,
+        the configured variant). The costs are measured once per graph file and process."""
+        if base.provider == CUDA:
+            return base, self.options, "engine onnxruntime: CUDA (OpenVINO runs on the CPU)"
+        if importlib.util.find_spec("openvino") is None:
+            return base, self.options, "engine onnxruntime: openvino is not installed"
+        try:
+            ov = open_bundle(path, manifest, replace(one_thread, engine="openvino"), self.limits)
+        except ModelLoadError as e:
+            return base, self.options, f"engine onnxruntime: OpenVINO refused: {e}"
+        sha = manifest.files.get(MODEL_FP32, "")
+        if sha not in self._engine_costs:
+            calls: dict[Engine, Call] = {"onnxruntime": base.run_scores, "openvino": ov.run_scores}
+            self._engine_costs[sha] = measure_engines(bundle_samples(base, manifest), calls)
+        engine, why = choose_engine(self._engine_costs[sha])
+        if engine == "onnxruntime":
+            return base, self.options, why
+        return ov, replace(self.options, engine="openvino", lone_spinning=False), why
+
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
         manifest = read_manifest(path)  # list_models has verified every file's sha256
         before = resident_bytes()
@@ -524,24 +560,30 @@ class ModelRegistry:
         one_thread = replace(self.options, intra_op_threads=1, spinning=False, lone_spinning=False)
         try:
             base = open_bundle(path, manifest, one_thread, self.limits)
+            options, engine_why = self.options, None
+            if self.settings.engine == "auto":
+                base, options, engine_why = self._engine(path, manifest, base, one_thread)
             graph_sha = manifest.files.get(base.model_file.name if base.model_file else "", "")
+            key = f"{options.engine}:{graph_sha}"
             instances, plan = engines(
                 base,
-                self.options,
+                options,
                 bundle_samples(base, manifest),
                 usable_cores(),
                 self.settings.max_batch_size,
                 Overrides(*self.settings.execution_overrides),
                 measure_on=self.settings.measure_execution,
-                lone_allowed=self.options.lone_spinning,
-                known=self._curves.get(graph_sha),
+                lone_allowed=options.lone_spinning,
+                known=self._curves.get(key),
             )
         except LugpiError:
             raise
         except Exception as e:  # onnxruntime errors on a graph that does not fit the bundle
             raise ModelLoadError(f"{path}: warm-up failed: {e}") from e
         if plan.curve is not None and graph_sha:
-            self._curves[graph_sha] = plan.curve
+            self._curves[key] = plan.curve
+        if engine_why is not None:
+            plan = replace(plan, why=[engine_why, *plan.why])
         classifier = instances[0]
         log.info("%s/%s runs as: %s", name, version, "; ".join(plan.why))
         batcher = DynamicBatcher(

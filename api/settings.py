@@ -53,12 +53,15 @@ class ApiSettings(SharedSettings):
         "there), fp32 on CUDA (dynamic int8 ops fall back to the CPU). A bundle without an "
         "int8 file is served in fp32.",
     )
-    engine: Literal["onnxruntime", "openvino"] = Field(
+    engine: Literal["onnxruntime", "openvino", "auto"] = Field(
         default="onnxruntime",
         description="What runs the graphs. 'openvino' (the openvino extra; CPU only): the fp32 "
-        "graph on OpenVINO, faster than onnxruntime's int8 on CPUs without AVX-512/VNNI "
-        "(benchmarks/results/peers.md); a version is refused unless OpenVINO reproduces the "
-        "probabilities export recorded in bundle.json within 1e-4, with the same labels.",
+        "graph on OpenVINO, faster than onnxruntime's int8 on CPUs without AVX-512/VNNI and "
+        "slower on CPUs with them (docs/environment.md); a version is refused unless OpenVINO "
+        "reproduces the probabilities export recorded in bundle.json within 1e-4, with the "
+        "same labels. 'auto': per graph at load, OpenVINO where it passes that check and "
+        "costs at most 0.9x onnxruntime per text on this machine, else onnxruntime (GET "
+        "/models/{name} says which and the figures).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",

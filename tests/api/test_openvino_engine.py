@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from api.execution import Overrides, engines
+from api.execution import ENGINE_GAIN, Overrides, choose_engine, engines
 from api.registry import bundle_samples
 from contracts.bundle import FP32_TOLERANCE, MANIFEST, MODEL_FP32, read_manifest
 from contracts.repository import publish
@@ -56,16 +56,7 @@ def test_random_openvino_serves_the_probabilities_export_recorded(
 def test_random_a_version_openvino_disagrees_with_is_refused_and_onnxruntime_still_serves_it(
     make_client: MakeClient, repository: Path, random_bundles: dict[str, Path], tmp_path: Path
 ) -> None:
-    # bundle.json's recorded probabilities moved by 0.01 (its files' hashes do not cover
-    # bundle.json): what a graph OpenVINO runs differently from onnxruntime would look like.
-    bundle = tmp_path / "shifted"
-    shutil.copytree(random_bundles["single"], bundle)
-    raw = json.loads((bundle / MANIFEST).read_text())
-    for sample in raw["export_checks"]["samples"]:
-        probs = sample["probabilities"][MODEL_FP32]
-        probs[0], probs[1] = probs[0] + 0.01, probs[1] - 0.01
-    (bundle / MANIFEST).write_text(json.dumps(raw))
-    publish(bundle, repository, "shifted")
+    publish(_shifted(random_bundles["single"], tmp_path / "shifted"), repository, "shifted")
 
     on_openvino = make_client(engine="openvino", api_keys=["k"], admin_keys=["admin"])
     admin = {"X-API-Key": "admin"}
@@ -125,3 +116,46 @@ def test_random_openvino_instances_each_get_a_session_and_run_at_once(
         t.join()
     for k in range(2):
         np.testing.assert_allclose(np.array(out[k]), np.array(serial * 5), atol=1e-6)
+
+
+def test_choose_engine_takes_openvino_only_where_it_measured_cheaper_by_the_margin() -> None:
+    ort = {1: 2.0, 16: 1.0}
+    assert choose_engine({"onnxruntime": ort, "openvino": {1: 1.6, 16: 0.9}})[0] == "openvino"
+    # Mean ratio (0.95 + 0.95) / 2 = 0.95 > ENGINE_GAIN: noise must not flip the engine.
+    assert choose_engine({"onnxruntime": ort, "openvino": {1: 1.9, 16: 0.95}})[0] == "onnxruntime"
+    # Cheaper at batch 16 only, dearer at batch 1: the mean decides (0.5 + 1.5) / 2 = 1.0.
+    assert choose_engine({"onnxruntime": ort, "openvino": {1: 3.0, 16: 0.5}})[0] == "onnxruntime"
+    engine, why = choose_engine({"onnxruntime": ort})
+    assert engine == "onnxruntime" and "not measured" in why
+    assert ENGINE_GAIN < 1.0
+
+
+def _shifted(bundle: Path, out: Path) -> Path:
+    """A copy of ``bundle`` whose recorded fp32 probabilities moved by 0.01 (bundle.json's
+    own bytes are not hashed): what a graph OpenVINO runs differently would look like."""
+    shutil.copytree(bundle, out)
+    raw = json.loads((out / MANIFEST).read_text())
+    for sample in raw["export_checks"]["samples"]:
+        probs = sample["probabilities"][MODEL_FP32]
+        probs[0], probs[1] = probs[0] + 0.01, probs[1] - 0.01
+    (out / MANIFEST).write_text(json.dumps(raw))
+    return out
+
+
+def test_random_auto_engine_says_which_engine_and_serves_on_it(
+    make_client: MakeClient, repository: Path, random_bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    publish(_shifted(random_bundles["single"], tmp_path / "shifted"), repository, "shifted")
+    client = make_client(engine="auto")
+    for name in ("sentiment", "cwi"):
+        info = client.get(f"/models/{name}").json()["versions"][0]
+        first = info["execution"]["why"][0]
+        assert first.startswith("engine "), first
+        on_openvino = first.startswith("engine openvino")
+        assert (info["provider"] == PROVIDER) == on_openvino, (info["provider"], first)
+        assert info["variant"] == ("fp32" if on_openvino else "int8")
+    shifted = client.get("/models/shifted").json()["versions"][0]
+    assert shifted["status"] == "loaded" and shifted["provider"] != PROVIDER
+    assert "OpenVINO refused" in shifted["execution"]["why"][0]
+    r = client.post("/classify", json={"texts": ["fine"], "model": "shifted"})
+    assert r.status_code == 200, r.text
