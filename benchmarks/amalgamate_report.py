@@ -57,6 +57,17 @@ def teacher_row(name: str) -> str:
     return f"teacher {name} alone"
 
 
+def run_commands(setting: str, seeds: int = 3) -> list[str]:
+    """What makes a setting's table: each seed's benchmark run, this report, the blocks."""
+    return [
+        f"for seed in {' '.join(map(str, range(seeds)))}; do "
+        f"OMP_NUM_THREADS=1 python benchmarks/amalgamate_benchmark.py --setting {setting} "
+        "--seed $seed; done",
+        f"python benchmarks/amalgamate_report.py --setting {setting}",
+        "python benchmarks/readme_blocks.py",
+    ]
+
+
 def seed_files(results_dir: Path, stem: str, small: bool) -> list[Path]:
     """The setting's per-seed files, by seed."""
     name = re.compile(rf"amalgamate_{re.escape(stem)}_seed(\d+){'_small' if small else ''}\.json")
@@ -228,11 +239,11 @@ def tables(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---|",
     ]
     for seed, s in report["per_seed"].items():
-        wall = f"{s['wall_seconds']}" + ("" if s["finished"] else " (not finished)")
-        lines.append(
-            f"| {seed} | {s['generated']} | {s['kept']} | {s['generation_seconds']} | {wall} "
-            f"| `{s['command']}` |"
-        )
+        keys = ("generated", "kept", "generation_seconds", "wall_seconds")
+        fields = ["–" if s[k] is None else str(s[k]) for k in keys]
+        if not s["finished"]:
+            fields[-1] += " (not finished)"
+        lines.append(f"| {seed} | {' | '.join(fields)} | `{s['command']}` |")
     return "\n".join(lines)
 
 
