@@ -209,7 +209,7 @@ def tables(report: dict[str, Any]) -> str:
     seeds = ", ".join(map(str, report["seeds"]))
     lines = [
         f"Seeds {seeds} (n = {report['n']}). Accuracy, mean ± sample sd over seeds "
-        "(each seed's value in brackets, in seed order).",
+        "(each seed's value in parentheses, in seed order).",
         "",
         *_header(report, "model"),
     ]
