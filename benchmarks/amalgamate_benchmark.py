@@ -29,7 +29,7 @@ labels), averaging, max probability, the owner-routing control and RMD weighting
 teachers' real training texts with their labels (the upper bound). Accuracy overall and
 on each teacher's labels.
 
-    python benchmarks/amalgamate_benchmark.py --small       # the plumbing (tens of minutes here)
+    python benchmarks/amalgamate_benchmark.py --small       # the plumbing (minutes)
     python benchmarks/amalgamate_benchmark.py --seed 1      # the full setting (hours here)
     python benchmarks/amalgamate_benchmark.py --setting cross-domain --seed 1
 
