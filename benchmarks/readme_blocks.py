@@ -1,12 +1,13 @@
 """The README's benchmark figures, generated from ``benchmarks/results/*.json``.
 
-Each generated block sits in README.md between two marker comments::
+Each generated block sits in README.md (or a page of docs/ in ``DOCUMENTS``; a block may
+appear in several) between two marker comments::
 
     <!-- results:NAME begin (benchmarks/readme_blocks.py writes this block) -->
     ...
     <!-- results:NAME end -->
 
-    python benchmarks/readme_blocks.py          # rewrite the blocks in README.md
+    python benchmarks/readme_blocks.py          # rewrite the blocks in every document
     python benchmarks/readme_blocks.py --check  # exit 1 and name the stale blocks
 
 ``tests/test_readme_blocks.py`` fails when a block differs from what this script makes of
@@ -32,6 +33,7 @@ from training.export.quantize import MIN_INT8_AGREEMENT, QUANT_CANDIDATES  # noq
 
 RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
+DOCUMENTS = (README, REPO / "docs" / "stratanet.md")
 MARKER = re.compile(
     r"(?P<begin><!-- results:(?P<name>[a-z0-9-]+) begin [^>]*-->\n)"
     r"(?P<body>.*?)"
@@ -174,29 +176,49 @@ def paper_tables() -> str:
     return f"{table1(report, 'accuracy')}\n\n{intervals_table(report)}"
 
 
+def amalgamate(setting: str) -> Callable[[], str]:
+    """The StrataNet benchmark's tables over seeds (amalgamate_report.py's), or the
+    commands that make them while the setting has no report yet."""
+
+    def block() -> str:
+        from benchmarks.amalgamate_report import STEMS, run_commands, tables
+
+        path = RESULTS / f"amalgamate_{STEMS[setting]}.json"
+        if not path.is_file():
+            commands = "\n".join(run_commands(setting))
+            intro = "Not run yet. The commands (3 seeds, then this table):"
+            return f"{intro}\n\n```bash\n{commands}\n```"
+        return tables(json.loads(path.read_text()))
+
+    return block
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "int8-students": int8_table,
     "tgt-rotten-tomatoes": tgt_rotten_tomatoes,
     "tgt-setting": tgt_setting,
     "paper-tables": paper_tables,
+    "amalgamate-20ng-halves": amalgamate("20ng-halves"),
+    "amalgamate-cross-domain": amalgamate("cross-domain"),
 }
 
 
-def render(readme: str) -> str:
-    """``readme`` with every marked block replaced by what its generator makes now."""
-    seen: set[str] = set()
+def render(text: str) -> str:
+    """``text`` with every marked block replaced by what its generator makes now."""
 
     def fill(m: re.Match[str]) -> str:
         name = m["name"]
         if name not in BLOCKS:
-            raise KeyError(f"README block {name!r} has no generator in {__file__}")
-        seen.add(name)
+            raise KeyError(f"block {name!r} has no generator in {__file__}")
         return f"{m['begin']}{BLOCKS[name]()}\n{m['end']}"
 
-    out = MARKER.sub(fill, readme)
-    if missing := set(BLOCKS) - seen:
-        raise KeyError(f"README.md has no block for {sorted(missing)}")
-    return out
+    return MARKER.sub(fill, text)
+
+
+def missing_blocks(texts: list[str]) -> list[str]:
+    """The generators whose block is in none of ``texts``."""
+    seen = {m["name"] for text in texts for m in MARKER.finditer(text)}
+    return sorted(set(BLOCKS) - seen)
 
 
 def stale_blocks(readme: str) -> list[str]:
@@ -209,15 +231,19 @@ def stale_blocks(readme: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="only report stale blocks")
-    p.add_argument("--readme", type=Path, default=README)
+    p.add_argument("--documents", type=Path, nargs="+", default=list(DOCUMENTS))
     args = p.parse_args(argv)
-    text = args.readme.read_text()
+    texts = {path: path.read_text() for path in args.documents}
+    if missing := missing_blocks(list(texts.values())):
+        print(f"no document has a block for {missing}")
+        return 1
     if args.check:
-        stale = stale_blocks(text)
-        for name in stale:
-            print(f"stale README block: {name} (run python benchmarks/readme_blocks.py)")
+        stale = [(path, name) for path, text in texts.items() for name in stale_blocks(text)]
+        for path, name in stale:
+            print(f"stale block {name} in {path} (run python benchmarks/readme_blocks.py)")
         return 1 if stale else 0
-    args.readme.write_text(render(text))
+    for path, text in texts.items():
+        path.write_text(render(text))
     return 0
 
 
