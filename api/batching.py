@@ -10,7 +10,10 @@ length and cuts them into groups so that a short text is not padded to a long on
 runs each group; and hands every request its rows.
 
 With ``max_wait_s`` = 0 a lone request runs at once, and requests that arrive while
-a batch runs queue up and form the next batch: batches grow with load by themselves.
+a batch runs queue up and form the next batch: batches grow with load by themselves. An
+instance takes at most its share of what is queued (``fair_share``: the texts over the
+idle instances), so that a few concurrent requests are split between instances rather
+than all run by one while another idles.
 
 A lone request of one text, arriving while nothing is queued, running or arriving with
 it, is run inline (``run_inline``) on the event loop instead (only with ``max_wait_s`` =
@@ -158,6 +161,14 @@ def length_groups(
     if current:
         groups.append(current)
     return groups
+
+
+def fair_share(available: int, idle: int, cap: int) -> int:
+    """Most texts an instance takes when ``available`` texts are queued (its first request's
+    included) and ``idle`` instances are free to take them: an even split, rounded up, at
+    most ``cap``. Taking everything up to the cap would leave an idle instance with nothing
+    while the other runs a batch of all of it."""
+    return max(1, min(cap, -(-available // max(1, idle))))
 
 
 class DynamicBatcher:
@@ -431,8 +442,12 @@ class DynamicBatcher:
         self._take(first)
         batch = [first]
         n_texts = len(first.texts)
+        limit = self.max_batch_size
+        if self.max_wait_s == 0:  # a batch that waits for company takes what arrives
+            idle = sum(not engine.locked() for engine in self._engines)
+            limit = fair_share(n_texts + self._queued_texts, idle, self.max_batch_size)
         deadline = time.monotonic() + self.max_wait_s
-        while n_texts < self.max_batch_size:
+        while n_texts < limit:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
