@@ -217,8 +217,8 @@ class ModelRegistry:
         self.gate = LargeCallGate(settings.large_batch_tokens)
         self.started = False  # set once the start-up load (and warm-up) has finished
         self._refresh_lock = threading.Lock()
-        # graph sha256 -> its cost curve: versions of one graph are measured once
-        self._curves: dict[str, CostCurve] = {}  # "<engine>:<graph sha256>" -> measured
+        # "<engine>:<graph sha256>" -> its cost curve: versions of one graph are measured once
+        self._curves: dict[str, CostCurve] = {}
         # LUGPI_ENGINE=auto: fp32 graph sha256 -> engine -> batch -> ms per text.
         self._engine_costs: dict[str, dict[Engine, dict[int, float]]] = {}
 
