@@ -253,17 +253,14 @@ def start_openvino(clf: Any, bundle: Path, texts: list[str], raws: dict[str, Row
             "graph, whose com.microsoft.QAttention it cannot convert)"
         )
         return None
-    from contracts.bundle import MODEL_FP32
-    from runtime.classifier import OnnxClassifier
-    from runtime.session import RuntimeOptions, make_session
+    from contracts.bundle import read_manifest
+    from runtime.classifier import open_bundle
+    from runtime.session import RuntimeOptions
 
     threads = clf.session.get_session_options().intra_op_num_threads
+    # As the server opens it: warmed up and held to the probabilities export recorded.
     options = RuntimeOptions(engine="openvino", intra_op_threads=threads)
-    graph = bundle / MODEL_FP32
-    ov = OnnxClassifier(
-        make_session(graph, options), clf.encoder, clf.output, clf.labels, "fp32",
-        temperature=clf.temperature, model_file=graph,
-    )  # fmt: skip
+    ov = open_bundle(bundle, read_manifest(bundle), options)
     same, worst = 0, 0.0
     for text in texts[:200]:  # each alone in its batch, as the server's int8 runs it
         enc = ov.encode([text])
