@@ -44,11 +44,18 @@ REAL_DATA = "student on the real data (upper bound)"
 DATA_FREE = "data-free student"  # the prefix of every data-free row
 BEST_DATA_FREE = "best data-free row"
 BEST_TEACHER = "best single teacher"
+# The most any teacher alone can score overall: the share of the test set in its labels (it
+# never answers another teacher's label). Not a row of the benchmark: read off each
+# teacher's row (overall = share x accuracy on its own labels), exactly, per seed.
+TEACHER_CAP = "a teacher's best possible score"
 PAIRS = (
     (RMD, OWNER, "RMD − owner-routing"),
     (RMD, MAX_PROB, "RMD − max probability"),
     (RMD, AVERAGING, "RMD − averaging"),
     (RMD_ST, RMD, "RMD + ST-amalg − RMD (output only)"),
+    # The default row, fixed before the runs, against the teachers: the method's claim.
+    (RMD_ST, BEST_TEACHER, "RMD + ST-amalg − best single teacher"),
+    (RMD_ST, TEACHER_CAP, "RMD + ST-amalg − a teacher's best possible score"),
     (BEST_DATA_FREE, BEST_TEACHER, "best data-free row − best single teacher"),
 )
 
@@ -160,18 +167,39 @@ def aggregate(seeds: Sequence[dict[str, Any]], setting: str) -> dict[str, Any]:
     return report
 
 
+def teacher_cap(models: dict[str, Any]) -> dict[str, float] | None:
+    """A seed's cap, overall only: the largest share of the test set any teacher's labels
+    hold, from the teacher rows (None when a teacher scored 0 on its own labels)."""
+    shares = []
+    for name, m in models.items():
+        if not name.startswith("teacher ") or "accuracy" not in m:
+            continue
+        own = max(v for c, v in m["accuracy"].items() if c != "overall")
+        if own <= 0:
+            return None
+        shares.append(m["accuracy"]["overall"] / own)
+    return {"overall": _round(max(shares))} if shares else None
+
+
 def difference(
     by_seed: dict[int, dict[str, Any]], a: str, b: str, title: str, columns: Sequence[str]
 ) -> dict[str, Any]:
-    """``a`` − ``b`` per seed that scored both, per column, with its paired interval."""
-    both = {
-        k: s["models"]
-        for k, s in by_seed.items()
-        if all("accuracy" in s["models"].get(r, {}) for r in (a, b))
-    }
-    out: dict[str, Any] = {"title": title, "a": a, "b": b, "n": len(both), "columns": {}}
+    """``a`` − ``b`` per seed that scored both, per column, with its paired interval
+    (against ``TEACHER_CAP``: the overall column only)."""
+    scored: dict[int, dict[str, dict[str, float]]] = {}
+    for k, s in by_seed.items():
+        rows = {
+            r: s["models"][r]["accuracy"] for r in (a, b) if "accuracy" in s["models"].get(r, {})
+        }
+        if b == TEACHER_CAP and (cap := teacher_cap(s["models"])) is not None:
+            rows[b] = cap
+        if len(rows) == 2:
+            scored[k] = rows
+    out: dict[str, Any] = {"title": title, "a": a, "b": b, "n": len(scored), "columns": {}}
     for c in columns:
-        diffs = {str(k): _round(m[a]["accuracy"][c] - m[b]["accuracy"][c]) for k, m in both.items()}
+        if b == TEACHER_CAP and c != "overall":
+            continue
+        diffs = {str(k): _round(m[a][c] - m[b][c]) for k, m in scored.items()}
         ci = paired_interval(list(diffs.values()))
         out["columns"][c] = {
             "mean": _round(statistics.fmean(diffs.values())) if diffs else None,
@@ -224,7 +252,10 @@ def tables(report: dict[str, Any]) -> str:
         *_header(report, "difference"),
     ]
     for d in report["differences"]:
-        cells = " | ".join(_difference_cell(d["columns"][c], d["n"]) for c in report["columns"])
+        cells = " | ".join(
+            _difference_cell(d["columns"][c], d["n"]) if c in d["columns"] else "–"
+            for c in report["columns"]
+        )
         lines.append(f"| {d['title']} | {cells} |")
     if report["chosen"]:
         picked = "; ".join(f"{k}: {v}" for k, v in report["chosen"].items())

@@ -1,6 +1,6 @@
 """benchmarks/amalgamate_report.py on hand-made seed files (no training): means and sds
-over seeds, paired t-intervals on known numbers, the best-row choice, and one seed, which
-gives no interval and says so."""
+over seeds, paired t-intervals on known numbers, the best-row choice, the teachers' cap
+read off their rows, and one seed, which gives no interval and says so."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from benchmarks.amalgamate_report import (
     teacher_row,
 )
 
-# Overall accuracy per seed; each teacher's labels get overall ± 0.1.
+# Overall accuracy per seed; each teacher's labels get overall ± 0.1, except a teacher's
+# row, which (as in the benchmark) scores 0 on the other teacher's labels and, the test set
+# being half each teacher's, twice its overall accuracy on its own.
 ACCURACY = {
     teacher_row("a"): (0.40, 0.42, 0.44),
     teacher_row("b"): (0.38, 0.39, 0.40),
@@ -43,6 +45,9 @@ def _seed(seed: int, small: bool = False) -> dict[str, Any]:
         }
         for name, acc in ACCURACY.items()
     }
+    for half, other in (("a", "b"), ("b", "a")):
+        overall = ACCURACY[teacher_row(half)][seed]
+        models[teacher_row(half)]["accuracy"].update({half: 2 * overall, other: 0.0})
     return {
         "command": f"python benchmarks/amalgamate_benchmark.py --seed {seed}"
         + (" --small" if small else ""),
@@ -89,6 +94,13 @@ def test_means_sds_and_paired_intervals_over_three_seeds() -> None:
     }
     best = diffs["best data-free row − best single teacher"]["columns"]["overall"]
     assert best["per_seed"] == {"0": 0.09, "1": 0.08, "2": 0.10}
+    # The default row, named before the runs, against the best teacher and the cap (each
+    # teacher's share of the test set: 0.5), which has an overall column only.
+    fixed = diffs["RMD + ST-amalg − best single teacher"]["columns"]["overall"]
+    assert fixed["per_seed"] == best["per_seed"]
+    cap = diffs["RMD + ST-amalg − a teacher's best possible score"]
+    assert list(cap["columns"]) == ["overall"]
+    assert cap["columns"]["overall"]["per_seed"] == {"0": -0.01, "1": 0.0, "2": 0.04}
     assert report["per_seed"]["1"] == {
         "command": "python benchmarks/amalgamate_benchmark.py --seed 1",
         "generated": 301,
