@@ -149,8 +149,12 @@ def aggregate(seeds: Sequence[dict[str, Any]], setting: str) -> dict[str, Any]:
         if candidates:
             chosen[key] = max(candidates, key=lambda r: _mean_of(report, r))
     report["chosen"] = chosen
+    # The cap joins each seed's models as one more row, for the differences only.
+    capped = {
+        k: {**s, "models": {**s["models"], **teacher_cap(s["models"])}} for k, s in by_seed.items()
+    }
     report["differences"] = [
-        difference(by_seed, chosen.get(a, a), chosen.get(b, b), title, columns)
+        difference(capped, chosen.get(a, a), chosen.get(b, b), title, columns)
         for a, b, title in PAIRS
     ]
     report["per_seed"] = {
@@ -167,39 +171,36 @@ def aggregate(seeds: Sequence[dict[str, Any]], setting: str) -> dict[str, Any]:
     return report
 
 
-def teacher_cap(models: dict[str, Any]) -> dict[str, float] | None:
-    """A seed's cap, overall only: the largest share of the test set any teacher's labels
-    hold, from the teacher rows (None when a teacher scored 0 on its own labels)."""
+def teacher_cap(models: dict[str, Any]) -> dict[str, Any]:
+    """A seed's ``TEACHER_CAP`` row, overall only: the largest share of the test set any
+    teacher's labels hold, from the teacher rows (no row when a teacher scored 0 on its
+    own labels)."""
     shares = []
     for name, m in models.items():
         if not name.startswith("teacher ") or "accuracy" not in m:
             continue
         own = max(v for c, v in m["accuracy"].items() if c != "overall")
         if own <= 0:
-            return None
+            return {}
         shares.append(m["accuracy"]["overall"] / own)
-    return {"overall": _round(max(shares))} if shares else None
+    return {TEACHER_CAP: {"accuracy": {"overall": _round(max(shares))}}} if shares else {}
 
 
 def difference(
     by_seed: dict[int, dict[str, Any]], a: str, b: str, title: str, columns: Sequence[str]
 ) -> dict[str, Any]:
-    """``a`` − ``b`` per seed that scored both, per column, with its paired interval
-    (against ``TEACHER_CAP``: the overall column only)."""
-    scored: dict[int, dict[str, dict[str, float]]] = {}
-    for k, s in by_seed.items():
-        rows = {
-            r: s["models"][r]["accuracy"] for r in (a, b) if "accuracy" in s["models"].get(r, {})
-        }
-        if b == TEACHER_CAP and (cap := teacher_cap(s["models"])) is not None:
-            rows[b] = cap
-        if len(rows) == 2:
-            scored[k] = rows
-    out: dict[str, Any] = {"title": title, "a": a, "b": b, "n": len(scored), "columns": {}}
+    """``a`` − ``b`` per seed that scored both, per column both rows have (the cap row has
+    only the overall one), with its paired interval."""
+    both = {
+        k: (s["models"][a]["accuracy"], s["models"][b]["accuracy"])
+        for k, s in by_seed.items()
+        if all("accuracy" in s["models"].get(r, {}) for r in (a, b))
+    }
+    out: dict[str, Any] = {"title": title, "a": a, "b": b, "n": len(both), "columns": {}}
     for c in columns:
-        if b == TEACHER_CAP and c != "overall":
+        if not all(c in x and c in y for x, y in both.values()):
             continue
-        diffs = {str(k): _round(m[a][c] - m[b][c]) for k, m in scored.items()}
+        diffs = {str(k): _round(x[c] - y[c]) for k, (x, y) in both.items()}
         ci = paired_interval(list(diffs.values()))
         out["columns"][c] = {
             "mean": _round(statistics.fmean(diffs.values())) if diffs else None,
