@@ -153,12 +153,15 @@ def collapsed(report: Report, margin: float = 0.01) -> list[str]:
     return found
 
 
-def _cell(values: Sequence[float], signed: bool = False) -> str:
+def _cell(values: Sequence[float], signed: bool = False, of: int | None = None) -> str:
+    """Mean ± std; ``of``: the seeds the cell's row names, so that a cell over fewer of
+    them (a control trained on some seeds only) says its own count."""
     if not values:
         return "–"  # not trained for this dataset (see --variants)
     s = stats(values)
     text = f"{s['mean']:+.3f}" if signed else f"{s['mean']:.3f}"
-    return f"{text} ± {s['std']:.3f}" if s["n"] > 1 else text
+    text = f"{text} ± {s['std']:.3f}" if s["n"] > 1 else text
+    return f"{text} (n={len(values)})" if of is not None and len(values) < of else text
 
 
 def _values(ds: dict[str, Any], r: str, metric: str = "accuracy") -> list[float]:
@@ -169,7 +172,8 @@ def _diff(ds: dict[str, Any], a: str, b: str, metric: str = "accuracy") -> str:
     """Per seed first (seeds with both roles), then mean ± std of the differences."""
     runs = [run["models"] for run in ds["runs"].values()]
     both = [m for m in runs if a in m and b in m]
-    return _cell([m[a]["test"][metric] - m[b]["test"][metric] for m in both], signed=True)
+    diffs = [m[a]["test"][metric] - m[b]["test"][metric] for m in both]
+    return _cell(diffs, signed=True, of=len(runs))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -199,10 +203,10 @@ def table1(report: Report, metric: str) -> str:
             row.append(f"{ds['paper']['baseline']:.3f} → {ds['paper']['student']:.3f}")
             rate = ds.get("majority", {}).get("test")
             row.append("–" if rate is None else f"{rate:.3f}")
-        row.append(_cell(_values(ds, "baseline", metric)))
-        row += [_cell(_values(ds, f"image-only:{n}", metric)) for n in names]
-        row += [_cell(_values(ds, f"teacher:{n}", metric)) for n in names]
-        row += [_cell(_values(ds, "student", metric)), _diff(ds, "student", "baseline", metric)]
+        cells = ["baseline", *(f"image-only:{n}" for n in names)]
+        cells += [*(f"teacher:{n}" for n in names), "student"]
+        row += [_cell(_values(ds, r, metric), of=len(ds["runs"])) for r in cells]
+        row.append(_diff(ds, "student", "baseline", metric))
         row += [differs_from_paper(report, ds)] if paper_column else []
         rows.append(row)
     return _table(header, rows)

@@ -140,3 +140,29 @@ def test_table1_says_beside_the_papers_number_what_differs() -> None:
     assert "batch 8 (paper 14)" in differs and "another split" in differs
     real = {**report, "generator": "stabilityai/stable-diffusion-2"}
     assert "noise" not in _table_rows(render(real), "Table 1: accuracy")[0][-1]
+
+
+def test_a_cell_over_fewer_seeds_than_its_row_names_its_own_count() -> None:
+    # Regression: a control trained on one of four seeds showed that seed's value in a row
+    # headed "(4 seeds)", read as a mean over four.
+    seeds = {"0": (0.8, 0.82), "1": (0.78, 0.8), "2": (0.79, 0.81), "3": (0.77, 0.79)}
+    report = _report("cwi-news", "News", "a", seeds)
+    ds = report["datasets"]["cwi-news"]
+    for run in ds["runs"].values():
+        run["models"]["teacher:efficientnet-lite0"] = run["models"]["baseline"]
+    ds["runs"]["3"]["models"]["image-only:efficientnet-lite0"] = _run(0.6, 0.6)["models"][
+        "baseline"
+    ]
+    ds["runs"]["2"]["models"]["image-only:efficientnet-lite0"] = _run(0.62, 0.6)["models"][
+        "baseline"
+    ]
+    del ds["runs"]["0"]["models"]["student"]  # the student - baseline pairs: 3 of 4 seeds
+    ds["summary"] = summarize(ds["runs"])
+    row = _table_rows(render(report), "Table 1: accuracy")[0]
+    assert row[0] == "News (4 seeds)"
+    assert row[3] == "0.785 ± 0.013"  # the baseline: all four seeds, no count
+    assert row[4] == "0.610 ± 0.014 (n=2)"  # image only
+    assert row[6] == "0.800 ± 0.010 (n=3)"  # the student
+    assert row[7].endswith("(n=3)")  # student - baseline
+    one = _report("cwi-news", "News", "a", {"0": (0.8, 0.82)})
+    assert all("(n=" not in cell for cell in _table_rows(render(one), "Table 1: accuracy")[0])
