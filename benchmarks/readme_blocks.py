@@ -169,11 +169,13 @@ TGT_SETTING_PAIRS = (
 
 
 def paper_tables() -> str:
-    """Table 1 and the paired intervals of every dataset, as paper_report.py renders them."""
-    from benchmarks.paper_report import intervals_table, table1
+    """Table 1, Table 2 and their paired intervals, as paper_report.py renders them."""
+    from benchmarks.paper_report import intervals_table, table1, table2, table2_intervals
 
     report = _load("paper_tables.json")
-    return f"{table1(report, 'accuracy')}\n\n{intervals_table(report)}"
+    tables = [table1(report, "accuracy"), intervals_table(report)]
+    tables += [table2(report), table2_intervals(report)]
+    return "\n\n".join(tables)
 
 
 def amalgamate(setting: str) -> Callable[[], str]:

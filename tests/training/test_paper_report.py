@@ -166,3 +166,23 @@ def test_a_cell_over_fewer_seeds_than_its_row_names_its_own_count() -> None:
     assert row[7].endswith("(n=3)")  # student - baseline
     one = _report("cwi-news", "News", "a", {"0": (0.8, 0.82)})
     assert all("(n=" not in cell for cell in _table_rows(render(one), "Table 1: accuracy")[0])
+
+
+def test_table2_has_paired_intervals_of_what_each_loss_term_adds() -> None:
+    seeds = {"0": (0.8, 0.82), "1": (0.78, 0.8), "2": (0.79, 0.83)}
+    report = _report("rotten-tomatoes", "RT", "a", seeds)
+    ds = report["datasets"]["rotten-tomatoes"]
+    ablations = [(0.81, 0.8), (0.8, 0.8), (0.8, 0.81)]
+    for run, (a0, b0) in zip(ds["runs"].values(), ablations, strict=True):
+        run["models"]["alpha=0"] = _run(a0, a0)["models"]["baseline"]
+        run["models"]["beta=0"] = _run(b0, b0)["models"]["baseline"]
+    ds["runs"]["3"] = _run(0.7, 0.9)  # no ablations: left out of Table 2's pairs
+    ds["summary"] = summarize(ds["runs"])
+    md = render(report)
+    row = _table_rows(md, "Table 2: paired differences")[0]
+    assert row[0] == "RT (seeds 0, 1, 2)"
+    # Worked by hand, t(0.975, 2) = 4.303: half-width = 4.303 * sd / sqrt(3).
+    assert row[1] == "+0.013 [-0.025, +0.051] (n=3)"  # both − α=0: .01, 0, .03
+    assert row[2] == "+0.013 [-0.015, +0.042] (n=3)"  # both − β=0: .02, 0, .02
+    assert row[3] == "+0.013 [-0.001, +0.028] (n=3)"  # α=0 − baseline: .01, .02, .01
+    assert row[4] == "+0.013 [-0.015, +0.042] (n=3)"  # β=0 − baseline: 0, .02, .02
