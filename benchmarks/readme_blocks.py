@@ -195,7 +195,25 @@ def amalgamate(setting: str) -> Callable[[], str]:
     return block
 
 
+def offline_preset() -> str:
+    """The offline preset's run (offline_report.py's file), or how to make it."""
+    from benchmarks.offline_report import STEM, render
+
+    path = RESULTS / f"{STEM}.json"
+    if not path.is_file():
+        return (
+            "Not measured with the current code yet: `/usr/bin/time -v lugpi run offline "
+            "--run-dir runs/cwi-news-offline --repository R 2> time.log`, then "
+            "`python benchmarks/offline_report.py --run-dir runs/cwi-news-offline "
+            "--time-log time.log --command ... --machine ...`."
+        )
+    report = json.loads(path.read_text())
+    head = f"{report['created_at']}, {report['machine']}: `{report['command']}`"
+    return f"{head}\n\n{render(report)}".rstrip()
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
+    "offline-preset": offline_preset,
     "int8-students": int8_table,
     "tgt-rotten-tomatoes": tgt_rotten_tomatoes,
     "tgt-setting": tgt_setting,
