@@ -121,8 +121,12 @@ def collect(run_dir: Path, time_log: Path | None) -> dict[str, Any]:
 
 
 def _name(key: str) -> str:
-    if key.startswith("teacher:"):
-        return f"Teacher {key.split(':', 1)[1]} (text + noise image)"
+    """The evaluation's model keys (``teacher:<name>``, ``student[:<teacher>]``) in words."""
+    kind, _, teacher = key.partition(":")
+    if kind == "teacher":
+        return f"Teacher {teacher} (text + image)"
+    if kind == "student" and teacher:
+        return f"{MODELS['student']}, from teacher {teacher}"
     return MODELS.get(key, key)
 
 

@@ -47,7 +47,7 @@ def _run_dir(tmp_path: Path, published: dict[str, Any]) -> Path:
                 "dev": _split(0.8, [[60, 10], [10, 20]]),
                 "test": _split(0.82, [[50, 8], [10, 32]]),
             },
-            "student": {
+            "student:effnet": {  # the evaluation's key of a one-teacher run's student
                 "dev": _split(0.81, [[61, 9], [10, 20]]),
                 "test": _split(0.84, [[52, 6], [10, 32]]),
             },
@@ -69,7 +69,7 @@ def test_the_reports_figures_are_the_runs_own(tmp_path: Path) -> None:
     assert report["export"]["int8"] is False  # the fake bundle ships fp32 only
     md = render(report)
     assert "| Baseline (text only, CE) | 0.800 | 0.820 | 0.810 |" in md
-    assert "| Student (LUGPI) | 0.810 | 0.840 | 0.830 |" in md
+    assert "| Student (LUGPI), from teacher effnet | 0.810 | 0.840 | 0.830 |" in md
     assert "lr 5e-05 (set in the config)" in md and "375 steps" in md
     assert "Wall time 1 h 03 min, peak resident memory 3.00 GB" in md
     assert "export shipped fp32 only" in md and "published as v3 (publish gate: publish)" in md
