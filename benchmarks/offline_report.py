@@ -26,6 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.paper_estimate import format_seconds  # noqa: E402
 from contracts.bundle import MODEL_INT8, read_manifest  # noqa: E402
 from contracts.layout import RunLayout  # noqa: E402
 
@@ -130,11 +131,6 @@ def _name(key: str) -> str:
     return MODELS.get(key, key)
 
 
-def _minutes(seconds: float) -> str:
-    m = round(seconds / 60)
-    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
-
-
 def render(report: dict[str, Any]) -> str:
     """The tables and the sentences with figures (the README block and the results file)."""
     lines = [
@@ -161,7 +157,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"| {stage} | {s['seconds']:,.0f} | {budget} |")
     facts = []
     if "wall_seconds" in report:
-        facts.append(f"wall time {_minutes(report['wall_seconds'])}")
+        facts.append(f"wall time {format_seconds(report['wall_seconds'])}")
     if "peak_rss_mb" in report:
         facts.append(f"peak resident memory {report['peak_rss_mb'] / 1024:.2f} GB")
     ex = report["export"]
