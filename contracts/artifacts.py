@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -77,22 +78,28 @@ def write_stage_record(tmp: Path, stage: Stage, seconds: float, summary: dict[st
 
 
 @contextmanager
-def atomic_dir(final: Path, stage: str, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(
+    final: Path, stage: str, overwrite: bool = False, started: float | None = None
+) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; on success write ``stage.json``
-    and rename it into place. On any error the temporary directory is removed."""
+    and rename it into place. On any error the temporary directory is removed.
+
+    ``started``: the ``time.perf_counter()`` reading when the stage began its work. A stage
+    that computes before it writes passes it, or its record would time only the writing.
+    """
     final = Path(final)
     if final.exists() and not overwrite and is_complete(final):
         raise ArtifactError(f"{final} already exists and is complete; refusing to overwrite")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.tmp-{secrets.token_hex(4)}")
     tmp.mkdir()
-    started = datetime.now(UTC)
+    began = time.perf_counter() if started is None else started
     try:
         yield tmp
         record = StageRecord(
             stage=stage,
             finished_at=datetime.now(UTC),
-            seconds=(datetime.now(UTC) - started).total_seconds(),
+            seconds=round(time.perf_counter() - began, 3),
         )
         existing = tmp / STAGE_FILE
         if existing.exists():  # the stage wrote its own summary; keep it

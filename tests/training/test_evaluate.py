@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score
 
-from contracts.artifacts import is_complete
+from contracts.artifacts import is_complete, read_stage
 from contracts.config import PipelineConfig, parse_config
 from contracts.errors import ArtifactError
 from models.text import load_text_classifier, predict_logits
@@ -139,3 +140,24 @@ def test_teacher_for_other_labels_is_an_artifact_error(
             RunContext(),
         )  # fmt: skip
     assert not (tmp_path / "e").exists()
+
+
+def test_the_stage_record_times_the_scoring_not_only_the_writing(
+    tmp_path: Path, run: tuple[PipelineConfig, PreparedData, dict[str, list[Path]], Path]
+) -> None:
+    """The offline run's evaluate record said 1 s for minutes of scoring: it timed only the
+    files. Each progress report sleeps here, so scoring takes a known least time."""
+    cfg, data, images, root = run
+    steps = 0
+
+    def slow_report(*_: object) -> None:
+        nonlocal steps
+        steps += 1
+        time.sleep(0.5)
+
+    out = evaluate(
+        cfg, data, images, [root / "teacher"], root / "student", root / "baseline",
+        tmp_path / "evaluate", RunContext(report=slow_report),
+    )  # fmt: skip
+    assert steps >= 6  # 3 models x 2 splits, at least a batch each
+    assert read_stage(out).seconds >= 0.5 * steps

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -153,13 +154,14 @@ def _check(cfg: PipelineConfig, raw: dict[str, list[RawRow]]) -> list[str]:
 
 def prepare_data(cfg: PipelineConfig, out_dir: Path, ctx: RunContext) -> Path:
     """Write the prepared splits to the stage directory ``out_dir``; return it."""
+    started = time.perf_counter()
     d = cfg.data
     raw = _load_splits(cfg, ctx)
     labels = _check(cfg, raw)
     # CWI rows always carry the target; other formats when data.text_pair_column is set.
     text_pair = any(r.text_pair is not None for r in raw["train"])
     style = cfg.data.prompt_style
-    with atomic_dir(out_dir, Stage.PREPARE.value) as tmp:
+    with atomic_dir(out_dir, Stage.PREPARE.value, started=started) as tmp:
         counts: dict[str, dict[str, int]] = {}
         for split, rows in raw.items():
             with (tmp / f"{split}.jsonl").open("w", encoding="utf-8") as f:

@@ -14,6 +14,7 @@ export and the API.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,7 @@ def evaluate(
     the table. ``scored`` (results key -> entry): rows scored elsewhere (a method's models
     this function cannot load), each with a ``classification_report`` per split.
     """
+    started = time.perf_counter()
     import torch
 
     from models.teacher import load_teacher, predict_teacher
@@ -304,7 +306,7 @@ def evaluate(
     table2 = [row(f"Student, {k.split(':', 1)[1]}", k) for k in results if k.startswith("abl")]
     if table2:
         table2.append(row("Student (full loss)", students[0]))
-    with atomic_dir(out_dir, Stage.EVALUATE.value) as tmp:
+    with atomic_dir(out_dir, Stage.EVALUATE.value, started=started) as tmp:
         write_json_atomic(
             tmp / RESULTS_FILE,
             {"labels": data.labels, "report_split": report_split, "models": results},
