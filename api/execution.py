@@ -89,7 +89,9 @@ class Plan:
     threads: int  # intra-op threads per instance
     spinning: bool
     batch_cap: int
-    lone_session: bool = False  # a spinning all-cores session for lone inline requests
+    # A session of every core for lone requests (its threads spin during a call on
+    # onnxruntime; OpenVINO's have no such switch, and still gain the cores).
+    lone_session: bool = False
     why: list[str] = field(default_factory=list)
     curve: CostCurve | None = None
 
@@ -104,8 +106,8 @@ def choose(
     """The plan for one version: ``forced`` where set, else from ``curve`` (None: no
     measurement, then one instance on every core, no spinning, batches up to
     ``max_batch``, the behaviour before plans existed). ``lone_allowed``: a lone request
-    may run on a spinning all-cores session of its own (LUGPI_ORT_LONE_SPINNING) where it
-    measured faster than the instance it would otherwise run on."""
+    may run on a session of every core of its own (LUGPI_ORT_LONE_SPINNING; spinning on
+    onnxruntime) where it measured faster than the instance it would otherwise run on."""
     why: list[str] = []
     if forced.threads is not None:
         threads = max(1, min(forced.threads, cores))
@@ -178,7 +180,7 @@ def choose(
         plain = curve.b1_one_thread_ms if threads == 1 else curve.b1_all_cores_ms
         lone = curve.b1_all_cores_spinning_ms <= SPIN_GAIN * plain
         why.append(
-            f"lone requests {'on a spinning session of every core' if lone else 'on an instance'}"
+            f"lone requests {'on a session of every core' if lone else 'on an instance'}"
             f": {curve.b1_all_cores_spinning_ms:.2f} vs {plain:.2f} ms "
             f"(its own session if at most {SPIN_GAIN:g}x)"
         )

@@ -202,10 +202,7 @@ class ModelRegistry:
             intra_op_threads=settings.ort_intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             spinning=bool(settings.ort_spinning),
-            # OpenVINO's threads have no spinning switch: nothing for a lone session to add.
-            lone_spinning=settings.ort_lone_spinning
-            and settings.inline_lone_requests
-            and settings.engine != "openvino",
+            lone_spinning=settings.ort_lone_spinning and settings.inline_lone_requests,
         )
         self.limits = BundleLimits(
             max_tokenizer_bytes=settings.max_tokenizer_bytes,
@@ -550,7 +547,7 @@ class ModelRegistry:
         engine, why = choose_engine(self._engine_costs[sha])
         if engine == "onnxruntime":
             return base, self.options, why
-        return ov, replace(self.options, engine="openvino", lone_spinning=False), why
+        return ov, replace(self.options, engine="openvino"), why
 
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
         manifest = read_manifest(path)  # list_models has verified every file's sha256

@@ -105,13 +105,15 @@ class ApiSettings(SharedSettings):
     )
     ort_lone_spinning: bool = Field(
         default=True,
-        description="Give the lone requests run inline (LUGPI_INLINE_LONE_REQUESTS) a second "
-        "onnxruntime session of the same graph whose threads spin during the call and stop "
-        "when it returns. On 2 quiet cores it took a lone request from 1.93x to 1.48x the raw "
-        "call (p50), for a second copy of the graph in memory and about 1 CPU-ms more per lone "
-        "request; batches keep the non-spinning session, so throughput under load is "
-        "unchanged (benchmarks/results/peers.md). No effect with one intra-op thread, with "
-        "LUGPI_ORT_SPINNING on, or on CUDA.",
+        description="Give lone requests (LUGPI_INLINE_LONE_REQUESTS) a second session of the "
+        "same graph on every core, where the measurement at load found its batch-1 call "
+        "faster than the instance's: onnxruntime's threads spin during the call and stop when "
+        "it returns; OpenVINO's cannot spin, and the session gains the cores where instances "
+        "have one thread each. On 2 quiet cores it took a lone request from 1.93x to 1.48x "
+        "the raw call (p50), for a second copy of the graph in memory and about 1 CPU-ms more "
+        "per lone request; batches keep the instances' sessions, so throughput under load is "
+        "unchanged (benchmarks/results/peers.md). No effect where the instances spin on every "
+        "core already, or on CUDA.",
     )
     max_loaded_versions: int = Field(
         default=16,

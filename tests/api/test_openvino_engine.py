@@ -13,9 +13,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from api.execution import ENGINE_GAIN, Overrides, choose_engine, engines
 from api.registry import bundle_samples
+from api.settings import usable_cores
 from contracts.bundle import FP32_TOLERANCE, MANIFEST, MODEL_FP32, read_manifest
 from contracts.repository import publish
 from runtime.classifier import open_bundle
@@ -158,4 +160,23 @@ def test_random_auto_engine_says_which_engine_and_serves_on_it(
     assert shifted["status"] == "loaded" and shifted["provider"] != PROVIDER
     assert "OpenVINO refused" in shifted["execution"]["why"][0]
     r = client.post("/classify", json={"texts": ["fine"], "model": "shifted"})
+    assert r.status_code == 200, r.text
+
+
+def test_random_openvino_lone_requests_are_weighed_for_a_session_of_every_core(
+    make_client: MakeClient,
+) -> None:
+    """With one-thread instances (the plan on most 2-core machines) a lone request ran on
+    one core under OpenVINO whatever the measurement said, since the lone session was
+    taken for an onnxruntime spinning switch: on 2 quiet AVX2 cores its batch-1 call took
+    14.8 ms on one thread and 8.4 ms on two. The plan now weighs a session of every core
+    for lone requests, as it does for onnxruntime, and says what it chose."""
+    if usable_cores() < 2:
+        pytest.skip("one usable core: no session of every core to weigh")
+    client = make_client(engine="openvino")  # one intra-op thread per instance (fixture)
+    info = client.get("/models/sentiment").json()["versions"][0]
+    assert info["provider"] == PROVIDER
+    lone = [w for w in info["execution"]["why"] if w.startswith("lone requests")]
+    assert len(lone) == 1, info["execution"]["why"]
+    r = client.post("/classify", json={"texts": ["fine"], "model": "sentiment"})
     assert r.status_code == 200, r.text
