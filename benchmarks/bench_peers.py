@@ -72,6 +72,7 @@ class Row:
     note: str = ""
     bodies: list[bytes] | None = None  # its own request bodies (a peer with another schema)
     peer: bool = False  # another project's server (the "ahead of every peer" comparison)
+    plan: list[str] = field(default_factory=list)  # our server's execution plan, as it says
 
 
 def old_worktree(ref: str, work: Path) -> Path:
@@ -124,6 +125,8 @@ def start_rows(
         for _ in range(20):
             post(port, "warm up the server", row.bodies)
         row.rss = ba.rss_mb(proc.pid)
+        if not row.peer:
+            row.plan = execution_plan(port)
         rows.append(row)
 
     server("ours (this checkout)", lambda p: ba.start_server(repo, args.work, p), "")
@@ -287,6 +290,19 @@ def post(port: int, text: str, bodies: list[bytes] | None = None) -> None:
     )
     with urllib.request.urlopen(req, timeout=60) as r:
         r.read()
+
+
+def execution_plan(port: int) -> list[str]:
+    """The reasons GET /models/{name} gives for the served version's plan (engine,
+    instances, threads, batch cap, lone session); empty where the server has none."""
+    try:
+        url = f"http://127.0.0.1:{port}/models/{ba.MODEL_NAME}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            version = json.load(r)["versions"][0]
+    except (OSError, ValueError, KeyError, IndexError):
+        return []
+    why = (version.get("execution") or {}).get("why", [])
+    return [str(w) for w in why] if isinstance(why, list) else []
 
 
 def batch_stats(port: int) -> tuple[float, float] | None:
@@ -487,6 +503,9 @@ def render(
             + "; ".join(batches)
             + "."
         )
+    for row in rows:
+        if row.plan:
+            lines.append(f"- Plan of {row.name} (GET /models): " + "; ".join(row.plan) + ".")
     for reason in skipped:
         lines.append(f"- Not run: {reason}.")
     return "\n".join(lines) + "\n"
