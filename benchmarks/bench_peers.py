@@ -131,11 +131,11 @@ def start_rows(
 
     server("ours (this checkout)", lambda p: ba.start_server(repo, args.work, p), "")
     for spec in args.also:
-        key, _, value = spec.partition("=")
+        changed = {k: v for k, _, v in (kv.partition("=") for kv in spec.split(","))}
         server(
-            f"ours, {key}={value}",
-            lambda p, s={key: value}: ba.start_server(repo, args.work, p, settings=s),
-            "this checkout with one setting changed",
+            f"ours, {spec.replace(',', ', ')}",
+            lambda p, s=changed: ba.start_server(repo, args.work, p, settings=s),
+            "this checkout with settings changed",
         )
     if args.old_ref:
         old = old_worktree(args.old_ref, args.work)
@@ -603,8 +603,8 @@ def main() -> None:
         "--also",
         action="append",
         default=[],
-        metavar="LUGPI_X=VALUE",
-        help="one more row: this checkout with that setting (repeatable)",
+        metavar="LUGPI_X=VALUE[,LUGPI_Y=VALUE]",
+        help="one more row: this checkout with those settings (repeatable)",
     )
     ap.add_argument("--ours-only", action="store_true", help="no peer servers, only ours + raw")
     ap.add_argument(
