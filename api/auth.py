@@ -23,6 +23,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
+from starlette.datastructures import Headers
 
 from api.deps import SettingsDep
 from api.schemas import error_responses
@@ -88,8 +89,13 @@ def _require(
         raise HTTPException(403, f"this API key may not use {scope} routes; use a {scope} key")
 
 
+def classify_keys(settings: ApiSettings) -> list[SecretStr]:
+    """The keys that open /classify; none configured: open to everyone."""
+    return [*settings.api_keys, *settings.teacher_keys, *settings.admin_keys]
+
+
 async def require_classify_key(settings: SettingsDep, key: GivenKey) -> None:
-    allowed = [*settings.api_keys, *settings.teacher_keys, *settings.admin_keys]
+    allowed = classify_keys(settings)
     if not allowed:
         return
     if not key:
@@ -124,6 +130,22 @@ def _key_from_headers(request: Request) -> str | None:
         return key
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+def classify_key_accepted(settings: ApiSettings, headers: Headers) -> bool:
+    """Whether ``require_classify_key`` lets these headers through, read without FastAPI's
+    dependencies (``api.fast_classify``). Conservative: a Bearer credential with spaces
+    around it, which FastAPI's parsing trims, is not accepted here (False sends the
+    request through the route, whose dependencies decide)."""
+    allowed = classify_keys(settings)
+    if not allowed:
+        return True
+    key = headers.get(API_KEY_HEADER)
+    if not key:  # APIKeyHeader: an empty header is no key; HTTPBearer is asked next
+        scheme, _, key = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or key != key.strip():
+            return False
+    return bool(key) and _matches(key, allowed)
 
 
 async def caller_is_admin(settings: SettingsDep, request: Request) -> bool:
