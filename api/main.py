@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import API_VERSION
+from api import API_VERSION, fast_classify
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
@@ -156,6 +156,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # it times everything below
     app.add_middleware(RequestIdMiddleware)  # outermost: every response gets its id
 
+    # POST /classify: the fast route first, then the FastAPI route it hands requests to.
+    app.state.fast_classify = fast_classify.install(app, settings, classify.route)
     app.include_router(classify.router)
     app.include_router(model_import.router)
     app.include_router(models.router)

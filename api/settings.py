@@ -150,6 +150,14 @@ class ApiSettings(SharedSettings):
         "is queued at once; requests that arrive while a batch runs form the next one, so "
         "batches grow with load without delaying a lone request.",
     )
+    classify_fast_path: bool = Field(
+        default=True,
+        description="Answer POST /classify requests that pass every check without FastAPI's "
+        "per-request dependency solving (api/fast_classify.py): the same checks and work, "
+        "about 0.18 ms less per request on a 2-core machine. A request that fails a check is "
+        "handed to the FastAPI route, which answers it as before. Off: every request takes "
+        "the FastAPI route.",
+    )
     inline_lone_requests: bool = Field(
         default=True,
         description="Run a one-text request (up to LUGPI_INLINE_MAX_TOKENS tokens) on the "
