@@ -154,7 +154,8 @@ class ApiSettings(SharedSettings):
         default=True,
         description="Answer POST /classify requests that pass every check without FastAPI's "
         "per-request dependency solving (api/fast_classify.py): the same checks and work, "
-        "about 0.18 ms less per request on a 2-core machine. A request that fails a check is "
+        "about 0.14 ms less per request on a 2-core machine (0.31 -> 0.17 ms around the "
+        "graph call, benchmarks/bench_request_overhead.py). A request that fails a check is "
         "handed to the FastAPI route, which answers it as before. Off: every request takes "
         "the FastAPI route.",
     )
