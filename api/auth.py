@@ -124,28 +124,29 @@ AUTH_RESPONSES = error_responses(
 )
 
 
-def _key_from_headers(request: Request) -> str | None:
-    key = request.headers.get(API_KEY_HEADER)
+def _key_from_headers(headers: Headers, *, spaced_bearer: bool = True) -> str | None:
+    """The key as the two security schemes read it: ``X-API-Key`` if not empty, else the
+    credential of ``Authorization: Bearer``, trimmed (None: no key). ``spaced_bearer`` off:
+    a credential with spaces around it counts as no key (older FastAPI does not trim it)."""
+    key = headers.get(API_KEY_HEADER)
     if key:
         return key
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    return credentials.strip() or None if scheme.lower() == "bearer" else None
+    scheme, _, credentials = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or (not spaced_bearer and credentials != credentials.strip()):
+        return None
+    return credentials.strip() or None
 
 
 def classify_key_accepted(settings: ApiSettings, headers: Headers) -> bool:
     """Whether ``require_classify_key`` lets these headers through, read without FastAPI's
     dependencies (``api.fast_classify``). Conservative: a Bearer credential with spaces
-    around it, which FastAPI's parsing trims, is not accepted here (False sends the
-    request through the route, whose dependencies decide)."""
+    around it is not accepted here (False sends the request through the route, whose
+    dependencies decide)."""
     allowed = classify_keys(settings)
     if not allowed:
         return True
-    key = headers.get(API_KEY_HEADER)
-    if not key:  # APIKeyHeader: an empty header is no key; HTTPBearer is asked next
-        scheme, _, key = headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or key != key.strip():
-            return False
-    return bool(key) and _matches(key, allowed)
+    key = _key_from_headers(headers, spaced_bearer=False)
+    return key is not None and _matches(key, allowed)
 
 
 async def caller_is_admin(settings: SettingsDep, request: Request) -> bool:
@@ -154,7 +155,7 @@ async def caller_is_admin(settings: SettingsDep, request: Request) -> bool:
     in OpenAPI (clients would take it for a required key)."""
     if not settings.admin_keys:
         return settings.allow_unauthenticated_admin
-    key = _key_from_headers(request)
+    key = _key_from_headers(request.headers)
     return key is not None and _matches(key, settings.admin_keys)
 
 
