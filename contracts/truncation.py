@@ -168,6 +168,15 @@ def _unknown_word_chars(tokenizer: TokenizerLike) -> int:
     return int(model.get("max_input_chars_per_word") or 0)
 
 
+# Texts of at most this many characters in all are tokenized one by one, holding the GIL:
+# ``encode_batch`` releases it, and getting it back waits for whichever thread took it
+# meanwhile, up to the interpreter's switch interval (5 ms). With a Python thread busy beside
+# it, encode_batch of one sentence ran 200 times a second and encode 40,000 (tokenizers
+# 0.23); a server's batch thread waited so on every batch while its event loop ran. Past
+# this size, tokenizing takes long enough that the event loop should run meanwhile.
+HOLD_GIL_CHARS = 4000
+
+
 class PairCutter:
     """The two steps above for one tokenizer (a ``tokenizers.Tokenizer``, or a
     transformers fast tokenizer's ``backend_tokenizer``); works on a private copy with
@@ -191,14 +200,20 @@ class PairCutter:
         if direction not in ("right", "left"):
             raise ValueError(f"truncation direction {direction!r}: use 'right' or 'left'")
         budget, n = self.char_budget, self.max_length
-        encode = self.tokenizer.encode_batch
-        first = encode([cut(t, budget, direction) for t in texts], add_special_tokens=False)
+        first = self._encode([cut(t, budget, direction) for t in texts])
         if pairs is None:
             return [assemble(self.template, e.ids, None, n, direction) for e in first]
         if len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
-        second = encode([cut(p, budget, direction) for p in pairs], add_special_tokens=False)
+        second = self._encode([cut(p, budget, direction) for p in pairs])
         return [
             assemble(self.template, a.ids, b.ids, n, direction)
             for a, b in zip(first, second, strict=True)
         ]
+
+    def _encode(self, texts: list[str]) -> list[_Encoding]:
+        """Without special tokens: one by one while short (``HOLD_GIL_CHARS``), else one
+        ``encode_batch`` call (in parallel, the GIL released)."""
+        if sum(len(t) for t in texts) <= HOLD_GIL_CHARS:
+            return [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        return list(self.tokenizer.encode_batch(texts, add_special_tokens=False))

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from tokenizers import Tokenizer
 
-from contracts.truncation import PairCutter, char_budget, pair_lengths
+from contracts.truncation import HOLD_GIL_CHARS, PairCutter, char_budget, pair_lengths
 from runtime.encoding import TextEncoder
 from tests.chaos.servers import ChildServer
 from tests.chaos.test_child_server import deployed_uvicorn_flags
@@ -143,3 +143,18 @@ def test_random_training_encode_matches_transformers_and_serving(
             assert ours[key].tolist() == theirs[key].tolist(), key
         fed = serving.feed(serving.encode(serving.pair_up(texts, second)))
         assert fed["input_ids"].tolist() == ours["input_ids"].tolist()
+
+
+def test_random_texts_cut_alike_one_by_one_and_in_one_batch(tokenizer: Tokenizer) -> None:
+    """A short batch is tokenized text by text (the GIL held, HOLD_GIL_CHARS), a long one in
+    one encode_batch call: the cuts are the same either way, pairs included."""
+    cutter = PairCutter(tokenizer, 24)
+    rng = random.Random(1)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 60))) for _ in range(80)]
+    pairs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 60))) for _ in range(80)]
+    assert sum(map(len, texts)) > HOLD_GIL_CHARS  # the batch path
+    for direction in ("right", "left"):
+        together = cutter(texts, pairs, direction)
+        alone = [cutter([t], [p], direction)[0] for t, p in zip(texts, pairs, strict=True)]
+        assert together == alone
+        assert cutter(texts, None, direction) == [cutter([t], None, direction)[0] for t in texts]
