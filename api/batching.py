@@ -6,8 +6,9 @@ event loop (a server that infers on the loop shows multi-second maxima at
 concurrency >= 32, docs/environment.md). The loop takes the first queued request, then
 everything else already queued (and, if ``max_wait_s`` > 0, what arrives within it)
 up to ``max_batch_size`` texts; tokenizes all of them at once; sorts them by token
-length and cuts them into groups so that a short text is not padded to a long one;
-runs each group; and hands every request its rows.
+length and cuts them into the groups that cost least (``length_groups``: texts share a
+call only where the call's measured fixed cost is worth more than the padding sharing
+it adds); runs each group; and hands every request its rows.
 
 With ``max_wait_s`` = 0 a lone request runs at once, and requests that arrive while
 a batch runs queue up and form the next batch: batches grow with load by themselves. An
@@ -76,8 +77,8 @@ TruncationSide = Literal["right", "left"]
 class BatchTimings:
     """Where one request's time went, in seconds (TEI reports these as headers).
 
-    ``tokenize_s`` and ``inference_s`` are those of the whole batch the request ran in:
-    its texts were tokenized and run together with the others.
+    ``tokenize_s`` is the whole batch's (its texts were tokenized together with the
+    others); ``inference_s`` runs from then to the end of the request's last call.
     """
 
     queue_s: float = 0.0  # enqueued -> its batch started
@@ -134,33 +135,54 @@ class LargeCallGate:
         self.lock = threading.Lock()
 
 
-def length_groups(
-    lengths: Sequence[int], max_size: int, max_tokens: float | None = None
-) -> list[list[int]]:
-    """Indices sorted by length, cut into groups of at most ``max_size``, and of at most
-    ``max_tokens`` (``call_cost``) unless the group is a single text.
+# What one onnxruntime call's fixed work is worth in padded tokens where the version's cost
+# was not measured (on CUDA, or LUGPI_MEASURE_EXECUTION=false): the threshold of the rule
+# that came before the measured one (padding of more than 256 tokens split a group).
+DEFAULT_CALL_TOKENS = 256.0
 
-    A group also ends where adding the next (longer) text would make more than a third
-    of the group's padded tokens padding, and the padding would exceed 256 tokens:
-    below that, one more onnxruntime call costs more than computing on the padding.
+
+def length_groups(
+    lengths: Sequence[int],
+    max_size: int,
+    max_tokens: float | None = None,
+    call_tokens: float | None = None,
+) -> list[list[int]]:
+    """Indices sorted by length, cut into the groups that cost least in all: a call costs
+    ``call_tokens`` (the engine's fixed work per call, in padded tokens: measured when the
+    version loads, ``api.execution.CostCurve.call_tokens``; ``DEFAULT_CALL_TOKENS`` if None)
+    plus its padded tokens (``call_cost``). Groups hold at most ``max_size`` texts and, unless
+    a single text, at most ``max_tokens`` (``call_cost``).
+
+    So texts share a call only where the call it saves is worth more than the padding it
+    adds. On a CPU a call's fixed work is worth a few tokens (issue 28's bench_peers run:
+    batches of 4 one-sentence texts of mixed lengths cost 1.4x the texts run one by one),
+    so mixed lengths run apart and equal lengths together.
+
+    The cheapest cut of the sorted lengths into consecutive groups (dynamic programming,
+    O(n x max_size)); on a tie the larger group.
     """
+    per_call = DEFAULT_CALL_TOKENS if call_tokens is None else call_tokens
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    widths = [lengths[i] for i in order]
+    n = len(widths)
+    best = [0.0] + [float("inf")] * n  # best[j]: the cheapest cut of the j shortest texts
+    start = [0] * (n + 1)  # where the last group of that cut starts
+    for j in range(1, n + 1):
+        width = widths[j - 1]  # sorted: the longest of any group ending at j
+        for i in range(max(0, j - max_size), j):  # the largest group first
+            size = j - i
+            cost = call_cost(size, width)
+            if size > 1 and max_tokens is not None and cost > max_tokens:
+                continue  # smaller groups (larger i) follow
+            total = best[i] + per_call + cost
+            if total < best[j]:
+                best[j], start[j] = total, i
     groups: list[list[int]] = []
-    current: list[int] = []
-    real = 0
-    for i in order:
-        n = lengths[i]
-        padded = (len(current) + 1) * n  # sorted ascending: the new text is the longest
-        waste = padded - (real + n)
-        over = max_tokens is not None and call_cost(len(current) + 1, n) > max_tokens
-        if current and (len(current) >= max_size or over or (waste > padded / 3 and waste > 256)):
-            groups.append(current)
-            current, real = [], 0
-        current.append(i)
-        real += n
-    if current:
-        groups.append(current)
-    return groups
+    j = n
+    while j > 0:
+        groups.append(order[start[j] : j])
+        j = start[j]
+    return groups[::-1]
 
 
 def fair_share(available: int, idle: int, cap: int) -> int:
@@ -191,6 +213,7 @@ class DynamicBatcher:
         max_batch_tokens: float | None = None,
         gate: LargeCallGate | None = None,
         instances: Sequence[OnnxClassifier] | None = None,
+        call_tokens: float | None = None,
     ) -> None:
         self.classifier = classifier
         self.instances = list(instances or [classifier])
@@ -213,6 +236,7 @@ class DynamicBatcher:
         self.inline_max_tokens = inline_max_tokens
         self.inline_max_ms = inline_max_ms
         self.max_batch_tokens = max_batch_tokens
+        self.call_tokens = call_tokens  # length_groups: what a call's fixed work is worth
         self.gate = gate
         self._candidate = False  # a request is about to run inline (set on the event loop)
         self._closed = False
@@ -505,18 +529,17 @@ class DynamicBatcher:
         """On instance ``clf`` (its lock held). ``lone``: an inline run on an idle server
         (``OnnxClassifier.run_scores``); ``encodings``: the batch's texts, tokenized."""
         try:
-            outputs = self._infer(batch, clf, lone=lone, encodings=encodings)
+            self._infer(batch, clf, lone=lone, encodings=encodings)
         except Exception as e:  # keep the thread alive; each caller gets the error
+            left = [p for p in batch if not p.future.done()]
             if len(batch) > 1:
                 # One bad request must not fail the others it was batched with.
-                for p in batch:
+                for p in left:
                     self._run_unlocked([p], clf)
                 return
             log.exception("inference failed on a request of %d texts", len(batch[0].texts))
-            batch[0].future.set_exception(InferenceError(f"inference failed: {type(e).__name__}"))
-            return
-        for p, out in zip(batch, outputs, strict=True):
-            p.future.set_result(out)
+            for p in left:
+                p.future.set_exception(InferenceError(f"inference failed: {type(e).__name__}"))
 
     def _infer(
         self,
@@ -525,7 +548,12 @@ class DynamicBatcher:
         *,
         lone: bool = False,
         encodings: list[Cut] | None = None,
-    ) -> list[BatchOutput]:
+    ) -> None:
+        """Run the batch's groups, and hand each request its rows as soon as its last group
+        is done, not when the whole batch is: its texts mostly run as calls of their own
+        (``length_groups``), and a request answered only with the batch's last call held
+        its client back while the engine ran the others (c=8, batches of 4 of the
+        bench_peers run: 566 req/s against 645 with batches of 1)."""
         started = time.perf_counter()
         if encodings is None:
             encodings = self._encode(batch)
@@ -534,7 +562,15 @@ class DynamicBatcher:
         probs = np.empty((len(encodings), n_labels), dtype=np.float32)
         logits = np.empty_like(probs) if clf.has_logits else None
         lengths = [len(e.ids) for e in encodings]
-        for group in length_groups(lengths, self.max_batch_size, self.max_batch_tokens):
+        owner = [k for k, p in enumerate(batch) for _ in p.texts]  # row -> its request
+        first_row = [0] * len(batch)
+        for k in range(1, len(batch)):
+            first_row[k] = first_row[k - 1] + len(batch[k - 1].texts)
+        rows_left = [len(p.texts) for p in batch]
+        groups = length_groups(
+            lengths, self.max_batch_size, self.max_batch_tokens, self.call_tokens
+        )
+        for group in groups:
             group_started = time.perf_counter()
             width = max(lengths[i] for i in group)
             if self.gate is not None and self._large(len(group), width):
@@ -545,31 +581,30 @@ class DynamicBatcher:
             probs[group] = out.probs
             if logits is not None and out.logits is not None:
                 logits[group] = out.logits
+            done = time.perf_counter()
             if self.on_batch is not None:
-                self.on_batch(len(group), time.perf_counter() - group_started)
-        done = time.perf_counter()
-        outputs: list[BatchOutput] = []
-        start = 0
-        for p in batch:
-            end = start + len(p.texts)
-            mine = encodings[start:end]
-            truncated = [i for i, e in enumerate(mine) if clf.was_truncated(e)]
-            timings = BatchTimings(
-                queue_s=max(0.0, started - p.queued_at),
-                tokenize_s=tokenized - started,
-                inference_s=done - tokenized,
-            )
-            outputs.append(
-                BatchOutput(
-                    probs[start:end],
-                    truncated,
-                    None if logits is None else logits[start:end],
-                    sum(len(e.ids) for e in mine),
-                    timings,
-                )
-            )
-            start = end
-        return outputs
+                self.on_batch(len(group), done - group_started)
+            for i in group:
+                k = owner[i]
+                rows_left[k] -= 1
+                if rows_left[k] == 0:
+                    p, start = batch[k], first_row[k]
+                    end = start + len(p.texts)
+                    mine = encodings[start:end]
+                    timings = BatchTimings(
+                        queue_s=max(0.0, started - p.queued_at),
+                        tokenize_s=tokenized - started,
+                        inference_s=done - tokenized,
+                    )
+                    p.future.set_result(
+                        BatchOutput(
+                            probs[start:end],
+                            [j for j, e in enumerate(mine) if clf.was_truncated(e)],
+                            None if logits is None else logits[start:end],
+                            sum(len(e.ids) for e in mine),
+                            timings,
+                        )
+                    )
 
     def _large(self, n_texts: int, width: int) -> bool:
         return self.gate is not None and call_cost(n_texts, width) > self.gate.large_tokens

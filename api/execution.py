@@ -24,9 +24,14 @@ those figures:
   onnxruntime's threads then spin between the operators of a call and stop when it
   returns (runtime.session), so they spin only while there is work.
 - batch cap: the batch size of the lowest per-text cost, if that is at least ``BATCH_GAIN``
-  below batch 1's (mean over the measured lengths); else 1: batching only where the
-  measured per-text cost falls with the batch size. Still falling at the largest size
-  measured (16): up to LUGPI_MAX_BATCH_SIZE.
+  below batch 1's (mean over the measured lengths); still falling at the largest size
+  measured (16): up to LUGPI_MAX_BATCH_SIZE. Else ``FLAT_CAP``: texts taken together
+  that still mostly run as calls of their own (the next point).
+- which texts share a call: the one-thread calls' costs, fitted as a fixed cost per call
+  plus a cost per padded token (``fit_call_cost``), give what a call is worth in padded
+  tokens (``CostCurve.call_tokens``); the batcher cuts each batch where sharing a call
+  would pad more than that (``api.batching.length_groups``). On a CPU a call's fixed
+  cost is worth a token or two, so the texts of a mixed batch mostly run apart.
 
 Each choice can be forced by a setting (``Overrides``: LUGPI_INSTANCES,
 LUGPI_INTRA_OP_THREADS, LUGPI_ORT_SPINNING, LUGPI_BATCH_CAP); LUGPI_MAX_BATCH_SIZE bounds
@@ -40,6 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from api.batching import DEFAULT_CALL_TOKENS
 from contracts.truncation import Cut
 from runtime.classifier import OnnxClassifier
 from runtime.session import CUDA, Engine, RuntimeOptions, shares_calls
@@ -48,6 +54,11 @@ BATCH_SIZES = (1, 4, 16)
 PARALLEL_EFFICIENCY = 0.95  # of linear scaling: see the module docstring
 SPIN_GAIN = 0.9  # spinning must take at most this fraction of the non-spinning latency
 BATCH_GAIN = 0.9  # a batch's per-text cost must be at most this fraction of batch 1's
+# Where batching buys nothing per text, an instance still takes up to this many texts at
+# once: they run in the calls the padding rule cuts (mostly one each), each request is
+# answered when its own call ends, and one batch thread round per 4 texts instead of per
+# text costs less (benchmarks/results/peers.md: the LUGPI_BATCH_CAP=1 row).
+FLAT_CAP = 4
 REPEATS = 3  # fastest of: the least disturbed by other work on the machine
 # LUGPI_ENGINE=auto: OpenVINO only where its per-text cost is at most this fraction of
 # onnxruntime's (mean over the batch sizes measured), so noise never flips the engine.
@@ -66,6 +77,18 @@ class CostCurve:
     b1_one_thread_ms: float  # batch 1 at the first length, one thread
     b1_all_cores_ms: float  # the same with ``cores`` threads, not spinning
     b1_all_cores_spinning_ms: float  # ... spinning
+    # A one-thread call as call_ms + token_ms x its padded tokens, fitted to the calls above
+    # (``fit_call_cost``): what the batcher weighs a call against padding with.
+    call_ms: float = 0.0
+    token_ms: float = 0.0
+
+    @property
+    def call_tokens(self) -> float | None:
+        """A call's fixed cost in padded tokens (api.batching.length_groups); None where the
+        fit is unusable: a cost that did not grow with the tokens is noise, not a model."""
+        if self.token_ms <= 0:
+            return None
+        return max(0.0, self.call_ms) / self.token_ms
 
     def relative_cost(self, batch: int) -> float:
         """Per-text cost at ``batch`` over batch 1's, mean over the lengths measured."""
@@ -94,6 +117,9 @@ class Plan:
     lone_session: bool = False
     why: list[str] = field(default_factory=list)
     curve: CostCurve | None = None
+    # Padded tokens a call's fixed cost is worth (api.batching.length_groups); None: the
+    # batcher's default, where nothing was measured.
+    call_tokens: float | None = None
 
 
 def choose(
@@ -155,21 +181,43 @@ def choose(
         sizes = sorted({b for c in curve.per_text_ms.values() for b in c if b <= max_batch})
         best = min(sizes, key=curve.relative_cost) if sizes else 1
         rel = curve.relative_cost(best)
-        cap = best if rel <= BATCH_GAIN else 1
+        falls = rel <= BATCH_GAIN
+        cap = best if falls else min(FLAT_CAP, max_batch)
         below = [b for b in sizes if b < best]
         # Still falling at the largest size measured: batches up to the bound.
         if (
-            cap > 1
+            falls
+            and cap > 1
             and best == sizes[-1]
             and below
             and rel <= BATCH_GAIN * curve.relative_cost(below[-1])
         ):
             cap = max_batch
         costs = ", ".join(f"b{b} {curve.relative_cost(b):.2f}" for b in sizes)
+        if falls:
+            why.append(
+                f"batches of at most {cap}: per-text cost relative to batch 1 ({costs}); "
+                f"the cheapest size where it falls to {BATCH_GAIN:g} or below, up to "
+                "LUGPI_MAX_BATCH_SIZE where it still falls at the largest size measured"
+            )
+        else:
+            why.append(
+                f"batches of at most {cap}: per-text cost relative to batch 1 ({costs}) "
+                f"never falls to {BATCH_GAIN:g}: {cap} texts taken at once, in the calls "
+                "the padding rule cuts"
+            )
+    call_tokens = curve.call_tokens if curve is not None else None
+    if call_tokens is None:
         why.append(
-            f"batches of at most {cap}: per-text cost relative to batch 1 ({costs}); "
-            f"batching only where it falls to {BATCH_GAIN:g} or below, up to "
-            "LUGPI_MAX_BATCH_SIZE where it still falls at the largest size measured"
+            f"texts share a call where the padding it adds is under {DEFAULT_CALL_TOKENS:g} "
+            "tokens: " + ("not measured" if curve is None else "the call costs were noise")
+        )
+    else:
+        assert curve is not None
+        why.append(
+            f"texts share a call where the padding it adds is under {call_tokens:.1f} tokens: "
+            f"a one-thread call cost {curve.call_ms:.3f} ms + {curve.token_ms * 1e3:.1f} us "
+            "per padded token (fitted to the calls measured)"
         )
     lone = False
     if not lone_allowed or cores == 1 or (threads == cores and spinning):
@@ -184,7 +232,7 @@ def choose(
             f": {curve.b1_all_cores_spinning_ms:.2f} vs {plain:.2f} ms "
             f"(its own session if at most {SPIN_GAIN:g}x)"
         )
-    return Plan(instances, threads, spinning, cap, lone, why, curve)
+    return Plan(instances, threads, spinning, cap, lone, why, curve, call_tokens)
 
 
 # --- measurement ----------------------------------------------------------------------------
@@ -192,15 +240,25 @@ Call = Callable[[Sequence[Cut]], object]
 
 
 def _fastest(trials: dict[str, tuple[Call, Sequence[Cut]]]) -> dict[str, float]:
-    """Milliseconds of the fastest of ``REPEATS`` calls of each trial, the trials taken in
-    turn (round robin) so that the machine's drifting load falls on all of them alike."""
-    best = dict.fromkeys(trials, float("inf"))
-    for _ in range(REPEATS):
-        for key, (call, encodings) in trials.items():
+    """Milliseconds of the fastest of ``REPEATS`` calls of each trial, timed back to back
+    after one untimed call (a shape's first call allocates).
+
+    Not in rotation: a call is slower for a few milliseconds after a larger one, on any
+    session (a batch-1 call of 31 tokens: 2.1 ms after another, 3.3 ms right after a call
+    of 16 x 43 tokens, 2.6 ms one call later; whatever the arena and memory-pattern
+    options). Timed in rotation, every small call paid for the large one before it: the
+    fitted fixed cost of a call came out at 0.8 to 1.1 ms instead of about 0.1, and mixed
+    lengths were batched as if a call were worth 11 to 15 padded tokens instead of 1 or 2."""
+    best: dict[str, float] = {}
+    for key, (call, encodings) in trials.items():
+        call(encodings)
+        times = []
+        for _ in range(REPEATS):
             started = time.perf_counter()
             call(encodings)
-            best[key] = min(best[key], time.perf_counter() - started)
-    return {key: t * 1e3 for key, t in best.items()}
+            times.append(time.perf_counter() - started)
+        best[key] = min(times) * 1e3
+    return best
 
 
 def measure(
@@ -218,6 +276,7 @@ def measure(
     base = list(samples) or [Cut([101, 102], [0, 0], False)]
     longer = [_doubled(c, max_length) for c in base]
     trials: dict[str, tuple[Call, Sequence[Cut]]] = {}
+    padded: dict[str, int] = {}  # one-thread trial -> tokens of its call, padding included
     lengths: list[int] = []
     for texts in (base, longer):
         length = round(sum(len(c.ids) for c in texts) / len(texts))
@@ -225,14 +284,15 @@ def measure(
             continue
         lengths.append(length)
         for b in BATCH_SIZES:
-            trials[f"{length}/{b}"] = (one_thread, [texts[i % len(texts)] for i in range(b)])
+            batch = [texts[i % len(texts)] for i in range(b)]
+            trials[f"{length}/{b}"] = (one_thread, batch)
+            padded[f"{length}/{b}"] = b * max(len(c.ids) for c in batch)
     first = base[:1]
     trials["all"] = (all_cores, first)
     trials["spin"] = (all_cores_spinning, first)
-    for call, encodings in trials.values():  # a shape's first call allocates: not a figure
-        call(encodings)
     ms = _fastest(trials)
     per_text = {n: {b: ms[f"{n}/{b}"] / b for b in BATCH_SIZES} for n in lengths}
+    call_ms, token_ms = fit_call_cost([(padded[k], ms[k]) for k in padded])
     return CostCurve(
         cores=cores,
         lengths=tuple(lengths),
@@ -240,7 +300,31 @@ def measure(
         b1_one_thread_ms=per_text[lengths[0]][1],
         b1_all_cores_ms=ms["all"],
         b1_all_cores_spinning_ms=ms["spin"],
+        call_ms=call_ms,
+        token_ms=token_ms,
     )
+
+
+def fit_call_cost(calls: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """(ms per call, ms per padded token) of the line through ``calls`` ((padded tokens,
+    ms) each), least squares on relative errors so that the short calls, whose fixed cost
+    is the question, weigh as much as the long ones; (0, 0) with fewer than two distinct
+    token counts."""
+    points = [(float(x), y) for x, y in calls if y > 0]
+    if len({x for x, _ in points}) < 2:
+        return 0.0, 0.0
+    # Minimise sum(((a + t x - y) / y)^2): weights 1 / y^2 in the normal equations.
+    w = [1.0 / (y * y) for _, y in points]
+    sw = sum(w)
+    sx = sum(wi * x for wi, (x, _) in zip(w, points, strict=True))
+    sy = sum(wi * y for wi, (_, y) in zip(w, points, strict=True))
+    sxx = sum(wi * x * x for wi, (x, _) in zip(w, points, strict=True))
+    sxy = sum(wi * x * y for wi, (x, y) in zip(w, points, strict=True))
+    det = sw * sxx - sx * sx
+    if det <= 0:
+        return 0.0, 0.0
+    token_ms = (sw * sxy - sx * sy) / det
+    return (sy - token_ms * sx) / sw, token_ms
 
 
 def measure_engines(
@@ -253,8 +337,6 @@ def measure_engines(
     for engine, call in calls.items():
         for b in ENGINE_BATCHES:
             trials[f"{engine}/{b}"] = (call, [base[i % len(base)] for i in range(b)])
-    for call, encodings in trials.values():  # a shape's first call allocates: not a figure
-        call(encodings)
     ms = _fastest(trials)
     return {e: {b: ms[f"{e}/{b}"] / b for b in ENGINE_BATCHES} for e in calls}
 

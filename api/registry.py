@@ -598,6 +598,7 @@ class ModelRegistry:
             max_batch_tokens=self.settings.max_batch_tokens,
             gate=self.gate,
             instances=instances,
+            call_tokens=plan.call_tokens,
         )
         batcher.calibrate_inline()
         batcher.start()

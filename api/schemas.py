@@ -140,7 +140,9 @@ class ExecutionInfo(BaseModel):
     cost_curve_ms: dict[str, dict[str, float]] | None = Field(
         default=None,
         description="Measured at load: tokens per text -> batch size -> ms per text (one "
-        "thread), and batch-1 ms with one thread and with every core (spinning or not).",
+        "thread), batch-1 ms with one thread and with every core (spinning or not), and the "
+        "one-thread call fitted as a fixed ms plus ms per padded token (which texts share "
+        "a call).",
     )
 
 

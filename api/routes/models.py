@@ -61,6 +61,10 @@ def execution_info(plan: Plan) -> ExecutionInfo:
             f"{curve.cores} threads": round(curve.b1_all_cores_ms, 3),
             f"{curve.cores} threads spinning": round(curve.b1_all_cores_spinning_ms, 3),
         }
+        table["one-thread call"] = {
+            "fixed": round(curve.call_ms, 4),
+            "per padded token": round(curve.token_ms, 5),
+        }
     return ExecutionInfo(
         instances=plan.instances,
         intra_op_threads=plan.threads,

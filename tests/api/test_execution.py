@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from fastapi.testclient import TestClient
 
-from api.execution import CostCurve, Overrides, choose
+from api.batching import DEFAULT_CALL_TOKENS, DynamicBatcher
+from api.execution import FLAT_CAP, CostCurve, Overrides, choose, fit_call_cost
 from api.registry import ModelRegistry
 from api.settings import usable_cores
 from tests.api.conftest import MakeClient
@@ -30,10 +32,13 @@ STILL_FALLING = {1: 2.0, 4: 1.2, 16: 0.6}
 NONE = Overrides()
 
 
-def test_flat_cost_curve_means_no_batching() -> None:
+def test_flat_cost_curve_takes_a_few_texts_at_once() -> None:
+    """Batching buys nothing per text: an instance takes FLAT_CAP texts at once (they run
+    in the calls the padding rule cuts), never more than the bound."""
     plan = choose(curve(FLAT), cores=2, max_batch=32, forced=NONE)
-    assert plan.batch_cap == 1
-    assert any("batches of at most 1" in why for why in plan.why)
+    assert plan.batch_cap == FLAT_CAP
+    assert any(f"never falls to 0.9: {FLAT_CAP} texts taken at once" in w for w in plan.why)
+    assert choose(curve(FLAT), cores=2, max_batch=2, forced=NONE).batch_cap == 2
 
 
 def test_falling_cost_curve_batches_at_its_cheapest_size() -> None:
@@ -42,10 +47,12 @@ def test_falling_cost_curve_batches_at_its_cheapest_size() -> None:
     assert choose(curve(STILL_FALLING), 2, 32, NONE).batch_cap == 32
     # A bound below 16: falling up to 4, the largest size measured under it: the bound.
     assert choose(curve(FALLING), 2, 8, NONE).batch_cap == 8
-    # Rising past 4 but 4 is 15 % cheaper than 1: 4.
-    assert choose(curve({1: 2.0, 4: 1.7, 16: 2.5}), 2, 32, NONE).batch_cap == 4
-    # 8 % cheaper is within noise: no batching.
-    assert choose(curve({1: 2.0, 4: 1.84, 16: 1.9}), 2, 32, NONE).batch_cap == 1
+    # Rising past 4 but 4 is 15 % cheaper than 1: 4, as the cheapest size.
+    rising = choose(curve({1: 2.0, 4: 1.7, 16: 2.5}), 2, 32, NONE)
+    assert rising.batch_cap == 4 and any("the cheapest size" in w for w in rising.why)
+    # 8 % cheaper is within noise: the flat case.
+    noise = choose(curve({1: 2.0, 4: 1.84, 16: 1.9}), 2, 32, NONE)
+    assert noise.batch_cap == FLAT_CAP and not any("the cheapest size" in w for w in noise.why)
 
 
 def test_the_batch_cap_follows_the_mean_over_lengths() -> None:
@@ -103,6 +110,50 @@ def test_without_a_curve_the_old_behaviour() -> None:
     assert plan.lone_session
 
 
+def test_the_call_cost_is_fitted_as_fixed_plus_per_token() -> None:
+    # 0.5 ms a call + 0.05 ms a padded token, at 20 and 40 tokens x batches of 1, 4, 16.
+    calls = [(b * n, 0.5 + 0.05 * b * n) for n in (20, 40) for b in (1, 4, 16)]
+    call_ms, token_ms = fit_call_cost(calls)
+    assert call_ms == pytest.approx(0.5) and token_ms == pytest.approx(0.05)
+    fitted = CostCurve(2, (20,), {20: FLAT}, 2, 2, 2, call_ms, token_ms)
+    plan = choose(fitted, 2, 32, NONE)
+    assert plan.call_tokens == pytest.approx(10.0)
+    assert any("padding it adds is under 10.0 tokens" in why for why in plan.why)
+    # A cost that did not grow with the tokens is noise: the batcher's default, said so.
+    flat = CostCurve(2, (20,), {20: FLAT}, 2, 2, 2, *fit_call_cost([(20, 2.0), (80, 1.9)]))
+    assert flat.call_tokens is None and choose(flat, 2, 32, NONE).call_tokens is None
+    assert any("the call costs were noise" in why for why in choose(flat, 2, 32, NONE).why)
+    assert fit_call_cost([(20, 2.0), (20, 2.1)]) == (0.0, 0.0)  # one token count: no line
+    assert choose(None, 2, 32, NONE).call_tokens is None
+
+
+def test_random_mixed_lengths_run_apart_where_a_call_is_cheap(make_client: MakeClient) -> None:
+    """A real batcher on a real bundle: a short and a long text in one request share one
+    onnxruntime call where a call is worth more than the padding (the default, 256 tokens),
+    and run as two calls where it is worth 3 tokens (what a CPU measures)."""
+    client = make_client()
+    loaded = client.app.state.registry.resolve("sentiment", None)  # type: ignore[attr-defined]
+    long = " ".join(["word"] * 60)
+    calls: list[int] = []
+    for per_call, expected in ((None, [2]), (3.0, [1, 1])):
+        calls.clear()
+        batcher = DynamicBatcher(
+            loaded.classifier,
+            max_batch_size=4,
+            max_wait_s=0.0,
+            name="mixed",
+            on_batch=lambda n, _s: calls.append(n),
+            call_tokens=per_call,
+        )
+        batcher.start()
+        try:
+            out = asyncio.run(batcher.classify(["short", long], None))
+        finally:
+            batcher.close(timeout=10)
+        assert out.probs.shape[0] == 2 and calls == expected
+    assert DEFAULT_CALL_TOKENS > 60
+
+
 def test_random_measured_plan_is_shown_and_its_instances_answer(make_client: MakeClient) -> None:
     """The real measurement on a real bundle: the plan's invariants (whatever this loaded
     machine measured), GET /models shows it, and concurrent requests are all answered by
@@ -120,6 +171,11 @@ def test_random_measured_plan_is_shown_and_its_instances_answer(make_client: Mak
     info = client.get("/models/sentiment").json()["versions"][0]["execution"]
     assert info["instances"] == plan.instances and info["batch_cap"] == plan.batch_cap
     assert len(info["why"]) >= 4 and "batch 1" in info["cost_curve_ms"]
+    # The fitted call cost reaches the batcher and the page.
+    assert loaded.batcher.call_tokens == plan.call_tokens
+    assert plan.call_tokens == (plan.curve.call_tokens if plan.curve else None)
+    fitted = info["cost_curve_ms"]["one-thread call"]
+    assert fitted["per padded token"] == round(plan.curve.token_ms, 5)
     # The pair model's graph is another: measured on its own.
     assert registry.resolve("cwi", None).plan.curve is not plan.curve
 
