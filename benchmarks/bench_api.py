@@ -116,9 +116,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def load_classifier(bundle: Path, spinning: bool | None = None) -> Any:
+def load_classifier(bundle: Path, spinning: bool | None = None, threads: int | None = None) -> Any:
     """onnxruntime + tokenizers exactly as the server builds them (default settings);
-    ``spinning`` overrides the server's thread-spinning setting."""
+    ``spinning`` and ``threads`` override the server's thread-spinning and intra-op thread
+    settings."""
     from api.settings import ApiSettings
     from contracts.bundle import read_manifest
     from runtime.classifier import open_bundle
@@ -129,7 +130,7 @@ def load_classifier(bundle: Path, spinning: bool | None = None) -> Any:
     options = RuntimeOptions(
         variant=s.model_variant,
         device="cpu",
-        intra_op_threads=s.ort_intra_op_threads,
+        intra_op_threads=s.ort_intra_op_threads if threads is None else threads,
         inter_op_threads=s.inter_op_threads,
         spinning=spin,
     )

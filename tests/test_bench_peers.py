@@ -64,3 +64,15 @@ def test_every_row_of_this_checkout_is_judged_and_the_old_commit_is_not() -> Non
 
 def test_no_bars_without_raw_figures() -> None:
     assert done_when([_row("ours (this checkout)", 9.6, 120, 123, 15.0)], {}) == []
+
+
+def test_a_cheaper_raw_mode_outside_the_bar_is_reported_beside_it() -> None:
+    """The one-thread b1 mode is cheaper per text than the issue's two: each row of this
+    checkout gets a line against it, and the bar itself stays the issue's."""
+    rows = [_row("ours (this checkout)", 9.6, 120, 123, 15.0)]
+    lines = done_when(rows, ORT, {"onnxruntime b1 one thread": {"b1_cpu_ms": 12.0}})
+    assert "(raw onnxruntime b1 spinning, 16.00) **0.94x**" in lines[0]
+    assert lines[1] == (
+        "- ours (this checkout): c=64 CPU ms/req over raw onnxruntime b1 one thread (12.00 "
+        "CPU ms/text; not one of the issue's modes) **1.25x**."
+    )
