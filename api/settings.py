@@ -83,16 +83,18 @@ class ApiSettings(SharedSettings):
     batch_cap: int = Field(
         default=0,
         ge=0,
-        description="Most texts in one onnxruntime call; 0 = measured at load: the batch size "
-        "of the lowest per-text cost, or 1 where batching does not lower it. At most "
-        "LUGPI_MAX_BATCH_SIZE.",
+        description="Most texts an engine instance takes at once, and in one onnxruntime call; "
+        "0 = measured at load: the batch size of the lowest per-text cost, or 4 where "
+        "batching does not lower it (the texts then run in the calls the measured padding "
+        "rule cuts, mostly one each). At most LUGPI_MAX_BATCH_SIZE.",
     )
     measure_execution: bool = Field(
         default=True,
         description="Measure each version's cost curve at load (a few hundred ms of calls on "
-        "its own texts; once per graph file) and choose instances, threads, spinning and the "
-        "batch cap from it. Off: one instance on every core, no spinning, batches up to "
-        "LUGPI_MAX_BATCH_SIZE, lone requests on a spinning session (the behaviour before).",
+        "its own texts; once per graph file) and choose instances, threads, spinning, the "
+        "batch cap and which texts share a call from it. Off: one instance on every core, no "
+        "spinning, batches up to LUGPI_MAX_BATCH_SIZE, lone requests on a spinning session "
+        "(the behaviour before).",
     )
     inter_op_threads: int = Field(
         default=1, ge=1, description="onnxruntime threads across operators."
