@@ -154,9 +154,10 @@ def length_groups(
     a single text, at most ``max_tokens`` (``call_cost``).
 
     So texts share a call only where the call it saves is worth more than the padding it
-    adds. On a CPU a call's fixed work is worth a few tokens (issue 28's bench_peers run:
-    batches of 4 one-sentence texts of mixed lengths cost 1.4x the texts run one by one),
-    so mixed lengths run apart and equal lengths together.
+    adds. On a CPU a call's fixed work is worth a token or two (docs/environment.md: 2
+    Intel cores, MiniLM-L6 int8, one thread, CWI sentences in batches of 4 padded to the
+    longest cost 1.4x the same texts one by one), so mixed lengths run apart and equal
+    lengths together.
 
     The cheapest cut of the sorted lengths into consecutive groups (dynamic programming,
     n steps of max_size each, vectorised); on a tie the larger group.
@@ -555,8 +556,9 @@ class DynamicBatcher:
         """Run the batch's groups, and hand each request its rows as soon as its last group
         is done, not when the whole batch is: its texts mostly run as calls of their own
         (``length_groups``), and a request answered only with the batch's last call held
-        its client back while the engine ran the others (c=8, batches of 4 of the
-        bench_peers run: 566 req/s against 645 with batches of 1)."""
+        its client back while the engine ran the others (a scratch closed loop at c=8 on
+        2 cores: 566 req/s with batches of 4 against 645 with batches of 1, and 674 with
+        batches of 4 answered call by call)."""
         started = time.perf_counter()
         if encodings is None:
             encodings = self._encode(batch)

@@ -331,7 +331,7 @@ def measure_engines(
     samples: Sequence[Cut], calls: dict[Engine, Call]
 ) -> dict[Engine, dict[int, float]]:
     """Per-text milliseconds of each engine's one-thread session at ``ENGINE_BATCHES`` on the
-    bundle's own texts, the engines taken in turn (``_fastest``)."""
+    bundle's own texts, each trial timed back to back (``_fastest``)."""
     base = list(samples) or [Cut([101, 102], [0, 0], False)]
     trials: dict[str, tuple[Call, Sequence[Cut]]] = {}
     for engine, call in calls.items():
