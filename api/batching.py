@@ -154,7 +154,7 @@ def length_groups(
     a single text, at most ``max_tokens`` (``call_cost``).
 
     So texts share a call only where the call it saves is worth more than the padding it
-    adds. On a CPU a call's fixed work is worth a token or two (docs/environment.md: 2
+    adds. On a CPU a call's fixed work is worth a few tokens (docs/environment.md: 2
     Intel cores, MiniLM-L6 int8, one thread, CWI sentences in batches of 4 padded to the
     longest cost 1.4x the same texts one by one), so mixed lengths run apart and equal
     lengths together.

@@ -31,7 +31,7 @@ those figures:
   plus a cost per padded token (``fit_call_cost``), give what a call is worth in padded
   tokens (``CostCurve.call_tokens``); the batcher cuts each batch where sharing a call
   would pad more than that (``api.batching.length_groups``). On a CPU a call's fixed
-  cost is worth a token or two, so the texts of a mixed batch mostly run apart.
+  cost is worth a few tokens, so the texts of a mixed batch mostly run apart.
 
 Each choice can be forced by a setting (``Overrides``: LUGPI_INSTANCES,
 LUGPI_INTRA_OP_THREADS, LUGPI_ORT_SPINNING, LUGPI_BATCH_CAP); LUGPI_MAX_BATCH_SIZE bounds
