@@ -46,6 +46,7 @@ tokenized or run.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import threading
@@ -166,6 +167,8 @@ def length_groups(
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     widths = [lengths[i] for i in order]
     n = len(widths)
+    if n <= 1:  # the common lone text: nothing to weigh
+        return [order] if n else []
     best = np.zeros(n + 1)  # best[j]: the cheapest cut of the j shortest texts
     start = [0] * (n + 1)  # where the last group of that cut starts
     for j in range(1, n + 1):
@@ -568,9 +571,7 @@ class DynamicBatcher:
         logits = np.empty_like(probs) if clf.has_logits else None
         lengths = [len(e.ids) for e in encodings]
         owner = [k for k, p in enumerate(batch) for _ in p.texts]  # row -> its request
-        first_row = [0] * len(batch)
-        for k in range(1, len(batch)):
-            first_row[k] = first_row[k - 1] + len(batch[k - 1].texts)
+        first_row = [0, *itertools.accumulate(len(p.texts) for p in batch)]
         rows_left = [len(p.texts) for p in batch]
         groups = length_groups(
             lengths, self.max_batch_size, self.max_batch_tokens, self.call_tokens

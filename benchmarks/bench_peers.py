@@ -663,8 +663,8 @@ def main() -> None:
         "spin": Row("raw b1 spinning"),
         "nospin": Row("raw onnxruntime b1, no spinning"),
         "grouped": Row("raw grouped 32"),
+        "one": Row("raw onnxruntime b1, one thread"),
     }
-    raws["one"] = Row("raw onnxruntime b1, one thread")
     clf_spin = ba.load_classifier(bundle, spinning=True)
     clf = ba.load_classifier(bundle, spinning=False)
     clf_one = ba.load_classifier(bundle, spinning=False, threads=1)
