@@ -216,7 +216,7 @@ class DynamicBatcher:
         on_drop: DropObserver | None = None,
         inline_lone: bool = False,
         inline_max_tokens: int = 128,
-        inline_max_ms: float = 5.0,
+        inline_max_ms: float = 20.0,
         max_batch_tokens: float | None = None,
         gate: LargeCallGate | None = None,
         instances: Sequence[OnnxClassifier] | None = None,
@@ -342,10 +342,14 @@ class DynamicBatcher:
             self._candidate = False
         if self._queued_texts or self._closed:
             return None
-        engine = next((e for e in self._engines if e.acquire(blocking=False)), None)
-        if engine is None:  # every instance is running a batch
+        held = self._hold_idle()
+        if held is None:  # an instance is running a batch: not an idle server
             return None
-        clf = self.instances[self._engines.index(engine)]
+        clf = self.instances[0]
+        if clf.lone_session is clf.session:  # nothing spins on the other cores: free them
+            for engine in held[1:]:
+                engine.release()
+            del held[1:]
         try:
             if self._queued_texts:  # queued by another thread meanwhile: keep the order
                 return None
@@ -366,7 +370,8 @@ class DynamicBatcher:
                 self._run_unlocked([pending], clf, lone=True, encodings=encodings)
                 self.inline_runs += 1
         finally:
-            engine.release()
+            for engine in held:
+                engine.release()
         return pending.future.result()
 
     async def classify(
@@ -503,6 +508,22 @@ class DynamicBatcher:
                 return
             self._run_unlocked(batch, self.instances[instance])
 
+    def _hold_idle(self, but: int | None = None) -> list[threading.Lock] | None:
+        """Every instance's lock (but ``but``'s, which its caller holds), taken without
+        waiting, where every one is idle; else None, and none is held. A lone call holds
+        them: the lone session's threads take every core, and no batch may start beside it.
+        """
+        held: list[threading.Lock] = []
+        for i, engine in enumerate(self._engines):
+            if i == but:
+                continue
+            if not engine.acquire(blocking=False):
+                for h in held:
+                    h.release()
+                return None
+            held.append(engine)
+        return held
+
     def _run_lone(self, batch: list[_Pending], instance: int) -> bool:
         """Run a lone one-text request on the lone session (every core, spinning) when it is
         the only work: nothing queued and every other instance idle, whose locks are held
@@ -513,10 +534,11 @@ class DynamicBatcher:
         clf = self.instances[instance]
         if len(batch) != 1 or len(batch[0].texts) != 1 or clf.lone_session is clf.session:
             return False
-        others = [e for i, e in enumerate(self._engines) if i != instance]
-        held = [e for e in others if e.acquire(blocking=False)]
+        held = self._hold_idle(but=instance)
+        if held is None:
+            return False
         try:
-            if len(held) < len(others) or self._queued_texts:
+            if self._queued_texts:
                 return False
             self._run_unlocked(batch, clf, lone=True)
             self.lone_queued_runs += 1

@@ -226,3 +226,34 @@ def test_random_a_lone_queued_request_runs_on_the_lone_session(make_client: Make
     finally:
         batcher.close(timeout=10)
         plain.close(timeout=10)
+
+
+def test_random_a_lone_request_beside_a_running_batch_queues(make_client: MakeClient) -> None:
+    """Inline runs are for an idle server, on the lone session whose threads take every
+    core. A request arriving while another instance runs a batch (the queue empty because
+    that batch took it) is not run inline, on the lone session beside the batch and
+    holding the event loop: it queues (None), for a free instance to run; with every
+    instance idle it runs inline on the lone session."""
+    from runtime.session import RuntimeOptions
+
+    client = make_client(model_variant="fp32")
+    base = _batcher(client).instances[0]
+    one = RuntimeOptions(variant="fp32", device="cpu", intra_op_threads=1, spinning=False)
+    spinning = RuntimeOptions(variant="fp32", device="cpu", intra_op_threads=2, spinning=True)
+    lone = _Counting(base.sibling(spinning).session)
+    first, second = base.sibling(one, lone), base.sibling(one, lone)  # type: ignore[arg-type]
+    batcher = DynamicBatcher(first, 32, 0.0, "beside", inline_lone=True, instances=[first, second])
+    batcher.start()
+    try:
+        for busy in (0, 1):
+            with batcher._engines[busy]:  # instance ``busy`` is running a batch
+                assert asyncio.run(batcher.run_inline([TEXTS[0]], None)) is None
+            assert batcher.inline_runs == 0 and lone.calls == 0
+            assert not any(engine.locked() for engine in batcher._engines)  # none kept
+        out = asyncio.run(batcher.run_inline([TEXTS[0]], None))  # every instance idle
+        assert out is not None and batcher.inline_runs == 1 and lone.calls == 1
+        assert not any(engine.locked() for engine in batcher._engines)
+        queued = asyncio.run(batcher.classify([TEXTS[0]], None))
+        assert queued.probs == pytest.approx(out.probs, abs=1e-5)
+    finally:
+        batcher.close(timeout=10)
