@@ -240,25 +240,38 @@ Call = Callable[[Sequence[Cut]], object]
 
 
 def _fastest(trials: dict[str, tuple[Call, Sequence[Cut]]]) -> dict[str, float]:
-    """Milliseconds of the fastest of ``REPEATS`` calls of each trial, timed back to back
-    after one untimed call (a shape's first call allocates).
+    """Milliseconds of the fastest of ``REPEATS`` timed calls of each trial, taken in
+    ``REPEATS`` rounds over every trial, smallest call (padded tokens) first.
 
-    Not in rotation: a call is slower for a few milliseconds after a larger one, on any
-    session (a batch-1 call of 31 tokens: 2.1 ms after another, 3.3 ms right after a call
-    of 16 x 43 tokens, 2.6 ms one call later; whatever the arena and memory-pattern
-    options). Timed in rotation, every small call paid for the large one before it: the
-    fitted fixed cost of a call came out at 0.8 to 1.1 ms instead of about 0.1, and mixed
-    lengths were batched as if a call were worth 11 to 15 padded tokens instead of 1 or 2."""
-    best: dict[str, float] = {}
-    for key, (call, encodings) in trials.items():
-        call(encodings)
-        times = []
-        for _ in range(REPEATS):
+    A call is slower for a few milliseconds after a larger one, on any session (a batch-1
+    call of 31 tokens: 2.1 ms after another, 3.3 ms right after a call of 16 x 43 tokens,
+    2.6 ms one call later; whatever the arena and memory-pattern options). So every timed
+    call follows a call no larger than itself: a round runs the trials smallest first, and
+    its first trial is called once untimed after the last round's largest. The first round
+    also calls each trial untimed before timing it: a shape's first call allocates.
+
+    The rounds spread a trial's timed calls over the whole measurement, so that a moment
+    of other work on the machine spoils one of them, not all. With its three timed calls
+    back to back, the spinning trial (the one busy cores hurt most) measured 7.0 to 11.1 ms
+    in 12 measurements on a quiet 2-core AVX2 machine, and 12.4 ms once at a server's
+    start, which left that server without a lone session; in rounds, 7.0 to 7.8 ms in 12
+    (``measure`` then took 3.4 s there instead of 3.2)."""
+    order = sorted(trials, key=lambda key: _padded(trials[key][1]))
+    best = {key: float("inf") for key in order}
+    for round_ in range(REPEATS):
+        for i, key in enumerate(order):
+            call, encodings = trials[key]
+            if round_ == 0 or i == 0:
+                call(encodings)
             started = time.perf_counter()
             call(encodings)
-            times.append(time.perf_counter() - started)
-        best[key] = min(times) * 1e3
+            best[key] = min(best[key], (time.perf_counter() - started) * 1e3)
     return best
+
+
+def _padded(encodings: Sequence[Cut]) -> int:
+    """Tokens of a call of ``encodings``, padding included."""
+    return len(encodings) * max((len(c.ids) for c in encodings), default=0)
 
 
 def measure(
@@ -286,7 +299,7 @@ def measure(
         for b in BATCH_SIZES:
             batch = [texts[i % len(texts)] for i in range(b)]
             trials[f"{length}/{b}"] = (one_thread, batch)
-            padded[f"{length}/{b}"] = b * max(len(c.ids) for c in batch)
+            padded[f"{length}/{b}"] = _padded(batch)
     first = base[:1]
     trials["all"] = (all_cores, first)
     trials["spin"] = (all_cores_spinning, first)

@@ -49,9 +49,10 @@ class ApiSettings(SharedSettings):
     )
     model_variant: Literal["auto", "int8", "fp32"] = Field(
         default="auto",
-        description="Which ONNX file to serve. 'auto': int8 on CPU (about 3x faster than fp32 "
-        "there), fp32 on CUDA (dynamic int8 ops fall back to the CPU). A bundle without an "
-        "int8 file is served in fp32.",
+        description="Which ONNX file to serve. 'auto': int8 on CPU (a quarter of fp32's memory; "
+        "about 3x faster with AVX-512 VNNI, but 1.2-1.4x slower per text on AVX2 without "
+        "VNNI, where 'fp32' is the faster choice: docs/environment.md), fp32 on CUDA (dynamic "
+        "int8 ops fall back to the CPU). A bundle without an int8 file is served in fp32.",
     )
     engine: Literal["onnxruntime", "openvino", "auto"] = Field(
         default="onnxruntime",

@@ -4,14 +4,17 @@ curves, then the measurement and the instances on a real bundle and onnxruntime.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.batching import DEFAULT_CALL_TOKENS, DynamicBatcher
-from api.execution import FLAT_CAP, CostCurve, Overrides, choose, fit_call_cost
+from api.execution import FLAT_CAP, REPEATS, CostCurve, Overrides, _fastest, choose, fit_call_cost
 from api.registry import ModelRegistry
 from api.settings import usable_cores
+from contracts.truncation import Cut
 from tests.api.conftest import MakeClient
 
 
@@ -197,3 +200,30 @@ def test_random_overrides_reach_the_batcher(make_client: MakeClient) -> None:
     assert len(loaded.batcher.instances) == 3 and loaded.batcher.max_batch_size == 4
     r = client.post("/classify", json={"texts": ["a"] * 9, "model": "sentiment"})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 9
+
+
+def test_measured_calls_follow_no_larger_call_and_spread_over_rounds() -> None:
+    """The timing of the cost curve's trials: every timed call follows a call no larger
+    than itself (a call right after a larger one is slower), and a trial's timed calls are
+    spread over the whole measurement, so that a spell of other work on the machine (here
+    the first round's calls, each 20 ms slower) spoils one of them, not all."""
+    log: list[str] = []
+
+    def call(key: str) -> object:
+        def run(encodings: Sequence[Cut]) -> None:
+            log.append(key)
+            if len(log) <= 6:  # the busy spell: the first round
+                time.sleep(0.02)
+
+        return run
+
+    def texts(n: int, tokens: int) -> list[Cut]:
+        return [Cut(list(range(tokens)), [0] * tokens, False)] * n
+
+    trials = {"b16": (call("b16"), texts(16, 20)), "b1": (call("b1"), texts(1, 20))}
+    trials["b4"] = (call("b4"), texts(4, 20))
+    ms = _fastest(trials)  # type: ignore[arg-type]
+    first = ["b1", "b1", "b4", "b4", "b16", "b16"]  # each shape once untimed, then timed
+    later = ["b1", "b1", "b4", "b16"]  # after the largest, the smallest once untimed
+    assert log == first + later * (REPEATS - 1)
+    assert all(v < 10 for v in ms.values()), ms
