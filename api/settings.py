@@ -238,9 +238,10 @@ class ApiSettings(SharedSettings):
         description="Longest a batch-1 call run inline may take (measured per version at "
         "load, fastest of 3): the time it holds the event loop for. It runs only when every "
         "instance is idle, and holds them all, so other requests to the version would wait "
-        "for it anyway; requests to other versions and health checks wait for the loop. 5 "
-        "ms kept a one-sentence text (28 tokens, a 7 ms call) off the loop on a 2-core AVX2 "
-        "machine, at 1.16x the c=1 p50 of inlining it (benchmarks/results/peers.md).",
+        "for it anyway; requests to other versions and health checks wait for the loop. On "
+        "a 2-core AVX2 machine, where a one-sentence text (28 tokens) is a 7 ms call, 5 ms "
+        "inlined texts of at most 8 tokens; 20 ms takes up to 64, for a c=1 p50 of 0.94x in "
+        "lockstep (benchmarks/results/peers.md).",
     )
     max_batch_tokens: int = Field(
         default=4096,
