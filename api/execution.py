@@ -289,7 +289,6 @@ def measure(
     base = list(samples) or [Cut([101, 102], [0, 0], False)]
     longer = [_doubled(c, max_length) for c in base]
     trials: dict[str, tuple[Call, Sequence[Cut]]] = {}
-    padded: dict[str, int] = {}  # one-thread trial -> tokens of its call, padding included
     lengths: list[int] = []
     for texts in (base, longer):
         length = round(sum(len(c.ids) for c in texts) / len(texts))
@@ -299,13 +298,13 @@ def measure(
         for b in BATCH_SIZES:
             batch = [texts[i % len(texts)] for i in range(b)]
             trials[f"{length}/{b}"] = (one_thread, batch)
-            padded[f"{length}/{b}"] = _padded(batch)
     first = base[:1]
     trials["all"] = (all_cores, first)
     trials["spin"] = (all_cores_spinning, first)
     ms = _fastest(trials)
     per_text = {n: {b: ms[f"{n}/{b}"] / b for b in BATCH_SIZES} for n in lengths}
-    call_ms, token_ms = fit_call_cost([(padded[k], ms[k]) for k in padded])
+    one = [k for k in trials if trials[k][0] is one_thread]
+    call_ms, token_ms = fit_call_cost([(_padded(trials[k][1]), ms[k]) for k in one])
     return CostCurve(
         cores=cores,
         lengths=tuple(lengths),

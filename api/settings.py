@@ -240,7 +240,7 @@ class ApiSettings(SharedSettings):
         "instance is idle, and holds them all, so other requests to the version would wait "
         "for it anyway; requests to other versions and health checks wait for the loop. On "
         "a 2-core AVX2 machine, where a one-sentence text (28 tokens) is a 7 ms call, 5 ms "
-        "inlined texts of at most 8 tokens; 20 ms takes up to 64, for a c=1 p50 of 0.94x in "
+        "inlined texts of at most 8 or 16 tokens; 20 ms takes up to 64, for a c=1 p50 of 0.94x in "
         "lockstep (benchmarks/results/peers.md).",
     )
     max_batch_tokens: int = Field(
