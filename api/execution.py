@@ -34,9 +34,9 @@ those figures:
   cost is worth a few tokens, so the texts of a mixed batch mostly run apart.
 
 Each choice can be forced by a setting (``Overrides``: LUGPI_INSTANCES,
-LUGPI_INTRA_OP_THREADS, LUGPI_ORT_SPINNING, LUGPI_BATCH_CAP); LUGPI_MAX_BATCH_SIZE bounds
-the cap. ``Plan.why`` says in words what was chosen and from which figures
-(GET /models/{name}).
+LUGPI_INTRA_OP_THREADS, LUGPI_ORT_SPINNING, LUGPI_BATCH_CAP, LUGPI_CALL_TOKENS);
+LUGPI_MAX_BATCH_SIZE bounds the cap. ``Plan.why`` says in words what was chosen and from
+which figures (GET /models/{name}).
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ class Overrides:
     threads: int | None = None
     spinning: bool | None = None
     batch_cap: int | None = None
+    call_tokens: float | None = None  # the padding rule's threshold, in padded tokens
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,13 @@ def choose(
                 "the padding rule cuts"
             )
     call_tokens = curve.call_tokens if curve is not None else None
-    if call_tokens is None:
+    if forced.call_tokens is not None:
+        call_tokens = forced.call_tokens
+        why.append(
+            f"texts share a call where the padding it adds is under {call_tokens:g} tokens: "
+            "LUGPI_CALL_TOKENS"
+        )
+    elif call_tokens is None:
         why.append(
             f"texts share a call where the padding it adds is under {DEFAULT_CALL_TOKENS:g} "
             "tokens: " + ("not measured" if curve is None else "the call costs were noise")

@@ -89,6 +89,13 @@ class ApiSettings(SharedSettings):
         "batching does not lower it (the texts then run in the calls the measured padding "
         "rule cuts, mostly one each). At most LUGPI_MAX_BATCH_SIZE.",
     )
+    call_tokens: float = Field(
+        default=0,
+        ge=0,
+        description="Texts of a batch share one onnxruntime call where the padding it adds "
+        "is under this many tokens (per text, to the longest); 0 = measured at load: what a "
+        "call's fixed cost is worth in padded tokens on this machine (GET /models/{name}).",
+    )
     measure_execution: bool = Field(
         default=True,
         description="Measure each version's cost curve at load (a few hundred ms of calls on "
@@ -363,12 +370,15 @@ class ApiSettings(SharedSettings):
         return self.intra_op_threads or usable_cores()
 
     @property
-    def execution_overrides(self) -> tuple[int | None, int | None, bool | None, int | None]:
-        """(instances, intra-op threads, spinning, batch cap) forced by settings; None where
-        each is measured (api.execution.Overrides)."""
+    def execution_overrides(
+        self,
+    ) -> tuple[int | None, int | None, bool | None, int | None, float | None]:
+        """(instances, intra-op threads, spinning, batch cap, call tokens) forced by
+        settings; None where each is measured (api.execution.Overrides)."""
         return (
             self.instances or None,
             self.intra_op_threads or None,
             self.ort_spinning,
             self.batch_cap or None,
+            self.call_tokens or None,
         )

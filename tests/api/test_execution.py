@@ -99,11 +99,13 @@ def test_lone_session_only_where_it_beats_the_instance() -> None:
 
 
 def test_settings_override_each_choice() -> None:
-    forced = Overrides(instances=3, threads=1, spinning=True, batch_cap=8)
-    plan = choose(curve(FALLING, one=2.0, all_cores=1.0, spinning=0.9), 2, 32, forced)
-    assert (plan.instances, plan.threads, plan.batch_cap) == (3, 1, 8)
+    forced = Overrides(instances=3, threads=1, spinning=True, batch_cap=8, call_tokens=12.0)
+    measured = CostCurve(2, (20,), {20: FALLING}, 2.0, 1.0, 0.9, call_ms=0.5, token_ms=0.1)
+    assert choose(measured, 2, 32, NONE).call_tokens == pytest.approx(5.0)
+    plan = choose(measured, 2, 32, forced)
+    assert (plan.instances, plan.threads, plan.batch_cap, plan.call_tokens) == (3, 1, 8, 12.0)
     assert not plan.spinning  # nothing to spin with one thread
-    assert sum("LUGPI_" in why for why in plan.why) == 4
+    assert sum("LUGPI_" in why for why in plan.why) == 5
     assert choose(curve(FLAT), 2, 4, Overrides(batch_cap=64)).batch_cap == 4  # max_batch bounds
 
 
