@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from api.batching import DEFAULT_CALL_TOKENS
 from contracts.truncation import Cut
 from runtime.classifier import OnnxClassifier
-from runtime.session import CUDA, Engine, RuntimeOptions, shares_calls
+from runtime.session import CUDA, RuntimeOptions, shares_calls
 
 BATCH_SIZES = (1, 4, 16)
 PARALLEL_EFFICIENCY = 0.95  # of linear scaling: see the module docstring
@@ -60,8 +60,9 @@ BATCH_GAIN = 0.9  # a batch's per-text cost must be at most this fraction of bat
 # text costs less (benchmarks/results/peers.md: the LUGPI_BATCH_CAP=1 row).
 FLAT_CAP = 4
 REPEATS = 3  # fastest of: the least disturbed by other work on the machine
-# LUGPI_ENGINE=auto: OpenVINO only where its per-text cost is at most this fraction of
-# onnxruntime's (mean over the batch sizes measured), so noise never flips the engine.
+# LUGPI_ENGINE=auto: another engine or graph only where its per-text cost is at most this
+# fraction of the configured one's (mean over the batch sizes measured), so noise never
+# flips it.
 ENGINE_GAIN = 0.9
 ENGINE_BATCHES = (1, 16)
 
@@ -346,34 +347,41 @@ def fit_call_cost(calls: Sequence[tuple[int, float]]) -> tuple[float, float]:
     return (sy - token_ms * sx) / sw, token_ms
 
 
-def measure_engines(
-    samples: Sequence[Cut], calls: dict[Engine, Call]
-) -> dict[Engine, dict[int, float]]:
-    """Per-text milliseconds of each engine's one-thread session at ``ENGINE_BATCHES`` on the
-    bundle's own texts, each trial timed back to back (``_fastest``)."""
+def measure_engines(samples: Sequence[Cut], calls: dict[str, Call]) -> dict[str, dict[int, float]]:
+    """Per-text milliseconds of each candidate's one-thread session at ``ENGINE_BATCHES`` on
+    the bundle's own texts, the trials timed in rounds (``_fastest``)."""
     base = list(samples) or [Cut([101, 102], [0, 0], False)]
     trials: dict[str, tuple[Call, Sequence[Cut]]] = {}
-    for engine, call in calls.items():
+    for name, call in calls.items():
         for b in ENGINE_BATCHES:
-            trials[f"{engine}/{b}"] = (call, [base[i % len(base)] for i in range(b)])
+            trials[f"{name}/{b}"] = (call, [base[i % len(base)] for i in range(b)])
     ms = _fastest(trials)
-    return {e: {b: ms[f"{e}/{b}"] / b for b in ENGINE_BATCHES} for e in calls}
+    return {n: {b: ms[f"{n}/{b}"] / b for b in ENGINE_BATCHES} for n in calls}
 
 
-def choose_engine(costs: dict[Engine, dict[int, float]]) -> tuple[Engine, str]:
-    """OpenVINO where ``costs`` has it and it costs at most ``ENGINE_GAIN`` of onnxruntime
-    per text (mean ratio over the batch sizes); else onnxruntime. Returns the engine and
-    the sentence GET /models/{name} shows."""
-    ort_ms, ov_ms = costs["onnxruntime"], costs.get("openvino")
-    if not ov_ms:
-        return "onnxruntime", "engine onnxruntime: OpenVINO not measured"
-    sizes = [b for b in ort_ms if b in ov_ms and ort_ms[b] > 0]
-    ratio = sum(ov_ms[b] / ort_ms[b] for b in sizes) / len(sizes) if sizes else 1.0
-    engine: Engine = "openvino" if ratio <= ENGINE_GAIN else "onnxruntime"
-    figures = ", ".join(f"b{b} {ov_ms[b]:.2f} vs {ort_ms[b]:.2f}" for b in sizes)
-    return engine, (
-        f"engine {engine}: OpenVINO fp32 cost {ratio:.2f}x onnxruntime per text, one thread "
-        f"({figures} ms); OpenVINO if at most {ENGINE_GAIN:g}x (LUGPI_ENGINE=auto)"
+def choose_engine(costs: dict[str, dict[int, float]], default: str) -> tuple[str, str]:
+    """Of the candidates in ``costs`` (engine and graph, "onnxruntime int8" say), the one of
+    the lowest cost per text relative to ``default``'s (mean ratio over the batch sizes),
+    where that is at most ``ENGINE_GAIN``; else ``default``. Returns the candidate and the
+    sentence GET /models/{name} shows."""
+    base = costs.get(default, {})
+    ratios: dict[str, float] = {}
+    figures: list[str] = []
+    for name, ms in costs.items():
+        sizes = [b for b in base if b in ms and base[b] > 0]
+        if name == default or not sizes:
+            continue
+        ratios[name] = sum(ms[b] / base[b] for b in sizes) / len(sizes)
+        detail = ", ".join(f"b{b} {ms[b]:.2f} vs {base[b]:.2f}" for b in sizes)
+        figures.append(f"{name} {ratios[name]:.2f}x ({detail} ms)")
+    if not ratios:
+        return default, f"engine {default}: no other engine measured"
+    best = min(ratios, key=ratios.__getitem__)
+    chosen = best if ratios[best] <= ENGINE_GAIN else default
+    return chosen, (
+        f"engine {chosen}: cost per text against {default}, one thread: "
+        + "; ".join(figures)
+        + f"; another only if at most {ENGINE_GAIN:g}x (LUGPI_ENGINE=auto)"
     )
 
 

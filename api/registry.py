@@ -58,7 +58,7 @@ from contracts.repository import ModelEntry, list_models
 from contracts.repository import version_number as parse_version_number
 from contracts.truncation import Cut
 from runtime.classifier import BundleLimits, OnnxClassifier, open_bundle
-from runtime.session import CUDA, Engine, RuntimeOptions
+from runtime.session import CUDA, RuntimeOptions
 
 log = logging.getLogger("lugpi.api")
 
@@ -216,8 +216,9 @@ class ModelRegistry:
         self._refresh_lock = threading.Lock()
         # "<engine>:<graph sha256>" -> its cost curve: versions of one graph are measured once
         self._curves: dict[str, CostCurve] = {}
-        # LUGPI_ENGINE=auto: fp32 graph sha256 -> engine -> batch -> ms per text.
-        self._engine_costs: dict[str, dict[Engine, dict[int, float]]] = {}
+        # LUGPI_ENGINE=auto: the graphs' sha256 and the candidates measured -> candidate ->
+        # batch -> ms per text.
+        self._engine_costs: dict[str, dict[str, dict[int, float]]] = {}
 
     # --- reading (event loop; never blocks) -----------------------------------------------
     @property
@@ -528,26 +529,43 @@ class ModelRegistry:
     def _engine(
         self, path: Path, manifest: BundleManifest, base: OnnxClassifier, one_thread: RuntimeOptions
     ) -> tuple[OnnxClassifier, RuntimeOptions, str]:
-        """LUGPI_ENGINE=auto: the classifier, options and reason to serve a version with:
-        OpenVINO on the fp32 graph where it passes this bundle's check against the
-        probabilities export recorded and costs less per text than ``base`` (onnxruntime,
-        the configured variant). The costs are measured once per graph file and process."""
+        """LUGPI_ENGINE=auto: the classifier, options and reason to serve a version with. The
+        candidates: ``base`` (onnxruntime, the configured variant); onnxruntime on the fp32
+        graph where the variant is auto and ``base`` runs int8 (int8 costs more per text
+        than fp32 on CPUs without VNNI: docs/environment.md); OpenVINO on the fp32 graph
+        where it passes this bundle's check against the probabilities export recorded. The
+        one that costs least per text on this machine is served if it costs at most
+        ``ENGINE_GAIN`` of ``base`` (``choose_engine``); measured once per graph files,
+        candidates and process."""
         if base.provider == CUDA:
             return base, self.options, "engine onnxruntime: CUDA (OpenVINO runs on the CPU)"
+        default = f"onnxruntime {base.variant}"
+        wanted = {default: self.options}
+        if self.options.variant == "auto" and base.variant == "int8":
+            wanted["onnxruntime fp32"] = replace(self.options, variant="fp32")
+        notes: list[str] = []
         if importlib.util.find_spec("openvino") is None:
-            return base, self.options, "engine onnxruntime: openvino is not installed"
-        try:
-            ov = open_bundle(path, manifest, replace(one_thread, engine="openvino"), self.limits)
-        except ModelLoadError as e:
-            return base, self.options, f"engine onnxruntime: OpenVINO refused: {e}"
-        sha = manifest.files.get(MODEL_FP32, "")
-        if sha not in self._engine_costs:
-            calls: dict[Engine, Call] = {"onnxruntime": base.run_scores, "openvino": ov.run_scores}
-            self._engine_costs[sha] = measure_engines(bundle_samples(base, manifest), calls)
-        engine, why = choose_engine(self._engine_costs[sha])
-        if engine == "onnxruntime":
-            return base, self.options, why
-        return ov, replace(self.options, engine="openvino"), why
+            notes.append("openvino is not installed")
+        else:
+            wanted["openvino fp32"] = replace(self.options, engine="openvino")
+        opened = {default: base}
+        for name, options in wanted.items():
+            if name == default:
+                continue
+            one = replace(one_thread, engine=options.engine, variant=options.variant)
+            try:
+                opened[name] = open_bundle(path, manifest, one, self.limits)
+            except ModelLoadError as e:
+                notes.append(f"{'OpenVINO' if options.engine == 'openvino' else name} refused: {e}")
+        if len(opened) == 1:
+            return base, self.options, "; ".join([f"engine {default}", *notes])
+        graphs = [manifest.files.get(f, "") for f in (MODEL_INT8, MODEL_FP32)]
+        key = "/".join([*graphs, *sorted(opened)])
+        if key not in self._engine_costs:
+            calls: dict[str, Call] = {n: c.run_scores for n, c in opened.items()}
+            self._engine_costs[key] = measure_engines(bundle_samples(base, manifest), calls)
+        chosen, why = choose_engine(self._engine_costs[key], default)
+        return opened[chosen], wanted[chosen], "; ".join([why, *notes])
 
     def _load(self, name: str, version: str, path: Path, sig: Signature) -> LoadedModel:
         manifest = read_manifest(path)  # list_models has verified every file's sha256

@@ -52,7 +52,8 @@ class ApiSettings(SharedSettings):
         description="Which ONNX file to serve. 'auto': int8 on CPU (a quarter of fp32's memory; "
         "about 3x faster with AVX-512 VNNI, but 1.2-1.4x slower per text on AVX2 without "
         "VNNI, where 'fp32' is the faster choice: docs/environment.md), fp32 on CUDA (dynamic "
-        "int8 ops fall back to the CPU). A bundle without an int8 file is served in fp32.",
+        "int8 ops fall back to the CPU); with LUGPI_ENGINE=auto, fp32 where it measures "
+        "cheaper at load. A bundle without an int8 file is served in fp32.",
     )
     engine: Literal["onnxruntime", "openvino", "auto"] = Field(
         default="onnxruntime",
@@ -60,9 +61,10 @@ class ApiSettings(SharedSettings):
         "graph on OpenVINO, faster than onnxruntime's int8 on CPUs without AVX-512/VNNI and "
         "slower on CPUs with them (docs/environment.md); a version is refused unless OpenVINO "
         "reproduces the probabilities export recorded in bundle.json within 1e-4, with the "
-        "same labels. 'auto': per graph at load, OpenVINO where it passes that check and "
-        "costs at most 0.9x onnxruntime per text on this machine, else onnxruntime (GET "
-        "/models/{name} says which and the figures).",
+        "same labels. 'auto': per version at load, the cheapest per text on this machine of "
+        "onnxruntime on the configured graph, onnxruntime on the fp32 graph (where "
+        "LUGPI_MODEL_VARIANT=auto) and OpenVINO (where it passes that check), if it costs at "
+        "most 0.9x the first, else the first (GET /models/{name} says which and the figures).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",

@@ -34,7 +34,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -116,10 +116,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def load_classifier(bundle: Path, spinning: bool | None = None, threads: int | None = None) -> Any:
+def load_classifier(
+    bundle: Path,
+    spinning: bool | None = None,
+    threads: int | None = None,
+    variant: Literal["auto", "int8", "fp32"] | None = None,
+) -> Any:
     """onnxruntime + tokenizers exactly as the server builds them (default settings);
-    ``spinning`` and ``threads`` override the server's thread-spinning and intra-op thread
-    settings."""
+    ``spinning``, ``threads`` and ``variant`` override the server's thread-spinning,
+    intra-op thread and graph settings."""
     from api.settings import ApiSettings
     from contracts.bundle import read_manifest
     from runtime.classifier import open_bundle
@@ -128,7 +133,7 @@ def load_classifier(bundle: Path, spinning: bool | None = None, threads: int | N
     s = ApiSettings()
     spin = bool(s.ort_spinning) if spinning is None else spinning
     options = RuntimeOptions(
-        variant=s.model_variant,
+        variant=s.model_variant if variant is None else variant,
         device="cpu",
         intra_op_threads=s.ort_intra_op_threads if threads is None else threads,
         inter_op_threads=s.inter_op_threads,

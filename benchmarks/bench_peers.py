@@ -461,6 +461,25 @@ def render(
         f"| | {fmt(grouped['cpu_ms'], 2)} | 1.00x | |",
     ]
     bests = {"onnxruntime b1 spinning": spin, "onnxruntime grouped 32": grouped}
+    beside = {"onnxruntime b1 one thread": one_thread}
+    if raws.get("fp32_spin") and raws["fp32_spin"].raw:
+        f1 = {k: med([r[k] for r in raws["fp32_spin"].raw]) for k in b1}
+        f1_one = {k: med([r[k] for r in raws["fp32_one"].raw]) for k in b1}
+        f32 = {k: med([r[k] for r in raws["fp32_grouped"].raw]) for k in ("per_s", "cpu_ms")}
+        bests |= {"onnxruntime fp32 b1 spinning": f1, "onnxruntime fp32 grouped 32": f32}
+        beside |= {"onnxruntime fp32 b1 one thread": f1_one}
+        lines += [
+            f"| raw onnxruntime fp32 b1, spinning on | {fmt(f1['b1_p50_ms'], 2)} "
+            f"| {ratio(f1['b1_p50_ms'], spin['b1_p50_ms'])} | {fmt(f1['b1_per_s'], 0)} "
+            f"| {fmt(f1['b1_cpu_ms'], 2)} | | | | | | | | |",
+            f"| raw onnxruntime fp32 b1, one thread | {fmt(f1_one['b1_p50_ms'], 2)} "
+            f"| {ratio(f1_one['b1_p50_ms'], spin['b1_p50_ms'])} "
+            f"| {fmt(f1_one['b1_per_s'], 0)} | {fmt(f1_one['b1_cpu_ms'], 2)} "
+            "| | | | | | | | |",
+            f"| raw onnxruntime fp32, length-grouped 32 | | | | | | | {fmt(f32['per_s'], 0)} "
+            f"| {ratio(f32['per_s'], grouped['per_s'])} | | {fmt(f32['cpu_ms'], 2)} "
+            f"| {ratio(f32['cpu_ms'], grouped['cpu_ms'])} | |",
+        ]
     if raws["ov_b1"].raw:
         ov1 = {k: med([r[k] for r in raws["ov_b1"].raw]) for k in b1}
         ov32 = {k: med([r[k] for r in raws["ov_grouped"].raw]) for k in ("per_s", "cpu_ms")}
@@ -498,7 +517,7 @@ def render(
         if other.name.startswith("ours"):
             lines += paired(rows[0], other)
     lines += lockstep_lines([*rows, raws["nospin"]])
-    lines += done_when(rows, bests, {"onnxruntime b1 one thread": one_thread})
+    lines += done_when(rows, bests, beside)
     if raws["ov_b1"].note:
         lines.append(f"- {raws['ov_b1'].note}.")
     batches = [f"{r.name}: {med(r.mean_batch):.1f}" for r in rows if r.mean_batch]
@@ -669,6 +688,18 @@ def main() -> None:
     clf = ba.load_classifier(bundle, spinning=False)
     clf_one = ba.load_classifier(bundle, spinning=False, threads=1)
     openvino = start_openvino(clf, bundle, texts, raws)
+    # onnxruntime on the fp32 graph too: LUGPI_ENGINE=auto may serve it (int8 costs more
+    # per text than fp32 on CPUs without VNNI), and the best raw mode is of every graph.
+    fp32 = {
+        "fp32_spin": ba.load_classifier(bundle, spinning=True, variant="fp32"),
+        "fp32_one": ba.load_classifier(bundle, spinning=False, threads=1, variant="fp32"),
+    }
+    clf_fp32 = ba.load_classifier(bundle, spinning=False, variant="fp32")  # as ``clf``
+    raws |= {
+        "fp32_spin": Row("raw onnxruntime fp32 b1, spinning on"),
+        "fp32_one": Row("raw onnxruntime fp32 b1, one thread"),
+        "fp32_grouped": Row("raw onnxruntime fp32 grouped 32"),
+    }
     rows: list[Row] = []
     try:
         rows, skipped = start_rows(args, bundle, repo, texts)
@@ -693,6 +724,11 @@ def main() -> None:
                     raws["one"].raw.append(ba.raw_batch1(clf_one, texts, args.seconds))
                     grouped = ba.raw_batched(clf, texts, args.seconds, 32, grouped=True)
                     raws["grouped"].raw.append(grouped)
+                    for key, fp32_clf in fp32.items():
+                        raws[key].raw.append(ba.raw_batch1(fp32_clf, texts, args.seconds))
+                    raws["fp32_grouped"].raw.append(
+                        ba.raw_batched(clf_fp32, texts, args.seconds, 32, grouped=True)
+                    )
                     if openvino is not None:
                         raws["ov_b1"].raw.append(ba.raw_batch1(openvino, texts, args.seconds))
                         ov32 = ba.raw_batched(openvino, texts, args.seconds, 32, grouped=True)

@@ -120,15 +120,24 @@ def test_random_openvino_instances_each_get_a_session_and_run_at_once(
         np.testing.assert_allclose(np.array(out[k]), np.array(serial * 5), atol=1e-6)
 
 
-def test_choose_engine_takes_openvino_only_where_it_measured_cheaper_by_the_margin() -> None:
-    ort = {1: 2.0, 16: 1.0}
-    assert choose_engine({"onnxruntime": ort, "openvino": {1: 1.6, 16: 0.9}})[0] == "openvino"
+def test_choose_engine_takes_another_only_where_it_measured_cheaper_by_the_margin() -> None:
+    int8 = {1: 2.0, 16: 1.0}
+    ov, fp32 = "openvino fp32", "onnxruntime fp32"
+    default = "onnxruntime int8"
+    assert choose_engine({default: int8, ov: {1: 1.6, 16: 0.9}}, default)[0] == ov
     # Mean ratio (0.95 + 0.95) / 2 = 0.95 > ENGINE_GAIN: noise must not flip the engine.
-    assert choose_engine({"onnxruntime": ort, "openvino": {1: 1.9, 16: 0.95}})[0] == "onnxruntime"
+    assert choose_engine({default: int8, ov: {1: 1.9, 16: 0.95}}, default)[0] == default
     # Cheaper at batch 16 only, dearer at batch 1: the mean decides (0.5 + 1.5) / 2 = 1.0.
-    assert choose_engine({"onnxruntime": ort, "openvino": {1: 3.0, 16: 0.5}})[0] == "onnxruntime"
-    engine, why = choose_engine({"onnxruntime": ort})
-    assert engine == "onnxruntime" and "not measured" in why
+    assert choose_engine({default: int8, ov: {1: 3.0, 16: 0.5}}, default)[0] == default
+    # Three candidates: the cheapest of those under the margin (fp32 0.8x, OpenVINO 0.85x).
+    three = {default: int8, ov: {1: 1.7, 16: 0.85}, fp32: {1: 1.6, 16: 0.8}}
+    chosen, why = choose_engine(three, default)
+    assert chosen == fp32 and why.startswith(f"engine {fp32}:")
+    assert "onnxruntime fp32 0.80x" in why and "openvino fp32 0.85x" in why
+    three[fp32] = {1: 1.9, 16: 0.95}  # fp32 now within the margin: OpenVINO, still under it
+    assert choose_engine(three, default)[0] == ov
+    engine, why = choose_engine({default: int8}, default)
+    assert engine == default and "no other engine measured" in why
     assert ENGINE_GAIN < 1.0
 
 
@@ -153,14 +162,31 @@ def test_random_auto_engine_says_which_engine_and_serves_on_it(
         info = client.get(f"/models/{name}").json()["versions"][0]
         first = info["execution"]["why"][0]
         assert first.startswith("engine "), first
-        on_openvino = first.startswith("engine openvino")
+        on_openvino = first.startswith("engine openvino fp32")
+        on_fp32 = on_openvino or first.startswith("engine onnxruntime fp32")
+        assert on_fp32 or first.startswith("engine onnxruntime int8"), first
         assert (info["provider"] == PROVIDER) == on_openvino, (info["provider"], first)
-        assert info["variant"] == ("fp32" if on_openvino else "int8")
+        assert info["variant"] == ("fp32" if on_fp32 else "int8")
+        # Every candidate measured: onnxruntime int8 against its fp32 graph and OpenVINO.
+        assert "onnxruntime fp32 " in first and "openvino fp32 " in first, first
     shifted = client.get("/models/shifted").json()["versions"][0]
     assert shifted["status"] == "loaded" and shifted["provider"] != PROVIDER
     assert "OpenVINO refused" in shifted["execution"]["why"][0]
+    # OpenVINO refused, onnxruntime's two graphs still weighed against each other.
+    assert "onnxruntime fp32 " in shifted["execution"]["why"][0]
     r = client.post("/classify", json={"texts": ["fine"], "model": "shifted"})
     assert r.status_code == 200, r.text
+
+
+def test_random_auto_engine_keeps_a_pinned_variant(make_client: MakeClient) -> None:
+    """LUGPI_MODEL_VARIANT=int8 with LUGPI_ENGINE=auto: the fp32 graph is no candidate, and
+    OpenVINO (fp32 only) refuses; the version runs int8 on onnxruntime and says why."""
+    client = make_client(engine="auto", model_variant="int8")
+    info = client.get("/models/sentiment").json()["versions"][0]
+    first = info["execution"]["why"][0]
+    assert info["variant"] == "int8" and info["provider"] != PROVIDER
+    assert first.startswith("engine onnxruntime int8") and "OpenVINO refused" in first, first
+    assert "onnxruntime fp32" not in first
 
 
 def test_random_openvino_lone_requests_are_weighed_for_a_session_of_every_core(
