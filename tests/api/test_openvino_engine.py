@@ -178,6 +178,43 @@ def test_random_auto_engine_says_which_engine_and_serves_on_it(
     assert r.status_code == 200, r.text
 
 
+def test_random_auto_engine_serves_the_fp32_graph_where_it_measured_cheapest(
+    make_client: MakeClient, random_bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring from the choice to what serves: the measurement's figures are fixed here
+    (onnxruntime fp32 0.7x int8, OpenVINO dearer), since which graph is cheaper depends on
+    the CPU (docs/environment.md); every call after it is real. The version then runs every
+    instance on model.onnx and answers what export recorded for that graph."""
+    table = {
+        "onnxruntime int8": {1: 2.0, 16: 1.0},
+        "onnxruntime fp32": {1: 1.4, 16: 0.7},
+        "openvino fp32": {1: 3.0, 16: 1.5},
+    }
+    measured: list[set[str]] = []
+
+    def fixed(samples: object, calls: dict[str, object]) -> dict[str, dict[int, float]]:
+        measured.append(set(calls))
+        return {name: table[name] for name in calls}
+
+    monkeypatch.setattr("api.registry.measure_engines", fixed)
+    client = make_client(engine="auto")
+    registry = client.app.state.registry  # type: ignore[attr-defined]
+    assert {"onnxruntime int8", "onnxruntime fp32"} <= measured[0]
+    info = client.get("/models/sentiment").json()["versions"][0]
+    first = info["execution"]["why"][0]
+    assert first.startswith("engine onnxruntime fp32:"), first
+    assert (info["variant"], info["provider"]) == ("fp32", "CPUExecutionProvider")
+    loaded = registry.resolve("sentiment", None)
+    graphs = {i.model_file.name for i in loaded.batcher.instances}
+    assert graphs == {MODEL_FP32}, graphs
+    manifest = read_manifest(random_bundles["single"])
+    assert manifest.export_checks is not None
+    for sample in manifest.export_checks.samples:
+        served = _scores(client, {"texts": [sample.text], "model": "sentiment"}, manifest.labels)
+        recorded = np.array(sample.probabilities[MODEL_FP32])
+        assert np.abs(served - recorded).max() <= FP32_TOLERANCE, sample.text
+
+
 def test_random_auto_engine_keeps_a_pinned_variant(make_client: MakeClient) -> None:
     """LUGPI_MODEL_VARIANT=int8 with LUGPI_ENGINE=auto: the fp32 graph is no candidate, and
     OpenVINO (fp32 only) refuses; the version runs int8 on onnxruntime and says why."""
