@@ -423,10 +423,30 @@ def render(
     loads: tuple[str, str],
 ) -> str:
     b1 = ("b1_p50_ms", "b1_per_s", "b1_cpu_ms")
-    spin = {k: med([r[k] for r in raws["spin"].raw]) for k in b1}
-    nospin = {k: med([r[k] for r in raws["nospin"].raw]) for k in b1}
-    one_thread = {k: med([r[k] for r in raws["one"].raw]) for k in b1}
-    grouped = {k: med([r[k] for r in raws["grouped"].raw]) for k in ("per_s", "cpu_ms")}
+    batched = ("per_s", "cpu_ms")
+
+    def medians(key: str, names: tuple[str, ...]) -> dict[str, float]:
+        return {k: med([r[k] for r in raws[key].raw]) for k in names}
+
+    spin = medians("spin", b1)
+    one_thread = medians("one", b1)
+    grouped = medians("grouped", batched)
+
+    def b1_line(label: str, f: dict[str, float]) -> str:
+        """A batch-1 raw row; its p50 over raw onnxruntime b1 spinning."""
+        return (
+            f"| {label} | {fmt(f['b1_p50_ms'], 2)} | {ratio(f['b1_p50_ms'], spin['b1_p50_ms'])} "
+            f"| {fmt(f['b1_per_s'], 0)} | {fmt(f['b1_cpu_ms'], 2)} | | | | | | | | |"
+        )
+
+    def grouped_line(label: str, f: dict[str, float]) -> str:
+        """A length-grouped raw row; its texts/s and CPU over onnxruntime int8's."""
+        return (
+            f"| {label} | | | | | | | {fmt(f['per_s'], 0)} "
+            f"| {ratio(f['per_s'], grouped['per_s'])} | | {fmt(f['cpu_ms'], 2)} "
+            f"| {ratio(f['cpu_ms'], grouped['cpu_ms'])} | |"
+        )
+
     lines = [
         "# Our API and its peers, side by side",
         "",
@@ -448,49 +468,29 @@ def render(
         "| c=64 req/s | req/s / raw | c=64 max ms | c=64 CPU ms/req | CPU / raw "
         "| RSS warm / peak MB |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-        f"| raw onnxruntime b1, spinning on | {fmt(spin['b1_p50_ms'], 2)} | 1.00x "
-        f"| {fmt(spin['b1_per_s'], 0)} | {fmt(spin['b1_cpu_ms'], 2)} | | | | | | | | |",
-        f"| raw b1, spinning off | {fmt(nospin['b1_p50_ms'], 2)} "
-        f"| {ratio(nospin['b1_p50_ms'], spin['b1_p50_ms'])} | {fmt(nospin['b1_per_s'], 0)} "
-        f"| {fmt(nospin['b1_cpu_ms'], 2)} | | | | | | | | |",
-        f"| raw b1, one thread | {fmt(one_thread['b1_p50_ms'], 2)} "
-        f"| {ratio(one_thread['b1_p50_ms'], spin['b1_p50_ms'])} "
-        f"| {fmt(one_thread['b1_per_s'], 0)} | {fmt(one_thread['b1_cpu_ms'], 2)} "
-        "| | | | | | | | |",
-        f"| raw, length-grouped batches of 32 | | | | | | | {fmt(grouped['per_s'], 0)} | 1.00x "
-        f"| | {fmt(grouped['cpu_ms'], 2)} | 1.00x | |",
+        b1_line("raw onnxruntime b1, spinning on", spin),
+        b1_line("raw b1, spinning off", medians("nospin", b1)),
+        b1_line("raw b1, one thread", one_thread),
+        grouped_line("raw, length-grouped batches of 32", grouped),
     ]
     bests = {"onnxruntime b1 spinning": spin, "onnxruntime grouped 32": grouped}
     beside = {"onnxruntime b1 one thread": one_thread}
     if raws.get("fp32_spin") and raws["fp32_spin"].raw:
-        f1 = {k: med([r[k] for r in raws["fp32_spin"].raw]) for k in b1}
-        f1_one = {k: med([r[k] for r in raws["fp32_one"].raw]) for k in b1}
-        f32 = {k: med([r[k] for r in raws["fp32_grouped"].raw]) for k in ("per_s", "cpu_ms")}
+        f1, f1_one = medians("fp32_spin", b1), medians("fp32_one", b1)
+        f32 = medians("fp32_grouped", batched)
         bests |= {"onnxruntime fp32 b1 spinning": f1, "onnxruntime fp32 grouped 32": f32}
         beside |= {"onnxruntime fp32 b1 one thread": f1_one}
         lines += [
-            f"| raw onnxruntime fp32 b1, spinning on | {fmt(f1['b1_p50_ms'], 2)} "
-            f"| {ratio(f1['b1_p50_ms'], spin['b1_p50_ms'])} | {fmt(f1['b1_per_s'], 0)} "
-            f"| {fmt(f1['b1_cpu_ms'], 2)} | | | | | | | | |",
-            f"| raw onnxruntime fp32 b1, one thread | {fmt(f1_one['b1_p50_ms'], 2)} "
-            f"| {ratio(f1_one['b1_p50_ms'], spin['b1_p50_ms'])} "
-            f"| {fmt(f1_one['b1_per_s'], 0)} | {fmt(f1_one['b1_cpu_ms'], 2)} "
-            "| | | | | | | | |",
-            f"| raw onnxruntime fp32, length-grouped 32 | | | | | | | {fmt(f32['per_s'], 0)} "
-            f"| {ratio(f32['per_s'], grouped['per_s'])} | | {fmt(f32['cpu_ms'], 2)} "
-            f"| {ratio(f32['cpu_ms'], grouped['cpu_ms'])} | |",
+            b1_line("raw onnxruntime fp32 b1, spinning on", f1),
+            b1_line("raw onnxruntime fp32 b1, one thread", f1_one),
+            grouped_line("raw onnxruntime fp32, length-grouped 32", f32),
         ]
     if raws["ov_b1"].raw:
-        ov1 = {k: med([r[k] for r in raws["ov_b1"].raw]) for k in b1}
-        ov32 = {k: med([r[k] for r in raws["ov_grouped"].raw]) for k in ("per_s", "cpu_ms")}
+        ov1, ov32 = medians("ov_b1", b1), medians("ov_grouped", batched)
         bests |= {"OpenVINO fp32 b1": ov1, "OpenVINO fp32 grouped 32": ov32}
         lines += [
-            f"| raw OpenVINO fp32 b1 | {fmt(ov1['b1_p50_ms'], 2)} "
-            f"| {ratio(ov1['b1_p50_ms'], spin['b1_p50_ms'])} | {fmt(ov1['b1_per_s'], 0)} "
-            f"| {fmt(ov1['b1_cpu_ms'], 2)} | | | | | | | | |",
-            f"| raw OpenVINO fp32, length-grouped 32 | | | | | | | {fmt(ov32['per_s'], 0)} "
-            f"| {ratio(ov32['per_s'], grouped['per_s'])} | | {fmt(ov32['cpu_ms'], 2)} "
-            f"| {ratio(ov32['cpu_ms'], grouped['cpu_ms'])} | |",
+            b1_line("raw OpenVINO fp32 b1", ov1),
+            grouped_line("raw OpenVINO fp32, length-grouped 32", ov32),
         ]
     for row in rows:
         one = level_figures(row.levels.get(1, []))
