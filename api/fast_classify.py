@@ -150,5 +150,6 @@ def install(app: FastAPI, settings: ApiSettings, route: APIRoute) -> FastClassif
     if not settings.classify_fast_path:
         return None
     fast = FastClassify(route, app.router, settings, app.state.registry, app.state.metrics)
-    app.router.routes.append(_FastRoute(PATH, fast, methods=["POST"], include_in_schema=False))
+    # First: the router tries its routes in order, and this one answers most requests.
+    app.router.routes.insert(0, _FastRoute(PATH, fast, methods=["POST"], include_in_schema=False))
     return fast
